@@ -1,0 +1,5 @@
+"""`python -m batchyard` runs the CLI."""
+
+from producers.cli import main
+
+main()

@@ -1,0 +1,369 @@
+"""GMN generation requests (SPEC §7): prompt lines, the prompts sent to a model, constraints."""
+
+from __future__ import annotations
+
+import re
+from typing import Any, Final, Literal
+
+import orjson
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from schemas.batch_lines import LineError
+from schemas.request import CUSTOM_ID_MAX, LLMRequest, Message
+from schemas.result import Usage
+
+from .model import GMNError
+
+AgentType = Literal["explorer", "trader", "coordinator", "general"]
+AGENT_TYPES: Final[tuple[str, ...]] = ("explorer", "trader", "coordinator", "general")
+MIN_PROMPT_CHARS: Final = 10
+MAX_PROMPT_CHARS: Final = 2000
+MIN_PROMPT_WORDS: Final = 3
+#: The refinement message lists at most this many errors; the rest are counted.
+MAX_LISTED_ERRORS: Final = 40
+DEFAULT_TEMPERATURE: Final = 0.2
+
+
+class GMNConstraints(BaseModel):
+    """Limits a generated document must respect; a breach is reported as GMN090."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    max_states: int | None = Field(default=None, ge=1)
+    max_observations: int | None = Field(default=None, ge=1)
+    max_actions: int | None = Field(default=None, ge=1)
+    max_nodes: int | None = Field(default=None, ge=1)
+    require_preferences: bool = False
+
+
+class GMNPrompt(BaseModel):
+    """One line of a prompts file: what to model, for which agent type, under which limits."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    custom_id: str = Field(min_length=1, max_length=CUSTOM_ID_MAX)
+    prompt: str
+    agent_type: AgentType = "general"
+    constraints: GMNConstraints = Field(default_factory=GMNConstraints)
+
+    @field_validator("custom_id")
+    @classmethod
+    def _printable(cls, value: str) -> str:
+        if not value.isprintable():
+            raise ValueError("must contain printable characters only")
+        return value
+
+    @field_validator("prompt")
+    @classmethod
+    def _acceptable(cls, value: str) -> str:
+        return check_prompt(value)
+
+    @field_validator("constraints", mode="before")
+    @classmethod
+    def _none_is_empty(cls, value: Any) -> Any:
+        return {} if value is None else value
+
+
+def check_prompt(value: str) -> str:
+    """Trim a prompt, or say which SPEC §7 acceptance rule it breaks before anything is queued.
+
+    Messages read after the field name: "prompt: must have at least 3 words (got 1)".
+    """
+    trimmed = value.strip()
+    if not value:
+        raise ValueError("must not be empty")
+    if not trimmed:
+        raise ValueError("must not be only whitespace")
+    words = len(trimmed.split())
+    if words < MIN_PROMPT_WORDS:
+        raise ValueError(f"must have at least {MIN_PROMPT_WORDS} words (got {words})")
+    if len(trimmed) < MIN_PROMPT_CHARS:
+        raise ValueError(
+            f"must be at least {MIN_PROMPT_CHARS} characters long (got {len(trimmed)})"
+        )
+    if len(trimmed) > MAX_PROMPT_CHARS:
+        raise ValueError(f"must be at most {MAX_PROMPT_CHARS} characters long (got {len(trimmed)})")
+    return trimmed
+
+
+def parse_prompt_line(item: Any, line: int) -> GMNPrompt:
+    """Read one prompts-file line (bytes, text or dict), or raise `LineError` naming the field."""
+    if isinstance(item, GMNPrompt):
+        return item
+    obj = item
+    if isinstance(item, bytes | bytearray | str):
+        try:
+            obj = orjson.loads(item)
+        except orjson.JSONDecodeError as exc:
+            raise LineError(line, None, f"not valid JSON ({exc})") from None
+    if not isinstance(obj, dict):
+        raise LineError(line, None, f"must be a JSON object, got {type(obj).__name__}")
+    cid = obj.get("custom_id") if isinstance(obj.get("custom_id"), str) else None
+    fields = {"custom_id": f"line-{line}", **obj}
+    try:
+        return GMNPrompt.model_validate(fields)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        field = ".".join(str(p) for p in first["loc"]) or None
+        message = first["msg"].removeprefix("Value error, ")
+        if first["type"] == "extra_forbidden":
+            known = GMNConstraints if field and field.startswith("constraints.") else GMNPrompt
+            message = f"unknown field (known: {', '.join(known.model_fields)})"
+        elif first["type"] == "literal_error" and field == "agent_type":
+            message = f"must be one of {', '.join(AGENT_TYPES)}, got {first['input']!r}"
+        raise LineError(line, field, message, cid) from None
+
+
+class RoundVerdict(BaseModel):
+    """What one round's answer got; kept per job so reports can show validity per round."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    round: int = Field(ge=1)
+    valid: bool
+    codes: list[str] = Field(default_factory=list)
+
+
+class GMNTaskData(BaseModel):
+    """`Task.data` of a GMN job: set by the producer, then carried and extended each round."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    agent_type: AgentType = "general"
+    constraints: GMNConstraints = Field(default_factory=GMNConstraints)
+    #: A change request sent with refinement rounds (`refine_gmn(..., feedback=...)`).
+    feedback: str | None = None
+    #: Token usage of every round so far, including the one being reviewed.
+    usage: Usage = Field(default_factory=Usage)
+    #: USD of every round so far whose endpoint has a price; None while none had one.
+    cost_usd: float | None = None
+    history: list[RoundVerdict] = Field(default_factory=list)
+
+
+class GMNRecord(BaseModel):
+    """`LLMResult.extra["gmn"]` of a finished GMN job: the verdict output lines are built from."""
+
+    document: dict[str, Any] | None = None
+    valid: bool
+    errors: list[GMNError] = Field(default_factory=list)
+    rounds: int = Field(ge=0)
+    agent_type: str | None = None
+    #: Summed over every round: input_tokens, output_tokens, total_tokens.
+    tokens: dict[str, int] = Field(default_factory=lambda: token_counts(Usage()))
+    cost_usd: float | None = None
+    history: list[RoundVerdict] = Field(default_factory=list)
+
+
+def token_counts(usage: Usage) -> dict[str, int]:
+    """The `tokens` field of records and output lines."""
+    total = usage.input_tokens + usage.output_tokens
+    return {
+        "input_tokens": usage.input_tokens,
+        "output_tokens": usage.output_tokens,
+        "total_tokens": total,
+    }
+
+
+# --- the prompts ------------------------------------------------------------------------------
+
+_HINTS: Final[dict[str, str]] = {
+    "explorer": "positions or locations as states, movement actions, and preferences for goals"
+    " or for seeing something new (curiosity).",
+    "trader": "holdings or the market regime as states, buy/sell/hold actions, and preferences"
+    " for observing profit over loss.",
+    "coordinator": "task or team progress as states, assignment and communication actions,"
+    " and preferences for tasks being completed.",
+    "general": "the few states, observations and actions the description needs, and"
+    " preferences for the outcomes it asks for.",
+}
+
+_EXAMPLE: Final = (
+    '{"name": "grid_explorer_2x2", "nodes": ['
+    '{"id": "cell", "type": "state", "properties": {"num_states": 4}}, '
+    '{"id": "seen_cell", "type": "observation", "properties": {"num_observations": 4}}, '
+    '{"id": "step", "type": "action", "properties": {"num_actions": 5, "action_names":'
+    ' ["north", "south", "east", "west", "stay"]}}, '
+    '{"id": "cell_sensor", "type": "likelihood", "properties": {"matrix": [[0.85, 0.05, 0.05,'
+    " 0.05], [0.05, 0.85, 0.05, 0.05], [0.05, 0.05, 0.85, 0.05], [0.05, 0.05, 0.05, 0.85]]}}, "
+    '{"id": "cell_dynamics", "type": "transition"}, '
+    '{"id": "start_belief", "type": "belief", "properties": {"distribution": [0.25, 0.25, 0.25,'
+    " 0.25]}}, "
+    '{"id": "goal", "type": "preference", "properties": {"vector": [0.0, 0.0, 0.0, 3.0]}}], '
+    '"edges": ['
+    '{"source": "cell", "target": "cell_sensor", "type": "depends_on"}, '
+    '{"source": "cell_sensor", "target": "seen_cell", "type": "generates"}, '
+    '{"source": "cell", "target": "cell_dynamics", "type": "depends_on"}, '
+    '{"source": "step", "target": "cell_dynamics", "type": "depends_on"}, '
+    '{"source": "start_belief", "target": "cell", "type": "depends_on"}, '
+    '{"source": "goal", "target": "seen_cell", "type": "depends_on"}]}'
+)
+
+_RULES: Final = """\
+You write GMN (Generative Model Notation) documents: a discrete active-inference agent as a \
+directed acyclic graph. A document is one JSON object {"name", "nodes": [...], "edges": [...]}.
+Node: {"id", "type", "properties"}; ids match ^[A-Za-z_][A-Za-z0-9_]*$ and are unique.
+Node types and properties (* = required):
+- state: *num_states (integer >= 1), state_names
+- observation: *num_observations, observation_names
+- action: *num_actions, action_names
+- likelihood (A): matrix indexed A[observation][state]; every column sums to 1
+- transition (B): matrix indexed B[next_state][state][action]; for each (state, action) the \
+entries over next_state sum to 1
+- belief (D): distribution over the states of its state, sums to 1
+- preference (C): vector of log-preferences over its observation; preferred_observation index
+- policy: no properties; llm_query: *prompt_template (non-blank string)
+Edge: {"source", "target", "type"}; allowed (source type -> target type):
+- generates: state -> observation, likelihood -> observation
+- depends_on: state -> likelihood, state -> transition, action -> transition, belief -> state, \
+preference -> observation
+- queries: any type except llm_query -> llm_query; updates: llm_query -> any type except \
+llm_query; influences: any -> any
+Each likelihood has one incoming depends_on from its state and one outgoing generates to its \
+observation; each transition has one depends_on from a state and one from an action; each \
+belief and preference has one outgoing depends_on. Every node is on at least one edge. Include \
+at least one state, one observation and one action. No cycles: no edge from a transition back \
+to its state, and no llm_query updating anything upstream of what it queries. Probabilities are \
+finite, >= 0, and sum to 1 within 1e-6.
+Example (an explorer):
+"""
+
+_ANSWER: Final = (
+    "Answer with exactly one JSON object that follows these rules. "
+    "No prose, no comments, no markdown fences."
+)
+_AGENT_LINE: Final = re.compile(r"^Agent type: (\w+)", re.M)
+_CONSTRAINT_LINE: Final = re.compile(r"^- (max_\w+|require_preferences): (\d+|true|false)\b", re.M)
+_CONSTRAINT_TEXT: Final[dict[str, str]] = {
+    "max_states": "no state node may have more than {} states",
+    "max_observations": "no observation node may have more than {} observations",
+    "max_actions": "no action node may have more than {} actions",
+    "max_nodes": "the document may have at most {} nodes",
+}
+
+
+def system_prompt(agent_type: str, constraints: GMNConstraints) -> str:
+    """The rules, one example, the agent-type hint and the constraints, as SPEC §7 asks."""
+    lines = [_RULES + _EXAMPLE, "", f"Agent type: {agent_type}. Model {_HINTS[agent_type]}"]
+    limits = constraints.model_dump(exclude_defaults=True)
+    if limits:
+        lines.append("Constraints:")
+        for key, value in limits.items():
+            if key == "require_preferences":
+                lines.append("- require_preferences: true (include at least one preference node)")
+            else:
+                lines.append(f"- {key}: {value} ({_CONSTRAINT_TEXT[key].format(value)})")
+    lines.append(_ANSWER)
+    return "\n".join(lines)
+
+
+def read_system_prompt(text: str) -> tuple[str, GMNConstraints]:
+    """Agent type and constraints back from a `system_prompt` (the mock model reads them)."""
+    agent = _AGENT_LINE.search(text)
+    agent_type = agent.group(1) if agent and agent.group(1) in AGENT_TYPES else "general"
+    limits: dict[str, Any] = {}
+    for key, value in _CONSTRAINT_LINE.findall(text):
+        if key == "require_preferences":
+            limits[key] = value == "true"
+        elif key in _CONSTRAINT_TEXT and value.isdigit() and int(value) >= 1:
+            limits[key] = int(value)
+    return agent_type, GMNConstraints.model_validate(limits)
+
+
+def first_request(
+    spec: GMNPrompt,
+    *,
+    temperature: float = DEFAULT_TEMPERATURE,
+    max_tokens: int | None = None,
+    json_mode: bool = False,
+) -> LLMRequest:
+    """Round 1 of a generation: system rules + the user's prompt; never a "```" stop sequence."""
+    return LLMRequest(
+        custom_id=spec.custom_id,
+        messages=[
+            Message(role="system", content=system_prompt(spec.agent_type, spec.constraints)),
+            Message(role="user", content=spec.prompt),
+        ],
+        temperature=temperature,
+        max_tokens=max_tokens,
+        response_format={"type": "json_object"} if json_mode else None,
+    )
+
+
+def refine_message(errors: list[GMNError], feedback: str | None = None) -> str:
+    """The follow-up user turn: every rule violation (code, path, node, message) to fix."""
+    lines: list[str] = []
+    if errors:
+        lines.append("Your GMN document is not valid. The validator reported:")
+        for e in errors[:MAX_LISTED_ERRORS]:
+            node = f" (node {e.node})" if e.node else ""
+            lines.append(f"- {e.code} at {e.path}{node}: {e.message}")
+        if len(errors) > MAX_LISTED_ERRORS:
+            lines.append(f"- ... and {len(errors) - MAX_LISTED_ERRORS} more errors")
+    if feedback:
+        lines.append(f"Change requested: {feedback.strip()}")
+    lines.append("Fix every error and answer with the corrected document only. " + _ANSWER)
+    return "\n".join(lines)
+
+
+def refine_request(
+    request: LLMRequest, answer: str, errors: list[GMNError], feedback: str | None = None
+) -> LLMRequest:
+    """The next round: the original turns, the latest answer and its errors (context stays bounded).
+
+    Earlier failed answers are dropped: the model needs the last attempt and what is wrong with
+    it, and a conversation that grows by one document per round would grow the cost with it.
+    """
+    base = []
+    for message in request.messages:
+        if message.role == "assistant":
+            break
+        base.append(message)
+    messages = [
+        *base,
+        Message(role="assistant", content=answer),
+        Message(role="user", content=refine_message(errors, feedback)),
+    ]
+    return request.model_copy(update={"messages": messages})
+
+
+# --- constraints (GMN090) ---------------------------------------------------------------------
+
+_LIMITED: Final[dict[str, tuple[str, str]]] = {
+    "state": ("num_states", "max_states"),
+    "observation": ("num_observations", "max_observations"),
+    "action": ("num_actions", "max_actions"),
+}
+
+
+def check_constraints(document: Any, constraints: GMNConstraints) -> list[GMNError]:
+    """GMN090 errors for a decoded document that breaks the request's constraints."""
+    if not isinstance(document, dict) or not isinstance(document.get("nodes"), list):
+        return []
+    nodes = document["nodes"]
+    errors: list[GMNError] = []
+    limits = constraints.model_dump()
+    for i, node in enumerate(nodes):
+        if not isinstance(node, dict) or node.get("type") not in _LIMITED:
+            continue
+        prop, limit_key = _LIMITED[node["type"]]
+        props = node.get("properties")
+        size = props.get(prop) if isinstance(props, dict) else None
+        limit = limits[limit_key]
+        if limit is not None and type(size) is int and size > limit:
+            node_id = node.get("id") if isinstance(node.get("id"), str) else None
+            errors.append(
+                GMNError(
+                    code="GMN090",
+                    path=f"$.nodes[{i}].properties.{prop}",
+                    node=node_id,
+                    message=f"{prop} is {size}; the {limit_key} constraint allows at most {limit}",
+                )
+            )
+    if constraints.max_nodes is not None and len(nodes) > constraints.max_nodes:
+        message = f"the document has {len(nodes)} nodes; max_nodes allows {constraints.max_nodes}"
+        errors.append(GMNError(code="GMN090", path="$.nodes", message=message))
+    types = {n.get("type") for n in nodes if isinstance(n, dict)}
+    if constraints.require_preferences and "preference" not in types:
+        message = "require_preferences is set but the document has no preference node"
+        errors.append(GMNError(code="GMN090", path="$.nodes", message=message))
+    return errors

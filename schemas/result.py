@@ -1,0 +1,74 @@
+"""What a worker writes back for each request: exactly one result per (batch, custom_id)."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+ResultStatus = Literal["succeeded", "errored", "expired", "cancelled"]
+
+
+class Usage(BaseModel):
+    """Token counts as the provider reported them."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    input_tokens: int = Field(default=0, ge=0)
+    output_tokens: int = Field(default=0, ge=0)
+    cached_tokens: int = Field(default=0, ge=0)
+
+
+class ErrorInfo(BaseModel):
+    """Why a request (or an input line) did not succeed."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    code: str
+    message: str
+    line: int | None = None
+
+
+class Attempt(BaseModel):
+    """One call to one endpoint: the hop list of a result is made of these."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    endpoint: str
+    model: str | None = None
+    error: str | None = None
+    latency_ms: float = 0.0
+
+
+class Timings(BaseModel):
+    """Wall-clock points of a request's life, in epoch seconds."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    enqueued_at: float | None = None
+    started_at: float | None = None
+    finished_at: float | None = None
+
+
+class LLMResult(BaseModel):
+    """The outcome of one request, as stored in Redis and exported by collectors."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    custom_id: str | None
+    batch_id: str
+    status: ResultStatus
+    output: str | None = None
+    finish_reason: str | None = None
+    endpoint: str | None = None
+    model: str | None = None
+    request_id: str | None = None
+    usage: Usage = Field(default_factory=Usage)
+    #: USD by the endpoint's price table; None when it has none for this model.
+    cost_usd: float | None = None
+    attempts: list[Attempt] = Field(default_factory=list)
+    timings: Timings = Field(default_factory=Timings)
+    trace_id: str | None = None
+    error: ErrorInfo | None = None
+    #: Output of a task reviewer (e.g. the GMN document, its validity and rounds used).
+    extra: dict[str, Any] = Field(default_factory=dict)
