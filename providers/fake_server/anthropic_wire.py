@@ -1,0 +1,165 @@
+"""The fake server's Anthropic Messages format: error types, request-id, anthropic-ratelimit-*."""
+
+from __future__ import annotations
+
+import math
+import time
+from datetime import UTC, datetime
+from typing import Any
+
+from multidict import CIMultiDictProxy
+
+from providers.fake_server.faults import Fault, WindowState
+from providers.fake_server.wire import (
+    BadRequest,
+    Call,
+    Reply,
+    Wire,
+    html_reply,
+    json_reply,
+    messages_of,
+    request_id,
+    text_of,
+)
+from providers.mock import estimate_tokens
+
+#: kind -> (status, error.type, message) as the Anthropic errors page documents them.
+ERRORS: dict[str, tuple[int, str, str]] = {
+    "rate_limited": (
+        429,
+        "rate_limit_error",
+        "This request would exceed your organization's rate limit. Please try again later.",
+    ),
+    "quota": (
+        400,
+        "invalid_request_error",
+        "Your credit balance is too low to access the Anthropic API. Please go to Plans & "
+        "Billing to upgrade or purchase credits.",
+    ),
+    "auth": (401, "authentication_error", "invalid x-api-key"),
+    "forbidden": (
+        403,
+        "permission_error",
+        "Your API key does not have permission to use the specified resource.",
+    ),
+    "not_found": (404, "not_found_error", "model: {model}"),
+    "bad_request": (400, "invalid_request_error", "Invalid request."),
+    "context_length": (
+        400,
+        "invalid_request_error",
+        "prompt is too long: 210000 tokens > 200000 maximum",
+    ),
+    "too_large": (
+        413,
+        "request_too_large",
+        "Request exceeds the maximum allowed number of bytes.",
+    ),
+    "server_error": (500, "api_error", "Internal server error"),
+    "overloaded": (529, "overloaded_error", "Overloaded"),
+}
+HTML = {"bad_gateway": 502, "unavailable": 503, "gateway_timeout": 504}
+STOP_REASONS = {"stop": "end_turn", "length": "max_tokens"}
+
+
+def rfc3339_in(seconds: float) -> str:
+    """The moment `seconds` from now, as anthropic-ratelimit-*-reset writes it."""
+    when = datetime.fromtimestamp(math.ceil(time.time() + seconds), UTC)  # never early
+    return when.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+class AnthropicWire(Wire):
+    """POST /v1/messages, GET /v1/models."""
+
+    name = "anthropic"
+    chat_path = "/v1/messages"
+    models_path = "/v1/models"
+
+    def parse(self, body: Any, headers: CIMultiDictProxy[str]) -> Call:
+        if not isinstance(body, dict):
+            raise BadRequest("Request body must be a JSON object")
+        if "anthropic-version" not in headers:
+            raise BadRequest("anthropic-version: header is required")
+        model = body.get("model")
+        if not isinstance(model, str) or not model:
+            raise BadRequest("model: Field required")
+        max_tokens = body.get("max_tokens")
+        if not isinstance(max_tokens, int) or max_tokens < 1:
+            raise BadRequest("max_tokens: Field required")
+        if body.get("stream"):
+            raise BadRequest("stream=true is not supported by the fake server")
+        turns = messages_of(body.get("messages"))
+        if any(role not in ("user", "assistant") for role, _ in turns):
+            raise BadRequest(
+                "messages: Unexpected role. The Messages API accepts a top-level `system` "
+                'parameter, not "system" as an input message role.'
+            )
+        system = body.get("system")
+        before = [("system", text_of(system))] if system else []
+        return Call(model, before + turns, max_tokens, key=self.key(headers))
+
+    def key(self, headers: CIMultiDictProxy[str]) -> str | None:
+        return headers.get("x-api-key")
+
+    def success(self, call: Call, fault: Fault, text: str, window: WindowState | None) -> Reply:
+        refused = fault.kind == "content_filter"
+        prompt = fault.input_tokens if fault.input_tokens is not None else call.input_tokens
+        output = fault.output_tokens if fault.output_tokens is not None else estimate_tokens(text)
+        finish = fault.finish_reason or "stop"
+        rid = request_id()
+        body = {
+            "id": f"msg_{rid[4:]}",
+            "type": "message",
+            "role": "assistant",
+            "model": call.model,
+            "content": [] if refused else [{"type": "text", "text": text}],
+            "stop_reason": "refusal" if refused else STOP_REASONS.get(finish, finish),
+            "stop_sequence": None,
+            "usage": {
+                # Anthropic's input_tokens excludes the tokens read from the cache.
+                "input_tokens": max(0, prompt - fault.cached_tokens),
+                "cache_creation_input_tokens": 0,
+                "cache_read_input_tokens": fault.cached_tokens,
+                "output_tokens": output,
+            },
+        }
+        headers = {"request-id": rid}
+        if window is not None:
+            headers.update(self.limit_headers(window))
+        return json_reply(200, body, headers)
+
+    def error(self, kind: str, call: Call | None, fault: Fault) -> Reply:
+        if kind in HTML and fault.message is None and fault.error_type is None:
+            return html_reply(fault.status or HTML[kind])
+        status, etype, template = ERRORS.get(kind, ERRORS["server_error"])
+        error: dict[str, Any] = {
+            "type": fault.error_type or etype,
+            "message": fault.message or template.format(model=call.model if call else "unknown"),
+        }
+        if fault.error_code:
+            error["details"] = {"error_code": fault.error_code}
+        rid = request_id()
+        body = {"type": "error", "error": error, "request_id": rid}
+        return json_reply(fault.status or status, body, {"request-id": rid})
+
+    def limit_headers(self, window: WindowState) -> dict[str, str]:
+        headers: dict[str, str] = {}
+        for dim, limit, left, reset in (
+            ("requests", window.limit_requests, window.remaining_requests, window.reset_requests_s),
+            ("tokens", window.limit_tokens, window.remaining_tokens, window.reset_tokens_s),
+            ("input-tokens", window.limit_tokens, window.remaining_tokens, window.reset_tokens_s),
+        ):
+            if limit is not None:
+                headers[f"anthropic-ratelimit-{dim}-limit"] = str(limit)
+            if left is not None:
+                headers[f"anthropic-ratelimit-{dim}-remaining"] = str(left)
+            if reset is not None:
+                headers[f"anthropic-ratelimit-{dim}-reset"] = rfc3339_in(reset)
+        return headers
+
+    def models(self, names: list[str]) -> Reply:
+        created = datetime.fromtimestamp(time.time(), UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        data = [{"type": "model", "id": n, "display_name": n, "created_at": created} for n in names]
+        first, last = (names[0], names[-1]) if names else (None, None)
+        return json_reply(
+            200, {"data": data, "has_more": False, "first_id": first, "last_id": last}
+        )

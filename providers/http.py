@@ -1,0 +1,296 @@
+"""HTTP plumbing the vendor adapters share: transport errors and rate-limit headers, read once."""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Annotated, Any, TypeVar
+from urllib.parse import quote
+
+import aiohttp
+import orjson
+from multidict import CIMultiDictProxy
+from pydantic import AfterValidator, BaseModel, Field, SecretStr, ValidationError
+from yarl import URL
+
+from providers.base import AnnouncedLimits, HealthStatus, Provider, ProviderConfig
+from providers.errors import (
+    AuthError,
+    ContextTooLong,
+    InvalidRequest,
+    Overloaded,
+    ProtocolError,
+    ProviderError,
+    QuotaExceeded,
+    RateLimited,
+    ServerError,
+    Timeout,
+)
+from providers.headers import RateLimits, rate_limits, retry_after_s
+from schemas.config import EndpointConfig
+
+#: Sent with every call so fake servers, gateways and logs can tie a call to its request.
+CUSTOM_ID_HEADER = "x-batchyard-custom-id"
+
+_DETAIL_CHARS = 300
+_HTML_TITLE = re.compile(r"<title>(.*?)</title>", re.IGNORECASE | re.DOTALL)
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def rate_limited(message: str, headers: Mapping[str, str], status: int = 429) -> RateLimited:
+    """The RateLimited error for a response, with its Retry-After and advertised limits."""
+    return RateLimited(
+        message, retry_after_s=retry_after_s(headers), limits=rate_limits(headers), status=status
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class HTTPResponse:
+    """A fully read response: the adapters never hold an aiohttp object past `send`."""
+
+    status: int
+    headers: CIMultiDictProxy[str]
+    body: bytes
+
+    @property
+    def ok(self) -> bool:
+        """2xx."""
+        return 200 <= self.status < 300
+
+
+@dataclass(frozen=True, slots=True)
+class VendorError:
+    """The error fields every vendor body has some spelling of."""
+
+    type: str | None
+    code: str | None
+    message: str
+
+
+def vendor_error(body: bytes) -> VendorError:
+    """Read an error body in any of the vendor shapes (OpenAI, Anthropic, Ollama, vLLM, HTML)."""
+    try:
+        data = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        text = body.decode("utf-8", "replace")
+        title = _HTML_TITLE.search(text)
+        return VendorError(None, None, _snippet(title.group(1) if title else text))
+    err = data.get("error", data) if isinstance(data, dict) else data
+    if isinstance(err, str):
+        return VendorError(None, None, _snippet(err))
+    if not isinstance(err, dict):
+        return VendorError(None, None, _snippet(str(data)))
+    details = err.get("details")
+    code = err.get("code")
+    if code is None and isinstance(details, dict):
+        code = details.get("error_code")
+    kind = err.get("type")
+    return VendorError(
+        type=str(kind) if kind is not None else None,
+        code=str(code) if code is not None else None,
+        message=_snippet(str(err.get("message") or err.get("detail") or "")),
+    )
+
+
+def _snippet(text: str) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= _DETAIL_CHARS else text[: _DETAIL_CHARS - 1] + "…"
+
+
+def error_for_status(message: str, resp: HTTPResponse) -> ProviderError:
+    """The error a status means when the vendor's body says nothing more specific."""
+    status = resp.status
+    if status == 429:
+        return rate_limited(message, resp.headers)
+    if status in (401, 403, 407):
+        return AuthError(message, status=status)
+    if status == 402:
+        return QuotaExceeded(message, status=status)
+    if status == 408:
+        return Timeout(message, status=status)
+    if status == 413:
+        return ContextTooLong(message, status=status)
+    if status in (503, 529):
+        return Overloaded(message, status=status)
+    if status >= 500 or status == 409:
+        return ServerError(message, status=status)
+    if status >= 400:
+        return InvalidRequest(message, status=status)
+    return ProtocolError(f"{message} (unexpected status; check base_url)", status=status)
+
+
+@contextmanager
+def translate_errors(endpoint: str, timeout_s: float | None = None) -> Iterator[None]:
+    """Turn aiohttp, socket and decoding failures into the project's error tree, in one place.
+
+    Raised `from None`: aiohttp exceptions can hold request headers, so none travels upward.
+    """
+    where = f"endpoint {endpoint!r}"
+    try:
+        yield
+    except ProviderError:
+        raise
+    except TimeoutError:  # aiohttp.ServerTimeoutError included; must precede OSError
+        limit = f" within {timeout_s:g}s" if timeout_s is not None else ""
+        raise Timeout(f"{where}: no complete answer{limit}") from None
+    except aiohttp.ClientPayloadError as exc:
+        raise ServerError(f"{where}: response body cut short ({_snippet(str(exc))})") from None
+    except (aiohttp.ClientError, OSError) as exc:
+        detail = f"{type(exc).__name__}: {_snippet(str(exc))}"
+        raise ServerError(f"{where}: connection failed ({detail})") from None
+    except orjson.JSONDecodeError as exc:
+        raise ProtocolError(f"{where}: response is not valid JSON ({exc})") from None
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        loc = ".".join(str(p) for p in first["loc"]) or "body"
+        raise ProtocolError(
+            f"{where}: unexpected response shape at {loc}: {first['msg']}"
+        ) from None
+
+
+def parse_body(resp: HTTPResponse, model: type[M], endpoint: str) -> M:
+    """Validate a success body against the vendor's documented shape, or raise ProtocolError."""
+    try:
+        with translate_errors(endpoint):
+            return model.model_validate(orjson.loads(resp.body))
+    except ProtocolError as exc:
+        exc.status = resp.status
+        raise
+
+
+def _check_base_url(value: str) -> str:
+    url = URL(value.strip())
+    if url.scheme not in ("http", "https"):
+        raise ValueError("must be an http:// or https:// URL")
+    if not url.host:
+        raise ValueError("must name a host")
+    if url.user or url.password:
+        raise ValueError("must not contain credentials (use api_key)")
+    if url.query_string or url.fragment:
+        raise ValueError("must not have a query string or fragment")
+    return value.strip().rstrip("/")
+
+
+#: An http(s) URL with a host and no credentials, stored without its trailing slash.
+BaseURL = Annotated[str, AfterValidator(_check_base_url)]
+
+
+class HTTPConfig(ProviderConfig):
+    """Options every HTTP adapter has; header values are secrets (gateways put keys there)."""
+
+    base_url: BaseURL
+    extra_headers: dict[str, SecretStr] = Field(default_factory=dict)
+    connect_timeout_s: float = Field(default=10.0, gt=0, le=600)
+    send_custom_id: bool = True
+
+
+class HTTPProvider(Provider):
+    """An adapter that talks HTTP over the process's one shared session."""
+
+    options: HTTPConfig
+
+    def __init__(
+        self,
+        endpoint: str,
+        settings: EndpointConfig,
+        options: ProviderConfig,
+        session: aiohttp.ClientSession | None = None,
+    ) -> None:
+        super().__init__(endpoint, settings, options, session)
+        #: The limits the last response advertised, for the shared limiter to read.
+        self.last_limits: RateLimits | None = None
+
+    def api_key(self) -> str | None:
+        """The endpoint's key in clear text, for a request header only."""
+        key = self.settings.api_key
+        return key.get_secret_value() if key is not None else None
+
+    def redact(self, text: str) -> str:
+        """Remove secrets from text a server sent back (some echo keys in auth errors)."""
+        secrets = [v.get_secret_value() for v in self.options.extra_headers.values()]
+        secrets.append(self.api_key() or "")
+        for secret in secrets:
+            if len(secret) >= 8:
+                text = text.replace(secret, "***")
+        return text
+
+    def base_headers(self, custom_id: str | None = None) -> dict[str, str]:
+        """Content type, configured extra headers and the custom-id header."""
+        headers = {"content-type": "application/json", "accept": "application/json"}
+        headers.update({k: v.get_secret_value() for k, v in self.options.extra_headers.items()})
+        if custom_id is not None and self.options.send_custom_id:
+            headers[CUSTOM_ID_HEADER] = quote(custom_id, safe="-_.~:@/+=")
+        return headers
+
+    def describe(self, resp: HTTPResponse, err: VendorError) -> str:
+        """One line for an error result: endpoint, status, vendor type/code and message."""
+        kind = "/".join(x for x in (err.type, err.code) if x)
+        text = f"endpoint {self.endpoint!r}: HTTP {resp.status}"
+        if kind:
+            text += f" {kind}"
+        if err.message:
+            text += f": {err.message}"
+        return self.redact(text)
+
+    async def send(
+        self, method: str, path: str, headers: dict[str, str], payload: Any = None
+    ) -> HTTPResponse:
+        """One request over the shared session, read completely, failures translated."""
+        if self.session is None:
+            raise RuntimeError(
+                f"{self!r} has no aiohttp session: pass the process's shared ClientSession"
+            )
+        timeout_s = self.settings.timeout_s
+        timeout = aiohttp.ClientTimeout(
+            total=timeout_s, sock_connect=min(self.options.connect_timeout_s, timeout_s)
+        )
+        data = orjson.dumps(payload) if payload is not None else None
+        with translate_errors(self.endpoint, timeout_s):
+            async with self.session.request(
+                method,
+                self.options.base_url + path,
+                data=data,
+                headers=headers,
+                timeout=timeout,
+                allow_redirects=False,
+            ) as raw:
+                resp = HTTPResponse(raw.status, raw.headers, await raw.read())
+        limits = rate_limits(resp.headers)
+        if limits:
+            self.last_limits = limits
+        return resp
+
+    def announced(self, resp: HTTPResponse) -> AnnouncedLimits | None:
+        """The RPM/TPM a response's headers state, for ProviderResponse.rate_limits."""
+        limits = rate_limits(resp.headers)
+        if limits.limit_requests is None and limits.limit_tokens is None:
+            return None
+        return AnnouncedLimits(
+            limit_requests=limits.limit_requests, limit_tokens=limits.limit_tokens
+        )
+
+    async def probe(self, path: str, headers: dict[str, str]) -> HealthStatus:
+        """A health check: GET a cheap listing and report status and latency."""
+        started = time.perf_counter()
+        try:
+            resp = await self.send("GET", path, headers)
+        except ProviderError as exc:
+            ok, detail = False, f"{exc.code}: {exc.message}"
+        else:
+            ok, detail = resp.ok, "" if resp.ok else self.describe(resp, vendor_error(resp.body))
+        latency_ms = (time.perf_counter() - started) * 1000
+        return HealthStatus(ok=ok, latency_ms=latency_ms, detail=self.redact(detail))
+
+
+def reserved_params(params: Mapping[str, Any], reserved: frozenset[str], endpoint: str) -> None:
+    """Refuse `params` that would overwrite what the adapter itself sends."""
+    clash = sorted(reserved.intersection(params))
+    if clash:
+        raise InvalidRequest(
+            f"endpoint {endpoint!r}: params may not set {', '.join(clash)} "
+            "(use the request's own fields)"
+        )
