@@ -1,0 +1,1 @@
+"""Workers: dramatiq broker setup, the execute actor, result writing and process supervision."""

@@ -1,0 +1,344 @@
+"""The execute actor's body: one queued job -> provider call(s) -> one result or a next hop."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Any
+
+import aiohttp
+import redis.asyncio as aioredis
+from dramatiq.asyncio import get_event_loop_thread
+from dramatiq.brokers.redis import RedisBroker
+from dramatiq.middleware import Middleware
+from opentelemetry.trace import SpanKind
+
+from providers.base import Provider
+from providers.errors import ProviderError
+from providers.mock import estimate_tokens
+from providers.registry import endpoint_options, provider_class
+from schemas.config import AppConfig
+from schemas.job import Job
+from schemas.request import LLMRequest
+from schemas.result import Attempt, ErrorInfo, LLMResult, ResultStatus, Timings
+from schemas.settings import Settings
+from workers import metrics
+from workers.calls import call_endpoint
+from workers.health import EndpointHealth
+from workers.keys import Keys
+from workers.outcomes import (
+    BatchState,
+    CircuitOpen,
+    Move,
+    cost_of,
+    dead_letter,
+)
+from workers.plugins import CallContext, Plugin, load_plugins
+from workers.policy import final_error
+from workers.ratelimit import Limiter, MustWait
+from workers.requeue import Requeuer
+from workers.results import ResultWriter
+from workers.tasks import Review, reviewer
+from workers.tracing import extract, span, trace_enabled, trace_id_of
+
+log = logging.getLogger("batchyard.worker")
+
+
+class Executor:
+    """Per-process resources (HTTP session, Redis client, adapters), created on the event loop."""
+
+    def __init__(
+        self, settings: Settings, config: AppConfig, concurrency: int, broker: RedisBroker
+    ) -> None:
+        self.settings = settings
+        self.config = config
+        self.policy = config.policy
+        self.concurrency = concurrency
+        self.broker = broker
+        self.keys = Keys(settings.namespace)
+        self.providers: dict[str, Provider] = {}
+        self.health: dict[str, EndpointHealth] = {}
+        self.limiters: dict[str, Limiter] = {}
+        self.plugins: list[Plugin] = []
+        self._session: aiohttp.ClientSession | None = None
+        self._redis: aioredis.Redis | None = None
+        self._writer: ResultWriter | None = None
+        self._requeuer: Requeuer | None = None
+        self._ready: asyncio.Lock | None = None
+        self._batch_status: dict[str, tuple[float, BatchState]] = {}
+        self._batch_reads: dict[str, asyncio.Task[BatchState]] = {}
+
+    async def _start(self) -> tuple[ResultWriter, Requeuer]:
+        if self._writer is None or self._requeuer is None:
+            self._ready = self._ready or asyncio.Lock()
+            async with self._ready:
+                if self._writer is None:
+                    self._open()
+        assert self._writer is not None and self._requeuer is not None
+        return self._writer, self._requeuer
+
+    def _open(self) -> None:
+        connector = aiohttp.TCPConnector(limit=max(100, self.concurrency), ttl_dns_cache=300)
+        self._session = aiohttp.ClientSession(connector=connector)
+        assert self.settings.redis_url is not None
+        pool = aioredis.BlockingConnectionPool.from_url(
+            self.settings.redis_url, max_connections=64, timeout=30
+        )
+        self._redis = aioredis.Redis(connection_pool=pool)
+        for name, cfg in self.config.endpoints.items():
+            cls = provider_class(cfg.provider)
+            self.providers[name] = cls(name, cfg, endpoint_options(name, cfg), self._session)
+            self.health[name] = EndpointHealth(self._redis, self.keys.ns, name, cfg.breaker)
+            self.limiters[name] = Limiter(self._redis, self.keys.ns, name, cfg)
+        self._requeuer = Requeuer(self._redis, self.broker)
+        self.plugins = load_plugins(self.config.plugins, self._redis, self.keys.ns)
+        self._writer = ResultWriter(self._redis, self.keys, self.settings.result_ttl_s)
+
+    async def aclose(self) -> None:
+        """Flush health counters, close adapters, the shared session and the Redis pool."""
+        for health in self.health.values():
+            try:
+                await health.flush()
+            except Exception as exc:
+                log.warning("could not flush health of %s: %s", health.endpoint, exc)
+        for provider in self.providers.values():
+            await provider.aclose()
+        if self._session is not None:
+            await self._session.close()
+        if self._redis is not None:
+            await self._redis.aclose()
+
+    async def run(self, payload: dict[str, Any]) -> None:
+        """Execute one message: store its result, or queue its next hop. Infra errors propagate."""
+        writer, requeuer = await self._start()
+        job = Job.model_validate(payload)
+        started = time.time()
+        hop = job.current
+        with span(
+            f"process llm.{hop.endpoint}",
+            context=extract(job.trace) if trace_enabled() else None,
+            kind=SpanKind.CONSUMER,
+            attributes={
+                "messaging.system": "redis",
+                "batchyard.batch_id": job.batch_id,
+                "batchyard.custom_id": job.key,
+                "batchyard.hop": job.hop,
+            },
+        ):
+            result = await self._execute(job, started)
+        context = {
+            "batch_id": job.batch_id,
+            "custom_id": job.key,
+            "trace_id": trace_id_of(job.trace),
+        }
+        if isinstance(result, Move):
+            await requeuer.enqueue(job, delay_ms=result.delay_ms)
+            log.debug(
+                "job moved to %s (delay %d ms)",
+                job.current.endpoint,
+                result.delay_ms,
+                extra={**context, "endpoint": hop.endpoint},
+            )
+            return
+        if job.task is not None and result.status == "succeeded":
+            review = self._review(job, result)
+            if review.next_request is not None:
+                await requeuer.enqueue(self._next_round(job, review.next_request))
+                log.debug(
+                    "job queued for task round %d",
+                    job.task.round + 1,
+                    extra={**context, "endpoint": hop.endpoint},
+                )
+                return
+            result = review.result or result
+        result.trace_id = trace_id_of(job.trace)
+        result.timings = Timings(
+            enqueued_at=job.enqueued_at, started_at=started, finished_at=time.time()
+        )
+        dead = b""
+        if result.status in ("errored", "expired") and result.error is not None:
+            dead = dead_letter(job, result.status, result.error.code)
+        context["endpoint"] = result.endpoint
+        if await writer.write(job.key, result, dead):
+            metrics.labeled(metrics.JOBS, result.endpoint or "", result.status).inc()
+            log.debug("job %s", result.status, extra=context)
+        else:
+            log.info("duplicate delivery ignored: the result was already stored", extra=context)
+
+    def _review(self, job: Job, result: LLMResult) -> Review:
+        assert job.task is not None
+        review = reviewer(job.task.kind)
+        if review is None:
+            result.status = "errored"
+            result.error = ErrorInfo(
+                code="unknown_task",
+                message=f"no reviewer for task {job.task.kind!r} is installed on this worker",
+            )
+            return Review(result=result)
+        return review(job, result)
+
+    @staticmethod
+    def _next_round(job: Job, request: LLMRequest) -> Job:
+        """A follow-up round is a normal job: first hop, fresh attempt budget."""
+        assert job.task is not None
+        task = job.task.model_copy(update={"round": job.task.round + 1})
+        return job.model_copy(update={"request": request, "hop": 0, "attempts": [], "task": task})
+
+    async def _execute(self, job: Job, started: float) -> LLMResult | Move:
+        """The result, or a `Move` (job.hop and job.attempts are updated in place)."""
+        stop = await self._precheck(job, started)
+        if stop is not None:
+            return stop
+        hop = job.current
+        provider = self.providers.get(hop.endpoint)
+        if provider is None:
+            message = f"endpoint {hop.endpoint!r} is not configured on this worker"
+            return self._final(job, "errored", ErrorInfo(code="unknown_endpoint", message=message))
+        req, cfg = job.request, provider.settings
+        tier = hop.tier or req.tier
+        rule = self.config.tier_rule
+        if tier is None and rule is not None and not (hop.model or req.model):
+            tier = rule.pick("\n".join(m.content for m in req.messages))
+        model = hop.model or req.model or cfg.model_for(tier)
+        model = model or provider.default_model()
+        limit = cfg.max_context_tokens or provider.capabilities.max_context_tokens
+        needed = sum(estimate_tokens(m.content) for m in req.messages) + (req.max_tokens or 0)
+        if needed > limit:
+            msg = f"~{needed} tokens needed, {hop.endpoint} takes {limit}"
+            return self._fail(job, ProviderError(msg), "context_too_long", model)
+        if req.response_format is not None and not provider.capabilities.json_mode:
+            msg = f"{hop.endpoint} ({provider.name}) cannot honour response_format"
+            return self._fail(job, ProviderError(msg), "unsupported", model)
+        ctx = CallContext(hop.endpoint, model, req)
+        cached = None
+        for plugin in self.plugins:
+            cached = await plugin.before_call(ctx)
+            if cached is not None:
+                job.attempts.append(Attempt(endpoint=hop.endpoint, model=cached.model))
+                break
+        try:
+            resp = cached or await call_endpoint(
+                job,
+                provider,
+                model,
+                ctx.request,
+                health=self.health[hop.endpoint],
+                limiter=self.limiters[hop.endpoint],
+                policy=self.policy,
+            )
+        except BaseException as exc:
+            for plugin in self.plugins:
+                await plugin.call_failed(ctx)
+            if isinstance(exc, MustWait):
+                return Move(delay_ms=int(exc.delay_s * 1000))
+            if isinstance(exc, CircuitOpen):
+                return self._fail(job, exc, exc.code, model, retry_in_s=exc.retry_in_s)
+            if isinstance(exc, ProviderError):
+                return self._fail(job, exc, exc.code, model)
+            raise
+        if cached is None:
+            for plugin in reversed(self.plugins):
+                resp = await plugin.after_call(ctx, resp)
+        return LLMResult(
+            custom_id=req.custom_id,
+            batch_id=job.batch_id,
+            status="succeeded",
+            output=resp.text,
+            finish_reason=resp.finish_reason,
+            endpoint=hop.endpoint,
+            model=resp.model,
+            cost_usd=0.0
+            if cached
+            else cost_of(cfg.price_for(resp.model) or cfg.price_for(model), resp),
+            extra={"cache": "hit"} if cached else {},
+            request_id=resp.request_id,
+            usage=resp.usage,
+            attempts=job.attempts,
+        )
+
+    async def _precheck(self, job: Job, started: float) -> LLMResult | None:
+        """End a request unsent when its batch is out of time, cancelled or out of budget."""
+        if job.deadline is not None and started > job.deadline:
+            why = "the batch's completion window ended before it was sent"
+            return self._final(job, "expired", ErrorInfo(code="expired", message=why))
+        state = await self._batch_state(job.batch_id)
+        if state.status in ("cancelling", "cancelled"):
+            why = "the batch was cancelled before this request was sent"
+            return self._final(job, "cancelled", ErrorInfo(code="cancelled", message=why))
+        if state.budget_usd is not None and state.cost_usd >= state.budget_usd:
+            why = (
+                f"the batch's budget of ${state.budget_usd:g} is spent "
+                f"(${state.cost_usd:.4f}); request not sent"
+            )
+            return self._final(job, "errored", ErrorInfo(code="budget_exceeded", message=why))
+        return None
+
+    def _fail(
+        self, job: Job, exc: ProviderError, code: str, model: str, *, retry_in_s: float = 0.0
+    ) -> LLMResult | Move:
+        """Move the job to its next hop, or wait for a breaker, or give the final error."""
+        if code in ("context_too_long", "circuit_open", "unsupported"):
+            job.attempts.append(Attempt(endpoint=job.current.endpoint, model=model, error=code))
+        error = ErrorInfo(code=code, message=exc.message)
+        budget_left = len(job.attempts) < self.policy.max_attempts
+        if self.policy.action(code) == "fail" or not budget_left:
+            return self._final(job, "errored", error)
+        if job.hop + 1 < len(job.route):
+            metrics.labeled(metrics.FAILOVERS, job.current.endpoint).inc()
+            job.hop += 1
+            return Move()
+        if code == "circuit_open":
+            return Move(delay_ms=int(max(retry_in_s, 0.05) * 1000))
+        return self._final(job, "errored", error)
+
+    def _final(self, job: Job, status: ResultStatus, error: ErrorInfo) -> LLMResult:
+        hop = job.current
+        return LLMResult(
+            custom_id=job.request.custom_id,
+            batch_id=job.batch_id,
+            status=status,
+            endpoint=hop.endpoint,
+            attempts=job.attempts,
+            error=final_error(job.attempts, error),
+            model=job.attempts[-1].model if job.attempts else None,
+        )
+
+    async def _batch_state(self, batch_id: str) -> BatchState:
+        """Status, cost and budget of a batch; one Redis read per poll interval per process,
+        however many of its requests are in flight."""
+        cached = self._batch_status.get(batch_id)
+        if cached is not None and time.monotonic() - cached[0] <= self.settings.cancel_poll_s:
+            return cached[1]
+        task = self._batch_reads.get(batch_id)
+        if task is None:
+            task = asyncio.create_task(self._read_batch_state(batch_id))
+            self._batch_reads[batch_id] = task
+            task.add_done_callback(lambda _: self._batch_reads.pop(batch_id, None))
+        return await asyncio.shield(task)
+
+    async def _read_batch_state(self, batch_id: str) -> BatchState:
+        assert self._redis is not None
+        raw = await self._redis.hmget(self.keys.batch(batch_id), "status", "cost_usd", "budget_usd")
+        status, cost, budget = (v.decode() if isinstance(v, bytes) else v for v in raw)
+        state = BatchState(status or "", float(cost or 0), float(budget) if budget else None)
+        if len(self._batch_status) > 10_000:
+            self._batch_status.clear()
+        self._batch_status[batch_id] = (time.monotonic(), state)
+        return state
+
+
+class ExecutorLifecycle(Middleware):
+    """Closes the executor's resources on its own loop, after in-flight jobs have finished.
+
+    Added after `AsyncIOLoop`: dramatiq runs `after_*` hooks in reverse order, so this one
+    runs while the loop is still alive.
+    """
+
+    def __init__(self, executor: Executor) -> None:
+        self.executor = executor
+
+    def after_worker_shutdown(self, broker: Any, worker: Any) -> None:
+        thread = get_event_loop_thread()
+        if thread is not None and thread.loop.is_running():
+            thread.run_coroutine(self.executor.aclose())

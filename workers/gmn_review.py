@@ -1,0 +1,66 @@
+"""The `gmn` task reviewer: validate each answer, finalize it or queue the refinement round.
+
+Registered as `gmn` in the `batchyard.tasks` entry-point group. The executor calls it after
+every successful answer of a GMN job; a refinement is returned as the next request and runs
+as a normal queued job (rate-limited, failover-capable), never as a loop inside a worker.
+"""
+
+from __future__ import annotations
+
+from pydantic import ValidationError
+
+from schemas.gmn import validate_reply
+from schemas.gmn.prompts import (
+    GMNRecord,
+    GMNTaskData,
+    RoundVerdict,
+    check_constraints,
+    refine_request,
+    token_counts,
+)
+from schemas.job import Job
+from schemas.result import ErrorInfo, LLMResult, Usage
+from workers.tasks import Review
+
+
+def review(job: Job, result: LLMResult) -> Review:
+    """Finalize a valid (or last-round) answer, else ask for a corrected document next round."""
+    assert job.task is not None
+    task = job.task
+    try:
+        data = GMNTaskData.model_validate(task.data)
+    except ValidationError as exc:
+        result.status = "errored"
+        result.error = ErrorInfo(code="invalid_task", message=f"bad gmn task data: {exc}")
+        return Review(result=result)
+    data.usage = Usage(
+        input_tokens=data.usage.input_tokens + result.usage.input_tokens,
+        output_tokens=data.usage.output_tokens + result.usage.output_tokens,
+        cached_tokens=data.usage.cached_tokens + result.usage.cached_tokens,
+    )
+    if result.cost_usd is not None:
+        data.cost_usd = (data.cost_usd or 0.0) + result.cost_usd
+    answer = result.output or ""
+    report = validate_reply(answer)
+    errors = report.errors + check_constraints(report.document, data.constraints)
+    codes = list(dict.fromkeys(e.code for e in errors))
+    data.history.append(RoundVerdict(round=task.round, valid=not errors, codes=codes))
+    # The executor copies `task` into the next round's job: what is stored here carries over.
+    task.data = data.model_dump(mode="json", exclude_defaults=True)
+    if errors and task.round < task.max_rounds:
+        return Review(next_request=refine_request(job.request, answer, errors, data.feedback))
+    record = GMNRecord(
+        document=report.document if isinstance(report.document, dict) else None,
+        valid=not errors,
+        errors=errors,
+        rounds=task.round,
+        agent_type=data.agent_type,
+        tokens=token_counts(data.usage),
+        cost_usd=data.cost_usd,
+        history=data.history,
+    )
+    # Only the final result is written: it carries every round's usage and cost, so batch
+    # totals (and budgets) count the refinement rounds too.
+    result.usage, result.cost_usd = data.usage, data.cost_usd
+    result.extra = {"gmn": record.model_dump(mode="json")}
+    return Review(result=result)

@@ -1,0 +1,199 @@
+"""Endpoint health and circuit breaker, shared by every worker through Redis.
+
+The happy path must not cost a round trip per request: successes are counted locally and
+flushed at most once per `flush_s`; failures (and any outcome of a probe) are written at once,
+since they are what moves the breaker. The breaker opens on a failure *rate* over a window,
+so a flaky-but-working endpoint stays closed even while successes wait for their flush.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any
+
+import redis.asyncio as aioredis
+
+from schemas.config import BreakerConfig
+from workers import keys as K
+
+
+class Decision(StrEnum):
+    """What the breaker says about sending one request now."""
+
+    allow = "allow"
+    probe = "probe"
+    deny = "deny"
+
+
+@dataclass
+class Admission:
+    """A breaker decision; `retry_in_s` says when a denied endpoint may be tried again."""
+
+    decision: Decision
+    state: str
+    retry_in_s: float = 0.0
+
+
+class EndpointHealth:
+    """One endpoint's breaker as seen by one worker process."""
+
+    def __init__(
+        self,
+        client: aioredis.Redis,
+        namespace: str,
+        endpoint: str,
+        config: BreakerConfig,
+        *,
+        flush_s: float = 1.0,
+        state_ttl_s: float = 1.0,
+    ) -> None:
+        self.endpoint = endpoint
+        self.config = config
+        self.flush_s = flush_s
+        self.state_ttl_s = state_ttl_s
+        self._keys = [
+            K.health_key(namespace, endpoint),
+            K.latency_key(namespace, endpoint),
+            K.probe_key(namespace, endpoint),
+        ]
+        self._record: Any = client.register_script(K.HEALTH_RECORD)
+        self._admit: Any = client.register_script(K.HEALTH_ADMIT)
+        self._worker_id = uuid.uuid4().hex
+        self._state = "closed"
+        self._open_until = 0.0
+        self._checked_at = 0.0
+        self._ok = 0
+        self._latencies: list[float] = []
+        self._flushed_at = time.monotonic()
+        self._flush_task: asyncio.Task[None] | None = None
+
+    async def admit(self) -> Admission:
+        """May a request be sent now? Reads Redis at most once per `state_ttl_s` when closed."""
+        now = time.time()
+        if self._state == "closed" and time.monotonic() - self._checked_at < self.state_ttl_s:
+            return Admission(Decision.allow, "closed")
+        if self._state == "open" and now < self._open_until:
+            return Admission(Decision.deny, "open", self._open_until - now)
+        ttl_ms = int(self.config.probe_timeout_s * 1000)
+        decision, state, open_until = await self._admit(
+            keys=[self._keys[0], self._keys[2]], args=[now, ttl_ms, self._worker_id]
+        )
+        self._remember(state, open_until)
+        decision = Decision(decision.decode() if isinstance(decision, bytes) else decision)
+        retry_in = max(self._open_until - now, 0.0) if decision is Decision.deny else 0.0
+        if decision is Decision.deny and retry_in == 0.0:
+            retry_in = min(self.config.probe_timeout_s, 1.0)  # someone else is probing
+        return Admission(decision, self._state, retry_in)
+
+    async def success(self, latency_ms: float, *, probe: bool = False) -> None:
+        """Count a call that shows the endpoint works (including the caller's own 4xx)."""
+        self._ok += 1
+        self._latencies.append(latency_ms)
+        if probe:
+            await self.flush()
+        elif time.monotonic() - self._flushed_at >= self.flush_s and self._flush_task is None:
+            self._flush_task = asyncio.create_task(self._background_flush())
+
+    async def failure(self, latency_ms: float) -> None:
+        """Count a call that suggests the endpoint is down; may open the breaker."""
+        self._latencies.append(latency_ms)
+        await self.flush(failures=1)
+
+    async def flush(self, failures: int = 0) -> None:
+        """Send locally counted outcomes to Redis and learn the shared state."""
+        ok, samples = self._ok, self._latencies
+        self._ok, self._latencies = 0, []
+        self._flushed_at = time.monotonic()
+        if not ok and not failures and not samples:
+            return
+        c = self.config
+        args = [
+            time.time(),
+            c.window_s,
+            c.min_failures,
+            c.failure_rate,
+            c.open_s,
+            ok,
+            failures,
+            c.min_calls,
+            *(round(x, 1) for x in samples[-100:]),
+        ]
+        try:
+            state, open_until = await self._record(keys=self._keys, args=args)
+        except BaseException:
+            self._ok += ok  # not lost: retried with the next flush
+            raise
+        self._remember(state, open_until)
+
+    async def _background_flush(self) -> None:
+        try:
+            await self.flush()
+        finally:
+            self._flush_task = None
+
+    def _remember(self, state: bytes | str, open_until: bytes | str) -> None:
+        self._state = state.decode() if isinstance(state, bytes) else state
+        self._open_until = float(open_until)
+        self._checked_at = time.monotonic()
+
+
+@dataclass
+class HealthSnapshot:
+    """An endpoint's health for `batchyard providers`."""
+
+    endpoint: str
+    state: str
+    open_until: float
+    ok_window: int
+    fail_window: int
+    total_ok: int
+    total_fail: int
+    p50_ms: float | None
+    p95_ms: float | None
+
+    @property
+    def success_rate(self) -> float | None:
+        """Share of successes in the window, None without calls."""
+        n = self.ok_window + self.fail_window
+        return self.ok_window / n if n else None
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _percentile(values: list[float], q: float) -> float | None:
+    if not values:
+        return None
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def read_snapshot(
+    raw: Mapping[Any, Any], latencies: Sequence[Any], endpoint: str, window_s: int
+) -> HealthSnapshot:
+    """Build a snapshot from HGETALL of the health hash and LRANGE of the latency list."""
+    f = {_text(k): _text(v) for k, v in raw.items()}
+    now = int(time.time())
+    recent = range(now - window_s + 1, now + 1)
+    values = [float(x) for x in latencies]
+    state = f.get("state", "closed")
+    open_until = float(f.get("open_until", 0) or 0)
+    if state == "open" and time.time() >= open_until:
+        state = "half_open"  # the next request will probe
+    return HealthSnapshot(
+        endpoint=endpoint,
+        state=state,
+        open_until=open_until,
+        ok_window=sum(int(f.get(f"ok:{s}", 0)) for s in recent),
+        fail_window=sum(int(f.get(f"fail:{s}", 0)) for s in recent),
+        total_ok=int(f.get("total_ok", 0)),
+        total_fail=int(f.get("total_fail", 0)),
+        p50_ms=_percentile(values, 0.5),
+        p95_ms=_percentile(values, 0.95),
+    )

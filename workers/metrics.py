@@ -1,0 +1,81 @@
+"""Prometheus metrics. Worker children write them in multiprocess mode (the supervisor sets
+PROMETHEUS_MULTIPROC_DIR); the supervisor serves one /metrics for all of them, adding queue
+depth and breaker state read from Redis at scrape time."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from functools import cache
+from typing import Any
+
+import redis
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.multiprocess import MultiProcessCollector
+
+from workers import keys as K
+
+LABEL = ["endpoint"]
+JOBS = Counter(
+    "batchyard_jobs", "Requests finished, by endpoint and final status", ["endpoint", "status"]
+)
+LATENCY = Histogram(
+    "batchyard_request_latency_seconds",
+    "Provider call latency",
+    LABEL,
+    buckets=(0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 120),
+)
+TOKENS = Counter("batchyard_tokens", "Tokens reported by providers", ["endpoint", "direction"])
+COST = Counter("batchyard_cost_usd", "Cost by the configured price table", LABEL)
+RATE_LIMITED = Counter("batchyard_rate_limited", "429 answers from providers", LABEL)
+RETRIES = Counter("batchyard_retries", "Calls retried on the same endpoint", LABEL)
+FAILOVERS = Counter("batchyard_failovers", "Requests moved on from an endpoint", LABEL)
+IN_FLIGHT = Gauge(
+    "batchyard_in_flight", "Provider calls in progress", LABEL, multiprocess_mode="livesum"
+)
+
+
+@cache
+def labeled(metric: Any, *labels: str) -> Any:
+    """A metric's child for these label values, looked up once (labels() is slow-ish)."""
+    return metric.labels(*labels)
+
+
+class RedisState:
+    """Scrape-time gauges from Redis: queue depth and breaker state per endpoint."""
+
+    def __init__(self, redis_url: str, namespace: str, endpoints: list[str]) -> None:
+        self.client = redis.Redis.from_url(redis_url, socket_timeout=2)
+        self.keys = K.Keys(namespace)
+        self.endpoints = endpoints
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        depth = GaugeMetricFamily("batchyard_queue_depth", "Messages waiting", labels=["queue"])
+        breaker = GaugeMetricFamily(
+            "batchyard_breaker_open", "1 when the endpoint's breaker is open", labels=LABEL
+        )
+        try:
+            for name in self.endpoints:
+                queue = K.queue_name(name)
+                depth.add_metric([queue], float(self.client.llen(self.keys.queue(queue))))
+                state = self.client.hget(K.health_key(self.keys.ns, name), "state")
+                breaker.add_metric([name], 1.0 if state == b"open" else 0.0)
+        except redis.RedisError:
+            return
+        yield depth
+        yield breaker
+
+
+def serve_metrics(port: int, redis_url: str, namespace: str, endpoints: list[str]) -> Any:
+    """Serve the children's metrics plus Redis state on 127.0.0.1:port (a daemon thread)."""
+    registry = CollectorRegistry()
+    MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+    registry.register(RedisState(redis_url, namespace, endpoints))
+    server, _thread = start_http_server(port, addr="127.0.0.1", registry=registry)
+    return server
+
+
+def multiproc_dir() -> str | None:
+    """Where the children's metric files live, when multiprocess mode is on."""
+    return os.environ.get("PROMETHEUS_MULTIPROC_DIR")

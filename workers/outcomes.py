@@ -1,0 +1,79 @@
+"""What executing a job can lead to, and the small helpers that turn answers into records."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import orjson
+
+from providers.base import Provider, ProviderResponse
+from providers.errors import ProviderError
+from schemas.config import Price
+from schemas.job import Job
+from workers import metrics
+
+
+class CircuitOpen(ProviderError):
+    """The endpoint's shared breaker is open: do not call it now."""
+
+    code = "circuit_open"
+
+    def __init__(self, endpoint: str, retry_in_s: float) -> None:
+        super().__init__(f"circuit breaker of {endpoint!r} is open")
+        self.retry_in_s = retry_in_s
+
+
+@dataclass
+class BatchState:
+    """What workers need to know about a batch before sending one of its requests."""
+
+    status: str
+    cost_usd: float
+    budget_usd: float | None
+
+
+@dataclass
+class Move:
+    """The job goes back on a queue: its (possibly advanced) hop, after `delay_ms`."""
+
+    delay_ms: int = 0
+
+
+def record_success(provider: Provider, resp: ProviderResponse, latency_ms: float) -> None:
+    """Latency, tokens and cost of a successful call, for /metrics."""
+    name = provider.endpoint
+    metrics.labeled(metrics.LATENCY, name).observe(latency_ms / 1000)
+    metrics.labeled(metrics.TOKENS, name, "input").inc(resp.usage.input_tokens)
+    metrics.labeled(metrics.TOKENS, name, "output").inc(resp.usage.output_tokens)
+    cost = cost_of(provider.settings.price_for(resp.model), resp)
+    if cost:
+        metrics.labeled(metrics.COST, name).inc(cost)
+
+
+def cost_of(price: Price | None, resp: ProviderResponse) -> float | None:
+    """USD of one answer, or None without a price."""
+    if price is None:
+        return None
+    u = resp.usage
+    return price.cost(u.input_tokens, u.output_tokens, u.cached_tokens)
+
+
+def learned_limits(resp: ProviderResponse) -> tuple[int, int]:
+    """(rpm, tpm) the provider announced in its headers, 0 where it said nothing."""
+    limits = resp.rate_limits
+    if limits is None:
+        return 0, 0
+    return limits.limit_requests or 0, limits.limit_tokens or 0
+
+
+def dead_letter(job: Job, status: str, code: str) -> bytes:
+    """What `retry --failed` needs to run a failed request again from its first hop."""
+    return orjson.dumps(
+        {
+            "status": status,
+            "code": code,
+            "request": orjson.Fragment(job.request.model_dump_json(exclude_defaults=True)),
+            "route": [h.model_dump(exclude_none=True) for h in job.route],
+            "task": job.task.model_dump() if job.task is not None else None,
+        }
+    )

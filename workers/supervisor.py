@@ -1,0 +1,170 @@
+"""`batchyard worker`: N supervised worker processes; a child that dies is restarted."""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger("batchyard.supervisor")
+
+
+def preflight(config: Path | None) -> None:
+    """Check a worker config with its adapters, so a user error is one line at start-up
+    instead of N children exiting over and over."""
+    from providers.registry import check_config
+    from schemas.config import load_config
+    from workers.plugins import check_plugins
+
+    app_config = load_config(config)
+    check_config(app_config)
+    check_plugins(app_config.plugins)
+
+
+class Supervisor:
+    """Starts worker processes, restarts any that exit, stops them all on request."""
+
+    def __init__(
+        self,
+        processes: int,
+        concurrency: int,
+        *,
+        config: Path | None = None,
+        env: dict[str, str] | None = None,
+        grace_s: float = 30.0,
+        metrics_port: int | None = None,
+    ) -> None:
+        if processes < 1 or concurrency < 1:
+            raise ValueError("processes and concurrency must be >= 1")
+        self.processes = processes
+        self.concurrency = concurrency
+        self.config = config
+        self.env = {**os.environ, **(env or {})}
+        self.grace_s = grace_s
+        self.metrics_port = metrics_port
+        self._metrics_dir: tempfile.TemporaryDirectory[str] | None = None
+        self._metrics_server: Any = None
+        self.children: list[subprocess.Popen[bytes] | None] = [None] * processes
+        self.restarts = 0
+        self._started_at = [0.0] * processes
+        self._failures = [0] * processes
+        self._stop = threading.Event()
+        #: Set when a child fails at start-up with a user error: restarting would not help.
+        self.failed: str | None = None
+
+    def preflight(self) -> None:
+        """Check the config the children will load (see `preflight`)."""
+        path = self.config
+        if path is None and self.env.get("BATCHYARD_CONFIG"):
+            path = Path(self.env["BATCHYARD_CONFIG"])
+        preflight(path)
+
+    def _spawn(self, slot: int) -> None:
+        cmd = [
+            sys.executable,
+            "-m",
+            "workers.process",
+            "--concurrency",
+            str(self.concurrency),
+            "--grace",
+            str(self.grace_s),
+        ]
+        if self.config is not None:
+            cmd += ["--config", str(self.config)]
+        self.children[slot] = subprocess.Popen(cmd, env=self.env)
+        self._started_at[slot] = time.monotonic()
+
+    def start(self) -> None:
+        """Start every child (and the /metrics server when a port is set)."""
+        if self.metrics_port is not None:
+            self._start_metrics()
+        for slot in range(self.processes):
+            self._spawn(slot)
+
+    def _start_metrics(self) -> None:
+        """Children write metrics to a shared directory; this process serves them."""
+        from schemas.config import load_config
+        from schemas.settings import Settings
+
+        self._metrics_dir = tempfile.TemporaryDirectory(prefix="batchyard-metrics-")
+        self.env["PROMETHEUS_MULTIPROC_DIR"] = self._metrics_dir.name
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = self._metrics_dir.name
+        from workers.metrics import serve_metrics
+
+        settings = Settings()
+        redis_url = self.env.get("REDIS_URL") or settings.redis_url
+        if not redis_url:
+            raise ValueError("REDIS_URL is not set")
+        path = self.config or (Path(p) if (p := self.env.get("BATCHYARD_CONFIG")) else None)
+        endpoints = list(load_config(path).endpoints)
+        self._metrics_server = serve_metrics(
+            self.metrics_port or 0, redis_url, settings.namespace, endpoints
+        )
+        log.info("metrics on http://127.0.0.1:%d/metrics", self.metrics_port)
+
+    def pids(self) -> list[int]:
+        """PIDs of the live children."""
+        return [c.pid for c in self.children if c is not None and c.poll() is None]
+
+    def check(self) -> None:
+        """Restart children that exited, backing off when one keeps crashing at start-up."""
+        for slot, child in enumerate(self.children):
+            if child is None or child.poll() is None:
+                continue
+            lived = time.monotonic() - self._started_at[slot]
+            if self._metrics_dir is not None:
+                from prometheus_client import multiprocess
+
+                multiprocess.mark_process_dead(child.pid)  # type: ignore[no-untyped-call]
+            self._failures[slot] = self._failures[slot] + 1 if lived < 5 else 0
+            if child.returncode == 2 and lived < 5:
+                self.failed = "a worker process rejected the configuration (see its error above)"
+                self._stop.set()
+                return
+            delay = min(30.0, 0.5 * 2 ** max(0, self._failures[slot] - 1))
+            log.warning(
+                "worker process %d exited with %s; restarting in %.1fs",
+                child.pid,
+                child.returncode,
+                delay if self._failures[slot] else 0,
+            )
+            if self._failures[slot] and self._stop.wait(delay):
+                return
+            self.restarts += 1
+            self._spawn(slot)
+
+    def run(self, poll_s: float = 0.2) -> None:
+        """Supervise until `stop()` is called or SIGTERM/SIGINT arrives."""
+        self.start()
+        while not self._stop.wait(poll_s):
+            self.check()
+        self.shutdown()
+
+    def stop(self) -> None:
+        """Ask `run()` to stop and drain the children."""
+        self._stop.set()
+
+    def shutdown(self) -> None:
+        """SIGTERM every child, wait for the grace period, SIGKILL what is left."""
+        live = [c for c in self.children if c is not None and c.poll() is None]
+        for child in live:
+            child.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + self.grace_s + 5
+        for child in live:
+            try:
+                child.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                log.warning("worker process %d did not stop in time; killing it", child.pid)
+                child.kill()
+                child.wait()
+        if self._metrics_server is not None:
+            self._metrics_server.shutdown()
+        if self._metrics_dir is not None:
+            self._metrics_dir.cleanup()

@@ -1,0 +1,36 @@
+"""Reviewers of answers that need follow-up rounds, found through the `batchyard.tasks`
+entry-point group (the same path third-party packages use)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import cache
+from importlib.metadata import entry_points
+
+from schemas.job import Job
+from schemas.request import LLMRequest
+from schemas.result import LLMResult
+
+GROUP = "batchyard.tasks"
+
+
+@dataclass
+class Review:
+    """A reviewer's verdict: the final result to store, or the next round's request."""
+
+    result: LLMResult | None = None
+    next_request: LLMRequest | None = None
+
+
+Reviewer = Callable[[Job, LLMResult], Review]
+
+
+@cache
+def reviewer(kind: str) -> Reviewer | None:
+    """The reviewer registered for a task kind, or None when no package provides it."""
+    for ep in entry_points(group=GROUP):
+        if ep.name == kind:
+            found: Reviewer = ep.load()
+            return found
+    return None
