@@ -1,0 +1,333 @@
+"""The `batchyard` command line."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import signal
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated
+
+import redis
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from producers.client import Client
+from producers.collect import Format, collect
+from producers.gateway_cli import gateway as gateway_cmd
+from producers.gmn_cli import gmn_app
+from producers.progress import describe
+from producers.records import BatchNotFound
+from producers.run import RunFailed, run_batch
+from schemas.config import ConfigError, load_config
+from schemas.settings import Settings
+from workers.logs import setup_logging
+from workers.supervisor import Supervisor
+
+app = typer.Typer(
+    name="batchyard",
+    help="Batch LLM jobs on Redis queues: global rate limits, failover, exactly-once results.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+app.command(name="gateway")(gateway_cmd)
+err = Console(stderr=True, soft_wrap=True)
+# Piped output (scripts, CI) gets full-width tables instead of rich's 80-column default.
+out = Console(width=None if sys.stdout.isatty() else 200)
+
+ConfigOpt = Annotated[
+    Path | None, typer.Option("--config", "-c", help="Endpoints/routes file (YAML or TOML).")
+]
+
+
+@contextmanager
+def user_errors() -> Iterator[None]:
+    """Turn the errors a user can fix into one red line and exit code 2 — no traceback."""
+    try:
+        yield
+    except (ConfigError, BatchNotFound, RunFailed, FileNotFoundError, ValueError) as exc:
+        err.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(2) from None
+    except redis.ConnectionError as exc:
+        err.print(f"[red]error:[/red] cannot reach Redis ({exc}); check REDIS_URL")
+        raise typer.Exit(2) from None
+
+
+def _settings(config: Path | None) -> Settings:
+    settings = Settings()
+    if config is not None:
+        settings = settings.model_copy(update={"config": config})
+    return settings
+
+
+def _client(config: Path | None) -> Client:
+    settings = _settings(config)
+    if not settings.redis_url:
+        raise ValueError("REDIS_URL is not set (use `batchyard run` for an embedded Redis)")
+    return Client(settings=settings)
+
+
+@app.command()
+def run(
+    file: Annotated[Path, typer.Argument(help="Input JSONL (OpenAI batch, Anthropic or native).")],
+    output: Annotated[Path, typer.Option("--output", "-o")] = Path("results.jsonl"),
+    errors: Annotated[Path | None, typer.Option("--errors", "-e")] = None,
+    processes: Annotated[int, typer.Option("--processes", "-p", min=1)] = 1,
+    concurrency: Annotated[int, typer.Option("--concurrency", min=1, max=5000)] = 64,
+    config: ConfigOpt = None,
+    timeout: Annotated[float | None, typer.Option(help="Give up after this many seconds.")] = None,
+) -> None:
+    """Run a whole batch here: embedded Redis if REDIS_URL is unset, workers, progress, output."""
+    with user_errors():
+        report = run_batch(
+            file,
+            output,
+            errors,
+            processes=processes,
+            concurrency=concurrency,
+            config_path=config,
+            timeout_s=timeout,
+            console=err,
+        )
+    c = report.batch.counts
+    errors_path = errors or output.with_name(output.stem + ".errors" + output.suffix)
+    out.print(
+        f"{report.batch.id}: {c.completed} succeeded, {c.failed} failed of {c.total} "
+        f"in {report.seconds:.1f}s ({c.done / max(report.seconds, 1e-9):.0f}/s)\n"
+        f"output: {output}\nerrors: {errors_path}"
+    )
+
+
+@app.command()
+def submit(
+    file: Path,
+    config: ConfigOpt = None,
+    route: Annotated[str | None, typer.Option(help="Named route from the config.")] = None,
+    completion_window: Annotated[
+        float | None, typer.Option(help="Seconds until unfinished requests expire.")
+    ] = None,
+    batch_id: Annotated[
+        str | None, typer.Option(help="Choose the id (e.g. to start `collect --follow` first).")
+    ] = None,
+    budget: Annotated[
+        float | None, typer.Option(help="USD; when spent, remaining requests end unsent.")
+    ] = None,
+) -> None:
+    """Enqueue a JSONL file as a new batch and print its id."""
+    with user_errors(), _client(config) as client:
+        if batch_id is not None:
+            _check_new_id(client, batch_id)
+        report = client.submit_file(
+            file,
+            route=route,
+            completion_window_s=completion_window,
+            batch_id=batch_id,
+            budget_usd=budget,
+        )
+    if report.invalid:
+        err.print(f"[yellow]{report.invalid} invalid line(s) recorded as errors[/yellow]")
+    out.print(report.batch_id)
+
+
+def _check_new_id(client: Client, batch_id: str) -> None:
+    if not re.fullmatch(r"[A-Za-z0-9_.-]{1,100}", batch_id):
+        raise ValueError(f"--batch-id {batch_id!r}: use 1-100 letters, digits, _ . -")
+    if client.redis.exists(client.keys.batch(batch_id)):
+        raise ValueError(f"--batch-id {batch_id!r}: a batch with this id exists")
+
+
+@app.command()
+def status(batch_id: str, config: ConfigOpt = None) -> None:
+    """Counts, rate and ETA of a batch."""
+    with user_errors(), _client(config) as client:
+        out.print(describe(client.batch(batch_id)))
+
+
+providers_app = typer.Typer(help="Configured endpoints: limits, breaker state, health.")
+app.add_typer(providers_app, name="providers")
+app.add_typer(gmn_app, name="gmn")
+
+
+@providers_app.callback(invoke_without_command=True)
+def providers_list(ctx: typer.Context, config: ConfigOpt = None) -> None:
+    """List endpoints with model, limits, breaker state, success rate and latency."""
+    if ctx.invoked_subcommand is not None:
+        return
+    with user_errors():
+        settings = _settings(config)
+        app_config = load_config(settings.config)
+        snapshots = {}
+        if settings.redis_url:
+            with Client(settings=settings, config=app_config) as client:
+                snapshots = client.health(list(app_config.endpoints))
+    headers = (
+        "endpoint",
+        "provider",
+        "models",
+        "rpm",
+        "tpm",
+        "conc",
+        "breaker",
+        "ok %",
+        "p50 ms",
+        "p95 ms",
+        "ok/fail",
+    )
+    table = Table(*headers)
+    for name, ep in app_config.endpoints.items():
+        models = "/".join(filter(None, [ep.model_for("basic"), ep.models.get("advanced")]))
+        snap = snapshots.get(name)
+        rate = snap.success_rate if snap else None
+        table.add_row(
+            name,
+            ep.provider,
+            models or "-",
+            _n(ep.rpm),
+            _n(ep.tpm),
+            _n(ep.max_concurrency),
+            snap.state if snap else "-",
+            f"{rate:.1%}" if rate is not None else "-",
+            _n(snap.p50_ms if snap else None),
+            _n(snap.p95_ms if snap else None),
+            f"{snap.total_ok}/{snap.total_fail}" if snap else "-",
+        )
+    out.print(table)
+    routes = "; ".join(
+        f"{k}: {' > '.join(h.endpoint for h in v)}" for k, v in app_config.routes.items()
+    )
+    out.print(f"routes: {routes}")
+
+
+@providers_app.command("check")
+def providers_check(config: ConfigOpt = None) -> None:
+    """Call every endpoint's health check once; exit 1 if any is down."""
+    from providers.registry import check_config
+    from workers.checks import check_endpoints
+
+    with user_errors():
+        app_config = load_config(_settings(config).config)
+        check_config(app_config)
+        results = asyncio.run(check_endpoints(app_config))
+    for name, status in results.items():
+        mark = "[green]ok[/green]" if status.ok else "[red]down[/red]"
+        out.print(f"{name:20s} {mark}  {status.latency_ms:7.1f} ms  {status.detail}")
+    if not all(s.ok for s in results.values()):
+        raise typer.Exit(1)
+
+
+def _n(value: float | int | None) -> str:
+    return "-" if value is None else f"{value:,.0f}"
+
+
+@app.command()
+def cancel(batch_id: str, config: ConfigOpt = None) -> None:
+    """Cancel a batch: queued requests end `cancelled` without a provider call."""
+    with user_errors(), _client(config) as client:
+        out.print(f"{batch_id}: {client.cancel(batch_id).value}")
+
+
+@app.command()
+def failures(
+    batch_id: str,
+    ids: Annotated[bool, typer.Option("--ids", help="List the custom_ids too.")] = False,
+    config: ConfigOpt = None,
+) -> None:
+    """Requests that ended in error, counted by cause (the dead letters `retry` re-runs)."""
+    with user_errors(), _client(config) as client:
+        by_code = client.failures(batch_id)
+    if not by_code:
+        out.print("no failed requests")
+    for code, keys in sorted(by_code.items(), key=lambda kv: -len(kv[1])):
+        out.print(f"{len(keys):8d}  {code}")
+        if ids:
+            for key in sorted(keys):
+                out.print(f"          {key}")
+
+
+@app.command()
+def retry(
+    batch_id: str,
+    failed: Annotated[
+        bool, typer.Option("--failed", help="Re-run requests that ended in error.")
+    ] = False,
+    completion_window: Annotated[
+        float | None, typer.Option(help="New window (seconds) for the re-run requests.")
+    ] = None,
+    config: ConfigOpt = None,
+) -> None:
+    """Re-submit failed requests into the same batch with a fresh attempt budget."""
+    if not failed:
+        err.print("[red]error:[/red] say what to retry: --failed")
+        raise typer.Exit(2)
+    with user_errors(), _client(config) as client:
+        n = client.retry_failed(batch_id, completion_window_s=completion_window)
+    out.print(f"{batch_id}: {n} request(s) re-queued")
+
+
+@app.command(name="collect")
+def collect_cmd(
+    batch_id: str,
+    output: Annotated[Path, typer.Option("--output", "-o")] = Path("results.jsonl"),
+    errors: Annotated[Path | None, typer.Option("--errors", "-e")] = None,
+    follow: Annotated[bool, typer.Option("--follow", "-f", help="Wait for more.")] = False,
+    fmt: Annotated[str, typer.Option("--format", help="openai, anthropic or native")] = "openai",
+    config: ConfigOpt = None,
+) -> None:
+    """Write results not yet collected to the output/error files (resumable)."""
+    formats: dict[str, Format] = {"openai": "openai", "anthropic": "anthropic", "native": "native"}
+    if fmt not in formats:
+        err.print(f"[red]error:[/red] --format must be openai, anthropic or native, got {fmt!r}")
+        raise typer.Exit(2)
+    fmt_t = formats[fmt]
+    with user_errors(), _client(config) as client:
+        report = collect(client, batch_id, output, errors, follow=follow, fmt=fmt_t)
+    out.print(f"wrote {report.succeeded} results and {report.errored} errors")
+
+
+@app.command()
+def worker(
+    processes: Annotated[int, typer.Option("--processes", "-p", min=1)] = 1,
+    concurrency: Annotated[int, typer.Option("--concurrency", min=1, max=5000)] = 64,
+    grace: Annotated[float, typer.Option(help="Seconds in-flight jobs get on SIGTERM.")] = 30.0,
+    metrics_port: Annotated[
+        int | None, typer.Option(help="Serve Prometheus /metrics on 127.0.0.1:PORT.")
+    ] = None,
+    config: ConfigOpt = None,
+) -> None:
+    """Start N supervised worker processes; restart any that dies; drain on SIGTERM."""
+    settings = Settings()
+    setup_logging(settings)
+    if not settings.redis_url:
+        err.print("[red]error:[/red] REDIS_URL is not set")
+        raise typer.Exit(2)
+    sup = Supervisor(
+        processes,
+        concurrency,
+        config=config or settings.config,
+        grace_s=grace,
+        metrics_port=metrics_port,
+    )
+    with user_errors():
+        sup.preflight()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: sup.stop())
+    logging.getLogger("batchyard").info("supervising %d worker process(es)", processes)
+    sup.run()
+    if sup.failed:
+        err.print(f"[red]error:[/red] {sup.failed}")
+        raise typer.Exit(2)
+
+
+def main() -> None:
+    """Console-script entry point."""
+    app()
+
+
+if __name__ == "__main__":
+    main()

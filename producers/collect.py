@@ -1,0 +1,186 @@
+"""Exports a batch's results to output/error JSONL files, resumably.
+
+A `<output>.cursor` file remembers the last stream id written and the byte size of both files;
+a re-run truncates any half-written tail and continues, so each result is written once.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, BinaryIO, Literal
+
+import orjson
+
+from producers.client import Client
+from producers.records import BatchNotFound
+from schemas.batch_lines import to_openai_line
+from schemas.result import LLMResult
+
+Format = Literal["openai", "anthropic", "native"]
+_STOP_REASONS = {
+    "stop": "end_turn",
+    "length": "max_tokens",
+    "tool_calls": "tool_use",
+    "content_filter": "refusal",
+}
+
+
+@dataclass
+class CollectReport:
+    """What one `collect` run wrote."""
+
+    written: int
+    succeeded: int
+    errored: int
+    cursor: str
+
+
+def render(result: LLMResult, key: str, fmt: Format) -> dict[str, Any]:
+    """One output line in the chosen format."""
+    if fmt == "native":
+        return result.model_dump(mode="json")
+    if fmt == "anthropic":
+        return to_anthropic_line(result)
+    return to_openai_line(result, key)
+
+
+def to_anthropic_line(result: LLMResult) -> dict[str, Any]:
+    """One line of an Anthropic Message Batches results file."""
+    if result.status == "succeeded":
+        message = {
+            "id": result.request_id or f"msg_{result.batch_id}_{result.custom_id}",
+            "type": "message",
+            "role": "assistant",
+            "model": result.model,
+            "content": [{"type": "text", "text": result.output or ""}],
+            "stop_reason": _STOP_REASONS.get(result.finish_reason or "stop", result.finish_reason),
+            "stop_sequence": None,
+            "usage": {
+                "input_tokens": result.usage.input_tokens,
+                "output_tokens": result.usage.output_tokens,
+            },
+        }
+        outcome: dict[str, Any] = {"type": "succeeded", "message": message}
+    elif result.status == "errored":
+        error = result.error
+        detail = {
+            "type": error.code if error else "api_error",
+            "message": error.message if error else "error",
+        }
+        outcome = {"type": "errored", "error": {"type": "error", "error": detail}}
+    else:
+        outcome = {"type": "canceled" if result.status == "cancelled" else "expired"}
+    return {"custom_id": result.custom_id, "result": outcome}
+
+
+class Cursor:
+    """The resume point of a collect run, saved atomically beside the output file."""
+
+    def __init__(self, path: Path, batch_id: str) -> None:
+        self.path = path
+        self.batch_id = batch_id
+        self.stream_id = "0-0"
+        self.sizes = (0, 0)
+
+    def load(self) -> bool:
+        """Read a cursor of the same batch; False when starting fresh."""
+        try:
+            data = orjson.loads(self.path.read_bytes())
+        except (OSError, orjson.JSONDecodeError):
+            return False
+        if data.get("batch_id") != self.batch_id:
+            return False
+        self.stream_id = data["stream_id"]
+        self.sizes = (int(data["out_bytes"]), int(data["err_bytes"]))
+        return True
+
+    def save(self, stream_id: str, out: BinaryIO, err: BinaryIO) -> None:
+        """Persist after the data it points past is flushed to disk."""
+        for f in (out, err):
+            f.flush()
+            os.fsync(f.fileno())
+        self.stream_id = stream_id
+        self.sizes = (out.tell(), err.tell())
+        tmp = self.path.with_suffix(self.path.suffix + ".tmp")
+        tmp.write_bytes(
+            orjson.dumps(
+                {
+                    "batch_id": self.batch_id,
+                    "stream_id": stream_id,
+                    "out_bytes": self.sizes[0],
+                    "err_bytes": self.sizes[1],
+                }
+            )
+        )
+        os.replace(tmp, self.path)
+
+
+def _open(path: Path, size: int) -> BinaryIO:
+    f = path.open("r+b" if path.exists() else "w+b")
+    f.truncate(size)
+    f.seek(size)
+    return f
+
+
+def _await_batch(client: Client, batch_id: str, *, wait_s: float, poll_s: float) -> None:
+    """Fail on an unknown id at once, or (following) wait for it to be submitted."""
+    deadline = time.monotonic() + wait_s
+    while True:
+        try:
+            client.batch(batch_id)
+            return
+        except BatchNotFound:
+            if time.monotonic() >= deadline:
+                raise
+            time.sleep(min(poll_s, 0.2))
+
+
+def collect(
+    client: Client,
+    batch_id: str,
+    output: Path,
+    errors: Path | None = None,
+    *,
+    follow: bool = False,
+    fmt: Format = "openai",
+    on_progress: Callable[[int], None] | None = None,
+    poll_s: float = 1.0,
+    wait_for_batch_s: float = 600.0,
+) -> CollectReport:
+    """Append results not yet written to `output` (successes) and `errors` (the rest)."""
+    errors = errors or output.with_name(output.stem + ".errors" + output.suffix)
+    _await_batch(client, batch_id, wait_s=wait_for_batch_s if follow else 0.0, poll_s=poll_s)
+    cursor = Cursor(output.with_name(output.name + ".cursor"), batch_id)
+    resumed = cursor.load()
+    sizes = cursor.sizes if resumed else (0, 0)
+    report = CollectReport(0, 0, 0, cursor.stream_id)
+    with _open(output, sizes[0]) as out, _open(errors, sizes[1]) as err:
+        after = cursor.stream_id
+        while True:
+            page = client.results(batch_id, after, block_ms=int(poll_s * 1000) if follow else None)
+            if not page.read:
+                if not follow:
+                    break
+                batch = client.batch(batch_id)
+                if batch.finished and not client.results(batch_id, after, count=1).read:
+                    break
+                continue
+            for _sid, key, result in page.entries:
+                line = orjson.dumps(render(result, key, fmt)) + b"\n"
+                if result.status == "succeeded" or fmt == "anthropic":
+                    out.write(line)
+                    report.succeeded += 1
+                else:
+                    err.write(line)
+                    report.errored += 1
+            after = page.cursor
+            cursor.save(after, out, err)
+            report.written += len(page.entries)
+            if on_progress is not None:
+                on_progress(report.written)
+        report.cursor = after
+    return report

@@ -1,0 +1,156 @@
+"""Files API: POST /v1/files (multipart, streamed), GET /v1/files/{id}, its /content, DELETE.
+
+Uploaded files belong to the key's owner; output and error files of a batch belong to the
+batch's owner. Anyone else gets 404.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+from aiohttp import BodyPartReader, web
+
+from producers.gateway import outputs
+from producers.gateway.auth import principal
+from producers.gateway.errors import ApiError, bad_request, not_found
+from producers.gateway.limits import too_large
+from producers.gateway.state import Gateway, gateway
+from producers.gateway.storage import Received, StoredFile
+from producers.gateway.views import BatchState, OutputKind, parse_output_file_id
+
+#: Room for multipart boundaries and the small form fields around the file.
+_MULTIPART_SLACK = 1 << 20
+_FIELD_MAX = 1024
+_CHUNK = 1 << 16
+
+routes = web.RouteTableDef()
+
+
+async def _part_chunks(part: BodyPartReader) -> AsyncIterator[bytes]:
+    while chunk := await part.read_chunk(_CHUNK):
+        yield chunk
+
+
+async def _field(part: BodyPartReader) -> str:
+    data = bytearray()
+    async for chunk in _part_chunks(part):
+        data += chunk
+        if len(data) > _FIELD_MAX:
+            raise bad_request(f"Form field {part.name!r} is too long.", param=part.name)
+    return data.decode(errors="replace").strip()
+
+
+async def _receive(gw: Gateway, part: BodyPartReader) -> Received:
+    try:
+        return await gw.store.receive(
+            _part_chunks(part),
+            max_bytes=gw.config.max_upload_bytes,
+            max_lines=gw.config.max_file_lines,
+        )
+    except ApiError:  # over a limit
+        gw.metrics.rejected.labels("upload_size").inc()
+        raise
+
+
+@routes.post("/v1/files")
+async def create_file(request: web.Request) -> web.Response:
+    """Upload a JSONL file with purpose `batch`, streamed to storage."""
+    gw = gateway(request)
+    limit = gw.config.max_upload_bytes
+    if (request.content_length or 0) > limit + _MULTIPART_SLACK:
+        gw.metrics.rejected.labels("upload_size").inc()
+        raise too_large("The file", f"{gw.config.max_upload_mib} MiB")
+    if not request.content_type.startswith("multipart/"):
+        raise bad_request(
+            "Upload the file as multipart/form-data with fields 'file' and 'purpose'."
+        )
+    purpose = ""
+    received: Received | None = None
+    filename = "upload.jsonl"
+    try:
+        async for part in await request.multipart():
+            if not isinstance(part, BodyPartReader):
+                raise bad_request("Nested multipart bodies are not supported.")
+            if part.name == "purpose":
+                purpose = await _field(part)
+            elif part.name == "file":
+                if received is not None:
+                    raise bad_request("Send one file per upload.", param="file")
+                filename = part.filename or filename
+                received = await _receive(gw, part)
+            else:  # small options this gateway does not use, like `expires_after[...]`
+                await _field(part)
+        if received is None:
+            raise bad_request("Missing the 'file' field.", param="file")
+        if purpose != "batch":
+            raise bad_request(
+                f"Unsupported purpose {purpose!r}: this gateway takes files with purpose 'batch'.",
+                param="purpose",
+            )
+    except BaseException:
+        if received is not None:
+            gw.store.discard(received)
+        raise
+    stored = await gw.store.commit(
+        received, owner=principal(request).tenant, filename=filename, purpose=purpose
+    )
+    return web.json_response(stored.to_openai())
+
+
+async def _stored(gw: Gateway, request: web.Request, file_id: str) -> StoredFile:
+    stored = await gw.store.get(file_id)
+    if stored is None or stored.owner != principal(request).tenant:
+        raise not_found("file", file_id)
+    return stored
+
+
+async def _output(
+    gw: Gateway, request: web.Request, file_id: str
+) -> tuple[BatchState, OutputKind] | None:
+    """(batch, kind) when `file_id` names an output file of one of the caller's batches."""
+    parsed = parse_output_file_id(file_id)
+    if parsed is None:
+        return None
+    try:
+        return await gw.owned_batch(request, parsed[0], "batch"), parsed[1]
+    except ApiError:
+        raise not_found("file", file_id) from None
+
+
+@routes.get("/v1/files/{file_id}")
+async def retrieve_file(request: web.Request) -> web.Response:
+    """The file object."""
+    gw = gateway(request)
+    file_id = request.match_info["file_id"]
+    output = await _output(gw, request, file_id)
+    if output is not None:
+        return web.json_response(await outputs.file_object(gw.client, gw.gkeys, *output))
+    return web.json_response((await _stored(gw, request, file_id)).to_openai())
+
+
+@routes.get("/v1/files/{file_id}/content")
+async def file_content(request: web.Request) -> web.StreamResponse:
+    """The file's bytes; output/error files are generated from the results as they stream."""
+    gw = gateway(request)
+    file_id = request.match_info["file_id"]
+    output = await _output(gw, request, file_id)
+    if output is not None:
+        return await outputs.stream(request, gw.client, output[0].id, output[1])
+    stored = await _stored(gw, request, file_id)
+    try:
+        return await gw.store.response(stored)
+    except FileNotFoundError:
+        raise not_found("file", file_id) from None
+
+
+@routes.delete("/v1/files/{file_id}")
+async def delete_file(request: web.Request) -> web.Response:
+    """Remove an uploaded file (output files go when their batch expires)."""
+    gw = gateway(request)
+    file_id = request.match_info["file_id"]
+    if await _output(gw, request, file_id) is not None:
+        raise bad_request(
+            "Output and error files are generated from results; they cannot be deleted."
+        )
+    await gw.store.delete(await _stored(gw, request, file_id))
+    return web.json_response({"id": file_id, "object": "file", "deleted": True})

@@ -1,0 +1,51 @@
+"""Redis key names and Lua scripts of the HTTP gateway, all under `<namespace>:gw:`.
+
+The batches themselves live under the keys of `workers.keys`; these only record who owns
+what, uploaded files, and the validation phase that OpenAI-style batches go through first.
+"""
+
+from __future__ import annotations
+
+
+class GatewayKeys:
+    """Key names of the gateway under one namespace."""
+
+    def __init__(self, namespace: str = "batchyard") -> None:
+        self.prefix = f"{namespace}:gw"
+        #: Zset batch id -> lease expiry (epoch s) of batches being validated or submitted.
+        self.ingesting = f"{self.prefix}:ingesting"
+
+    def file(self, file_id: str) -> str:
+        """Hash: owner, filename, bytes, lines, purpose, created_at, path of an uploaded file."""
+        return f"{self.prefix}:file:{file_id}"
+
+    def file_data(self, file_id: str) -> str:
+        """String: the content of a small uploaded file (large ones are on disk)."""
+        return f"{self.prefix}:file:{file_id}:data"
+
+    def batch(self, batch_id: str) -> str:
+        """Hash: owner, kind (batch|job), phase, input file, endpoint, window, errors."""
+        return f"{self.prefix}:batch:{batch_id}"
+
+    def owner_batches(self, owner: str) -> str:
+        """Zset batch id -> created_at of one owner's OpenAI-style batches, for listing."""
+        return f"{self.prefix}:owner:{owner}:batches"
+
+    def seen(self, batch_id: str) -> str:
+        """Set of custom_ids met while validating a file: duplicates without gateway memory."""
+        return f"{self.prefix}:batch:{batch_id}:seen"
+
+    def rate(self, key_name: str, minute: int) -> str:
+        """Counter of one API key's requests in one clock minute."""
+        return f"{self.prefix}:rate:{key_name}:{minute}"
+
+
+#: KEYS: gateway batch hash. ARGV: expected phase, new phase, then field/value pairs.
+#: Moves a batch between phases only from the expected one, so a cancel and the end of
+#: validation cannot both win. Returns 1 when moved, 0 otherwise.
+MOVE_PHASE = """
+if redis.call('hget', KEYS[1], 'phase') ~= ARGV[1] then return 0 end
+redis.call('hset', KEYS[1], 'phase', ARGV[2])
+for i = 3, #ARGV, 2 do redis.call('hset', KEYS[1], ARGV[i], ARGV[i + 1]) end
+return 1
+"""

@@ -1,0 +1,324 @@
+"""`batchyard gmn`: generate GMN documents in bulk, validate files, report on output files."""
+
+from __future__ import annotations
+
+import sys
+import tempfile
+import time
+from collections import Counter, defaultdict
+from contextlib import ExitStack
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Annotated, Any
+
+import orjson
+import typer
+import yaml
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.table import Table
+
+from producers import gmn
+from producers.client import Client
+from producers.run import RunFailed, local_workers
+from schemas.config import DEFAULT_CONFIG, load_config, parse_config
+from schemas.gmn import ValidationReport, validate_gmn, validate_reply
+from schemas.settings import Settings
+from workers.supervisor import Supervisor
+
+gmn_app = typer.Typer(
+    help="Bulk GMN generation: prompts in, validated GMN documents out.", no_args_is_help=True
+)
+
+#: Used instead of the built-in default config (a mock in echo mode) when no config file is
+#: given: GMN mode, with a share of invalid first answers so the refine loop shows offline.
+GMN_DEFAULT_CONFIG = {
+    "endpoints": {"mock": {"provider": "mock", "mode": "gmn", "gmn_invalid_rate": 0.25, "seed": 0}},
+    "routes": {"default": ["mock"]},
+}
+
+
+def gmn_config(settings: Settings, stack: ExitStack, console: Console) -> Settings:
+    """Settings whose config is GMN-ready: the built-in default becomes the mock in GMN mode."""
+    if load_config(settings.config) != parse_config(DEFAULT_CONFIG, "default config"):
+        return settings
+    folder = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="batchyard-gmn-")))
+    path = folder / "batchyard-gmn.yaml"
+    path.write_text(yaml.safe_dump(GMN_DEFAULT_CONFIG))
+    console.print("[dim]no config file: the mock endpoint answers in GMN mode[/dim]")
+    return settings.model_copy(update={"config": path})
+
+
+@gmn_app.command()
+def generate(
+    file: Annotated[Path, typer.Argument(help="Prompts JSONL: custom_id, prompt, agent_type...")],
+    output: Annotated[Path, typer.Option("--output", "-o")] = Path("gmn.jsonl"),
+    rounds: Annotated[int, typer.Option(min=1, max=20, help="Answers per prompt, at most.")] = 3,
+    processes: Annotated[int, typer.Option("--processes", "-p", min=1)] = 1,
+    concurrency: Annotated[int, typer.Option("--concurrency", min=1, max=5000)] = 64,
+    config: Annotated[Path | None, typer.Option("--config", "-c")] = None,
+    route: Annotated[str | None, typer.Option(help="Named route from the config.")] = None,
+    json_mode: Annotated[
+        bool, typer.Option(help="Ask for the provider's JSON mode (every endpoint must have it).")
+    ] = False,
+    temperature: Annotated[float, typer.Option(min=0.0, max=2.0)] = 0.2,
+    max_tokens: Annotated[int | None, typer.Option(min=1)] = None,
+    timeout: Annotated[float | None, typer.Option(help="Give up after this many seconds.")] = None,
+) -> None:
+    """Generate one validated GMN document per prompt, refining invalid answers in rounds."""
+    from producers.cli import err, out, user_errors
+
+    started = time.monotonic()
+    with user_errors(), ExitStack() as stack:
+        if not file.is_file():
+            raise FileNotFoundError(f"input file not found: {file}")
+        settings = Settings()
+        if config is not None:
+            settings = settings.model_copy(update={"config": config})
+        settings = gmn_config(settings, stack, err)
+        app_config = load_config(settings.config)
+        local = stack.enter_context(
+            local_workers(settings, processes=processes, concurrency=concurrency, console=err)
+        )
+        client = stack.enter_context(Client(local.url, settings=settings, config=app_config))
+        batch_id = client.generate_gmn_batch(
+            file,
+            rounds=rounds,
+            route=route,
+            json_mode=json_mode,
+            temperature=temperature,
+            max_tokens=max_tokens,
+        )
+        report = write_outcomes(client, batch_id, output, local.supervisor, timeout, err)
+    summary = report.to_dict()
+    rounds_text = ", ".join(
+        f"round {r['round']} {_pct(r['valid_after_round'])}" for r in summary["by_round"]
+    )
+    out.print(
+        f"{batch_id}: {report.valid} of {report.prompts} prompts valid "
+        f"({_pct(summary['validity'])} of {report.sent} sent), {report.rejected} rejected "
+        f"line(s), {report.call_failed} failed call(s) in {time.monotonic() - started:.1f}s\n"
+        f"valid after {rounds_text or '-'}\noutput: {output}",
+        highlight=False,
+    )
+
+
+def write_outcomes(
+    client: Client,
+    batch_id: str,
+    output: Path,
+    supervisor: Supervisor | None,
+    timeout_s: float | None,
+    console: Console,
+) -> GMNReport:
+    """Write output lines as results arrive, behind a progress bar; the batch's report."""
+    report = GMNReport()
+    deadline = None if timeout_s is None else time.monotonic() + timeout_s
+    columns = (
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        TextColumn("{task.completed}/{task.total}"),
+        TextColumn("[green]{task.fields[valid]} valid"),
+        TextColumn("[red]{task.fields[invalid]} invalid"),
+        TimeRemainingColumn(),
+    )
+    with output.open("wb") as f, Progress(*columns, console=console) as bar:
+        task = bar.add_task(batch_id, total=None, valid=0, invalid=0)
+        for done, total, items in gmn.follow(client, batch_id):
+            for item in items:
+                f.write(gmn.outcome_line(item))
+                report.add(item)
+            invalid = report.prompts - report.valid
+            bar.update(task, total=total, completed=done, valid=report.valid, invalid=invalid)
+            if supervisor is not None and supervisor.failed:
+                raise RunFailed(supervisor.failed)
+            if deadline is not None and time.monotonic() > deadline:
+                raise RunFailed(f"batch {batch_id} not finished after {timeout_s:.0f}s")
+    return report
+
+
+@gmn_app.command()
+def validate(
+    files: Annotated[list[Path], typer.Argument(help="GMN files (JSON or text form); - = stdin.")],
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON verdict per file.")] = False,
+    reply: Annotated[
+        bool, typer.Option("--reply", help="Files are LLM replies: extract the document first.")
+    ] = False,
+) -> None:
+    """Validate GMN documents; exit 1 if any is invalid, 2 if a file cannot be read."""
+    from producers.cli import err, out
+
+    invalid = unreadable = False
+    for path in files:
+        try:
+            data = sys.stdin.buffer.read() if str(path) == "-" else path.read_bytes()
+        except OSError as exc:
+            err.print(f"[red]error:[/red] {path}: cannot read ({exc.strerror})")
+            unreadable = True
+            continue
+        report = validate_reply(data.decode("utf-8", "replace")) if reply else validate_gmn(data)
+        invalid |= not report.valid
+        if as_json:
+            sys.stdout.write(orjson.dumps({"file": str(path), **report.verdict()}).decode() + "\n")
+        else:
+            _print_verdict(out, str(path), report)
+    if unreadable:
+        raise typer.Exit(2)
+    if invalid:
+        raise typer.Exit(1)
+
+
+def _print_verdict(console: Console, name: str, report: ValidationReport) -> None:
+    if report.valid:
+        console.print(f"{name}: [green]valid[/green]", highlight=False)
+        return
+    console.print(f"{name}: [red]invalid[/red], {len(report.errors)} error(s)", highlight=False)
+    for e in report.errors:
+        node = f" (node {e.node})" if e.node else ""
+        console.print(f"  {e.code}  {e.path}{node}  {e.message}", highlight=False, markup=False)
+
+
+# --- report -------------------------------------------------------------------------------------
+
+
+@dataclass
+class GMNReport:
+    """Validity per agent type and per round, and the most frequent rule violations."""
+
+    prompts: int = 0
+    rejected: int = 0
+    call_failed: int = 0
+    valid: int = 0
+    tokens: int = 0
+    by_agent: dict[str, Counter[str]] = field(default_factory=lambda: defaultdict(Counter))
+    answers: Counter[int] = field(default_factory=Counter)
+    valid_answers: Counter[int] = field(default_factory=Counter)
+    violations: Counter[str] = field(default_factory=Counter)
+    final_violations: Counter[str] = field(default_factory=Counter)
+
+    def add(self, item: gmn.GMNOutcome) -> None:
+        """Count one output line."""
+        agent = self.by_agent[item.agent_type or "unknown"]
+        self.prompts += 1
+        agent["prompts"] += 1
+        self.tokens += item.tokens.get("total_tokens", 0)
+        if item.line is not None:  # rejected before anything was sent
+            self.rejected += 1
+            agent["rejected"] += 1
+            return
+        agent["sent"] += 1
+        self.call_failed += item.status != "succeeded"
+        self.valid += item.valid
+        agent["valid"] += item.valid
+        for verdict in item.history:
+            self.answers[verdict.round] += 1
+            self.valid_answers[verdict.round] += verdict.valid
+            self.violations.update(verdict.codes)
+        self.final_violations.update({e.code for e in item.errors if e.code.startswith("GMN")})
+
+    @property
+    def sent(self) -> int:
+        """Prompts that reached a model (not rejected at submit time)."""
+        return self.prompts - self.rejected
+
+    def to_dict(self, top: int = 10) -> dict[str, Any]:
+        """The report as JSON-ready data (what `batchyard gmn report --json` prints)."""
+        rounds, cumulative = [], 0
+        for r in sorted(self.answers):
+            cumulative += self.valid_answers[r]
+            rounds.append(
+                {
+                    "round": r,
+                    "answers": self.answers[r],
+                    "valid_answers": self.valid_answers[r],
+                    "answer_validity": _rate(self.valid_answers[r], self.answers[r]),
+                    "valid_after_round": _rate(cumulative, self.sent),
+                }
+            )
+        agents = {
+            name: {
+                "prompts": c["prompts"],
+                "rejected": c["rejected"],
+                "valid": c["valid"],
+                "validity": _rate(c["valid"], c["sent"]),
+            }
+            for name, c in sorted(self.by_agent.items())
+        }
+        return {
+            "prompts": self.prompts,
+            "rejected": self.rejected,
+            "sent": self.sent,
+            "call_failed": self.call_failed,
+            "valid": self.valid,
+            "validity": _rate(self.valid, self.sent),
+            "tokens": self.tokens,
+            "by_agent_type": agents,
+            "by_round": rounds,
+            "violations_all_rounds": dict(self.violations.most_common(top)),
+            "violations_final": dict(self.final_violations.most_common(top)),
+        }
+
+
+def _rate(count: int, total: int) -> float | None:
+    return round(count / total, 4) if total else None
+
+
+@gmn_app.command()
+def report(
+    file: Annotated[Path, typer.Argument(help="Output of `batchyard gmn generate`.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+    top: Annotated[int, typer.Option(min=1, help="Rule violations to list.")] = 10,
+) -> None:
+    """Validity per agent type and per round, and the most frequent rule violations."""
+    from producers.cli import out, user_errors
+
+    summary = GMNReport()
+    with user_errors():
+        for item in gmn.read_outcomes(file):
+            summary.add(item)
+    data = summary.to_dict(top)
+    if as_json:
+        sys.stdout.write(orjson.dumps(data, option=orjson.OPT_INDENT_2).decode() + "\n")
+        return
+    render_report(out, data)
+
+
+def render_report(console: Console, data: dict[str, Any]) -> None:
+    """The report as three tables: by agent type, by round, rule violations."""
+    console.print(
+        f"{data['prompts']} prompts: {data['sent']} sent, {data['rejected']} rejected, "
+        f"{data['call_failed']} failed calls; {data['valid']} valid "
+        f"({_pct(data['validity'])} of sent); {data['tokens']:,} tokens",
+        highlight=False,
+    )
+    agents = Table("agent_type", "prompts", "rejected", "valid", "validity", title="by agent type")
+    for name, row in data["by_agent_type"].items():
+        agents.add_row(
+            name, *(str(row[k]) for k in ("prompts", "rejected", "valid")), _pct(row["validity"])
+        )
+    rounds = Table(
+        "round",
+        "answers",
+        "valid answers",
+        "answer validity",
+        "valid after round",
+        title="by round",
+    )
+    for row in data["by_round"]:
+        rounds.add_row(
+            str(row["round"]),
+            str(row["answers"]),
+            str(row["valid_answers"]),
+            _pct(row["answer_validity"]),
+            _pct(row["valid_after_round"]),
+        )
+    rules = Table("rule", "answers (all rounds)", "final documents", title="rule violations")
+    final = data["violations_final"]
+    for code, count in data["violations_all_rounds"].items():
+        rules.add_row(code, str(count), str(final.get(code, 0)))
+    for table in (agents, rounds, rules):
+        console.print(table)
+
+
+def _pct(value: object) -> str:
+    return f"{value:.1%}" if isinstance(value, float | int) else "-"
