@@ -1,0 +1,103 @@
+"""Global limits with real worker processes against the fake provider's enforced limits."""
+
+from __future__ import annotations
+
+import os
+import signal
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from producers.client import Client
+from tests.conftest import WorkerPool, openai_line, wait_until
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+
+def endpoint(server: Any, **limits: Any) -> dict[str, Any]:
+    return {
+        "endpoints": {
+            "fake": {
+                "provider": "openai",
+                "base_url": server.openai_url,
+                "api_key": "sk-test",
+                "model": "gpt-test",
+                **limits,
+            }
+        },
+        "policy": {"backoff_base_s": 0.05, "backoff_max_s": 0.2},
+    }
+
+
+def test_three_processes_stay_under_rpm_and_tpm_and_use_them(
+    redis_url: str,
+    fake_server: Callable[..., Any],
+    run_workers: Callable[..., WorkerPool],
+) -> None:
+    # Given a provider that enforces 600 RPM and 60,000 TPM with 429s beyond them,
+    rpm, tpm, n = 600, 60_000, 200
+    server = fake_server(rpm=rpm, tpm=tpm)
+    config = endpoint(server, rpm=rpm, tpm=tpm)
+    run_workers(config, concurrency=16, processes=3)
+    # when 3 worker processes run a batch that wants far more than that,
+    with Client(redis_url) as client:
+        rows = [openai_line(f"l-{i}", "hello there", max_tokens=50) for i in range(n)]
+        batch_id = client.submit_many(rows).batch_id
+        wait_until(lambda: client.batch(batch_id).finished, 90, "the batch")
+        assert client.batch(batch_id).counts.completed == n
+    calls = list(server.requests)
+    limited = [c for c in calls if c.status == 429]
+    ok = sorted(c.ts for c in calls if c.status == 200)
+    # then the provider almost never has to say 429, and its RPM is nearly all used.
+    assert len(limited) <= 0.005 * len(calls), len(limited)
+    rate_per_min = (len(ok) - 1) / (ok[-1] - ok[0]) * 60
+    assert rpm * 0.95 <= rate_per_min <= rpm * 1.05, rate_per_min
+
+
+def test_retry_after_pauses_every_process(
+    redis_url: str,
+    fake_server: Callable[..., Any],
+    run_workers: Callable[..., WorkerPool],
+) -> None:
+    server = fake_server(latency_ms=20)
+    config = endpoint(server, rpm=100_000)
+    run_workers(config, concurrency=8, processes=3)
+    with Client(redis_url) as client:
+        batch_id = client.submit_many([openai_line(f"p-{i}", "x") for i in range(600)]).batch_id
+        wait_until(lambda: len(server.requests) >= 50, 30, "traffic")
+        # When the provider answers one 429 with retry-after: 5,
+        server.faults.push("rate_limited:5")
+        wait_until(lambda: client.batch(batch_id).finished, 90, "the batch")
+    calls = list(server.requests)
+    t429 = next(c.ts for c in calls if c.status == 429)
+    # then no process sends to it for 5 s (0.3 s for requests already on their way).
+    during = [c for c in calls if t429 + 0.3 < c.arrived < t429 + 4.9]
+    assert during == [], [(round(c.arrived - t429, 2), c.custom_id) for c in during]
+    assert any(c.arrived >= t429 + 4.9 for c in calls), "traffic resumes after the pause"
+
+
+def test_a_killed_workers_lease_is_freed_after_its_ttl(
+    redis_url: str,
+    fake_server: Callable[..., Any],
+    run_workers: Callable[..., WorkerPool],
+) -> None:
+    # One request at a time; a call takes 2 s; a lease lives timeout_s + 5 = 8 s.
+    server = fake_server(latency_ms=2000)
+    config = endpoint(server, max_concurrency=1, timeout_s=3)
+    pool = run_workers(config, concurrency=4)
+    with Client(redis_url) as client:
+        batch_id = client.submit_many([openai_line(f"k-{i}", "x") for i in range(3)]).batch_id
+        wait_until(lambda: server.requests_arrived >= 1, 30, "the first call")
+        os.kill(pool.children()[0], signal.SIGKILL)  # mid-call: its lease is never released
+        leases = client.redis.zcard(f"{client.keys.ns}:rl:fake:leases")
+        assert leases == 1
+        wait_until(lambda: client.batch(batch_id).finished, 60, "the batch")
+        assert client.redis.zcard(f"{client.keys.ns}:rl:fake:leases") == 0
+    # The dead worker's lease held the endpoint until its 8 s TTL ran out, and no longer
+    # (plus the restarted worker's redelivery, heartbeat 3 s, and one 2 s call of slack).
+    arrivals = sorted(c.arrived for c in server.requests)
+    gap = arrivals[1] - arrivals[0]
+    assert 7.0 <= gap <= 8 + 3 + 2, [
+        (round(c.ts - arrivals[0], 2), c.status, c.custom_id, c.fault) for c in server.requests
+    ]

@@ -1,0 +1,112 @@
+"""The limiter's Lua, driven with a synthetic clock against a real Redis."""
+
+from __future__ import annotations
+
+from collections import deque
+
+import pytest
+import redis
+
+from workers import keys as K
+
+pytestmark = pytest.mark.integration
+SCOPE = "t:rl:ep"
+
+
+@pytest.fixture
+def r(redis_url: str) -> redis.Redis:
+    return redis.Redis.from_url(redis_url)
+
+
+def admit(
+    r: redis.Redis,
+    now_ms: float,
+    *,
+    rpm: int = 0,
+    tpm: int = 0,
+    conc: int = 0,
+    tokens: int = 1,
+    lease: str = "l",
+    ttl_ms: int = 1000,
+) -> float:
+    """0 when admitted, else the wait in ms the script asks for."""
+    ok, wait = r.eval(K.LIMIT_ADMIT, 0, now_ms, lease, ttl_ms, tokens, SCOPE, rpm, tpm, conc)
+    return 0.0 if int(ok) else float(wait)
+
+
+def max_in_window(times: list[float], window_ms: float) -> int:
+    best, q = 0, deque[float]()
+    for t in times:
+        q.append(t)
+        while q[0] <= t - window_ms:
+            q.popleft()
+        best = max(best, len(q))
+    return best
+
+
+@pytest.mark.parametrize("rpm", [60, 600, 6000])
+def test_rpm_never_exceeded_in_any_minute_and_nearly_all_used(r: redis.Redis, rpm: int) -> None:
+    # Given callers trying far faster than the limit for two minutes of synthetic time,
+    step_ms = min(60_000 / rpm / 3, 20.0)
+    admitted, t = [], 0.0
+    while t < 120_000:
+        if admit(r, t, rpm=rpm) == 0:
+            admitted.append(t)
+        t += step_ms
+    # then no 60 s window holds more than the limit, and the limit is nearly all used.
+    assert max_in_window(admitted, 60_000) <= rpm
+    assert len(admitted) >= 0.97 * 2 * rpm, len(admitted)
+
+
+def test_tpm_counts_tokens_and_reconciles_real_usage(r: redis.Redis) -> None:
+    tpm, estimate = 60_000, 100
+    admitted, t = 0, 0.0
+    while t < 60_000:
+        if admit(r, t, tpm=tpm, tokens=estimate) == 0:
+            admitted += 1
+        t += 10
+    assert 0.97 * tpm / estimate <= admitted <= tpm / estimate
+    # When calls used fewer tokens than estimated, the release refunds the difference.
+    r.delete(SCOPE)
+    burst = 0
+    while admit(r, 0, tpm=tpm, tokens=estimate) == 0:
+        burst += 1
+    assert burst == tpm // 60 // estimate  # one second's worth of tokens
+    assert admit(r, 0, tpm=tpm, tokens=estimate) > 0
+    r.eval(K.LIMIT_RELEASE, 0, 0, "l", -burst * estimate // 2, 0, 0, SCOPE, 0, tpm, 0)
+    refunded = 0
+    while admit(r, 0, tpm=tpm, tokens=estimate) == 0:
+        refunded += 1
+    assert refunded == burst // 2
+
+
+def test_concurrency_leases_expire_when_their_worker_dies(r: redis.Redis) -> None:
+    assert admit(r, 0, conc=2, lease="a", ttl_ms=300) == 0
+    assert admit(r, 0, conc=2, lease="b", ttl_ms=300) == 0
+    # A third caller waits while both leases are held...
+    assert admit(r, 100, conc=2, lease="c", ttl_ms=300) > 0
+    # ...a released lease frees a slot at once...
+    r.eval(K.LIMIT_RELEASE, 0, 150, "a", 0, 0, 0, SCOPE, 0, 0, 2)
+    assert admit(r, 150, conc=2, lease="c", ttl_ms=300) == 0
+    # ...and a lease nobody releases (its worker was killed) is gone after its TTL.
+    assert admit(r, 200, conc=2, lease="d", ttl_ms=300) > 0
+    assert admit(r, 301, conc=2, lease="d", ttl_ms=300) == 0
+
+
+def test_a_pause_stops_admission_until_it_ends(r: redis.Redis) -> None:
+    r.eval(K.LIMIT_PAUSE, 1, f"{SCOPE}:pause", 5_000, 0)
+    assert admit(r, 0, rpm=6000) == pytest.approx(5_000)
+    # a shorter pause does not shorten a longer one
+    r.eval(K.LIMIT_PAUSE, 1, f"{SCOPE}:pause", 1_000, 0)
+    assert admit(r, 2_000, rpm=6000) == pytest.approx(3_000)
+    assert admit(r, 5_001, rpm=6000) == 0
+
+
+def test_learned_limits_cap_the_configured_ones(r: redis.Redis) -> None:
+    # The provider said 60 rpm although the config says 6000.
+    r.eval(K.LIMIT_RELEASE, 0, 0, "x", 0, 60, 0, SCOPE, 6000, 0, 0)
+    admitted, t = 0, 0.0
+    while t < 60_000:
+        admitted += admit(r, t, rpm=6000) == 0
+        t += 50
+    assert admitted <= 60

@@ -1,0 +1,83 @@
+"""Producer-built messages are real dramatiq messages the execute actor can run (StubBroker)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import dramatiq
+import orjson
+from dramatiq.brokers.stub import StubBroker
+from dramatiq.message import Message
+
+from producers.submit import ChunkBuilder, numbered
+from schemas.config import parse_config
+from schemas.job import Job
+from tests.conftest import openai_line
+from workers import encoder
+from workers.keys import EXECUTE_ACTOR, SEP, Keys
+
+CONFIG = parse_config(
+    {
+        "endpoints": {"a": {"provider": "mock"}, "b": {"provider": "mock"}},
+        "routes": {"default": ["a", "b"]},
+    }
+)
+
+
+def test_chunk_messages_decode_and_run_on_a_stub_broker() -> None:
+    encoder.install()
+    broker = StubBroker()
+    seen: list[Job] = []
+
+    def execute(payload: dict[str, Any]) -> None:
+        seen.append(Job.model_validate(payload))
+
+    dramatiq.Actor(
+        execute, broker=broker, actor_name=EXECUTE_ACTOR, queue_name="llm.a", priority=0, options={}
+    )
+    lines = [orjson.dumps(openai_line(f"id-{i}", f"text {i}")) for i in range(3)]
+    chunk = ChunkBuilder("batch_x", Keys(), CONFIG).build(list(numbered(lines)))
+    assert not chunk.errors
+    # ENQUEUE's blob holds fours: custom_id, queue, redis message id, encoded message.
+    fields = bytes(chunk.blob).split(SEP)[:-1]
+    assert len(fields) == 12
+    for i in range(0, len(fields), 4):
+        custom_id, queue, _rid, data = (f.decode() for f in fields[i : i + 4])
+        message = Message.decode(data.encode())
+        assert message.queue_name == queue == "llm.a"
+        assert message.args[0]["key"] == custom_id
+        broker.enqueue(message)
+    worker = dramatiq.Worker(broker, worker_timeout=100)
+    worker.start()
+    try:
+        broker.join("llm.a", timeout=10_000)
+        worker.join()
+    finally:
+        worker.stop()
+    assert sorted(j.key for j in seen) == ["id-0", "id-1", "id-2"]
+    assert all([h.endpoint for h in j.route] == ["a", "b"] and j.hop == 0 for j in seen)
+
+
+def test_bad_lines_and_unknown_route_endpoints_become_line_errors() -> None:
+    lines = [
+        b"nope",
+        orjson.dumps(
+            {
+                **openai_line("r", "x"),
+                "body": {
+                    "messages": [{"role": "user", "content": "x"}],
+                    "route": [{"endpoint": "zzz"}],
+                },
+            }
+        ),
+    ]
+    chunk = ChunkBuilder("batch_x", Keys(), CONFIG).build(list(numbered(lines)))
+    assert chunk.blob == b""
+    messages = [r.error.message for _, r in chunk.errors if r.error]
+    assert messages[0].startswith("line 1: not valid JSON")
+    assert messages[1] == "line 2: body.route.0.endpoint: unknown endpoint 'zzz' (known: a, b)"
+    assert [k for k, _ in chunk.errors] == ["#line:1", "#line:2"]
+
+
+def test_blank_lines_are_skipped_but_numbering_follows_the_file() -> None:
+    assert [n for n, _ in numbered([b"a\n", b"\n", b"  \n", b"b\n"])] == [1, 4]
