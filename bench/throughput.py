@@ -1,0 +1,130 @@
+"""Issue #3 benchmarks: worker throughput vs bare dramatiq, high-latency concurrency, enqueue rate.
+
+Run: python bench/throughput.py [--n 20000] [--slow-n 5000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import redis
+from dramatiq.brokers.redis import RedisBroker
+from dramatiq.message import Message
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench._common import env, lines, measure, peak_rss_mb, start_worker, write_config
+from producers.client import Client
+from workers.redis_server import RedisServer
+
+
+def bare_dramatiq(url: str, n: int, threads: int) -> float:
+    """jobs/s of a no-op dramatiq actor, measured the same way as batchyard's worker."""
+    broker = RedisBroker(url=url, namespace="bench")
+    pipe_client = redis.Redis.from_url(url)
+    for start in range(0, n, 1000):
+        pipe = pipe_client.pipeline(transaction=False)
+        for i in range(start, min(n, start + 1000)):
+            msg = Message(
+                queue_name="noop",
+                actor_name="noop",
+                args=({"i": i},),
+                kwargs={},
+                options={"redis_message_id": f"m{i}"},
+            )
+            pipe.hset("bench:noop.msgs", f"m{i}", msg.encode())
+            pipe.rpush("bench:noop", f"m{i}")
+        pipe.execute()
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            str(Path(__file__).with_name("noop_worker.py")),
+            url,
+            "noop",
+            str(threads),
+        ],
+        env=env(url),
+    )
+    try:
+        seconds = measure(lambda: n - int(broker.do_qsize("noop")), n, 300)
+    finally:
+        proc.terminate()
+        proc.wait()
+    return n / seconds
+
+
+def batchyard_worker(
+    url: str, n: int, concurrency: int, tmp: Path, latency_ms: float
+) -> tuple[float, float]:
+    """jobs/s and peak RSS (MB) of one batchyard worker process on a pre-filled queue."""
+    config = write_config(tmp / f"mock-{latency_ms}.yaml", latency_ms=latency_ms)
+    with Client(url) as client:
+        batch_id = client.submit_many(lines(n, f"l{latency_ms}")).batch_id
+        proc = start_worker(url, concurrency, config)
+        try:
+            seconds = measure(lambda: client.batch(batch_id).counts.done, n, 600)
+            rss = peak_rss_mb(proc.pid)
+        finally:
+            proc.terminate()
+            proc.wait()
+        assert client.batch(batch_id).counts.completed == n
+    return n / seconds, rss
+
+
+def enqueue_rate(url: str, n: int, tmp: Path) -> float:
+    """submit_many jobs/s from a JSONL file."""
+    path = tmp / f"in-{n}.jsonl"
+    path.write_bytes(b"\n".join(lines(n, f"e{n}")) + b"\n")
+    with Client(url) as client:
+        t0 = time.perf_counter()
+        report = client.submit_file(path)
+        seconds = time.perf_counter() - t0
+        assert report.enqueued == n
+    return n / seconds
+
+
+def producer_rss(url: str, n: int, tmp: Path) -> float:
+    """Peak RSS (MB) of a fresh process that submits an n-line file."""
+    path = tmp / f"rss-{n}.jsonl"
+    path.write_bytes(b"\n".join(lines(n, f"p{n}")) + b"\n")
+    code = (
+        "from pathlib import Path\nfrom producers.client import Client\n"
+        f"Client({url!r}).submit_file(Path({str(path)!r}))\n"
+        "print(next(r.split()[1] for r in open('/proc/self/status') if r.startswith('VmHWM')))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], env=env(url), capture_output=True, text=True, check=True
+    )
+    return int(out.stdout.strip()) / 1024
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--n", type=int, default=20_000)
+    parser.add_argument("--slow-n", type=int, default=5_000)
+    parser.add_argument("--concurrency", type=int, default=64)
+    args = parser.parse_args()
+    with RedisServer() as server, tempfile.TemporaryDirectory() as d:
+        tmp, url = Path(d), server.url
+        base = bare_dramatiq(url, args.n, args.concurrency)
+        ours, rss0 = batchyard_worker(url, args.n, args.concurrency, tmp, 0)
+        print(f"0 ms mock, 1 process, {args.concurrency} threads, {args.n} jobs:")
+        print(f"  bare dramatiq no-op: {base:8.0f} jobs/s")
+        print(f"  batchyard worker:    {ours:8.0f} jobs/s  (peak RSS {rss0:.0f} MB)")
+        print(f"  ratio:               {ours / base:8.2f}  (target >= 0.6)")
+        slow, rss = batchyard_worker(url, args.slow_n, 500, tmp, 1000)
+        print(f"1 s mock, 1 process, concurrency 500, {args.slow_n} jobs:")
+        print(f"  {slow:.0f} jobs/s (target >= 300), peak RSS {rss:.0f} MB (target <= 300)")
+        rate = enqueue_rate(url, 100_000, tmp)
+        print(f"submit_many 100,000 lines: {rate:.0f} jobs/s (target >= 20,000)")
+        small, big = producer_rss(url, 10_000, tmp), producer_rss(url, 100_000, tmp)
+        print(f"producer peak RSS: {small:.0f} MB for 10,000 lines, {big:.0f} MB for 100,000 lines")
+
+
+if __name__ == "__main__":
+    main()
