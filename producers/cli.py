@@ -26,6 +26,7 @@ from producers.records import BatchNotFound
 from producers.run import RunFailed, run_batch
 from schemas.config import ConfigError, load_config
 from schemas.settings import Settings
+from workers.keys import Priority
 from workers.logs import setup_logging
 from workers.supervisor import Supervisor
 
@@ -118,6 +119,10 @@ def submit(
     budget: Annotated[
         float | None, typer.Option(help="USD; when spent, remaining requests end unsent.")
     ] = None,
+    priority: Annotated[
+        Priority,
+        typer.Option(help="high: ahead of normal batches; low: only when nothing else waits."),
+    ] = "normal",
 ) -> None:
     """Enqueue a JSONL file as a new batch and print its id."""
     with user_errors(), _client(config) as client:
@@ -129,6 +134,7 @@ def submit(
             completion_window_s=completion_window,
             batch_id=batch_id,
             budget_usd=budget,
+            priority=priority,
         )
     if report.invalid:
         err.print(f"[yellow]{report.invalid} invalid line(s) recorded as errors[/yellow]")

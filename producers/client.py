@@ -65,11 +65,27 @@ class _Base:
         return route
 
     def _builder(
-        self, batch_id: str, route: list[RouteHop], window_s: float | None, task: Task | None = None
+        self,
+        batch_id: str,
+        route: list[RouteHop],
+        window_s: float | None,
+        task: Task | None = None,
+        lane: str = "",
     ) -> tuple[ChunkBuilder, dict[Any, Any]]:
         deadline = time.time() + window_s if window_s else None
-        builder = ChunkBuilder(batch_id, self.keys, self.config, route, deadline, task)
-        return builder, new_record(None, route, deadline)
+        builder = ChunkBuilder(batch_id, self.keys, self.config, route, deadline, task, lane=lane)
+        return builder, new_record(None, route, deadline, lane)
+
+    def _lane_queues(self, route: list[RouteHop]) -> list[str]:
+        """Redis lists of the normal lanes of the route's first endpoint."""
+        endpoint = route[0].endpoint
+        return [self.keys.queue(K.queue_name(endpoint, lane)) for lane in K.NORMAL_LANES]
+
+    @staticmethod
+    def _check_priority(priority: str) -> K.Priority:
+        if priority not in K.PRIORITIES:
+            raise ValueError(f"priority must be one of {', '.join(K.PRIORITIES)}, got {priority!r}")
+        return priority
 
     def _result_args(self, items: list[tuple[str, LLMResult]]) -> dict[str, Any]:
         """Script call for line-error results; they also count towards the batch total."""
@@ -154,10 +170,17 @@ class Client(_Base):
         completion_window_s: float | None = None,
         task: Task | None = None,
         budget_usd: float | None = None,
+        priority: K.Priority = "normal",
     ) -> SubmitReport:
-        """Validate and enqueue requests in pipelined chunks; bad lines become error results."""
+        """Validate and enqueue requests in pipelined chunks; bad lines become error results.
+
+        `priority` "high" batches are taken before normal ones by every worker, "low" ones only
+        when nothing else waits; normal batches sharing an endpoint progress side by side.
+        """
         batch_id = batch_id or new_batch_id()
-        builder, record = self._builder(batch_id, self._route(route), completion_window_s, task)
+        hops = self._route(route)
+        lane = self.lane(priority, hops)
+        builder, record = self._builder(batch_id, hops, completion_window_s, task, lane)
         if metadata:
             record["metadata"] = orjson.dumps(metadata)
         if budget_usd is not None:
@@ -194,6 +217,17 @@ class Client(_Base):
             extra={"batch_id": batch_id},
         )
         return SubmitReport(batch_id, lines, enqueued, invalid)
+
+    def lane(self, priority: K.Priority, route: list[RouteHop]) -> str:
+        """The queue lane for a new batch (see `workers.keys.pick_lane`)."""
+        if self._check_priority(priority) != "normal":
+            return K.pick_lane(priority, [], 0)
+        pipe = self.redis.pipeline(transaction=False)
+        for queue in self._lane_queues(route):
+            pipe.llen(queue)
+        pipe.incr(self.keys.lane_turn)
+        *depths, turn = pipe.execute()
+        return K.pick_lane(priority, [int(d) for d in depths], int(turn) - 1)
 
     def _send(self, builder: ChunkBuilder, chunk: Chunk) -> tuple[int, int]:
         """Enqueue one chunk and record its bad lines; returns (enqueued, invalid)."""
@@ -264,7 +298,11 @@ class Client(_Base):
     def retry_failed(self, batch_id: str, *, completion_window_s: float | None = None) -> int:
         """Re-run every failed request of a batch with a fresh attempt budget; returns how many."""
         self.batch(batch_id)
-        builder, _ = self._builder(batch_id, self.config.route("default"), completion_window_s)
+        raw = self.redis.hget(self.keys.batch(batch_id), "lane")
+        lane = raw.decode() if isinstance(raw, bytes) else ""
+        builder, _ = self._builder(
+            batch_id, self.config.route("default"), completion_window_s, lane=lane
+        )
         script = self.redis.register_script(K.RETRY_FAILED)
         keys = [self.keys.batch(batch_id), self.keys.done(batch_id), self.keys.failed(batch_id)]
         retried, pending = 0, list(self.redis.hscan_iter(self.keys.failed(batch_id), count=500))
@@ -378,10 +416,13 @@ class AsyncClient(_Base):
         completion_window_s: float | None = None,
         task: Task | None = None,
         budget_usd: float | None = None,
+        priority: K.Priority = "normal",
     ) -> SubmitReport:
         """Async twin of `Client.submit_many`."""
         batch_id = batch_id or new_batch_id()
-        builder, record = self._builder(batch_id, self._route(route), completion_window_s, task)
+        hops = self._route(route)
+        lane = await self.lane(priority, hops)
+        builder, record = self._builder(batch_id, hops, completion_window_s, task, lane)
         if metadata:
             record["metadata"] = orjson.dumps(metadata)
         if budget_usd is not None:
@@ -414,6 +455,17 @@ class AsyncClient(_Base):
             extra={"batch_id": batch_id},
         )
         return SubmitReport(batch_id, lines, enqueued, invalid)
+
+    async def lane(self, priority: K.Priority, route: list[RouteHop]) -> str:
+        """Async twin of `Client.lane`."""
+        if self._check_priority(priority) != "normal":
+            return K.pick_lane(priority, [], 0)
+        pipe = self.redis.pipeline(transaction=False)
+        for queue in self._lane_queues(route):
+            pipe.llen(queue)
+        pipe.incr(self.keys.lane_turn)
+        *depths, turn = await pipe.execute()
+        return K.pick_lane(priority, [int(d) for d in depths], int(turn) - 1)
 
     async def _send(self, builder: ChunkBuilder, chunk: Chunk) -> tuple[int, int]:
         pipe = self.redis.pipeline(transaction=False)

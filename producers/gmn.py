@@ -40,6 +40,7 @@ from schemas.gmn.prompts import (
 from schemas.job import Task
 from schemas.request import LLMRequest, RouteHop
 from schemas.result import LLMResult, Usage
+from workers.keys import Priority
 
 if TYPE_CHECKING:
     from producers.client import AsyncClient, Client
@@ -91,8 +92,8 @@ class GMNOutcome(BaseModel):
 class GMNChunkBuilder(ChunkBuilder):
     """Validates prompt lines and builds first-round messages, each with its own task data."""
 
-    def __init__(self, *args: Any, rounds: int, options: GMNOptions) -> None:
-        super().__init__(*args)
+    def __init__(self, *args: Any, rounds: int, options: GMNOptions, lane: str = "") -> None:
+        super().__init__(*args, lane=lane)
         self.rounds = rounds
         self.options = options
 
@@ -161,14 +162,26 @@ def _items(lines: Iterable[Any] | Path) -> Iterator[Any]:
 
 
 def _start(
-    client: Client | AsyncClient, rounds: int, opts: GMNOptions, window_s: float | None
+    client: Client | AsyncClient,
+    rounds: int,
+    opts: GMNOptions,
+    window_s: float | None,
+    lane: str,
 ) -> tuple[GMNChunkBuilder, dict[Any, Any]]:
     hops = client._route(opts.get("route"))
     deadline = time.time() + window_s if window_s else None
     builder = GMNChunkBuilder(
-        new_batch_id(), client.keys, client.config, hops, deadline, rounds=rounds, options=opts
+        new_batch_id(),
+        client.keys,
+        client.config,
+        hops,
+        deadline,
+        rounds=rounds,
+        options=opts,
+        lane=lane,
     )
-    return builder, new_record({"task": "gmn", "rounds": str(rounds)}, hops, deadline)
+    record = new_record({"task": "gmn", "rounds": str(rounds)}, hops, deadline, lane)
+    return builder, record
 
 
 def submit_batch(
@@ -177,10 +190,12 @@ def submit_batch(
     *,
     rounds: int = DEFAULT_ROUNDS,
     completion_window_s: float | None = None,
+    priority: Priority = "normal",
     **opts: Unpack[GMNOptions],
 ) -> str:
     """Enqueue prompt lines as one GMN batch (bad lines become error entries); its id."""
-    builder, record = _start(client, rounds, opts, completion_window_s)
+    lane = client.lane(priority, client._route(opts.get("route")))
+    builder, record = _start(client, rounds, opts, completion_window_s, lane)
     batch_key = client.keys.batch(builder.batch_id)
     client.redis.hset(batch_key, mapping=record)
     client.redis.zadd(client.keys.batches, {builder.batch_id: record["created_at"]})
@@ -196,10 +211,12 @@ async def asubmit_batch(
     *,
     rounds: int = DEFAULT_ROUNDS,
     completion_window_s: float | None = None,
+    priority: Priority = "normal",
     **opts: Unpack[GMNOptions],
 ) -> str:
     """Async twin of `submit_batch`."""
-    builder, record = _start(client, rounds, opts, completion_window_s)
+    lane = await client.lane(priority, client._route(opts.get("route")))
+    builder, record = _start(client, rounds, opts, completion_window_s, lane)
     batch_key = client.keys.batch(builder.batch_id)
     await client.redis.hset(batch_key, mapping=record)
     await client.redis.zadd(client.keys.batches, {builder.batch_id: record["created_at"]})

@@ -10,6 +10,7 @@ import orjson
 
 from schemas.batch import Batch, BatchCounts, BatchStatus
 from schemas.request import RouteHop
+from workers.keys import lane_priority
 
 
 class BatchNotFound(KeyError):
@@ -20,10 +21,14 @@ class BatchNotFound(KeyError):
 
 
 def new_record(
-    metadata: dict[str, str] | None, route: list[RouteHop], deadline: float | None
+    metadata: dict[str, str] | None,
+    route: list[RouteHop],
+    deadline: float | None,
+    lane: str = "",
 ) -> dict[Any, Any]:
     """The fields of a fresh batch hash."""
     return {
+        "lane": lane,
         "status": BatchStatus.in_progress.value,
         "created_at": time.time(),
         "total": 0,
@@ -63,4 +68,5 @@ def parse_record(batch_id: str, raw: Mapping[Any, Any]) -> Batch:
         cost_usd=float(f.get("cost_usd", 0) or 0),
         budget_usd=float(f["budget_usd"]) if f.get("budget_usd") else None,
         metadata=orjson.loads(f.get("metadata", "{}")),
+        priority=lane_priority(f.get("lane", "")),
     )

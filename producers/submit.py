@@ -17,7 +17,7 @@ from schemas.config import AppConfig
 from schemas.job import Task
 from schemas.request import LLMRequest, RouteHop
 from schemas.result import ErrorInfo, LLMResult, Timings
-from workers.keys import EXECUTE_ACTOR, SEP, Keys, queue_name
+from workers.keys import SEP, Keys, actor_for, queue_name
 from workers.tracing import enqueue_context
 
 Item = LLMRequest | dict[str, Any] | bytes | str
@@ -54,8 +54,12 @@ class ChunkBuilder:
         route: list[RouteHop] | None = None,
         deadline: float | None = None,
         task: Task | None = None,
+        *,
+        lane: str = "",
     ) -> None:
         self.batch_id = batch_id
+        self.lane = lane
+        self._actor = actor_for(lane)
         self.keys = keys
         self.config = config
         self.route = route or config.route("default")
@@ -106,10 +110,12 @@ class ChunkBuilder:
             "task": task or self._task,
             "trace": enqueue_context(route[0]["endpoint"], self.batch_id, self.trace_link),
         }
-        queue = queue_name(route[0]["endpoint"])
+        if self.lane:
+            job["lane"] = self.lane
+        queue = queue_name(route[0]["endpoint"], self.lane)
         message = {
             "queue_name": queue,
-            "actor_name": EXECUTE_ACTOR,
+            "actor_name": self._actor,
             "args": [job],
             "kwargs": {},
             "options": {"redis_message_id": redis_id},

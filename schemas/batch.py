@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from enum import StrEnum
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -61,6 +62,7 @@ class Batch(BaseModel):
     cost_usd: float = 0.0
     budget_usd: float | None = None
     metadata: dict[str, str] = Field(default_factory=dict)
+    priority: Literal["high", "normal", "low"] = "normal"
 
     @property
     def finished(self) -> bool:

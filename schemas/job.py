@@ -40,6 +40,9 @@ class Job(BaseModel):
     deadline: float | None = None
     trace: dict[str, str] = Field(default_factory=dict)
     task: Task | None = None
+    #: Which of the endpoint's queues ("lanes") the batch uses: "" or "@1".."@3" for normal
+    #: batches, "@high" / "@low" by priority. Kept across failover hops and retries.
+    lane: str = Field(default="", pattern=r"^(@[0-9a-z]{1,8})?$")
 
     @property
     def current(self) -> RouteHop:

@@ -20,7 +20,7 @@ from dramatiq.middleware import Middleware, Retries
 from schemas.config import AppConfig
 from schemas.settings import Settings
 from workers import encoder
-from workers.keys import EXECUTE_ACTOR, Keys, queue_name
+from workers.keys import ACTORS, LANES, Keys, queue_name
 
 log = logging.getLogger("batchyard.broker")
 
@@ -111,19 +111,28 @@ def build_broker(settings: Settings, *, pool_size: int = 32, retries: int = 20) 
 
 def declare(
     broker: RedisBroker, config: AppConfig, fn: Callable[[dict[str, Any]], Awaitable[None]]
-) -> dramatiq.Actor[[dict[str, Any]], Awaitable[None]]:
-    """Register the execute actor and one queue per configured endpoint."""
-    actor: dramatiq.Actor[[dict[str, Any]], Awaitable[None]] = dramatiq.Actor(
-        fn,
-        broker=broker,
-        actor_name=EXECUTE_ACTOR,
-        queue_name=queue_name(next(iter(config.endpoints))),
-        priority=0,
-        options={},
-    )
+) -> list[dramatiq.Actor[[dict[str, Any]], Awaitable[None]]]:
+    """Register the execute actor of each priority and every lane queue of every endpoint.
+
+    The actors share one body; their dramatiq priorities make a worker take prefetched
+    high-priority messages before normal ones, and normal ones before low ones.
+    """
+    first = next(iter(config.endpoints))
+    actors: list[dramatiq.Actor[[dict[str, Any]], Awaitable[None]]] = [
+        dramatiq.Actor(
+            fn,
+            broker=broker,
+            actor_name=name,
+            queue_name=queue_name(first, "" if level == "normal" else f"@{level}"),
+            priority=priority,
+            options={},
+        )
+        for level, (name, priority) in ACTORS.items()
+    ]
     for endpoint in config.endpoints:
-        broker.declare_queue(queue_name(endpoint))
-    return actor
+        for lane in LANES:
+            broker.declare_queue(queue_name(endpoint, lane))
+    return actors
 
 
 class Heartbeat(threading.Thread):

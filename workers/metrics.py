@@ -57,8 +57,12 @@ class RedisState:
         )
         try:
             for name in self.endpoints:
-                queue = K.queue_name(name)
-                depth.add_metric([queue], float(self.client.llen(self.keys.queue(queue))))
+                # One series per endpoint: the sum of its lanes.
+                pipe = self.client.pipeline(transaction=False)
+                for lane in K.endpoint_queues(name):
+                    pipe.llen(self.keys.queue(lane))
+                waiting = sum(int(n) for n in pipe.execute())
+                depth.add_metric([K.queue_name(name)], float(waiting))
                 state = self.client.hget(K.health_key(self.keys.ns, name), "state")
                 breaker.add_metric([name], 1.0 if state == b"open" else 0.0)
         except redis.RedisError:

@@ -16,7 +16,7 @@ from dramatiq.brokers.redis import RedisBroker
 from dramatiq.common import dq_name
 
 from schemas.job import Job
-from workers.keys import EXECUTE_ACTOR, queue_name
+from workers.keys import actor_for, queue_name
 
 
 class Requeuer:
@@ -28,7 +28,7 @@ class Requeuer:
 
     async def enqueue(self, job: Job, *, delay_ms: int = 0) -> None:
         """Queue `job` for its current hop's endpoint, after `delay_ms` if given."""
-        queue = queue_name(job.current.endpoint)
+        queue = queue_name(job.current.endpoint, job.lane)
         redis_id = uuid.uuid4().hex
         now_ms = int(time.time() * 1000)
         options: dict[str, Any] = {"redis_message_id": redis_id}
@@ -37,7 +37,7 @@ class Requeuer:
             options["eta"] = now_ms + delay_ms
         message = {
             "queue_name": queue,
-            "actor_name": EXECUTE_ACTOR,
+            "actor_name": actor_for(job.lane),
             "args": [job.model_dump(mode="json", exclude_defaults=True)],
             "kwargs": {},
             "options": options,

@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import re
 import time
+from typing import Literal
 
 import orjson
 from aiohttp import web
@@ -39,6 +40,8 @@ class CreateBatch(BaseModel):
     endpoint: str
     completion_window: str
     metadata: dict[str, str] | None = None
+    #: batchyard extension (OpenAI SDK: `extra_body={"priority": "high"}`).
+    priority: Literal["high", "normal", "low"] = "normal"
 
     @field_validator("metadata")
     @classmethod
@@ -99,6 +102,7 @@ async def create_batch(request: web.Request) -> web.Response:
         "completion_window": body.completion_window,
         "window_s": window_s,
         "metadata": orjson.dumps(body.metadata or {}).decode(),
+        "priority": body.priority,
     }
     listing = gw.gkeys.owner_batches(owner)
     pipe = gw.redis.pipeline(transaction=True)
@@ -110,7 +114,9 @@ async def create_batch(request: web.Request) -> web.Response:
     pipe.expire(listing, ttl)
     await pipe.execute()
     gw.spawn(
-        asyncio.to_thread(gw.ingest.run, batch_id, stored, window_s, body.metadata or {}),
+        asyncio.to_thread(
+            gw.ingest.run, batch_id, stored, window_s, body.metadata or {}, body.priority
+        ),
         name=f"ingest {batch_id}",
     )
     state = BatchState(batch_id, {text(k): text(v) for k, v in record.items()}, {})

@@ -110,11 +110,16 @@ class Ingest:
         return bool(self._move(keys=[self.keys.batch(batch_id)], args=args))
 
     def run(
-        self, batch_id: str, stored: StoredFile, window_s: float, metadata: dict[str, str]
+        self,
+        batch_id: str,
+        stored: StoredFile,
+        window_s: float,
+        metadata: dict[str, str],
+        priority: K.Priority = "normal",
     ) -> None:
         """Validate, then submit; every outcome is recorded on the batch, nothing is raised."""
         try:
-            self._run(batch_id, stored, window_s, metadata)
+            self._run(batch_id, stored, window_s, metadata, priority)
         except Stopped:
             if self.stopping.is_set():
                 self.abandon(batch_id, "gateway_interrupted", "the gateway stopped meanwhile")
@@ -125,7 +130,12 @@ class Ingest:
             self.abandon(batch_id, "internal_error", "the gateway could not queue the file")
 
     def _run(
-        self, batch_id: str, stored: StoredFile, window_s: float, metadata: dict[str, str]
+        self,
+        batch_id: str,
+        stored: StoredFile,
+        window_s: float,
+        metadata: dict[str, str],
+        priority: K.Priority,
     ) -> None:
         try:
             problems = self.validate(batch_id, stored)
@@ -146,6 +156,7 @@ class Ingest:
             batch_id=batch_id,
             metadata=metadata or None,
             completion_window_s=window_s,
+            priority=priority,
         )
         self.move(batch_id, "submitting", "submitted")
         if self.redis.hget(self.keys.batch(batch_id), "cancel_requested"):

@@ -17,7 +17,7 @@ from producers.gateway.errors import ApiError
 from producers.gateway.keys import GatewayKeys
 from producers.gateway.metrics import Metrics
 from schemas.config import AppConfig
-from workers.keys import Keys, queue_name
+from workers.keys import Keys, endpoint_queues
 
 RATE_LIMIT = "rate_limit_error"
 
@@ -89,7 +89,8 @@ class Backpressure:
         self._hashes = [
             keys.queue_msgs(q)
             for endpoint in app_config.endpoints
-            for q in (queue_name(endpoint), queue_name(endpoint) + ".DQ")
+            for lane in endpoint_queues(endpoint)
+            for q in (lane, lane + ".DQ")
         ]
         self._depth = 0
         self._measured_at = -math.inf

@@ -31,6 +31,7 @@ from tests.integration.test_gateway_support import (
     jsonl,
     write_results,
 )
+from workers.keys import endpoint_queues
 from workers.redis_server import RedisServer
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(30)]
@@ -80,7 +81,7 @@ async def settled(client: Http, key: str, batch_id: str, timeout_s: float = 10) 
 def queued(redis_url: str) -> int:
     client = redis.Redis.from_url(redis_url)
     try:
-        return int(client.hlen("batchyard:dq:llm.mock.msgs"))
+        return sum(int(client.hlen(f"batchyard:dq:{q}.msgs")) for q in endpoint_queues("mock"))
     finally:
         client.close()
 
@@ -205,6 +206,31 @@ async def test_bad_upload_forms_are_400_naming_the_field(api: Api) -> None:
     )
     assert resp.status == 400
     assert (await resp.json())["error"]["param"] == "input_file_id"
+    resp = await client.post(
+        "/v1/batches",
+        json={
+            "input_file_id": "file-x",
+            "endpoint": "/v1/chat/completions",
+            "completion_window": "24h",
+            "priority": "urgent",
+        },
+        headers=auth(KEY_A),
+    )
+    assert resp.status == 400
+    assert (await resp.json())["error"]["param"] == "priority"
+
+
+async def test_a_batch_priority_puts_its_requests_on_that_lane(api: Api, redis_url: str) -> None:
+    client = await api()
+    created = await new_batch(client, KEY_A, jsonl([chat_line("u")]), priority="high")
+    batch = await settled(client, KEY_A, created["id"])
+    assert batch["request_counts"]["total"] == 1
+    r = redis.Redis.from_url(redis_url)
+    try:
+        assert r.llen("batchyard:dq:llm.mock@high") == 1
+        assert r.hget(f"batchyard:batch:{batch['id']}", "lane") == b"@high"
+    finally:
+        r.close()
 
 
 MALFORMED: dict[str, tuple[bytes, dict[str, Any], list[tuple[int, str, str | None]]]] = {

@@ -6,6 +6,7 @@ from typing import Any
 
 import dramatiq
 import orjson
+import pytest
 from dramatiq.brokers.stub import StubBroker
 from dramatiq.message import Message
 
@@ -14,7 +15,18 @@ from schemas.config import parse_config
 from schemas.job import Job
 from tests.conftest import openai_line
 from workers import encoder
-from workers.keys import EXECUTE_ACTOR, SEP, Keys
+from workers.keys import (
+    EXECUTE_ACTOR,
+    FAIR_LANES,
+    LANES,
+    SEP,
+    Keys,
+    Priority,
+    actor_for,
+    endpoint_queues,
+    pick_lane,
+    queue_name,
+)
 
 CONFIG = parse_config(
     {
@@ -81,3 +93,51 @@ def test_bad_lines_and_unknown_route_endpoints_become_line_errors() -> None:
 
 def test_blank_lines_are_skipped_but_numbering_follows_the_file() -> None:
     assert [n for n, _ in numbered([b"a\n", b"\n", b"  \n", b"b\n"])] == [1, 4]
+
+
+def test_a_lane_picks_queue_actor_and_stays_on_the_job() -> None:
+    lines = [orjson.dumps(openai_line("id-0", "text"))]
+    chunk = ChunkBuilder("batch_x", Keys(), CONFIG, lane="@high").build(list(numbered(lines)))
+    _cid, queue, _rid, data = bytes(chunk.blob).split(SEP)[:4]
+    message = Message.decode(data)
+    assert queue == b"llm.a@high" and message.queue_name == "llm.a@high"
+    assert message.actor_name == actor_for("@high") == "batchyard.execute.high"
+    # The lane travels with the job, so failover hops and retries stay on it.
+    assert Job.model_validate(message.args[0]).lane == "@high"
+
+
+@pytest.mark.parametrize(
+    ("priority", "depths", "turn", "lane"),
+    [
+        ("high", [], 0, "@high"),
+        ("low", [], 5, "@low"),
+        # the emptiest normal lane wins,
+        ("normal", [9, 0, 5, 5], 0, "@1"),
+        # ties go round-robin from `turn`, so back-to-back batches get different lanes.
+        ("normal", [0, 0, 0, 0], 0, ""),
+        ("normal", [0, 0, 0, 0], 1, "@1"),
+        ("normal", [0, 0, 0, 0], 6, "@2"),
+        ("normal", [3, 7, 3, 3], 1, "@2"),
+    ],
+)
+def test_pick_lane(priority: Priority, depths: list[int], turn: int, lane: str) -> None:
+    assert pick_lane(priority, depths, turn) == lane
+
+
+def test_every_lane_is_a_valid_job_lane_and_a_distinct_queue() -> None:
+    queues = endpoint_queues("a")
+    assert len(set(queues)) == len(LANES) == FAIR_LANES + 2
+    assert queues[1] == queue_name("a") == "llm.a"
+    for lane in LANES:
+        assert Job.model_validate({**JOB, "lane": lane}).lane == lane
+    with pytest.raises(ValueError, match="lane"):
+        Job.model_validate({**JOB, "lane": "x"})
+
+
+JOB: dict[str, Any] = {
+    "batch_id": "b",
+    "key": "k",
+    "request": {"custom_id": "k", "messages": [{"role": "user", "content": "hi"}], "model": "m"},
+    "route": [{"endpoint": "a"}],
+    "enqueued_at": 0.0,
+}
