@@ -23,8 +23,9 @@ from producers.client import Client
 from workers.redis_server import RedisServer
 
 
-def bare_dramatiq(url: str, n: int, threads: int) -> float:
-    """jobs/s of a no-op dramatiq actor, measured the same way as batchyard's worker."""
+def bare_dramatiq(url: str, n: int, threads: int, mode: str = "sync") -> float:
+    """jobs/s of a no-op dramatiq actor (sync, or async via dramatiq's AsyncIO middleware),
+    measured the same way as batchyard's worker."""
     broker = RedisBroker(url=url, namespace="bench")
     pipe_client = redis.Redis.from_url(url)
     for start in range(0, n, 1000):
@@ -47,6 +48,7 @@ def bare_dramatiq(url: str, n: int, threads: int) -> float:
             url,
             "noop",
             str(threads),
+            mode,
         ],
         env=env(url),
     )
@@ -112,11 +114,14 @@ def main() -> None:
     with RedisServer() as server, tempfile.TemporaryDirectory() as d:
         tmp, url = Path(d), server.url
         base = bare_dramatiq(url, args.n, args.concurrency)
+        base_async = bare_dramatiq(url, args.n, args.concurrency, "async")
         ours, rss0 = batchyard_worker(url, args.n, args.concurrency, tmp, 0)
         print(f"0 ms mock, 1 process, {args.concurrency} threads, {args.n} jobs:")
-        print(f"  bare dramatiq no-op: {base:8.0f} jobs/s")
-        print(f"  batchyard worker:    {ours:8.0f} jobs/s  (peak RSS {rss0:.0f} MB)")
-        print(f"  ratio:               {ours / base:8.2f}  (target >= 0.6)")
+        print(f"  bare dramatiq no-op:       {base:8.0f} jobs/s")
+        print(f"  bare dramatiq async no-op: {base_async:8.0f} jobs/s")
+        print(f"  batchyard worker:          {ours:8.0f} jobs/s  (peak RSS {rss0:.0f} MB)")
+        print(f"  ratio to no-op:            {ours / base:8.2f}  (target >= 0.6)")
+        print(f"  ratio to async no-op:      {ours / base_async:8.2f}")
         slow, rss = batchyard_worker(url, args.slow_n, 500, tmp, 1000)
         print(f"1 s mock, 1 process, concurrency 500, {args.slow_n} jobs:")
         print(f"  {slow:.0f} jobs/s (target >= 300), peak RSS {rss:.0f} MB (target <= 300)")

@@ -85,6 +85,20 @@ def wait_for_redis(url: str, *, give_up_s: float, stop: threading.Event | None =
         client.close()
 
 
+#: Longest pause of an idle queue's consumer between polls. dramatiq uses the worker timeout
+#: (1 s here, to keep hundreds of idle threads cheap); a batch arriving on an idle lane would
+#: wait up to that long, which is what priority and fairness must not cost.
+IDLE_POLL_MS = 200
+
+
+class LaneBroker(RedisBroker):
+    """RedisBroker whose consumers poll idle queues at most `IDLE_POLL_MS` apart."""
+
+    def consume(self, queue_name: str, prefetch: int = 1, timeout: int = 5000) -> Any:
+        """A consumer of `queue_name` that backs off no longer than `IDLE_POLL_MS`."""
+        return super().consume(queue_name, prefetch, min(timeout, IDLE_POLL_MS))
+
+
 def build_broker(settings: Settings, *, pool_size: int = 32, retries: int = 20) -> RedisBroker:
     """A RedisBroker whose dead-worker recovery takes seconds, not dramatiq's ~15 minutes."""
     if settings.redis_url is None:
@@ -93,7 +107,7 @@ def build_broker(settings: Settings, *, pool_size: int = 32, retries: int = 20) 
     pool = redis.BlockingConnectionPool.from_url(
         settings.redis_url, max_connections=pool_size, timeout=30, health_check_interval=30
     )
-    broker = RedisBroker(  # type: ignore[no-untyped-call]
+    broker = LaneBroker(  # type: ignore[no-untyped-call]
         client=redis.Redis(connection_pool=pool),
         namespace=Keys(settings.namespace).dramatiq_ns,
         heartbeat_timeout=settings.heartbeat_timeout_ms,

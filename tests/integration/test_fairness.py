@@ -92,13 +92,14 @@ def test_a_high_priority_batch_goes_before_normal_work(
     with Client(redis_url) as client:
         normal = submit(client, "normal", 800)
         started(client, normal)
-        urgent = submit(client, "urgent", 60, "high")
+        urgent = submit(client, "urgent", 100, "high")
         got = race(client, normal, urgent)
-        # Once the worker sees the urgent batch, only messages it had already started (at
-        # most one per thread, plus the fetch in progress) of the normal batch still run.
-        assert got.first_during <= 8, got
+        # Once the worker sees the urgent batch, few normal messages still run: those already
+        # started, and a few while the urgent lane's consumer refetches. Without priority the
+        # two would alternate, and about 100 normal ones would run meanwhile.
+        assert got.first_during <= 25, got
         assert client.batch(urgent).priority == "high"
-        assert client.batch(urgent).counts.completed == 60
+        assert client.batch(urgent).counts.completed == 100
 
 
 def test_a_low_priority_batch_waits_while_normal_work_runs(
@@ -108,9 +109,9 @@ def test_a_low_priority_batch_waits_while_normal_work_runs(
     with Client(redis_url) as client:
         background = submit(client, "background", 400, "low")
         started(client, background)
-        normal = submit(client, "normal", 60)
+        normal = submit(client, "normal", 100)
         got = race(client, background, normal)
-        assert got.first_during <= 8, got
+        assert got.first_during <= 25, got
         assert got.first_at_finish < got.first_total
         # and the low batch still completes once the normal one is done.
         wait_until(lambda: client.batch(background).finished, 60, "the low-priority batch")
