@@ -33,7 +33,8 @@ def describe(batch: Batch) -> str:
     p = pace(batch)
     eta = "-" if p.eta_s is None else f"{p.eta_s:.0f}s"
     return (
-        f"{batch.id}  {batch.status.value}\n"
+        f"{batch.id}  {batch.status.value}"
+        f"{'' if batch.priority == 'normal' else f'  priority {batch.priority}'}\n"
         f"  total {c.total}  succeeded {c.completed}  failed {c.failed} "
         f"(errored {c.errored}, expired {c.expired}, cancelled {c.cancelled})  "
         f"pending {c.total - c.done}\n"

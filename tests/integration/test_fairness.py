@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import pytest
 
 from producers.client import Client
+from producers.progress import describe
 from tests.conftest import WorkerPool, openai_line, wait_until
 from workers.keys import Priority
 
@@ -99,6 +100,7 @@ def test_a_high_priority_batch_goes_before_normal_work(
         # two would alternate, and about 100 normal ones would run meanwhile.
         assert got.first_during <= 25, got
         assert client.batch(urgent).priority == "high"
+        assert "priority high" in describe(client.batch(urgent))
         assert client.batch(urgent).counts.completed == 100
 
 
