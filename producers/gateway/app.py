@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator
 import redis
 from aiohttp import web
 
-from producers.gateway import batches, events, files, jobs
+from producers.gateway import batches, dashboard, events, files, jobs, login
 from producers.gateway.auth import auth_middleware
 from producers.gateway.config import GatewayConfig
 from producers.gateway.errors import errors_middleware
@@ -65,7 +65,7 @@ def create_app(
         middlewares=[
             gw.metrics.middleware(),
             errors_middleware,
-            auth_middleware(gw.ring),
+            auth_middleware(gw.ring, gw.sessions),
             gw.rate.middleware(),
         ],
         client_max_size=config.max_request_kib * 1024,
@@ -73,8 +73,16 @@ def create_app(
     app[GATEWAY] = gw
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/metrics", gw.metrics.handle)
-    for table in (files.routes, batches.routes, events.routes, jobs.routes):
+    for table in (
+        files.routes,
+        batches.routes,
+        events.routes,
+        jobs.routes,
+        login.routes,
+        dashboard.routes,
+    ):
         app.router.add_routes(table)
+    dashboard.setup(app)
 
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
         if not gw.ring:

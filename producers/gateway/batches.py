@@ -18,7 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from redis.typing import EncodableT, FieldT
 
 from producers.gateway.auth import principal
-from producers.gateway.errors import bad_request, invalid, json_object, not_found
+from producers.gateway.errors import ApiError, bad_request, invalid, json_object, not_found
 from producers.gateway.state import gateway
 from producers.gateway.views import BatchState, load_batches, text
 from producers.submit import new_batch_id
@@ -131,21 +131,20 @@ async def retrieve_batch(request: web.Request) -> web.Response:
     return web.json_response(state.to_openai())
 
 
-def _limit(request: web.Request) -> int:
-    raw = request.query.get("limit", "20")
+def page_limit(request: web.Request, default: str = "20") -> int:
+    raw = request.query.get("limit", default)
     if not raw.isdigit() or not 1 <= int(raw) <= 100:
         raise bad_request("limit must be an integer from 1 to 100.", param="limit")
     return int(raw)
 
 
-@routes.get("/v1/batches")
-async def list_batches(request: web.Request) -> web.Response:
-    """The caller's batches, newest first, a page at a time (`after` = last id seen)."""
+async def owned_page(
+    request: web.Request, after: str | None, limit: int
+) -> tuple[list[BatchState], bool]:
+    """A page of the caller's batches, newest first, and whether older ones follow."""
     gw = gateway(request)
-    limit = _limit(request)
     listing = gw.gkeys.owner_batches(principal(request).tenant)
     start = 0
-    after = request.query.get("after")
     if after:
         rank = await gw.redis.zrevrank(listing, after)
         if not isinstance(rank, int):
@@ -156,23 +155,29 @@ async def list_batches(request: web.Request) -> web.Response:
     gone = [i for i, s in zip(ids, states, strict=False) if s is None]
     if gone:
         await gw.redis.zrem(listing, *gone)
-    data = [s.to_openai() for s in states if s is not None]
+    return [s for s in states if s is not None], len(ids) > limit
+
+
+@routes.get("/v1/batches")
+async def list_batches(request: web.Request) -> web.Response:
+    """The caller's batches, newest first, a page at a time (`after` = last id seen)."""
+    states, has_more = await owned_page(request, request.query.get("after"), page_limit(request))
+    data = [s.to_openai() for s in states]
     return web.json_response(
         {
             "object": "list",
             "data": data,
             "first_id": data[0]["id"] if data else None,
             "last_id": data[-1]["id"] if data else None,
-            "has_more": len(ids) > limit,
+            "has_more": has_more,
         }
     )
 
 
-@routes.post("/v1/batches/{batch_id}/cancel")
-async def cancel_batch(request: web.Request) -> web.Response:
-    """Cancel: queued requests end `cancelled` unsent; a batch still validating stops there."""
+async def cancel(request: web.Request, batch_id: str) -> BatchState:
+    """Cancel the caller's batch: queued requests end `cancelled` unsent; a batch still
+    validating stops there. Shared by the API and the dashboard's button."""
     gw = gateway(request)
-    batch_id = request.match_info["batch_id"]
     state = await gw.owned_batch(request, batch_id, "batch")
     if state.phase == "validating":
         now = time.time()
@@ -186,5 +191,30 @@ async def cancel_batch(request: web.Request) -> web.Response:
         # Still submitting and no record yet: ingestion cancels once it has queued everything.
         with contextlib.suppress(KeyError):
             await gw.client.cancel(batch_id)
+    return await gw.owned_batch(request, batch_id, "batch")
+
+
+async def retry_failed(request: web.Request, batch_id: str) -> tuple[int, BatchState]:
+    """Re-run the failed requests of the caller's batch (as `batchyard retry --failed`);
+    returns how many were queued. Cancelled batches stay cancelled."""
+    gw = gateway(request)
     state = await gw.owned_batch(request, batch_id, "batch")
+    status = state.status()
+    if not state.core or status not in ("in_progress", "completed", "expired"):
+        raise ApiError(
+            409,
+            f"Batch {batch_id!r} is {status}: only running or finished (not cancelled) "
+            "batches can retry their failed requests.",
+            code="batch_not_retryable",
+        )
+    retried = await asyncio.to_thread(gw.sync_client.retry_failed, batch_id)
+    if retried:  # the output and error files change: forget their cached sizes
+        await gw.redis.hdel(gw.gkeys.batch(batch_id), "output_bytes", "errors_bytes")
+    return retried, await gw.owned_batch(request, batch_id, "batch")
+
+
+@routes.post("/v1/batches/{batch_id}/cancel")
+async def cancel_batch(request: web.Request) -> web.Response:
+    """Cancel: queued requests end `cancelled` unsent; a batch still validating stops there."""
+    state = await cancel(request, request.match_info["batch_id"])
     return web.json_response(state.to_openai())

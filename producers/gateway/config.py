@@ -102,6 +102,10 @@ class GatewayConfig(BaseSettings):
     small_file_kib: int = Field(default=1024, ge=0, le=65_536)
     #: Line errors kept on a failed batch (the rest are counted in one last entry).
     max_batch_errors: int = Field(default=100, ge=1, le=10_000)
+    #: Lifetime of a dashboard login (the session cookie), from the moment of logging in.
+    session_ttl_s: int = Field(default=8 * 3600, ge=60, le=30 * 86400)
+    #: Dashboard login attempts allowed per client address and clock minute.
+    login_per_min: int = Field(default=20, ge=1, le=10_000)
 
     @field_validator("keys", mode="before")
     @classmethod

@@ -1,4 +1,5 @@
-"""GET /v1/batches/{id}/events: a batch's progress as server-sent events.
+"""Server-sent events: GET /v1/batches/{id}/events streams a batch's progress, and the
+dashboard streams its batch list and provider health through the same loop.
 
 An event is sent whenever the status or the request counts change (`event: progress`), and a
 last one when the batch finishes (`event: done`); `data` is the batch object each time.
@@ -8,6 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Awaitable, Callable, Hashable
+from typing import Any
 
 import orjson
 from aiohttp import web
@@ -20,9 +23,14 @@ routes = web.RouteTableDef()
 
 _KEEPALIVE_S = 15.0
 
+#: One look at the source: (event name, data, snapshot) — an event is sent when the snapshot
+#: changed, and `done` ends the stream — or None when there is nothing more to watch.
+Poll = Callable[[], Awaitable[tuple[str, Any, Hashable] | None]]
 
-def _interval_s(request: web.Request) -> float:
-    raw = request.query.get("interval", "0.5")
+
+def interval_s(request: web.Request, default: str = "0.5") -> float:
+    """The `interval` query parameter: seconds between looks, 0.05 to 60."""
+    raw = request.query.get("interval", default)
     try:
         value = float(raw)
     except ValueError:
@@ -32,13 +40,10 @@ def _interval_s(request: web.Request) -> float:
     return value
 
 
-@routes.get("/v1/batches/{batch_id}/events")
-async def batch_events(request: web.Request) -> web.StreamResponse:
-    """Stream progress until the batch finishes, the client leaves or the gateway stops."""
+async def stream(request: web.Request, every_s: float, poll: Poll) -> web.StreamResponse:
+    """Send an event each time `poll` sees a change, until it ends, the client leaves or the
+    gateway stops; `: keep-alive` comments fill silences."""
     gw = gateway(request)
-    batch_id = request.match_info["batch_id"]
-    state: BatchState | None = await gw.owned_batch(request, batch_id, "batch")
-    interval_s = _interval_s(request)
     response = web.StreamResponse(
         headers={
             "Content-Type": "text/event-stream",
@@ -47,17 +52,15 @@ async def batch_events(request: web.Request) -> web.StreamResponse:
         }
     )
     await response.prepare(request)
-    last: tuple[object, ...] | None = None
+    last: Hashable | None = None
     sent = 0
     quiet_since = time.monotonic()
     try:
-        while state is not None:
-            batch = state.to_openai()
-            snapshot = (batch["status"], *batch["request_counts"].values())
+        while (seen := await poll()) is not None:
+            event, payload, snapshot = seen
             if snapshot != last:
                 sent += 1
-                event = "done" if batch["status"] in FINISHED else "progress"
-                data = orjson.dumps(batch).decode()
+                data = orjson.dumps(payload).decode()
                 await response.write(f"id: {sent}\nevent: {event}\ndata: {data}\n\n".encode())
                 last, quiet_since = snapshot, time.monotonic()
                 if event == "done":
@@ -67,9 +70,35 @@ async def batch_events(request: web.Request) -> web.StreamResponse:
                 quiet_since = time.monotonic()
             if gw.closing.is_set():
                 break
-            await asyncio.sleep(interval_s)
-            state = await load_batch(gw.redis, gw.keys, gw.gkeys, batch_id)
+            await asyncio.sleep(every_s)
         await response.write_eof()
     except ConnectionResetError:
         pass  # the client went away
     return response
+
+
+@routes.get("/v1/batches/{batch_id}/events")
+async def batch_events(request: web.Request) -> web.StreamResponse:
+    """Stream progress until the batch finishes, the client leaves or the gateway stops."""
+    gw = gateway(request)
+    batch_id = request.match_info["batch_id"]
+    first: BatchState | None = await gw.owned_batch(request, batch_id, "batch")
+    every_s = interval_s(request)
+
+    async def poll() -> tuple[str, Any, Hashable] | None:
+        nonlocal first
+        state, first = first, None
+        if state is None:
+            state = await load_batch(gw.redis, gw.keys, gw.gkeys, batch_id)
+        if state is None:
+            return None
+        batch = state.to_openai()
+        counts = batch["request_counts"]
+        finished = batch["status"] in FINISHED
+        if state.core and not finished:
+            started_at = float(state.core.get("created_at") or 0)
+            await gw.timeline.record(batch_id, started_at, counts["completed"] + counts["failed"])
+        snapshot = (batch["status"], *counts.values())
+        return ("done" if finished else "progress"), batch, snapshot
+
+    return await stream(request, every_s, poll)

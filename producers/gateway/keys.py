@@ -35,6 +35,15 @@ class GatewayKeys:
         """Set of custom_ids met while validating a file: duplicates without gateway memory."""
         return f"{self.prefix}:batch:{batch_id}:seen"
 
+    def session(self, digest: str) -> str:
+        """Hash: key name, csrf token, created_at of a dashboard session, under the sha256 of
+        its cookie value (a Redis dump holds no usable session id)."""
+        return f"{self.prefix}:session:{digest}"
+
+    def timeline(self, batch_id: str) -> str:
+        """List of `epoch_s:done` samples of a batch's progress, newest first, for its chart."""
+        return f"{self.prefix}:batch:{batch_id}:timeline"
+
     def rate(self, key_name: str, minute: int) -> str:
         """Counter of one API key's requests in one clock minute."""
         return f"{self.prefix}:rate:{key_name}:{minute}"

@@ -20,7 +20,9 @@ from producers.gateway.ingest import Ingest
 from producers.gateway.keys import MOVE_PHASE, GatewayKeys
 from producers.gateway.limits import Backpressure, RateLimiter
 from producers.gateway.metrics import Metrics
+from producers.gateway.sessions import SessionStore
 from producers.gateway.storage import FileStore
+from producers.gateway.timeline import Timeline
 from producers.gateway.views import BatchState, load_batch
 from schemas.config import AppConfig
 from schemas.settings import Settings
@@ -59,6 +61,8 @@ class Gateway:
     backpressure: Backpressure
     ingest: Ingest
     waiters: asyncio.Semaphore
+    sessions: SessionStore
+    timeline: Timeline
     closing: asyncio.Event = field(default_factory=asyncio.Event)
     tasks: set[asyncio.Task[Any]] = field(default_factory=set)
 
@@ -98,6 +102,8 @@ class Gateway:
             backpressure=Backpressure(client.redis, keys, app_config, config, metrics),
             ingest=Ingest(sync_client, gkeys, store, app_config, config),
             waiters=asyncio.Semaphore(config.max_waiters),
+            sessions=SessionStore(client.redis, gkeys, config.session_ttl_s),
+            timeline=Timeline(client.redis, gkeys, settings.result_ttl_s),
         )
 
     @property

@@ -1,0 +1,203 @@
+"""The live web dashboard at `/`: batch list, batch page, providers page, and the JSON and
+event streams their script reads. Same auth as the API (a session from the login form, or a
+bearer key); a read-only key sees everything but the buttons."""
+
+from __future__ import annotations
+
+from collections.abc import Hashable
+from typing import Any
+
+from aiohttp import web
+
+from producers.gateway import pages
+from producers.gateway.auth import SESSION, principal
+from producers.gateway.batches import cancel, owned_page, page_limit, retry_failed
+from producers.gateway.errors import ApiError
+from producers.gateway.events import interval_s, stream
+from producers.gateway.insights import batch_detail, batch_summary, provider_stats
+from producers.gateway.state import gateway
+from producers.gateway.views import BatchState
+
+routes = web.RouteTableDef()
+
+#: Nothing loads from anywhere but the gateway; no inline script or style runs.
+CSP = (
+    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self'; "
+    "connect-src 'self'; font-src 'self'; object-src 'none'; base-uri 'none'; "
+    "form-action 'self'; frame-ancestors 'none'"
+)
+_SECURITY_HEADERS = {
+    "Content-Security-Policy": CSP,
+    "X-Content-Type-Options": "nosniff",
+    "X-Frame-Options": "DENY",
+    "Referrer-Policy": "same-origin",
+}
+
+
+def _csrf(request: web.Request) -> str:
+    session = request.get(SESSION)
+    return session.csrf if session is not None else ""
+
+
+def html_response(body: str, status: int = 200) -> web.Response:
+    """A page: never cached, since it shows one person's data."""
+    return web.Response(
+        text=body,
+        status=status,
+        content_type="text/html",
+        headers={"Cache-Control": "no-store"},
+    )
+
+
+def _page_error(request: web.Request, error: ApiError) -> web.Response:
+    key = principal(request)
+    return html_response(
+        pages.error_page(error.status, error.message, key, _csrf(request)), error.status
+    )
+
+
+async def _summaries(request: web.Request, after: str | None) -> tuple[list[Any], str | None]:
+    """The caller's newest batches as list rows, and the id to continue after."""
+    gw = gateway(request)
+    states, has_more = await owned_page(request, after, page_limit(request, "25"))
+    rows = [batch_summary(s) for s in states]
+    for state, row in zip(states, rows, strict=True):
+        if state.core and not row["finished"]:
+            await gw.timeline.record(state.id, row["started_at"], row["done"])
+    return rows, (rows[-1]["id"] if has_more and rows else None)
+
+
+@routes.get("/")
+async def batches_page(request: web.Request) -> web.Response:
+    """The batch list."""
+    after = request.query.get("after") or None
+    try:
+        rows, next_after = await _summaries(request, after)
+    except ApiError as exc:
+        return _page_error(request, exc)
+    body = pages.batches_page(rows, next_after, after, principal(request), _csrf(request))
+    return html_response(body)
+
+
+async def _owned(request: web.Request) -> BatchState:
+    return await gateway(request).owned_batch(request, request.match_info["batch_id"], "batch")
+
+
+def _fragments(detail: dict[str, Any]) -> dict[str, str]:
+    """Pre-rendered pieces the script swaps in, so it formats nothing itself."""
+    return {
+        "causes": "".join(map(pages.cause_row, detail["causes"])),
+        "failures": "".join(map(pages.failure_row, detail["failures"])),
+        "rate": pages.fmt_rate(detail["rate_per_s"]),
+        "eta": pages.fmt_eta(detail["eta_s"]),
+        "cost": pages.fmt_cost(detail["cost_usd"]),
+    }
+
+
+@routes.get("/batches/{batch_id}")
+async def batch_page(request: web.Request) -> web.Response:
+    """One batch."""
+    try:
+        state = await _owned(request)
+    except ApiError as exc:
+        return _page_error(request, exc)
+    detail = await batch_detail(gateway(request), state)
+    notice = None
+    if "retried" in request.query:
+        notice = f"{request.query['retried']} failed request(s) queued again."
+    body = pages.batch_page(detail, principal(request), _csrf(request), notice)
+    return html_response(body)
+
+
+@routes.post("/batches/{batch_id}/cancel")
+async def cancel_action(request: web.Request) -> web.Response:
+    """The cancel button (POST + CSRF token; 403 for read-only keys)."""
+    batch_id = request.match_info["batch_id"]
+    try:
+        await cancel(request, batch_id)
+    except ApiError as exc:
+        return _page_error(request, exc)
+    raise web.HTTPSeeOther(f"/batches/{batch_id}")
+
+
+@routes.post("/batches/{batch_id}/retry-failed")
+async def retry_action(request: web.Request) -> web.Response:
+    """The retry-failed button: re-runs the batch's dead letters."""
+    batch_id = request.match_info["batch_id"]
+    try:
+        retried, _ = await retry_failed(request, batch_id)
+    except ApiError as exc:
+        return _page_error(request, exc)
+    raise web.HTTPSeeOther(f"/batches/{batch_id}?retried={retried}")
+
+
+@routes.get("/providers")
+async def providers_page(request: web.Request) -> web.Response:
+    """Every endpoint's limits and health."""
+    stats = await provider_stats(gateway(request))
+    return html_response(pages.providers_page(stats, principal(request), _csrf(request)))
+
+
+@routes.get("/ui/api/batches")
+async def batches_json(request: web.Request) -> web.Response:
+    """The list page's data."""
+    rows, next_after = await _summaries(request, request.query.get("after") or None)
+    return web.json_response({"data": rows, "next_after": next_after})
+
+
+@routes.get("/ui/api/batches/{batch_id}")
+async def batch_json(request: web.Request) -> web.Response:
+    """The batch page's data, with its tables pre-rendered."""
+    detail = await batch_detail(gateway(request), await _owned(request))
+    return web.json_response({**detail, "html": _fragments(detail)})
+
+
+@routes.get("/ui/api/providers")
+async def providers_json(request: web.Request) -> web.Response:
+    """The providers page's data."""
+    return web.json_response({"data": await provider_stats(gateway(request))})
+
+
+@routes.get("/ui/events/batches")
+async def batches_events(request: web.Request) -> web.StreamResponse:
+    """The list page's rows whenever a status, count or cost changes."""
+    after = request.query.get("after") or None
+    every_s = interval_s(request, "1")
+    page_limit(request, "25")  # a bad limit is a 400 before the stream starts
+
+    async def poll() -> tuple[str, Any, Hashable]:
+        rows, next_after = await _summaries(request, after)
+        html = "\n".join(pages.batch_row(r) for r in rows)
+        snapshot = tuple(
+            (r["id"], r["status"], *r["request_counts"].values(), r["cost_usd"]) for r in rows
+        )
+        return "batches", {"data": rows, "next_after": next_after, "html": html}, snapshot
+
+    return await stream(request, every_s, poll)
+
+
+@routes.get("/ui/events/providers")
+async def providers_events(request: web.Request) -> web.StreamResponse:
+    """The providers page's rows whenever anything in them changes."""
+    gw = gateway(request)
+    every_s = interval_s(request, "2")
+
+    async def poll() -> tuple[str, Any, Hashable]:
+        stats = await provider_stats(gw)
+        html = "\n".join(pages.provider_row(p) for p in stats)
+        return "providers", {"data": stats, "html": html}, html
+
+    return await stream(request, every_s, poll)
+
+
+async def _security_headers(request: web.Request, response: web.StreamResponse) -> None:
+    for name, value in _SECURITY_HEADERS.items():
+        response.headers.setdefault(name, value)
+    if request.path.startswith("/static/"):
+        response.headers["Cache-Control"] = "public, max-age=86400"
+
+
+def setup(app: web.Application) -> None:
+    """Serve the static files and send the security headers with every response."""
+    app.router.add_static("/static/", pages.STATIC_DIR, name="static")
+    app.on_response_prepare.append(_security_headers)

@@ -1,0 +1,194 @@
+"""What the dashboard shows, computed from the records workers keep: a batch's pace, cost,
+error causes and failed requests with their hops, and each endpoint's limits and health."""
+
+from __future__ import annotations
+
+import math
+import time
+from typing import Any
+
+import orjson
+
+from producers.gateway.state import Gateway
+from producers.gateway.views import FINISHED, BatchState, text
+from producers.progress import pace
+from producers.records import parse_record
+from schemas.config import EndpointConfig
+from schemas.result import LLMResult
+from workers import keys as K
+from workers.health import read_snapshot
+
+#: Dead letters read to count error causes; beyond it the counts are a sample (`partial`).
+MAX_SCANNED = 1000
+#: Failed requests listed with their hops.
+MAX_LISTED = 50
+
+
+def batch_summary(state: BatchState, now: float | None = None) -> dict[str, Any]:
+    """One batch as the dashboard lists it: the API's status and counts, plus pace and cost."""
+    now = time.time() if now is None else now
+    obj = state.to_openai()
+    counts = obj["request_counts"]
+    done = counts["completed"] + counts["failed"]
+    rate_per_s, eta_s, cost_usd, started_at = 0.0, None, 0.0, obj["created_at"]
+    if state.core:
+        batch = parse_record(state.id, state.core)
+        progress = pace(batch, now)
+        rate_per_s, eta_s, cost_usd = progress.rate_per_s, progress.eta_s, batch.cost_usd
+        started_at = batch.created_at
+    finished = obj["status"] in FINISHED
+    return {
+        "id": state.id,
+        "status": obj["status"],
+        "finished": finished,
+        "request_counts": counts,
+        "done": done,
+        "percent": 100.0
+        if finished
+        else (100.0 * done / counts["total"] if counts["total"] else 0),
+        "rate_per_s": rate_per_s,
+        "eta_s": None if finished else eta_s,
+        "cost_usd": cost_usd,
+        "created_at": obj["created_at"],
+        "started_at": started_at,
+        "finished_at": float(state.core["finished_at"]) if state.core.get("finished_at") else None,
+        "priority": state.gw.get("priority", "normal"),
+        "metadata": obj["metadata"],
+        "errors": (obj["errors"] or {}).get("data", []),
+    }
+
+
+async def batch_detail(gw: Gateway, state: BatchState) -> dict[str, Any]:
+    """The batch page: the summary, error causes, failed requests and progress samples."""
+    summary = batch_summary(state)
+    dead: dict[str, dict[str, Any]] = {}
+    async for key, raw in gw.redis.hscan_iter(gw.keys.failed(state.id), count=200):
+        dead[key.decode()] = orjson.loads(raw)
+        if len(dead) >= MAX_SCANNED:
+            break
+    causes: dict[str, int] = {}
+    for letter in dead.values():
+        causes[letter.get("code", "unknown")] = causes.get(letter.get("code", "unknown"), 0) + 1
+    cancelled = int(state.core.get("n_cancelled", 0))
+    if cancelled:
+        causes["cancelled"] = causes.get("cancelled", 0) + cancelled
+    listed = sorted(dead)[:MAX_LISTED]
+    timeline = await gw.timeline.read(state.id)
+    return {
+        **summary,
+        "causes": sorted(
+            ({"code": c, "count": n} for c, n in causes.items()), key=lambda c: -c["count"]
+        ),
+        "causes_partial": len(dead) >= MAX_SCANNED,
+        "failures": await _failures(gw, state.id, [(k, dead[k]) for k in listed]),
+        "timeline": _series(summary, timeline),
+    }
+
+
+async def _failures(
+    gw: Gateway, batch_id: str, letters: list[tuple[str, dict[str, Any]]]
+) -> list[dict[str, Any]]:
+    """Failed requests with the hops they went through (from their stored result)."""
+    if not letters:
+        return []
+    raw = await gw.redis.hmget(gw.keys.done(batch_id), [k for k, _ in letters])
+    ids = [text(sid) if sid else "" for sid in raw]
+    stored = [sid for sid in ids if sid]
+    pipe = gw.redis.pipeline(transaction=False)
+    for sid in stored:
+        pipe.xrange(gw.keys.stream(batch_id), sid, sid, count=1)
+    found = dict(zip(stored, await pipe.execute(), strict=True))
+    rows = []
+    for (key, letter), sid in zip(letters, ids, strict=True):
+        entry = found.get(sid)
+        result = LLMResult.model_validate_json(entry[0][1][b"r"]) if entry else None
+        hops = [a.model_dump() for a in result.attempts] if result else []
+        if not hops:  # no result to read: the route it was sent along
+            hops = [
+                {"endpoint": h.get("endpoint"), "model": h.get("model"), "error": None}
+                for h in letter.get("route", [])
+            ]
+        error = result.error if result else None
+        rows.append(
+            {
+                "key": key,
+                "status": letter.get("status", ""),
+                "code": letter.get("code", ""),
+                "message": error.message if error else "",
+                "hops": hops,
+            }
+        )
+    return rows
+
+
+def _series(summary: dict[str, Any], samples: list[tuple[float, int]]) -> list[list[float]]:
+    """Cumulative (epoch s, done) points from the start to now (or the end)."""
+    start = float(summary["started_at"])
+    end = summary["finished_at"] or time.time()
+    points = [[start, 0.0]]
+    points += [[t, float(d)] for t, d in samples if start < t < end]
+    points.append([end, float(summary["done"])])
+    return points
+
+
+def _bucket_fill(tat_ms: float, limit: int, now_ms: float) -> float:
+    """How full a GCRA bucket (as `LIMIT_ADMIT` keeps it) is: 1.0 means it is throttling."""
+    burst = max(1, limit // 60)
+    interval = 60000 / max(limit - burst, limit * 0.5)
+    return min(1.0, max(0.0, tat_ms - now_ms) / (burst * interval))
+
+
+def _limit(configured: int | None, learned: bytes | None) -> int | None:
+    announced = int(learned) if learned else 0
+    if configured and announced:
+        return min(configured, announced)
+    return configured
+
+
+async def provider_stats(gw: Gateway) -> list[dict[str, Any]]:
+    """Each configured endpoint: limits, current use, latency, success rate, breaker."""
+    ns = gw.keys.ns
+    names = list(gw.app_config.endpoints)
+    now = time.time()
+    pipe = gw.redis.pipeline(transaction=False)
+    for name in names:
+        scope = K.limit_scope(ns, name)
+        pipe.hgetall(K.health_key(ns, name))
+        pipe.lrange(K.latency_key(ns, name), 0, -1)
+        pipe.hmget(scope, "tat_r", "tat_t", "learned_rpm", "learned_tpm")
+        pipe.zcount(scope + ":leases", now * 1000, math.inf)
+        pipe.get(scope + ":pause")
+    replies = await pipe.execute()
+    out = []
+    for i, name in enumerate(names):
+        health, latencies, bucket, in_flight, pause = replies[5 * i : 5 * i + 5]
+        ep: EndpointConfig = gw.app_config.endpoints[name]
+        snap = read_snapshot(health, latencies, name, ep.breaker.window_s)
+        calls = snap.ok_window + snap.fail_window
+        rpm, tpm = _limit(ep.rpm, bucket[2]), _limit(ep.tpm, bucket[3])
+        tat_r, tat_t = (float(v) if v else 0.0 for v in bucket[:2])
+        paused_until = float(pause) / 1000 if pause else None
+        out.append(
+            {
+                "endpoint": name,
+                "provider": ep.provider,
+                "models": sorted({m for m in (ep.model, *ep.models.values()) if m}),
+                "limits": {"rpm": rpm, "tpm": tpm, "max_concurrency": ep.max_concurrency},
+                "usage": {
+                    "rpm": round(calls * 60 / ep.breaker.window_s, 1),
+                    "rpm_fill": _bucket_fill(tat_r, rpm, now * 1000) if rpm else None,
+                    "tpm_fill": _bucket_fill(tat_t, tpm, now * 1000) if tpm else None,
+                    "in_flight": int(in_flight) if ep.max_concurrency else None,
+                    "paused_until": paused_until if paused_until and paused_until > now else None,
+                },
+                "window_s": ep.breaker.window_s,
+                "latency_ms": {"p50": snap.p50_ms, "p95": snap.p95_ms},
+                "success_rate": snap.success_rate,
+                "calls": {"ok": snap.total_ok, "failed": snap.total_fail},
+                "breaker": {
+                    "state": snap.state,
+                    "open_until": snap.open_until if snap.state == "open" else None,
+                },
+            }
+        )
+    return out

@@ -1,0 +1,351 @@
+"""The dashboard without a browser: login sessions, CSRF, read-only keys, tenant isolation,
+escaping, and the data its pages show (in-process gateway, real redis-server, no workers)."""
+
+from __future__ import annotations
+
+import re
+import time
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+import orjson
+import pytest
+import redis
+from aiohttp.test_utils import TestClient
+
+from producers.gateway.dashboard import CSP
+from producers.gateway.sessions import COOKIE
+from schemas.result import Attempt, ErrorInfo, LLMResult
+from tests.integration.test_gateway_api import new_batch, settled
+from tests.integration.test_gateway_support import (
+    KEY_A,
+    KEY_A_READ,
+    KEY_B,
+    api,
+    auth,
+    chat_line,
+    gateway_config,
+    jsonl,
+)
+from workers import keys as K
+from workers.results import result_args
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(30)]
+__all__ = ["api", "gateway_config"]  # fixtures used by name
+
+Http = TestClient[Any, Any]
+_CSRF = re.compile(r'<meta name="csrf-token" content="([^"]*)">')
+
+
+class Browser:
+    """One logged-in browser: its cookie and the CSRF token its pages carry."""
+
+    def __init__(self, client: Http, cookie: str, csrf: str) -> None:
+        self.client = client
+        self.headers = {"Cookie": f"{COOKIE}={cookie}"}
+        self.csrf = csrf
+
+    async def get(self, path: str, **kw: Any) -> Any:
+        return await self.client.get(path, headers=self.headers, allow_redirects=False, **kw)
+
+    async def post(self, path: str, *, token: bool = True, **kw: Any) -> Any:
+        headers = {**self.headers, **kw.pop("headers", {})}
+        if token and "data" not in kw:
+            headers["X-CSRF-Token"] = self.csrf
+        return await self.client.post(path, headers=headers, allow_redirects=False, **kw)
+
+
+async def login(client: Http, key: str, next_path: str = "/") -> Browser:
+    resp = await client.post(
+        "/login", data={"api_key": key, "next": next_path}, allow_redirects=False
+    )
+    assert resp.status == 303, await resp.text()
+    cookie = resp.cookies[COOKIE]
+    client.session.cookie_jar.clear()  # each Browser sends its own cookie explicitly
+    page = await client.get("/", headers={"Cookie": f"{COOKIE}={cookie.value}"})
+    match = _CSRF.search(await page.text())
+    assert match and match.group(1)
+    return Browser(client, cookie.value, match.group(1))
+
+
+def dead_letter(key: str, code: str) -> bytes:
+    request = {"custom_id": key, "messages": [{"role": "user", "content": "again"}]}
+    route = [{"endpoint": "mock"}]
+    return orjson.dumps({"status": "errored", "code": code, "request": request, "route": route})
+
+
+def write_failures(redis_url: str, batch_id: str, rows: list[tuple[str, str, bool]]) -> None:
+    """Results as workers write them: (key, error code, succeeded?) with dead letters."""
+    items = []
+    for key, code, ok in rows:
+        if ok:
+            result = LLMResult(custom_id=key, batch_id=batch_id, status="succeeded", output="ok")
+            items.append((key, result, False, b""))
+            continue
+        result = LLMResult(
+            custom_id=key,
+            batch_id=batch_id,
+            status="errored",
+            error=ErrorInfo(code=code, message=f"<b>{code}</b> from upstream"),
+            attempts=[
+                Attempt(endpoint="primary", model="m", error="timeout", latency_ms=5),
+                Attempt(endpoint="mock", model="m", error=code, latency_ms=7),
+            ],
+        )
+        items.append((key, result, False, dead_letter(key, code)))
+    client = redis.Redis.from_url(redis_url)
+    try:
+        client.register_script(K.WRITE_RESULTS)(args=result_args("batchyard", 3600, items))
+    finally:
+        client.close()
+
+
+async def test_pages_need_a_login_and_the_key_never_leaves_the_form(
+    api: Any, redis_url: str
+) -> None:
+    client = await api()
+    # Given no session, pages send the browser to the login form (and keep where it was going),
+    resp = await client.get("/providers?x=1", allow_redirects=False)
+    location = urlsplit(resp.headers["Location"])
+    assert resp.status == 303 and location.path == "/login"
+    assert parse_qs(location.query) == {"next": ["/providers?x=1"]}
+    assert (await client.get("/ui/api/batches")).status == 401  # data stays JSON 401
+    form = await client.get("/login")
+    assert form.status == 200 and 'name="api_key"' in await form.text()
+    assert form.headers["Content-Security-Policy"] == CSP
+    # a wrong key gets the form again, without echoing what was typed,
+    wrong = await client.post("/login", data={"api_key": "sk-wrong-guess", "next": "/"})
+    assert wrong.status == 401
+    assert "sk-wrong-guess" not in await wrong.text() and COOKIE not in wrong.cookies
+    # and a right one a session cookie that is not the key and script cannot read.
+    resp = await client.post(
+        "/login", data={"api_key": KEY_A, "next": "/providers"}, allow_redirects=False
+    )
+    assert resp.status == 303 and resp.headers["Location"] == "/providers"
+    set_cookie = resp.headers["Set-Cookie"]
+    assert "HttpOnly" in set_cookie and "SameSite=Strict" in set_cookie and "Path=/" in set_cookie
+    cookie = resp.cookies[COOKIE].value
+    assert KEY_A not in set_cookie and len(cookie) >= 40
+    browser = Browser(client, cookie, "")
+    client.session.cookie_jar.clear()
+    page = await browser.get("/providers")
+    assert page.status == 200 and "tenant-a" in await page.text()
+    assert KEY_A not in await page.text()
+    # Nothing in Redis holds the key or the raw session id either.
+    raw = redis.Redis.from_url(redis_url)
+    try:
+        for name in raw.scan_iter("batchyard:gw:session:*"):
+            values = b"".join(raw.hgetall(name).values()).decode()
+            assert KEY_A not in values and cookie not in values and cookie not in name.decode()
+    finally:
+        raw.close()
+
+
+@pytest.mark.parametrize("target", ["//evil.example/x", "https://evil.example/", "/\\evil"])
+async def test_login_never_redirects_off_the_gateway(api: Any, target: str) -> None:
+    client = await api()
+    resp = await client.post(
+        "/login", data={"api_key": KEY_A, "next": target}, allow_redirects=False
+    )
+    assert resp.status == 303 and resp.headers["Location"] == "/"
+
+
+async def test_cross_site_login_and_session_posts_are_refused(api: Any) -> None:
+    client = await api()
+    evil = {"Origin": "https://evil.example"}
+    resp = await client.post("/login", data={"api_key": KEY_A}, headers=evil)
+    assert resp.status == 403
+    browser = await login(client, KEY_A)
+    created = await new_batch(client, KEY_A, jsonl([chat_line("a")]))
+    resp = await browser.post(f"/v1/batches/{created['id']}/cancel", headers=evil)
+    assert resp.status == 403 and (await resp.json())["error"]["code"] == "csrf_failed"
+
+
+async def test_state_changes_with_a_session_need_the_csrf_token(api: Any, redis_url: str) -> None:
+    client = await api()
+    browser = await login(client, KEY_A)
+    created = await new_batch(client, KEY_A, jsonl([chat_line("a"), chat_line("b")]))
+    batch_id = (await settled(client, KEY_A, created["id"]))["id"]
+    # Without the token, or with another, nothing changes,
+    for token in (None, "not-the-token"):
+        headers = {"X-CSRF-Token": token} if token else {}
+        resp = await browser.post(f"/v1/batches/{batch_id}/cancel", token=False, headers=headers)
+        assert resp.status == 403 and (await resp.json())["error"]["code"] == "csrf_failed"
+    resp = await browser.post(f"/batches/{batch_id}/cancel", data={"csrf_token": "nope"})
+    assert resp.status == 403
+    assert (await client.get(f"/v1/batches/{batch_id}", headers=auth(KEY_A))).status == 200
+    status = (await (await client.get(f"/v1/batches/{batch_id}", headers=auth(KEY_A))).json())[
+        "status"
+    ]
+    assert status == "in_progress"
+    # while the page's form (token as a field) cancels and comes back to the batch page.
+    resp = await browser.post(f"/batches/{batch_id}/cancel", data={"csrf_token": browser.csrf})
+    assert resp.status == 303 and resp.headers["Location"] == f"/batches/{batch_id}"
+    batch = await (await client.get(f"/v1/batches/{batch_id}", headers=auth(KEY_A))).json()
+    assert batch["status"] in ("cancelling", "cancelled")
+    # Bearer clients are unaffected: no cookie, no token needed.
+    resp = await client.post(f"/v1/batches/{batch_id}/cancel", headers=auth(KEY_A))
+    assert resp.status == 200
+
+
+async def test_a_read_only_key_sees_everything_but_cannot_change_anything(api: Any) -> None:
+    client = await api()
+    created = await new_batch(client, KEY_A, jsonl([chat_line("a")]))
+    batch_id = (await settled(client, KEY_A, created["id"]))["id"]
+    reader = await login(client, KEY_A_READ)
+    page = await reader.get(f"/batches/{batch_id}")
+    html = await page.text()
+    assert page.status == 200 and "read-only" in html
+    assert 'data-action="cancel"' not in html and 'data-action="retry"' not in html
+    listing = await (await reader.get("/")).text()
+    assert batch_id in listing
+    for path in (f"/batches/{batch_id}/cancel", f"/batches/{batch_id}/retry-failed"):
+        resp = await reader.post(path, data={"csrf_token": reader.csrf})
+        assert resp.status == 403
+    resp = await reader.post(f"/v1/batches/{batch_id}/cancel")
+    assert resp.status == 403
+    assert (await resp.json())["error"]["code"] == "insufficient_permissions"
+    writer = await login(client, KEY_A)
+    assert 'data-action="cancel"' in await (await writer.get(f"/batches/{batch_id}")).text()
+
+
+async def test_tenants_only_see_their_own_batches(api: Any) -> None:
+    client = await api()
+    created = await new_batch(client, KEY_A, jsonl([chat_line("a")]))
+    batch_id = created["id"]
+    other = await login(client, KEY_B)
+    assert batch_id not in await (await other.get("/")).text()
+    page = await other.get(f"/batches/{batch_id}")
+    assert page.status == 404 and "text/html" in page.headers["Content-Type"]
+    for path in (f"/ui/api/batches/{batch_id}", f"/v1/batches/{batch_id}/events"):
+        assert (await other.get(path)).status == 404
+    rows = await (await other.get("/ui/api/batches")).json()
+    assert rows["data"] == []
+    resp = await other.post(f"/batches/{batch_id}/cancel", data={"csrf_token": other.csrf})
+    assert resp.status == 404
+
+
+async def test_logout_ends_the_session_everywhere(api: Any) -> None:
+    client = await api()
+    browser = await login(client, KEY_A)
+    assert (await browser.post("/logout", token=False)).status == 403  # needs the token too
+    resp = await browser.post("/logout", data={"csrf_token": browser.csrf})
+    assert resp.status == 303 and resp.headers["Location"] == "/login"
+    assert 'batchyard_session=""' in resp.headers["Set-Cookie"]
+    assert (await browser.get("/")).status == 303
+    assert (await browser.get("/ui/api/batches")).status == 401
+
+
+async def test_values_are_escaped_and_nothing_loads_from_elsewhere(api: Any) -> None:
+    client = await api()
+    evil = "<script>alert(1)</script>"
+    await new_batch(client, KEY_A, jsonl([chat_line("a")]), metadata={"note": evil})
+    browser = await login(client, KEY_A)
+    page = await browser.get("/")
+    html = await page.text()
+    assert evil not in html and "&lt;script&gt;alert(1)&lt;/script&gt;" in html
+    assert page.headers["Content-Security-Policy"].startswith("default-src 'self'")
+    assert page.headers["Cache-Control"] == "no-store"
+    # Every asset the page names is on the gateway, and served.
+    assets = re.findall(r'(?:src|href)="([^"]+)"', html)
+    assert assets and all(a.startswith("/") and not a.startswith("//") for a in assets)
+    for asset in {a for a in assets if a.startswith("/static/")}:
+        resp = await client.get(asset)
+        assert resp.status == 200, asset
+    assert "<style" not in html and "style=" not in html
+    assert re.search(r"<script(?! src=| type=\"application/json\")", html) is None
+
+
+async def test_batch_page_shows_causes_failed_requests_with_hops_and_retries_them(
+    api: Any, redis_url: str
+) -> None:
+    client = await api()
+    lines = [chat_line(k) for k in ("ok1", "ok2", "bad1", "bad2", "bad3")]
+    created = await new_batch(client, KEY_A, jsonl(lines))
+    batch_id = (await settled(client, KEY_A, created["id"]))["id"]
+    write_failures(
+        redis_url,
+        batch_id,
+        [
+            ("ok1", "", True),
+            ("ok2", "", True),
+            ("bad1", "rate_limited", False),
+            ("bad2", "rate_limited", False),
+            ("bad3", "content_filter", False),
+        ],
+    )
+    browser = await login(client, KEY_A)
+    detail = await (await browser.get(f"/ui/api/batches/{batch_id}")).json()
+    api_batch = await (await client.get(f"/v1/batches/{batch_id}", headers=auth(KEY_A))).json()
+    assert (
+        detail["request_counts"]
+        == api_batch["request_counts"]
+        == {
+            "total": 5,
+            "completed": 2,
+            "failed": 3,
+        }
+    )
+    assert detail["status"] == "completed" and detail["eta_s"] is None
+    assert detail["causes"] == [
+        {"code": "rate_limited", "count": 2},
+        {"code": "content_filter", "count": 1},
+    ]
+    assert [f["key"] for f in detail["failures"]] == ["bad1", "bad2", "bad3"]
+    hops = detail["failures"][0]["hops"]
+    assert [(h["endpoint"], h["error"]) for h in hops] == [
+        ("primary", "timeout"),
+        ("mock", "rate_limited"),
+    ]
+    assert detail["timeline"][0][1] == 0 and detail["timeline"][-1][1] == 5
+    page = await (await browser.get(f"/batches/{batch_id}")).text()
+    assert "&lt;b&gt;rate_limited&lt;/b&gt; from upstream" in page
+    assert "<li>primary (m)" in page and 'data-action="retry"' in page
+    # The retry button re-queues the three dead letters.
+    resp = await browser.post(
+        f"/batches/{batch_id}/retry-failed", data={"csrf_token": browser.csrf}
+    )
+    assert resp.status == 303 and resp.headers["Location"].endswith("?retried=3")
+    after = await (await client.get(f"/v1/batches/{batch_id}", headers=auth(KEY_A))).json()
+    assert after["status"] == "in_progress" and after["request_counts"]["failed"] == 0
+    notice = await (await browser.get(resp.headers["Location"])).text()
+    assert "3 failed request(s) queued again." in notice
+
+
+async def test_providers_show_limits_usage_latency_and_breaker(api: Any, redis_url: str) -> None:
+    client = await api()
+    raw = redis.Redis.from_url(redis_url)
+    try:
+        now = int(time.time())
+        raw.hset(K.health_key("batchyard", "mock"), mapping={f"ok:{now}": 8, f"fail:{now}": 2})
+        raw.lpush(K.latency_key("batchyard", "mock"), *[str(ms) for ms in range(10, 110, 10)])
+    finally:
+        raw.close()
+    browser = await login(client, KEY_A_READ)
+    [mock] = (await (await browser.get("/ui/api/providers")).json())["data"]
+    assert mock["endpoint"] == "mock" and mock["breaker"]["state"] == "closed"
+    assert mock["success_rate"] == pytest.approx(0.8)
+    assert mock["latency_ms"] == {"p50": 60.0, "p95": 100.0}
+    assert mock["usage"]["rpm"] == pytest.approx(10 * 60 / mock["window_s"])
+    page = await (await browser.get("/providers")).text()
+    assert "80.0%" in page and "60 ms" in page and "closed" in page
+
+
+async def test_the_list_streams_rows_over_server_sent_events(api: Any) -> None:
+    client = await api()
+    created = await new_batch(client, KEY_A, jsonl([chat_line("a")]))
+    browser = await login(client, KEY_A)
+    resp = await browser.get("/ui/events/batches?interval=0.05")
+    assert resp.headers["Content-Type"] == "text/event-stream"
+    event = data = None
+    async for raw in resp.content:
+        line = raw.decode().strip()
+        if line.startswith("event: "):
+            event = line[7:]
+        elif line.startswith("data: "):
+            data = orjson.loads(line[6:])
+            break
+    resp.close()
+    assert event == "batches" and data is not None
+    assert data["data"][0]["id"] == created["id"]
+    assert f'data-batch-id="{created["id"]}"' in data["html"]

@@ -1,0 +1,250 @@
+"""The dashboard in headless Chromium (Debian's, driven by Playwright): a real gateway and
+real workers run a batch; the page shows it moving with the API's counts, its cancel button
+cancels it, a read-only key cannot, nothing loads from elsewhere, and it fits 1280x800 and a
+phone. Screenshots go to `artifacts/`.
+
+Without chromium (or the playwright package) the test skips, unless
+BATCHYARD_REQUIRE_BROWSER=1 (as in CI), where it fails instead.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+import urllib.request
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+
+from tests.conftest import ROOT, WorkerPool, cli_env
+from tests.integration.test_gateway_support import (
+    KEY_A,
+    KEY_A_READ,
+    GatewayProcess,
+    auth,
+    chat_line,
+    gateway_proc,
+    jsonl,
+)
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
+__all__ = ["gateway_proc"]  # fixture used by name
+
+CHROMIUM = os.environ.get("BATCHYARD_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
+ARTIFACTS = ROOT / "artifacts"
+WIDE = {"width": 1280, "height": 800}
+NARROW = {"width": 390, "height": 844}
+
+
+def _unavailable(reason: str) -> None:
+    if os.environ.get("BATCHYARD_REQUIRE_BROWSER") == "1":
+        pytest.fail(f"BATCHYARD_REQUIRE_BROWSER=1 but {reason}")
+    pytest.skip(reason)
+
+
+@pytest.fixture
+def chromium() -> Iterator[Any]:
+    """Debian's headless chromium under Playwright (never Playwright's own downloads)."""
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        _unavailable("the playwright package is not installed (pip install -e '.[test]')")
+    if not Path(CHROMIUM).is_file():
+        _unavailable(f"no chromium at {CHROMIUM} (apt-get install chromium)")
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True)
+        try:
+            yield browser
+        finally:
+            browser.close()
+
+
+def api(gateway: GatewayProcess, method: str, path: str, body: bytes | None = None) -> Any:
+    headers = auth(KEY_A)
+    if body is not None and not path.endswith("/files"):
+        headers["Content-Type"] = "application/json"
+    request = urllib.request.Request(gateway.url + path, body, headers, method=method)
+    with urllib.request.urlopen(request, timeout=10) as resp:
+        return orjson.loads(resp.read())
+
+
+def create_batch(gateway: GatewayProcess, lines: int) -> str:
+    boundary = "dashboardtest"
+    data = jsonl([chat_line(f"q{i}", f"question {i}") for i in range(lines)])
+    form = (
+        (
+            f'--{boundary}\r\nContent-Disposition: form-data; name="purpose"\r\n\r\nbatch\r\n'
+            f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="in.jsonl"\r\n'
+            "Content-Type: application/jsonl\r\n\r\n"
+        ).encode()
+        + data
+        + f"\r\n--{boundary}--\r\n".encode()
+    )
+    request = urllib.request.Request(
+        gateway.url + "/v1/files",
+        form,
+        {**auth(KEY_A), "Content-Type": f"multipart/form-data; boundary={boundary}"},
+        method="POST",
+    )
+    with urllib.request.urlopen(request, timeout=10) as resp:
+        file_id = orjson.loads(resp.read())["id"]
+    body = {
+        "input_file_id": file_id,
+        "endpoint": "/v1/chat/completions",
+        "completion_window": "24h",
+    }
+    batch_id: str = api(gateway, "POST", "/v1/batches", orjson.dumps(body))["id"]
+    return batch_id
+
+
+class Watch:
+    """Every request a browser context makes, and every console error (CSP violations
+    are reported there)."""
+
+    def __init__(self, context: Any) -> None:
+        self.urls: list[str] = []
+        self.errors: list[str] = []
+        context.on("request", lambda r: self.urls.append(r.url))
+        context.on("console", lambda m: self.errors.append(m.text) if m.type == "error" else None)
+
+    def outside(self, origin: str) -> list[str]:
+        return [u for u in self.urls if not u.startswith(origin + "/")]
+
+
+def log_in(page: Any, gateway: GatewayProcess, key: str, path: str = "/") -> None:
+    page.goto(gateway.url + path)
+    assert "/login" in page.url
+    page.fill("#api_key", key)
+    page.click("button[type=submit]")
+    page.wait_for_url(gateway.url + path)
+
+
+def ui_counts(page: Any) -> dict[str, int]:
+    return {
+        name: int(page.inner_text(f'.stats [data-field="{name}"]').replace(",", ""))
+        for name in ("total", "completed", "failed")
+    }
+
+
+def fits(page: Any) -> bool:
+    """No horizontal scrolling: the page is usable at this width."""
+    return bool(page.evaluate("document.documentElement.scrollWidth <= window.innerWidth + 1"))
+
+
+def shot(page: Any, name: str) -> None:
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / f"dashboard-{name}.png"), full_page=True)
+
+
+def test_dashboard_shows_a_running_batch_and_cancels_it(
+    chromium: Any,
+    redis_url: str,
+    worker_pool: Callable[..., WorkerPool],
+    write_config: Callable[[dict[str, object]], Path],
+    gateway_proc: Callable[..., GatewayProcess],
+) -> None:
+    config = write_config({"endpoints": {"mock": {"provider": "mock", "latency_ms": 100}}})
+    worker_pool(cli_env(redis_url, BATCHYARD_CONFIG=str(config)), "--concurrency", "4")
+    gateway = gateway_proc(redis_url, "--config", str(config))
+    # Given a batch of 400 requests that takes ~10 s (4 at a time, 100 ms each),
+    batch_id = create_batch(gateway, 400)
+    context = chromium.new_context(viewport=WIDE)
+    watch = Watch(context)
+    page = context.new_page()
+    # when its owner logs in, the list shows it, with a link to its page,
+    log_in(page, gateway, KEY_A)
+    page.wait_for_selector(f'tr[data-batch-id="{batch_id}"]')
+    page.wait_for_selector("[data-live][data-state=live]")
+    assert fits(page)
+    shot(page, "list-1280")
+    page.click(f'tr[data-batch-id="{batch_id}"] a')
+    page.wait_for_url(f"{gateway.url}/batches/{batch_id}")
+    # where progress moves live (no reload) and the counts are the API's.
+    start = page.evaluate("document.querySelector('progress[data-field=progress]').value")
+    page.wait_for_function(
+        "(start) => document.querySelector('progress[data-field=progress]').value > start + 2",
+        arg=start,
+        timeout=20_000,
+    )
+    before = api(gateway, "GET", f"/v1/batches/{batch_id}")["request_counts"]
+    shown = ui_counts(page)
+    after = api(gateway, "GET", f"/v1/batches/{batch_id}")["request_counts"]
+    assert shown["total"] == before["total"] == after["total"] == 400
+    assert before["completed"] - 60 <= shown["completed"] <= after["completed"]
+    page.wait_for_selector("[data-chart] svg path.line")
+    assert fits(page)
+    shot(page, "batch-1280")
+    # The cancel button asks first, then cancels the batch,
+    dialogs: list[str] = []
+
+    def accept(dialog: Any) -> None:
+        dialogs.append(dialog.message)
+        dialog.accept()
+
+    page.once("dialog", accept)
+    page.click('form[data-action="cancel"] button')
+    page.wait_for_url(f"{gateway.url}/batches/{batch_id}")
+    assert dialogs and "Cancel this batch" in dialogs[0]
+    deadline = time.monotonic() + 20
+    while (final := api(gateway, "GET", f"/v1/batches/{batch_id}"))["status"] != "cancelled":
+        assert time.monotonic() < deadline, f"batch still {final['status']}"
+        time.sleep(0.1)
+    counts = final["request_counts"]
+    assert counts["completed"] < 400 and counts["completed"] + counts["failed"] == 400
+    # and the page ends showing the API's final counts, without the button.
+    page.wait_for_function(
+        "() => document.querySelector('.title .status').textContent === 'cancelled'",
+        timeout=10_000,
+    )
+    page.wait_for_function(
+        "(n) => document.querySelector('.stats [data-field=failed]').textContent === n",
+        arg=f"{counts['failed']:,}",
+        timeout=10_000,
+    )
+    assert ui_counts(page) == counts
+    assert page.locator('form[data-action="cancel"]').is_hidden()
+    shot(page, "batch-cancelled-1280")
+    page.goto(gateway.url + "/providers")
+    page.wait_for_selector('tr[data-endpoint="mock"]')
+    assert "closed" in page.inner_text('tr[data-endpoint="mock"]')
+    assert fits(page)
+    shot(page, "providers-1280")
+
+    # A read-only key of the same tenant sees the batch but has no button, and the API
+    # refuses a cancel sent from its page with the right CSRF token.
+    reader = chromium.new_context(viewport=NARROW, is_mobile=True, has_touch=True)
+    narrow = Watch(reader)
+    phone = reader.new_page()
+    log_in(phone, gateway, KEY_A_READ, f"/batches/{batch_id}")
+    assert phone.locator('form[data-action="cancel"]').count() == 0
+    assert narrow.errors == []
+    status = phone.evaluate(
+        """async (id) => {
+            const token = document.querySelector('meta[name=csrf-token]').content;
+            const resp = await fetch(`/v1/batches/${id}/cancel`,
+                                     {method: 'POST', headers: {'X-CSRF-Token': token}});
+            return resp.status;
+        }""",
+        batch_id,
+    )
+    assert status == 403
+    narrow.errors.clear()  # the browser reports that refusal on the console
+    # On a phone-sized screen every page fits without sideways scrolling.
+    assert fits(phone)
+    shot(phone, "batch-390")
+    for path, name in (("/", "list-390"), ("/providers", "providers-390")):
+        phone.goto(gateway.url + path)
+        phone.wait_for_selector("[data-live][data-state=live]")
+        assert fits(phone), path
+        shot(phone, name)
+    # Nothing was requested from anywhere but the gateway, and nothing was blocked by the CSP.
+    for seen in (watch, narrow):
+        assert seen.outside(gateway.url) == []
+        assert seen.errors == []
+    assert KEY_A not in gateway.stderr() and KEY_A_READ not in gateway.stderr()
+    reader.close()
+    context.close()
