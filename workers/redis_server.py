@@ -96,6 +96,15 @@ class RedisServer:
         finally:
             client.close()
 
+    def crash(self) -> None:
+        """SIGKILL the server, as a crash would: no final AOF fsync; `dir` stays, so `start()`
+        brings it back on the same port with whatever its AOF had on disk."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+        if self.proc is not None and self.proc.stderr is not None:
+            self.proc.stderr.close()
+
     def stop(self) -> None:
         """Kill the server and remove its directory."""
         if self.proc is not None and self.proc.poll() is None:
