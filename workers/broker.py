@@ -12,7 +12,7 @@ from urllib.parse import urlsplit, urlunsplit
 import dramatiq
 import redis
 from dramatiq.asyncio import EventLoopThread, get_event_loop_thread, set_event_loop_thread
-from dramatiq.broker import Broker
+from dramatiq.broker import Broker, MessageProxy
 from dramatiq.brokers.redis import RedisBroker
 from dramatiq.common import current_millis, dq_name
 from dramatiq.middleware import Middleware, Retries
@@ -99,6 +99,31 @@ class LaneBroker(RedisBroker):
         return super().consume(queue_name, prefetch, min(timeout, IDLE_POLL_MS))
 
 
+class WaitForRedis(Middleware):
+    """Holds a job that failed because Redis went away until Redis answers again.
+
+    On such a failure dramatiq's Retries re-enqueues the message and the worker then acks the
+    original. With Redis still down the re-enqueue fails (dramatiq logs and swallows it) while
+    the ack is retried until Redis is back: the request was lost. Waiting here first (this
+    hook runs before Retries') lets the re-enqueue succeed.
+    """
+
+    def __init__(self, url: str, give_up_s: float) -> None:
+        self.url = url
+        self.give_up_s = give_up_s
+
+    def after_process_message(
+        self,
+        broker: Broker,
+        message: MessageProxy,
+        *,
+        result: Any = None,
+        exception: BaseException | None = None,
+    ) -> None:
+        if isinstance(exception, redis.ConnectionError | redis.TimeoutError):
+            wait_for_redis(self.url, give_up_s=self.give_up_s)
+
+
 def build_broker(settings: Settings, *, pool_size: int = 32, retries: int = 20) -> RedisBroker:
     """A RedisBroker whose dead-worker recovery takes seconds, not dramatiq's ~15 minutes."""
     if settings.redis_url is None:
@@ -118,6 +143,7 @@ def build_broker(settings: Settings, *, pool_size: int = 32, retries: int = 20) 
             # Only infrastructure failures (Redis down mid-write) reach dramatiq's retries:
             # provider errors are handled by batchyard's own policy inside the actor.
             Retries(max_retries=retries, min_backoff=500, max_backoff=30_000),
+            WaitForRedis(settings.redis_url, settings.redis_wait_s),
         ],
     )
     return broker
