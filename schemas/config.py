@@ -291,8 +291,15 @@ def load_config(path: Path | None = None) -> AppConfig:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read config ({exc.strerror})") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not UTF-8 text (byte {exc.start})") from None
     try:
         data = tomllib.loads(text) if path.suffix == ".toml" else yaml.safe_load(text)
     except (yaml.YAMLError, tomllib.TOMLDecodeError) as exc:
         raise ConfigError(f"{path}: not valid {path.suffix.lstrip('.')}: {exc}") from None
-    return parse_config(data, str(path))
+    except RecursionError:
+        raise ConfigError(f"{path}: nested too deeply to be a config") from None
+    try:
+        return parse_config(data, str(path))
+    except RecursionError:
+        raise ConfigError(f"{path}: nested too deeply to be a config") from None
