@@ -58,6 +58,9 @@ def user_errors() -> Iterator[None]:
     except redis.ConnectionError as exc:
         err.print(f"[red]error:[/red] cannot reach Redis ({exc}); check REDIS_URL")
         raise typer.Exit(2) from None
+    except ConnectionError as exc:  # gave up waiting for Redis (`wait_for_redis`)
+        err.print(f"[red]error:[/red] cannot reach Redis: {exc}; check REDIS_URL")
+        raise typer.Exit(2) from None
 
 
 def _settings(config: Path | None) -> Settings:

@@ -6,6 +6,7 @@ a re-run truncates any half-written tail and continues, so each result is writte
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 from collections.abc import Callable
@@ -14,11 +15,15 @@ from pathlib import Path
 from typing import Any, BinaryIO, Literal
 
 import orjson
+import redis
 
 from producers.client import Client
 from producers.records import BatchNotFound
 from schemas.batch_lines import to_openai_line
 from schemas.result import LLMResult
+from workers.broker import wait_for_redis
+
+log = logging.getLogger("batchyard.producer")
 
 Format = Literal["openai", "anthropic", "native"]
 _STOP_REASONS = {
@@ -161,13 +166,25 @@ def collect(
     with _open(output, sizes[0]) as out, _open(errors, sizes[1]) as err:
         after = cursor.stream_id
         while True:
-            page = client.results(batch_id, after, block_ms=int(poll_s * 1000) if follow else None)
-            if not page.read:
+            try:
+                page = client.results(
+                    batch_id, after, block_ms=int(poll_s * 1000) if follow else None
+                )
+                if not page.read:
+                    if not follow:
+                        break
+                    batch = client.batch(batch_id)
+                    if batch.finished and not client.results(batch_id, after, count=1).read:
+                        break
+                    continue
+            except (redis.ConnectionError, redis.TimeoutError) as exc:
                 if not follow:
-                    break
-                batch = client.batch(batch_id)
-                if batch.finished and not client.results(batch_id, after, count=1).read:
-                    break
+                    raise
+                # Following outlives a Redis restart: wait (bounded, with backoff) and go on
+                # from the cursor, which only ever moves past results already written.
+                log.warning("lost Redis while following %s (%s); reconnecting", batch_id, exc)
+                assert client.settings.redis_url is not None
+                wait_for_redis(client.settings.redis_url, give_up_s=client.settings.redis_wait_s)
                 continue
             for _sid, key, result in page.entries:
                 line = orjson.dumps(render(result, key, fmt)) + b"\n"
