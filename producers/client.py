@@ -76,10 +76,20 @@ class _Base:
         builder = ChunkBuilder(batch_id, self.keys, self.config, route, deadline, task, lane=lane)
         return builder, new_record(None, route, deadline, lane)
 
-    def _lane_queues(self, route: list[RouteHop]) -> list[str]:
-        """Redis lists of the normal lanes of the route's first endpoint."""
+    def _read_lanes(self, pipe: Any, route: list[RouteHop]) -> Any:
+        """Queue on `pipe` (sync or async) the reads `_lane_from` needs: the length of each
+        normal lane of the route's first endpoint, then the round-robin turn."""
         endpoint = route[0].endpoint
-        return [self.keys.queue(K.queue_name(endpoint, lane)) for lane in K.NORMAL_LANES]
+        for lane in K.NORMAL_LANES:
+            pipe.llen(self.keys.queue(K.queue_name(endpoint, lane)))
+        pipe.incr(self.keys.lane_turn)
+        return pipe
+
+    @staticmethod
+    def _lane_from(priority: K.Priority, replies: list[Any]) -> str:
+        """The lane `pick_lane` chooses from `_read_lanes`' replies (INCR counts from 1)."""
+        *depths, turn = replies
+        return K.pick_lane(priority, [int(d) for d in depths], int(turn) - 1)
 
     @staticmethod
     def _check_priority(priority: str) -> K.Priority:
@@ -222,12 +232,8 @@ class Client(_Base):
         """The queue lane for a new batch (see `workers.keys.pick_lane`)."""
         if self._check_priority(priority) != "normal":
             return K.pick_lane(priority, [], 0)
-        pipe = self.redis.pipeline(transaction=False)
-        for queue in self._lane_queues(route):
-            pipe.llen(queue)
-        pipe.incr(self.keys.lane_turn)
-        *depths, turn = pipe.execute()
-        return K.pick_lane(priority, [int(d) for d in depths], int(turn) - 1)
+        pipe = self._read_lanes(self.redis.pipeline(transaction=False), route)
+        return self._lane_from(priority, pipe.execute())
 
     def _send(self, builder: ChunkBuilder, chunk: Chunk) -> tuple[int, int]:
         """Enqueue one chunk and record its bad lines; returns (enqueued, invalid)."""
@@ -460,12 +466,8 @@ class AsyncClient(_Base):
         """Async twin of `Client.lane`."""
         if self._check_priority(priority) != "normal":
             return K.pick_lane(priority, [], 0)
-        pipe = self.redis.pipeline(transaction=False)
-        for queue in self._lane_queues(route):
-            pipe.llen(queue)
-        pipe.incr(self.keys.lane_turn)
-        *depths, turn = await pipe.execute()
-        return K.pick_lane(priority, [int(d) for d in depths], int(turn) - 1)
+        pipe = self._read_lanes(self.redis.pipeline(transaction=False), route)
+        return self._lane_from(priority, await pipe.execute())
 
     async def _send(self, builder: ChunkBuilder, chunk: Chunk) -> tuple[int, int]:
         pipe = self.redis.pipeline(transaction=False)
