@@ -20,6 +20,7 @@ from dramatiq.middleware import Middleware, Retries
 from schemas.config import AppConfig
 from schemas.settings import Settings
 from workers import encoder
+from workers.acks import AckBatcher, BatchAckConsumer
 from workers.keys import ACTORS, LANES, Keys, queue_name
 
 log = logging.getLogger("batchyard.broker")
@@ -92,11 +93,21 @@ IDLE_POLL_MS = 200
 
 
 class LaneBroker(RedisBroker):
-    """RedisBroker whose consumers poll idle queues at most `IDLE_POLL_MS` apart."""
+    """RedisBroker whose consumers poll idle queues at most `IDLE_POLL_MS` apart and hand
+    their acks to one `AckBatcher` (see `workers.acks`)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)  # type: ignore[no-untyped-call]
+        self.acks = AckBatcher(self)
 
     def consume(self, queue_name: str, prefetch: int = 1, timeout: int = 5000) -> Any:
         """A consumer of `queue_name` that backs off no longer than `IDLE_POLL_MS`."""
-        return super().consume(queue_name, prefetch, min(timeout, IDLE_POLL_MS))
+        return BatchAckConsumer(self, queue_name, prefetch, min(timeout, IDLE_POLL_MS), self.acks)
+
+    def close(self) -> None:
+        """Send queued acks, then close the connection pool."""
+        self.acks.close()
+        super().close()
 
 
 class WaitForRedis(Middleware):
@@ -132,7 +143,7 @@ def build_broker(settings: Settings, *, pool_size: int = 32, retries: int = 20) 
     pool = redis.BlockingConnectionPool.from_url(
         settings.redis_url, max_connections=pool_size, timeout=30, health_check_interval=30
     )
-    broker = LaneBroker(  # type: ignore[no-untyped-call]
+    broker = LaneBroker(
         client=redis.Redis(connection_pool=pool),
         namespace=Keys(settings.namespace).dramatiq_ns,
         heartbeat_timeout=settings.heartbeat_timeout_ms,
