@@ -1,4 +1,4 @@
-"""One worker process: a dramatiq Worker with M threads feeding one asyncio loop.
+"""One worker process: dramatiq consumers feeding up to M concurrent jobs to one asyncio loop.
 
 Run by the supervisor as `python -m workers.process --concurrency M`.
 """
@@ -22,7 +22,9 @@ from schemas.config import AppConfig, ConfigError, load_config
 from schemas.settings import Settings
 from workers.broker import Heartbeat, build_broker, declare, wait_for_redis
 from workers.execute import Executor, ExecutorLifecycle
+from workers.keys import LANES
 from workers.logs import setup_logging
+from workers.loop_worker import LoopWorker
 from workers.tracing import setup_tracing
 
 log = logging.getLogger("batchyard.worker")
@@ -47,8 +49,9 @@ def start(settings: Settings, config: AppConfig, concurrency: int) -> RunningWor
     """Start consuming every endpoint queue in this process (threads + one event loop)."""
     check_config(config)
     setup_tracing("batchyard-worker")
-    # Result writes and fetches share this pool; size it for every thread plus consumers.
-    broker = build_broker(settings, pool_size=concurrency + len(config.endpoints) * 2 + 8)
+    # Fetches, acks and failure hooks share this pool; size it for the consumers and more.
+    consumers = len(config.endpoints) * len(LANES) * 2  # a queue and its delay queue per lane
+    broker = build_broker(settings, pool_size=consumers + 16)
     executor = Executor(settings, config, concurrency, broker)
 
     async def execute(payload: dict[str, Any]) -> None:
@@ -56,7 +59,7 @@ def start(settings: Settings, config: AppConfig, concurrency: int) -> RunningWor
 
     declare(broker, config, execute)
     broker.add_middleware(ExecutorLifecycle(executor))
-    worker = dramatiq.Worker(broker, worker_threads=concurrency, worker_timeout=1000)
+    worker = LoopWorker(broker, execute, concurrency=concurrency, worker_timeout=1000)
     heartbeat = Heartbeat(broker, settings.maintenance_interval_s)
     worker.start()
     heartbeat.start()
@@ -75,7 +78,7 @@ def serve(settings: Settings, concurrency: int, grace_s: float) -> None:
         return
     running = start(settings, config, concurrency)
     queues = ", ".join(sorted(running.broker.queues))
-    log.info("worker ready: %d threads on %s", concurrency, queues)
+    log.info("worker ready: concurrency %d on %s", concurrency, queues)
     stop.wait()
     log.info("stopping: draining in-flight jobs (grace %.0fs)", grace_s)
     running.stop(grace_s)

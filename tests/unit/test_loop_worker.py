@@ -1,0 +1,145 @@
+"""LoopWorker and AckBatcher against a real redis-server: concurrency bound, retries, drain,
+and acks sent in groups."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import dramatiq
+import pytest
+import redis
+from dramatiq.message import Message
+
+from schemas.settings import Settings
+from workers.broker import LaneBroker, build_broker
+from workers.loop_worker import LoopWorker
+from workers.redis_server import RedisServer
+
+
+@pytest.fixture
+def broker(redis_server: RedisServer) -> Iterator[LaneBroker]:
+    b = build_broker(Settings(redis_url=redis_server.url), retries=3)
+    assert isinstance(b, LaneBroker)
+    yield b
+
+
+def enqueue(broker: LaneBroker, n: int, actor: str = "t", queue: str = "q") -> None:
+    for i in range(n):
+        broker.enqueue(Message(queue, actor, ({"i": i},), {}, {}))
+
+
+def wait_for(cond: Callable[[], bool], timeout_s: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not cond():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.01)
+
+
+def leftovers(broker: LaneBroker, queue: str = "q") -> tuple[int, int, int]:
+    """(queued ids, stored message bodies, ids still waiting for an ack) in Redis."""
+    client: redis.Redis = broker.client
+    ns = broker.namespace
+    acks = sum(client.scard(k) for k in client.scan_iter(f"{ns}:__acks__.*"))
+    return client.llen(f"{ns}:{queue}"), client.hlen(f"{ns}:{queue}.msgs"), acks
+
+
+def test_runs_every_message_on_the_loop_never_more_than_concurrency(broker: LaneBroker) -> None:
+    state = {"now": 0, "peak": 0}
+    done: list[int] = []
+
+    async def fn(payload: dict[str, Any]) -> None:
+        state["now"] += 1
+        state["peak"] = max(state["peak"], state["now"])
+        await asyncio.sleep(0.005)
+        state["now"] -= 1
+        done.append(payload["i"])
+
+    dramatiq.Actor(fn, broker=broker, actor_name="t", queue_name="q", priority=0, options={})
+    enqueue(broker, 300)
+    worker = LoopWorker(broker, fn, concurrency=7, worker_timeout=100)
+    worker.start()
+    try:
+        wait_for(lambda: len(done) == 300)
+        assert broker.acks.flush(10)
+    finally:
+        worker.stop(timeout=10_000)
+        broker.close()
+    assert sorted(done) == list(range(300))
+    assert state["peak"] == 7  # the bound was reached and never passed
+    assert leftovers(broker) == (0, 0, 0)
+    # 300 acks went to Redis in far fewer script calls than one each.
+    assert 0 < broker.acks.calls < 150
+
+
+def test_a_failing_message_goes_through_dramatiq_retries(broker: LaneBroker) -> None:
+    calls: dict[int, int] = {}
+
+    async def fn(payload: dict[str, Any]) -> None:
+        i = payload["i"]
+        calls[i] = calls.get(i, 0) + 1
+        if i == 3 and calls[i] == 1:
+            raise RuntimeError("first try fails")
+
+    dramatiq.Actor(fn, broker=broker, actor_name="t", queue_name="q", priority=0, options={})
+    enqueue(broker, 5)
+    worker = LoopWorker(broker, fn, concurrency=4, worker_timeout=100)
+    worker.start()
+    try:
+        wait_for(lambda: calls.get(3) == 2)
+        wait_for(lambda: leftovers(broker)[1] == 0)
+    finally:
+        worker.stop(timeout=10_000)
+        broker.close()
+    assert calls == {0: 1, 1: 1, 2: 1, 3: 2, 4: 1}
+    assert leftovers(broker) == (0, 0, 0)
+
+
+def test_stop_lets_running_jobs_finish_and_puts_the_rest_back(broker: LaneBroker) -> None:
+    started: list[int] = []
+    finished: list[int] = []
+    release = threading.Event()
+
+    async def fn(payload: dict[str, Any]) -> None:
+        started.append(payload["i"])
+        while not release.is_set():
+            await asyncio.sleep(0.01)
+        finished.append(payload["i"])
+
+    dramatiq.Actor(fn, broker=broker, actor_name="t", queue_name="q", priority=0, options={})
+    enqueue(broker, 20)
+    worker = LoopWorker(broker, fn, concurrency=3, worker_timeout=100)
+    worker.start()
+    wait_for(lambda: len(started) == 3)
+    threading.Timer(0.3, release.set).start()
+    worker.stop(timeout=10_000)
+    broker.close()
+    assert sorted(finished) == sorted(started)  # nothing in flight was dropped
+    queued, bodies, unacked = leftovers(broker)
+    # The prefetched but unstarted messages are back on the queue; nothing is left unacked.
+    assert (queued, bodies, unacked) == (20 - len(finished), 20 - len(finished), 0)
+
+
+def test_acks_queued_while_redis_is_down_land_when_it_is_back() -> None:
+    with RedisServer(appendonly=True) as server:
+        broker = build_broker(Settings(redis_url=server.url))
+        assert isinstance(broker, LaneBroker)
+        broker.acks.retry_s = 0.1
+        enqueue(broker, 10)
+        consumer = broker.consume("q", prefetch=10, timeout=100)
+        messages = [next(consumer) for _ in range(10)]
+        assert all(m is not None for m in messages)
+        assert leftovers(broker) == (0, 10, 10)
+        time.sleep(1.5)  # appendfsync everysec: the fetch is on disk
+        server.crash()
+        for m in messages:
+            consumer.ack(m)
+        assert not broker.acks.flush(0.5)  # nothing can land yet, and nothing is dropped
+        server.start()
+        assert broker.acks.flush(20)
+        assert broker.acks.sent == 10
+        assert leftovers(broker) == (0, 0, 0)
+        broker.close()

@@ -1,0 +1,169 @@
+"""A dramatiq Worker whose messages run as tasks on the event loop, not one thread each.
+
+dramatiq runs an async actor by parking a worker thread on every message: the thread hands
+the coroutine to the event loop and sleeps on a future until it is done. At a few thousand
+messages a second those hand-offs (and the GIL convoy of dozens of threads) cost more than
+the work. Here one feeder thread moves messages from dramatiq's work queue to the loop in
+bursts, at most `concurrency` at a time; everything else is dramatiq's: its consumer threads
+(fetch, prefetch, delayed messages, requeue on shutdown), its priority-ordered work queue,
+its middleware hooks and its ack/nack path.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
+from queue import Empty
+from typing import Any
+
+import dramatiq
+from dramatiq.asyncio import get_event_loop_thread
+from dramatiq.broker import Broker, MessageProxy
+from dramatiq.middleware import SkipMessage
+from dramatiq.worker import WorkerThread
+
+log = logging.getLogger("batchyard.worker")
+
+AsyncFn = Callable[..., Awaitable[Any]]
+
+#: Messages handed to the loop per wake-up, at most.
+BURST = 64
+
+
+class LoopWorker(dramatiq.Worker):
+    """Consumes every declared queue and runs each message's `fn(*args)` on the event loop.
+
+    `fn` is the async body shared by all actors of the broker (they differ only in queue and
+    priority). The loop comes from the broker's `AsyncIOLoop` middleware.
+    """
+
+    def __init__(
+        self, broker: Broker, fn: AsyncFn, *, concurrency: int, worker_timeout: int = 1000
+    ) -> None:
+        super().__init__(broker, worker_timeout=worker_timeout, worker_threads=1)
+        self.fn = fn
+        self.concurrency = concurrency
+        # dramatiq sizes prefetch from its thread count; ours is the concurrency.
+        self.queue_prefetch = min(concurrency * 2, 65535)
+        self.delay_prefetch = min(concurrency * 1000, 65535)
+
+    def _add_worker(self) -> None:
+        feeder = LoopFeeder(self)
+        feeder.start()
+        self.workers.append(feeder)
+
+
+class LoopFeeder(WorkerThread):
+    """Takes messages off the work queue while fewer than `concurrency` are running."""
+
+    def __init__(self, worker: LoopWorker) -> None:
+        super().__init__(
+            broker=worker.broker,
+            consumers=worker.consumers,
+            work_queue=worker.work_queue,
+            worker_timeout=worker.worker_timeout,
+        )
+        self.name = "batchyard-feeder"
+        self.fn = worker.fn
+        self.slots = threading.Semaphore(worker.concurrency)
+        self.running_count = 0
+        self._count_lock = threading.Lock()
+        self._tasks: set[asyncio.Task[None]] = set()
+        # Failure hooks may block (Retries re-enqueues, WaitForRedis waits for Redis).
+        self._hooks = ThreadPoolExecutor(4, thread_name_prefix="batchyard-hooks")
+
+    @property
+    def in_flight(self) -> int:
+        """Messages handed to the loop and not yet acked or nacked."""
+        return self.running_count
+
+    def run(self) -> None:
+        """Feed the loop until stopped, then wait for the messages already on it."""
+        thread = get_event_loop_thread()
+        if thread is None:
+            raise RuntimeError("LoopWorker needs the AsyncIOLoop middleware on the broker")
+        loop = thread.loop
+        self.running = True
+        self.broker.emit_after("worker_thread_boot", self)
+        while self.running:
+            if self.paused:
+                self.paused_event.set()
+                time.sleep(self.timeout)
+                continue
+            burst = self._take()
+            if burst:
+                with self._count_lock:
+                    self.running_count += len(burst)
+                loop.call_soon_threadsafe(self._start_all, burst)
+        while self.running_count:
+            time.sleep(0.02)
+        self._hooks.shutdown(wait=True)
+        self.broker.emit_before("worker_thread_shutdown", self)
+
+    def _take(self) -> list[MessageProxy]:
+        """Up to `BURST` messages, one free slot each; waits at most the worker timeout."""
+        if not self.slots.acquire(timeout=self.timeout):
+            return []
+        try:
+            burst = [self.work_queue.get(timeout=self.timeout).message]
+        except Empty:
+            self.slots.release()
+            return []
+        while len(burst) < BURST and self.slots.acquire(blocking=False):
+            try:
+                burst.append(self.work_queue.get_nowait().message)
+            except Empty:
+                self.slots.release()
+                break
+        return burst
+
+    def _start_all(self, burst: list[MessageProxy]) -> None:
+        for message in burst:
+            task = asyncio.ensure_future(self._process(message))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    async def _process(self, message: MessageProxy) -> None:
+        """dramatiq's `WorkerThread.process_message`, awaiting the actor instead of blocking."""
+        failure: BaseException | None = None
+        try:
+            self.broker.emit_before("process_message", message)
+            result = None
+            if not message.failed:
+                self.broker.get_actor(message.actor_name)  # ActorNotFound for a stranger
+                result = await self.fn(*message.args, **message.kwargs)
+            self.broker.emit_after("process_message", message, result=result)
+        except SkipMessage as exc:
+            if message.failed:
+                message.stuff_exception(exc)
+            log.warning("message %s was skipped", message.message_id)
+            self.broker.emit_after("skip_message", message)
+        except BaseException as exc:
+            message.stuff_exception(exc)
+            log.error("failed to process message %s", message.message_id, exc_info=True)
+            failure = exc
+        try:
+            if failure is not None or message.failed:
+                loop = asyncio.get_running_loop()
+                await loop.run_in_executor(self._hooks, self._finish_failed, message, failure)
+            else:
+                self.consumers[message.queue_name].post_process_message(message)
+        finally:
+            self.work_queue.task_done()
+            message.clear_exception()
+            with self._count_lock:
+                self.running_count -= 1
+            self.slots.release()
+
+    def _finish_failed(self, message: MessageProxy, failure: BaseException | None) -> None:
+        """After-hooks of a failed message (in a thread: they may block), then ack or nack."""
+        if failure is not None:
+            try:
+                raise failure  # Retries records the traceback of the exception being handled
+            except BaseException:
+                self.broker.emit_after("process_message", message, exception=failure)
+        self.consumers[message.queue_name].post_process_message(message)
