@@ -116,7 +116,7 @@ def main() -> None:
         base = bare_dramatiq(url, args.n, args.concurrency)
         base_async = bare_dramatiq(url, args.n, args.concurrency, "async")
         ours, rss0 = batchyard_worker(url, args.n, args.concurrency, tmp, 0)
-        print(f"0 ms mock, 1 process, {args.concurrency} threads, {args.n} jobs:")
+        print(f"0 ms mock, 1 process, concurrency {args.concurrency}, {args.n} jobs:")
         print(f"  bare dramatiq no-op:       {base:8.0f} jobs/s")
         print(f"  bare dramatiq async no-op: {base_async:8.0f} jobs/s")
         print(f"  batchyard worker:          {ours:8.0f} jobs/s  (peak RSS {rss0:.0f} MB)")

@@ -33,6 +33,10 @@ def line_key(line: int) -> str:
     return f"#line:{line}"
 
 
+#: model_dump_json without its Python wrapper (bytes, ready for orjson.Fragment).
+_TO_JSON = LLMRequest.__pydantic_serializer__.to_json
+
+
 @dataclass
 class Chunk:
     """One round trip's worth of work."""
@@ -83,7 +87,7 @@ class ChunkBuilder:
             except LineError as err:
                 chunk.errors.append(self.line_error(err))
                 continue
-            fragment = orjson.Fragment(request.model_dump_json(exclude_defaults=True))
+            fragment = orjson.Fragment(_TO_JSON(request, exclude_defaults=True))
             self.append(chunk, f"{prefix}{n:08x}", request.custom_id, fragment, route, now)
             chunk.enqueued_lines.append(number)
             chunk.enqueued_ids.append(request.custom_id)
@@ -108,7 +112,9 @@ class ChunkBuilder:
             "enqueued_at": now,
             "deadline": self.deadline,
             "task": task or self._task,
-            "trace": enqueue_context(route[0]["endpoint"], self.batch_id, self.trace_link),
+            "trace": enqueue_context(
+                route[0]["endpoint"], self.batch_id, self.trace_link, unique=redis_id
+            ),
         }
         if self.lane:
             job["lane"] = self.lane

@@ -30,6 +30,9 @@ _KNOWN_BODY = {
 }
 
 
+_VALIDATE = LLMRequest.__pydantic_validator__.validate_python
+
+
 class LineError(ValueError):
     """An input line that cannot become a request; names the line and the field."""
 
@@ -64,7 +67,7 @@ def parse_line(raw: bytes | str, line: int) -> LLMRequest:
 
 
 def _from_openai(obj: dict[str, Any], line: int, cid: str | None) -> LLMRequest:
-    extra = [k for k in obj if k not in _LINE_KEYS]
+    extra = obj.keys() - _LINE_KEYS
     if extra:
         raise LineError(line, sorted(extra)[0], "unknown field in an OpenAI batch line", cid)
     if obj.get("method", "POST") != "POST":
@@ -74,12 +77,14 @@ def _from_openai(obj: dict[str, Any], line: int, cid: str | None) -> LLMRequest:
     body = obj.get("body")
     if not isinstance(body, dict):
         raise LineError(line, "body", "must be a JSON object", cid)
-    fields = {k: v for k, v in body.items() if k in _KNOWN_BODY}
-    if "max_completion_tokens" in body and "max_tokens" not in body:
-        fields["max_tokens"] = body["max_completion_tokens"]
-    fields["params"] = {
-        k: v for k, v in body.items() if k not in _KNOWN_BODY and k != "max_completion_tokens"
-    }
+    fields: dict[str, Any] = {}
+    params: dict[str, Any] = {}
+    for k, v in body.items():
+        (fields if k in _KNOWN_BODY else params)[k] = v
+    if "max_completion_tokens" in params:
+        most = params.pop("max_completion_tokens")
+        fields.setdefault("max_tokens", most)
+    fields["params"] = params
     fields["messages"] = _openai_messages(body.get("messages"), line, cid)
     fields["custom_id"] = obj["custom_id"]
     return _validate(fields, line, "body.", cid)
@@ -146,7 +151,9 @@ def _from_anthropic(obj: dict[str, Any], line: int, cid: str | None) -> LLMReque
 
 def _validate(fields: dict[str, Any], line: int, prefix: str, cid: str | None) -> LLMRequest:
     try:
-        return LLMRequest.model_validate(fields)
+        # The validator itself: model_validate's Python wrapper is a tenth of a line's cost.
+        request: LLMRequest = _VALIDATE(fields)
+        return request
     except ValidationError as exc:
         err = exc.errors()[0]
         loc = ".".join(str(p) for p in err["loc"])

@@ -99,9 +99,18 @@ def trace_id_of(carrier: Mapping[str, str]) -> str | None:
     return parts[1] if len(parts) == 4 and len(parts[1]) == 32 else None
 
 
-def enqueue_context(endpoint: str, batch_id: str, link: trace.SpanContext | None) -> dict[str, str]:
-    """Trace context for one enqueued request: a producer span when tracing is on."""
+def enqueue_context(
+    endpoint: str, batch_id: str, link: trace.SpanContext | None, *, unique: str | None = None
+) -> dict[str, str]:
+    """Trace context for one enqueued request: a producer span when tracing is on.
+
+    `unique`, 32 hex digits from a uuid4 (its version digit makes any 16 of them from the
+    8th on non-zero), is used as the trace id when tracing is off: a producer already has
+    one per message, and it saves drawing random numbers on the submit path.
+    """
     if not trace_enabled():
+        if unique is not None:
+            return {"traceparent": f"00-{unique}-{unique[8:24]}-00"}
         return random_traceparent()
     links = [Link(link)] if link is not None else None
     span = tracer().start_span(
