@@ -74,7 +74,7 @@ async def call_endpoint(
                 used = resp.usage.input_tokens + resp.usage.output_tokens
                 await limiter.release(lease, used or None, learned_limits(resp))
                 record_success(provider, resp, attempt.latency_ms)
-                await health.success(attempt.latency_ms, probe=probe)
+                await health.success(attempt.latency_ms, probe=probe, tokens=used)
                 return resp
             if call_span is not None:
                 call_span.set_attribute("error.type", exc.code)

@@ -68,6 +68,7 @@ class EndpointHealth:
         self._open_until = 0.0
         self._checked_at = 0.0
         self._ok = 0
+        self._tokens = 0
         self._latencies: list[float] = []
         self._flushed_at = time.monotonic()
         self._flush_task: asyncio.Task[None] | None = None
@@ -90,9 +91,11 @@ class EndpointHealth:
             retry_in = min(self.config.probe_timeout_s, 1.0)  # someone else is probing
         return Admission(decision, self._state, retry_in)
 
-    async def success(self, latency_ms: float, *, probe: bool = False) -> None:
-        """Count a call that shows the endpoint works (including the caller's own 4xx)."""
+    async def success(self, latency_ms: float, *, probe: bool = False, tokens: int = 0) -> None:
+        """Count a call that shows the endpoint works (including the caller's own 4xx), and
+        the tokens it used (for the tokens-per-minute figure operators see)."""
         self._ok += 1
+        self._tokens += tokens
         self._latencies.append(latency_ms)
         if probe:
             await self.flush()
@@ -106,8 +109,8 @@ class EndpointHealth:
 
     async def flush(self, failures: int = 0) -> None:
         """Send locally counted outcomes to Redis and learn the shared state."""
-        ok, samples = self._ok, self._latencies
-        self._ok, self._latencies = 0, []
+        ok, tokens, samples = self._ok, self._tokens, self._latencies
+        self._ok, self._tokens, self._latencies = 0, 0, []
         self._flushed_at = time.monotonic()
         if not ok and not failures and not samples:
             return
@@ -121,12 +124,14 @@ class EndpointHealth:
             ok,
             failures,
             c.min_calls,
+            tokens,
             *(round(x, 1) for x in samples[-100:]),
         ]
         try:
             state, open_until = await self._record(keys=self._keys, args=args)
         except BaseException:
             self._ok += ok  # not lost: retried with the next flush
+            self._tokens += tokens
             raise
         self._remember(state, open_until)
 
@@ -151,6 +156,7 @@ class HealthSnapshot:
     open_until: float
     ok_window: int
     fail_window: int
+    tokens_window: int
     total_ok: int
     total_fail: int
     p50_ms: float | None
@@ -192,6 +198,7 @@ def read_snapshot(
         open_until=open_until,
         ok_window=sum(int(f.get(f"ok:{s}", 0)) for s in recent),
         fail_window=sum(int(f.get(f"fail:{s}", 0)) for s in recent),
+        tokens_window=sum(int(f.get(f"tok:{s}", 0)) for s in recent),
         total_ok=int(f.get("total_ok", 0)),
         total_fail=int(f.get("total_fail", 0)),
         p50_ms=_percentile(values, 0.5),

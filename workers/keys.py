@@ -299,14 +299,16 @@ local health, latency, probe = KEYS[1], KEYS[2], KEYS[3]
 local now, window = tonumber(ARGV[1]), tonumber(ARGV[2])
 local min_failures, rate, open_s = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
 local ok, fail = tonumber(ARGV[6]), tonumber(ARGV[7])
+local tokens = tonumber(ARGV[9])
 local sec = math.floor(now)
 if ok > 0 then redis.call('hincrby', health, 'ok:' .. sec, ok) end
 if fail > 0 then redis.call('hincrby', health, 'fail:' .. sec, fail) end
+if tokens > 0 then redis.call('hincrby', health, 'tok:' .. sec, tokens) end
 redis.call('hincrby', health, 'total_ok', ok)
 redis.call('hincrby', health, 'total_fail', fail)
 local min_calls = tonumber(ARGV[8])
-for i = 9, #ARGV do redis.call('lpush', latency, ARGV[i]) end
-if #ARGV >= 9 then redis.call('ltrim', latency, 0, 499) end
+for i = 10, #ARGV do redis.call('lpush', latency, ARGV[i]) end
+if #ARGV >= 10 then redis.call('ltrim', latency, 0, 499) end
 local state = redis.call('hget', health, 'state') or 'closed'
 local open_until = tonumber(redis.call('hget', health, 'open_until') or '0')
 local function open()

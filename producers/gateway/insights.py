@@ -176,6 +176,7 @@ async def provider_stats(gw: Gateway) -> list[dict[str, Any]]:
                 "limits": {"rpm": rpm, "tpm": tpm, "max_concurrency": ep.max_concurrency},
                 "usage": {
                     "rpm": round(calls * 60 / ep.breaker.window_s, 1),
+                    "tpm": round(snap.tokens_window * 60 / ep.breaker.window_s, 1),
                     "rpm_fill": _bucket_fill(tat_r, rpm, now * 1000) if rpm else None,
                     "tpm_fill": _bucket_fill(tat_t, tpm, now * 1000) if tpm else None,
                     "in_flight": int(in_flight) if ep.max_concurrency else None,

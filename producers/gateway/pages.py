@@ -379,13 +379,13 @@ def _usage(used: float | None, limit: int | None, unit: str) -> str:
     )
 
 
-def _fill(fill: float | None, limit: int | None, unit: str) -> str:
+def _fill(used: float, fill: float | None, limit: int | None, unit: str) -> str:
     if limit is None:
-        return "no limit"
+        return f"{fmt_int(used)} {unit} · no limit"
     share = fill or 0.0
     return (
-        f'<progress max="1" value="{share:.3f}" title="limiter bucket fill"></progress> '
-        f"<span>{fmt_int(limit)} {unit} · bucket {100 * share:.0f}%</span>"
+        f'<progress max="1" value="{min(1.0, used / limit):.3f}"></progress> '
+        f"<span>{fmt_int(used)} / {fmt_int(limit)} {unit} · bucket {100 * share:.0f}%</span>"
     )
 
 
@@ -408,7 +408,7 @@ def provider_row(p: dict[str, Any]) -> str:
   <td data-label="p50" class="num">{fmt_ms(p["latency_ms"]["p50"])}</td>
   <td data-label="p95" class="num">{fmt_ms(p["latency_ms"]["p95"])}</td>
   <td data-label="RPM" class="usage">{_usage(u["rpm"], lim["rpm"], "rpm")}</td>
-  <td data-label="TPM" class="usage">{_fill(u["tpm_fill"], lim["tpm"], "tpm")}</td>
+  <td data-label="TPM" class="usage">{_fill(u["tpm"], u["tpm_fill"], lim["tpm"], "tpm")}</td>
   <td data-label="Concurrency" class="num">{conc}</td>
   <td data-label="Calls ok/failed" class="num">{calls}</td>
 </tr>"""
@@ -421,8 +421,9 @@ def providers_page(stats: list[dict[str, Any]], key: ApiKey, csrf: str) -> str:
   <h1>Providers</h1>
   <span class="live" data-live>connecting…</span>
 </div>
-<p class="hint">RPM counts the calls of the breaker window (per endpoint), scaled to a minute;
-the TPM bar is how full the shared token bucket is (100% = workers are being held back).
+<p class="hint">RPM and TPM count the calls and tokens of the breaker window (per endpoint),
+scaled to a minute; "bucket" is how full the shared token bucket is (100% = workers are
+being held back).
 Success rate and breaker are over the same window; latencies over the last 500 calls.</p>
 <table class="providers cards">
 <thead><tr><th>Endpoint</th><th>Breaker</th><th>Success</th><th class="num">p50</th>

@@ -317,7 +317,10 @@ async def test_providers_show_limits_usage_latency_and_breaker(api: Any, redis_u
     raw = redis.Redis.from_url(redis_url)
     try:
         now = int(time.time())
-        raw.hset(K.health_key("batchyard", "mock"), mapping={f"ok:{now}": 8, f"fail:{now}": 2})
+        raw.hset(
+            K.health_key("batchyard", "mock"),
+            mapping={f"ok:{now}": 8, f"fail:{now}": 2, f"tok:{now}": 1200},
+        )
         raw.lpush(K.latency_key("batchyard", "mock"), *[str(ms) for ms in range(10, 110, 10)])
     finally:
         raw.close()
@@ -327,6 +330,7 @@ async def test_providers_show_limits_usage_latency_and_breaker(api: Any, redis_u
     assert mock["success_rate"] == pytest.approx(0.8)
     assert mock["latency_ms"] == {"p50": 60.0, "p95": 100.0}
     assert mock["usage"]["rpm"] == pytest.approx(10 * 60 / mock["window_s"])
+    assert mock["usage"]["tpm"] == pytest.approx(1200 * 60 / mock["window_s"], abs=0.1)
     page = await (await browser.get("/providers")).text()
     assert "80.0%" in page and "60 ms" in page and "closed" in page
 

@@ -10,6 +10,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+import redis
 from prometheus_client.parser import text_string_to_metric_families
 
 from producers.client import Client
@@ -22,6 +23,7 @@ from tests.conftest import (
     wait_until,
     write_jsonl,
 )
+from workers import keys as K
 from workers.redis_server import free_port
 
 pytestmark = pytest.mark.integration
@@ -54,7 +56,7 @@ def test_metrics_add_up_to_the_batch_and_cost_is_usage_times_price(
     monkeypatch.setenv("BATCHYARD_CONFIG", str(path))
     port = free_port()
     env = cli_env(redis_url, BATCHYARD_CONFIG=str(path))
-    worker_pool(env, "-p", "2", "--concurrency", "8", "--metrics-port", str(port))
+    pool = worker_pool(env, "-p", "2", "--concurrency", "8", "--metrics-port", str(port))
     n = 200
     with Client(redis_url) as client:
         batch_id = client.submit_many([openai_line(f"m-{i}", "x") for i in range(n)]).batch_id
@@ -77,6 +79,16 @@ def test_metrics_add_up_to_the_batch_and_cost_is_usage_times_price(
     assert m[("batchyard_queue_depth", (("queue", "llm.mock"),))] == 0
     assert m[("batchyard_breaker_open", (("endpoint", "mock"),))] == 0
     assert m[("batchyard_request_latency_seconds_count", (("endpoint", "mock"),))] == n
+    # The dashboard's TPM: tokens of successful calls, in the endpoint's health buckets
+    # (flushed by the workers at the latest when they stop).
+    assert pool.stop() == 0
+    raw = redis.Redis.from_url(redis_url)
+    try:
+        health = raw.hgetall(K.health_key("batchyard", "mock"))
+    finally:
+        raw.close()
+    tokens = sum(int(v) for k, v in health.items() if k.startswith(b"tok:"))
+    assert tokens == ok * 1500
 
 
 def test_collect_follow_started_before_submit_sees_every_result_once(
