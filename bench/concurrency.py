@@ -99,7 +99,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as d:
         for processes in (1, 2, 4):
             rate = scaling(args.scale_n, processes, Path(d))
-            print(f"mock 0 ms, {processes} process(es) x 64 threads: {rate:.0f} jobs/s")
+            print(f"mock 0 ms, {processes} process(es) x concurrency 64: {rate:.0f} jobs/s")
 
 
 if __name__ == "__main__":
