@@ -25,16 +25,15 @@ from dramatiq.common import current_millis
 log = logging.getLogger("batchyard.acks")
 
 #: The same effect as dramatiq's `ack` command of its dispatch script, for many messages.
-#: KEYS[1] namespace; ARGV: timestamp, worker id, then (queue name, message id) pairs.
+#: KEYS[1] namespace; ARGV: timestamp, current worker id, then (worker id at fetch time,
+#: queue name, message id) triples: a message is acked in the set it was fetched into.
 ACK_MANY = """
 local ns = KEYS[1]
-local worker = ARGV[2]
-redis.call("zadd", ns .. ":__heartbeats__", ARGV[1], worker)
-local acks = ns .. ":__acks__." .. worker .. "."
+redis.call("zadd", ns .. ":__heartbeats__", ARGV[1], ARGV[2])
 local done = 0
-for i = 3, #ARGV, 2 do
-    local queue, id = ARGV[i], ARGV[i + 1]
-    if redis.call("srem", acks .. queue, id) > 0 then
+for i = 3, #ARGV, 3 do
+    local worker, queue, id = ARGV[i], ARGV[i + 1], ARGV[i + 2]
+    if redis.call("srem", ns .. ":__acks__." .. worker .. "." .. queue, id) > 0 then
         redis.call("hdel", ns .. ":" .. queue .. ".msgs", id)
         done = done + 1
     end
@@ -53,7 +52,7 @@ class AckBatcher:
         self.broker = broker
         self.retry_s = retry_s
         self._script: Any = broker.client.register_script(ACK_MANY)
-        self._pending: list[tuple[str, str]] = []
+        self._pending: list[tuple[str, str, str]] = []
         self._sending = 0
         self._cond = threading.Condition()
         self._closed = False
@@ -61,15 +60,16 @@ class AckBatcher:
         self.sent = 0
         self.calls = 0
 
-    def add(self, queue_name: str, message_id: str) -> None:
-        """Queue one ack; it reaches Redis within one round trip of the thread's current call."""
+    def add(self, worker_id: str, queue_name: str, message_id: str) -> None:
+        """Queue one ack of a message `worker_id` fetched; it reaches Redis within one round
+        trip of the thread's current call."""
         with self._cond:
             if self._thread is None:
                 self._thread = threading.Thread(
                     target=self._run, name="batchyard-acks", daemon=True
                 )
                 self._thread.start()
-            self._pending.append((queue_name, message_id))
+            self._pending.append((worker_id, queue_name, message_id))
             if len(self._pending) == 1:
                 self._cond.notify_all()
 
@@ -126,23 +126,41 @@ class AckBatcher:
                 self.calls += 1
                 self._cond.notify_all()
 
-    def _send(self, batch: list[tuple[str, str]]) -> None:
+    def _send(self, batch: list[tuple[str, str, str]]) -> None:
         args: list[Any] = [current_millis(), self.broker.broker_id]
-        for queue_name, message_id in batch:
-            args += (queue_name, message_id)
+        for triple in batch:
+            args += triple
         self._script(keys=[self.broker.namespace], args=args)
 
 
 class BatchAckConsumer(_RedisConsumer):
-    """dramatiq's Redis consumer with acks handed to an `AckBatcher`."""
+    """dramatiq's Redis consumer with acks handed to an `AckBatcher`, each in the ack set of
+    the worker id the message was fetched under (the id changes when Redis restarts: see
+    `workers.broker.Heartbeat`)."""
 
     def __init__(
         self, broker: RedisBroker, queue_name: str, prefetch: int, timeout: int, acks: AckBatcher
     ) -> None:
         super().__init__(broker, queue_name, prefetch, timeout)  # type: ignore[no-untyped-call]
         self.acks = acks
+        self._cache_owner = broker.broker_id
+        self._owner: dict[str, str] = {}
+
+    def __next__(self) -> MessageProxy | None:
+        if not self.message_cache:  # the next call fetches, under the id in use now
+            self._cache_owner = self.broker.broker_id
+        message: MessageProxy | None = super().__next__()  # type: ignore[no-untyped-call]
+        if message is not None:
+            self._owner[message.options["redis_message_id"]] = self._cache_owner
+        return message
 
     def ack(self, message: MessageProxy) -> None:
         """Queue the ack (on the queue this consumer read it from, as dramatiq does)."""
-        self.acks.add(self.queue_name, message.options["redis_message_id"])
+        rid = message.options["redis_message_id"]
+        self.acks.add(self._owner.pop(rid, self.broker.broker_id), self.queue_name, rid)
         self.queued_message_ids.discard(message.message_id)
+
+    def nack(self, message: MessageProxy) -> None:
+        """dramatiq's nack (rare: a message that failed for good)."""
+        self._owner.pop(message.options["redis_message_id"], None)
+        super().nack(message)  # type: ignore[no-untyped-call]

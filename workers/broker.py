@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
+import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -199,6 +201,10 @@ class Heartbeat(threading.Thread):
         self.broker = broker
         self.interval_s = interval_s
         self.stopped = threading.Event()
+        self.redis_run_id: str | None = None
+        # Read before the consumers' first fetch, so a restart after it is noticed.
+        with contextlib.suppress(redis.RedisError):
+            self.redis_run_id = self._run_id()
 
     def run(self) -> None:
         while not self.stopped.wait(self.interval_s):
@@ -207,8 +213,34 @@ class Heartbeat(threading.Thread):
             except redis.RedisError as exc:
                 log.warning("heartbeat failed (%s); retrying in %.0fs", exc, self.interval_s)
 
+    def _run_id(self) -> str:
+        return str(self.broker.client.info("server")["run_id"])
+
+    def check_restart(self) -> None:
+        """Take a new worker id when Redis has restarted (its run_id changed).
+
+        A crash loses up to a second of writes. If it lost a result and the message's ack
+        but not the fetch before them, the message sits in this live worker's ack set and
+        nothing would ever run it again. Under a new id the old set belongs to a worker whose
+        heartbeat stops: maintenance puts its messages back on their queues after the
+        heartbeat timeout. Messages still in flight are acked in the set they came from.
+        """
+        run_id = self._run_id()
+        if self.redis_run_id is not None and run_id != self.redis_run_id:
+            old = self.broker.broker_id
+            self.broker.broker_id = str(uuid.uuid4())
+            log.warning(
+                "Redis restarted: worker id %s -> %s; messages fetched before the restart "
+                "and not acked return to their queues after the heartbeat timeout",
+                old,
+                self.broker.broker_id,
+            )
+        self.redis_run_id = run_id
+
     def beat(self) -> None:
-        """One round: refresh this worker's heartbeat and run maintenance on every queue."""
+        """One round: notice a Redis restart, refresh this worker's heartbeat and run
+        maintenance on every queue."""
+        self.check_restart()
         script = self.broker.scripts["dispatch"]
         unpack = self.broker._max_unpack_size()  # type: ignore[no-untyped-call]
         for queue in sorted(self.broker.get_declared_queues()):

@@ -105,6 +105,46 @@ def test_a_redis_crash_mid_batch_loses_no_request_and_duplicates_no_result(
     figures.add("redis_restarts", 1)
 
 
+@pytest.mark.timeout(90)
+def test_a_fetch_whose_ack_and_result_a_crash_lost_is_run_again(
+    aof_redis: RedisServer,
+    worker_pool: Callable[..., WorkerPool],
+    write_config: Callable[..., Path],
+) -> None:
+    """The worst case of an AOF `everysec` crash: a worker's fetch reached the disk, but its
+    result and ack did not. The message sits in a live worker's ack set; before the worker
+    took a new id on a Redis restart, nothing ran it again until that worker restarted."""
+    config = write_config({"endpoints": {"mock": {"provider": "mock"}}})
+    env = cli_env(aof_redis.url, BATCHYARD_CONFIG=str(config))
+    keys = Keys()
+    r = redis.Redis.from_url(aof_redis.url)
+    try:
+        with Client(aof_redis.url) as client:
+            batch_id = client.submit_many([openai_line("ghost", "boo")]).batch_id
+        [queue] = [
+            k.decode() for k in r.scan_iter(f"{keys.dramatiq_ns}:llm.*") if r.type(k) == b"list"
+        ]
+        message_id = r.lpop(queue)
+        assert message_id is not None
+        worker_pool(env, "-p", "1", "--concurrency", "4")
+        deadline = time.monotonic() + 30
+        while not (beats := r.zrange(f"{keys.dramatiq_ns}:__heartbeats__", 0, -1)):
+            assert time.monotonic() < deadline, "the worker never beat"
+            time.sleep(0.1)
+        [worker_id] = [b.decode() for b in beats]
+        # The state the crash leaves: fetched into the live worker's ack set, no result.
+        name = queue.removeprefix(f"{keys.dramatiq_ns}:")
+        r.sadd(f"{keys.dramatiq_ns}:__acks__.{worker_id}.{name}", message_id)
+        time.sleep(1.5)  # appendfsync everysec: on disk
+        aof_redis.crash()
+        aof_redis.start()
+        with Client(aof_redis.url) as client:
+            poll(client, batch_id, lambda _, finished: finished, 40)
+            assert client.batch(batch_id).counts.completed == 1
+    finally:
+        r.close()
+
+
 def test_a_producer_without_redis_says_so_in_one_line(tmp_path: Path) -> None:
     url = f"redis://127.0.0.1:{free_port()}/0"
     write_jsonl(tmp_path / "in.jsonl", [openai_line("a", "x")])
