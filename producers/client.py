@@ -76,6 +76,55 @@ class _Base:
         builder = ChunkBuilder(batch_id, self.keys, self.config, route, deadline, task, lane=lane)
         return builder, new_record(None, route, deadline, lane)
 
+    def _open(
+        self,
+        batch_id: str,
+        route: list[RouteHop],
+        metadata: dict[str, str] | None,
+        window_s: float | None,
+        task: Task | None,
+        budget_usd: float | None,
+        lane: str,
+    ) -> tuple[ChunkBuilder, dict[Any, Any]]:
+        """The chunk builder and the batch record of a new batch (arguments checked)."""
+        if budget_usd is not None and budget_usd <= 0:
+            raise ValueError(f"budget_usd must be > 0, got {budget_usd}")
+        builder, record = self._builder(batch_id, route, window_s, task, lane)
+        if metadata:
+            record["metadata"] = orjson.dumps(metadata)
+        if budget_usd is not None:
+            record["budget_usd"] = budget_usd
+        return builder, record
+
+    def _create(self, pipe: Any, batch_id: str, record: dict[Any, Any]) -> Any:
+        """Queue on `pipe` (sync or async) the writes that create and index a batch record;
+        the index of batches expires with them, so ids older than the result TTL go."""
+        pipe.hset(self.keys.batch(batch_id), mapping=record)
+        pipe.zadd(self.keys.batches, {batch_id: record["created_at"]})
+        pipe.zremrangebyscore(self.keys.batches, "-inf", time.time() - self.settings.result_ttl_s)
+        return pipe
+
+    @staticmethod
+    def _tally(
+        builder: ChunkBuilder, chunk: Chunk, replies: list[Any]
+    ) -> tuple[list[tuple[str, LLMResult]], int, int]:
+        """From a sent chunk's replies: error results for duplicate ids, enqueued, invalid."""
+        dups = replies[0] if chunk.blob else []
+        found = builder.duplicates(chunk, dups) if dups else []
+        return found, len(chunk.enqueued_ids) - len(dups), len(chunk.errors) + len(dups)
+
+    @staticmethod
+    def _report(batch_id: str, lines: int, enqueued: int, invalid: int) -> SubmitReport:
+        log.info(
+            "batch %s submitted: %d lines, %d enqueued, %d invalid",
+            batch_id,
+            lines,
+            enqueued,
+            invalid,
+            extra={"batch_id": batch_id},
+        )
+        return SubmitReport(batch_id, lines, enqueued, invalid)
+
     def _read_lanes(self, pipe: Any, route: list[RouteHop]) -> Any:
         """Queue on `pipe` (sync or async) the reads `_lane_from` needs: the length of each
         normal lane of the route's first endpoint, then the round-robin turn."""
@@ -190,19 +239,10 @@ class Client(_Base):
         batch_id = batch_id or new_batch_id()
         hops = self._route(route)
         lane = self.lane(priority, hops)
-        builder, record = self._builder(batch_id, hops, completion_window_s, task, lane)
-        if metadata:
-            record["metadata"] = orjson.dumps(metadata)
-        if budget_usd is not None:
-            if budget_usd <= 0:
-                raise ValueError(f"budget_usd must be > 0, got {budget_usd}")
-            record["budget_usd"] = budget_usd
-        self.redis.hset(self.keys.batch(batch_id), mapping=record)
-        self.redis.zadd(self.keys.batches, {batch_id: record["created_at"]})
-        # The index of batches expires with them: drop ids older than the result TTL.
-        self.redis.zremrangebyscore(
-            self.keys.batches, "-inf", time.time() - self.settings.result_ttl_s
+        builder, record = self._open(
+            batch_id, hops, metadata, completion_window_s, task, budget_usd, lane
         )
+        self._create(self.redis.pipeline(transaction=False), batch_id, record).execute()
         lines = enqueued = invalid = 0
         # Build the next chunk while Redis runs the previous one: one I/O thread, one in flight.
         with ThreadPoolExecutor(1, thread_name_prefix="batchyard-submit") as io:
@@ -218,15 +258,7 @@ class Client(_Base):
                 ok, bad = pending.result()
                 enqueued, invalid = enqueued + ok, invalid + bad
         self._seal(keys=[self.keys.batch(batch_id)], args=[time.time()])
-        log.info(
-            "batch %s submitted: %d lines, %d enqueued, %d invalid",
-            batch_id,
-            lines,
-            enqueued,
-            invalid,
-            extra={"batch_id": batch_id},
-        )
-        return SubmitReport(batch_id, lines, enqueued, invalid)
+        return self._report(batch_id, lines, enqueued, invalid)
 
     def lane(self, priority: K.Priority, route: list[RouteHop]) -> str:
         """The queue lane for a new batch (see `workers.keys.pick_lane`)."""
@@ -244,11 +276,10 @@ class Client(_Base):
             )
         if chunk.errors:
             self._write(**self._result_args(chunk.errors), client=pipe)
-        replies = pipe.execute()
-        dups = replies[0] if chunk.blob else []
+        dups, enqueued, invalid = self._tally(builder, chunk, pipe.execute())
         if dups:
-            self._write(**self._result_args(builder.duplicates(chunk, dups)))
-        return len(chunk.enqueued_ids) - len(dups), len(chunk.errors) + len(dups)
+            self._write(**self._result_args(dups))
+        return enqueued, invalid
 
     def submit_file(self, path: Path, **kwargs: Any) -> SubmitReport:
         """Stream a JSONL file of any size into a batch."""
@@ -428,17 +459,10 @@ class AsyncClient(_Base):
         batch_id = batch_id or new_batch_id()
         hops = self._route(route)
         lane = await self.lane(priority, hops)
-        builder, record = self._builder(batch_id, hops, completion_window_s, task, lane)
-        if metadata:
-            record["metadata"] = orjson.dumps(metadata)
-        if budget_usd is not None:
-            if budget_usd <= 0:
-                raise ValueError(f"budget_usd must be > 0, got {budget_usd}")
-            record["budget_usd"] = budget_usd
-        await self.redis.hset(self.keys.batch(batch_id), mapping=record)
-        await self.redis.zadd(self.keys.batches, {batch_id: record["created_at"]})
-        cutoff = time.time() - self.settings.result_ttl_s
-        await self.redis.zremrangebyscore(self.keys.batches, "-inf", cutoff)
+        builder, record = self._open(
+            batch_id, hops, metadata, completion_window_s, task, budget_usd, lane
+        )
+        await self._create(self.redis.pipeline(transaction=False), batch_id, record).execute()
         lines = enqueued = invalid = 0
         pending: asyncio.Task[tuple[int, int]] | None = None
         for part in chunks(numbered(items), self.settings.enqueue_chunk):
@@ -452,15 +476,7 @@ class AsyncClient(_Base):
             ok, bad = await pending
             enqueued, invalid = enqueued + ok, invalid + bad
         await self._seal(keys=[self.keys.batch(batch_id)], args=[time.time()])
-        log.info(
-            "batch %s submitted: %d lines, %d enqueued, %d invalid",
-            batch_id,
-            lines,
-            enqueued,
-            invalid,
-            extra={"batch_id": batch_id},
-        )
-        return SubmitReport(batch_id, lines, enqueued, invalid)
+        return self._report(batch_id, lines, enqueued, invalid)
 
     async def lane(self, priority: K.Priority, route: list[RouteHop]) -> str:
         """Async twin of `Client.lane`."""
@@ -476,11 +492,10 @@ class AsyncClient(_Base):
             await self._enqueue(keys, args, client=pipe)
         if chunk.errors:
             await self._write(**self._result_args(chunk.errors), client=pipe)
-        replies = await pipe.execute()
-        dups = replies[0] if chunk.blob else []
+        dups, enqueued, invalid = self._tally(builder, chunk, await pipe.execute())
         if dups:
-            await self._write(**self._result_args(builder.duplicates(chunk, dups)))
-        return len(chunk.enqueued_ids) - len(dups), len(chunk.errors) + len(dups)
+            await self._write(**self._result_args(dups))
+        return enqueued, invalid
 
     async def batch(self, batch_id: str) -> Batch:
         """The batch's current record."""

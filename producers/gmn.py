@@ -197,8 +197,7 @@ def submit_batch(
     lane = client.lane(priority, client._route(opts.get("route")))
     builder, record = _start(client, rounds, opts, completion_window_s, lane)
     batch_key = client.keys.batch(builder.batch_id)
-    client.redis.hset(batch_key, mapping=record)
-    client.redis.zadd(client.keys.batches, {builder.batch_id: record["created_at"]})
+    client._create(client.redis.pipeline(transaction=False), builder.batch_id, record).execute()
     for part in chunks(numbered(_items(lines)), client.settings.enqueue_chunk):
         client._send(builder, builder.build(part))
     client._seal(keys=[batch_key], args=[time.time()])
@@ -218,8 +217,8 @@ async def asubmit_batch(
     lane = await client.lane(priority, client._route(opts.get("route")))
     builder, record = _start(client, rounds, opts, completion_window_s, lane)
     batch_key = client.keys.batch(builder.batch_id)
-    await client.redis.hset(batch_key, mapping=record)
-    await client.redis.zadd(client.keys.batches, {builder.batch_id: record["created_at"]})
+    pipe = client.redis.pipeline(transaction=False)
+    await client._create(pipe, builder.batch_id, record).execute()
     for part in chunks(numbered(_items(lines)), client.settings.enqueue_chunk):
         await client._send(builder, builder.build(part))
     await client._seal(keys=[batch_key], args=[time.time()])
