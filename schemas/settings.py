@@ -24,6 +24,10 @@ class Settings(BaseSettings):
     #: How long a starting worker waits for Redis before exiting (its supervisor retries).
     redis_wait_s: float = Field(default=300.0, ge=0, le=86_400)
     cancel_poll_s: float = Field(default=1.0, gt=0, le=60)
+    #: Longest pause of an idle queue's consumer between polls. Producers' enqueues wake
+    #: idle workers at once; this bounds the wait for what they do not announce (failover
+    #: hops, delayed retries) and for a wake-up lost while a worker reconnects.
+    idle_poll_ms: int = Field(default=200, ge=10, le=60_000)
     enqueue_chunk: int = Field(default=1000, ge=1, le=100_000)
     log_level: str = "INFO"
     log_json: bool = False

@@ -23,7 +23,7 @@ from schemas.config import AppConfig
 from schemas.settings import Settings
 from workers import encoder
 from workers.acks import AckBatcher, BatchAckConsumer
-from workers.keys import ACTORS, LANES, Keys, queue_name
+from workers.keys import ACTORS, LANES, WAKE_CHANNEL, Keys, queue_name
 
 log = logging.getLogger("batchyard.broker")
 
@@ -88,26 +88,81 @@ def wait_for_redis(url: str, *, give_up_s: float, stop: threading.Event | None =
         client.close()
 
 
-#: Longest pause of an idle queue's consumer between polls. dramatiq uses the worker timeout
-#: (1 s here, to keep hundreds of idle threads cheap); a batch arriving on an idle lane would
-#: wait up to that long, which is what priority and fairness must not cost.
+#: Default longest pause of an idle queue's consumer between polls (`idle_poll_ms`).
+#: dramatiq uses the worker timeout (1 s here, to keep hundreds of idle threads cheap); a
+#: batch arriving on an idle lane would wait up to that long, which is what priority and
+#: fairness must not cost. Producers' enqueues also wake idle consumers at once (`Waker`).
 IDLE_POLL_MS = 200
 
 
-class LaneBroker(RedisBroker):
-    """RedisBroker whose consumers poll idle queues at most `IDLE_POLL_MS` apart and hand
-    their acks to one `AckBatcher` (see `workers.acks`)."""
+class Waker(threading.Thread):
+    """Wakes the idle consumers of a queue when a producer announces it has filled it.
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
+    One pub/sub connection per process, on the channel the ENQUEUE script publishes to. A
+    notice lost while reconnecting costs at most one idle poll, never a message.
+    """
+
+    def __init__(self, broker: LaneBroker) -> None:
+        super().__init__(name="batchyard-waker", daemon=True)
+        self.broker = broker
+        self.channel = f"{broker.namespace}:{WAKE_CHANNEL}"
+        self.stopped = threading.Event()
+        self.woken = 0
+
+    def run(self) -> None:
+        while not self.stopped.is_set():
+            pubsub = self.broker.client.pubsub(ignore_subscribe_messages=True)
+            try:
+                pubsub.subscribe(self.channel)
+                while not self.stopped.is_set():
+                    notice = pubsub.get_message(timeout=0.5)
+                    if notice is not None:
+                        self.wake(notice["data"])
+            except redis.RedisError as exc:
+                log.debug("wake-up channel lost (%s); resubscribing", exc)
+                self.stopped.wait(1.0)
+            finally:
+                with contextlib.suppress(redis.RedisError):
+                    pubsub.close()
+
+    def wake(self, queue: bytes | str) -> None:
+        """Set the wake event of every consumer of `queue`."""
+        name = queue.decode() if isinstance(queue, bytes) else queue
+        for event in self.broker.wake_events.get(name, ()):
+            event.set()
+            self.woken += 1
+
+    def stop(self) -> None:
+        """Stop within half a second."""
+        self.stopped.set()
+
+
+class LaneBroker(RedisBroker):
+    """RedisBroker whose consumers poll idle queues at most `idle_poll_ms` apart, wake when a
+    producer fills their queue, and hand their acks to one `AckBatcher` (`workers.acks`)."""
+
+    def __init__(self, *args: Any, idle_poll_ms: int = IDLE_POLL_MS, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)  # type: ignore[no-untyped-call]
+        self.idle_poll_ms = idle_poll_ms
         self.acks = AckBatcher(self)
+        self.wake_events: dict[str, list[threading.Event]] = {}
+        self.waker: Waker | None = None
 
     def consume(self, queue_name: str, prefetch: int = 1, timeout: int = 5000) -> Any:
-        """A consumer of `queue_name` that backs off no longer than `IDLE_POLL_MS`."""
-        return BatchAckConsumer(self, queue_name, prefetch, min(timeout, IDLE_POLL_MS), self.acks)
+        """A consumer of `queue_name` that backs off no longer than `idle_poll_ms` (in place
+        of dramatiq's worker timeout)."""
+        consumer = BatchAckConsumer(self, queue_name, prefetch, self.idle_poll_ms, self.acks)
+        self.wake_events.setdefault(queue_name, []).append(consumer.wake)
+        if self.waker is None:
+            self.waker = Waker(self)
+            self.waker.start()
+        return consumer
 
     def close(self) -> None:
-        """Send queued acks, then close the connection pool."""
+        """Stop the waker, send queued acks, then close the connection pool."""
+        if self.waker is not None:
+            self.waker.stop()
+            self.waker.join(timeout=2)
         self.acks.close()
         super().close()
 
@@ -146,6 +201,7 @@ def build_broker(settings: Settings, *, pool_size: int = 32, retries: int = 20) 
         settings.redis_url, max_connections=pool_size, timeout=30, health_check_interval=30
     )
     broker = LaneBroker(
+        idle_poll_ms=settings.idle_poll_ms,
         client=redis.Redis(connection_pool=pool),
         namespace=Keys(settings.namespace).dramatiq_ns,
         heartbeat_timeout=settings.heartbeat_timeout_ms,

@@ -118,3 +118,24 @@ def test_a_low_priority_batch_waits_while_normal_work_runs(
         # and the low batch still completes once the normal one is done.
         wait_until(lambda: client.batch(background).finished, 60, "the low-priority batch")
         assert client.batch(background).counts.completed == 400
+
+
+def test_an_idle_worker_starts_a_new_batch_at_once_not_at_its_next_poll(
+    redis_url: str, run_workers: Callable[..., WorkerPool]
+) -> None:
+    # Given a worker whose idle consumers poll only every 5 s,
+    run_workers({"endpoints": {"mock": {"provider": "mock"}}}, BATCHYARD_IDLE_POLL_MS="5000")
+    with Client(redis_url) as client:
+        warm = submit(client, "warm", 1)
+        wait_until(lambda: client.batch(warm).finished, 30, "the first batch")
+        waits = []
+        for i in range(4):
+            # when single requests arrive one by one on an idle worker,
+            time.sleep(1.5)
+            t0 = time.monotonic()
+            batch_id = submit(client, f"one{i}", 1)
+            wait_until(lambda b=batch_id: client.batch(b).finished, 30, "a single request")
+            waits.append(time.monotonic() - t0)
+        # then each is done within a second: the producer's enqueue woke the worker. Polling
+        # alone would have left most of them waiting for seconds.
+        assert max(waits) < 1.0, waits
