@@ -50,12 +50,24 @@ class SubmitReport:
 
 
 class _Base:
-    def __init__(self, settings: Settings | None, config: AppConfig | None) -> None:
-        self.settings = settings or Settings()
+    def __init__(
+        self, redis_url: str | None, settings: Settings | None, config: AppConfig | None
+    ) -> None:
+        settings = settings or Settings()
+        if redis_url:
+            settings = settings.model_copy(update={"redis_url": redis_url})
+        self.settings = settings
         if not self.settings.redis_url:
             raise ValueError("REDIS_URL is not set (or pass redis_url=...)")
         self.config = config or load_config(self.settings.config)
         self.keys = K.Keys(self.settings.namespace)
+
+    def _register_scripts(self, client: Any) -> None:
+        """The Lua scripts both clients call, on their own (sync or async) connection."""
+        self._enqueue = client.register_script(K.ENQUEUE)
+        self._write = client.register_script(K.WRITE_RESULTS)
+        self._seal = client.register_script(K.SEAL)
+        self._cancel = client.register_script(K.CANCEL)
 
     def _route(self, route: Route) -> list[RouteHop]:
         if route is None:
@@ -198,16 +210,10 @@ class Client(_Base):
         settings: Settings | None = None,
         config: AppConfig | None = None,
     ) -> None:
-        settings = settings or Settings()
-        if redis_url:
-            settings = settings.model_copy(update={"redis_url": redis_url})
-        super().__init__(settings, config)
+        super().__init__(redis_url, settings, config)
         assert self.settings.redis_url is not None
         self.redis = redis.Redis.from_url(self.settings.redis_url)
-        self._enqueue = self.redis.register_script(K.ENQUEUE)
-        self._write = self.redis.register_script(K.WRITE_RESULTS)
-        self._seal = self.redis.register_script(K.SEAL)
-        self._cancel = self.redis.register_script(K.CANCEL)
+        self._register_scripts(self.redis)
 
     def close(self) -> None:
         """Close the Redis connections."""
@@ -422,16 +428,10 @@ class AsyncClient(_Base):
         settings: Settings | None = None,
         config: AppConfig | None = None,
     ) -> None:
-        settings = settings or Settings()
-        if redis_url:
-            settings = settings.model_copy(update={"redis_url": redis_url})
-        super().__init__(settings, config)
+        super().__init__(redis_url, settings, config)
         assert self.settings.redis_url is not None
         self.redis = aioredis.Redis.from_url(self.settings.redis_url)
-        self._enqueue = self.redis.register_script(K.ENQUEUE)
-        self._write = self.redis.register_script(K.WRITE_RESULTS)
-        self._seal = self.redis.register_script(K.SEAL)
-        self._cancel = self.redis.register_script(K.CANCEL)
+        self._register_scripts(self.redis)
 
     async def aclose(self) -> None:
         """Close the Redis connections."""
