@@ -29,17 +29,12 @@ log = logging.getLogger("batchyard.broker")
 
 
 class AsyncIOLoop(Middleware):
-    """dramatiq's AsyncIO middleware with a slower interrupt poll.
-
-    Every worker thread waiting on a coroutine wakes up each `interrupt_check_ival` seconds;
-    at 0.1 s and 500 threads that is 5,000 GIL round trips a second for nothing.
-    """
-
-    def __init__(self, interrupt_check_ival: float = 1.0) -> None:
-        self.interval = interrupt_check_ival
+    """The event loop thread `LoopWorker` runs jobs on (dramatiq's AsyncIO middleware with a
+    5 s start timeout instead of 1 s, which a loaded machine can miss, and a shutdown that
+    tolerates a loop that never started)."""
 
     def before_worker_boot(self, broker: Broker, worker: dramatiq.Worker) -> None:
-        thread = EventLoopThread(log, interrupt_check_ival=self.interval)
+        thread = EventLoopThread(log)
         thread.start(timeout=5.0)
         set_event_loop_thread(thread)
 
@@ -88,13 +83,6 @@ def wait_for_redis(url: str, *, give_up_s: float, stop: threading.Event | None =
         client.close()
 
 
-#: Default longest pause of an idle queue's consumer between polls (`idle_poll_ms`).
-#: dramatiq uses the worker timeout (1 s here, to keep hundreds of idle threads cheap); a
-#: batch arriving on an idle lane would wait up to that long, which is what priority and
-#: fairness must not cost. Producers' enqueues also wake idle consumers at once (`Waker`).
-IDLE_POLL_MS = 200
-
-
 class Waker(threading.Thread):
     """Wakes the idle consumers of a queue when a producer announces it has filled it.
 
@@ -107,7 +95,6 @@ class Waker(threading.Thread):
         self.broker = broker
         self.channel = f"{broker.namespace}:{WAKE_CHANNEL}"
         self.stopped = threading.Event()
-        self.woken = 0
 
     def run(self) -> None:
         while not self.stopped.is_set():
@@ -130,7 +117,6 @@ class Waker(threading.Thread):
         name = queue.decode() if isinstance(queue, bytes) else queue
         for event in self.broker.wake_events.get(name, ()):
             event.set()
-            self.woken += 1
 
     def stop(self) -> None:
         """Stop within half a second."""
@@ -139,9 +125,14 @@ class Waker(threading.Thread):
 
 class LaneBroker(RedisBroker):
     """RedisBroker whose consumers poll idle queues at most `idle_poll_ms` apart, wake when a
-    producer fills their queue, and hand their acks to one `AckBatcher` (`workers.acks`)."""
+    producer fills their queue, and hand their acks to one `AckBatcher` (`workers.acks`).
 
-    def __init__(self, *args: Any, idle_poll_ms: int = IDLE_POLL_MS, **kwargs: Any) -> None:
+    dramatiq would back idle consumers off to the worker timeout (1 s here): a batch arriving
+    on an idle lane would wait that long, which priority and fairness must not cost. The
+    default and its reasons are `Settings.idle_poll_ms`.
+    """
+
+    def __init__(self, *args: Any, idle_poll_ms: int, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)  # type: ignore[no-untyped-call]
         self.idle_poll_ms = idle_poll_ms
         self.acks = AckBatcher(self)

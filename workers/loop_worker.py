@@ -70,16 +70,12 @@ class LoopFeeder(WorkerThread):
         self.name = "batchyard-feeder"
         self.fn = worker.fn
         self.slots = threading.Semaphore(worker.concurrency)
+        #: Messages handed to the loop and not yet acked or nacked.
         self.running_count = 0
         self._count_lock = threading.Lock()
         self._tasks: set[asyncio.Task[None]] = set()
         # Failure hooks may block (Retries re-enqueues, WaitForRedis waits for Redis).
         self._hooks = ThreadPoolExecutor(4, thread_name_prefix="batchyard-hooks")
-
-    @property
-    def in_flight(self) -> int:
-        """Messages handed to the loop and not yet acked or nacked."""
-        return self.running_count
 
     def run(self) -> None:
         """Feed the loop until stopped, then wait for the messages already on it."""
