@@ -7,6 +7,18 @@ async with FakeServer(rpm=600) as server:
 """
 
 from providers.fake_server.faults import Fault, FaultKind, FaultPlan, SlidingWindow
+from providers.fake_server.limits import Outage, ServerLimits, TokenBuckets, max_in_window
 from providers.fake_server.server import FakeServer, RequestRecord
 
-__all__ = ["FakeServer", "Fault", "FaultKind", "FaultPlan", "RequestRecord", "SlidingWindow"]
+__all__ = [
+    "FakeServer",
+    "Fault",
+    "FaultKind",
+    "FaultPlan",
+    "Outage",
+    "RequestRecord",
+    "ServerLimits",
+    "SlidingWindow",
+    "TokenBuckets",
+    "max_in_window",
+]

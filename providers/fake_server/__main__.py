@@ -9,6 +9,7 @@ import logging
 import signal
 
 from providers.fake_server.faults import FAULT_KINDS
+from providers.fake_server.limits import Outage
 from providers.fake_server.server import FakeServer
 
 
@@ -33,7 +34,28 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=int, default=8089, help="0 picks a free port")
     p.add_argument("--rpm", type=int, help="enforced requests per window (429 beyond)")
     p.add_argument("--tpm", type=int, help="enforced tokens (prompt + max_tokens) per window")
-    p.add_argument("--window-s", type=float, default=60.0, help="sliding window length")
+    p.add_argument("--window-s", type=float, default=60.0, help="limit period (refill or window)")
+    p.add_argument(
+        "--limit-algorithm",
+        choices=["bucket", "window"],
+        default="bucket",
+        help="token buckets refilled continuously (as OpenAI/Anthropic) or a sliding window",
+    )
+    p.add_argument(
+        "--limit-headers",
+        choices=["wire", "openai", "anthropic", "none"],
+        default="wire",
+        help="rate-limit headers on every answer: the wire's vendor's, a named vendor's, none",
+    )
+    p.add_argument(
+        "--max-in-flight", type=int, help="answer 503 (no headers) above this many at once"
+    )
+    p.add_argument(
+        "--outage-s",
+        type=float,
+        help="answer 429 to everything for this long from the first request, then recover",
+    )
+    p.add_argument("--outage-retry-after-s", type=float, default=20.0)
     p.add_argument("--latency-ms", type=float, default=0.0)
     p.add_argument("--latency-jitter-ms", type=float, default=0.0)
     p.add_argument(
@@ -59,6 +81,10 @@ async def serve(args: argparse.Namespace) -> None:
         rpm=args.rpm,
         tpm=args.tpm,
         limit_window_s=args.window_s,
+        limit_algorithm=args.limit_algorithm,
+        limit_headers=args.limit_headers,
+        max_in_flight=args.max_in_flight,
+        outage=Outage(args.outage_s, args.outage_retry_after_s) if args.outage_s else None,
         latency_ms=args.latency_ms,
         latency_jitter_ms=args.latency_jitter_ms,
         seed=args.seed,

@@ -16,7 +16,8 @@ import orjson
 from aiohttp import web
 
 from providers.fake_server.anthropic_wire import AnthropicWire
-from providers.fake_server.faults import Fault, FaultPlan, SlidingWindow
+from providers.fake_server.faults import Fault, FaultPlan
+from providers.fake_server.limits import Algorithm, HeaderFormat, Outage, Refusal, ServerLimits
 from providers.fake_server.ollama_wire import OllamaWire
 from providers.fake_server.openai_wire import OpenAIWire
 from providers.fake_server.wire import BadRequest, Call, Reply, Wire
@@ -50,8 +51,10 @@ class RequestRecord:
 class FakeServer:
     """A fake provider server for tests and local runs; binds 127.0.0.1 only.
 
-    `faults` (a FaultPlan) scripts what the next requests get; `limits` (a SlidingWindow)
-    enforces RPM/TPM with 429 + retry-after; `requests` logs every call in order.
+    `faults` (a FaultPlan) scripts what the next requests get; `limits` (ServerLimits)
+    enforces RPM/TPM as a provider does (token buckets, or a sliding window), announces them in
+    the vendor's headers, and can add an outage or a concurrency cap; `limits.stats` counts
+    what happened; `requests` logs every call in order.
     """
 
     def __init__(
@@ -61,6 +64,10 @@ class FakeServer:
         rpm: int | None = None,
         tpm: int | None = None,
         limit_window_s: float = 60.0,
+        limit_algorithm: Algorithm = "bucket",
+        limit_headers: HeaderFormat = "wire",
+        max_in_flight: int | None = None,
+        outage: Outage | None = None,
         latency_ms: float = 0.0,
         latency_jitter_ms: float = 0.0,
         seed: int | None = None,
@@ -74,7 +81,17 @@ class FakeServer:
         self.faults = FaultPlan(
             seed=seed, latency_ms=latency_ms, latency_jitter_ms=latency_jitter_ms
         )
-        self.limits = SlidingWindow(rpm, tpm, limit_window_s, clock)
+        self.limits = ServerLimits(
+            rpm=rpm,
+            tpm=tpm,
+            algorithm=limit_algorithm,
+            window_s=limit_window_s,
+            headers=limit_headers,
+            max_in_flight=max_in_flight,
+            outage=outage,
+            clock=clock,
+        )
+        self._wires: dict[str, Wire] = {w.name: w for w in (OpenAIWire(), AnthropicWire())}
         self.api_key = api_key
         #: Models that exist; None accepts any name.
         self.models = models
@@ -181,6 +198,20 @@ class FakeServer:
         request[ARRIVED] = time.time()
         self.requests_arrived += 1
         custom_id = _custom_id(request)
+        busy = self.limits.busy()
+        if busy is not None:
+            return self._send(
+                request, wire, None, self._refused(wire, None, busy), "busy", custom_id
+            )
+        self.limits.stats.enter()
+        try:
+            return await self._serve(request, wire, custom_id)
+        finally:
+            self.limits.stats.leave()
+
+    async def _serve(
+        self, request: web.Request, wire: Wire, custom_id: str | None
+    ) -> web.StreamResponse:
         raw = await request.read()
         try:
             call = wire.parse(orjson.loads(raw), request.headers)
@@ -195,27 +226,41 @@ class FakeServer:
         else:
             scripted = self.faults.scripted(custom_id)
             if scripted is None:
-                wait_s = self.limits.admit(call.budget_tokens)
-                if wait_s is not None:
-                    return self._send(
-                        request, wire, call, self._limited(wire, call, wait_s), "limit", custom_id
-                    )
+                refusal = self.limits.refuse(call.budget_tokens)
+                if refusal is not None:
+                    reply = self._refused(wire, call, refusal)
+                    return self._send(request, wire, call, reply, refusal.kind, custom_id)
             fault = scripted or self.faults.drawn() or Fault()
         await self._delay(request, wire, call, fault, custom_id)
-        window = self.limits.state() if self.limits.enabled else None
         text = fault.text if fault.text is not None else self.faults.reply
-        ok = wire.success(call, fault, call.last_user if text is None else text, window)
+        ok = wire.success(call, fault, call.last_user if text is None else text, None)
+        ok.headers.update(self._announce(wire))
         return await self._answer(request, wire, call, fault, ok, custom_id)
 
-    def _limited(self, wire: Wire, call: Call, wait_s: float) -> Reply:
+    def _announce(self, wire: Wire) -> dict[str, str]:
+        """The limit headers every answer carries, in the format `limits.headers` picks."""
         state = self.limits.state()
+        if state is None:
+            return {}
+        fmt = self.limits.headers
+        return (wire if fmt == "wire" else self._wires[fmt]).limit_headers(state)
+
+    def _refused(self, wire: Wire, call: Call | None, refusal: Refusal) -> Reply:
+        if refusal.kind == "busy":
+            # A saturated local server (vLLM, llama.cpp): 503 with no limit headers.
+            return wire.error("overloaded", call, Fault(kind="overloaded"))
+        wait_s = refusal.retry_after_s or 0.0
+        if refusal.kind == "outage" or call is None:
+            return wire.rate_limited(call, Fault(kind="rate_limited", retry_after_s=wait_s), None)
         fault = Fault(
             kind="rate_limited",
-            message=wire.limit_message(call, state, wait_s),
+            message=wire.limit_message(call, self.limits.enforced.state(), wait_s),
             retry_after_s=math.ceil(wait_s),
             retry_after_ms=math.ceil(wait_s * 1000) if wire.name == "openai" else None,
         )
-        return wire.rate_limited(call, fault, state)
+        reply = wire.rate_limited(call, fault, None)
+        reply.headers.update(self._announce(wire))
+        return reply
 
     async def _answer(
         self,

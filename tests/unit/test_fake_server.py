@@ -158,7 +158,7 @@ async def test_rate_limit_fault_sends_the_real_header_names(
 async def test_enforced_rpm_uses_a_sliding_window(session: aiohttp.ClientSession) -> None:
     # Given a 2-per-60s limit and a clock the test moves
     now = [1000.0]
-    async with FakeServer(rpm=2, clock=lambda: now[0]) as server:
+    async with FakeServer(rpm=2, clock=lambda: now[0], limit_algorithm="window") as server:
         first = await post(session, server, OPENAI)
         now[0] += 10
         second = await post(session, server, OPENAI)
@@ -178,7 +178,7 @@ async def test_enforced_rpm_uses_a_sliding_window(session: aiohttp.ClientSession
 
 
 async def test_enforced_tpm_counts_prompt_and_max_tokens(session: aiohttp.ClientSession) -> None:
-    async with FakeServer(tpm=100) as server:
+    async with FakeServer(tpm=100, limit_algorithm="window") as server:
         small = {**BODIES[ANTHROPIC], "max_tokens": 40}
         statuses = [(await post(session, server, ANTHROPIC, body=small))[0] for _ in range(3)]
         _, body, headers = await post(session, server, ANTHROPIC, body=small)
