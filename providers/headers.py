@@ -1,20 +1,43 @@
-"""Rate-limit and Retry-After headers as OpenAI, Anthropic and HTTP itself write them."""
+"""Rate-limit and Retry-After headers as OpenAI, Anthropic and HTTP itself write them.
+
+- OpenAI: `x-ratelimit-{limit,remaining,reset}-{requests,tokens}`; resets are Go durations
+  ("6m0s", "1.5s", "20ms") until the bucket is back to its initial (full) state. Azure OpenAI
+  writes the same names with plain seconds.
+- Anthropic: `anthropic-ratelimit-{requests,tokens,input-tokens,output-tokens}-{limit,remaining,
+  reset}`; resets are RFC 3339 timestamps of when the bucket is fully replenished; `tokens` is
+  the most restrictive token limit in effect.
+- HTTP: `retry-after` is delay-seconds or an HTTP-date (RFC 9110 §10.2.3); `retry-after-ms`
+  (OpenAI, Azure) is milliseconds and is preferred when both are sent, as the vendors' SDKs do.
+
+A value that is not what its vendor documents (negative, not a number, a date without a zone)
+is ignored with a debug log: a proxy's odd header must never stop a request.
+"""
 
 from __future__ import annotations
 
+import logging
 import math
 import re
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
-from datetime import datetime
+from dataclasses import dataclass, fields
+from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 
 from multidict import CIMultiDict
 
+log = logging.getLogger("batchyard.providers.headers")
+
 _DURATION = re.compile(r"(?:(?:\d+(?:\.\d*)?|\.\d+)(?:ns|us|µs|ms|h|m|s))+")
 _DURATION_PART = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|ms|h|m|s)")
 _UNIT_S = {"h": 3600.0, "m": 60.0, "s": 1.0, "ms": 1e-3, "us": 1e-6, "µs": 1e-6, "ns": 1e-9}
+#: A bare reset number this large is a Unix timestamp (GitHub style), not a delay in seconds.
+_EPOCH_S = 1e9
+_SHOWN_CHARS = 60
+
+#: (limit, remaining, reset_s) of one limit.
+_Family = tuple[int | None, int | None, float | None]
+_NONE: _Family = (None, None, None)
 
 
 def parse_duration_s(text: str) -> float | None:
@@ -38,24 +61,40 @@ def _number(text: str | None) -> float | None:
     return value if math.isfinite(value) and value >= 0 else None
 
 
-def _until_s(text: str, now_s: float) -> float | None:
-    """Seconds from now until an HTTP-date or RFC 3339 timestamp (never negative)."""
-    when: datetime | None
+def _ignored(name: str, value: str) -> None:
+    shown = value if len(value) <= _SHOWN_CHARS else value[: _SHOWN_CHARS - 1] + "…"
+    log.debug("ignoring header %s: %r is not a value its vendor documents", name, shown)
+
+
+def _until_s(text: str, now_s: float, *, http_date: bool) -> float | None:
+    """Seconds from now until an RFC 3339 timestamp or (with `http_date`) an HTTP-date;
+    never negative; None for text that is neither or has no time zone."""
+    text = text.strip()
+    when: datetime | None = None
     try:
-        when = datetime.fromisoformat(text.strip())
+        when = datetime.fromisoformat(text)
     except ValueError:
-        try:
-            when = parsedate_to_datetime(text.strip())
-        except (TypeError, ValueError, IndexError):
-            return None
-    if when.tzinfo is None:
+        if http_date:
+            try:
+                when = parsedate_to_datetime(text)
+            except (TypeError, ValueError, IndexError):
+                return None
+            if when.tzinfo is None:  # asctime-date: HTTP-dates are always GMT
+                when = when.replace(tzinfo=UTC)
+    if when is None or when.tzinfo is None:
         return None
     return max(0.0, when.timestamp() - now_s)
 
 
 @dataclass(frozen=True, slots=True)
 class RateLimits:
-    """What an endpoint advertised: OpenAI `x-ratelimit-*` or `anthropic-ratelimit-*` headers."""
+    """What an endpoint announced in `x-ratelimit-*` or `anthropic-ratelimit-*` headers.
+
+    `*_tokens` is the combined token limit (OpenAI's only one; Anthropic's `tokens` family, the
+    most restrictive in effect, or its input family when `tokens` is absent); Anthropic's
+    separate input and output limits are kept as well. Resets are seconds from the response
+    until the bucket is full again. Fields the server did not send, or sent garbled, are None.
+    """
 
     limit_requests: int | None = None
     limit_tokens: int | None = None
@@ -63,55 +102,100 @@ class RateLimits:
     remaining_tokens: int | None = None
     reset_requests_s: float | None = None
     reset_tokens_s: float | None = None
+    limit_input_tokens: int | None = None
+    remaining_input_tokens: int | None = None
+    reset_input_tokens_s: float | None = None
+    limit_output_tokens: int | None = None
+    remaining_output_tokens: int | None = None
+    reset_output_tokens_s: float | None = None
 
     def __bool__(self) -> bool:
-        return any(getattr(self, name) is not None for name in self.__slots__)
+        return any(getattr(self, f.name) is not None for f in fields(self))
 
     def wait_s(self) -> float | None:
         """How long until the exhausted limit resets (the longest of the known ones if unsure)."""
         pairs = (
             (self.remaining_requests, self.reset_requests_s),
             (self.remaining_tokens, self.reset_tokens_s),
+            (self.remaining_input_tokens, self.reset_input_tokens_s),
+            (self.remaining_output_tokens, self.reset_output_tokens_s),
         )
         exhausted = [reset for left, reset in pairs if left == 0 and reset is not None]
         known = exhausted or [reset for _, reset in pairs if reset is not None]
         return max(known) if known else None
 
 
-def _int(text: str | None) -> int | None:
-    value = _number(text)
-    return int(value) if value is not None else None
+class _Reader:
+    """Reads one response's headers, logging (at debug) every value it has to ignore."""
 
+    def __init__(self, headers: Mapping[str, str], now_s: float) -> None:
+        self.h = CIMultiDict(headers)
+        self.now_s = now_s
 
-def _reset_s(text: str | None, now_s: float) -> float | None:
-    """OpenAI writes resets as durations, Anthropic as RFC 3339 timestamps."""
-    if text is None:
-        return None
-    seconds = parse_duration_s(text)
-    return seconds if seconds is not None else _until_s(text, now_s)
+    def count(self, name: str) -> int | None:
+        raw = self.h.get(name)
+        if raw is None:
+            return None
+        value = _number(raw)
+        if value is None:
+            _ignored(name, raw)
+            return None
+        return int(value)
+
+    def reset_s(self, name: str) -> float | None:
+        """OpenAI writes resets as durations (Azure as seconds), Anthropic as RFC 3339."""
+        raw = self.h.get(name)
+        if raw is None:
+            return None
+        seconds = parse_duration_s(raw)
+        if seconds is not None and seconds >= _EPOCH_S:
+            seconds = max(0.0, seconds - self.now_s)
+        if seconds is None:
+            seconds = _until_s(raw, self.now_s, http_date=False)
+        if seconds is None:
+            _ignored(name, raw)
+        return seconds
+
+    def family(self, prefix: str, kind: str) -> _Family:
+        """(limit, remaining, reset_s) of one limit, e.g. prefix "x-ratelimit-", kind "tokens"."""
+        if prefix.startswith("x-"):
+            names = (f"{prefix}limit-{kind}", f"{prefix}remaining-{kind}", f"{prefix}reset-{kind}")
+        else:
+            names = (f"{prefix}{kind}-limit", f"{prefix}{kind}-remaining", f"{prefix}{kind}-reset")
+        return self.count(names[0]), self.count(names[1]), self.reset_s(names[2])
 
 
 def rate_limits(headers: Mapping[str, str], *, now_s: float | None = None) -> RateLimits:
     """Read the limit headers of any response; fields the server did not send stay None."""
-    h = CIMultiDict(headers)
-    now = time.time() if now_s is None else now_s
-    if any(k.lower().startswith("anthropic-ratelimit-") for k in h):
-        tokens = "tokens" if "anthropic-ratelimit-tokens-limit" in h else "input-tokens"
-        return RateLimits(
-            limit_requests=_int(h.get("anthropic-ratelimit-requests-limit")),
-            limit_tokens=_int(h.get(f"anthropic-ratelimit-{tokens}-limit")),
-            remaining_requests=_int(h.get("anthropic-ratelimit-requests-remaining")),
-            remaining_tokens=_int(h.get(f"anthropic-ratelimit-{tokens}-remaining")),
-            reset_requests_s=_reset_s(h.get("anthropic-ratelimit-requests-reset"), now),
-            reset_tokens_s=_reset_s(h.get(f"anthropic-ratelimit-{tokens}-reset"), now),
-        )
+    r = _Reader(headers, time.time() if now_s is None else now_s)
+    if any(k.lower().startswith("anthropic-ratelimit-") for k in r.h):
+        p = "anthropic-ratelimit-"
+        requests = r.family(p, "requests")
+        inputs = r.family(p, "input-tokens")
+        outputs = r.family(p, "output-tokens")
+        tokens = r.family(p, "tokens")
+        if tokens == _NONE:
+            tokens = inputs
+        return _limits(requests, tokens, inputs, outputs)
+    return _limits(r.family("x-ratelimit-", "requests"), r.family("x-ratelimit-", "tokens"))
+
+
+def _limits(
+    requests: _Family, tokens: _Family, inputs: _Family = _NONE, outputs: _Family = _NONE
+) -> RateLimits:
     return RateLimits(
-        limit_requests=_int(h.get("x-ratelimit-limit-requests")),
-        limit_tokens=_int(h.get("x-ratelimit-limit-tokens")),
-        remaining_requests=_int(h.get("x-ratelimit-remaining-requests")),
-        remaining_tokens=_int(h.get("x-ratelimit-remaining-tokens")),
-        reset_requests_s=_reset_s(h.get("x-ratelimit-reset-requests"), now),
-        reset_tokens_s=_reset_s(h.get("x-ratelimit-reset-tokens"), now),
+        limit_requests=requests[0],
+        remaining_requests=requests[1],
+        reset_requests_s=requests[2],
+        limit_tokens=tokens[0],
+        remaining_tokens=tokens[1],
+        reset_tokens_s=tokens[2],
+        limit_input_tokens=inputs[0],
+        remaining_input_tokens=inputs[1],
+        reset_input_tokens_s=inputs[2],
+        limit_output_tokens=outputs[0],
+        remaining_output_tokens=outputs[1],
+        reset_output_tokens_s=outputs[2],
     )
 
 
@@ -119,14 +203,18 @@ def retry_after_s(headers: Mapping[str, str], *, now_s: float | None = None) -> 
     """How long the server asks us to wait: retry-after-ms, retry-after, else the limit resets."""
     h = CIMultiDict(headers)
     now = time.time() if now_s is None else now_s
-    ms = _number(h.get("retry-after-ms"))
-    if ms is not None:
-        return ms / 1000
+    raw_ms = h.get("retry-after-ms")
+    if raw_ms is not None:
+        ms = _number(raw_ms)
+        if ms is not None:
+            return ms / 1000
+        _ignored("retry-after-ms", raw_ms)
     raw = h.get("retry-after")
-    if raw:
+    if raw is not None:
         seconds = _number(raw)
         if seconds is None:
-            seconds = _until_s(raw, now)
+            seconds = _until_s(raw, now, http_date=True)
         if seconds is not None:
             return seconds
+        _ignored("retry-after", raw)
     return rate_limits(h, now_s=now).wait_s()
