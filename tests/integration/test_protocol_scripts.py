@@ -1,0 +1,97 @@
+"""The enqueue, retry and result scripts against a real Redis: every key they touch is one
+the caller named, and they keep their promises (no duplicate ids, one result per key)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+
+import pytest
+import redis
+
+from schemas.job import Job
+from schemas.request import LLMRequest, RouteHop
+from schemas.result import LLMResult
+from workers.protocol import envelope
+from workers.protocol.blob import MessageBlob
+from workers.protocol.dead_letter import DeadLetter
+from workers.protocol.keys import Keys
+from workers.protocol.results import write_call
+from workers.protocol.scripts import Lua, register
+
+pytestmark = pytest.mark.integration
+KEYS = Keys("t")
+
+
+@pytest.fixture
+def r(redis_url: str) -> Iterator[redis.Redis]:
+    client = redis.Redis.from_url(redis_url)
+    yield client
+    client.close()
+
+
+def job(key: str, endpoint: str) -> Job:
+    request = LLMRequest.model_validate(
+        {"custom_id": key, "messages": [{"role": "user", "content": "hi"}]}
+    )
+    return Job(
+        batch_id="b1", key=key, request=request, route=[RouteHop(endpoint=endpoint)], enqueued_at=0
+    )
+
+
+def blob_of(*jobs: Job) -> MessageBlob:
+    blob = MessageBlob()
+    for n, j in enumerate(jobs):
+        queue, redis_id, data = envelope.encode(j, redis_id=f"{j.key}-{n}", now=0.0)
+        blob.add(j.key, queue, redis_id, data)
+    return blob
+
+
+def test_enqueue_fills_each_named_queue_skips_duplicates_and_wakes_idle_workers(
+    r: redis.Redis,
+) -> None:
+    pubsub = r.pubsub(ignore_subscribe_messages=True)
+    pubsub.subscribe(KEYS.wake)
+    enqueue = register(r, Lua.ENQUEUE)
+    blob = blob_of(job("x", "a"), job("y", "b"), job("x", "a"))
+    dups = enqueue(**blob.enqueue_call(KEYS, "b1", 60))
+    assert dups == [2]
+    assert r.lrange(KEYS.queue("llm.a"), 0, -1) == [b"x-0"]
+    assert r.lrange(KEYS.queue("llm.b"), 0, -1) == [b"y-1"]
+    assert envelope.decode(r.hget(KEYS.queue_msgs("llm.b"), "y-1")).key == "y"
+    assert r.hget(KEYS.batch("b1"), "total") == b"2"
+    assert 0 < r.ttl(KEYS.ids("b1")) <= 60
+    woken: set[bytes] = set()
+    deadline = time.monotonic() + 10
+    while len(woken) < 2 and time.monotonic() < deadline:
+        notice = pubsub.get_message(timeout=0.5)  # None for the subscribe confirmation
+        if notice is not None:
+            woken.add(notice["data"])
+    assert woken == {b"llm.a", b"llm.b"}
+    pubsub.close()
+    # No key exists that the call did not name.
+    queues = [KEYS.queue(q) for q in ("llm.a", "llm.b")] + [
+        KEYS.queue_msgs(q) for q in ("llm.a", "llm.b")
+    ]
+    assert {k.decode() for k in r.scan_iter("*")} == {KEYS.batch("b1"), KEYS.ids("b1"), *queues}
+
+
+def test_results_of_two_batches_in_one_call_and_a_retry_of_the_failed_one(r: redis.Redis) -> None:
+    write = register(r, Lua.WRITE_RESULTS)
+    ok = LLMResult(custom_id="k", batch_id="b1", status="succeeded")
+    bad = LLMResult(custom_id="k", batch_id="b2", status="errored")
+    dead = DeadLetter.of(job("k", "a"), "errored", "server_error")
+    items = [("k", ok, True, b""), ("k", bad, True, dead), ("k", ok, True, b"")]
+    assert write(**write_call(KEYS, 60, items)) == [1, 1, 0]
+    assert r.hmget(KEYS.batch("b1"), "completed", "total") == [b"1", b"1"]
+    assert r.hmget(KEYS.batch("b2"), "failed", "n_errored") == [b"1", b"1"]
+    assert r.hget(KEYS.failed("b2"), "k") == dead
+    # Retrying re-enqueues the dead letter once and forgets its result.
+    retry = register(r, Lua.RETRY_FAILED)
+    letter = DeadLetter.parse(dead).job("b2", "k", enqueued_at=1, deadline=None, lane="", trace={})
+    blob = blob_of(letter)
+    assert retry(**blob.retry_call(KEYS, "b2")) == 1
+    assert retry(**blob.retry_call(KEYS, "b2")) == 0
+    assert r.hget(KEYS.done("b2"), "k") is None
+    assert r.hmget(KEYS.batch("b2"), "failed", "n_errored") == [b"0", b"0"]
+    assert r.llen(KEYS.queue("llm.a")) == 1

@@ -1,0 +1,71 @@
+"""The dead letter: what is kept of a request that ended in error, so it can run again.
+
+Workers write it with the failed result (`write_results.lua` stores it in `Keys.failed`);
+`retry_failed.lua` reads its `status`; producers list failures by `code` and rebuild the job
+from it (`job`), from the first hop with a fresh attempt budget.
+"""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from schemas.job import Job, Task
+from schemas.request import LLMRequest, RouteHop
+
+
+class _Head(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    status: str
+    code: str
+
+
+class DeadLetter(BaseModel):
+    """A failed request, its route and task, and why it failed."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    status: str
+    code: str
+    request: LLMRequest
+    route: list[RouteHop] = Field(min_length=1)
+    task: Task | None = None
+
+    @classmethod
+    def of(cls, job: Job, status: str, code: str) -> bytes:
+        """The encoded dead letter of a job that ended `status` with error `code`."""
+        letter = cls(status=status, code=code, request=job.request, route=job.route, task=job.task)
+        return letter.model_dump_json(exclude_defaults=True).encode()
+
+    @classmethod
+    def parse(cls, raw: bytes | str) -> DeadLetter:
+        """Decode a stored dead letter."""
+        return cls.model_validate_json(raw)
+
+    @staticmethod
+    def code_of(raw: bytes | str) -> str:
+        """The error code of a stored dead letter, without validating its request."""
+        return _Head.model_validate_json(raw).code
+
+    def job(
+        self,
+        batch_id: str,
+        key: str,
+        *,
+        enqueued_at: float,
+        deadline: float | None,
+        lane: str,
+        trace: dict[str, str],
+    ) -> Job:
+        """The job that runs this request again from its first hop, no attempts so far."""
+        return Job(
+            batch_id=batch_id,
+            key=key,
+            request=self.request,
+            route=self.route,
+            enqueued_at=enqueued_at,
+            deadline=deadline,
+            trace=trace,
+            task=self.task,
+            lane=lane,
+        )

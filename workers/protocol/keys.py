@@ -1,0 +1,95 @@
+"""Every Redis key name of batchyard, under one namespace (default `batchyard`)."""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+#: Channel (after the dramatiq namespace) on which enqueue scripts name the queues they filled.
+WAKE_CHANNEL = "__wake__"
+
+
+class Keys:
+    """Key names under one namespace."""
+
+    def __init__(self, namespace: str = "batchyard") -> None:
+        self.ns = namespace
+        #: dramatiq's own keys live under this prefix: `batchyard:dq:llm.mock`, ...
+        self.dramatiq_ns = f"{namespace}:dq"
+        #: Zset batch id -> created_at: the index of batches, trimmed to the result TTL.
+        self.batches = f"{namespace}:batches"
+        #: Counter that spreads new batches round-robin over the normal lanes.
+        self.lane_turn = f"{namespace}:lane_turn"
+        #: Pub/sub channel on which enqueues name the queues they filled (see `Waker`).
+        self.wake = f"{self.dramatiq_ns}:{WAKE_CHANNEL}"
+
+    def batch(self, batch_id: str) -> str:
+        """Hash: the batch record (`workers.protocol.batch_record`)."""
+        return f"{self.ns}:batch:{batch_id}"
+
+    def ids(self, batch_id: str) -> str:
+        """Set of custom_ids in a batch: finds duplicate lines without producer memory."""
+        return f"{self.ns}:batch:{batch_id}:ids"
+
+    def done(self, batch_id: str) -> str:
+        """Hash result key -> stream id: the exactly-once guard of result writes."""
+        return f"{self.ns}:batch:{batch_id}:done"
+
+    def failed(self, batch_id: str) -> str:
+        """Hash result key -> dead letter (`workers.protocol.dead_letter`) of requests that
+        ended in error: what `retry --failed` re-runs and `failures` lists by cause."""
+        return f"{self.ns}:batch:{batch_id}:failed"
+
+    def stream(self, batch_id: str) -> str:
+        """Stream of results in completion order; collectors read it with a cursor."""
+        return f"{self.ns}:batch:{batch_id}:results"
+
+    def results(self, batch_id: str) -> tuple[str, str, str, str]:
+        """The keys one batch's result writes touch, in `write_results.lua`'s order."""
+        return (
+            self.batch(batch_id),
+            self.done(batch_id),
+            self.stream(batch_id),
+            self.failed(batch_id),
+        )
+
+    def queue(self, queue: str) -> str:
+        """dramatiq's list of message ids of a queue."""
+        return f"{self.dramatiq_ns}:{queue}"
+
+    def queue_msgs(self, queue: str) -> str:
+        """dramatiq's hash of message id -> message of a queue."""
+        return f"{self.dramatiq_ns}:{queue}.msgs"
+
+    def health(self, endpoint: str) -> str:
+        """Hash of an endpoint's health: breaker state and per-second ok/fail buckets."""
+        return f"{self.ns}:health:{endpoint}"
+
+    def latency(self, endpoint: str) -> str:
+        """Capped list of an endpoint's recent call latencies (ms), newest first."""
+        return f"{self.ns}:latency:{endpoint}"
+
+    def probe(self, endpoint: str) -> str:
+        """Lease held by the one worker allowed to probe a half-open endpoint."""
+        return f"{self.ns}:probe:{endpoint}"
+
+    def limit(self, endpoint: str, model: str | None = None) -> LimitKeys:
+        """The limiter keys of an endpoint, or of one model of it."""
+        base = f"{self.ns}:rl:{endpoint}"
+        return LimitKeys.of(base if model is None else f"{base}:model:{model}")
+
+
+class LimitKeys(NamedTuple):
+    """The keys of one limiter scope (an endpoint, or an endpoint's model), in the order the
+    limiter scripts take them."""
+
+    #: Hash: GCRA state (`tat_r`, `tat_t`) and limits the provider announced.
+    state: str
+    #: Zset lease id -> expiry (ms): the concurrency leases in use.
+    leases: str
+    #: String: epoch ms until which a Retry-After pauses the scope.
+    pause: str
+
+    @classmethod
+    def of(cls, scope: str) -> LimitKeys:
+        """The keys under one scope prefix."""
+        return cls(scope, f"{scope}:leases", f"{scope}:pause")

@@ -1,0 +1,52 @@
+-- GCRA per scope for requests and for tokens, with a burst of one second's worth and a
+-- sustained rate of (limit - burst) per minute, so no 60 s window ever holds more than the
+-- limit; plus a concurrency lease per scope and the scope's Retry-After pause.
+-- KEYS: (state, leases, pause) per scope.
+-- ARGV: now_ms, lease_id, lease_ttl_ms, tokens, then (rpm, tpm, conc) per scope.
+-- Returns {1, 0} when admitted (state committed, lease taken) or {0, wait_ms}.
+-- include: scopes
+local now, lease, ttl, tokens = tonumber(ARGV[1]), ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4])
+local wait, commit = 0, {}
+for _, s in ipairs(scopes(5)) do
+  local pause = tonumber(redis.call('get', s.pause) or '0')
+  if pause > now then wait = math.max(wait, pause - now) end
+  local st = redis.call('hmget', s.p, 'tat_r', 'tat_t', 'learned_rpm', 'learned_tpm')
+  local rpm, tpm = s.rpm, s.tpm
+  if st[3] and rpm > 0 then rpm = math.min(rpm, tonumber(st[3])) end
+  if st[4] and tpm > 0 then tpm = math.min(tpm, tonumber(st[4])) end
+  local c = {p = s.p, leases = s.leases}
+  if rpm > 0 then
+    local burst = math.max(1, math.floor(rpm / 60))
+    local t = 60000 / math.max(rpm - burst, rpm * 0.5)
+    local tat = math.max(tonumber(st[1] or '0'), now)
+    local over = tat + t - now - burst * t
+    if over > 1e-6 then wait = math.max(wait, over) else c.tat_r = tat + t end
+  end
+  if tpm > 0 then
+    local burst = math.max(tokens, math.floor(tpm / 60))
+    local t = 60000 / math.max(tpm - math.floor(tpm / 60), tpm * 0.5)
+    local tat = math.max(tonumber(st[2] or '0'), now)
+    local over = tat + tokens * t - now - burst * t
+    if over > 1e-6 then wait = math.max(wait, over) else c.tat_t = tat + tokens * t end
+  end
+  if s.conc > 0 then
+    redis.call('zremrangebyscore', s.leases, '-inf', now)
+    if redis.call('zcard', s.leases) >= s.conc then
+      local first = redis.call('zrange', s.leases, 0, 0, 'WITHSCORES')
+      wait = math.max(wait, math.min(50, tonumber(first[2]) - now))
+    end
+    c.conc = true
+  end
+  commit[#commit + 1] = c
+end
+if wait > 0 then return {0, tostring(math.ceil(wait))} end
+for _, c in ipairs(commit) do
+  if c.tat_r then redis.call('hset', c.p, 'tat_r', c.tat_r) end
+  if c.tat_t then redis.call('hset', c.p, 'tat_t', c.tat_t) end
+  if c.conc then
+    redis.call('zadd', c.leases, now + ttl, lease)
+    redis.call('pexpire', c.leases, ttl * 2)
+  end
+  redis.call('pexpire', c.p, 120000)
+end
+return {1, '0'}

@@ -1,0 +1,72 @@
+"""Results in Redis: how `write_results.lua` takes them, and how the result stream reads back.
+
+Each batch's results are a stream (`Keys.stream`) of entries `k` = result key, `r` = the
+`LLMResult` JSON; the done hash (`Keys.done`) maps each key to the stream id of its current
+result, so a result superseded by `retry --failed` is recognised and skipped.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from schemas.result import LLMResult
+from workers.protocol.blob import SEP
+from workers.protocol.keys import Keys
+from workers.protocol.scripts import ScriptCall
+
+#: (result key, result, counts towards the batch total, dead letter or b"").
+ResultItem = tuple[str, LLMResult, bool, bytes]
+#: (stream id, result key, result).
+ResultEntry = tuple[str, str, LLMResult]
+
+
+def write_call(keys: Keys, ttl_s: int, items: Sequence[ResultItem]) -> ScriptCall:
+    """Keyword arguments of one `write_results.lua` call storing `items` (of any batches).
+
+    One blob instead of seven arguments per result: packing those cost workers more CPU than
+    the script itself.
+    """
+    batches: dict[str, bytes] = {}
+    script_keys: list[str] = []
+    blob = bytearray()
+    for key, result, count, dead in items:
+        index = batches.get(result.batch_id)
+        if index is None:
+            index = batches[result.batch_id] = b"%d" % len(batches)
+            script_keys += keys.results(result.batch_id)
+        fields = (
+            index,
+            key.encode(),
+            result.status.encode(),
+            result.model_dump_json().encode(),
+            b"1" if count else b"0",
+            dead,
+            repr(result.cost_usd or 0.0).encode(),
+            b"",
+        )
+        blob += SEP.join(fields)
+    return {"keys": script_keys, "args": [ttl_s, time.time(), bytes(blob)]}
+
+
+def read_stream(raw: Any, after: str) -> tuple[list[ResultEntry], str]:
+    """Entries of an XREAD/XRANGE-style reply, and the cursor after them (`after` if none)."""
+    out: list[ResultEntry] = []
+    for _stream, items in raw or []:
+        out += [entry(sid, fields) for sid, fields in items]
+    return out, (out[-1][0] if out else after)
+
+
+def entry(sid: bytes | str, fields: dict[bytes, bytes]) -> ResultEntry:
+    """One stream entry as (stream id, result key, result)."""
+    stream_id = sid.decode() if isinstance(sid, bytes) else sid
+    return stream_id, fields[b"k"].decode(), LLMResult.model_validate_json(fields[b"r"])
+
+
+def current(entries: list[ResultEntry], markers: Sequence[Any]) -> list[ResultEntry]:
+    """The entries that are still their key's stored result (`markers`: HMGET of the done
+    hash for the entries' keys)."""
+    return [
+        e for e, m in zip(entries, markers, strict=True) if m is not None and m.decode() == e[0]
+    ]
