@@ -21,7 +21,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench._common import lines, start_worker, write_config
 from producers.client import Client
-from workers.keys import Priority
+from workers.protocol.lanes import Priority
 from workers.redis_server import RedisServer
 
 

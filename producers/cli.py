@@ -22,12 +22,12 @@ from producers.collect import Format, collect
 from producers.gateway_cli import gateway as gateway_cmd
 from producers.gmn_cli import gmn_app
 from producers.progress import describe
-from producers.records import BatchNotFound
 from producers.run import RunFailed, run_batch
 from schemas.config import ConfigError, load_config
 from schemas.settings import Settings
-from workers.keys import Priority
 from workers.logs import setup_logging
+from workers.protocol.batch_record import BatchNotFound
+from workers.protocol.lanes import Priority
 from workers.supervisor import Supervisor
 
 app = typer.Typer(

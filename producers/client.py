@@ -17,7 +17,6 @@ import redis.asyncio as aioredis
 from typing_extensions import Unpack
 
 from producers import gmn
-from producers.records import BatchNotFound, new_record, parse_record
 from producers.submit import Chunk, ChunkBuilder, Item, chunks, new_batch_id, numbered, retry_chunk
 from schemas.batch import Batch, BatchStatus
 from schemas.config import AppConfig, load_config
@@ -27,13 +26,16 @@ from schemas.job import Task
 from schemas.request import RouteHop
 from schemas.result import LLMResult
 from schemas.settings import Settings
-from workers import keys as K
-from workers.health import HealthSnapshot, read_snapshot
-from workers.results import result_args
+from workers.protocol import lanes as L
+from workers.protocol.batch_record import BatchNotFound, new_record, parse_lane, parse_record
+from workers.protocol.dead_letter import DeadLetter
+from workers.protocol.health import HealthSnapshot, read_snapshot
+from workers.protocol.keys import Keys
+from workers.protocol.results import ResultEntry, current, read_stream, write_call
+from workers.protocol.scripts import Lua, ScriptCall, register
 
 Route = str | list[RouteHop] | None
 GMNLimits = GMNConstraints | dict[str, Any] | None
-ResultEntry = tuple[str, str, LLMResult]
 
 
 log = logging.getLogger("batchyard.producer")
@@ -60,14 +62,15 @@ class _Base:
         if not self.settings.redis_url:
             raise ValueError("REDIS_URL is not set (or pass redis_url=...)")
         self.config = config or load_config(self.settings.config)
-        self.keys = K.Keys(self.settings.namespace)
+        self.keys = Keys(self.settings.namespace)
 
     def _register_scripts(self, client: Any) -> None:
         """The Lua scripts both clients call, on their own (sync or async) connection."""
-        self._enqueue = client.register_script(K.ENQUEUE)
-        self._write = client.register_script(K.WRITE_RESULTS)
-        self._seal = client.register_script(K.SEAL)
-        self._cancel = client.register_script(K.CANCEL)
+        self._enqueue = register(client, Lua.ENQUEUE)
+        self._write = register(client, Lua.WRITE_RESULTS)
+        self._seal = register(client, Lua.SEAL)
+        self._cancel = register(client, Lua.CANCEL)
+        self._retry = register(client, Lua.RETRY_FAILED)
 
     def _route(self, route: Route) -> list[RouteHop]:
         if route is None:
@@ -86,7 +89,7 @@ class _Base:
     ) -> tuple[ChunkBuilder, dict[Any, Any]]:
         deadline = time.time() + window_s if window_s else None
         builder = ChunkBuilder(batch_id, self.keys, self.config, route, deadline, task, lane=lane)
-        return builder, new_record(None, route, deadline, lane)
+        return builder, new_record(route, deadline=deadline, lane=lane)
 
     def _open(
         self,
@@ -141,34 +144,24 @@ class _Base:
         """Queue on `pipe` (sync or async) the reads `_lane_from` needs: the length of each
         normal lane of the route's first endpoint, then the round-robin turn."""
         endpoint = route[0].endpoint
-        for lane in K.NORMAL_LANES:
-            pipe.llen(self.keys.queue(K.queue_name(endpoint, lane)))
+        for lane in L.NORMAL_LANES:
+            pipe.llen(self.keys.queue(L.queue_name(endpoint, lane)))
         pipe.incr(self.keys.lane_turn)
         return pipe
 
     @staticmethod
-    def _lane_from(priority: K.Priority, replies: list[Any]) -> str:
+    def _lane_from(priority: L.Priority, replies: list[Any]) -> str:
         """The lane `pick_lane` chooses from `_read_lanes`' replies (INCR counts from 1)."""
         *depths, turn = replies
-        return K.pick_lane(priority, [int(d) for d in depths], int(turn) - 1)
+        return L.pick_lane(priority, [int(d) for d in depths], int(turn) - 1)
 
-    @staticmethod
-    def _check_priority(priority: str) -> K.Priority:
-        if priority not in K.PRIORITIES:
-            raise ValueError(f"priority must be one of {', '.join(K.PRIORITIES)}, got {priority!r}")
-        return priority
-
-    def _result_args(self, items: list[tuple[str, LLMResult]]) -> dict[str, Any]:
+    def _result_args(self, items: list[tuple[str, LLMResult]]) -> ScriptCall:
         """Script call for line-error results; they also count towards the batch total."""
         items_ = [(k, r, True, b"") for k, r in items]
-        args = result_args(self.keys.ns, self.settings.result_ttl_s, items_)
-        return {"keys": [], "args": args}
+        return write_call(self.keys, self.settings.result_ttl_s, items_)
 
-    def _enqueue_keys(self, batch_id: str) -> list[str]:
-        return [self.keys.batch(batch_id), self.keys.ids(batch_id)]
-
-    def _enqueue_args(self, chunk: Chunk) -> list[Any]:
-        return [self.keys.dramatiq_ns, self.settings.result_ttl_s, bytes(chunk.blob)]
+    def _enqueue_call(self, batch_id: str, chunk: Chunk) -> ScriptCall:
+        return chunk.blob.enqueue_call(self.keys, batch_id, self.settings.result_ttl_s)
 
 
 @dataclass
@@ -182,22 +175,6 @@ class ResultPage:
     entries: list[ResultEntry]
     cursor: str
     read: int
-
-
-def _read(raw: Any, after: str) -> tuple[list[ResultEntry], str]:
-    out: list[ResultEntry] = []
-    for _stream, items in raw or []:
-        for sid, fields in items:
-            result = LLMResult.model_validate_json(fields[b"r"])
-            out.append((sid.decode(), fields[b"k"].decode(), result))
-    return out, (out[-1][0] if out else after)
-
-
-def _current(entries: list[ResultEntry], markers: list[Any]) -> list[ResultEntry]:
-    """Keep entries that are still the stored result of their key."""
-    return [
-        e for e, m in zip(entries, markers, strict=True) if m is not None and m.decode() == e[0]
-    ]
 
 
 class Client(_Base):
@@ -235,7 +212,7 @@ class Client(_Base):
         completion_window_s: float | None = None,
         task: Task | None = None,
         budget_usd: float | None = None,
-        priority: K.Priority = "normal",
+        priority: L.Priority = "normal",
     ) -> SubmitReport:
         """Validate and enqueue requests in pipelined chunks; bad lines become error results.
 
@@ -266,10 +243,10 @@ class Client(_Base):
         self._seal(keys=[self.keys.batch(batch_id)], args=[time.time()])
         return self._report(batch_id, lines, enqueued, invalid)
 
-    def lane(self, priority: K.Priority, route: list[RouteHop]) -> str:
-        """The queue lane for a new batch (see `workers.keys.pick_lane`)."""
-        if self._check_priority(priority) != "normal":
-            return K.pick_lane(priority, [], 0)
+    def lane(self, priority: L.Priority, route: list[RouteHop]) -> str:
+        """The queue lane for a new batch (see `workers.protocol.lanes.pick_lane`)."""
+        if L.check_priority(priority) != "normal":
+            return L.pick_lane(priority, [], 0)
         pipe = self._read_lanes(self.redis.pipeline(transaction=False), route)
         return self._lane_from(priority, pipe.execute())
 
@@ -277,9 +254,7 @@ class Client(_Base):
         """Enqueue one chunk and record its bad lines; returns (enqueued, invalid)."""
         pipe = self.redis.pipeline(transaction=False)
         if chunk.blob:
-            self._enqueue(
-                self._enqueue_keys(builder.batch_id), self._enqueue_args(chunk), client=pipe
-            )
+            self._enqueue(**self._enqueue_call(builder.batch_id, chunk), client=pipe)
         if chunk.errors:
             self._write(**self._result_args(chunk.errors), client=pipe)
         dups, enqueued, invalid = self._tally(builder, chunk, pipe.execute())
@@ -301,11 +276,11 @@ class Client(_Base):
     ) -> ResultPage:
         """Up to `count` results after the stream id `after`: (stream id, key, result)."""
         raw = self.redis.xread({self.keys.stream(batch_id): after}, count=count, block=block_ms)
-        entries, cursor = _read(raw, after)
+        entries, cursor = read_stream(raw, after)
         if not entries:
             return ResultPage([], cursor, 0)
         markers = self.redis.hmget(self.keys.done(batch_id), [k for _, k, _ in entries])
-        return ResultPage(_current(entries, markers), cursor, len(entries))
+        return ResultPage(current(entries, markers), cursor, len(entries))
 
     def iter_results(self, batch_id: str, after: str = "0-0") -> Iterator[ResultEntry]:
         """Every current result, in completion order."""
@@ -317,8 +292,8 @@ class Client(_Base):
         """Shared health and breaker state of endpoints, as the workers record it."""
         out = {}
         for name in endpoints:
-            raw = self.redis.hgetall(K.health_key(self.keys.ns, name))
-            latencies = self.redis.lrange(K.latency_key(self.keys.ns, name), 0, -1)
+            raw = self.redis.hgetall(self.keys.health(name))
+            latencies = self.redis.lrange(self.keys.latency(name), 0, -1)
             window = self.config.endpoints[name].breaker.window_s
             out[name] = read_snapshot(raw, latencies, name, window)
         return out
@@ -335,23 +310,20 @@ class Client(_Base):
         self.batch(batch_id)
         out: dict[str, list[str]] = {}
         for key, dead in self.redis.hscan_iter(self.keys.failed(batch_id), count=1000):
-            out.setdefault(orjson.loads(dead)["code"], []).append(key.decode())
+            out.setdefault(DeadLetter.code_of(dead), []).append(key.decode())
         return out
 
     def retry_failed(self, batch_id: str, *, completion_window_s: float | None = None) -> int:
         """Re-run every failed request of a batch with a fresh attempt budget; returns how many."""
         self.batch(batch_id)
-        raw = self.redis.hget(self.keys.batch(batch_id), "lane")
-        lane = raw.decode() if isinstance(raw, bytes) else ""
+        lane = parse_lane(self.redis.hget(self.keys.batch(batch_id), "lane"))
         builder, _ = self._builder(
             batch_id, self.config.route("default"), completion_window_s, lane=lane
         )
-        script = self.redis.register_script(K.RETRY_FAILED)
-        keys = [self.keys.batch(batch_id), self.keys.done(batch_id), self.keys.failed(batch_id)]
         retried, pending = 0, list(self.redis.hscan_iter(self.keys.failed(batch_id), count=500))
         for start in range(0, len(pending), 500):
             chunk = retry_chunk(builder, pending[start : start + 500])
-            retried += int(script(keys=keys, args=[self.keys.dramatiq_ns, bytes(chunk.blob)]))
+            retried += int(self._retry(**chunk.blob.retry_call(self.keys, batch_id)))
         return retried
 
     def wait(self, batch_id: str, timeout_s: float | None = None, poll_s: float = 0.2) -> Batch:
@@ -453,7 +425,7 @@ class AsyncClient(_Base):
         completion_window_s: float | None = None,
         task: Task | None = None,
         budget_usd: float | None = None,
-        priority: K.Priority = "normal",
+        priority: L.Priority = "normal",
     ) -> SubmitReport:
         """Async twin of `Client.submit_many`."""
         batch_id = batch_id or new_batch_id()
@@ -478,18 +450,17 @@ class AsyncClient(_Base):
         await self._seal(keys=[self.keys.batch(batch_id)], args=[time.time()])
         return self._report(batch_id, lines, enqueued, invalid)
 
-    async def lane(self, priority: K.Priority, route: list[RouteHop]) -> str:
+    async def lane(self, priority: L.Priority, route: list[RouteHop]) -> str:
         """Async twin of `Client.lane`."""
-        if self._check_priority(priority) != "normal":
-            return K.pick_lane(priority, [], 0)
+        if L.check_priority(priority) != "normal":
+            return L.pick_lane(priority, [], 0)
         pipe = self._read_lanes(self.redis.pipeline(transaction=False), route)
         return self._lane_from(priority, await pipe.execute())
 
     async def _send(self, builder: ChunkBuilder, chunk: Chunk) -> tuple[int, int]:
         pipe = self.redis.pipeline(transaction=False)
         if chunk.blob:
-            keys, args = self._enqueue_keys(builder.batch_id), self._enqueue_args(chunk)
-            await self._enqueue(keys, args, client=pipe)
+            await self._enqueue(**self._enqueue_call(builder.batch_id, chunk), client=pipe)
         if chunk.errors:
             await self._write(**self._result_args(chunk.errors), client=pipe)
         dups, enqueued, invalid = self._tally(builder, chunk, await pipe.execute())
@@ -507,11 +478,11 @@ class AsyncClient(_Base):
         """Up to `count` results after the stream id `after`."""
         stream = self.keys.stream(batch_id)
         raw = await self.redis.xread({stream: after}, count=count, block=block_ms)
-        entries, cursor = _read(raw, after)
+        entries, cursor = read_stream(raw, after)
         if not entries:
             return ResultPage([], cursor, 0)
         markers = await self.redis.hmget(self.keys.done(batch_id), [k for _, k, _ in entries])
-        return ResultPage(_current(entries, markers), cursor, len(entries))
+        return ResultPage(current(entries, markers), cursor, len(entries))
 
     async def iter_results(
         self, batch_id: str, after: str = "0-0", *, follow: bool = False

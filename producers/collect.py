@@ -18,10 +18,10 @@ import orjson
 import redis
 
 from producers.client import Client
-from producers.records import BatchNotFound
 from schemas.batch_lines import to_openai_line
 from schemas.result import LLMResult
-from workers.broker import wait_for_redis
+from workers.protocol.batch_record import BatchNotFound
+from workers.protocol.connection import wait_for_redis
 
 log = logging.getLogger("batchyard.producer")
 

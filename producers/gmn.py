@@ -20,7 +20,6 @@ import orjson
 from pydantic import BaseModel, Field, ValidationError
 from typing_extensions import Unpack
 
-from producers.records import new_record
 from producers.submit import Chunk, ChunkBuilder, chunks, new_batch_id, numbered
 from schemas.batch_lines import LineError
 from schemas.gmn import GMNError, ValidationReport, validate_gmn, validate_reply
@@ -40,7 +39,9 @@ from schemas.gmn.prompts import (
 from schemas.job import Task
 from schemas.request import LLMRequest, RouteHop
 from schemas.result import LLMResult, Usage
-from workers.keys import Priority
+from workers.protocol.batch_record import new_record
+from workers.protocol.dead_letter import DeadLetter
+from workers.protocol.lanes import Priority
 
 if TYPE_CHECKING:
     from producers.client import AsyncClient, Client
@@ -108,10 +109,8 @@ class GMNChunkBuilder(ChunkBuilder):
                 chunk.errors.append(self.line_error(err, _peek_agent_type(item)))
                 continue
             task = Task(kind="gmn", max_rounds=self.rounds, data=_dump(job.data))
-            fragment = orjson.Fragment(job.request.model_dump_json(exclude_defaults=True))
             cid = job.request.custom_id
-            route = self._route_dump
-            self.append(chunk, f"{prefix}{n:08x}", cid, fragment, route, now, task.model_dump())
+            self.append(chunk, f"{prefix}{n:08x}", cid, job.request, now, self.envelopes.task(task))
             chunk.enqueued_lines.append(number)
             chunk.enqueued_ids.append(cid)
         return chunk
@@ -180,7 +179,8 @@ def _start(
         options=opts,
         lane=lane,
     )
-    record = new_record({"task": "gmn", "rounds": str(rounds)}, hops, deadline, lane)
+    metadata = {"task": "gmn", "rounds": str(rounds)}
+    record = new_record(hops, deadline=deadline, lane=lane, metadata=metadata)
     return builder, record
 
 
@@ -234,14 +234,14 @@ def outcome(result: LLMResult, dead_letter: bytes | str | None = None) -> GMNOut
     if raw is not None:
         record = GMNRecord.model_validate(raw)
     else:  # the call itself failed (provider error, expired, cancelled): no verdict
-        task = orjson.loads(dead_letter).get("task") if dead_letter else None
-        data = GMNTaskData.model_validate((task or {}).get("data", {}))
+        task = DeadLetter.parse(dead_letter).task if dead_letter else None
+        data = GMNTaskData.model_validate(task.data if task else {})
         message = result.error.message if result.error else result.status
         code = result.error.code if result.error else result.status
         record = GMNRecord(
             valid=False,
             errors=[GMNError(code=code, path="$", message=message)],
-            rounds=task["round"] if task else 0,
+            rounds=task.round if task else 0,
             agent_type=data.agent_type if task else None,
             tokens=token_counts(data.usage),
             cost_usd=data.cost_usd,

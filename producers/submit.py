@@ -17,7 +17,11 @@ from schemas.config import AppConfig
 from schemas.job import Task
 from schemas.request import LLMRequest, RouteHop
 from schemas.result import ErrorInfo, LLMResult, Timings
-from workers.keys import SEP, Keys, actor_for, queue_name
+from workers.protocol import envelope
+from workers.protocol.blob import MessageBlob
+from workers.protocol.dead_letter import DeadLetter
+from workers.protocol.envelope import BatchEnvelopes
+from workers.protocol.keys import Keys
 from workers.tracing import enqueue_context
 
 Item = LLMRequest | dict[str, Any] | bytes | str
@@ -33,15 +37,11 @@ def line_key(line: int) -> str:
     return f"#line:{line}"
 
 
-#: model_dump_json without its Python wrapper (bytes, ready for orjson.Fragment).
-_TO_JSON = LLMRequest.__pydantic_serializer__.to_json
-
-
 @dataclass
 class Chunk:
     """One round trip's worth of work."""
 
-    blob: bytearray = field(default_factory=bytearray)
+    blob: MessageBlob = field(default_factory=MessageBlob)
     enqueued_lines: list[int] = field(default_factory=list)
     enqueued_ids: list[str] = field(default_factory=list)
     errors: list[tuple[str, LLMResult]] = field(default_factory=list)
@@ -63,13 +63,13 @@ class ChunkBuilder:
     ) -> None:
         self.batch_id = batch_id
         self.lane = lane
-        self._actor = actor_for(lane)
         self.keys = keys
         self.config = config
         self.route = route or config.route("default")
         self.deadline = deadline
-        self._route_dump = self._dump(self.route)
-        self._task = task.model_dump() if task is not None else None
+        self.envelopes = BatchEnvelopes(
+            batch_id, self.route, deadline=deadline, task=task, lane=lane
+        )
         #: The batch's submit span, linked from each request's producer span.
         self.trace_link: SpanContext | None = None
 
@@ -82,13 +82,11 @@ class ChunkBuilder:
         for n, (number, item) in enumerate(lines):
             try:
                 request = self._request(item, number)
-                route = self._route_dump if request.route is None else self._dump(request.route)
                 self._check_route(request.route, number, request.custom_id)
             except LineError as err:
                 chunk.errors.append(self.line_error(err))
                 continue
-            fragment = orjson.Fragment(_TO_JSON(request, exclude_defaults=True))
-            self.append(chunk, f"{prefix}{n:08x}", request.custom_id, fragment, route, now)
+            self.append(chunk, f"{prefix}{n:08x}", request.custom_id, request, now)
             chunk.enqueued_lines.append(number)
             chunk.enqueued_ids.append(request.custom_id)
         return chunk
@@ -98,42 +96,18 @@ class ChunkBuilder:
         chunk: Chunk,
         redis_id: str,
         key: str,
-        request: orjson.Fragment,
-        route: list[dict[str, Any]],
+        request: LLMRequest,
         now: float,
         task: dict[str, Any] | None = None,
     ) -> None:
-        """Add one dramatiq message for a job at the first hop of `route` to the chunk's blob."""
-        job = {
-            "batch_id": self.batch_id,
-            "key": key,
-            "request": request,
-            "route": route,
-            "enqueued_at": now,
-            "deadline": self.deadline,
-            "task": task or self._task,
-            "trace": enqueue_context(
-                route[0]["endpoint"], self.batch_id, self.trace_link, unique=redis_id
-            ),
-        }
-        if self.lane:
-            job["lane"] = self.lane
-        queue = queue_name(route[0]["endpoint"], self.lane)
-        message = {
-            "queue_name": queue,
-            "actor_name": self._actor,
-            "args": [job],
-            "kwargs": {},
-            "options": {"redis_message_id": redis_id},
-            "message_id": redis_id,  # unique per message, which is all dramatiq needs
-            "message_timestamp": int(now * 1000),
-        }
-        parts = (key.encode(), queue.encode(), redis_id.encode(), orjson.dumps(message), b"")
-        chunk.blob += SEP.join(parts)
-
-    @staticmethod
-    def _dump(route: list[RouteHop]) -> list[dict[str, Any]]:
-        return [h.model_dump(exclude_none=True) for h in route]
+        """Add the message of one line's first-hop job to the chunk's blob."""
+        route = request.route
+        endpoint = (route or self.route)[0].endpoint
+        trace = enqueue_context(endpoint, self.batch_id, self.trace_link, unique=redis_id)
+        queue, _, data = self.envelopes.encode(
+            key, request, trace, redis_id, now, route=route, task=task
+        )
+        chunk.blob.add(key, queue, redis_id, data)
 
     def _request(self, item: Item, number: int) -> LLMRequest:
         if isinstance(item, LLMRequest):
@@ -195,16 +169,18 @@ def retry_chunk(builder: ChunkBuilder, dead: list[tuple[bytes, bytes]]) -> Chunk
     chunk = Chunk()
     now = time.time()
     prefix = uuid.uuid4().hex[:24]
-    for n, (key, raw) in enumerate(dead):
-        record = orjson.loads(raw)
-        request = orjson.Fragment(orjson.dumps(record["request"]))
-        builder.append(
-            chunk,
-            f"{prefix}{n:08x}",
-            key.decode(),
-            request,
-            record["route"],
-            now,
-            record.get("task"),
+    for n, (raw_key, raw) in enumerate(dead):
+        redis_id, key = f"{prefix}{n:08x}", raw_key.decode()
+        letter = DeadLetter.parse(raw)
+        trace = enqueue_context(letter.route[0].endpoint, builder.batch_id, None, unique=redis_id)
+        job = letter.job(
+            builder.batch_id,
+            key,
+            enqueued_at=now,
+            deadline=builder.deadline,
+            lane=builder.lane,
+            trace=trace,
         )
+        queue, _, data = envelope.encode(job, redis_id=redis_id, now=now)
+        chunk.blob.add(key, queue, redis_id, data)
     return chunk

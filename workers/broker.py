@@ -5,11 +5,9 @@ from __future__ import annotations
 import contextlib
 import logging
 import threading
-import time
 import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 import dramatiq
 import redis
@@ -23,7 +21,9 @@ from schemas.config import AppConfig
 from schemas.settings import Settings
 from workers import encoder
 from workers.acks import AckBatcher, BatchAckConsumer
-from workers.keys import ACTORS, LANES, WAKE_CHANNEL, Keys, queue_name
+from workers.protocol.connection import wait_for_redis
+from workers.protocol.keys import WAKE_CHANNEL, Keys
+from workers.protocol.lanes import ACTORS, LANES, queue_name
 
 log = logging.getLogger("batchyard.broker")
 
@@ -46,47 +46,10 @@ class AsyncIOLoop(Middleware):
             set_event_loop_thread(None)
 
 
-def safe_url(url: str) -> str:
-    """A Redis URL fit for logs: any password replaced by ***."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = parts.netloc.rsplit("@", 1)[1]
-    user = f"{parts.username}:" if parts.username else ":"
-    return urlunsplit(parts._replace(netloc=f"{user}***@{netloc}"))
-
-
-def wait_for_redis(url: str, *, give_up_s: float, stop: threading.Event | None = None) -> None:
-    """Block until Redis answers PING, logging one clear line per try (no tracebacks)."""
-    client = redis.Redis.from_url(url, socket_connect_timeout=2, socket_timeout=2)
-    deadline = time.monotonic() + give_up_s
-    delay = 0.5
-    try:
-        while True:
-            try:
-                client.ping()
-                return
-            except redis.RedisError as exc:
-                if time.monotonic() + delay > deadline:
-                    raise ConnectionError(
-                        f"Redis at {safe_url(url)} unreachable for {give_up_s:.0f}s: {exc}"
-                    ) from None
-                log.warning(
-                    "waiting for Redis at %s: %s (next try in %.1fs)", safe_url(url), exc, delay
-                )
-                if stop is not None and stop.wait(delay):
-                    return
-                if stop is None:
-                    time.sleep(delay)
-                delay = min(delay * 2, 10.0)
-    finally:
-        client.close()
-
-
 class Waker(threading.Thread):
     """Wakes the idle consumers of a queue when a producer announces it has filled it.
 
-    One pub/sub connection per process, on the channel the ENQUEUE script publishes to. A
+    One pub/sub connection per process, on the channel the enqueue scripts publish to. A
     notice lost while reconnecting costs at most one idle poll, never a message.
     """
 

@@ -26,16 +26,12 @@ from schemas.settings import Settings
 from workers import metrics
 from workers.calls import call_endpoint
 from workers.health import EndpointHealth
-from workers.keys import Keys
-from workers.outcomes import (
-    BatchState,
-    CircuitOpen,
-    Move,
-    cost_of,
-    dead_letter,
-)
+from workers.outcomes import CircuitOpen, Move, cost_of
 from workers.plugins import CallContext, Plugin, load_plugins
 from workers.policy import final_error
+from workers.protocol.batch_record import WORKER_FIELDS, BatchState
+from workers.protocol.dead_letter import DeadLetter
+from workers.protocol.keys import Keys
 from workers.ratelimit import Limiter, MustWait
 from workers.requeue import Requeuer
 from workers.results import ResultWriter
@@ -158,7 +154,7 @@ class Executor:
         )
         dead = b""
         if result.status in ("errored", "expired") and result.error is not None:
-            dead = dead_letter(job, result.status, result.error.code)
+            dead = DeadLetter.of(job, result.status, result.error.code)
         context["endpoint"] = result.endpoint
         if await writer.write(job.key, result, dead):
             metrics.labeled(metrics.JOBS, result.endpoint or "", result.status).inc()
@@ -319,9 +315,8 @@ class Executor:
 
     async def _read_batch_state(self, batch_id: str) -> BatchState:
         assert self._redis is not None
-        raw = await self._redis.hmget(self.keys.batch(batch_id), "status", "cost_usd", "budget_usd")
-        status, cost, budget = (v.decode() if isinstance(v, bytes) else v for v in raw)
-        state = BatchState(status or "", float(cost or 0), float(budget) if budget else None)
+        raw = await self._redis.hmget(self.keys.batch(batch_id), list(WORKER_FIELDS))
+        state = BatchState.parse(raw)
         if len(self._batch_status) > 10_000:
             self._batch_status.clear()
         self._batch_status[batch_id] = (time.monotonic(), state)

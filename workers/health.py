@@ -11,15 +11,14 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any
 
 import redis.asyncio as aioredis
 
 from schemas.config import BreakerConfig
-from workers import keys as K
+from workers.protocol.keys import Keys
+from workers.protocol.scripts import Lua, register
 
 
 class Decision(StrEnum):
@@ -56,13 +55,10 @@ class EndpointHealth:
         self.config = config
         self.flush_s = flush_s
         self.state_ttl_s = state_ttl_s
-        self._keys = [
-            K.health_key(namespace, endpoint),
-            K.latency_key(namespace, endpoint),
-            K.probe_key(namespace, endpoint),
-        ]
-        self._record: Any = client.register_script(K.HEALTH_RECORD)
-        self._admit: Any = client.register_script(K.HEALTH_ADMIT)
+        keys = Keys(namespace)
+        self._keys = [keys.health(endpoint), keys.latency(endpoint), keys.probe(endpoint)]
+        self._record = register(client, Lua.HEALTH_RECORD)
+        self._admit = register(client, Lua.HEALTH_ADMIT)
         self._worker_id = uuid.uuid4().hex
         self._state = "closed"
         self._open_until = 0.0
@@ -145,62 +141,3 @@ class EndpointHealth:
         self._state = state.decode() if isinstance(state, bytes) else state
         self._open_until = float(open_until)
         self._checked_at = time.monotonic()
-
-
-@dataclass
-class HealthSnapshot:
-    """An endpoint's health for `batchyard providers`."""
-
-    endpoint: str
-    state: str
-    open_until: float
-    ok_window: int
-    fail_window: int
-    tokens_window: int
-    total_ok: int
-    total_fail: int
-    p50_ms: float | None
-    p95_ms: float | None
-
-    @property
-    def success_rate(self) -> float | None:
-        """Share of successes in the window, None without calls."""
-        n = self.ok_window + self.fail_window
-        return self.ok_window / n if n else None
-
-
-def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
-
-
-def _percentile(values: list[float], q: float) -> float | None:
-    if not values:
-        return None
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
-
-
-def read_snapshot(
-    raw: Mapping[Any, Any], latencies: Sequence[Any], endpoint: str, window_s: int
-) -> HealthSnapshot:
-    """Build a snapshot from HGETALL of the health hash and LRANGE of the latency list."""
-    f = {_text(k): _text(v) for k, v in raw.items()}
-    now = int(time.time())
-    recent = range(now - window_s + 1, now + 1)
-    values = [float(x) for x in latencies]
-    state = f.get("state", "closed")
-    open_until = float(f.get("open_until", 0) or 0)
-    if state == "open" and time.time() >= open_until:
-        state = "half_open"  # the next request will probe
-    return HealthSnapshot(
-        endpoint=endpoint,
-        state=state,
-        open_until=open_until,
-        ok_window=sum(int(f.get(f"ok:{s}", 0)) for s in recent),
-        fail_window=sum(int(f.get(f"fail:{s}", 0)) for s in recent),
-        tokens_window=sum(int(f.get(f"tok:{s}", 0)) for s in recent),
-        total_ok=int(f.get("total_ok", 0)),
-        total_fail=int(f.get("total_fail", 0)),
-        p50_ms=_percentile(values, 0.5),
-        p95_ms=_percentile(values, 0.95),
-    )

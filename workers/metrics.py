@@ -14,7 +14,8 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, star
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.multiprocess import MultiProcessCollector
 
-from workers import keys as K
+from workers.protocol.keys import Keys
+from workers.protocol.lanes import endpoint_queues, queue_name
 
 LABEL = ["endpoint"]
 JOBS = Counter(
@@ -47,7 +48,7 @@ class RedisState:
 
     def __init__(self, redis_url: str, namespace: str, endpoints: list[str]) -> None:
         self.client = redis.Redis.from_url(redis_url, socket_timeout=2)
-        self.keys = K.Keys(namespace)
+        self.keys = Keys(namespace)
         self.endpoints = endpoints
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
@@ -59,11 +60,11 @@ class RedisState:
             for name in self.endpoints:
                 # One series per endpoint: the sum of its lanes.
                 pipe = self.client.pipeline(transaction=False)
-                for lane in K.endpoint_queues(name):
+                for lane in endpoint_queues(name):
                     pipe.llen(self.keys.queue(lane))
                 waiting = sum(int(n) for n in pipe.execute())
-                depth.add_metric([K.queue_name(name)], float(waiting))
-                state = self.client.hget(K.health_key(self.keys.ns, name), "state")
+                depth.add_metric([queue_name(name)], float(waiting))
+                state = self.client.hget(self.keys.health(name), "state")
                 breaker.add_metric([name], 1.0 if state == b"open" else 0.0)
         except redis.RedisError:
             return

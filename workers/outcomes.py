@@ -4,12 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import orjson
-
 from providers.base import Provider, ProviderResponse
 from providers.errors import ProviderError
 from schemas.config import Price
-from schemas.job import Job
 from workers import metrics
 
 
@@ -21,15 +18,6 @@ class CircuitOpen(ProviderError):
     def __init__(self, endpoint: str, retry_in_s: float) -> None:
         super().__init__(f"circuit breaker of {endpoint!r} is open")
         self.retry_in_s = retry_in_s
-
-
-@dataclass
-class BatchState:
-    """What workers need to know about a batch before sending one of its requests."""
-
-    status: str
-    cost_usd: float
-    budget_usd: float | None
 
 
 @dataclass
@@ -64,16 +52,3 @@ def learned_limits(resp: ProviderResponse) -> tuple[int, int]:
     if limits is None:
         return 0, 0
     return limits.limit_requests or 0, limits.limit_tokens or 0
-
-
-def dead_letter(job: Job, status: str, code: str) -> bytes:
-    """What `retry --failed` needs to run a failed request again from its first hop."""
-    return orjson.dumps(
-        {
-            "status": status,
-            "code": code,
-            "request": orjson.Fragment(job.request.model_dump_json(exclude_defaults=True)),
-            "route": [h.model_dump(exclude_none=True) for h in job.route],
-            "task": job.task.model_dump() if job.task is not None else None,
-        }
-    )

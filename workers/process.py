@@ -20,11 +20,12 @@ from dramatiq.brokers.redis import RedisBroker
 from providers.registry import check_config
 from schemas.config import AppConfig, ConfigError, load_config
 from schemas.settings import Settings
-from workers.broker import Heartbeat, build_broker, declare, wait_for_redis
+from workers.broker import Heartbeat, build_broker, declare
 from workers.execute import Executor, ExecutorLifecycle
-from workers.keys import LANES
 from workers.logs import setup_logging
 from workers.loop_worker import LoopWorker
+from workers.protocol.connection import wait_for_redis
+from workers.protocol.lanes import LANES
 from workers.tracing import setup_tracing
 
 log = logging.getLogger("batchyard.worker")

@@ -12,12 +12,13 @@ import asyncio
 import time
 import uuid
 from dataclasses import dataclass
-from typing import Any
 
 import redis.asyncio as aioredis
+from redis.typing import EncodableT
 
 from schemas.config import EndpointConfig
-from workers import keys as K
+from workers.protocol.keys import Keys
+from workers.protocol.scripts import Lua, register
 
 
 class MustWait(Exception):
@@ -34,10 +35,14 @@ class Lease:
 
     id: str
     tokens: int
-    scopes: list[Any]
+    scopes: Scopes
 
 
-_UNLIMITED = Lease("", 0, [])
+#: The limiter scripts' view of a request's scopes: (state, leases, pause) keys per scope,
+#: and (rpm, tpm, max concurrency) per scope.
+Scopes = tuple[list[str], list[int]]
+
+_UNLIMITED = Lease("", 0, ([], []))
 
 
 class Limiter:
@@ -46,33 +51,29 @@ class Limiter:
     def __init__(self, client: aioredis.Redis, namespace: str, endpoint: str, cfg: EndpointConfig):
         self.endpoint = endpoint
         self.cfg = cfg
-        self.namespace = namespace
-        self.pause_key = K.limit_scope(namespace, endpoint) + ":pause"
-        self._admit: Any = client.register_script(K.LIMIT_ADMIT)
-        self._release: Any = client.register_script(K.LIMIT_RELEASE)
-        self._pause: Any = client.register_script(K.LIMIT_PAUSE)
+        self.keys = Keys(namespace)
+        self.pause_key = self.keys.limit(endpoint).pause
+        self._admit = register(client, Lua.LIMIT_ADMIT)
+        self._release = register(client, Lua.LIMIT_RELEASE)
+        self._pause = register(client, Lua.LIMIT_PAUSE)
         self._client = client
-        self._base = [
-            K.limit_scope(namespace, endpoint),
-            cfg.rpm or 0,
-            cfg.tpm or 0,
-            cfg.max_concurrency or 0,
-        ]
+        self._base: Scopes = (
+            list(self.keys.limit(endpoint)),
+            [cfg.rpm or 0, cfg.tpm or 0, cfg.max_concurrency or 0],
+        )
         self.limited = bool(cfg.rpm or cfg.tpm or cfg.max_concurrency or cfg.model_limits)
         self._paused_until = 0.0
         self._pause_checked = 0.0
 
-    def _scopes(self, model: str) -> list[Any]:
-        scopes = list(self._base)
+    def _scopes(self, model: str) -> Scopes:
         extra = self.cfg.model_limits.get(model)
-        if extra is not None:
-            scopes += [
-                K.limit_scope(self.namespace, self.endpoint, model),
-                extra.rpm or 0,
-                extra.tpm or 0,
-                extra.max_concurrency or 0,
-            ]
-        return scopes
+        if extra is None:
+            return self._base
+        keys, limits = self._base
+        return (
+            [*keys, *self.keys.limit(self.endpoint, model)],
+            [*limits, extra.rpm or 0, extra.tpm or 0, extra.max_concurrency or 0],
+        )
 
     async def acquire(self, model: str, tokens: int, lease_ttl_s: float) -> Lease:
         """Wait (asynchronously, bounded) for capacity; raise `MustWait` if it is far off."""
@@ -84,9 +85,8 @@ class Limiter:
         deadline = time.monotonic() + self.cfg.max_inline_wait_s
         while True:
             now_ms = time.time() * 1000
-            ok, wait_ms = await self._admit(
-                args=[now_ms, lease.id, int(lease_ttl_s * 1000), tokens, *scopes]
-            )
+            args: list[EncodableT] = [now_ms, lease.id, int(lease_ttl_s * 1000), tokens]
+            ok, wait_ms = await self._admit(keys=scopes[0], args=[*args, *scopes[1]])
             if int(ok):
                 return lease
             wait_s = float(wait_ms) / 1000
@@ -103,9 +103,9 @@ class Limiter:
         delta = 0 if real_tokens is None else real_tokens - lease.tokens
         if self.cfg.token_accounting == "reserved":
             delta = max(delta, 0)
-        await self._release(
-            args=[time.time() * 1000, lease.id, delta, learned[0], learned[1], *lease.scopes]
-        )
+        keys, limits = lease.scopes
+        args: list[EncodableT] = [time.time() * 1000, lease.id, delta, *learned, *limits]
+        await self._release(keys=keys, args=args)
 
     async def pause(self, retry_after_s: float) -> None:
         """A 429 said wait: stop every worker sending to this endpoint until then."""

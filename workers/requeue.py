@@ -10,13 +10,11 @@ import time
 import uuid
 from typing import Any
 
-import orjson
 import redis.asyncio as aioredis
 from dramatiq.brokers.redis import RedisBroker
-from dramatiq.common import dq_name
 
 from schemas.job import Job
-from workers.keys import actor_for, queue_name
+from workers.protocol import envelope
 
 
 class Requeuer:
@@ -28,22 +26,11 @@ class Requeuer:
 
     async def enqueue(self, job: Job, *, delay_ms: int = 0) -> None:
         """Queue `job` for its current hop's endpoint, after `delay_ms` if given."""
-        queue = queue_name(job.current.endpoint, job.lane)
-        redis_id = uuid.uuid4().hex
-        now_ms = int(time.time() * 1000)
-        options: dict[str, Any] = {"redis_message_id": redis_id}
-        if delay_ms > 0:
-            queue = dq_name(queue)
-            options["eta"] = now_ms + delay_ms
-        message = {
-            "queue_name": queue,
-            "actor_name": actor_for(job.lane),
-            "args": [job.model_dump(mode="json", exclude_defaults=True)],
-            "kwargs": {},
-            "options": options,
-            "message_id": str(uuid.uuid4()),
-            "message_timestamp": now_ms,
-        }
+        now = time.time()
+        queue, redis_id, message = envelope.encode(
+            job, redis_id=uuid.uuid4().hex, now=now, delay_ms=delay_ms
+        )
+        now_ms = int(now * 1000)
         b = self.broker
         args = [
             "enqueue",
@@ -55,7 +42,7 @@ class Requeuer:
             0,
             b._max_unpack_size(),  # type: ignore[no-untyped-call]
             redis_id,
-            orjson.dumps(message),
+            message,
         ]
         await self._dispatch(keys=[b.namespace], args=args)
 

@@ -1,4 +1,4 @@
-"""Writes each request's one result with the atomic Lua script from `workers.keys`.
+"""Writes each request's one result with the atomic `write_results.lua` script.
 
 Writes are coalesced: while one script call is in flight, results that finish meanwhile wait
 and go together in the next call. At low load every result is written at once; under load a
@@ -8,48 +8,26 @@ single round trip carries hundreds, which is where most of a worker's Redis time
 from __future__ import annotations
 
 import asyncio
-import time
-from collections.abc import Sequence
-from typing import Any
 
 import redis.asyncio as aioredis
 
 from schemas.result import LLMResult
-from workers import keys as K
+from workers.protocol.keys import Keys
+from workers.protocol.results import ResultItem, write_call
+from workers.protocol.scripts import Lua, register
 
 #: Results per script call; bounds the Lua run time (Redis is single-threaded).
 MAX_PER_CALL = 500
 
 
-Item = tuple[str, LLMResult, bool, bytes]
-
-
-def result_args(namespace: str, ttl_s: int, items: Sequence[Item]) -> list[Any]:
-    """ARGV of `WRITE_RESULTS` for (key, result, counts_in_total, dead_letter) items."""
-    blob = bytearray()
-    for key, result, count, dead in items:
-        fields = (
-            result.batch_id.encode(),
-            key.encode(),
-            result.status.encode(),
-            result.model_dump_json().encode(),
-            b"1" if count else b"0",
-            dead,
-            repr(result.cost_usd or 0.0).encode(),
-            b"",
-        )
-        blob += K.SEP.join(fields)
-    return [namespace, ttl_s, time.time(), bytes(blob)]
-
-
 class ResultWriter:
     """Exactly-once result storage on top of at-least-once message delivery."""
 
-    def __init__(self, client: aioredis.Redis, keys: K.Keys, ttl_s: int) -> None:
+    def __init__(self, client: aioredis.Redis, keys: Keys, ttl_s: int) -> None:
         self.keys = keys
         self.ttl_s = ttl_s
-        self._script: Any = client.register_script(K.WRITE_RESULTS)
-        self._pending: list[tuple[Item, asyncio.Future[bool]]] = []
+        self._script = register(client, Lua.WRITE_RESULTS)
+        self._pending: list[tuple[ResultItem, asyncio.Future[bool]]] = []
         self._flusher: asyncio.Task[None] | None = None
 
     async def write(self, key: str, result: LLMResult, dead: bytes = b"") -> bool:
@@ -69,7 +47,7 @@ class ResultWriter:
             del self._pending[:MAX_PER_CALL]
             items = [item for item, _ in group]
             try:
-                stored = await self._script(args=result_args(self.keys.ns, self.ttl_s, items))
+                stored = await self._script(**write_call(self.keys, self.ttl_s, items))
             except Exception as exc:  # every waiter must learn about the failure
                 for _, future in group:
                     if not future.done():

@@ -25,7 +25,8 @@ from producers.gateway.storage import FileStore, StoredFile
 from producers.gateway.views import text
 from schemas.batch_lines import LineError, parse_line
 from schemas.config import AppConfig
-from workers import keys as K
+from workers.protocol.lanes import Priority
+from workers.protocol.scripts import Lua, register
 
 log = logging.getLogger("batchyard.gateway")
 
@@ -98,7 +99,7 @@ class Ingest:
         self.endpoints = set(app_config.endpoints)
         self.config = config
         self._move = self.redis.register_script(MOVE_PHASE)
-        self._seal = self.redis.register_script(K.SEAL)
+        self._seal = register(self.redis, Lua.SEAL)
         #: Set when the gateway's shutdown grace is over: running ingestions give up.
         self.stopping = threading.Event()
 
@@ -115,7 +116,7 @@ class Ingest:
         stored: StoredFile,
         window_s: float,
         metadata: dict[str, str],
-        priority: K.Priority = "normal",
+        priority: Priority = "normal",
     ) -> None:
         """Validate, then submit; every outcome is recorded on the batch, nothing is raised."""
         try:
@@ -135,7 +136,7 @@ class Ingest:
         stored: StoredFile,
         window_s: float,
         metadata: dict[str, str],
-        priority: K.Priority,
+        priority: Priority,
     ) -> None:
         try:
             problems = self.validate(batch_id, stored)

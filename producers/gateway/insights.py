@@ -7,16 +7,14 @@ import math
 import time
 from typing import Any
 
-import orjson
-
 from producers.gateway.state import Gateway
 from producers.gateway.views import FINISHED, BatchState, text
 from producers.progress import pace
-from producers.records import parse_record
 from schemas.config import EndpointConfig
-from schemas.result import LLMResult
-from workers import keys as K
-from workers.health import read_snapshot
+from workers.protocol.batch_record import parse_record
+from workers.protocol.dead_letter import DeadLetter
+from workers.protocol.health import read_snapshot
+from workers.protocol.results import entry
 
 #: Dead letters read to count error causes; beyond it the counts are a sample (`partial`).
 MAX_SCANNED = 1000
@@ -61,14 +59,14 @@ def batch_summary(state: BatchState, now: float | None = None) -> dict[str, Any]
 async def batch_detail(gw: Gateway, state: BatchState) -> dict[str, Any]:
     """The batch page: the summary, error causes, failed requests and progress samples."""
     summary = batch_summary(state)
-    dead: dict[str, dict[str, Any]] = {}
+    dead: dict[str, DeadLetter] = {}
     async for key, raw in gw.redis.hscan_iter(gw.keys.failed(state.id), count=200):
-        dead[key.decode()] = orjson.loads(raw)
+        dead[key.decode()] = DeadLetter.parse(raw)
         if len(dead) >= MAX_SCANNED:
             break
     causes: dict[str, int] = {}
     for letter in dead.values():
-        causes[letter.get("code", "unknown")] = causes.get(letter.get("code", "unknown"), 0) + 1
+        causes[letter.code] = causes.get(letter.code, 0) + 1
     cancelled = int(state.core.get("n_cancelled", 0))
     if cancelled:
         causes["cancelled"] = causes.get("cancelled", 0) + cancelled
@@ -86,7 +84,7 @@ async def batch_detail(gw: Gateway, state: BatchState) -> dict[str, Any]:
 
 
 async def _failures(
-    gw: Gateway, batch_id: str, letters: list[tuple[str, dict[str, Any]]]
+    gw: Gateway, batch_id: str, letters: list[tuple[str, DeadLetter]]
 ) -> list[dict[str, Any]]:
     """Failed requests with the hops they went through (from their stored result)."""
     if not letters:
@@ -100,20 +98,17 @@ async def _failures(
     found = dict(zip(stored, await pipe.execute(), strict=True))
     rows = []
     for (key, letter), sid in zip(letters, ids, strict=True):
-        entry = found.get(sid)
-        result = LLMResult.model_validate_json(entry[0][1][b"r"]) if entry else None
+        read = found.get(sid)
+        result = entry(*read[0])[2] if read else None
         hops = [a.model_dump() for a in result.attempts] if result else []
         if not hops:  # no result to read: the route it was sent along
-            hops = [
-                {"endpoint": h.get("endpoint"), "model": h.get("model"), "error": None}
-                for h in letter.get("route", [])
-            ]
+            hops = [{"endpoint": h.endpoint, "model": h.model, "error": None} for h in letter.route]
         error = result.error if result else None
         rows.append(
             {
                 "key": key,
-                "status": letter.get("status", ""),
-                "code": letter.get("code", ""),
+                "status": letter.status,
+                "code": letter.code,
                 "message": error.message if error else "",
                 "hops": hops,
             }
@@ -132,7 +127,7 @@ def _series(summary: dict[str, Any], samples: list[tuple[float, int]]) -> list[l
 
 
 def _bucket_fill(tat_ms: float, limit: int, now_ms: float) -> float:
-    """How full a GCRA bucket (as `LIMIT_ADMIT` keeps it) is: 1.0 means it is throttling."""
+    """How full a GCRA bucket (as `limit_admit.lua` keeps it) is: 1.0 means it is throttling."""
     burst = max(1, limit // 60)
     interval = 60000 / max(limit - burst, limit * 0.5)
     return min(1.0, max(0.0, tat_ms - now_ms) / (burst * interval))
@@ -147,17 +142,16 @@ def _limit(configured: int | None, learned: bytes | None) -> int | None:
 
 async def provider_stats(gw: Gateway) -> list[dict[str, Any]]:
     """Each configured endpoint: limits, current use, latency, success rate, breaker."""
-    ns = gw.keys.ns
     names = list(gw.app_config.endpoints)
     now = time.time()
     pipe = gw.redis.pipeline(transaction=False)
     for name in names:
-        scope = K.limit_scope(ns, name)
-        pipe.hgetall(K.health_key(ns, name))
-        pipe.lrange(K.latency_key(ns, name), 0, -1)
-        pipe.hmget(scope, "tat_r", "tat_t", "learned_rpm", "learned_tpm")
-        pipe.zcount(scope + ":leases", now * 1000, math.inf)
-        pipe.get(scope + ":pause")
+        limit = gw.keys.limit(name)
+        pipe.hgetall(gw.keys.health(name))
+        pipe.lrange(gw.keys.latency(name), 0, -1)
+        pipe.hmget(limit.state, "tat_r", "tat_t", "learned_rpm", "learned_tpm")
+        pipe.zcount(limit.leases, now * 1000, math.inf)
+        pipe.get(limit.pause)
     replies = await pipe.execute()
     out = []
     for i, name in enumerate(names):

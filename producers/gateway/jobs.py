@@ -24,6 +24,7 @@ from schemas.batch_lines import LineError, parse_line
 from schemas.config import ConfigError
 from schemas.request import RouteHop
 from schemas.result import LLMResult
+from workers.protocol.results import read_stream
 
 routes = web.RouteTableDef()
 
@@ -83,10 +84,8 @@ async def wait_result(gw: Gateway, job_id: str, wait_s: float) -> tuple[str, LLM
 
 
 def _first(raw: Any) -> tuple[str, LLMResult] | None:
-    for _stream, items in raw or []:
-        for _sid, fields in items:
-            return fields[b"k"].decode(), LLMResult.model_validate_json(fields[b"r"])
-    return None
+    entries, _ = read_stream(raw, "0-0")
+    return (entries[0][1], entries[0][2]) if entries else None
 
 
 def job_object(

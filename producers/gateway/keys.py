@@ -1,6 +1,6 @@
 """Redis key names and Lua scripts of the HTTP gateway, all under `<namespace>:gw:`.
 
-The batches themselves live under the keys of `workers.keys`; these only record who owns
+The batches themselves live under the keys of `workers.protocol.keys`; these only record who owns
 what, uploaded files, and the validation phase that OpenAI-style batches go through first.
 """
 

@@ -17,7 +17,8 @@ from producers.gateway.errors import ApiError
 from producers.gateway.keys import GatewayKeys
 from producers.gateway.metrics import Metrics
 from schemas.config import AppConfig
-from workers.keys import Keys, endpoint_queues
+from workers.protocol.keys import Keys
+from workers.protocol.lanes import endpoint_queues
 
 RATE_LIMIT = "rate_limit_error"
 

@@ -26,7 +26,7 @@ from producers.gateway.timeline import Timeline
 from producers.gateway.views import BatchState, load_batch
 from schemas.config import AppConfig
 from schemas.settings import Settings
-from workers.keys import Keys
+from workers.protocol.keys import Keys
 
 log = logging.getLogger("batchyard.gateway")
 

@@ -12,7 +12,7 @@ import orjson
 import redis.asyncio as aioredis
 
 from producers.gateway.keys import GatewayKeys
-from workers.keys import Keys
+from workers.protocol.keys import Keys
 
 FINISHED = frozenset({"completed", "failed", "expired", "cancelled"})
 OutputKind = Literal["output", "errors"]

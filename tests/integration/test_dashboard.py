@@ -27,8 +27,9 @@ from tests.integration.test_gateway_support import (
     gateway_config,
     jsonl,
 )
-from workers import keys as K
-from workers.results import result_args
+from workers.protocol.keys import Keys
+from workers.protocol.results import write_call
+from workers.protocol.scripts import Lua, register
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(30)]
 __all__ = ["api", "gateway_config"]  # fixtures used by name
@@ -95,7 +96,7 @@ def write_failures(redis_url: str, batch_id: str, rows: list[tuple[str, str, boo
         items.append((key, result, False, dead_letter(key, code)))
     client = redis.Redis.from_url(redis_url)
     try:
-        client.register_script(K.WRITE_RESULTS)(args=result_args("batchyard", 3600, items))
+        register(client, Lua.WRITE_RESULTS)(**write_call(Keys(), 3600, items))
     finally:
         client.close()
 
@@ -318,10 +319,10 @@ async def test_providers_show_limits_usage_latency_and_breaker(api: Any, redis_u
     try:
         now = int(time.time())
         raw.hset(
-            K.health_key("batchyard", "mock"),
+            Keys().health("mock"),
             mapping={f"ok:{now}": 8, f"fail:{now}": 2, f"tok:{now}": 1200},
         )
-        raw.lpush(K.latency_key("batchyard", "mock"), *[str(ms) for ms in range(10, 110, 10)])
+        raw.lpush(Keys().latency("mock"), *[str(ms) for ms in range(10, 110, 10)])
     finally:
         raw.close()
     browser = await login(client, KEY_A_READ)

@@ -16,7 +16,7 @@ import pytest
 from producers.client import Client
 from producers.progress import describe
 from tests.conftest import WorkerPool, openai_line, wait_until
-from workers.keys import Priority
+from workers.protocol.lanes import Priority
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

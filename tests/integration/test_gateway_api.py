@@ -31,7 +31,7 @@ from tests.integration.test_gateway_support import (
     jsonl,
     write_results,
 )
-from workers.keys import endpoint_queues
+from workers.protocol.lanes import endpoint_queues
 from workers.redis_server import RedisServer
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(30)]

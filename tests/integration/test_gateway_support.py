@@ -25,9 +25,10 @@ from schemas.config import DEFAULT_CONFIG, parse_config
 from schemas.result import LLMResult
 from schemas.settings import Settings
 from tests.conftest import cli_env
-from workers import keys as K
+from workers.protocol.keys import Keys
+from workers.protocol.results import write_call
+from workers.protocol.scripts import Lua, register
 from workers.redis_server import free_port
-from workers.results import result_args
 
 #: Two tenants with a write key each, and a read-only key of tenant A (a dashboard).
 KEY_A = "sk-test-tenant-a"
@@ -64,9 +65,9 @@ def write_results(redis_url: str, batch_id: str, results: list[LLMResult]) -> No
     """Store results the way a worker does (one Lua call), without running workers."""
     client = redis.Redis.from_url(redis_url)
     try:
-        script = client.register_script(K.WRITE_RESULTS)
+        script = register(client, Lua.WRITE_RESULTS)
         items = [(r.custom_id or "", r, False, b"") for r in results]
-        script(args=result_args("batchyard", 3600, items))
+        script(**write_call(Keys(), 3600, items))
     finally:
         client.close()
 

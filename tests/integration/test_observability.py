@@ -23,7 +23,7 @@ from tests.conftest import (
     wait_until,
     write_jsonl,
 )
-from workers import keys as K
+from workers.protocol.keys import Keys
 from workers.redis_server import free_port
 
 pytestmark = pytest.mark.integration
@@ -84,7 +84,7 @@ def test_metrics_add_up_to_the_batch_and_cost_is_usage_times_price(
     assert pool.stop() == 0
     raw = redis.Redis.from_url(redis_url)
     try:
-        health = raw.hgetall(K.health_key("batchyard", "mock"))
+        health = raw.hgetall(Keys().health("mock"))
     finally:
         raw.close()
     tokens = sum(int(v) for k, v in health.items() if k.startswith(b"tok:"))

@@ -7,10 +7,12 @@ from collections import deque
 import pytest
 import redis
 
-from workers import keys as K
+from workers.protocol.keys import LimitKeys
+from workers.protocol.scripts import Lua, source
 
 pytestmark = pytest.mark.integration
-SCOPE = "t:rl:ep"
+SCOPE = LimitKeys.of("t:rl:ep")
+ADMIT, RELEASE, PAUSE = (source(s) for s in (Lua.LIMIT_ADMIT, Lua.LIMIT_RELEASE, Lua.LIMIT_PAUSE))
 
 
 @pytest.fixture
@@ -30,7 +32,7 @@ def admit(
     ttl_ms: int = 1000,
 ) -> float:
     """0 when admitted, else the wait in ms the script asks for."""
-    ok, wait = r.eval(K.LIMIT_ADMIT, 0, now_ms, lease, ttl_ms, tokens, SCOPE, rpm, tpm, conc)
+    ok, wait = r.eval(ADMIT, 3, *SCOPE, now_ms, lease, ttl_ms, tokens, rpm, tpm, conc)
     return 0.0 if int(ok) else float(wait)
 
 
@@ -67,13 +69,13 @@ def test_tpm_counts_tokens_and_reconciles_real_usage(r: redis.Redis) -> None:
         t += 10
     assert 0.97 * tpm / estimate <= admitted <= tpm / estimate
     # When calls used fewer tokens than estimated, the release refunds the difference.
-    r.delete(SCOPE)
+    r.delete(SCOPE.state)
     burst = 0
     while admit(r, 0, tpm=tpm, tokens=estimate) == 0:
         burst += 1
     assert burst == tpm // 60 // estimate  # one second's worth of tokens
     assert admit(r, 0, tpm=tpm, tokens=estimate) > 0
-    r.eval(K.LIMIT_RELEASE, 0, 0, "l", -burst * estimate // 2, 0, 0, SCOPE, 0, tpm, 0)
+    r.eval(RELEASE, 3, *SCOPE, 0, "l", -burst * estimate // 2, 0, 0, 0, tpm, 0)
     refunded = 0
     while admit(r, 0, tpm=tpm, tokens=estimate) == 0:
         refunded += 1
@@ -86,7 +88,7 @@ def test_concurrency_leases_expire_when_their_worker_dies(r: redis.Redis) -> Non
     # A third caller waits while both leases are held...
     assert admit(r, 100, conc=2, lease="c", ttl_ms=300) > 0
     # ...a released lease frees a slot at once...
-    r.eval(K.LIMIT_RELEASE, 0, 150, "a", 0, 0, 0, SCOPE, 0, 0, 2)
+    r.eval(RELEASE, 3, *SCOPE, 150, "a", 0, 0, 0, 0, 0, 2)
     assert admit(r, 150, conc=2, lease="c", ttl_ms=300) == 0
     # ...and a lease nobody releases (its worker was killed) is gone after its TTL.
     assert admit(r, 200, conc=2, lease="d", ttl_ms=300) > 0
@@ -94,17 +96,17 @@ def test_concurrency_leases_expire_when_their_worker_dies(r: redis.Redis) -> Non
 
 
 def test_a_pause_stops_admission_until_it_ends(r: redis.Redis) -> None:
-    r.eval(K.LIMIT_PAUSE, 1, f"{SCOPE}:pause", 5_000, 0)
+    r.eval(PAUSE, 1, SCOPE.pause, 5_000, 0)
     assert admit(r, 0, rpm=6000) == pytest.approx(5_000)
     # a shorter pause does not shorten a longer one
-    r.eval(K.LIMIT_PAUSE, 1, f"{SCOPE}:pause", 1_000, 0)
+    r.eval(PAUSE, 1, SCOPE.pause, 1_000, 0)
     assert admit(r, 2_000, rpm=6000) == pytest.approx(3_000)
     assert admit(r, 5_001, rpm=6000) == 0
 
 
 def test_learned_limits_cap_the_configured_ones(r: redis.Redis) -> None:
     # The provider said 60 rpm although the config says 6000.
-    r.eval(K.LIMIT_RELEASE, 0, 0, "x", 0, 60, 0, SCOPE, 6000, 0, 0)
+    r.eval(RELEASE, 3, *SCOPE, 0, "x", 0, 60, 0, 6000, 0, 0)
     admitted, t = 0, 0.0
     while t < 60_000:
         admitted += admit(r, t, rpm=6000) == 0

@@ -25,8 +25,8 @@ from tests.conftest import (
     wait_until,
     write_jsonl,
 )
-from workers import keys as K
-from workers.results import result_args
+from workers.protocol.results import write_call
+from workers.protocol.scripts import Lua, register
 
 pytestmark = pytest.mark.integration
 
@@ -131,12 +131,12 @@ def test_submit_worker_collect_as_separate_processes(
 def test_collect_resumes_after_a_crash_mid_write(tmp_path: Path, redis_url: str) -> None:
     with Client(redis_url) as client:
         report = client.submit_many([openai_line(f"c-{i}", "x") for i in range(10)])
-        write = client.redis.register_script(K.WRITE_RESULTS)
+        write = register(client.redis, Lua.WRITE_RESULTS)
         for i in range(10):
             result = LLMResult(
                 custom_id=f"c-{i}", batch_id=report.batch_id, status="succeeded", output=str(i)
             )
-            write(args=result_args(client.keys.ns, 60, [(f"c-{i}", result, False, b"")]))
+            write(**write_call(client.keys, 60, [(f"c-{i}", result, False, b"")]))
         out = tmp_path / "out.jsonl"
         collect(client, report.batch_id, out)
         # Simulate a crash after a half-written line that the cursor never recorded.

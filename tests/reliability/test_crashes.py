@@ -19,7 +19,7 @@ import redis
 from producers.client import Client
 from tests.conftest import WorkerPool, openai_line, wait_until
 from tests.reliability.conftest import Figures
-from workers.keys import Keys
+from workers.protocol.keys import Keys
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

@@ -10,7 +10,7 @@ from producers.submit import ChunkBuilder, numbered
 from schemas.batch_lines import LineError, parse_line
 from schemas.config import parse_config
 from schemas.request import LLMRequest
-from workers.keys import Keys
+from workers.protocol.keys import Keys
 
 json_values = st.recursive(
     st.none()

@@ -18,8 +18,10 @@ from producers.client import Client
 from schemas.result import LLMResult
 from tests.conftest import cli_env, openai_line, wait_until
 from tests.reliability.conftest import Figures
-from workers import keys as K
-from workers.results import result_args
+from workers.protocol.keys import Keys
+from workers.protocol.lanes import endpoint_queues
+from workers.protocol.results import write_call
+from workers.protocol.scripts import Lua, register
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -87,8 +89,8 @@ def test_100k_queued_requests_keep_the_producer_flat_and_cost_redis_little(
 
 def test_stored_results_cost_and_expire_per_their_ttl(redis_url: str, figures: Figures) -> None:
     r = redis.Redis.from_url(redis_url)
-    keys = K.Keys()
-    write = r.register_script(K.WRITE_RESULTS)
+    keys = Keys()
+    write = register(r, Lua.WRITE_RESULTS)
     n = 2000
     with Client(redis_url) as client:
         batch_id = client.submit_many(lines(n)).batch_id
@@ -98,12 +100,12 @@ def test_stored_results_cost_and_expire_per_their_ttl(redis_url: str, figures: F
         LLMResult(custom_id=f"m-{i:06d}", batch_id=batch_id, status="succeeded", output="o" * 40)
         for i in range(n)
     ]
-    r.delete(*[keys.queue_msgs(q) for q in K.endpoint_queues("mock")])
-    r.delete(*[keys.queue(q) for q in K.endpoint_queues("mock")])
+    r.delete(*[keys.queue_msgs(q) for q in endpoint_queues("mock")])
+    r.delete(*[keys.queue(q) for q in endpoint_queues("mock")])
     before = used_memory(r)
     for start in range(0, n, 500):
         items = [(x.custom_id or "", x, False, b"") for x in results[start : start + 500]]
-        write(args=result_args(keys.ns, ttl, items))
+        write(**write_call(keys, ttl, items))
     per_result = (used_memory(r) - before) / n
     # Every key of the batch carries the result TTL: results, stream, done hash, record, ids.
     batch_keys = [k.decode() for k in r.scan_iter(f"{keys.batch(batch_id)}*")]
@@ -115,7 +117,7 @@ def test_stored_results_cost_and_expire_per_their_ttl(redis_url: str, figures: F
         (x.custom_id or "", x.model_copy(update={"batch_id": short}), False, b"")
         for x in results[:10]
     ]
-    write(args=result_args(keys.ns, 2, items))
+    write(**write_call(keys, 2, items))
     assert r.exists(keys.stream(short), keys.done(short), keys.batch(short)) == 3
     wait_until(
         lambda: r.exists(keys.stream(short), keys.done(short), keys.batch(short)) == 0, 10, "expiry"

@@ -15,7 +15,7 @@ import redis
 from producers.client import Client
 from tests.conftest import WorkerPool, cli_env, openai_line, read_jsonl, write_jsonl
 from tests.reliability.conftest import Figures
-from workers.keys import Keys
+from workers.protocol.keys import Keys
 from workers.redis_server import RedisServer, free_port
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]

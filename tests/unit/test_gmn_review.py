@@ -19,8 +19,8 @@ from schemas.request import RouteHop
 from schemas.result import ErrorInfo, LLMResult, Usage
 from workers.execute import Executor
 from workers.gmn_review import review
-from workers.keys import SEP, Keys
-from workers.outcomes import dead_letter
+from workers.protocol.dead_letter import DeadLetter
+from workers.protocol.keys import Keys
 from workers.tasks import reviewer
 
 PROMPT = "An explorer walks a 2x2 grid towards the goal."
@@ -143,7 +143,7 @@ def test_builder_rejects_bad_lines_and_gives_each_good_line_its_own_task() -> No
     bad = outcome(error)
     assert (bad.custom_id, bad.agent_type, bad.line, bad.valid) == ("b", "coordinator", 2, False)
     assert [(e.code, e.path) for e in bad.errors] == [("invalid_line", "prompt")]
-    fields = bytes(chunk.blob).split(SEP)[:-1]
+    fields = chunk.blob.fields()
     jobs = [Job.model_validate(orjson.loads(fields[i + 3])["args"][0]) for i in (0, 4)]
     tasks = [j.task for j in jobs if j.task is not None]
     assert [(t.kind, t.round, t.max_rounds) for t in tasks] == [("gmn", 1, 4)] * 2
@@ -159,7 +159,7 @@ def test_a_failed_call_keeps_round_and_agent_type_from_its_dead_letter() -> None
     result = answer("")
     result.status, result.output = "errored", None
     result.error = ErrorInfo(code="server_error", message="mock: injected server_error")
-    line = outcome(result, dead_letter(failing, "errored", "server_error"))
+    line = outcome(result, DeadLetter.of(failing, "errored", "server_error"))
     assert (line.valid, line.rounds, line.agent_type, line.status) == (
         False,
         2,

@@ -15,12 +15,11 @@ from schemas.config import parse_config
 from schemas.job import Job
 from tests.conftest import openai_line
 from workers import encoder
-from workers.keys import (
+from workers.protocol.keys import Keys
+from workers.protocol.lanes import (
     EXECUTE_ACTOR,
     FAIR_LANES,
     LANES,
-    SEP,
-    Keys,
     Priority,
     actor_for,
     endpoint_queues,
@@ -50,13 +49,14 @@ def test_chunk_messages_decode_and_run_on_a_stub_broker() -> None:
     lines = [orjson.dumps(openai_line(f"id-{i}", f"text {i}")) for i in range(3)]
     chunk = ChunkBuilder("batch_x", Keys(), CONFIG).build(list(numbered(lines)))
     assert not chunk.errors
-    # ENQUEUE's blob holds fours: custom_id, queue, redis message id, encoded message.
-    fields = bytes(chunk.blob).split(SEP)[:-1]
+    # The enqueue blob holds fours: custom_id, queue index, redis message id, encoded message.
+    fields = chunk.blob.fields()
     assert len(fields) == 12
+    assert chunk.blob.queues == {"llm.a": b"0"}
     for i in range(0, len(fields), 4):
         custom_id, queue, _rid, data = (f.decode() for f in fields[i : i + 4])
         message = Message.decode(data.encode())
-        assert message.queue_name == queue == "llm.a"
+        assert message.queue_name == "llm.a" and queue == "0"
         assert message.args[0]["key"] == custom_id
         broker.enqueue(message)
     worker = dramatiq.Worker(broker, worker_timeout=100)
@@ -84,7 +84,7 @@ def test_bad_lines_and_unknown_route_endpoints_become_line_errors() -> None:
         ),
     ]
     chunk = ChunkBuilder("batch_x", Keys(), CONFIG).build(list(numbered(lines)))
-    assert chunk.blob == b""
+    assert not chunk.blob
     messages = [r.error.message for _, r in chunk.errors if r.error]
     assert messages[0].startswith("line 1: not valid JSON")
     assert messages[1] == "line 2: body.route.0.endpoint: unknown endpoint 'zzz' (known: a, b)"
@@ -98,9 +98,9 @@ def test_blank_lines_are_skipped_but_numbering_follows_the_file() -> None:
 def test_a_lane_picks_queue_actor_and_stays_on_the_job() -> None:
     lines = [orjson.dumps(openai_line("id-0", "text"))]
     chunk = ChunkBuilder("batch_x", Keys(), CONFIG, lane="@high").build(list(numbered(lines)))
-    _cid, queue, _rid, data = bytes(chunk.blob).split(SEP)[:4]
+    _cid, _queue, _rid, data = chunk.blob.fields()
     message = Message.decode(data)
-    assert queue == b"llm.a@high" and message.queue_name == "llm.a@high"
+    assert list(chunk.blob.queues) == ["llm.a@high"] and message.queue_name == "llm.a@high"
     assert message.actor_name == actor_for("@high") == "batchyard.execute.high"
     # The lane travels with the job, so failover hops and retries stay on it.
     assert Job.model_validate(message.args[0]).lane == "@high"
