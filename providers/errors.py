@@ -1,4 +1,9 @@
-"""The one error tree every adapter translates into; nothing vendor-specific leaks above it."""
+"""The one error tree every adapter translates into; nothing vendor-specific leaks above it.
+
+A class names what went wrong, not what to do about it: whether a worker retries, fails
+over or gives up on each `code` is the policy's call (`schemas.config.DEFAULT_ACTIONS`,
+overridable per deployment under `policy.on`).
+"""
 
 from __future__ import annotations
 
@@ -9,7 +14,6 @@ class ProviderError(Exception):
     """Base of all provider failures. `code` is the stable name stored in results."""
 
     code = "provider_error"
-    retryable = False
 
     def __init__(self, message: str, *, status: int | None = None) -> None:
         super().__init__(message)
@@ -21,7 +25,6 @@ class RateLimited(ProviderError):
     """429: the endpoint asks us to slow down, optionally saying for how long."""
 
     code = "rate_limited"
-    retryable = True
 
     def __init__(
         self,
@@ -41,28 +44,24 @@ class Overloaded(ProviderError):
     """The provider is temporarily out of capacity (Anthropic 529, OpenAI 503 'overloaded')."""
 
     code = "overloaded"
-    retryable = True
 
 
 class Timeout(ProviderError):
     """No (complete) answer within the configured time."""
 
     code = "timeout"
-    retryable = True
 
 
 class ServerError(ProviderError):
-    """5xx or a dropped connection: worth retrying."""
+    """5xx or a dropped connection."""
 
     code = "server_error"
-    retryable = True
 
 
 class ProtocolError(ProviderError):
     """The provider answered something that is not its documented wire format."""
 
     code = "protocol_error"
-    retryable = True
 
 
 class ContextTooLong(ProviderError):
@@ -84,7 +83,7 @@ class AuthError(ProviderError):
 
 
 class QuotaExceeded(AuthError):
-    """The account has no quota left (OpenAI `insufficient_quota`): not retryable here."""
+    """The account has no quota left (OpenAI `insufficient_quota`)."""
 
     code = "insufficient_quota"
 

@@ -6,8 +6,15 @@ from pathlib import Path
 
 import pytest
 
+from providers.errors import ProviderError
 from providers.registry import check_config, provider_class
-from schemas.config import ConfigError, load_config, parse_config
+from schemas.config import (
+    DEFAULT_ACTIONS,
+    ConfigError,
+    PolicyConfig,
+    load_config,
+    parse_config,
+)
 
 
 def test_no_file_means_the_mock_only_default(
@@ -97,3 +104,27 @@ def test_a_gateway_section_is_left_to_the_gateway() -> None:
         }
     )
     assert config.gateway == {"keys": [{"name": "svc", "sha256": "ab" * 32}]}
+
+
+def _error_classes(cls: type[ProviderError]) -> list[type[ProviderError]]:
+    return [cls, *(c for sub in cls.__subclasses__() for c in _error_classes(sub))]
+
+
+def test_every_error_class_has_a_policy_action() -> None:
+    # The policy is the one place that says what a worker does with each error class; a class
+    # it does not know would silently fall back to "fail".
+    import workers.outcomes  # noqa: F401  (defines CircuitOpen, a ProviderError of the workers)
+
+    codes = {c.code for c in _error_classes(ProviderError) if c is not ProviderError}
+    assert "circuit_open" in codes
+    assert codes <= set(DEFAULT_ACTIONS), codes - set(DEFAULT_ACTIONS)
+
+
+def test_policy_overrides_the_default_action_of_one_class() -> None:
+    policy = PolicyConfig(on={"content_filtered": "failover", "rate_limited": "fail"})
+    assert policy.action("content_filtered") == "failover"
+    assert policy.action("rate_limited") == "fail"
+    assert policy.action("timeout") == "retry" and PolicyConfig().action("timeout") == "retry"
+    assert policy.action("no_such_code") == "fail"
+    with pytest.raises(ValueError, match="unknown error class 'gremlins'"):
+        PolicyConfig(on={"gremlins": "retry"})  # type: ignore[dict-item]

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import time
-
 import aiohttp
 import pytest
 from pydantic import ValidationError
@@ -161,7 +159,7 @@ async def test_each_failure_maps_to_its_error_class(
         await make(server.url, session).generate(request(), "claude")
     exc = caught.value
     assert exc.code == expected.code
-    assert exc.retryable is expected.retryable
+    assert type(exc) is expected
     assert exc.status == status
     assert "'claude'" in exc.message
 
@@ -205,10 +203,11 @@ async def test_server_slower_than_timeout_is_timeout(
     server: FakeServer, session: aiohttp.ClientSession
 ) -> None:
     server.faults.push("slow:3000")
-    started = time.perf_counter()
     with pytest.raises(Timeout):
         await make(server.url, session, timeout_s=0.2).generate(request(), "m")
-    assert time.perf_counter() - started < 1.5
+    # The client gave up before the server answered: the server saw it hang up mid-wait.
+    await server.wait_for_requests(1)
+    assert server.requests[-1].fault == "abandoned" and server.requests[-1].status is None
 
 
 async def test_missing_version_header_is_what_the_server_rejects(

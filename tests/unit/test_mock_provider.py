@@ -69,7 +69,7 @@ async def test_script_runs_per_custom_id_then_answers_normally() -> None:
     after = await provider.generate(request(), "m")
 
     # Then each call got its step, and the script's end means plain success
-    assert limited.value.retry_after_s == 2.5 and limited.value.retryable
+    assert limited.value.retry_after_s == 2.5
     assert ok.text == after.text == "hello"
     assert provider.calls == {"req-1": 5}, "only scripted ids are counted"
 
@@ -81,7 +81,6 @@ async def test_every_error_code_raises_the_real_class(code: str) -> None:
         await provider.generate(request(), "m")
     assert type(caught.value) is ERRORS[code]
     assert caught.value.code == code
-    assert caught.value.retryable is ERRORS[code].retryable
 
 
 def test_error_codes_and_their_config_type_agree() -> None:
