@@ -29,8 +29,7 @@ from providers.errors import (
     ServerError,
     Timeout,
 )
-from providers.headers import RateLimits, rate_limits, retry_after_s
-from schemas.config import EndpointConfig
+from providers.headers import rate_limits, retry_after_s
 
 #: Sent with every call so fake servers, gateways and logs can tie a call to its request.
 CUSTOM_ID_HEADER = "x-batchyard-custom-id"
@@ -193,17 +192,6 @@ class HTTPProvider(Provider):
 
     options: HTTPConfig
 
-    def __init__(
-        self,
-        endpoint: str,
-        settings: EndpointConfig,
-        options: ProviderConfig,
-        session: aiohttp.ClientSession | None = None,
-    ) -> None:
-        super().__init__(endpoint, settings, options, session)
-        #: The limits the last response advertised, for the shared limiter to read.
-        self.last_limits: RateLimits | None = None
-
     def api_key(self) -> str | None:
         """The endpoint's key in clear text, for a request header only."""
         key = self.settings.api_key
@@ -259,9 +247,6 @@ class HTTPProvider(Provider):
                 allow_redirects=False,
             ) as raw:
                 resp = HTTPResponse(raw.status, raw.headers, await raw.read())
-        limits = rate_limits(resp.headers)
-        if limits:
-            self.last_limits = limits
         return resp
 
     def announced(self, resp: HTTPResponse) -> AnnouncedLimits | None:

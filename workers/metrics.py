@@ -4,7 +4,6 @@ depth and breaker state read from Redis at scrape time."""
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from functools import cache
 from typing import Any
@@ -79,8 +78,3 @@ def serve_metrics(port: int, redis_url: str, namespace: str, endpoints: list[str
     registry.register(RedisState(redis_url, namespace, endpoints))
     server, _thread = start_http_server(port, addr="127.0.0.1", registry=registry)
     return server
-
-
-def multiproc_dir() -> str | None:
-    """Where the children's metric files live, when multiprocess mode is on."""
-    return os.environ.get("PROMETHEUS_MULTIPROC_DIR")

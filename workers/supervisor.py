@@ -52,7 +52,6 @@ class Supervisor:
         self._metrics_dir: tempfile.TemporaryDirectory[str] | None = None
         self._metrics_server: Any = None
         self.children: list[subprocess.Popen[bytes] | None] = [None] * processes
-        self.restarts = 0
         self._started_at = [0.0] * processes
         self._failures = [0] * processes
         self._stop = threading.Event()
@@ -109,10 +108,6 @@ class Supervisor:
         )
         log.info("metrics on http://127.0.0.1:%d/metrics", self.metrics_port)
 
-    def pids(self) -> list[int]:
-        """PIDs of the live children."""
-        return [c.pid for c in self.children if c is not None and c.poll() is None]
-
     def check(self) -> None:
         """Restart children that exited, backing off when one keeps crashing at start-up."""
         for slot, child in enumerate(self.children):
@@ -137,7 +132,6 @@ class Supervisor:
             )
             if self._failures[slot] and self._stop.wait(delay):
                 return
-            self.restarts += 1
             self._spawn(slot)
 
     def run(self, poll_s: float = 0.2) -> None:
