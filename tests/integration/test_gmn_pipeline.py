@@ -20,7 +20,8 @@ from tests.conftest import WorkerPool, batchyard, cli_env, read_jsonl
 
 pytestmark = pytest.mark.integration
 
-SHARED = Path(__file__).resolve().parents[2].parent / "shared" / "gmn"
+#: A copy of the brief's gmn/ (SPEC.md, examples, prompts), so every clone runs these tests.
+GMN_DATA = Path(__file__).resolve().parents[1] / "data" / "gmn"
 AGENTS = ["explorer", "trader", "coordinator", "general"]
 
 
@@ -181,10 +182,9 @@ def test_single_prompt_api_sync_and_async(
     assert outcome.valid and outcome.agent_type == "trader"
 
 
-@pytest.mark.skipif(not SHARED.is_dir(), reason=f"shared GMN files not found at {SHARED}")
-def test_cli_generates_the_shared_prompts_on_embedded_defaults(tmp_path: Path) -> None:
-    # Given no REDIS_URL and no config file, when the shared prompts go through the CLI,
-    prompts = SHARED / "prompts.jsonl"
+def test_cli_generates_the_spec_prompts_on_embedded_defaults(tmp_path: Path) -> None:
+    # Given no REDIS_URL and no config file, when the spec's prompts go through the CLI,
+    prompts = GMN_DATA / "prompts.jsonl"
     env = cli_env()
     stdout = batchyard(
         "gmn", "generate", str(prompts), "-o", "gmn.jsonl", "--rounds", "3", env=env, cwd=tmp_path
