@@ -1,4 +1,17 @@
-"""One endpoint, one request: breaker, rate limit, provider call, retries in place, spans."""
+"""One endpoint, one request: breaker, rate limit, provider call, retries in place, spans.
+
+Retrying has three layers, each for what only it can do:
+- here, tenacity retries a provider error *on the same endpoint*, in place, for waits short
+  enough to hold the job (backoff with full jitter, or a Retry-After up to
+  `policy.max_retry_wait_s`); whether a class is retried at all is the policy's call
+  (`PolicyConfig.action`);
+- `workers.execute` turns what cannot be served here into a `Move` that `workers.requeue`
+  puts back on a queue: the next endpoint of the route (failover), or the same one later
+  (a rate-limit wait past `max_inline_wait_s`, an open breaker), so a long wait holds no slot;
+- dramatiq's `Retries` middleware (`workers.broker`) re-runs a job that raised something
+  else: infrastructure failures such as Redis going away mid-write. Provider errors never
+  reach it.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +19,7 @@ import asyncio
 import time
 
 from opentelemetry.trace import SpanKind, StatusCode
-from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt
+from tenacity import AsyncRetrying, RetryCallState, retry_if_exception
 
 from providers.base import Provider, ProviderResponse
 from providers.errors import ProviderError, RateLimited, Timeout
@@ -92,33 +105,52 @@ async def call_endpoint(
             await health.success(attempt.latency_ms, probe=probe)  # it answered: it is up
         raise exc
 
-    def should_retry(exc: BaseException) -> bool:
-        retry = (
-            isinstance(exc, ProviderError)
-            and not isinstance(exc, CircuitOpen)
-            and not probe
-            and len(job.attempts) < policy.max_attempts
-            and (job.deadline is None or time.time() < job.deadline)
-            and retry_fits(policy, exc)
-        )
-        if retry:
-            metrics.labeled(metrics.RETRIES, provider.endpoint).inc()
-        return retry
-
-    # Most calls succeed first time: only build tenacity's retrier once one did not.
+    # Most calls succeed first time, and setting tenacity up costs more than the rest of a
+    # fast job's Python work (see README, "Retries"): the first call runs bare. Its failure
+    # is replayed as tenacity's first attempt, so tenacity alone decides what follows.
     try:
         return await once()
     except ProviderError as exc:
-        if policy.retries_per_endpoint == 0 or not should_retry(exc):
-            raise
-        await asyncio.sleep(backoff_s(policy, 1, exc))
+        first_failure: ProviderError | None = exc
+
+    def worth_retrying(exc: BaseException) -> bool:
+        """The policy retries this class, the breaker let us call, and Retry-After is short."""
+        return (
+            isinstance(exc, ProviderError)
+            and not isinstance(exc, CircuitOpen)
+            and not probe
+            and retry_fits(policy, exc)
+        )
+
+    def give_up(state: RetryCallState) -> bool:
+        """Retries on this endpoint, the request's attempts (across every endpoint) or its
+        batch's window are used up."""
+        return (
+            state.attempt_number > policy.retries_per_endpoint
+            or len(job.attempts) >= policy.max_attempts
+            or (job.deadline is not None and time.time() >= job.deadline)
+        )
+
+    def wait_s(state: RetryCallState) -> float:
+        exc = state.outcome.exception() if state.outcome is not None else None
+        return backoff_s(policy, state.attempt_number, exc)
+
+    def count_retry(_: RetryCallState) -> None:
+        metrics.labeled(metrics.RETRIES, provider.endpoint).inc()
+
+    async def attempt() -> ProviderResponse:
+        nonlocal first_failure
+        if first_failure is not None:
+            exc, first_failure = first_failure, None
+            raise exc
+        return await once()
+
     retrying = AsyncRetrying(
-        stop=stop_after_attempt(policy.retries_per_endpoint),
-        wait=lambda rs: backoff_s(
-            policy, rs.attempt_number + 1, rs.outcome.exception() if rs.outcome else None
-        ),
-        retry=retry_if_exception(should_retry),
+        retry=retry_if_exception(worth_retrying),
+        stop=give_up,
+        wait=wait_s,
+        before_sleep=count_retry,
         reraise=True,
     )
-    result: ProviderResponse = await retrying(once)
+    result: ProviderResponse = await retrying(attempt)
     return result

@@ -1,0 +1,118 @@
+"""In-place retries on one endpoint (`workers.calls`): tenacity decides, the policy says
+which classes are retried; a real redis-server holds the breaker and the limiter."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+import redis.asyncio as aioredis
+
+from providers import errors
+from providers.mock import MockProvider
+from providers.registry import endpoint_options
+from schemas.config import EndpointConfig, PolicyConfig
+from schemas.job import Job
+from schemas.request import LLMRequest, RouteHop
+from workers import metrics
+from workers.calls import call_endpoint
+from workers.health import EndpointHealth
+from workers.ratelimit import Limiter
+from workers.redis_server import RedisServer
+
+
+@pytest.fixture
+async def client(redis_server: RedisServer) -> AsyncIterator[aioredis.Redis]:
+    r = aioredis.Redis.from_url(redis_server.url)
+    yield r
+    await r.aclose()
+
+
+async def call(
+    client: aioredis.Redis, steps: list[str], deadline: float | None = None, **policy: Any
+) -> tuple[Job, str | BaseException]:
+    """Run one request whose provider answers `steps` in turn; the job and text or error."""
+    settings = EndpointConfig.model_validate({"provider": "mock", "script": {"r-1": steps}})
+    provider = MockProvider("m", settings, endpoint_options("m", settings))
+    request = LLMRequest.model_validate(
+        {"custom_id": "r-1", "messages": [{"role": "user", "content": "hi"}]}
+    )
+    job = Job(
+        batch_id="b",
+        key="r-1",
+        request=request,
+        route=[RouteHop(endpoint="m")],
+        enqueued_at=time.time(),
+        deadline=deadline,
+    )
+    try:
+        resp = await call_endpoint(
+            job,
+            provider,
+            "mock-1",
+            request,
+            health=EndpointHealth(client, "t", "m", settings.breaker),
+            limiter=Limiter(client, "t", "m", settings),
+            policy=PolicyConfig.model_validate({"backoff_base_s": 0.001, **policy}),
+        )
+    except errors.ProviderError as exc:
+        return job, exc
+    return job, resp.text
+
+
+def tried(job: Job) -> list[str | None]:
+    return [a.error for a in job.attempts]
+
+
+def retries_counted() -> float:
+    return metrics.labeled(metrics.RETRIES, "m")._value.get()  # type: ignore[attr-defined,no-any-return]
+
+
+async def test_retryable_errors_are_retried_in_place_until_one_succeeds(
+    client: aioredis.Redis,
+) -> None:
+    before = retries_counted()
+    job, outcome = await call(client, ["server_error", "timeout", "ok"])
+    assert outcome == "hi"
+    assert tried(job) == ["server_error", "timeout", None]
+    assert retries_counted() - before == 2
+
+
+async def test_retries_per_endpoint_bounds_the_calls(client: aioredis.Redis) -> None:
+    before = retries_counted()
+    job, outcome = await call(client, ["overloaded"] * 5, retries_per_endpoint=2)
+    assert isinstance(outcome, errors.Overloaded)
+    assert tried(job) == ["overloaded"] * 3
+    assert retries_counted() - before == 2, "the call that was not retried is not a retry"
+    job, outcome = await call(client, ["overloaded", "ok"], retries_per_endpoint=0)
+    assert isinstance(outcome, errors.Overloaded) and len(job.attempts) == 1
+
+
+@pytest.mark.parametrize("code", ["invalid_request", "auth_error", "context_too_long"])
+async def test_classes_the_policy_does_not_retry_are_tried_once(
+    client: aioredis.Redis, code: str
+) -> None:
+    job, outcome = await call(client, [code, "ok"])
+    assert isinstance(outcome, errors.ProviderError) and outcome.code == code
+    assert tried(job) == [code]
+
+
+async def test_the_policy_not_the_error_class_decides(client: aioredis.Redis) -> None:
+    job, outcome = await call(client, ["server_error", "ok"], on={"server_error": "failover"})
+    assert isinstance(outcome, errors.ServerError) and len(job.attempts) == 1
+    job, outcome = await call(client, ["content_filtered", "ok"], on={"content_filtered": "retry"})
+    assert outcome == "hi" and tried(job) == ["content_filtered", None]
+
+
+async def test_the_request_budget_and_a_long_retry_after_stop_retrying(
+    client: aioredis.Redis,
+) -> None:
+    job, outcome = await call(client, ["server_error"] * 5, retries_per_endpoint=5, max_attempts=2)
+    assert isinstance(outcome, errors.ServerError) and len(job.attempts) == 2
+    job, outcome = await call(client, ["server_error", "ok"], deadline=time.time() - 1)
+    assert isinstance(outcome, errors.ServerError) and len(job.attempts) == 1
+    # (last: the 429 pauses the endpoint for 120 s)
+    job, outcome = await call(client, ["rate_limited:120", "ok"], max_retry_wait_s=60)
+    assert isinstance(outcome, errors.RateLimited) and len(job.attempts) == 1
