@@ -1,4 +1,8 @@
-"""The execute actor's body: one queued job -> provider call(s) -> one result or a next hop."""
+"""The execute actor's body: one queued job -> provider call(s) -> one result or a next hop.
+
+Provider errors end here, as a result or a `Move` (failover or a delayed retry, see
+`workers.calls` for the three retry layers); anything else propagates to dramatiq's Retries.
+"""
 
 from __future__ import annotations
 

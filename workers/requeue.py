@@ -1,5 +1,8 @@
 """Puts a job back on a queue from the event loop: failover hops and delayed retries.
 
+The second of the three retry layers (see `workers.calls`): what cannot be retried in place
+moves on through a queue, so a long wait or a next endpoint never holds a worker's slot.
+
 Uses dramatiq's own dispatch script, exactly as `RedisBroker.enqueue` does (delays go to the
 `.DQ` queue with an `eta`), but through the asyncio Redis client so the loop never blocks.
 """
