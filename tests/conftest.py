@@ -15,6 +15,7 @@ from typing import Any
 
 import orjson
 import pytest
+import redis
 import yaml
 
 from workers.redis_server import RedisServer
@@ -146,6 +147,22 @@ def wait_until(predicate: Callable[[], bool], timeout_s: float, what: str) -> No
         if time.monotonic() > deadline:
             pytest.fail(f"timed out after {timeout_s}s waiting for {what}")
         time.sleep(0.05)
+
+
+def wait_for_aof(url: str, timeout_s: float = 10) -> None:
+    """Wait until Redis has written everything it answered to its AOF, with no fsync pending:
+    a SIGKILL of redis-server cannot lose it then (`appendfsync everysec` may hold a write
+    back while an fsync is slow)."""
+    client = redis.Redis.from_url(url)
+    try:
+
+        def written() -> bool:
+            info = client.info("persistence")
+            return info["aof_buffer_length"] == 0 and info["aof_pending_bio_fsync"] == 0
+
+        wait_until(written, timeout_s, "Redis to write its AOF")
+    finally:
+        client.close()
 
 
 class ServerThread:

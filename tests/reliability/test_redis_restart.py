@@ -13,7 +13,14 @@ import pytest
 import redis
 
 from producers.client import Client
-from tests.conftest import WorkerPool, cli_env, openai_line, read_jsonl, write_jsonl
+from tests.conftest import (
+    WorkerPool,
+    cli_env,
+    openai_line,
+    read_jsonl,
+    wait_for_aof,
+    write_jsonl,
+)
 from tests.reliability.conftest import Figures
 from workers.protocol.keys import Keys
 from workers.redis_server import RedisServer, free_port
@@ -79,7 +86,7 @@ def test_a_redis_crash_mid_batch_loses_no_request_and_duplicates_no_result(
         # When Redis is SIGKILLed mid-batch (up to a second of writes never reach the AOF)
         # and comes back on the same port with the same data directory,
         aof_redis.crash()
-        time.sleep(1.0)
+        time.sleep(1.0)  # Redis stays down a moment: workers and collector see the outage
         aof_redis.start()
         # then the workers reconnect and the batch completes,
         poll(client, batch_id, lambda _, finished: finished, 100)
@@ -135,7 +142,7 @@ def test_a_fetch_whose_ack_and_result_a_crash_lost_is_run_again(
         # The state the crash leaves: fetched into the live worker's ack set, no result.
         name = queue.removeprefix(f"{keys.dramatiq_ns}:")
         r.sadd(f"{keys.dramatiq_ns}:__acks__.{worker_id}.{name}", message_id)
-        time.sleep(1.5)  # appendfsync everysec: on disk
+        wait_for_aof(aof_redis.url)
         aof_redis.crash()
         aof_redis.start()
         with Client(aof_redis.url) as client:

@@ -4,6 +4,7 @@ and acks sent in groups."""
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -11,9 +12,11 @@ from typing import Any
 import dramatiq
 import pytest
 import redis
+from dramatiq.asyncio import get_event_loop_thread
 from dramatiq.message import Message
 
 from schemas.settings import Settings
+from tests.conftest import wait_for_aof
 from workers.broker import LaneBroker, build_broker
 from workers.loop_worker import LoopWorker
 from workers.redis_server import RedisServer
@@ -49,11 +52,13 @@ def leftovers(broker: LaneBroker, queue: str = "q") -> tuple[int, int, int]:
 def test_runs_every_message_on_the_loop_never_more_than_concurrency(broker: LaneBroker) -> None:
     state = {"now": 0, "peak": 0}
     done: list[int] = []
+    gate: dict[str, asyncio.Event] = {}
 
     async def fn(payload: dict[str, Any]) -> None:
         state["now"] += 1
         state["peak"] = max(state["peak"], state["now"])
-        await asyncio.sleep(0.005)
+        # Jobs hold their slot until the test has seen the bound reached.
+        await gate.setdefault("open", asyncio.Event()).wait()
         state["now"] -= 1
         done.append(payload["i"])
 
@@ -62,16 +67,48 @@ def test_runs_every_message_on_the_loop_never_more_than_concurrency(broker: Lane
     worker = LoopWorker(broker, fn, concurrency=7, worker_timeout=100)
     worker.start()
     try:
+        # Given 300 queued jobs that block, 7 run at once and no more start,
+        wait_for(lambda: state["now"] >= 7)
+        wait_for(lambda: leftovers(broker)[0] < 300 - 7)  # more than 7 are fetched
+        assert state == {"now": 7, "peak": 7}
+        assert done == []
+        # and once they may finish, all 300 run, still at most 7 at a time.
+        loop = get_event_loop_thread()
+        assert loop is not None
+        loop.loop.call_soon_threadsafe(gate["open"].set)
         wait_for(lambda: len(done) == 300)
         assert broker.acks.flush(10)
     finally:
         worker.stop(timeout=10_000)
         broker.close()
     assert sorted(done) == list(range(300))
-    assert state["peak"] == 7  # the bound was reached and never passed
+    assert state["peak"] == 7
     assert leftovers(broker) == (0, 0, 0)
-    # 300 acks went to Redis in far fewer script calls than one each.
-    assert 0 < broker.acks.calls < 150
+
+
+def test_acks_piling_up_during_a_send_go_to_redis_in_one_call(
+    broker: LaneBroker, redis_server: RedisServer
+) -> None:
+    # Given 300 fetched messages and Redis holding the ack thread's first call,
+    enqueue(broker, 300)
+    consumer = broker.consume("q", prefetch=300, timeout=100)
+    messages = [next(consumer) for _ in range(300)]
+    assert all(m is not None for m in messages)
+    admin = redis.Redis.from_url(redis_server.url)
+    admin.execute_command("CLIENT", "PAUSE", 30_000, "WRITE")
+    try:
+        # when 300 acks arrive one by one meanwhile,
+        for m in messages:
+            consumer.ack(m)
+    finally:
+        admin.execute_command("CLIENT", "UNPAUSE")
+        admin.close()
+    # then the ones that piled up behind the held call go in one more call, not one each.
+    assert broker.acks.flush(10)
+    assert broker.acks.sent == 300
+    assert 1 <= broker.acks.calls <= 2
+    assert leftovers(broker) == (0, 0, 0)
+    broker.close()
 
 
 def test_a_failing_message_goes_through_dramatiq_retries(broker: LaneBroker) -> None:
@@ -129,7 +166,7 @@ def test_acks_queued_while_redis_is_down_land_when_it_is_back() -> None:
         messages = [next(consumer) for _ in range(10)]
         assert all(m is not None for m in messages)
         assert leftovers(broker) == (0, 10, 10)
-        time.sleep(1.5)  # appendfsync everysec: the fetch is on disk
+        wait_for_aof(server.url)  # the fetch survives the crash
         server.crash()
         for m in messages:
             consumer.ack(m)
@@ -138,4 +175,27 @@ def test_acks_queued_while_redis_is_down_land_when_it_is_back() -> None:
         assert broker.acks.flush(20)
         assert broker.acks.sent == 10
         assert leftovers(broker) == (0, 0, 0)
+        broker.close()
+
+
+def test_a_wake_notice_ends_an_idle_consumers_longest_wait(redis_server: RedisServer) -> None:
+    broker = build_broker(Settings(redis_url=redis_server.url, idle_poll_ms=60_000))
+    assert isinstance(broker, LaneBroker)
+    # Given an idle consumer backed off to its longest wait (30 to 60 s),
+    consumer = broker.consume("q")
+    consumer.misses = 40
+    fetched: list[object] = []
+    waiting = threading.Thread(target=lambda: fetched.append(next(consumer)), daemon=True)
+    waiting.start()
+    try:
+        assert broker.waker is not None
+        channel = broker.waker.channel
+        wait_for(lambda: broker.client.pubsub_numsub(channel)[0][1] >= 1)
+        # when a producer announces it filled the consumer's queue,
+        broker.client.publish(channel, "q")
+        # then the consumer stops waiting at once, ready to fetch.
+        waiting.join(timeout=10)
+        assert not waiting.is_alive(), "the consumer slept through the wake-up"
+        assert fetched == [None] and consumer.misses == 0
+    finally:
         broker.close()
