@@ -52,7 +52,9 @@ def peak_rss_mb(pid: int) -> float:
     return float("nan")
 
 
-def start_worker(redis_url: str, concurrency: int, config: Path) -> subprocess.Popen[bytes]:
+def start_worker(
+    redis_url: str, concurrency: int, config: Path, **extra_env: str
+) -> subprocess.Popen[bytes]:
     return subprocess.Popen(
         [
             sys.executable,
@@ -63,7 +65,7 @@ def start_worker(redis_url: str, concurrency: int, config: Path) -> subprocess.P
             "--config",
             str(config),
         ],
-        env=env(redis_url),
+        env=env(redis_url, **extra_env),
     )
 
 

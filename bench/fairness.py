@@ -6,12 +6,17 @@ Printed per case: the small batch's time from submit to last result, the same ba
 on an idle worker (the floor), and how many big-batch jobs ran meanwhile. A single FIFO queue
 would make the small batch wait for the whole big one (big / rate seconds).
 
-Run: python bench/fairness.py [--big 20000] [--small 200]
+Then single requests, 1.5 s apart, on an idle worker whose consumers poll only every 5 s:
+the time from submit to result shows the producer's wake-up (polling alone would often
+leave them waiting for seconds).
+
+Run: python bench/fairness.py [--big 20000] [--small 200] [--singles 8]
 """
 
 from __future__ import annotations
 
 import argparse
+import statistics
 import sys
 import tempfile
 import time
@@ -44,6 +49,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--big", type=int, default=20_000)
     parser.add_argument("--small", type=int, default=200)
+    parser.add_argument("--singles", type=int, default=8)
     args = parser.parse_args()
     with RedisServer() as server, tempfile.TemporaryDirectory() as d:
         config = write_config(Path(d) / "mock.yaml", latency_ms=20)
@@ -76,6 +82,30 @@ def main() -> None:
     fifo = args.big / rate
     print(f"  a single FIFO queue would have made it wait ~{fifo:.0f} s ({rate:.0f} jobs/s)")
     print(f"  big batch left unfinished at the end: {left:,}")
+    waits = idle_wake(args.singles)
+    print(
+        f"single requests on an idle worker polling every 5 s ({len(waits)}, 1.5 s apart): "
+        f"median {statistics.median(waits):.3f} s, max {max(waits):.3f} s from submit to result"
+    )
+
+
+def idle_wake(n: int) -> list[float]:
+    """Seconds from submit to result of lone requests arriving at an idle worker."""
+    with RedisServer() as server, tempfile.TemporaryDirectory() as d:
+        config = write_config(Path(d) / "mock.yaml")
+        proc = start_worker(server.url, 8, config, BATCHYARD_IDLE_POLL_MS="5000")
+        try:
+            with Client(server.url) as client:
+                small_batch(client, 1, "warm", "normal")
+                waits = []
+                for i in range(n):
+                    time.sleep(1.5)  # the gap between arrivals: the worker goes idle
+                    seconds, _ = small_batch(client, 1, f"one{i}", "normal")
+                    waits.append(seconds)
+        finally:
+            proc.terminate()
+            proc.wait()
+    return waits
 
 
 if __name__ == "__main__":
