@@ -91,6 +91,24 @@ def test_metrics_add_up_to_the_batch_and_cost_is_usage_times_price(
     assert tokens == ok * 1500
 
 
+def wait_for_reads(
+    url: str, key: str, times: int, proc: subprocess.Popen[str], timeout_s: float = 30
+) -> None:
+    """Block until Redis has served `times` HGETALLs of `key` (seen through MONITOR)."""
+    deadline = time.monotonic() + timeout_s
+    wanted = f"HGETALL {key}".lower()
+    client = redis.Redis.from_url(url, socket_timeout=timeout_s)
+    try:
+        with client.monitor() as monitor:
+            while times > 0:
+                assert proc.poll() is None, "the collector exited"
+                assert time.monotonic() < deadline, f"no {times} more reads of {key}"
+                if monitor.next_command()["command"].lower() == wanted:
+                    times -= 1
+    finally:
+        client.close()
+
+
 def test_collect_follow_started_before_submit_sees_every_result_once(
     tmp_path: Path, redis_url: str, worker_pool: Callable[..., WorkerPool]
 ) -> None:
@@ -115,8 +133,8 @@ def test_collect_follow_started_before_submit_sees_every_result_once(
         text=True,
     )
     try:
-        time.sleep(0.5)  # the collector is waiting for the batch to exist
-        assert collector.poll() is None
+        # (it is: Redis serves its repeated reads of the batch's record, which is not there)
+        wait_for_reads(redis_url, Keys().batch("batch_follow-1"), 2, collector)
         write_jsonl(tmp_path / "in.jsonl", [openai_line(f"f-{i}", "x") for i in range(300)])
         batchyard("submit", "in.jsonl", "--batch-id", "batch_follow-1", env=env, cwd=tmp_path)
         _out, err = collector.communicate(timeout=60)
