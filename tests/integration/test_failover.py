@@ -211,10 +211,13 @@ def test_breaker_opens_shows_in_providers_and_closes_after_a_good_probe(
         # When the primary recovers and the open period has passed,
         healthy = two_endpoints({"breaker": breaker})
         run_workers(healthy, concurrency=4)
-        time.sleep(1.1)
+        health = f"{client.keys.ns}:health:primary"
+        opened_until = float(client.redis.hget(health, "open_until") or 0)
+        assert opened_until > 0, "the breaker never opened"
+        wait_until(lambda: time.time() >= opened_until, 10, "the breaker's open period to end")
         second = client.submit_many([openai_line(f"b-{i}", "x") for i in range(20)]).batch_id
         results = finish(client, second)
-        state = client.redis.hget(f"{client.keys.ns}:health:primary", "state")
+        state = client.redis.hget(health, "state")
     # then one probe succeeds, the breaker closes and the primary serves again.
     assert state == b"closed"
     assert all(r.status == "succeeded" for r in results)

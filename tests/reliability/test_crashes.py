@@ -55,16 +55,24 @@ def ack_sets(r: redis.Redis, keys: Keys) -> dict[str, set[bytes]]:
     return out
 
 
-def held_by_victim(r: redis.Redis, keys: Keys, seen: set[str]) -> tuple[list[str], set[str]]:
+def held_by_victim(
+    r: redis.Redis, keys: Keys, seen: set[str], timeout_s: float = 10
+) -> tuple[list[str], set[str]]:
     """The ack sets of the process just killed and the result keys of their messages.
 
-    A live worker's ack set changes every ~100 ms (calls take 100 ms); a dead one's is
-    frozen. Two snapshots a second apart tell them apart; `seen` holds earlier victims'.
+    A live worker's ack sets change every ~100 ms (calls take 100 ms); a dead one's stay as
+    they were at the kill until maintenance requeues them (15 s). Poll until the sets that
+    have not changed since the kill belong to one worker id; `seen` holds earlier victims'.
     """
     first = ack_sets(r, keys)
-    time.sleep(1.0)
-    second = ack_sets(r, keys)
-    frozen = [k for k, ids in first.items() if ids and second.get(k) == ids and k not in seen]
+    deadline = time.monotonic() + timeout_s
+    while True:
+        now = ack_sets(r, keys)
+        frozen = [k for k, ids in first.items() if ids and now.get(k) == ids and k not in seen]
+        owners = {name.split(":__acks__.", 1)[1].split(".", 1)[0] for name in frozen}
+        if len(owners) <= 1 or time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
     seen.update(frozen)
     held: set[str] = set()
     for name in frozen:
