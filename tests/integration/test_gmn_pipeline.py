@@ -71,19 +71,16 @@ def test_forty_percent_invalid_first_answers_converge_within_three_rounds(
 ) -> None:
     # Given a mock that breaks 40% of first answers in assorted ways,
     gmn_workers(gmn_invalid_rate=0.4, seed=7)
-    started = time.monotonic()
     with Client(redis_url) as client:
-        # when 1,000 prompts run with up to 3 rounds,
+        # when 1,000 prompts run with up to 3 rounds (how fast: bench/gmn.py),
         batch_id = client.generate_gmn_batch(prompt_lines(1000), rounds=3)
         rows = finish(client, batch_id, timeout_s=55)
         batch = client.batch(batch_id)
-    elapsed = time.monotonic() - started
     # then at least 99% end valid, each prompt has exactly one line,
     assert sorted(r.custom_id or "" for r in rows) == sorted(f"p-{i}" for i in range(1000))
     assert batch.counts.completed == 1000 and batch.counts.failed == 0
     assert sum(r.valid for r in rows) >= 990
     assert all(r.rounds is not None and 1 <= r.rounds <= 3 for r in rows)
-    assert elapsed < 60, f"took {elapsed:.1f}s"
     # and the report shows about 60% valid after round 1, the rest fixed in round 2.
     report = GMNReport()
     for row in rows:

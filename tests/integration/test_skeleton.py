@@ -172,13 +172,11 @@ def test_killed_worker_child_is_restarted_and_nothing_is_lost(
             "the killed child to be replaced",
         )
         # and the batch completes with every result exactly once.
-        started = time.monotonic()
         wait_until(lambda: client.batch(batch_id).finished, 90, "the batch to finish")
         batch = client.batch(batch_id)
         keys = [k for _, k, _ in client.iter_results(batch_id)]
     assert batch.counts.completed == n and batch.counts.failed == 0
     assert len(keys) == n and len(set(keys)) == n
-    assert time.monotonic() - started < 90
 
 
 def test_the_batch_index_forgets_batches_older_than_the_result_ttl(redis_url: str) -> None:

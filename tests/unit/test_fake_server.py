@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import time
+import asyncio
 from typing import Any
 
 import aiohttp
@@ -232,12 +232,22 @@ async def test_api_key_and_models_are_enforced(session: aiohttp.ClientSession) -
             assert [m["id"] for m in (await r.json())["data"]] == ["gpt-4o"]
 
 
-async def test_latency_and_slow_faults_delay_the_answer(session: aiohttp.ClientSession) -> None:
+async def test_latency_and_slow_faults_delay_the_answer(
+    session: aiohttp.ClientSession, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    slept: list[float] = []
+    real_sleep = asyncio.sleep
+
+    async def sleep(delay: float, result: Any = None) -> Any:
+        slept.append(delay)
+        return await real_sleep(delay, result)
+
+    monkeypatch.setattr(asyncio, "sleep", sleep)
     async with FakeServer(latency_ms=30) as server:
         server.faults.push("slow:100")
-        started = time.perf_counter()
         await post(session, server, OPENAI)
-        assert time.perf_counter() - started >= 0.125
+    # The handler waited the latency plus the fault's delay before answering.
+    assert pytest.approx(0.13) in slept
 
 
 def test_fault_shorthand() -> None:

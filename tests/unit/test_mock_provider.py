@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
 import statistics
-import time
 from typing import Any, get_args
 
 import pytest
@@ -134,11 +134,23 @@ def test_jitter_stays_within_its_band() -> None:
     assert min(samples) >= 80 and max(samples) <= 120
 
 
-async def test_latency_is_really_slept() -> None:
-    provider = mock(latency_ms=50)
-    started = time.perf_counter()
-    await provider.generate(request(), "m")
-    assert time.perf_counter() - started >= 0.045
+async def test_latency_is_really_slept(monkeypatch: pytest.MonkeyPatch) -> None:
+    slept = record_sleeps(monkeypatch)
+    await mock(latency_ms=50).generate(request(), "m")
+    assert 0.05 in slept
+
+
+def record_sleeps(monkeypatch: pytest.MonkeyPatch) -> list[float]:
+    """Every asyncio.sleep from now on (still slept), by its delay in seconds."""
+    slept: list[float] = []
+    real_sleep = asyncio.sleep
+
+    async def sleep(delay: float, result: Any = None) -> Any:
+        slept.append(delay)
+        return await real_sleep(delay, result)
+
+    monkeypatch.setattr(asyncio, "sleep", sleep)
+    return slept
 
 
 @pytest.mark.parametrize(
