@@ -22,7 +22,9 @@ from typing_extensions import Unpack
 
 from producers.submit import Chunk, ChunkBuilder, chunks, new_batch_id, numbered
 from schemas.batch_lines import LineError
+from schemas.config import AppConfig
 from schemas.gmn import GMNError, ValidationReport, validate_gmn, validate_reply
+from schemas.gmn.examples import ExampleChoice
 from schemas.gmn.prompts import (
     DEFAULT_TEMPERATURE,
     GMNConstraints,
@@ -36,6 +38,7 @@ from schemas.gmn.prompts import (
     refine_request,
     token_counts,
 )
+from schemas.gmn.rounds import first_round
 from schemas.job import Task
 from schemas.request import LLMRequest, RouteHop
 from schemas.result import LLMResult, Usage
@@ -59,6 +62,10 @@ class GMNOptions(TypedDict, total=False):
     max_tokens: int | None
     json_mode: bool
     timeout_s: float
+    #: Which complete example the prompt shows: the explorer, one unlike the agent type, none.
+    example: ExampleChoice
+    #: Context window to fit every round into; default: the route's `max_context_tokens`.
+    context_tokens: int | None
 
 
 @dataclass
@@ -120,15 +127,15 @@ class GMNChunkBuilder(ChunkBuilder):
             return item
         spec = parse_prompt_line(item, number)
         opts = self.options
-        request = first_request(
+        request, data = first_round(
             spec,
             temperature=opts.get("temperature", DEFAULT_TEMPERATURE),
             max_tokens=opts.get("max_tokens"),
             json_mode=opts.get("json_mode", False),
+            example=opts.get("example", "explorer"),
+            context_tokens=opts.get("context_tokens") or context_limit(self.config, self.route),
         )
-        return PreparedJob(
-            request, GMNTaskData(agent_type=spec.agent_type, constraints=spec.constraints)
-        )
+        return PreparedJob(request, data)
 
     def line_error(self, err: LineError, agent_type: str | None = None) -> tuple[str, LLMResult]:
         """The usual invalid_line result, plus the GMN record every output line is built from."""
@@ -137,6 +144,17 @@ class GMNChunkBuilder(ChunkBuilder):
         record = GMNRecord(valid=False, errors=[error], rounds=0, agent_type=agent_type)
         result.extra = {"gmn": record.model_dump(mode="json")}
         return key, result
+
+
+def context_limit(config: AppConfig, route: list[RouteHop]) -> int | None:
+    """The smallest configured `max_context_tokens` along a route: every round must fit it."""
+    limits = [
+        endpoint.max_context_tokens
+        for hop in route
+        if (endpoint := config.endpoints.get(hop.endpoint)) is not None
+        and endpoint.max_context_tokens is not None
+    ]
+    return min(limits) if limits else None
 
 
 def _dump(data: GMNTaskData) -> dict[str, Any]:

@@ -8,6 +8,7 @@ import time
 from collections import Counter, defaultdict
 from contextlib import ExitStack
 from dataclasses import dataclass, field
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -23,6 +24,8 @@ from producers.client import Client
 from producers.run import RunFailed, local_workers
 from schemas.config import DEFAULT_CONFIG, load_config, parse_config
 from schemas.gmn import ValidationReport, validate_gmn, validate_reply
+from schemas.gmn.copies import COPY_CODE, StructureIndex
+from schemas.gmn.strategy import STRATEGIES
 from schemas.settings import Settings
 from workers.supervisor import Supervisor
 
@@ -36,6 +39,14 @@ GMN_DEFAULT_CONFIG = {
     "endpoints": {"mock": {"provider": "mock", "mode": "gmn", "gmn_invalid_rate": 0.25, "seed": 0}},
     "routes": {"default": ["mock"]},
 }
+
+
+class ExampleOption(StrEnum):
+    """`--example`: the choices of `schemas.gmn.examples.ExampleChoice`."""
+
+    explorer = "explorer"
+    contrast = "contrast"
+    none = "none"
 
 
 def gmn_config(settings: Settings, stack: ExitStack, console: Console) -> Settings:
@@ -64,6 +75,20 @@ def generate(
     temperature: Annotated[float, typer.Option(min=0.0, max=2.0)] = 0.2,
     max_tokens: Annotated[int | None, typer.Option(min=1)] = None,
     timeout: Annotated[float | None, typer.Option(help="Give up after this many seconds.")] = None,
+    example: Annotated[
+        ExampleOption,
+        typer.Option(
+            help="Complete example in the prompt: explorer, contrast (one unlike the agent "
+            "type) or none (syntax only).",
+        ),
+    ] = ExampleOption.explorer,
+    context_tokens: Annotated[
+        int | None,
+        typer.Option(
+            min=64,
+            help="Fit every round into this context (default: the route's max_context_tokens).",
+        ),
+    ] = None,
 ) -> None:
     """Generate one validated GMN document per prompt, refining invalid answers in rounds."""
     from producers.cli import err, out, user_errors
@@ -72,6 +97,7 @@ def generate(
     with user_errors(), ExitStack() as stack:
         if not file.is_file():
             raise FileNotFoundError(f"input file not found: {file}")
+
         settings = Settings()
         if config is not None:
             settings = settings.model_copy(update={"config": config})
@@ -88,6 +114,8 @@ def generate(
             json_mode=json_mode,
             temperature=temperature,
             max_tokens=max_tokens,
+            example=example.value,
+            context_tokens=context_tokens,
         )
         report = write_outcomes(client, batch_id, output, local.supervisor, timeout, err)
     summary = report.to_dict()
@@ -195,6 +223,13 @@ class GMNReport:
     valid_answers: Counter[int] = field(default_factory=Counter)
     violations: Counter[str] = field(default_factory=Counter)
     final_violations: Counter[str] = field(default_factory=Counter)
+    #: Final documents that copy a prompt's example (GMN091), and those whose only fault that is.
+    copies: int = 0
+    only_copies: int = 0
+    structures: StructureIndex = field(default_factory=StructureIndex)
+    #: Per strategy (`schemas.gmn.strategy`): rounds run with it, and documents it fixed.
+    strategy_rounds: Counter[str] = field(default_factory=Counter)
+    strategy_fixed: Counter[str] = field(default_factory=Counter)
 
     def add(self, item: gmn.GMNOutcome) -> None:
         """Count one output line."""
@@ -214,7 +249,17 @@ class GMNReport:
             self.answers[verdict.round] += 1
             self.valid_answers[verdict.round] += verdict.valid
             self.violations.update(verdict.codes)
-        self.final_violations.update({e.code for e in item.errors if e.code.startswith("GMN")})
+            if verdict.strategy is not None:
+                self.strategy_rounds[verdict.strategy] += 1
+                if verdict.valid and verdict.round > 1:
+                    self.strategy_fixed[verdict.strategy] += 1
+        codes = {e.code for e in item.errors if e.code.startswith("GMN")}
+        self.final_violations.update(codes)
+        if COPY_CODE in codes:
+            self.copies += 1
+            self.only_copies += codes == {COPY_CODE}
+        if item.valid and item.document is not None:
+            self.structures.add(item.document, item.rounds or 1)
 
     @property
     def sent(self) -> int:
@@ -233,8 +278,18 @@ class GMNReport:
                     "valid_answers": self.valid_answers[r],
                     "answer_validity": _rate(self.valid_answers[r], self.answers[r]),
                     "valid_after_round": _rate(cumulative, self.sent),
+                    "distinct_valid_after_round": _rate(self.structures.distinct_by(r), self.sent),
                 }
             )
+        strategies = {
+            name: {
+                "rounds": self.strategy_rounds[name],
+                "fixed": self.strategy_fixed[name],
+                "fix_rate": _rate(self.strategy_fixed[name], self.strategy_rounds[name]),
+            }
+            for name in STRATEGIES
+            if self.strategy_rounds[name]
+        }
         agents = {
             name: {
                 "prompts": c["prompts"],
@@ -251,9 +306,13 @@ class GMNReport:
             "call_failed": self.call_failed,
             "valid": self.valid,
             "validity": _rate(self.valid, self.sent),
+            "distinct_valid": self.structures.distinct,
+            "copies": self.copies,
+            "valid_if_copies_counted": self.valid + self.only_copies,
             "tokens": self.tokens,
             "by_agent_type": agents,
             "by_round": rounds,
+            "by_strategy": strategies,
             "violations_all_rounds": dict(self.violations.most_common(top)),
             "violations_final": dict(self.final_violations.most_common(top)),
         }
@@ -288,7 +347,8 @@ def render_report(console: Console, data: dict[str, Any]) -> None:
     console.print(
         f"{data['prompts']} prompts: {data['sent']} sent, {data['rejected']} rejected, "
         f"{data['call_failed']} failed calls; {data['valid']} valid "
-        f"({_pct(data['validity'])} of sent); {data['tokens']:,} tokens",
+        f"({_pct(data['validity'])} of sent), {data['distinct_valid']} distinct valid, "
+        f"{data['copies']} copies of the example; {data['tokens']:,} tokens",
         highlight=False,
     )
     agents = Table("agent_type", "prompts", "rejected", "valid", "validity", title="by agent type")
@@ -302,6 +362,7 @@ def render_report(console: Console, data: dict[str, Any]) -> None:
         "valid answers",
         "answer validity",
         "valid after round",
+        "distinct valid after round",
         title="by round",
     )
     for row in data["by_round"]:
@@ -311,12 +372,16 @@ def render_report(console: Console, data: dict[str, Any]) -> None:
             str(row["valid_answers"]),
             _pct(row["answer_validity"]),
             _pct(row["valid_after_round"]),
+            _pct(row["distinct_valid_after_round"]),
         )
+    strategies = Table("strategy", "rounds", "fixed", "fix rate", title="by strategy")
+    for name, row in data["by_strategy"].items():
+        strategies.add_row(name, str(row["rounds"]), str(row["fixed"]), _pct(row["fix_rate"]))
     rules = Table("rule", "answers (all rounds)", "final documents", title="rule violations")
     final = data["violations_final"]
     for code, count in data["violations_all_rounds"].items():
         rules.add_row(code, str(count), str(final.get(code, 0)))
-    for table in (agents, rounds, rules):
+    for table in (agents, rounds, strategies, rules):
         console.print(table)
 
 

@@ -16,6 +16,7 @@ from typing import Any, Final, Literal, get_args
 import orjson
 
 from schemas.gmn.prompts import GMNConstraints, read_system_prompt
+from schemas.gmn.rounds import is_follow_up
 from schemas.request import LLMRequest
 
 InvalidKind = Literal[
@@ -134,6 +135,8 @@ def build_document(
     s, o, a = shape.state_label, shape.observation_label, shape.action_label
     wants_llm = re.search(r"\b(language model|llm)\b", prompt, re.I) is not None
     optional = ["likelihood", "transition", "preference", "belief", "policy", "llm_query"]
+    if agent_type != "general":  # what the agent type needs comes first (schemas.gmn.grounding)
+        optional = ["transition", "preference", "likelihood", "belief", "policy", "llm_query"]
     if constraints.require_preferences:
         optional.remove("preference")
         optional.insert(0, "preference")
@@ -290,7 +293,7 @@ class GMNMock:
         system = "\n".join(m.content for m in request.messages if m.role == "system")
         agent_type, constraints = read_system_prompt(system)
         prompt = next((m.content for m in request.messages if m.role == "user"), "")
-        refinement = any(m.role == "assistant" for m in request.messages)
+        refinement = is_follow_up([(m.role, m.content) for m in request.messages])
         doc = build_document(prompt, agent_type, constraints, rng)
         broken = rng.random() < self.invalid_rate
         if not refinement and broken and self.kinds:

@@ -144,7 +144,8 @@ class Executor:
         if job.task is not None and result.status == "succeeded":
             review = self._review(job, result)
             if review.next_request is not None:
-                await requeuer.enqueue(self._next_round(job, review.next_request))
+                nxt = self._next_round(job, review.next_request, review.rotate_route)
+                await requeuer.enqueue(nxt)
                 log.debug(
                     "job queued for task round %d",
                     job.task.round + 1,
@@ -179,11 +180,14 @@ class Executor:
         return review(job, result)
 
     @staticmethod
-    def _next_round(job: Job, request: LLMRequest) -> Job:
-        """A follow-up round is a normal job: first hop, fresh attempt budget."""
+    def _next_round(job: Job, request: LLMRequest, rotate: int = 0) -> Job:
+        """A follow-up round is a normal job: first hop (of a rotated route), fresh attempts."""
         assert job.task is not None
         task = job.task.model_copy(update={"round": job.task.round + 1})
-        return job.model_copy(update={"request": request, "hop": 0, "attempts": [], "task": task})
+        shift = rotate % len(job.route)
+        route = job.route[shift:] + job.route[:shift]
+        update = {"request": request, "route": route, "hop": 0, "attempts": [], "task": task}
+        return job.model_copy(update=update)
 
     async def _execute(self, job: Job, started: float) -> LLMResult | Move:
         """The result, or a `Move` (job.hop and job.attempts are updated in place)."""

@@ -9,16 +9,10 @@ from __future__ import annotations
 
 from pydantic import ValidationError
 
-from schemas.gmn import validate_reply
-from schemas.gmn.prompts import (
-    GMNRecord,
-    GMNTaskData,
-    RoundVerdict,
-    check_constraints,
-    refine_request,
-    token_counts,
-)
+from schemas.gmn.prompts import GMNRecord, GMNTaskData, RoundVerdict, token_counts
+from schemas.gmn.rounds import NextRound, check_answer, plan_next_round
 from schemas.job import Job
+from schemas.request import LLMRequest, Message
 from schemas.result import ErrorInfo, LLMResult, Usage
 from workers.tasks import Review
 
@@ -41,16 +35,37 @@ def review(job: Job, result: LLMResult) -> Review:
     if result.cost_usd is not None:
         data.cost_usd = (data.cost_usd or 0.0) + result.cost_usd
     answer = result.output or ""
-    report = validate_reply(answer)
-    errors = report.errors + check_constraints(report.document, data.constraints)
-    codes = list(dict.fromkeys(e.code for e in errors))
-    data.history.append(RoundVerdict(round=task.round, valid=not errors, codes=codes))
-    # The executor copies `task` into the next round's job: what is stored here carries over.
-    task.data = data.model_dump(mode="json", exclude_defaults=True)
+    request = job.request
+    checked = check_answer(
+        answer,
+        data,
+        finish_reason=result.finish_reason,
+        max_tokens=request.max_tokens,
+        output_tokens=result.usage.output_tokens,
+    )
+    errors = checked.errors
+    verdict = RoundVerdict(
+        round=task.round, valid=not errors, codes=checked.codes, strategy=data.strategy
+    )
+    data.history.append(verdict)
     if errors and task.round < task.max_rounds:
-        return Review(next_request=refine_request(job.request, answer, errors, data.feedback))
+        plan = plan_next_round(
+            [(m.role, m.content) for m in request.messages],
+            answer,
+            checked,
+            data,
+            temperature=request.temperature,
+            max_tokens=request.max_tokens,
+            output_tokens=result.usage.output_tokens,
+            endpoints=len(job.route),
+        )
+        data.strategy = plan.strategy
+        # The executor copies `task` into the next round's job: what is stored here carries over.
+        task.data = data.model_dump(mode="json", exclude_defaults=True)
+        return Review(next_request=next_request(request, plan), rotate_route=plan.rotate_route)
+    task.data = data.model_dump(mode="json", exclude_defaults=True)
     record = GMNRecord(
-        document=report.document if isinstance(report.document, dict) else None,
+        document=checked.document if isinstance(checked.document, dict) else None,
         valid=not errors,
         errors=errors,
         rounds=task.round,
@@ -64,3 +79,10 @@ def review(job: Job, result: LLMResult) -> Review:
     result.usage, result.cost_usd = data.usage, data.cost_usd
     result.extra = {"gmn": record.model_dump(mode="json")}
     return Review(result=result)
+
+
+def next_request(request: LLMRequest, plan: NextRound) -> LLMRequest:
+    """The planned round as a request: same custom_id, options and format, new turns."""
+    messages = [Message(role=role, content=content) for role, content in plan.turns]  # type: ignore[arg-type]
+    update = {"messages": messages, "temperature": plan.temperature, "max_tokens": plan.max_tokens}
+    return request.model_copy(update=update)

@@ -21,6 +21,9 @@ class Review:
 
     result: LLMResult | None = None
     next_request: LLMRequest | None = None
+    #: Start the next round this many endpoints further along the route (a different model
+    #: when the same one keeps failing the same way).
+    rotate_route: int = 0
 
 
 Reviewer = Callable[[Job, LLMResult], Review]

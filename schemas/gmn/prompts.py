@@ -12,6 +12,8 @@ from schemas.batch_lines import LineError
 from schemas.request import CUSTOM_ID_MAX, LLMRequest, Message
 from schemas.result import Usage
 
+from .examples import ExampleChoice, example_block, examples_for
+from .feedback import group_errors, render_groups
 from .model import GMNError
 
 AgentType = Literal["explorer", "trader", "coordinator", "general"]
@@ -122,6 +124,8 @@ class RoundVerdict(BaseModel):
     round: int = Field(ge=1)
     valid: bool
     codes: list[str] = Field(default_factory=list)
+    #: How this round's request was made (`strategy.STRATEGIES`); None in old records.
+    strategy: str | None = None
 
 
 class GMNTaskData(BaseModel):
@@ -138,6 +142,14 @@ class GMNTaskData(BaseModel):
     #: USD of every round so far whose endpoint has a price; None while none had one.
     cost_usd: float | None = None
     history: list[RoundVerdict] = Field(default_factory=list)
+    #: Complete examples the prompt showed (keys of `examples.EXAMPLES`): copies are GMN091.
+    examples: list[str] = Field(default_factory=lambda: ["explorer"])
+    #: The smallest context window of the route's endpoints, when configured.
+    context_tokens: int | None = Field(default=None, ge=1)
+    #: Length of the user's own prompt in the user turn, so notes added to it can be dropped.
+    prompt_chars: int | None = Field(default=None, ge=0)
+    #: Strategy of the round being answered; the reviewer sets the next one.
+    strategy: str = "first"
 
 
 class GMNRecord(BaseModel):
@@ -177,27 +189,6 @@ _HINTS: Final[dict[str, str]] = {
     " preferences for the outcomes it asks for.",
 }
 
-_EXAMPLE: Final = (
-    '{"name": "grid_explorer_2x2", "nodes": ['
-    '{"id": "cell", "type": "state", "properties": {"num_states": 4}}, '
-    '{"id": "seen_cell", "type": "observation", "properties": {"num_observations": 4}}, '
-    '{"id": "step", "type": "action", "properties": {"num_actions": 5, "action_names":'
-    ' ["north", "south", "east", "west", "stay"]}}, '
-    '{"id": "cell_sensor", "type": "likelihood", "properties": {"matrix": [[0.85, 0.05, 0.05,'
-    " 0.05], [0.05, 0.85, 0.05, 0.05], [0.05, 0.05, 0.85, 0.05], [0.05, 0.05, 0.05, 0.85]]}}, "
-    '{"id": "cell_dynamics", "type": "transition"}, '
-    '{"id": "start_belief", "type": "belief", "properties": {"distribution": [0.25, 0.25, 0.25,'
-    " 0.25]}}, "
-    '{"id": "goal", "type": "preference", "properties": {"vector": [0.0, 0.0, 0.0, 3.0]}}], '
-    '"edges": ['
-    '{"source": "cell", "target": "cell_sensor", "type": "depends_on"}, '
-    '{"source": "cell_sensor", "target": "seen_cell", "type": "generates"}, '
-    '{"source": "cell", "target": "cell_dynamics", "type": "depends_on"}, '
-    '{"source": "step", "target": "cell_dynamics", "type": "depends_on"}, '
-    '{"source": "start_belief", "target": "cell", "type": "depends_on"}, '
-    '{"source": "goal", "target": "seen_cell", "type": "depends_on"}]}'
-)
-
 _RULES: Final = """\
 You write GMN (Generative Model Notation) documents: a discrete active-inference agent as a \
 directed acyclic graph. A document is one JSON object {"name", "nodes": [...], "edges": [...]}.
@@ -224,10 +215,9 @@ belief and preference has one outgoing depends_on. Every node is on at least one
 at least one state, one observation and one action. No cycles: no edge from a transition back \
 to its state, and no llm_query updating anything upstream of what it queries. Probabilities are \
 finite, >= 0, and sum to 1 within 1e-6.
-Example (an explorer):
 """
 
-_ANSWER: Final = (
+ANSWER_INSTRUCTION: Final = (
     "Answer with exactly one JSON object that follows these rules. "
     "No prose, no comments, no markdown fences."
 )
@@ -241,9 +231,12 @@ _CONSTRAINT_TEXT: Final[dict[str, str]] = {
 }
 
 
-def system_prompt(agent_type: str, constraints: GMNConstraints) -> str:
-    """The rules, one example, the agent-type hint and the constraints, as SPEC §7 asks."""
-    lines = [_RULES + _EXAMPLE, "", f"Agent type: {agent_type}. Model {_HINTS[agent_type]}"]
+def system_prompt(
+    agent_type: str, constraints: GMNConstraints, example: ExampleChoice = "explorer"
+) -> str:
+    """The rules, an example (SPEC §7; see `examples_for`), the agent-type hint, constraints."""
+    block = example_block(examples_for(agent_type, example))
+    lines = [_RULES + block, "", f"Agent type: {agent_type}. Model {_HINTS[agent_type]}"]
     limits = constraints.model_dump(exclude_defaults=True)
     if limits:
         lines.append("Constraints:")
@@ -252,7 +245,7 @@ def system_prompt(agent_type: str, constraints: GMNConstraints) -> str:
                 lines.append("- require_preferences: true (include at least one preference node)")
             else:
                 lines.append(f"- {key}: {value} ({_CONSTRAINT_TEXT[key].format(value)})")
-    lines.append(_ANSWER)
+    lines.append(ANSWER_INSTRUCTION)
     return "\n".join(lines)
 
 
@@ -275,12 +268,14 @@ def first_request(
     temperature: float = DEFAULT_TEMPERATURE,
     max_tokens: int | None = None,
     json_mode: bool = False,
+    example: ExampleChoice = "explorer",
 ) -> LLMRequest:
     """Round 1 of a generation: system rules + the user's prompt; never a "```" stop sequence."""
+    system = system_prompt(spec.agent_type, spec.constraints, example)
     return LLMRequest(
         custom_id=spec.custom_id,
         messages=[
-            Message(role="system", content=system_prompt(spec.agent_type, spec.constraints)),
+            Message(role="system", content=system),
             Message(role="user", content=spec.prompt),
         ],
         temperature=temperature,
@@ -289,19 +284,22 @@ def first_request(
     )
 
 
-def refine_message(errors: list[GMNError], feedback: str | None = None) -> str:
-    """The follow-up user turn: every rule violation (code, path, node, message) to fix."""
+def refine_message(
+    errors: list[GMNError],
+    feedback: str | None = None,
+    document: Any = None,
+    limit: int = MAX_LISTED_ERRORS,
+) -> str:
+    """The follow-up user turn: the violations grouped by rule, most basic first, to fix."""
     lines: list[str] = []
     if errors:
-        lines.append("Your GMN document is not valid. The validator reported:")
-        for e in errors[:MAX_LISTED_ERRORS]:
-            node = f" (node {e.node})" if e.node else ""
-            lines.append(f"- {e.code} at {e.path}{node}: {e.message}")
-        if len(errors) > MAX_LISTED_ERRORS:
-            lines.append(f"- ... and {len(errors) - MAX_LISTED_ERRORS} more errors")
+        lines.append("Your GMN document is not valid. Fix these problems, the most basic first:")
+        lines.extend(render_groups(group_errors(errors, document), limit))
     if feedback:
         lines.append(f"Change requested: {feedback.strip()}")
-    lines.append("Fix every error and answer with the corrected document only. " + _ANSWER)
+    lines.append(
+        "Fix every error and answer with the corrected document only. " + ANSWER_INSTRUCTION
+    )
     return "\n".join(lines)
 
 

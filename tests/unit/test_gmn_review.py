@@ -74,7 +74,7 @@ def test_a_valid_first_answer_is_final() -> None:
     assert record["rounds"] == 1 and record["agent_type"] == "explorer"
     assert record["document"]["nodes"][0]["type"] == "state"
     assert record["tokens"] == {"input_tokens": 100, "output_tokens": 50, "total_tokens": 150}
-    assert record["history"] == [{"round": 1, "valid": True, "codes": []}]
+    assert record["history"] == [{"round": 1, "valid": True, "codes": [], "strategy": "first"}]
 
 
 def test_an_invalid_answer_becomes_the_next_round_with_the_errors() -> None:
@@ -92,7 +92,10 @@ def test_an_invalid_answer_becomes_the_next_round_with_the_errors() -> None:
     # and the next job (as the executor builds it) carries usage, cost and history.
     second = Executor._next_round(first, review_.next_request)
     assert second.task is not None and second.task.round == 2
-    assert second.task.data["history"] == [{"round": 1, "valid": False, "codes": ["GMN046"]}]
+    assert second.task.data["history"] == [
+        {"round": 1, "valid": False, "codes": ["GMN046"], "strategy": "first"}
+    ]
+    assert second.task.data["strategy"] == "refine"
     # When round 2 is valid, the final result covers both rounds.
     result = review(second, answer(valid_text(), tokens=(300, 60), cost=0.02)).result
     assert result is not None
@@ -110,7 +113,7 @@ def test_an_invalid_last_round_is_final_and_still_a_successful_call() -> None:
     assert result is not None and result.status == "succeeded" and result.error is None
     record = result.extra["gmn"]
     assert record["valid"] is False and record["document"] is None and record["rounds"] == 1
-    assert [e["code"] for e in record["errors"]] == ["GMN002"]
+    assert [e["code"] for e in record["errors"]] == ["GMN081"], "prose is not a text form"
     assert set(record["errors"][0]) == {"code", "path", "node", "message"}
 
 
@@ -147,8 +150,8 @@ def test_builder_rejects_bad_lines_and_gives_each_good_line_its_own_task() -> No
     jobs = [Job.model_validate(orjson.loads(fields[i + 3])["args"][0]) for i in (0, 4)]
     tasks = [j.task for j in jobs if j.task is not None]
     assert [(t.kind, t.round, t.max_rounds) for t in tasks] == [("gmn", 1, 4)] * 2
-    assert tasks[0].data == {"agent_type": "trader"}
-    assert tasks[1].data == {"constraints": {"max_nodes": 9}}
+    assert tasks[0].data == {"agent_type": "trader", "prompt_chars": len(PROMPT)}
+    assert tasks[1].data == {"constraints": {"max_nodes": 9}, "prompt_chars": len(PROMPT)}
     assert jobs[0].request.response_format == {"type": "json_object"}
 
 
@@ -199,11 +202,11 @@ def test_report_counts_validity_per_agent_type_and_round_and_rule_violations() -
     }  # fmt: skip
     assert data["by_round"] == [
         {"round": 1, "answers": 3, "valid_answers": 1, "answer_validity": 0.3333,
-         "valid_after_round": 0.3333},
+         "valid_after_round": 0.3333, "distinct_valid_after_round": 0.0},
         {"round": 2, "answers": 2, "valid_answers": 1, "answer_validity": 0.5,
-         "valid_after_round": 0.6667},
+         "valid_after_round": 0.6667, "distinct_valid_after_round": 0.0},
         {"round": 3, "answers": 1, "valid_answers": 0, "answer_validity": 0.0,
-         "valid_after_round": 0.6667},
+         "valid_after_round": 0.6667, "distinct_valid_after_round": 0.0},
     ]  # fmt: skip
     assert data["violations_all_rounds"] == {"GMN046": 4, "GMN050": 1}
     assert data["violations_final"] == {"GMN046": 1}

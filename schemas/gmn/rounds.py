@@ -1,0 +1,239 @@
+"""One GMN round, reviewed and planned without I/O: check an answer, plan the next request.
+
+`review_answer` is everything the worker-side reviewer decides (what the answer is worth, and
+how the next round differs); `workers.gmn_review` only moves data in and out of jobs. A
+validator plugin (issue #20) can call the same functions.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from schemas.request import LLMRequest
+
+from .context import Turn, fit_first, fit_round, raised_max_tokens
+from .copies import check_copy
+from .examples import ExampleChoice, example_documents, examples_for
+from .feedback import (
+    RULES,
+    TRUNCATION_HEAD,
+    group_errors,
+    rank,
+    render_groups,
+    truncation_note,
+)
+from .grounding import check_agent_type
+from .model import GMNError
+from .prompts import (
+    ANSWER_INSTRUCTION,
+    DEFAULT_TEMPERATURE,
+    MAX_LISTED_ERRORS,
+    GMNPrompt,
+    GMNTaskData,
+    RoundVerdict,
+    check_constraints,
+    first_request,
+)
+from .reply import read_reply
+from .strategy import Strategy, hotter, next_strategy
+
+
+@dataclass
+class Checked:
+    """An answer's verdict: its document, every error (sorted most basic first), its fault."""
+
+    document: Any
+    errors: list[GMNError]
+    truncated: bool = False
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def codes(self) -> list[str]:
+        """Distinct codes in order."""
+        return list(dict.fromkeys(e.code for e in self.errors))
+
+
+def check_answer(
+    text: str,
+    data: GMNTaskData,
+    *,
+    finish_reason: str | None = None,
+    max_tokens: int | None = None,
+    output_tokens: int | None = None,
+) -> Checked:
+    """Validator, constraints (GMN090), agent-type rules (GMN092-096) and copies (GMN091)."""
+    reading = read_reply(text, finish_reason, max_tokens, output_tokens)
+    errors = list(reading.errors)
+    if reading.fault is None:
+        errors += check_constraints(reading.document, data.constraints)
+        errors += check_agent_type(reading.document, data.agent_type, data.constraints)
+        if not errors:
+            errors += check_copy(reading.document, example_documents(data.examples))
+    errors.sort(key=lambda e: rank(e.code))
+    return Checked(reading.document, errors, reading.fault == "truncated", reading.warnings)
+
+
+@dataclass
+class NextRound:
+    """How the next request differs from the original one."""
+
+    turns: list[Turn]
+    strategy: Strategy
+    temperature: float | None
+    max_tokens: int | None
+    #: Start the next round this many endpoints further along the route.
+    rotate_route: int = 0
+    #: Errors listed in the feedback (None: all) and whether the last answer was left out.
+    errors_listed: int | None = None
+    dropped_answer: bool = False
+    fits: bool = True
+
+
+def base_turns(turns: list[Turn], prompt_chars: int | None) -> list[Turn]:
+    """The original system and user turns, without answers or notes added by earlier rounds."""
+    base: list[Turn] = []
+    for role, content in turns:
+        if role == "assistant":
+            break
+        base.append((role, content))
+    last = len(base) - 1
+    if prompt_chars is not None and last >= 0 and base[last][0] == "user":
+        base[last] = ("user", base[last][1][:prompt_chars])
+    return base
+
+
+def _noted(base: list[Turn], note: str) -> list[Turn]:
+    """The base turns with a note after the user's prompt (one user turn, no empty turns)."""
+    if base and base[-1][0] == "user":
+        return [*base[:-1], ("user", f"{base[-1][1]}\n\n{note}")]
+    return [*base, ("user", note)]
+
+
+def refine_text(
+    checked: Checked, feedback: str | None, limit: int | None = MAX_LISTED_ERRORS
+) -> str:
+    """The user turn after the last answer: its errors grouped by rule, most basic first."""
+    lines: list[str] = []
+    if checked.errors:
+        lines.append("Your GMN document is not valid. Fix these problems, the most basic first:")
+        lines.extend(render_groups(group_errors(checked.errors, checked.document), limit))
+    if feedback:
+        lines.append(f"Change requested: {feedback.strip()}")
+    lines.append(
+        "Fix every error and answer with the corrected document only. " + ANSWER_INSTRUCTION
+    )
+    return "\n".join(lines)
+
+
+#: How each note a round adds to the user's prompt begins (`is_follow_up` looks for them).
+FRESH_HEAD = "An earlier answer to this prompt was rejected."
+LEFT_OUT_HEAD = "Your previous answer is left out here to save room."
+_HEADS = (FRESH_HEAD, LEFT_OUT_HEAD, TRUNCATION_HEAD)
+
+
+def is_follow_up(turns: list[Turn]) -> bool:
+    """Whether a request is a later round: it has an answer in it, or a reviewer's note."""
+    users = [content for role, content in turns if role == "user"]
+    if any(role == "assistant" for role, _ in turns):
+        return True
+    return bool(users) and any(f"\n\n{head}" in users[-1] for head in _HEADS)
+
+
+def fresh_note(checked: Checked, feedback: str | None) -> str:
+    """A fresh attempt does not see the failed answer: only the rules it broke."""
+    lines = [f"{FRESH_HEAD} Make sure yours follows these rules:"]
+    for code in checked.codes:
+        lines.append(f"- {code}: {RULES.get(code, 'see the rules above')}")
+    if feedback:
+        lines.append(f"Change requested: {feedback.strip()}")
+    return "\n".join(lines)
+
+
+def plan_next_round(
+    turns: list[Turn],
+    answer: str,
+    checked: Checked,
+    data: GMNTaskData,
+    *,
+    temperature: float | None,
+    max_tokens: int | None,
+    output_tokens: int | None,
+    endpoints: int,
+) -> NextRound:
+    """The next round's turns, temperature and max_tokens, fitted into the context window."""
+    history: list[RoundVerdict] = data.history
+    strategy = next_strategy(history, truncated=checked.truncated, endpoints=endpoints)
+    base = base_turns(turns, data.prompt_chars)
+    context = data.context_tokens
+    if strategy in ("more_tokens", "fresh"):
+        if strategy == "more_tokens":
+            note = truncation_note(output_tokens, max_tokens)
+            if data.feedback:
+                note += f"\nChange requested: {data.feedback.strip()}"
+        else:
+            note = fresh_note(checked, data.feedback)
+        note += "\n" + ANSWER_INSTRUCTION
+        fresh = _noted(base, note)
+        budget = max_tokens
+        if strategy == "more_tokens":
+            budget = raised_max_tokens(fresh, max_tokens, context)
+        fitted = fit_round(lambda _n, _a: fresh, 0, budget, context)
+        return NextRound(fitted.turns, strategy, temperature, fitted.max_tokens, fits=fitted.fits)
+
+    def build(limit: int | None, with_answer: bool) -> list[Turn]:
+        if not with_answer:  # paths into an answer the model cannot see would not help
+            note = f"{LEFT_OUT_HEAD}\n{fresh_note(checked, data.feedback)}\n{ANSWER_INSTRUCTION}"
+            return _noted(base, note)
+        text = refine_text(checked, data.feedback, MAX_LISTED_ERRORS if limit is None else limit)
+        return [*base, ("assistant", answer), ("user", text)]
+
+    fitted = fit_round(build, len(checked.errors), max_tokens, context)
+    return NextRound(
+        fitted.turns,
+        strategy,
+        hotter(temperature) if strategy == "hotter" else temperature,
+        fitted.max_tokens,
+        rotate_route=1 if strategy == "other_endpoint" else 0,
+        errors_listed=fitted.errors_listed,
+        dropped_answer=fitted.dropped_answer,
+        fits=fitted.fits,
+    )
+
+
+def first_round(
+    spec: GMNPrompt,
+    *,
+    temperature: float = DEFAULT_TEMPERATURE,
+    max_tokens: int | None = None,
+    json_mode: bool = False,
+    example: ExampleChoice = "explorer",
+    context_tokens: int | None = None,
+) -> tuple[LLMRequest, GMNTaskData]:
+    """Round 1 and its task data, fitted into the context: a lower max_tokens, else no example."""
+    request = first_request(
+        spec, temperature=temperature, max_tokens=max_tokens, json_mode=json_mode, example=example
+    )
+    budget, fits = fit_first(_turns(request), max_tokens, context_tokens)
+    if not fits and example != "none":
+        request = first_request(
+            spec,
+            temperature=temperature,
+            max_tokens=max_tokens,
+            json_mode=json_mode,
+            example="none",
+        )
+        example = "none"
+        budget, _ = fit_first(_turns(request), max_tokens, context_tokens)
+    data = GMNTaskData(
+        agent_type=spec.agent_type,
+        constraints=spec.constraints,
+        examples=examples_for(spec.agent_type, example),
+        context_tokens=context_tokens,
+        prompt_chars=len(spec.prompt),
+    )
+    return request.model_copy(update={"max_tokens": budget}), data
+
+
+def _turns(request: LLMRequest) -> list[Turn]:
+    return [(m.role, m.content) for m in request.messages]
