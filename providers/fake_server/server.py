@@ -28,6 +28,8 @@ HOST = "127.0.0.1"
 
 #: When a request came in (its log record is written when it ends).
 ARRIVED = web.RequestKey("arrived", float)
+#: The parsed request body, kept when the server records bodies.
+BODY = web.RequestKey("body", object)
 
 
 @dataclass(frozen=True)
@@ -46,6 +48,13 @@ class RequestRecord:
     status: int | None
     fault: str
     arrived: float = 0.0
+    #: The request body as parsed JSON, when the server keeps bodies (`record_bodies`).
+    body: Any = None
+
+
+#: A scripted model: sees each chat request as the server parsed it and answers with a
+#: reply text, a Fault (e.g. text plus `finish_reason: "length"`), or None for the default.
+Responder = Callable[[Call], Fault | str | None]
 
 
 class FakeServer:
@@ -76,6 +85,8 @@ class FakeServer:
         clock: Callable[[], float] = time.monotonic,
         access_log: bool = False,
         max_log: int = 100_000,
+        record_bodies: bool = False,
+        responder: Responder | None = None,
     ) -> None:
         self.port = port
         self.faults = FaultPlan(
@@ -95,6 +106,10 @@ class FakeServer:
         self.api_key = api_key
         #: Models that exist; None accepts any name.
         self.models = models
+        #: Keep each request's parsed body in its log record (tests assert wire bodies).
+        self.record_bodies = record_bodies
+        #: Answers successful chat requests that no scripted fault gave a text to.
+        self.responder = responder
         #: The last `max_log` requests, oldest first.
         self.requests: deque[RequestRecord] = deque(maxlen=max_log)
         self.requests_seen = 0
@@ -214,7 +229,10 @@ class FakeServer:
     ) -> web.StreamResponse:
         raw = await request.read()
         try:
-            call = wire.parse(orjson.loads(raw), request.headers)
+            body = orjson.loads(raw)
+            if self.record_bodies:
+                request[BODY] = body
+            call = wire.parse(body, request.headers)
         except (orjson.JSONDecodeError, BadRequest) as exc:
             detail = str(exc) if isinstance(exc, BadRequest) else "body is not valid JSON"
             bad = wire.bad_request(detail)
@@ -231,6 +249,12 @@ class FakeServer:
                     reply = self._refused(wire, call, refusal)
                     return self._send(request, wire, call, reply, refusal.kind, custom_id)
             fault = scripted or self.faults.drawn() or Fault()
+            if fault.kind == "ok" and fault.text is None and self.responder is not None:
+                answered = self.responder(call)
+                if isinstance(answered, str):
+                    fault = fault.model_copy(update={"text": answered})
+                elif answered is not None:
+                    fault = answered
         await self._delay(request, wire, call, fault, custom_id)
         text = fault.text if fault.text is not None else self.faults.reply
         ok = wire.success(call, fault, call.last_user if text is None else text, None)
@@ -363,7 +387,7 @@ class FakeServer:
         now = time.time()
         arrived = request.get(ARRIVED, now)
         record = RequestRecord(
-            now, request.path, wire.name, model, custom_id, status, kind, arrived
+            now, request.path, wire.name, model, custom_id, status, kind, arrived, request.get(BODY)
         )
         self.requests.append(record)
         self.requests_seen += 1

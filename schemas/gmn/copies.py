@@ -191,6 +191,10 @@ def copy_of(
     doc: dict[str, Any], examples: list[tuple[str, dict[str, Any]]]
 ) -> tuple[str, bool] | None:
     """(example name, verbatim?) when `doc` copies one of the examples, else None."""
+    size = _counts(doc)
+    examples = [(name, example) for name, example in examples if _counts(example) == size]
+    if not examples:  # the cheap test first: most answers differ in node or edge count
+        return None
     mine = canonical(doc)
     for name, example in examples:
         if mine == canonical(example):
@@ -203,6 +207,14 @@ def copy_of(
         if theirs is not None and same_structure(shape, theirs):
             return name, False
     return None
+
+
+def _counts(doc: dict[str, Any]) -> tuple[int, int]:
+    nodes, edges = doc.get("nodes"), doc.get("edges")
+    return (
+        len(nodes) if isinstance(nodes, list) else -1,
+        len(edges) if isinstance(edges, list) else -1,
+    )
 
 
 def check_copy(doc: Any, examples: list[tuple[str, dict[str, Any]]]) -> list[GMNError]:

@@ -283,3 +283,43 @@ def test_cli_options_map_onto_the_server() -> None:
     assert args.fault_rate == [("drop", 0.1)]
     with pytest.raises(SystemExit):
         parser().parse_args(["--fault-rate", "gremlins=1"])
+
+
+async def test_a_responder_scripts_the_model_and_bodies_are_recorded(
+    session: aiohttp.ClientSession,
+) -> None:
+    # Given a model that answers by max_tokens: cut off at 5 tokens, whole above,
+    def model(call: Any) -> Fault | str | None:
+        if call.max_tokens is not None and call.max_tokens < 10:
+            return Fault(text='{"nodes": [', finish_reason="length", output_tokens=5)
+        return None if call.last_user == "echo" else f"{len(call.messages)} turns"
+
+    async with FakeServer(responder=model, record_bodies=True) as server:
+        short = {**BODIES[OPENAI], "max_tokens": 5}
+        _, cut, _ = await post(session, server, OPENAI, "c-1", short)
+        _, whole, _ = await post(session, server, OPENAI, "c-2")
+        _, echo, _ = await post(
+            session,
+            server,
+            OPENAI,
+            body={"model": "m", "messages": [{"role": "user", "content": "echo"}]},
+        )
+        server.faults.push(Fault(text="scripted"), custom_id="c-3")
+        _, scripted, _ = await post(session, server, OPENAI, "c-3")
+    # then each reply is the responder's, a scripted fault still wins,
+    assert cut["choices"][0]["finish_reason"] == "length"
+    assert cut["choices"][0]["message"]["content"] == '{"nodes": ['
+    assert cut["usage"]["completion_tokens"] == 5
+    assert whole["choices"][0]["message"]["content"] == "1 turns"
+    assert echo["choices"][0]["message"]["content"] == "echo"
+    assert scripted["choices"][0]["message"]["content"] == "scripted"
+    # and the log keeps each body as it came over the wire.
+    [first] = server.calls(custom_id="c-1")
+    assert first.body == short
+
+
+async def test_bodies_are_not_kept_unless_asked(
+    server: FakeServer, session: aiohttp.ClientSession
+) -> None:
+    await post(session, server, OPENAI)
+    assert server.requests[-1].body is None
