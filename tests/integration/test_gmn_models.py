@@ -93,7 +93,7 @@ def truncating_model(call: Call) -> Fault:
     return Fault(text=text[:limit], finish_reason="length", output_tokens=call.max_tokens)
 
 
-CUT_GRIDS = ["2x2", "2x3", "2x3", "2x4"]
+CUT_GRIDS = ["2x2", "2x3", "2x3", "3x3"]
 
 
 def config(server: FakeServer, context_tokens: int) -> dict[str, Any]:
@@ -190,8 +190,14 @@ def test_a_copying_model_gets_no_credit_for_copies(
         "No prose, no comments, no markdown fences."
     )
     assert third["temperature"] == first["temperature"]
-    renamed = bodies(server, "c-4")[2]["messages"][3]["content"]
-    assert "with only names changed" in renamed
+    # A renamed copy counts as the same copy: c-4's round 3 is fresh too, and fixes it.
+    c4 = next(r for r in rows if r.custom_id == "c-4")
+    assert [(h.codes, h.strategy) for h in c4.history] == [
+        (["GMN091"], "first"),
+        (["GMN091"], "refine"),
+        ([], "fresh"),
+    ]
+    assert roles(bodies(server, "c-4")[2]) == ["system", "user"]
     # `gmn report` reads the same figures from the output file.
     out = tmp_path / "gmn.jsonl"
     out.write_bytes(b"".join(gmn.outcome_line(r) for r in rows))
