@@ -191,9 +191,14 @@ def copy_of(
     doc: dict[str, Any], examples: list[tuple[str, dict[str, Any]]]
 ) -> tuple[str, bool] | None:
     """(example name, verbatim?) when `doc` copies one of the examples, else None."""
+    # Cheap tests first: a copy, verbatim or renamed, has the example's node and edge counts
+    # and node labels; most answers differ there, before any canonical form is built.
     size = _counts(doc)
     examples = [(name, example) for name, example in examples if _counts(example) == size]
-    if not examples:  # the cheap test first: most answers differ in node or edge count
+    if examples:
+        labels = _labels(doc)
+        examples = [(name, example) for name, example in examples if _labels(example) == labels]
+    if not examples:
         return None
     mine = canonical(doc)
     for name, example in examples:
@@ -215,6 +220,10 @@ def _counts(doc: dict[str, Any]) -> tuple[int, int]:
         len(nodes) if isinstance(nodes, list) else -1,
         len(edges) if isinstance(edges, list) else -1,
     )
+
+
+def _labels(doc: dict[str, Any]) -> list[str]:
+    return sorted(node_label(n) if isinstance(n, dict) else "" for n in doc.get("nodes", []))
 
 
 def check_copy(doc: Any, examples: list[tuple[str, dict[str, Any]]]) -> list[GMNError]:
