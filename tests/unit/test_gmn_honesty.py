@@ -28,12 +28,8 @@ from schemas.gmn.prompts import AGENT_TYPES, GMNConstraints, GMNTaskData, system
 from schemas.gmn.reply import read_reply
 from schemas.gmn.rounds import check_answer
 
-ROOT = Path(__file__).resolve().parents[2]
-#: The GMN examples: vendored into tests/data/gmn when present, else the shared originals.
-DATA = next(
-    (p for p in (ROOT / "tests" / "data" / "gmn", ROOT.parent / "shared" / "gmn") if p.is_dir()),
-    ROOT / "tests" / "data" / "gmn",
-)
+#: The GMN spec and examples, vendored from shared/gmn.
+DATA = Path(__file__).resolve().parents[1] / "data" / "gmn"
 EXAMPLE_FILES = sorted((DATA / "examples").glob("*.json"))
 #: Which agent type each shared valid example models (minimal_agent is a bare skeleton).
 AGENT_OF = {
@@ -237,11 +233,7 @@ def test_feedback_puts_structural_errors_first_with_rules_and_alternatives() -> 
 
 
 def test_every_code_the_checks_can_emit_has_a_rule_line() -> None:
-    found = [
-        p for p in (DATA / "SPEC.md", ROOT.parent / "shared" / "gmn" / "SPEC.md") if p.is_file()
-    ]
-    assert found, "SPEC.md not found next to the examples nor in shared/gmn"
-    spec = found[0].read_text(encoding="utf-8")
+    spec = (DATA / "SPEC.md").read_text(encoding="utf-8")
     codes = {f"GMN0{n:02d}" for n in range(100)}
     documented = {c for c in codes if f"**{c}**" in spec}
     assert len(documented) >= 40
