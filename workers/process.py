@@ -20,10 +20,10 @@ from dramatiq.brokers.redis import RedisBroker
 from providers.registry import check_config
 from schemas.config import AppConfig, ConfigError, load_config
 from schemas.settings import Settings
-from workers.broker import Heartbeat, build_broker, declare
+from workers.broker import build_broker, declare
+from workers.dramatiq_ext import Heartbeat, LoopWorker
 from workers.execute import Executor, ExecutorLifecycle
 from workers.logs import setup_logging
-from workers.loop_worker import LoopWorker
 from workers.protocol.connection import wait_for_redis
 from workers.protocol.lanes import LANES
 from workers.tracing import setup_tracing

@@ -17,8 +17,8 @@ from dramatiq.message import Message
 
 from schemas.settings import Settings
 from tests.conftest import wait_for_aof
-from workers.broker import LaneBroker, build_broker
-from workers.loop_worker import LoopWorker
+from workers.broker import build_broker
+from workers.dramatiq_ext import LaneBroker, LoopWorker
 from workers.redis_server import RedisServer
 
 

@@ -16,40 +16,25 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from pathlib import Path
 from typing import Any
 
-import redis
-from dramatiq.broker import MessageProxy
-from dramatiq.brokers.redis import RedisBroker, _RedisConsumer
-from dramatiq.common import compute_backoff, current_millis
-from dramatiq.errors import ConnectionClosed
-from dramatiq.message import Message
+from dramatiq.brokers.redis import RedisBroker
+from dramatiq.common import current_millis
+
+from workers.dramatiq_ext.dispatch import acks_key, heartbeats_key, msgs_key
 
 log = logging.getLogger("batchyard.acks")
 
-#: The same effect as dramatiq's `ack` command of its dispatch script, for many messages.
-#: KEYS[1] namespace; ARGV: timestamp, current worker id, then (worker id at fetch time,
-#: queue name, message id) triples: a message is acked in the set it was fetched into.
-ACK_MANY = """
-local ns = KEYS[1]
-redis.call("zadd", ns .. ":__heartbeats__", ARGV[1], ARGV[2])
-local done = 0
-for i = 3, #ARGV, 3 do
-    local worker, queue, id = ARGV[i], ARGV[i + 1], ARGV[i + 2]
-    if redis.call("srem", ns .. ":__acks__." .. worker .. "." .. queue, id) > 0 then
-        redis.call("hdel", ns .. ":" .. queue .. ".msgs", id)
-        done = done + 1
-    end
-end
-return done
-"""
+#: dramatiq's `ack` command for many messages, each in the ack set it was fetched into.
+ACK_MANY = Path(__file__).with_name("ack_many.lua").read_bytes()
 
 #: Acks per script call; bounds how long Redis runs one script.
 MAX_PER_CALL = 1000
 
 
 class AckBatcher:
-    """Buffers (queue, message id) acks and sends them in batches from one thread."""
+    """Buffers (fetch-time worker id, queue, message id) acks; one thread sends them in batches."""
 
     def __init__(self, broker: RedisBroker, *, retry_s: float = 1.0) -> None:
         self.broker = broker
@@ -130,64 +115,10 @@ class AckBatcher:
                 self._cond.notify_all()
 
     def _send(self, batch: list[tuple[str, str, str]]) -> None:
+        ns = self.broker.namespace
+        keys = [heartbeats_key(ns)]
         args: list[Any] = [current_millis(), self.broker.broker_id]
-        for triple in batch:
-            args += triple
-        self._script(keys=[self.broker.namespace], args=args)
-
-
-class BatchAckConsumer(_RedisConsumer):
-    """dramatiq's Redis consumer with acks handed to an `AckBatcher`, each in the ack set of
-    the worker id the message was fetched under (the id changes when Redis restarts: see
-    `workers.broker.Heartbeat`)."""
-
-    def __init__(
-        self, broker: RedisBroker, queue_name: str, prefetch: int, timeout: int, acks: AckBatcher
-    ) -> None:
-        super().__init__(broker, queue_name, prefetch, timeout)  # type: ignore[no-untyped-call]
-        self.acks = acks
-        #: Set (by `Waker`) when a producer has just filled this consumer's queue.
-        self.wake = threading.Event()
-        self._cache_owner = broker.broker_id
-        self._owner: dict[str, str] = {}
-
-    def __next__(self) -> MessageProxy | None:
-        """dramatiq's `_RedisConsumer.__next__`, except that an idle consumer sleeps on
-        `wake` (set when a producer fills this queue) and that each message remembers the
-        worker id it was fetched under."""
-        try:
-            while True:
-                if self.message_cache:
-                    data = self.message_cache.pop(0)
-                    if data is None:  # dramatiq #266; dramatiq skips these too
-                        continue
-                    self.misses = 0
-                    message = Message.decode(data)
-                    self.queued_message_ids.add(message.message_id)
-                    self._owner[message.options["redis_message_id"]] = self._cache_owner
-                    return MessageProxy(message)
-                messages = []
-                if self.outstanding_message_count < self.prefetch:
-                    self._cache_owner = self.broker.broker_id
-                    self.message_cache = messages = self.broker.do_fetch(
-                        self.queue_name, self.prefetch - self.outstanding_message_count
-                    )
-                if not messages:
-                    self.misses, backoff_ms = compute_backoff(self.misses, max_backoff=self.timeout)
-                    if self.wake.wait(backoff_ms / 1000):
-                        self.wake.clear()
-                        self.misses = 0
-                    return None
-        except redis.ConnectionError as e:
-            raise ConnectionClosed(e) from None  # type: ignore[no-untyped-call]
-
-    def ack(self, message: MessageProxy) -> None:
-        """Queue the ack (on the queue this consumer read it from, as dramatiq does)."""
-        rid = message.options["redis_message_id"]
-        self.acks.add(self._owner.pop(rid, self.broker.broker_id), self.queue_name, rid)
-        self.queued_message_ids.discard(message.message_id)
-
-    def nack(self, message: MessageProxy) -> None:
-        """dramatiq's nack (rare: a message that failed for good)."""
-        self._owner.pop(message.options["redis_message_id"], None)
-        super().nack(message)  # type: ignore[no-untyped-call]
+        for worker_id, queue_name, message_id in batch:
+            keys += (acks_key(ns, worker_id, queue_name), msgs_key(ns, queue_name))
+            args.append(message_id)
+        self._script(keys=keys, args=args)

@@ -1,0 +1,93 @@
+"""LaneBroker: a RedisBroker whose idle consumers wake on a producer's notice and ack in groups."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+from typing import Any
+
+import redis
+from dramatiq.brokers.redis import RedisBroker
+
+from workers.dramatiq_ext.acks import AckBatcher
+from workers.dramatiq_ext.consumer import BatchAckConsumer
+
+log = logging.getLogger("batchyard.broker")
+
+
+class Waker(threading.Thread):
+    """Wakes the idle consumers of a queue when a producer announces it has filled it.
+
+    One pub/sub connection per process, on the broker's `wake_channel`. A notice lost while
+    reconnecting costs at most one idle poll, never a message.
+    """
+
+    def __init__(self, broker: LaneBroker) -> None:
+        super().__init__(name="batchyard-waker", daemon=True)
+        self.broker = broker
+        self.channel = broker.wake_channel
+        self.stopped = threading.Event()
+
+    def run(self) -> None:
+        while not self.stopped.is_set():
+            pubsub = self.broker.client.pubsub(ignore_subscribe_messages=True)
+            try:
+                pubsub.subscribe(self.channel)
+                while not self.stopped.is_set():
+                    notice = pubsub.get_message(timeout=0.5)
+                    if notice is not None:
+                        self.wake(notice["data"])
+            except redis.RedisError as exc:
+                log.debug("wake-up channel lost (%s); resubscribing", exc)
+                self.stopped.wait(1.0)
+            finally:
+                with contextlib.suppress(redis.RedisError):
+                    pubsub.close()
+
+    def wake(self, queue: bytes | str) -> None:
+        """Set the wake event of every consumer of `queue`."""
+        name = queue.decode() if isinstance(queue, bytes) else queue
+        for event in self.broker.wake_events.get(name, ()):
+            event.set()
+
+    def stop(self) -> None:
+        """Stop within half a second."""
+        self.stopped.set()
+
+
+class LaneBroker(RedisBroker):
+    """RedisBroker whose consumers poll idle queues at most `idle_poll_ms` apart, wake when a
+    producer publishes their queue's name on `wake_channel`, and hand their acks to one
+    `AckBatcher`.
+
+    dramatiq would back idle consumers off to the worker timeout (1 s here): a batch arriving
+    on an idle lane would wait that long, which priority and fairness must not cost. The
+    default and its reasons are `Settings.idle_poll_ms`.
+    """
+
+    def __init__(self, *args: Any, idle_poll_ms: int, wake_channel: str, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)  # type: ignore[no-untyped-call]
+        self.idle_poll_ms = idle_poll_ms
+        self.wake_channel = wake_channel
+        self.acks = AckBatcher(self)
+        self.wake_events: dict[str, list[threading.Event]] = {}
+        self.waker: Waker | None = None
+
+    def consume(self, queue_name: str, prefetch: int = 1, timeout: int = 5000) -> Any:
+        """A consumer of `queue_name` that backs off no longer than `idle_poll_ms` (in place
+        of dramatiq's worker timeout)."""
+        consumer = BatchAckConsumer(self, queue_name, prefetch, self.idle_poll_ms, self.acks)
+        self.wake_events.setdefault(queue_name, []).append(consumer.wake)
+        if self.waker is None:
+            self.waker = Waker(self)
+            self.waker.start()
+        return consumer
+
+    def close(self) -> None:
+        """Stop the waker, send queued acks, then close the connection pool."""
+        if self.waker is not None:
+            self.waker.stop()
+            self.waker.join(timeout=2)
+        self.acks.close()
+        super().close()

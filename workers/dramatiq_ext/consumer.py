@@ -1,0 +1,71 @@
+"""BatchAckConsumer: dramatiq's Redis consumer with woken idle polls and batched acks."""
+
+from __future__ import annotations
+
+import threading
+
+import redis
+from dramatiq.broker import MessageProxy
+from dramatiq.brokers.redis import RedisBroker, _RedisConsumer
+from dramatiq.common import compute_backoff
+from dramatiq.errors import ConnectionClosed
+from dramatiq.message import Message
+
+from workers.dramatiq_ext.acks import AckBatcher
+
+
+class BatchAckConsumer(_RedisConsumer):
+    """dramatiq's Redis consumer with acks handed to an `AckBatcher`, each in the ack set of
+    the worker id the message was fetched under (the id changes when Redis restarts: see
+    `workers.dramatiq_ext.heartbeat.Heartbeat`)."""
+
+    def __init__(
+        self, broker: RedisBroker, queue_name: str, prefetch: int, timeout: int, acks: AckBatcher
+    ) -> None:
+        super().__init__(broker, queue_name, prefetch, timeout)  # type: ignore[no-untyped-call]
+        self.acks = acks
+        #: Set (by `Waker`) when a producer has just filled this consumer's queue.
+        self.wake = threading.Event()
+        self._cache_owner = broker.broker_id
+        self._owner: dict[str, str] = {}
+
+    def __next__(self) -> MessageProxy | None:
+        """dramatiq's `_RedisConsumer.__next__`, except that an idle consumer sleeps on
+        `wake` (set when a producer fills this queue) and that each message remembers the
+        worker id it was fetched under."""
+        try:
+            while True:
+                if self.message_cache:
+                    data = self.message_cache.pop(0)
+                    if data is None:  # dramatiq #266; dramatiq skips these too
+                        continue
+                    self.misses = 0
+                    message = Message.decode(data)
+                    self.queued_message_ids.add(message.message_id)
+                    self._owner[message.options["redis_message_id"]] = self._cache_owner
+                    return MessageProxy(message)
+                messages = []
+                if self.outstanding_message_count < self.prefetch:
+                    self._cache_owner = self.broker.broker_id
+                    self.message_cache = messages = self.broker.do_fetch(
+                        self.queue_name, self.prefetch - self.outstanding_message_count
+                    )
+                if not messages:
+                    self.misses, backoff_ms = compute_backoff(self.misses, max_backoff=self.timeout)
+                    if self.wake.wait(backoff_ms / 1000):
+                        self.wake.clear()
+                        self.misses = 0
+                    return None
+        except redis.ConnectionError as e:
+            raise ConnectionClosed(e) from None  # type: ignore[no-untyped-call]
+
+    def ack(self, message: MessageProxy) -> None:
+        """Queue the ack (on the queue this consumer read it from, as dramatiq does)."""
+        rid = message.options["redis_message_id"]
+        self.acks.add(self._owner.pop(rid, self.broker.broker_id), self.queue_name, rid)
+        self.queued_message_ids.discard(message.message_id)
+
+    def nack(self, message: MessageProxy) -> None:
+        """dramatiq's nack (rare: a message that failed for good)."""
+        self._owner.pop(message.options["redis_message_id"], None)
+        super().nack(message)  # type: ignore[no-untyped-call]

@@ -1,0 +1,80 @@
+"""Heartbeat: drives dramatiq's maintenance on a fixed interval and renews the worker id."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+import uuid
+
+import redis
+from dramatiq.brokers.redis import RedisBroker
+from dramatiq.common import dq_name
+
+from workers.dramatiq_ext.dispatch import Dispatch
+
+log = logging.getLogger("batchyard.broker")
+
+
+class Heartbeat(threading.Thread):
+    """Keeps this worker's heartbeat fresh and requeues messages of dead workers.
+
+    dramatiq refreshes heartbeats only when a consumer talks to Redis, and runs maintenance
+    on a random 0.1% of commands: a worker busy with long calls can look dead, and a dead
+    worker's messages can wait many minutes. This thread does both on a fixed interval.
+    """
+
+    def __init__(self, broker: RedisBroker, interval_s: float) -> None:
+        super().__init__(name="batchyard-heartbeat", daemon=True)
+        self.broker = broker
+        self.dispatch = Dispatch(broker)
+        self.interval_s = interval_s
+        self.stopped = threading.Event()
+        self.redis_run_id: str | None = None
+        # Read before the consumers' first fetch, so a restart after it is noticed.
+        with contextlib.suppress(redis.RedisError):
+            self.redis_run_id = self._run_id()
+
+    def run(self) -> None:
+        while not self.stopped.wait(self.interval_s):
+            try:
+                self.beat()
+            except redis.RedisError as exc:
+                log.warning("heartbeat failed (%s); retrying in %.0fs", exc, self.interval_s)
+
+    def _run_id(self) -> str:
+        return str(self.broker.client.info("server")["run_id"])
+
+    def check_restart(self) -> None:
+        """Take a new worker id when Redis has restarted (its run_id changed).
+
+        A crash loses up to a second of writes. If it lost a result and the message's ack
+        but not the fetch before them, the message sits in this live worker's ack set and
+        nothing would ever run it again. Under a new id the old set belongs to a worker whose
+        heartbeat stops: maintenance puts its messages back on their queues after the
+        heartbeat timeout. Messages still in flight are acked in the set they came from.
+        """
+        run_id = self._run_id()
+        if self.redis_run_id is not None and run_id != self.redis_run_id:
+            old = self.broker.broker_id
+            # dramatiq reads broker_id on every dispatch call, so this takes effect at once.
+            self.broker.broker_id = str(uuid.uuid4())
+            log.warning(
+                "Redis restarted: worker id %s -> %s; messages fetched before the restart "
+                "and not acked return to their queues after the heartbeat timeout",
+                old,
+                self.broker.broker_id,
+            )
+        self.redis_run_id = run_id
+
+    def beat(self) -> None:
+        """One round: notice a Redis restart, refresh this worker's heartbeat and run
+        maintenance on every queue."""
+        self.check_restart()
+        for queue in sorted(self.broker.get_declared_queues()):
+            for name in (queue, dq_name(queue)):
+                self.dispatch.qsize(name, maintain=True)
+
+    def stop(self) -> None:
+        """Stop after the current round."""
+        self.stopped.set()
