@@ -1,0 +1,504 @@
+"""One test per dramatiq hook batchyard relies on (workers/dramatiq_ext/HOOKS.md).
+
+Each fails with a message naming the hook and what to re-check when a dramatiq upgrade
+changes it: first the source digests of everything copied or relied on, then the behaviour
+each hook is relied on for, against dramatiq itself (and a real Redis where it matters).
+Private dramatiq names are reached through `upstream.resolve`, never imported.
+"""
+
+from __future__ import annotations
+
+import ast
+import inspect
+import re
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from queue import PriorityQueue
+from typing import Any
+
+import dramatiq
+import pytest
+import redis
+from dramatiq.broker import MessageProxy
+from dramatiq.brokers.redis import RedisBroker
+from dramatiq.brokers.stub import StubBroker
+from dramatiq.common import compute_backoff, dq_name
+from dramatiq.message import Message
+from dramatiq.middleware import Middleware, Retries
+
+from schemas.settings import Settings
+from workers.broker import build_broker
+from workers.dramatiq_ext import AckBatcher, Dispatch, LaneBroker, LoopWorker, WaitForRedis
+from workers.dramatiq_ext import dispatch as dispatch_mod
+from workers.dramatiq_ext.middleware import AsyncIOLoop
+from workers.dramatiq_ext.upstream import HOOKS, READ_FROM, Hook, digest, resolve, upstream_source
+from workers.redis_server import RedisServer
+
+ROOT = Path(__file__).resolve().parents[2]
+FENCE = ROOT / "workers" / "dramatiq_ext"
+
+
+def hook(upstream: str) -> Hook:
+    return next(h for h in HOOKS if h.upstream == upstream)
+
+
+def changed(upstream: str, detail: str) -> str:
+    """The failure message of a hook whose behaviour differs from what batchyard relies on."""
+    h = hook(upstream)
+    return (
+        f"dramatiq hook {h.upstream!r} no longer behaves as in dramatiq {READ_FROM}: {detail}. "
+        f"{h.ours} relies on it ({h.why}); see workers/dramatiq_ext/HOOKS.md"
+    )
+
+
+@pytest.fixture
+def ns_broker(redis_server: RedisServer) -> Iterator[RedisBroker]:
+    """A plain dramatiq RedisBroker on a private Redis (no batchyard subclass)."""
+    broker = RedisBroker(url=redis_server.url, namespace="hk", heartbeat_timeout=60_000)
+    yield broker
+    broker.client.close()
+
+
+# --- source digests -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("h", HOOKS, ids=[h.upstream for h in HOOKS])
+def test_upstream_source_is_the_one_the_fence_was_written_against(h: Hook) -> None:
+    now = digest(h.upstream)
+    todo = (
+        f"{h.ours} is a modified copy of it: diff upstream's change and port it into the copy"
+        if h.kind == "copy"
+        else f"{h.ours} relies on it: re-check that {h.why}"
+    )
+    assert now == h.digest, (
+        f"dramatiq hook changed: {h.upstream} differs from dramatiq {READ_FROM} "
+        f"(digest {h.digest} -> {now}, installed dramatiq {dramatiq.__version__}). {todo}. "
+        "Then record the new digest (python -m workers.dramatiq_ext.upstream) and update "
+        "workers/dramatiq_ext/HOOKS.md."
+    )
+
+
+def test_every_hook_is_documented_and_points_at_real_code() -> None:
+    doc = (FENCE / "HOOKS.md").read_text()
+    assert f"dramatiq {READ_FROM}" in doc, "HOOKS.md must name the version upstream.py records"
+    for h in HOOKS:
+        short = h.upstream.removeprefix("dramatiq.")
+        assert short in doc, f"{h.upstream} is in upstream.HOOKS but not in HOOKS.md"
+        for target in h.ours.split(", "):
+            if target.endswith(".lua"):
+                assert (ROOT / target).is_file(), f"{h.upstream}: {target} does not exist"
+            else:
+                resolve(target)  # AttributeError / ImportError names the stale reference
+
+
+# --- the fence itself -----------------------------------------------------------------------
+
+#: Private dramatiq names (and dispatch-script plumbing) only the fence may touch.
+PRIVATE = {
+    "_RedisConsumer",
+    "_WorkQueueItem",
+    "_max_unpack_size",
+    "_dispatch",
+    "_add_worker",
+    "_add_consumer",
+    "_scripts",
+    "_should_do_maintenance",
+    "scripts",
+}
+
+
+def test_nothing_outside_the_fence_touches_dramatiq_internals() -> None:
+    offenders = []
+    for package in ("schemas", "providers", "workers", "producers", "batchyard"):
+        for path in sorted((ROOT / package).rglob("*.py")):
+            if FENCE in path.parents:
+                continue
+            tree = ast.parse(path.read_text(), str(path))
+            for node in ast.walk(tree):
+                where = f"{path.relative_to(ROOT)}:{getattr(node, 'lineno', '?')}"
+                if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("dramatiq"):
+                    offenders += [
+                        f"{where} imports {a.name}" for a in node.names if a.name[0] == "_"
+                    ]
+                elif isinstance(node, ast.Attribute) and (
+                    node.attr in PRIVATE or node.attr.startswith("do_")
+                ):
+                    offenders.append(f"{where} uses .{node.attr}")
+                elif isinstance(node, ast.Assign | ast.AugAssign):
+                    targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+                    offenders += [
+                        f"{where} assigns .broker_id"
+                        for t in targets
+                        if isinstance(t, ast.Attribute) and t.attr == "broker_id"
+                    ]
+    assert not offenders, (
+        "dramatiq internals used outside workers/dramatiq_ext (move the code into the fence, "
+        "list the hook in HOOKS.md and upstream.HOOKS, and test it here):\n" + "\n".join(offenders)
+    )
+
+
+# --- dispatch.lua: ARGV order, commands, key layout ----------------------------------------
+
+
+def test_dispatch_argv_order_and_commands_are_the_ones_dispatch_wraps() -> None:
+    source = upstream_source("dramatiq.brokers.redis:dispatch.lua")
+    declared = dict(
+        (int(n), name) for name, n in re.findall(r"^local (\w+) = ARGV\[(\d+)\]", source, re.M)
+    )
+    order = tuple(declared[i] for i in sorted(declared))
+    assert order == dispatch_mod.ARGV, changed(
+        "dramatiq.brokers.redis:dispatch.lua",
+        f"its ARGV is {order}, dispatch.ARGV says {dispatch_mod.ARGV}",
+    )
+    commands = set(re.findall(r'command == "(\w+)"', source))
+    missing = set(dispatch_mod.COMMANDS) - commands
+    assert not missing, changed(
+        "dramatiq.brokers.redis:dispatch.lua", f"commands {missing} are gone (it has {commands})"
+    )
+    enqueue = source.split('command == "enqueue"')[1].split("elseif")[0]
+    assert "message_id = ARGS[1]" in enqueue and "message_data = ARGS[2]" in enqueue, changed(
+        "dramatiq.brokers.redis:dispatch.lua", "enqueue no longer takes (message_id, message_data)"
+    )
+
+
+def test_dispatch_builds_the_argv_dramatiq_builds(ns_broker: RedisBroker) -> None:
+    ours = dispatch_mod.argv(ns_broker, "qsize", "q", "extra")
+    sent: list[list[Any]] = []
+    ns_broker.scripts["dispatch"] = lambda *, args, keys: sent.append(args)
+    ns_broker.do_qsize("q", "extra")
+    theirs = sent[0]
+    assert [ours[0], *ours[2:6], *ours[7:]] == [theirs[0], *theirs[2:6], *theirs[7:]], changed(
+        "dramatiq.brokers.redis:RedisBroker._dispatch", f"it sends {theirs}, we send {ours}"
+    )
+    assert isinstance(theirs[1], int) and abs(theirs[1] - ours[1]) < 60_000, changed(
+        "dramatiq.brokers.redis:RedisBroker._dispatch", "ARGV[2] is no longer a ms timestamp"
+    )
+
+
+def test_dispatch_enqueue_is_what_dramatiqs_consumer_fetches(ns_broker: RedisBroker) -> None:
+    dispatch = Dispatch(ns_broker)
+    message = Message("q", "a", ({"i": 1},), {}, {"redis_message_id": "rid-1"})
+    dispatch.enqueue("q", "rid-1", message.encode())
+    assert dispatch.qsize("q") == 1, changed(
+        "dramatiq.brokers.redis:dispatch.lua", "qsize does not count an enqueued message"
+    )
+    fetched = next(ns_broker.consume("q", prefetch=1, timeout=100))
+    assert fetched is not None and fetched.message_id == message.message_id, changed(
+        "dramatiq.brokers.redis:dispatch.lua", "a message from Dispatch.enqueue is not fetched"
+    )
+
+
+def test_key_layout_is_where_dramatiq_keeps_messages_and_acks(ns_broker: RedisBroker) -> None:
+    client: redis.Redis = ns_broker.client
+    ns_broker.enqueue(Message("q", "a", (), {}, {}))
+    rid = next(iter(client.hkeys(dispatch_mod.msgs_key("hk", "q")))).decode()
+    assert client.lrange(dispatch_mod.queue_key("hk", "q"), 0, -1) == [rid.encode()], changed(
+        "dramatiq.brokers.redis:dispatch.lua", "queued ids are not in dispatch.queue_key"
+    )
+    consumer = ns_broker.consume("q", prefetch=1, timeout=100)
+    assert next(consumer) is not None
+    owner = ns_broker.broker_id
+    assert client.sismember(dispatch_mod.acks_key("hk", owner, "q"), rid), changed(
+        "dramatiq.brokers.redis:dispatch.lua", "a fetched id is not in dispatch.acks_key"
+    )
+    assert client.zscore(dispatch_mod.heartbeats_key("hk"), owner) is not None, changed(
+        "dramatiq.brokers.redis:dispatch.lua", "heartbeats are not in dispatch.heartbeats_key"
+    )
+
+
+def test_protocol_key_names_match_dramatiqs_layout() -> None:
+    from workers.keys import Keys
+
+    keys = Keys("ns")
+    assert keys.queue("q") == dispatch_mod.queue_key(keys.dramatiq_ns, "q")
+    assert keys.queue_msgs("q") == dispatch_mod.msgs_key(keys.dramatiq_ns, "q")
+
+
+def test_ack_many_acks_each_message_in_the_set_it_was_fetched_into(
+    ns_broker: RedisBroker,
+) -> None:
+    client: redis.Redis = ns_broker.client
+    for i in range(3):
+        ns_broker.enqueue(Message("q", "a", ({"i": i},), {}, {}))
+    consumer = ns_broker.consume("q", prefetch=3, timeout=100)
+    fetched = [next(consumer) for _ in range(3)]
+    first_owner = ns_broker.broker_id
+    ns_broker.broker_id = "renewed"  # what Heartbeat does after a Redis restart
+    acks = AckBatcher(ns_broker)
+    for m in fetched:
+        assert m is not None
+        acks.add(first_owner, "q", m.options["redis_message_id"])
+    assert acks.flush(10)
+    acks.close()
+    assert client.scard(dispatch_mod.acks_key("hk", first_owner, "q")) == 0, changed(
+        "dramatiq.brokers.redis:dispatch.lua", "ack_many.lua left ids in the fetch-time ack set"
+    )
+    assert client.hlen(dispatch_mod.msgs_key("hk", "q")) == 0, changed(
+        "dramatiq.brokers.redis:dispatch.lua", "ack_many.lua left acked messages stored"
+    )
+    assert client.zscore(dispatch_mod.heartbeats_key("hk"), "renewed") is not None
+
+
+# --- broker attributes ------------------------------------------------------------------------
+
+
+def test_broker_id_is_read_on_every_dispatch_call(ns_broker: RedisBroker) -> None:
+    ns_broker.broker_id = "renewed"
+    ns_broker.do_qsize("q")
+    assert ns_broker.client.zscore("hk:__heartbeats__", "renewed") is not None, changed(
+        "dramatiq.brokers.redis:RedisBroker._dispatch",
+        "a broker_id written after start is not what dramatiq sends (Heartbeat renews it)",
+    )
+
+
+def test_max_unpack_size_is_a_positive_int(ns_broker: RedisBroker) -> None:
+    size = dispatch_mod.max_unpack_size(ns_broker)
+    assert isinstance(size, int) and size > 0, changed(
+        "dramatiq.brokers.redis:RedisBroker._max_unpack_size", f"returned {size!r}"
+    )
+
+
+def test_maintenance_through_qsize_requeues_a_dead_workers_messages(
+    ns_broker: RedisBroker,
+) -> None:
+    client: redis.Redis = ns_broker.client
+    ns_broker.enqueue(Message("q", "a", (), {}, {}))
+    assert next(ns_broker.consume("q", prefetch=1, timeout=100)) is not None
+    dead = ns_broker.broker_id
+    client.zadd(dispatch_mod.heartbeats_key("hk"), {dead: 0})  # silent since the epoch
+    ns_broker.broker_id = "alive"
+    Dispatch(ns_broker).qsize("q", maintain=True)
+    assert client.llen(dispatch_mod.queue_key("hk", "q")) == 1, changed(
+        "dramatiq.brokers.redis:dispatch.lua",
+        "qsize with do_maintenance=1 did not requeue a dead worker's message (Heartbeat.beat)",
+    )
+    assert client.zscore(dispatch_mod.heartbeats_key("hk"), dead) is None
+
+
+# --- the consumer -----------------------------------------------------------------------------
+
+
+def test_redis_consumer_sets_the_attributes_the_copied_next_uses() -> None:
+    cls = resolve("dramatiq.brokers.redis:_RedisConsumer")
+    consumer = cls(RedisBroker(url="redis://127.0.0.1:1"), "q", 5, 100)
+    seen = {
+        "message_cache": consumer.message_cache,
+        "queued_message_ids": consumer.queued_message_ids,
+        "misses": consumer.misses,
+        "prefetch": consumer.prefetch,
+        "timeout": consumer.timeout,
+        "queue_name": consumer.queue_name,
+        "outstanding_message_count": consumer.outstanding_message_count,
+    }
+    expected = {
+        "message_cache": [],
+        "queued_message_ids": set(),
+        "misses": 0,
+        "prefetch": 5,
+        "timeout": 100,
+        "queue_name": "q",
+        "outstanding_message_count": 0,
+    }
+    assert seen == expected, changed("dramatiq.brokers.redis:_RedisConsumer.__init__", f"{seen}")
+    consumer.message_cache.append(b"x")
+    consumer.queued_message_ids.add("m")
+    assert consumer.outstanding_message_count == 2, changed(
+        "dramatiq.brokers.redis:_RedisConsumer.__init__",
+        "outstanding_message_count is not len(queued_message_ids) + len(message_cache)",
+    )
+
+
+def test_compute_backoff_counts_misses_and_caps_the_wait() -> None:
+    misses, backoff_ms = compute_backoff(0, max_backoff=100)
+    assert misses == 1 and 0 < backoff_ms <= 100, changed(
+        "dramatiq.common:compute_backoff", f"compute_backoff(0) -> {(misses, backoff_ms)}"
+    )
+    _, capped = compute_backoff(30, max_backoff=100)
+    assert capped <= 100, changed("dramatiq.common:compute_backoff", "max_backoff not honoured")
+
+
+def test_delay_queue_name() -> None:
+    assert dq_name("llm.x") == "llm.x.DQ", changed("dramatiq.common:dq_name", dq_name("llm.x"))
+
+
+# --- the worker -------------------------------------------------------------------------------
+
+
+def test_worker_and_worker_thread_set_the_attributes_loop_worker_uses() -> None:
+    broker = StubBroker(middleware=[])
+    worker = dramatiq.Worker(broker, worker_threads=3, worker_timeout=250)
+    for name, kind in [
+        ("queue_prefetch", int),
+        ("delay_prefetch", int),
+        ("consumers", dict),
+        ("work_queue", PriorityQueue),
+        ("workers", list),
+        ("worker_timeout", int),
+    ]:
+        assert isinstance(getattr(worker, name, None), kind), changed(
+            "dramatiq.worker:Worker.__init__", f"Worker.{name} is not a {kind.__name__}"
+        )
+    thread = dramatiq.worker.WorkerThread(
+        broker=broker, consumers={}, work_queue=PriorityQueue(), worker_timeout=250
+    )
+    seen = {n: getattr(thread, n, None) for n in ("running", "paused", "timeout")}
+    assert seen == {"running": False, "paused": False, "timeout": 0.25}, changed(
+        "dramatiq.worker:WorkerThread.__init__", f"{seen}"
+    )
+    assert isinstance(thread.paused_event, threading.Event)
+
+
+def test_worker_start_adds_its_threads_through_add_worker() -> None:
+    broker = StubBroker(middleware=[])
+    added: list[int] = []
+
+    class Probe(dramatiq.Worker):
+        def _add_worker(self) -> None:
+            added.append(1)
+
+    worker = Probe(broker, worker_threads=3)
+    worker.start()
+    worker.stop(timeout=1000)
+    assert added == [1, 1, 1], changed(
+        "dramatiq.worker:Worker.start", f"_add_worker called {len(added)} times for 3 threads"
+    )
+
+
+def test_work_queue_items_carry_the_message_proxy() -> None:
+    broker = StubBroker(middleware=[])
+    dramatiq.Actor(
+        lambda: None, broker=broker, actor_name="a", queue_name="q", priority=5, options={}
+    )
+    work: PriorityQueue[Any] = PriorityQueue()
+    consumer = dramatiq.ConsumerThread(
+        broker=broker, queue_name="q", prefetch=1, work_queue=work, worker_timeout=100
+    )
+    proxy = MessageProxy(Message("q", "a", (), {}, {}))
+    consumer.handle_message(proxy)
+    item = work.get_nowait()
+    assert isinstance(item, resolve("dramatiq.worker:_WorkQueueItem"))
+    assert item.message is proxy and item.priority == 5, changed(
+        "dramatiq.worker:_WorkQueueItem", f"work queue item {item!r} has no .message/.priority"
+    )
+
+
+def test_consumer_thread_asks_for_its_consumer_by_keyword() -> None:
+    source = upstream_source("dramatiq.worker:ConsumerThread.run")
+    call = re.search(r"self\.broker\.consume\((.*?)\)", source, re.S)
+    assert call is not None, changed("dramatiq.worker:ConsumerThread.run", "no consume() call")
+    kwargs = dict(re.findall(r"(\w+)=([\w.]+)", call.group(1)))
+    inspect.signature(LaneBroker.consume).bind(None, **kwargs)  # TypeError on a new keyword
+    assert set(kwargs) == {"queue_name", "prefetch", "timeout"}, changed(
+        "dramatiq.worker:ConsumerThread.run", f"consume() now gets {sorted(kwargs)}"
+    )
+
+
+def test_post_process_message_acks_through_the_thread_s_consumer() -> None:
+    acked: list[str] = []
+
+    class Recorder(dramatiq.Consumer):
+        def ack(self, message: MessageProxy) -> None:
+            acked.append(message.message_id)
+
+        def nack(self, message: MessageProxy) -> None:
+            acked.append("nack")
+
+    thread = dramatiq.ConsumerThread(
+        broker=StubBroker(middleware=[]),
+        queue_name="q",
+        prefetch=1,
+        work_queue=PriorityQueue(),
+        worker_timeout=100,
+    )
+    thread.consumer = Recorder()
+    proxy = MessageProxy(Message("q", "a", (), {}, {}))
+    thread.post_process_message(proxy)
+    assert acked == [proxy.message_id], changed(
+        "dramatiq.worker:ConsumerThread.post_process_message", f"acked {acked}"
+    )
+
+
+# --- middleware -------------------------------------------------------------------------------
+
+
+def test_after_hooks_run_in_reverse_and_swallow_errors() -> None:
+    order: list[str] = []
+
+    class First(Middleware):
+        def after_ack(self, broker: dramatiq.Broker, message: Any) -> None:
+            order.append("first")
+
+    class Second(Middleware):
+        def after_ack(self, broker: dramatiq.Broker, message: Any) -> None:
+            order.append("second")
+            raise RuntimeError("swallowed")
+
+    broker = StubBroker(middleware=[First(), Second()])
+    broker.emit_after("ack", None)  # dramatiq logs Second's error and goes on
+    assert order == ["second", "first"], changed(
+        "dramatiq.broker:Broker.emit_after", f"after_* hooks ran as {order}"
+    )
+
+
+def test_build_broker_puts_wait_for_redis_after_retries() -> None:
+    broker = build_broker(Settings(redis_url="redis://127.0.0.1:1"))
+    kinds = [type(m) for m in broker.middleware]
+    assert kinds.index(WaitForRedis) > kinds.index(Retries), (
+        "WaitForRedis must come after Retries so its after_process_message runs first"
+    )
+    broker.close()
+
+
+def test_retries_reenqueues_and_a_failing_reenqueue_is_swallowed() -> None:
+    tried: list[str] = []
+
+    class Down(StubBroker):
+        def enqueue(self, message: Message, *, delay: int | None = None) -> Message:
+            tried.append(message.message_id)
+            raise redis.ConnectionError("down")
+
+    broker = Down(middleware=[Retries(max_retries=3)])
+    dramatiq.Actor(
+        lambda: None, broker=broker, actor_name="a", queue_name="q", priority=0, options={}
+    )
+    proxy = MessageProxy(Message("q", "a", (), {}, {}))
+    broker.emit_after("process_message", proxy, exception=redis.ConnectionError("x"))
+    assert tried == [proxy.message_id], changed(
+        "dramatiq.middleware.retries:Retries.after_process_message",
+        "a failed message was not re-enqueued through broker.enqueue",
+    )
+
+
+def test_async_io_loop_runs_a_loop_and_stops_it() -> None:
+    broker = StubBroker(middleware=[])
+    middleware = AsyncIOLoop()
+    middleware.after_worker_shutdown(broker, None)  # never started: no error
+    middleware.before_worker_boot(broker, None)
+    thread = dramatiq.asyncio.get_event_loop_thread()
+    assert thread is not None and thread.loop.is_running(), changed(
+        "dramatiq.asyncio:EventLoopThread", "start(timeout=) did not leave a running .loop"
+    )
+    middleware.after_worker_shutdown(broker, None)
+    assert dramatiq.asyncio.get_event_loop_thread() is None and not thread.is_alive()
+
+
+def test_loop_worker_runs_a_message_end_to_end(redis_server: RedisServer) -> None:
+    """The copies together: BatchAckConsumer fetches, LoopFeeder runs, AckBatcher acks."""
+    broker = build_broker(Settings(redis_url=redis_server.url))
+    done = threading.Event()
+
+    async def fn(payload: dict[str, Any]) -> None:
+        done.set()
+
+    dramatiq.Actor(fn, broker=broker, actor_name="t", queue_name="q", priority=0, options={})
+    broker.enqueue(Message("q", "t", ({},), {}, {}))
+    worker = LoopWorker(broker, fn, concurrency=2, worker_timeout=100)
+    worker.start()
+    try:
+        assert done.wait(20), "LoopWorker never ran the message (see HOOKS.md: worker copies)"
+        assert isinstance(broker, LaneBroker) and broker.acks.flush(10)
+    finally:
+        worker.stop(timeout=10_000)
+        broker.close()
+    assert broker.client.hlen(dispatch_mod.msgs_key(broker.namespace, "q")) == 0

@@ -1,0 +1,220 @@
+"""The dramatiq code the fence copies or depends on, with a digest of each as it was read.
+
+tests/unit/test_dramatiq_hooks.py recomputes every digest from the installed dramatiq and fails,
+naming the hook and what to re-check, when one differs. After an upgrade: read the upstream
+change, port it into `ours` (a copy) or re-check the assumption (a dependency), then record the
+new digests printed by `python -m workers.dramatiq_ext.upstream`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import inspect
+import textwrap
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+#: The dramatiq release every entry below was read from.
+READ_FROM = "2.2.1"
+
+
+@dataclass(frozen=True)
+class Hook:
+    """One piece of dramatiq that batchyard copies (`copy`) or relies on (`relies`)."""
+
+    upstream: str  # "module:qualname", or "module:file.lua" for a script next to the module
+    ours: str  # where batchyard's copy, or the code relying on it, lives
+    kind: Literal["copy", "relies"]
+    digest: str  # sha256 (first 16 hex digits) of the upstream source in READ_FROM
+    why: str
+
+
+HOOKS: tuple[Hook, ...] = (
+    Hook(
+        "dramatiq.brokers.redis:_RedisConsumer.__next__",
+        "workers.dramatiq_ext.consumer:BatchAckConsumer.__next__",
+        "copy",
+        "bc405a9576218e8f",
+        "idle consumers sleep on a wake event; each message remembers its fetch-time worker id",
+    ),
+    Hook(
+        "dramatiq.brokers.redis:_RedisConsumer.ack",
+        "workers.dramatiq_ext.consumer:BatchAckConsumer.ack",
+        "copy",
+        "a4d9d90a0e16a60f",
+        "acks go to the AckBatcher, on the consumer's queue as upstream does",
+    ),
+    Hook(
+        "dramatiq.brokers.redis:_RedisConsumer.__init__",
+        "workers.dramatiq_ext.consumer:BatchAckConsumer",
+        "relies",
+        "586fdbf2d48ff544",
+        "the copied __next__ uses message_cache, queued_message_ids, misses, prefetch, timeout",
+    ),
+    Hook(
+        "dramatiq.brokers.redis:dispatch.lua",
+        "workers.dramatiq_ext.dispatch:ARGV, workers/dramatiq_ext/ack_many.lua",
+        "copy",
+        "ba4d872e4fb204eb",
+        "ARGV order and commands of Dispatch; ack_many.lua repeats its `ack` on its key layout",
+    ),
+    Hook(
+        "dramatiq.brokers.redis:RedisBroker._dispatch",
+        "workers.dramatiq_ext.dispatch:argv",
+        "copy",
+        "85dea313fc43749e",
+        "argv() builds the same ARGV; broker_id is read per call, so Heartbeat can renew it",
+    ),
+    Hook(
+        "dramatiq.brokers.redis:RedisBroker._max_unpack_size",
+        "workers.dramatiq_ext.dispatch:max_unpack_size",
+        "relies",
+        "824d80def7187917",
+        "the max_unpack_size ARGV value every dispatch call carries",
+    ),
+    Hook(
+        "dramatiq.brokers.redis:RedisBroker.enqueue",
+        "workers.requeue:Requeuer.enqueue",
+        "copy",
+        "48de91b5ef2e15a8",
+        "a fresh redis_message_id per enqueue; a delay goes to the .DQ queue with an eta",
+    ),
+    Hook(
+        "dramatiq.worker:WorkerThread.process_message",
+        "workers.dramatiq_ext.loop_worker:LoopFeeder._process",
+        "copy",
+        "5e72e77165b3eb3a",
+        "awaits the actor on the event loop instead of blocking a thread per message",
+    ),
+    Hook(
+        "dramatiq.worker:WorkerThread.run",
+        "workers.dramatiq_ext.loop_worker:LoopFeeder.run",
+        "copy",
+        "21e2fae36dda4557",
+        "one feeder takes bursts off the work queue; same boot/shutdown signals and pause",
+    ),
+    Hook(
+        "dramatiq.worker:WorkerThread.__init__",
+        "workers.dramatiq_ext.loop_worker:LoopFeeder",
+        "relies",
+        "6eec787ff82e2bec",
+        "running, paused, paused_event, broker, consumers, work_queue, timeout",
+    ),
+    Hook(
+        "dramatiq.worker:Worker.__init__",
+        "workers.dramatiq_ext.loop_worker:LoopWorker",
+        "relies",
+        "a55b6969c3a8307d",
+        "queue_prefetch, delay_prefetch, consumers, work_queue, workers, worker_timeout",
+    ),
+    Hook(
+        "dramatiq.worker:Worker.start",
+        "workers.dramatiq_ext.loop_worker:LoopWorker._add_worker",
+        "relies",
+        "a38966ec10625619",
+        "start() calls _add_worker() once per worker thread: LoopWorker adds its one feeder",
+    ),
+    Hook(
+        "dramatiq.worker:ConsumerThread.run",
+        "workers.dramatiq_ext.broker:LaneBroker.consume",
+        "relies",
+        "81230263041a9692",
+        "consume(queue_name=, prefetch=, timeout=) per (re)connect; a reconnect replaces it",
+    ),
+    Hook(
+        "dramatiq.worker:ConsumerThread.post_process_message",
+        "workers.dramatiq_ext.loop_worker:LoopFeeder._process",
+        "relies",
+        "6825a135ce61973f",
+        "the feeder acks or nacks through it, like a WorkerThread",
+    ),
+    Hook(
+        "dramatiq.middleware.asyncio:AsyncIO",
+        "workers.dramatiq_ext.middleware:AsyncIOLoop",
+        "copy",
+        "2d5915161fb973aa",
+        "a 5 s loop start timeout, and a shutdown that tolerates a loop that never started",
+    ),
+    Hook(
+        "dramatiq.broker:Broker.emit_after",
+        "workers.dramatiq_ext.middleware:WaitForRedis",
+        "relies",
+        "ce7f062f618b1c95",
+        "after_* hooks run in reverse order: WaitForRedis, added after Retries, runs first",
+    ),
+    Hook(
+        "dramatiq.middleware.retries:Retries.after_process_message",
+        "workers.dramatiq_ext.middleware:WaitForRedis",
+        "relies",
+        "89048cf1d81b4581",
+        "Retries re-enqueues on failure and emit_after swallows that enqueue's error",
+    ),
+    Hook(
+        "dramatiq.worker:_WorkQueueItem",
+        "workers.dramatiq_ext.loop_worker:LoopFeeder._take",
+        "relies",
+        "42aadef56603649d",
+        "work queue items carry the MessageProxy as `.message`",
+    ),
+    Hook(
+        "dramatiq.asyncio:EventLoopThread",
+        "workers.dramatiq_ext.middleware:AsyncIOLoop",
+        "relies",
+        "1ff80b8db0b67655",
+        "start(timeout=), stop(), .loop: the loop LoopFeeder hands messages to",
+    ),
+    Hook(
+        "dramatiq.common:compute_backoff",
+        "workers.dramatiq_ext.consumer:BatchAckConsumer.__next__",
+        "relies",
+        "d236dbb2e4313c16",
+        "(misses, max_backoff=) -> (misses + 1, backoff_ms): the idle poll's wait",
+    ),
+    Hook(
+        "dramatiq.common:dq_name",
+        "workers.requeue:Requeuer.enqueue",
+        "relies",
+        "4b62771aca29830b",
+        "a queue's delay queue is `<queue>.DQ` (Requeuer and Heartbeat use it)",
+    ),
+)
+
+
+def resolve(target: str) -> Any:
+    """The object named "module:qualname" (for the tests: no private name is imported)."""
+    module_name, _, name = target.partition(":")
+    obj: Any = importlib.import_module(module_name)
+    for part in name.split("."):
+        obj = getattr(obj, part)
+    return obj
+
+
+def upstream_source(upstream: str) -> str:
+    """The installed dramatiq's source of `upstream` ("module:qualname" or "module:x.lua")."""
+    module_name, _, name = upstream.partition(":")
+    if name.endswith(".lua"):  # dramatiq keeps its scripts in a folder named like the module
+        module = importlib.import_module(module_name)
+        return (Path(inspect.getfile(module)).with_suffix("") / name).read_text()
+    return textwrap.dedent(inspect.getsource(resolve(upstream)))
+
+
+def digest(upstream: str) -> str:
+    """sha256 (first 16 hex digits) of the installed source of `upstream`."""
+    return hashlib.sha256(upstream_source(upstream).encode()).hexdigest()[:16]
+
+
+def main() -> None:
+    """Print each hook's recorded and installed digest (to update HOOKS after a port)."""
+    import dramatiq
+
+    print(f"recorded from dramatiq {READ_FROM}; installed {dramatiq.__version__}")
+    for hook in HOOKS:
+        now = digest(hook.upstream)
+        mark = "same   " if now == hook.digest else "CHANGED"
+        print(f"{mark} {hook.kind:7} {hook.upstream:60} {hook.digest} -> {now}")
+
+
+if __name__ == "__main__":
+    main()
