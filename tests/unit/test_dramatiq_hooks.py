@@ -207,12 +207,21 @@ def test_key_layout_is_where_dramatiq_keeps_messages_and_acks(ns_broker: RedisBr
     )
 
 
-def test_protocol_key_names_match_dramatiqs_layout() -> None:
-    from workers.keys import Keys
+def test_protocol_names_match_dramatiqs_layout() -> None:
+    """The producers' enqueue script writes into dramatiq's keys by the protocol's names."""
+    from workers.protocol.keys import Keys
+    from workers.protocol.lanes import delay_queue
 
     keys = Keys("ns")
-    assert keys.queue("q") == dispatch_mod.queue_key(keys.dramatiq_ns, "q")
-    assert keys.queue_msgs("q") == dispatch_mod.msgs_key(keys.dramatiq_ns, "q")
+    assert keys.queue("q") == dispatch_mod.queue_key(keys.dramatiq_ns, "q"), changed(
+        "dramatiq.brokers.redis:dispatch.lua", "workers.protocol Keys.queue is not dramatiq's"
+    )
+    assert keys.queue_msgs("q") == dispatch_mod.msgs_key(keys.dramatiq_ns, "q"), changed(
+        "dramatiq.brokers.redis:dispatch.lua", "workers.protocol Keys.queue_msgs is not dramatiq's"
+    )
+    assert delay_queue("llm.x") == dq_name("llm.x"), changed(
+        "dramatiq.common:dq_name", "workers.protocol.lanes.delay_queue differs from it"
+    )
 
 
 def test_ack_many_acks_each_message_in_the_set_it_was_fetched_into(

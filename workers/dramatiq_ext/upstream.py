@@ -76,7 +76,7 @@ HOOKS: tuple[Hook, ...] = (
     ),
     Hook(
         "dramatiq.brokers.redis:RedisBroker.enqueue",
-        "workers.requeue:Requeuer.enqueue",
+        "workers.protocol.envelope:encode, workers.requeue:Requeuer.enqueue",
         "copy",
         "48de91b5ef2e15a8",
         "a fresh redis_message_id per enqueue; a delay goes to the .DQ queue with an eta",
@@ -174,10 +174,10 @@ HOOKS: tuple[Hook, ...] = (
     ),
     Hook(
         "dramatiq.common:dq_name",
-        "workers.requeue:Requeuer.enqueue",
+        "workers.protocol.lanes:delay_queue, workers.dramatiq_ext.heartbeat:Heartbeat.beat",
         "relies",
         "4b62771aca29830b",
-        "a queue's delay queue is `<queue>.DQ` (Requeuer and Heartbeat use it)",
+        "a queue's delay queue is `<queue>.DQ` (the protocol's envelope and Heartbeat use it)",
     ),
 )
 
