@@ -124,7 +124,8 @@ def generate(
     )
     out.print(
         f"{batch_id}: {report.valid} of {report.prompts} prompts valid "
-        f"({_pct(summary['validity'])} of {report.sent} sent), {report.rejected} rejected "
+        f"({_pct(summary['validity'])} of {report.sent} sent; {summary['distinct_valid']} "
+        f"distinct, {summary['copies']} copies of the example), {report.rejected} rejected "
         f"line(s), {report.call_failed} failed call(s) in {time.monotonic() - started:.1f}s\n"
         f"valid after {rounds_text or '-'}\noutput: {output}",
         highlight=False,

@@ -202,9 +202,11 @@ def test_cli_generates_the_spec_prompts_on_embedded_defaults(tmp_path: Path) -> 
         "cost",
     ]  # fmt: skip
     assert f"{len(inputs) - 3} of {len(inputs)} prompts valid" in stdout
+    assert "0 copies of the example" in stdout, "the mock writes its own documents"
     # The report shows validity per round and agent type,
     report = orjson.loads(batchyard("gmn", "report", "gmn.jsonl", "--json", env=env, cwd=tmp_path))
     assert report["rejected"] == 3 and report["validity"] == 1.0
+    assert report["copies"] == 0 and 1 < report["distinct_valid"] <= len(inputs) - 3
     assert report["by_round"][0]["round"] == 1
     assert report["by_round"][-1]["valid_after_round"] == 1.0
     assert "by round" in batchyard("gmn", "report", "gmn.jsonl", env=env, cwd=tmp_path)
