@@ -1,34 +1,22 @@
 """Input lines as users already have them (OpenAI / Anthropic batch files, or native requests)
-mapped to `LLMRequest`, and results mapped back to the OpenAI batch output format."""
+turned into `LLMRequest`s with their bodies as written."""
 
 from __future__ import annotations
 
-import hashlib
+from collections.abc import Collection
 from typing import Any
 
 import orjson
 from pydantic import ValidationError
 
-from schemas.request import LLMRequest
-from schemas.result import LLMResult
+from schemas.bodies import BodyError, check_body
+from schemas.request import EXTENSIONS, KIND_URLS, URL_KINDS, EndpointKind, LLMRequest
 
-CHAT_URL = "/v1/chat/completions"
+CHAT_URL = KIND_URLS["chat"]
 _LINE_KEYS = frozenset({"custom_id", "method", "url", "body"})
-
-#: Body fields that map onto `LLMRequest` fields; everything else is carried in `params`.
-_KNOWN_BODY = {
-    "model",
-    "messages",
-    "max_tokens",
-    "temperature",
-    "top_p",
-    "stop",
-    "response_format",
-    "metadata",
-    "tier",
-    "route",
-}
-
+_ANTHROPIC_KEYS = frozenset({"custom_id", "params"})
+#: Top-level keys of a native line that are not body fields.
+_NATIVE_KEYS = frozenset({"custom_id", "kind", "body", *EXTENSIONS})
 
 _VALIDATE = LLMRequest.__pydantic_validator__.validate_python
 
@@ -45,159 +33,138 @@ class LineError(ValueError):
         super().__init__(f"line {line}: {where}{message}")
 
 
-def parse_line(raw: bytes | str, line: int) -> LLMRequest:
-    """Turn one JSONL line into a request, or raise `LineError` saying exactly what is wrong."""
+def parse_line(
+    raw: bytes | str, line: int, kinds: Collection[EndpointKind] | None = None
+) -> LLMRequest:
+    """Turn one JSONL line into a request, or raise `LineError` saying exactly what is wrong.
+
+    `kinds` limits the endpoints a line may address (an OpenAI batch runs one `endpoint`).
+    """
     try:
         obj = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
         raise LineError(line, None, f"not valid JSON ({exc})") from None
     if not isinstance(obj, dict):
         raise LineError(line, None, f"must be a JSON object, got {type(obj).__name__}")
+    return parse_object(obj, line, kinds)
+
+
+def parse_object(
+    obj: dict[str, Any], line: int, kinds: Collection[EndpointKind] | None = None
+) -> LLMRequest:
+    """`parse_line` for a line already decoded."""
     custom_id = obj.get("custom_id")
     cid = custom_id if isinstance(custom_id, str) else None
     if "custom_id" not in obj:
         raise LineError(line, "custom_id", "field required")
     if not isinstance(custom_id, str) or not custom_id:
         raise LineError(line, "custom_id", "must be a non-empty string")
-    if "body" in obj or "url" in obj or "method" in obj:
-        return _from_openai(obj, line, cid)
+    if "url" in obj or "method" in obj:
+        return _from_openai(obj, line, cid, kinds)
     if "params" in obj:
-        return _from_anthropic(obj, line, cid)
-    return _validate(obj, line, "", cid)
+        extra = obj.keys() - _ANTHROPIC_KEYS
+        if extra:
+            field = sorted(extra)[0]
+            raise LineError(line, field, "unknown field in an Anthropic batch line", cid)
+        body = obj["params"]
+        if not isinstance(body, dict):
+            raise LineError(line, "params", "must be a JSON object", cid)
+        _allowed("messages", kinds, line, cid)
+        return _request(custom_id, "messages", body, line, "params.", cid)
+    if "body" in obj or "kind" in obj:
+        kind = obj.get("kind", "chat")
+        if kind not in _CHECKED:
+            known = ", ".join(_CHECKED)
+            raise LineError(line, "kind", f"unknown kind {kind!r} (known: {known})", cid)
+        _allowed(kind, kinds, line, cid)
+        body = obj.get("body")
+        if not isinstance(body, dict):
+            raise LineError(line, "body", "must be a JSON object", cid)
+        extra = obj.keys() - _NATIVE_KEYS
+        if extra:
+            raise LineError(line, sorted(extra)[0], "unknown field in a native line", cid)
+        ext = {k: obj[k] for k in EXTENSIONS if k in obj}
+        return _request(custom_id, kind, body, line, "body.", cid, ext)
+    # The flat native form of earlier versions: body fields next to custom_id.
+    _allowed("chat", kinds, line, cid)
+    body = {k: v for k, v in obj.items() if k not in _NATIVE_KEYS}
+    ext = {k: obj[k] for k in EXTENSIONS if k in obj}
+    return _request(custom_id, "chat", body, line, "", cid, ext)
 
 
-def _from_openai(obj: dict[str, Any], line: int, cid: str | None) -> LLMRequest:
+_CHECKED: tuple[EndpointKind, ...] = (
+    "chat",
+    "embeddings",
+    "responses",
+    "completions",
+    "moderations",
+    "messages",
+)
+
+
+def _allowed(
+    kind: EndpointKind, kinds: Collection[EndpointKind] | None, line: int, cid: str | None
+) -> None:
+    if kinds is not None and kind not in kinds:
+        # A chat batch also takes Anthropic lines; its endpoint is what names it.
+        wanted = ", ".join(sorted(KIND_URLS[k] for k in kinds if k in KIND_URLS)) or "Anthropic"
+        found = KIND_URLS.get(kind, "/v1/messages (an Anthropic Message Batches line)")
+        raise LineError(line, "url", f"this batch takes {wanted} requests, not {found}", cid)
+
+
+def _from_openai(
+    obj: dict[str, Any], line: int, cid: str | None, kinds: Collection[EndpointKind] | None
+) -> LLMRequest:
     extra = obj.keys() - _LINE_KEYS
     if extra:
         raise LineError(line, sorted(extra)[0], "unknown field in an OpenAI batch line", cid)
     if obj.get("method", "POST") != "POST":
         raise LineError(line, "method", f"must be POST, got {obj.get('method')!r}", cid)
-    if obj.get("url") != CHAT_URL:
-        raise LineError(line, "url", f"must be {CHAT_URL}, got {obj.get('url')!r}", cid)
+    url = obj.get("url")
+    kind = URL_KINDS.get(url) if isinstance(url, str) else None
+    if kind is None:
+        known = ", ".join(URL_KINDS)
+        raise LineError(line, "url", f"must be one of {known}, got {url!r}", cid)
+    _allowed(kind, kinds, line, cid)
     body = obj.get("body")
     if not isinstance(body, dict):
         raise LineError(line, "body", "must be a JSON object", cid)
-    fields: dict[str, Any] = {}
-    params: dict[str, Any] = {}
-    for k, v in body.items():
-        (fields if k in _KNOWN_BODY else params)[k] = v
-    if "max_completion_tokens" in params:
-        most = params.pop("max_completion_tokens")
-        fields.setdefault("max_tokens", most)
-    fields["params"] = params
-    fields["messages"] = _openai_messages(body.get("messages"), line, cid)
-    fields["custom_id"] = obj["custom_id"]
-    return _validate(fields, line, "body.", cid)
+    return _request(obj["custom_id"], kind, body, line, "body.", cid)
 
 
-def _openai_messages(messages: Any, line: int, cid: str | None) -> Any:
-    """Flatten text content parts and map `developer` to `system`; leave the rest to pydantic."""
-    if not isinstance(messages, list):
-        return messages
-    if all(
-        isinstance(m, dict) and isinstance(m.get("content"), str) and m.get("role") != "developer"
-        for m in messages
-    ):
-        return messages  # the common case: nothing to rewrite, no copies
-    out: list[Any] = []
-    for i, msg in enumerate(messages):
-        if not isinstance(msg, dict):
-            out.append(msg)
-            continue
-        msg = dict(msg)
-        if msg.get("role") == "developer":
-            msg["role"] = "system"
-        content = msg.get("content")
-        if isinstance(content, list):
-            texts: list[Any] = []
-            for part in content:
-                if not (isinstance(part, dict) and part.get("type") == "text"):
-                    raise LineError(
-                        line,
-                        f"body.messages.{i}.content",
-                        "only text content parts are supported",
-                        cid,
-                    )
-                texts.append(part.get("text"))
-            if not all(isinstance(t, str) for t in texts):
-                raise LineError(line, f"body.messages.{i}.content", "text part without text", cid)
-            msg["content"] = "".join(str(t) for t in texts)
-        out.append(msg)
-    return out
-
-
-def _from_anthropic(obj: dict[str, Any], line: int, cid: str | None) -> LLMRequest:
-    params = obj.get("params")
-    if not isinstance(params, dict):
-        raise LineError(line, "params", "must be a JSON object", cid)
-    fields = {k: v for k, v in params.items() if k in _KNOWN_BODY | {"system", "stop_sequences"}}
-    messages = (
-        list(params.get("messages") or [])
-        if isinstance(params.get("messages"), list)
-        else params.get("messages")
-    )
-    system = fields.pop("system", None)
-    if isinstance(system, str) and isinstance(messages, list):
-        messages = [{"role": "system", "content": system}, *messages]
-    if "stop_sequences" in fields:
-        fields["stop"] = fields.pop("stop_sequences")
-    fields["messages"] = _openai_messages(messages, line, cid)
-    fields["params"] = {
-        k: v for k, v in params.items() if k not in fields and k not in {"system", "stop_sequences"}
-    }
-    fields["custom_id"] = obj["custom_id"]
-    return _validate(fields, line, "params.", cid)
-
-
-def _validate(fields: dict[str, Any], line: int, prefix: str, cid: str | None) -> LLMRequest:
+def _request(
+    custom_id: str,
+    kind: EndpointKind,
+    body: dict[str, Any],
+    line: int,
+    prefix: str,
+    cid: str | None,
+    ext: dict[str, Any] | None = None,
+) -> LLMRequest:
+    """Validate once; the body stays the object the line holds, less batchyard's extensions."""
+    fields: dict[str, Any] = dict(ext) if ext else {}
+    if "route" in body or "tier" in body:
+        body = dict(body)
+        for name in EXTENSIONS:
+            if name in body:
+                fields[name] = body.pop(name)
+        ext_prefix = prefix
+    else:
+        ext_prefix = ""
+    fields["custom_id"] = custom_id
+    fields["kind"] = kind
+    fields["body"] = body
     try:
         # The validator itself: model_validate's Python wrapper is a tenth of a line's cost.
         request: LLMRequest = _VALIDATE(fields)
-        return request
     except ValidationError as exc:
         err = exc.errors()[0]
         loc = ".".join(str(p) for p in err["loc"])
-        field = loc if loc == "custom_id" else f"{prefix}{loc}"
+        field = loc if loc == "custom_id" else f"{ext_prefix}{loc}"
         more = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
         raise LineError(line, field, f"{err['msg']}{more}", cid) from None
-
-
-def request_line_id(batch_id: str, key: str) -> str:
-    """Stable `batch_req_...` id, so re-exporting a batch gives identical files."""
-    digest = hashlib.blake2b(f"{batch_id}\0{key}".encode(), digest_size=12).hexdigest()
-    return f"batch_req_{digest}"
-
-
-def to_openai_line(result: LLMResult, key: str) -> dict[str, Any]:
-    """One line of an OpenAI batch output file (success) or error file (anything else)."""
-    line_id = request_line_id(result.batch_id, key)
-    if result.status == "succeeded":
-        usage = result.usage
-        body = {
-            "id": f"chatcmpl-{line_id[10:]}",
-            "object": "chat.completion",
-            "created": int(result.timings.finished_at or 0),
-            "model": result.model or "",
-            "choices": [
-                {
-                    "index": 0,
-                    "message": {"role": "assistant", "content": result.output, "refusal": None},
-                    "logprobs": None,
-                    "finish_reason": result.finish_reason or "stop",
-                }
-            ],
-            "usage": {
-                "prompt_tokens": usage.input_tokens,
-                "completion_tokens": usage.output_tokens,
-                "total_tokens": usage.input_tokens + usage.output_tokens,
-            },
-        }
-        response = {"status_code": 200, "request_id": result.request_id or line_id, "body": body}
-        return {"id": line_id, "custom_id": result.custom_id, "response": response, "error": None}
-    error = result.error
-    code = error.code if error else result.status
-    message = error.message if error else result.status
-    out: dict[str, Any] = {"code": code, "message": message}
-    if error is not None and error.line is not None:
-        out["line"] = error.line
-    return {"id": line_id, "custom_id": result.custom_id, "response": None, "error": out}
+    try:
+        check_body(kind, body)
+    except BodyError as bad:
+        raise LineError(line, f"{prefix}{bad.field}", bad.reason, cid) from None
+    return request

@@ -1,25 +1,50 @@
-"""The typed LLM request a producer enqueues and a worker executes."""
+"""The request producers enqueue and workers execute: an endpoint kind and its body as written."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-Role = Literal["system", "user", "assistant"]
+#: The OpenAI-compatible endpoints a batch line can address, plus Anthropic's Messages API.
+EndpointKind = Literal["chat", "embeddings", "responses", "completions", "moderations", "messages"]
+Role = Literal["system", "developer", "user", "assistant", "tool", "function"]
 Tier = Literal["basic", "advanced"]
+
+#: The `url` of an OpenAI batch line for each kind it can carry.
+KIND_URLS: dict[EndpointKind, str] = {
+    "chat": "/v1/chat/completions",
+    "embeddings": "/v1/embeddings",
+    "responses": "/v1/responses",
+    "completions": "/v1/completions",
+    "moderations": "/v1/moderations",
+}
+URL_KINDS: dict[str, EndpointKind] = {url: kind for kind, url in KIND_URLS.items()}
+
+#: Body keys that are batchyard's own, never sent upstream.
+EXTENSIONS = frozenset({"tier", "route"})
 
 #: custom_id is used in Redis keys and file names downstream: keep it printable and bounded.
 CUSTOM_ID_MAX = 512
 
 
 class Message(BaseModel):
-    """One chat message."""
+    """One chat message, for building requests in code (`LLMRequest.chat`); any field OpenAI
+    documents for a message (`tool_calls`, `tool_call_id`, `name`...) may be given."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="allow", frozen=True)
 
     role: Role
-    content: str
+    content: str | list[dict[str, Any]] | None = None
+
+    @property
+    def text(self) -> str:
+        """The message's text: its string content, or its text parts joined."""
+        content = self.content
+        if isinstance(content, str):
+            return content
+        return "".join(p.get("text", "") for p in content or () if isinstance(p.get("text"), str))
 
 
 class RouteHop(BaseModel):
@@ -33,22 +58,19 @@ class RouteHop(BaseModel):
 
 
 class LLMRequest(BaseModel):
-    """A provider-neutral chat request; `params` carries vendor extras through untouched."""
+    """One request: its endpoint kind and the vendor body exactly as the user wrote it.
+
+    The body is checked once, at submit (`schemas.bodies`); workers read it as is. `tier` and
+    `route` are batchyard's own and never part of the body sent upstream.
+    """
 
     model_config = ConfigDict(extra="forbid")
 
     custom_id: str = Field(min_length=1, max_length=CUSTOM_ID_MAX)
-    messages: list[Message] = Field(min_length=1)
-    model: str | None = None
+    kind: EndpointKind = "chat"
+    body: dict[str, Any]
     tier: Tier | None = None
-    max_tokens: int | None = Field(default=None, ge=1, le=1_000_000)
-    temperature: float | None = Field(default=None, ge=0.0, le=2.0)
-    top_p: float | None = Field(default=None, gt=0.0, le=1.0)
-    stop: str | list[str] | None = None
-    response_format: dict[str, Any] | None = None
-    metadata: dict[str, str] | None = None
     route: list[RouteHop] | None = Field(default=None, min_length=1)
-    params: dict[str, Any] = Field(default_factory=dict)
 
     @field_validator("custom_id")
     @classmethod
@@ -57,6 +79,57 @@ class LLMRequest(BaseModel):
             raise ValueError("must contain printable characters only")
         return value
 
-    def prompt_chars(self) -> int:
-        """Size of the prompt, the basis of token estimates before the provider reports usage."""
-        return sum(len(m.content) for m in self.messages)
+    @classmethod
+    def chat(
+        cls,
+        custom_id: str,
+        messages: Iterable[Message | Mapping[str, Any]],
+        *,
+        tier: Tier | None = None,
+        route: list[RouteHop] | None = None,
+        **body: Any,
+    ) -> LLMRequest:
+        """A chat request built in code; body fields given as None are left out."""
+        turns = [_turn(m) for m in messages]
+        fields = {k: v for k, v in body.items() if v is not None}
+        return cls(
+            custom_id=custom_id,
+            kind="chat",
+            body={"messages": turns, **fields},
+            tier=tier,
+            route=route,
+        )
+
+    @property
+    def model(self) -> str | None:
+        """The model the body names, used when the route pins none."""
+        model = self.body.get("model")
+        return model if isinstance(model, str) and model else None
+
+    @property
+    def messages(self) -> list[Message]:
+        """The conversation of a chat or Messages body (empty for other kinds), read-only."""
+        messages = self.body.get("messages")
+        if not isinstance(messages, list):
+            return []
+        # The body was checked at submit: no second validation per read.
+        return [Message.model_construct(**m) for m in messages if isinstance(m, dict)]
+
+    @property
+    def response_format(self) -> dict[str, Any] | None:
+        """A chat body's `response_format`, when it asks for more than plain text."""
+        fmt = self.body.get("response_format") if self.kind == "chat" else None
+        if isinstance(fmt, dict) and fmt.get("type", "text") != "text":
+            return fmt
+        return None
+
+    def with_messages(self, messages: Iterable[Message | Mapping[str, Any]]) -> LLMRequest:
+        """A copy whose conversation is `messages` (a follow-up round of the same request)."""
+        turns = [_turn(m) for m in messages]
+        return self.model_copy(update={"body": {**self.body, "messages": turns}})
+
+
+def _turn(message: Message | Mapping[str, Any]) -> dict[str, Any]:
+    if isinstance(message, Message):
+        return message.model_dump(exclude_none=True)
+    return dict(message)

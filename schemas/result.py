@@ -6,6 +6,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from schemas.request import EndpointKind
+
 ResultStatus = Literal["succeeded", "errored", "expired", "cancelled"]
 
 
@@ -16,7 +18,10 @@ class Usage(BaseModel):
 
     input_tokens: int = Field(default=0, ge=0)
     output_tokens: int = Field(default=0, ge=0)
+    #: Part of input_tokens read from the provider's prompt cache.
     cached_tokens: int = Field(default=0, ge=0)
+    #: Part of output_tokens spent on hidden reasoning (billed as output).
+    reasoning_tokens: int = Field(default=0, ge=0)
 
 
 class ErrorInfo(BaseModel):
@@ -58,8 +63,17 @@ class LLMResult(BaseModel):
     custom_id: str | None
     batch_id: str
     status: ResultStatus
+    kind: EndpointKind = "chat"
+    #: The answer's text (chat, completions, responses, messages), for batchyard's own use.
     output: str | None = None
+    #: Tool calls of the answer, in OpenAI's chat format.
+    tool_calls: list[dict[str, Any]] | None = None
     finish_reason: str | None = None
+    #: The provider's response body as received, in the request's own format (translated back
+    #: only when the route crossed vendors). Embedding vectors inside it are stored as base64
+    #: float32 (`schemas.vectors`); `vectors` says how to write them out.
+    body: dict[str, Any] | None = None
+    vectors: Literal["float", "base64"] | None = None
     endpoint: str | None = None
     model: str | None = None
     request_id: str | None = None

@@ -272,9 +272,9 @@ def first_request(
 ) -> LLMRequest:
     """Round 1 of a generation: system rules + the user's prompt; never a "```" stop sequence."""
     system = system_prompt(spec.agent_type, spec.constraints, example)
-    return LLMRequest(
-        custom_id=spec.custom_id,
-        messages=[
+    return LLMRequest.chat(
+        spec.custom_id,
+        [
             Message(role="system", content=system),
             Message(role="user", content=spec.prompt),
         ],
@@ -321,7 +321,7 @@ def refine_request(
         Message(role="assistant", content=answer),
         Message(role="user", content=refine_message(errors, feedback)),
     ]
-    return request.model_copy(update={"messages": messages})
+    return request.with_messages(messages)
 
 
 # --- constraints (GMN090) ---------------------------------------------------------------------

@@ -1,73 +1,205 @@
-"""Input lines in the formats users already have, and the OpenAI output format."""
+"""Input lines in the formats users already have: bodies kept as written, bad lines named."""
 
 from __future__ import annotations
+
+import copy
+from typing import Any
 
 import orjson
 import pytest
 
-from schemas.batch_lines import LineError, parse_line, to_openai_line
-from schemas.result import ErrorInfo, LLMResult, Timings, Usage
+from schemas.batch_lines import LineError, parse_line
 from tests.conftest import openai_line
+
+IMAGE = (
+    "data:image/png;base64,"
+    "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8/5+hHgAHggJ/"
+    + "PchI7wAAAABJRU5ErkJggg=="
+)
 
 
 def line(obj: object) -> bytes:
     return orjson.dumps(obj)
 
 
-def test_openai_line_maps_known_fields_and_passes_the_rest_through() -> None:
-    raw = openai_line("a-1", "hi", max_tokens=50, temperature=0.2, seed=7, n=1)
-    req = parse_line(line(raw), 1)
-    assert req.custom_id == "a-1"
-    assert req.model == "m"
-    assert req.max_tokens == 50
-    assert req.temperature == 0.2
-    assert req.params == {"seed": 7, "n": 1}
-    assert [(m.role, m.content) for m in req.messages] == [("user", "hi")]
+def batch_line(custom_id: str, url: str, body: dict[str, Any]) -> dict[str, Any]:
+    return {"custom_id": custom_id, "method": "POST", "url": url, "body": body}
 
 
-def test_openai_content_parts_and_developer_role_are_understood() -> None:
-    raw = openai_line("a", "x")
-    raw["body"] = {
-        "model": "m",
-        "max_completion_tokens": 9,
-        "messages": [
-            {"role": "developer", "content": "be brief"},
-            {
-                "role": "user",
-                "content": [{"type": "text", "text": "he"}, {"type": "text", "text": "y"}],
+#: One line of each kind a real batch file holds (the issue's acceptance file).
+REASONING = {
+    "model": "o3-mini",
+    "messages": [
+        {"role": "developer", "content": "Answer in one word."},
+        {"role": "user", "content": "Capital of France?"},
+    ],
+    "max_completion_tokens": 2000,
+    "reasoning_effort": "low",
+    "seed": 7,
+    "store": False,
+    "metadata": {"team": "geo"},
+    "service_tier": "flex",
+    "future_vendor_key": {"anything": [1, 2]},
+}
+VISION = {
+    "model": "gpt-4o",
+    "messages": [
+        {
+            "role": "user",
+            "content": [
+                {"type": "text", "text": "What is in this image?"},
+                {"type": "image_url", "image_url": {"url": IMAGE, "detail": "low"}},
+                {"type": "image_url", "image_url": {"url": "https://example.com/cat.png"}},
+            ],
+        }
+    ],
+    "logprobs": True,
+    "top_logprobs": 2,
+    "n": 2,
+}
+TOOLS = [
+    {
+        "type": "function",
+        "function": {
+            "name": "get_weather",
+            "description": "Weather for a city",
+            "parameters": {
+                "type": "object",
+                "properties": {"city": {"type": "string"}},
+                "required": ["city"],
             },
-        ],
-    }
-    req = parse_line(line(raw), 3)
-    assert [(m.role, m.content) for m in req.messages] == [("system", "be brief"), ("user", "hey")]
-    assert req.max_tokens == 9
-
-
-def test_anthropic_line_separates_system_and_maps_stop_sequences() -> None:
-    raw = {
-        "custom_id": "c",
-        "params": {
-            "model": "claude",
-            "max_tokens": 100,
-            "system": "sys",
-            "stop_sequences": ["END"],
-            "messages": [{"role": "user", "content": "q"}],
+            "strict": True,
         },
     }
-    req = parse_line(line(raw), 1)
-    assert [(m.role, m.content) for m in req.messages] == [("system", "sys"), ("user", "q")]
-    assert req.stop == ["END"]
-    assert req.max_tokens == 100
+]
+CONVERSATION = {
+    "model": "gpt-4o",
+    "messages": [
+        {"role": "user", "content": "Weather in Paris?", "name": "ann"},
+        {
+            "role": "assistant",
+            "content": None,
+            "tool_calls": [
+                {
+                    "id": "call_1",
+                    "type": "function",
+                    "function": {"name": "get_weather", "arguments": '{"city": "Paris"}'},
+                }
+            ],
+        },
+        {"role": "tool", "tool_call_id": "call_1", "content": "18C, sunny"},
+    ],
+    "tools": TOOLS,
+    "tool_choice": "required",
+    "parallel_tool_calls": False,
+    "response_format": {
+        "type": "json_schema",
+        "json_schema": {"name": "w", "schema": {"type": "object"}, "strict": True},
+    },
+    "prediction": {"type": "content", "content": "18C"},
+}
 
 
-def test_native_line_is_an_llm_request() -> None:
-    req = parse_line(
-        line(
-            {"custom_id": "n", "messages": [{"role": "user", "content": "x"}], "tier": "advanced"}
+@pytest.mark.parametrize(
+    "body", [REASONING, VISION, CONVERSATION], ids=["reasoning", "vision", "tools"]
+)
+def test_chat_bodies_are_kept_exactly_as_written(body: dict[str, Any]) -> None:
+    written = copy.deepcopy(body)
+    req = parse_line(line(batch_line("c-1", "/v1/chat/completions", body)), 1)
+    assert (req.kind, req.custom_id, req.model) == ("chat", "c-1", body["model"])
+    assert req.body == written, "nothing renamed, dropped or added"
+
+
+@pytest.mark.parametrize(
+    ("url", "kind", "body"),
+    [
+        ("/v1/embeddings", "embeddings", {"model": "e", "input": "one text"}),
+        (
+            "/v1/embeddings",
+            "embeddings",
+            {"model": "e", "input": ["a", "b"], "encoding_format": "base64", "dimensions": 64},
         ),
-        1,
-    )
+        ("/v1/embeddings", "embeddings", {"model": "e", "input": [[1, 2], [3]]}),
+        ("/v1/responses", "responses", {"model": "r", "input": "hi", "instructions": "be kind"}),
+        ("/v1/completions", "completions", {"model": "c", "prompt": "Once", "max_tokens": 5}),
+        ("/v1/moderations", "moderations", {"model": "m", "input": ["x", "y"]}),
+    ],
+)
+def test_every_openai_batch_endpoint_is_a_kind(url: str, kind: str, body: dict[str, Any]) -> None:
+    req = parse_line(line(batch_line("k", url, body)), 1)
+    assert req.kind == kind
+    assert req.body == body
+
+
+def test_batchyard_extensions_leave_the_body() -> None:
+    raw = openai_line("a", "hi", tier="advanced", route=[{"endpoint": "e1", "model": "x"}])
+    req = parse_line(line(raw), 1)
     assert req.tier == "advanced"
+    assert req.route is not None and req.route[0].endpoint == "e1"
+    assert "tier" not in req.body and "route" not in req.body
+    assert raw["body"]["tier"] == "advanced", "the caller's line is not modified"
+
+
+def test_anthropic_line_keeps_every_params_field() -> None:
+    params = {
+        "model": "claude",
+        "max_tokens": 100,
+        "system": [{"type": "text", "text": "sys", "cache_control": {"type": "ephemeral"}}],
+        "thinking": {"type": "enabled", "budget_tokens": 1024},
+        "stop_sequences": ["END"],
+        "tools": [{"name": "t", "input_schema": {"type": "object"}}],
+        "tool_choice": {"type": "any"},
+        "messages": [
+            {
+                "role": "user",
+                "content": [
+                    {"type": "text", "text": "q"},
+                    {
+                        "type": "image",
+                        "source": {"type": "base64", "media_type": "image/png", "data": "AAAA"},
+                    },
+                ],
+            }
+        ],
+    }
+    req = parse_line(line({"custom_id": "c", "params": params}), 1)
+    assert (req.kind, req.body) == ("messages", params)
+
+
+def test_native_lines_new_and_flat() -> None:
+    native = {"custom_id": "n", "kind": "embeddings", "body": {"input": "x"}, "tier": "basic"}
+    req = parse_line(line(native), 1)
+    assert (req.kind, req.body, req.tier) == ("embeddings", {"input": "x"}, "basic")
+    flat = {
+        "custom_id": "f",
+        "messages": [{"role": "user", "content": "x"}],
+        "max_tokens": 9,
+        "tier": "advanced",
+    }
+    req = parse_line(line(flat), 1)
+    assert req.kind == "chat" and req.tier == "advanced"
+    assert req.body == {"messages": [{"role": "user", "content": "x"}], "max_tokens": 9}
+
+
+def test_a_batch_endpoint_limits_the_lines() -> None:
+    raw = batch_line("e", "/v1/embeddings", {"model": "e", "input": "x"})
+    with pytest.raises(LineError) as info:
+        parse_line(line(raw), 5, kinds={"chat"})
+    assert info.value.field == "url"
+    assert "/v1/chat/completions" in str(info.value) and "/v1/embeddings" in str(info.value)
+    anthropic = {"custom_id": "a", "params": {"messages": [{"role": "user", "content": "x"}]}}
+    with pytest.raises(LineError, match="Anthropic"):
+        parse_line(line(anthropic), 6, kinds={"chat"})
+    assert parse_line(line(raw), 7, kinds={"embeddings"}).kind == "embeddings"
+
+
+def chat(*messages: dict[str, Any], **extra: Any) -> bytes:
+    return line(
+        batch_line("x", "/v1/chat/completions", {"model": "m", "messages": list(messages), **extra})
+    )
+
+
+USER = {"role": "user", "content": "hi"}
 
 
 @pytest.mark.parametrize(
@@ -81,19 +213,69 @@ def test_native_line_is_an_llm_request() -> None:
             "required",
         ),
         (line({"custom_id": "", "body": {}}), "custom_id", "non-empty string"),
-        (line({**openai_line("x", "y"), "url": "/v1/embeddings"}), "url", "/v1/embeddings"),
+        (line({**openai_line("x", "y"), "url": "/v1/images"}), "url", "/v1/embeddings"),
         (line({**openai_line("x", "y"), "method": "GET"}), "method", "POST"),
         (line({**openai_line("x", "y"), "body": [1]}), "body", "JSON object"),
-        (line(openai_line("x", "y", temperature=9)), "body.temperature", "less than or equal"),
+        (line({**openai_line("x", "y"), "extra": 1}), "extra", "unknown field"),
+        (chat({"role": "robot", "content": "c"}), "body.messages.0.role", "unknown role 'robot'"),
+        (chat(), "body.messages", "at least 1"),
+        (
+            chat({"role": "user", "content": [{"type": "video", "video": {}}]}),
+            "body.messages.0.content.0.type",
+            "unknown content part type 'video'",
+        ),
+        (
+            chat({"role": "system", "content": [{"type": "image_url", "image_url": {"url": "u"}}]}),
+            "body.messages.0.content.0.type",
+            "system message cannot carry 'image_url'",
+        ),
+        (
+            chat(USER, {"role": "tool", "content": "18C"}),
+            "body.messages.1.tool_call_id",
+            "field required for a tool message",
+        ),
+        (
+            chat(USER, {"role": "assistant", "content": None}),
+            "body.messages.1.content",
+            "unless the message has tool_calls",
+        ),
+        (
+            chat(USER, {"role": "assistant", "tool_calls": [{"type": "function"}]}),
+            "body.messages.1.tool_calls.0.id",
+            "field required",
+        ),
+        (chat(USER, max_completion_tokens="many"), "body.max_completion_tokens", ">= 1"),
+        (chat(USER, stream=True), "body.stream", "must be false"),
+        (chat(USER, response_format={"type": "yaml"}), "body.response_format.type", "json_schema"),
+        (
+            line(batch_line("x", "/v1/embeddings", {"model": "e"})),
+            "body.input",
+            "field required",
+        ),
+        (line(batch_line("x", "/v1/embeddings", {"input": ["a", 3]})), "body.input", "token"),
+        (line(batch_line("x", "/v1/completions", {"model": "c"})), "body.prompt", "required"),
+        (line(batch_line("x", "/v1/responses", {"model": "r"})), "body.input", "required"),
+        (
+            line({"custom_id": "a", "params": {"messages": [{"role": "tool", "content": "x"}]}}),
+            "params.messages.0.role",
+            "unknown role",
+        ),
         (
             line(
-                {**openai_line("x", "y"), "body": {"messages": [{"role": "robot", "content": "c"}]}}
+                {
+                    "custom_id": "a",
+                    "params": {"messages": [{"role": "user", "content": [{"type": "video"}]}]},
+                }
             ),
-            "body.messages.0.role",
-            "'system'",
+            "params.messages.0.content.0.type",
+            "unknown content block",
         ),
-        (line({**openai_line("x", "y"), "body": {"messages": []}}), "body.messages", "at least 1"),
-        (line({**openai_line("x", "y"), "extra": 1}), "extra", "unknown field"),
+        (
+            line(openai_line("x", "y", route=[{"endpoint": "bad name!"}])),
+            "body.route.0.endpoint",
+            "pattern",
+        ),
+        (line({"custom_id": "n", "kind": "images", "body": {}}), "kind", "unknown kind"),
     ],
 )
 def test_bad_lines_name_the_line_and_the_field(
@@ -106,44 +288,3 @@ def test_bad_lines_name_the_line_and_the_field(
     assert err.field == field
     assert fragment in str(err)
     assert str(err).startswith("line 42: ")
-
-
-def test_success_maps_to_openai_batch_output_line() -> None:
-    result = LLMResult(
-        custom_id="r1",
-        batch_id="batch_1",
-        status="succeeded",
-        output="hello",
-        model="gpt",
-        finish_reason="length",
-        usage=Usage(input_tokens=3, output_tokens=4),
-        timings=Timings(finished_at=1700000000.5),
-        request_id="req_9",
-    )
-    out = to_openai_line(result, "r1")
-    assert out["custom_id"] == "r1" and out["error"] is None
-    assert out["id"].startswith("batch_req_")
-    response = out["response"]
-    assert response["status_code"] == 200 and response["request_id"] == "req_9"
-    body = response["body"]
-    assert body["object"] == "chat.completion" and body["created"] == 1700000000
-    assert body["choices"][0]["message"] == {
-        "role": "assistant",
-        "content": "hello",
-        "refusal": None,
-    }
-    assert body["choices"][0]["finish_reason"] == "length"
-    assert body["usage"] == {"prompt_tokens": 3, "completion_tokens": 4, "total_tokens": 7}
-    assert to_openai_line(result, "r1")["id"] == out["id"], "ids must be stable across exports"
-
-
-def test_error_maps_to_openai_error_line_with_line_number() -> None:
-    result = LLMResult(
-        custom_id=None,
-        batch_id="b",
-        status="errored",
-        error=ErrorInfo(code="invalid_line", message="line 3: boom", line=3),
-    )
-    out = to_openai_line(result, "#line:3")
-    assert out["response"] is None
-    assert out["error"] == {"code": "invalid_line", "message": "line 3: boom", "line": 3}

@@ -135,11 +135,11 @@ def test_first_request_is_low_temperature_without_fence_stops() -> None:
     plain = first_request(spec)
     assert [m.role for m in plain.messages] == ["system", "user"]
     assert plain.messages[1].content == spec.prompt
-    assert plain.temperature is not None and plain.temperature <= 0.3
-    assert plain.stop is None and plain.response_format is None
+    assert plain.body["temperature"] <= 0.3
+    assert "stop" not in plain.body and plain.response_format is None
     json_mode = first_request(spec, json_mode=True, max_tokens=900, temperature=0.0)
     assert json_mode.response_format == {"type": "json_object"}
-    assert (json_mode.max_tokens, json_mode.temperature) == (900, 0.0)
+    assert (json_mode.body["max_tokens"], json_mode.body["temperature"]) == (900, 0.0)
 
 
 def test_refinement_lists_every_error_and_keeps_only_the_latest_answer() -> None:
@@ -157,7 +157,8 @@ def test_refinement_lists_every_error_and_keeps_only_the_latest_answer() -> None
     assert "- GMN046 at $.nodes[3].properties.matrix (node A): bad sum" in ask
     assert "- GMN050 at $.edges[0].target: dangling" in ask
     assert "Change requested: add a policy" in third.messages[3].content
-    assert (third.custom_id, third.temperature) == (spec.custom_id, second.temperature)
+    assert third.custom_id == spec.custom_id
+    assert third.body["temperature"] == second.body["temperature"]
 
 
 def test_refinement_of_many_errors_lists_the_first_ones_and_counts_the_rest() -> None:

@@ -137,7 +137,10 @@ def test_every_lane_is_a_valid_job_lane_and_a_distinct_queue() -> None:
 JOB: dict[str, Any] = {
     "batch_id": "b",
     "key": "k",
-    "request": {"custom_id": "k", "messages": [{"role": "user", "content": "hi"}], "model": "m"},
+    "request": {
+        "custom_id": "k",
+        "body": {"messages": [{"role": "user", "content": "hi"}], "model": "m"},
+    },
     "route": [{"endpoint": "a"}],
     "enqueued_at": 0.0,
 }

@@ -1,0 +1,144 @@
+"""Results written as the batch files users know: OpenAI batch output lines, whose `body` is the
+provider's answer unchanged, and Anthropic Message Batches result lines."""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any
+
+import orjson
+
+from schemas import vectors
+from schemas.result import LLMResult
+
+#: OpenAI finish_reason -> Anthropic stop_reason, for answers written in Anthropic's format.
+STOP_REASONS = {
+    "stop": "end_turn",
+    "length": "max_tokens",
+    "tool_calls": "tool_use",
+    "content_filter": "refusal",
+}
+
+
+def request_line_id(batch_id: str, key: str) -> str:
+    """Stable `batch_req_...` id, so re-exporting a batch gives identical files."""
+    digest = hashlib.blake2b(f"{batch_id}\0{key}".encode(), digest_size=12).hexdigest()
+    return f"batch_req_{digest}"
+
+
+def answer_body(result: LLMResult) -> dict[str, Any] | None:
+    """The provider's body as received, embedding vectors back in the format it sent them."""
+    body = result.body
+    if body is not None and result.vectors == "float":
+        return vectors.unpack(body)
+    return body
+
+
+def to_openai_line(result: LLMResult, key: str) -> dict[str, Any]:
+    """One line of an OpenAI batch output file (success) or error file (anything else)."""
+    line_id = request_line_id(result.batch_id, key)
+    if result.status == "succeeded":
+        body = answer_body(result) if result.kind != "messages" else None
+        if body is None:
+            body = chat_completion(result, line_id)
+        response = {"status_code": 200, "request_id": result.request_id or line_id, "body": body}
+        return {"id": line_id, "custom_id": result.custom_id, "response": response, "error": None}
+    error = result.error
+    code = error.code if error else result.status
+    message = error.message if error else result.status
+    out: dict[str, Any] = {"code": code, "message": message}
+    if error is not None and error.line is not None:
+        out["line"] = error.line
+    return {"id": line_id, "custom_id": result.custom_id, "response": None, "error": out}
+
+
+def chat_completion(result: LLMResult, line_id: str) -> dict[str, Any]:
+    """A chat.completion built from the normalised fields, for an answer that has no OpenAI
+    body of its own (an Anthropic-format answer, or a result stored without one)."""
+    usage = result.usage
+    message: dict[str, Any] = {"role": "assistant", "content": result.output, "refusal": None}
+    if result.tool_calls:
+        message["tool_calls"] = result.tool_calls
+    out: dict[str, Any] = {
+        "id": f"chatcmpl-{line_id[10:]}",
+        "object": "chat.completion",
+        "created": int(result.timings.finished_at or 0),
+        "model": result.model or "",
+        "choices": [
+            {
+                "index": 0,
+                "message": message,
+                "logprobs": None,
+                "finish_reason": result.finish_reason or "stop",
+            }
+        ],
+        "usage": {
+            "prompt_tokens": usage.input_tokens,
+            "completion_tokens": usage.output_tokens,
+            "total_tokens": usage.input_tokens + usage.output_tokens,
+        },
+    }
+    if usage.cached_tokens:
+        out["usage"]["prompt_tokens_details"] = {"cached_tokens": usage.cached_tokens}
+    if usage.reasoning_tokens:
+        out["usage"]["completion_tokens_details"] = {"reasoning_tokens": usage.reasoning_tokens}
+    return out
+
+
+def to_anthropic_line(result: LLMResult) -> dict[str, Any]:
+    """One line of an Anthropic Message Batches results file."""
+    if result.status == "succeeded":
+        message = result.body if result.kind == "messages" and result.body else None
+        outcome: dict[str, Any] = {
+            "type": "succeeded",
+            "message": message or anthropic_message(result),
+        }
+    elif result.status == "errored":
+        error = result.error
+        detail = {
+            "type": error.code if error else "api_error",
+            "message": error.message if error else "error",
+        }
+        outcome = {"type": "errored", "error": {"type": "error", "error": detail}}
+    else:
+        outcome = {"type": "canceled" if result.status == "cancelled" else "expired"}
+    return {"custom_id": result.custom_id, "result": outcome}
+
+
+def anthropic_message(result: LLMResult) -> dict[str, Any]:
+    """An Anthropic `message` built from the normalised fields (text and tool_use blocks)."""
+    content: list[dict[str, Any]] = []
+    if result.output:
+        content.append({"type": "text", "text": result.output})
+    for call in result.tool_calls or ():
+        fn = call.get("function") or {}
+        try:
+            args = orjson.loads(fn.get("arguments") or "{}")
+        except orjson.JSONDecodeError:
+            args = {"arguments": fn.get("arguments")}
+        content.append(
+            {"type": "tool_use", "id": call.get("id"), "name": fn.get("name"), "input": args}
+        )
+    usage = result.usage
+    return {
+        "id": result.request_id or f"msg_{result.batch_id}_{result.custom_id}",
+        "type": "message",
+        "role": "assistant",
+        "model": result.model,
+        "content": content,
+        "stop_reason": STOP_REASONS.get(result.finish_reason or "stop", result.finish_reason),
+        "stop_sequence": None,
+        "usage": {
+            "input_tokens": usage.input_tokens - usage.cached_tokens,
+            "cache_read_input_tokens": usage.cached_tokens,
+            "output_tokens": usage.output_tokens,
+        },
+    }
+
+
+def native_line(result: LLMResult) -> dict[str, Any]:
+    """The result object itself, its body's vectors as the provider sent them."""
+    data = result.model_dump(mode="json", exclude_none=False)
+    if result.vectors == "float" and result.body is not None:
+        data["body"] = vectors.unpack(result.body)
+    return data
