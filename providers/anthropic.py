@@ -1,4 +1,5 @@
-"""Anthropic Messages API: system prompt apart, max_tokens required, its own error types."""
+"""Anthropic Messages API: its own request format as written, OpenAI chat translated to it and
+back, its own error types."""
 
 from __future__ import annotations
 
@@ -12,11 +13,11 @@ from providers.errors import (
     AuthError,
     ContentFiltered,
     ContextTooLong,
-    InvalidRequest,
     Overloaded,
     ProviderError,
     QuotaExceeded,
     ServerError,
+    Unsupported,
 )
 from providers.http import (
     BaseURL,
@@ -26,24 +27,17 @@ from providers.http import (
     error_for_status,
     parse_body,
     rate_limited,
-    reserved_params,
     vendor_error,
 )
+from providers.translate import anthropic as claude
+from providers.translate.anthropic import FINISH_REASONS
+from providers.translate.common import arguments_string
 from schemas.request import LLMRequest
 from schemas.result import Usage
 
-#: stop_reason -> the OpenAI-style finish_reason results carry.
-FINISH_REASONS = {
-    "end_turn": "stop",
-    "stop_sequence": "stop",
-    "max_tokens": "length",
-    "model_context_window_exceeded": "length",
-    "tool_use": "tool_calls",
-}
 _CONTEXT_TEXT = re.compile(r"prompt is too long|exceed context limit", re.IGNORECASE)
 _CREDIT_TEXT = re.compile(r"credit balance is too low|spend limit", re.IGNORECASE)
 _QUOTA_CODES = frozenset({"enforced_spend_limit_reached"})
-_RESERVED = frozenset({"model", "messages", "system", "max_tokens", "stream"})
 
 
 class AnthropicConfig(HTTPConfig):
@@ -57,6 +51,13 @@ class AnthropicConfig(HTTPConfig):
 class _Block(BaseModel):
     type: str
     text: str | None = None
+    id: str | None = None
+    name: str | None = None
+    input: Any = None
+
+
+class _OutputDetails(BaseModel):
+    thinking_tokens: int | None = None
 
 
 class _Usage(BaseModel):
@@ -64,6 +65,7 @@ class _Usage(BaseModel):
     output_tokens: int | None = None
     cache_read_input_tokens: int | None = None
     cache_creation_input_tokens: int | None = None
+    output_tokens_details: _OutputDetails | None = None
 
 
 class _Message(BaseModel):
@@ -75,11 +77,16 @@ class _Message(BaseModel):
 
 
 class AnthropicProvider(HTTPProvider):
-    """POST {base_url}/v1/messages with x-api-key and anthropic-version headers."""
+    """POST {base_url}/v1/messages with x-api-key and anthropic-version headers: Anthropic-format
+    requests as written, OpenAI chat requests translated (and their answers back)."""
 
     name = "anthropic"
     capabilities = Capabilities(
-        json_mode=False, tools=True, max_context_tokens=200_000, max_output_tokens=64_000
+        kinds=frozenset({"chat", "messages"}),
+        images=True,
+        files=True,
+        tools=True,
+        max_context_tokens=200_000,
     )
     Config = AnthropicConfig
     options: AnthropicConfig
@@ -99,40 +106,31 @@ class AnthropicProvider(HTTPProvider):
         return headers
 
     def body(self, request: LLMRequest, model: str) -> dict[str, Any]:
-        """The Messages request: system messages joined into `system`, the rest in order."""
-        reserved_params(request.params, _RESERVED, self.endpoint)
-        fmt = (request.response_format or {}).get("type", "text")
-        if fmt != "text":
-            raise InvalidRequest(
-                f"endpoint {self.endpoint!r}: response_format {fmt!r} is not supported by the "
-                "anthropic adapter; route JSON-mode requests elsewhere or pass vendor fields "
-                "in params"
-            )
-        system = "\n\n".join(m.content for m in request.messages if m.role == "system")
-        turns = [
-            {"role": m.role, "content": m.content} for m in request.messages if m.role != "system"
-        ]
-        if not turns:
-            raise InvalidRequest(
-                f"endpoint {self.endpoint!r}: needs a user message, not only system"
-            )
-        body: dict[str, Any] = {
-            "model": model,
-            "max_tokens": request.max_tokens or self.options.default_max_tokens,
-            "messages": turns,
-        }
-        if system:
-            body["system"] = system
-        if request.stop is not None:
-            body["stop_sequences"] = (
-                [request.stop] if isinstance(request.stop, str) else request.stop
-            )
-        if request.temperature is not None:
-            body["temperature"] = request.temperature
-        if request.top_p is not None:
-            body["top_p"] = request.top_p
-        body.update(request.params)
+        """The Messages body: as written for an Anthropic-format request (`max_tokens`, which
+        the API requires, from the endpoint's default when the line has none), translated for
+        an OpenAI chat request."""
+        if request.kind == "chat":
+            return claude.to_messages(request.body, model, self.options.default_max_tokens)
+        if request.kind != "messages":
+            raise Unsupported(f"endpoint {self.endpoint!r} (anthropic): {request.kind} requests")
+        body = dict(request.body)
+        body["model"] = model
+        body.setdefault("max_tokens", self.options.default_max_tokens)
         return body
+
+    def translates(self, request: LLMRequest) -> bool:
+        """OpenAI chat requests are translated to Messages."""
+        return request.kind != "messages"
+
+    def unsupported(self, request: LLMRequest) -> str | None:
+        """Capabilities first, then whether a chat request translates."""
+        why = super().unsupported(request)
+        if why is None and request.kind == "chat":
+            try:
+                self.body(request, "")
+            except Unsupported as exc:
+                why = f"endpoint {self.endpoint!r} (anthropic) cannot serve {exc.message}"
+        return why
 
     async def generate(self, request: LLMRequest, model: str) -> ProviderResponse:
         """One message; a `refusal` stop reason raises ContentFiltered."""
@@ -141,7 +139,7 @@ class AnthropicProvider(HTTPProvider):
         )
         if not resp.ok:
             raise self.error(resp)
-        message = parse_body(resp, _Message, self.endpoint)
+        data, message = parse_body(resp, _Message, self.endpoint)
         request_id = resp.headers.get("request-id") or message.id
         if message.stop_reason == "refusal":
             raise ContentFiltered(
@@ -151,18 +149,31 @@ class AnthropicProvider(HTTPProvider):
         cached = usage.cache_read_input_tokens or 0
         # input_tokens excludes cache reads and writes; results count all input, cached within.
         input_tokens = (usage.input_tokens or 0) + cached + (usage.cache_creation_input_tokens or 0)
+        thinking = (usage.output_tokens_details or _OutputDetails()).thinking_tokens
         stop = message.stop_reason or "end_turn"
+        calls = [
+            {
+                "id": b.id,
+                "type": "function",
+                "function": {"name": b.name, "arguments": arguments_string(b.input)},
+            }
+            for b in message.content
+            if b.type == "tool_use"
+        ]
         return ProviderResponse(
             text="".join(b.text or "" for b in message.content if b.type == "text"),
             finish_reason=FINISH_REASONS.get(stop, stop),
+            tool_calls=calls or None,
             usage=Usage(
                 input_tokens=input_tokens,
                 output_tokens=usage.output_tokens or 0,
                 cached_tokens=cached,
+                reasoning_tokens=thinking or 0,
             ),
             model=message.model or model,
             request_id=request_id,
             rate_limits=self.announced(resp),
+            body=claude.to_chat_answer(data) if request.kind == "chat" else data,
         )
 
     def error(self, resp: HTTPResponse) -> ProviderError:

@@ -9,20 +9,52 @@ import aiohttp
 from pydantic import BaseModel, ConfigDict, Field
 
 from schemas.config import EndpointConfig
-from schemas.request import LLMRequest
+from schemas.features import Feature, needs
+from schemas.request import EndpointKind, LLMRequest
 from schemas.result import Usage
+
+#: How a missing capability is named in the `unsupported` error.
+_FEATURE_TEXT: dict[Feature, str] = {
+    "images": "image inputs",
+    "audio": "audio",
+    "files": "file inputs",
+    "tools": "tools",
+    "json_object": "response_format json_object",
+    "json_schema": "response_format json_schema",
+}
 
 
 class Capabilities(BaseModel):
-    """What an adapter can do; routing and validation read these."""
+    """What an adapter can serve; the router skips an endpoint that lacks what a request needs
+    (error `unsupported`, no call made) and tries the next hop."""
 
     model_config = ConfigDict(frozen=True)
 
-    json_mode: bool = False
+    #: Endpoint kinds it answers, natively or by translating the request.
+    kinds: frozenset[EndpointKind] = frozenset({"chat"})
+    images: bool = False
+    audio: bool = False
+    files: bool = False
     tools: bool = False
-    streaming: bool = False
+    #: `response_format` json_object / json_schema.
+    json_mode: bool = False
+    json_schema: bool = False
+    #: The context window checked before a call, unless the endpoint config sets its own.
     max_context_tokens: int = 8192
-    max_output_tokens: int = 4096
+
+    def missing(self, request: LLMRequest) -> list[str]:
+        """What the request needs that this adapter cannot give, in words; empty if none."""
+        out = [] if request.kind in self.kinds else [f"{request.kind} requests"]
+        flags = {
+            "images": self.images,
+            "audio": self.audio,
+            "files": self.files,
+            "tools": self.tools,
+            "json_object": self.json_mode,
+            "json_schema": self.json_schema,
+        }
+        out += [_FEATURE_TEXT[f] for f in sorted(needs(request)) if not flags[f]]
+        return out
 
 
 class ProviderConfig(BaseModel):
@@ -39,13 +71,18 @@ class AnnouncedLimits(BaseModel):
 
 
 class ProviderResponse(BaseModel):
-    """A successful completion, provider-neutral."""
+    """A successful answer: the fields batchyard reads itself, and the provider's body."""
 
-    text: str
-    finish_reason: str = "stop"
+    text: str = ""
+    finish_reason: str | None = "stop"
+    #: Tool calls in OpenAI's chat format (translated from other vendors' formats).
+    tool_calls: list[dict[str, Any]] | None = None
     usage: Usage = Field(default_factory=Usage)
     model: str
     request_id: str | None = None
+    #: The provider's response body as received, in the request's own format: verbatim from
+    #: an endpoint of the request's vendor, translated back from any other.
+    body: dict[str, Any] | None = None
     #: Limits the provider announced (x-ratelimit-limit-*), learned by the rate limiter.
     rate_limits: AnnouncedLimits | None = None
 
@@ -80,6 +117,21 @@ class Provider(ABC):
     @abstractmethod
     async def generate(self, request: LLMRequest, model: str) -> ProviderResponse:
         """Run one request; raise only `providers.errors` exceptions."""
+
+    def translates(self, request: LLMRequest) -> bool:
+        """Whether the request is in another vendor's format here (its own `model` then names
+        another vendor's model, so the endpoint's configured one is preferred)."""
+        return False
+
+    def unsupported(self, request: LLMRequest) -> str | None:
+        """Why this endpoint cannot serve the request (checked before any call), or None.
+
+        Adapters that translate a request override it to also try the translation.
+        """
+        missing = self.capabilities.missing(request)
+        if not missing:
+            return None
+        return f"endpoint {self.endpoint!r} ({self.name}) cannot serve {', '.join(missing)}"
 
     async def health(self) -> HealthStatus:
         """Cheap liveness check; adapters with a real endpoint override it."""

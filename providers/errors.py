@@ -92,3 +92,10 @@ class ContentFiltered(ProviderError):
     """The provider refused the content."""
 
     code = "content_filtered"
+
+
+class Unsupported(ProviderError):
+    """The endpoint cannot serve this request (its kind, or a feature it uses, has no
+    equivalent there): skipped before any call, the next hop is tried."""
+
+    code = "unsupported"

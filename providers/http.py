@@ -151,11 +151,15 @@ def translate_errors(endpoint: str, timeout_s: float | None = None) -> Iterator[
         ) from None
 
 
-def parse_body(resp: HTTPResponse, model: type[M], endpoint: str) -> M:
-    """Validate a success body against the vendor's documented shape, or raise ProtocolError."""
+def parse_body(resp: HTTPResponse, model: type[M], endpoint: str) -> tuple[dict[str, Any], M]:
+    """A success body as received, and the fields batchyard reads from it checked against the
+    vendor's documented shape; ProtocolError when it is neither JSON nor that shape."""
     try:
         with translate_errors(endpoint):
-            return model.model_validate(orjson.loads(resp.body))
+            data = orjson.loads(resp.body)
+            if not isinstance(data, dict):
+                raise ProtocolError(f"endpoint {endpoint!r}: the answer is not a JSON object")
+            return data, model.model_validate(data)
     except ProtocolError as exc:
         exc.status = resp.status
         raise

@@ -8,11 +8,13 @@ import random
 import re
 import uuid
 from collections import Counter
-from typing import Literal
+from typing import Any, Literal
 
 import aiohttp
+import orjson
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from providers import answers
 from providers.base import Capabilities, Provider, ProviderConfig, ProviderResponse
 from providers.errors import (
     AuthError,
@@ -31,6 +33,7 @@ from providers.mock_gmn import INVALID_KINDS, GMNMock, InvalidKind
 from schemas.config import EndpointConfig
 from schemas.request import LLMRequest
 from schemas.result import Usage
+from schemas.tokens import estimate_tokens, input_tokens
 
 #: Error codes (as stored in results) the mock can raise, and the real class behind each.
 ERRORS: dict[str, type[ProviderError]] = {
@@ -81,7 +84,7 @@ class MockReply(BaseModel):
 
 
 class MockUsage(BaseModel):
-    """Token counts to report instead of the 4-characters-a-token estimate."""
+    """Token counts to report instead of the estimate (`schemas.tokens`)."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -130,6 +133,8 @@ class MockConfig(ProviderConfig):
     #: Mean of an exponentially distributed extra delay (a long tail, like real endpoints).
     latency_exponential_mean_ms: float = Field(default=0.0, ge=0, le=600_000)
     seed: int | None = None
+    #: Size of the vectors of an embeddings request that sets no `dimensions`.
+    embedding_dimensions: int = Field(default=1536, ge=1, le=65_536)
     #: GMN mode: share of first answers made invalid, in one of `gmn_invalid_kinds`.
     gmn_invalid_rate: float = Field(default=0.0, ge=0, le=1)
     gmn_invalid_kinds: list[InvalidKind] = Field(default_factory=lambda: list(INVALID_KINDS))
@@ -151,17 +156,25 @@ class MockConfig(ProviderConfig):
         return value
 
 
-def estimate_tokens(text: str) -> int:
-    """Rough token count (4 characters a token), the same rule the limiter estimates with."""
-    return max(1, (len(text) + 3) // 4)
-
-
 class MockProvider(Provider):
-    """Scripted replies and faults with configurable latency; the default endpoint of an install."""
+    """Scripted replies and faults with configurable latency; the default endpoint of an install.
+
+    Answers every endpoint kind in its vendor's format (`providers.answers`): chat with a
+    tool call when the body forces one, vectors for embeddings, and so on.
+    """
 
     name = "mock"
     capabilities = Capabilities(
-        json_mode=True, max_context_tokens=128_000, max_output_tokens=16_384
+        kinds=frozenset(
+            {"chat", "embeddings", "responses", "completions", "moderations", "messages"}
+        ),
+        images=True,
+        audio=True,
+        files=True,
+        tools=True,
+        json_mode=True,
+        json_schema=True,
+        max_context_tokens=128_000,
     )
     Config = MockConfig
     options: MockConfig
@@ -196,24 +209,91 @@ class MockProvider(Provider):
         step = self._step(request.custom_id, call)
         if step is not None:
             raise step
-        prompt = next((m.content for m in reversed(request.messages) if m.role == "user"), "")
-        text = self._text(prompt, request)
+        request_id = f"mock-{self._run}-{next(self._ids):x}"
+        kind, body = request.kind, request.body
+        if kind in ("embeddings", "moderations"):
+            return self._inputs_answer(request, model, request_id)
+        text = self._text(_prompt(request), request)
         override = self.options.usage or MockUsage()
         usage = Usage(
             input_tokens=override.input_tokens
             if override.input_tokens is not None
-            else sum(estimate_tokens(m.content) for m in request.messages),
+            else input_tokens(request),
             output_tokens=override.output_tokens
             if override.output_tokens is not None
             else estimate_tokens(text),
         )
+        calls = answers.forced_tool_calls(body) if kind == "chat" else None
+        finish = "tool_calls" if calls else "stop"
+        if kind == "chat":
+            answer = answers.chat_completion(
+                model,
+                None if calls else text,
+                prompt_tokens=usage.input_tokens,
+                completion_tokens=usage.output_tokens,
+                finish_reason=finish,
+                tool_calls=calls,
+                answer_id=request_id,
+            )
+        elif kind == "messages":
+            blocks = answers.forced_tool_use(body) or [{"type": "text", "text": text}]
+            stop = "tool_use" if blocks[0]["type"] == "tool_use" else "end_turn"
+            answer = answers.anthropic_message(
+                model,
+                blocks,
+                stop_reason=stop,
+                input_tokens=usage.input_tokens,
+                output_tokens=usage.output_tokens,
+            )
+            if stop == "tool_use":
+                finish, calls = "tool_calls", _tool_calls(blocks)
+        elif kind == "responses":
+            answer = answers.response_object(
+                model,
+                text,
+                input_tokens=usage.input_tokens,
+                output_tokens=usage.output_tokens,
+            )
+        else:
+            answer = answers.text_completion(
+                model,
+                text,
+                prompt_tokens=usage.input_tokens,
+                completion_tokens=usage.output_tokens,
+            )
         return ProviderResponse(
-            text=text,
-            finish_reason="stop",
+            text="" if calls else text,
+            finish_reason=finish,
+            tool_calls=calls,
             usage=usage,
             model=model,
-            request_id=f"mock-{self._run}-{next(self._ids):x}",
-            rate_limits=None,
+            request_id=request_id,
+            body=answer,
+        )
+
+    def _inputs_answer(self, request: LLMRequest, model: str, request_id: str) -> ProviderResponse:
+        """Vectors or moderation results, one per input."""
+        body = request.body
+        inputs = answers.texts_of(body.get("input"))
+        if request.kind == "moderations":
+            answer = answers.moderation(model, inputs)
+            return ProviderResponse(
+                finish_reason=None, model=model, request_id=request_id, body=answer
+            )
+        dims = body.get("dimensions") or self.options.embedding_dimensions
+        answer = answers.embeddings_list(
+            model, inputs, dims, body.get("encoding_format") or "float"
+        )
+        override = self.options.usage or MockUsage()
+        tokens = override.input_tokens
+        if tokens is None:
+            tokens = answer["usage"]["prompt_tokens"]
+        return ProviderResponse(
+            finish_reason=None,
+            usage=Usage(input_tokens=tokens),
+            model=model,
+            request_id=request_id,
+            body=answer,
         )
 
     def delay_ms(self) -> float:
@@ -256,6 +336,45 @@ class MockProvider(Provider):
     def default_model(self) -> str:
         """`mock-1` unless the endpoint names a model."""
         return self.settings.model_for(None) or "mock-1"
+
+
+def _prompt(request: LLMRequest) -> str:
+    """The text the mock answers to: the last user turn, or the prompt / input text."""
+    body = request.body
+    if request.kind in ("chat", "messages"):
+        for msg in reversed(body.get("messages") or ()):
+            if msg.get("role") == "user":
+                content = msg.get("content")
+                if isinstance(content, str):
+                    return content
+                return "".join(p.get("text", "") for p in content or () if p.get("type") == "text")
+        return ""
+    value = body.get("prompt") if request.kind == "completions" else body.get("input")
+    if isinstance(value, list):
+        texts = [v for v in value if isinstance(v, str)]
+        for item in reversed(value):
+            if isinstance(item, dict) and item.get("role") == "user":
+                content = item.get("content")
+                texts = (
+                    [content]
+                    if isinstance(content, str)
+                    else [p.get("text", "") for p in content or () if isinstance(p, dict)]
+                )
+                break
+        return "".join(texts)
+    return value if isinstance(value, str) else ""
+
+
+def _tool_calls(blocks: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [
+        {
+            "id": b["id"],
+            "type": "function",
+            "function": {"name": b["name"], "arguments": orjson.dumps(b["input"]).decode()},
+        }
+        for b in blocks
+        if b["type"] == "tool_use"
+    ]
 
 
 def _error(name: str, message: str, retry_after_s: float | None) -> ProviderError:

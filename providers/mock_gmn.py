@@ -290,10 +290,10 @@ class GMNMock:
         """The reply to one request; `rng` is used only when no seed was configured."""
         if self.seed is not None:
             rng = random.Random(f"gmn:{self.seed}:{request.custom_id}")
-        system = "\n".join(m.content for m in request.messages if m.role == "system")
+        system = "\n".join(m.text for m in request.messages if m.role == "system")
         agent_type, constraints = read_system_prompt(system)
-        prompt = next((m.content for m in request.messages if m.role == "user"), "")
-        refinement = is_follow_up([(m.role, m.content) for m in request.messages])
+        prompt = next((m.text for m in request.messages if m.role == "user"), "")
+        refinement = is_follow_up([(m.role, m.text) for m in request.messages])
         doc = build_document(prompt, agent_type, constraints, rng)
         broken = rng.random() < self.invalid_rate
         if not refinement and broken and self.kinds:

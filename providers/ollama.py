@@ -1,4 +1,5 @@
-"""Ollama's native chat API (stream off), with the model-loading options a local server needs."""
+"""Ollama's native chat and embed APIs (stream off), with the model-loading options a local
+server needs."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from typing import Any
 from pydantic import BaseModel, Field, field_validator
 
 from providers.base import Capabilities, HealthStatus, ProviderResponse
-from providers.errors import ContextTooLong, InvalidRequest, ProviderError
+from providers.errors import ContextTooLong, InvalidRequest, ProviderError, Unsupported
 from providers.headers import parse_duration_s
 from providers.http import (
     BaseURL,
@@ -17,15 +18,12 @@ from providers.http import (
     HTTPResponse,
     error_for_status,
     parse_body,
-    reserved_params,
     vendor_error,
 )
+from providers.translate import ollama
 from schemas.request import LLMRequest
 from schemas.result import Usage
 
-#: Keys of `params` that belong at the top of the body; every other key is a model option.
-TOP_LEVEL_PARAMS = frozenset({"format", "tools", "think", "keep_alive", "options"})
-_RESERVED = frozenset({"model", "messages", "stream"})
 _MISSING_MODEL = re.compile(r"model ['\"]?([^'\"]+?)['\"]? not found")
 _CONTEXT_TEXT = re.compile(r"context (length|window|size)", re.IGNORECASE)
 
@@ -48,7 +46,8 @@ class OllamaConfig(HTTPConfig):
 
 
 class _ChatMessage(BaseModel):
-    content: str
+    content: str = ""
+    tool_calls: list[dict[str, Any]] | None = None
 
 
 class _ChatResponse(BaseModel):
@@ -59,11 +58,25 @@ class _ChatResponse(BaseModel):
     eval_count: int | None = None
 
 
+class _EmbedResponse(BaseModel):
+    model: str | None = None
+    embeddings: list[Any] = Field(min_length=1)
+    prompt_eval_count: int | None = None
+
+
 class OllamaProvider(HTTPProvider):
-    """POST {base_url}/api/chat with stream false; usage from prompt_eval_count / eval_count."""
+    """POST {base_url}/api/chat (stream false) and /api/embed; OpenAI chat and embeddings
+    requests are translated, their answers written back in OpenAI's format."""
 
     name = "ollama"
-    capabilities = Capabilities(json_mode=True, tools=True, max_context_tokens=8192)
+    capabilities = Capabilities(
+        kinds=frozenset({"chat", "embeddings"}),
+        images=True,
+        tools=True,
+        json_mode=True,
+        json_schema=True,
+        max_context_tokens=8192,
+    )
     Config = OllamaConfig
     options: OllamaConfig
 
@@ -75,58 +88,68 @@ class OllamaProvider(HTTPProvider):
             headers["authorization"] = f"Bearer {key}"
         return headers
 
+    def model_options(self) -> dict[str, Any]:
+        """The endpoint's model-loading options (`num_ctx`, `num_gpu`)."""
+        opts = {"num_ctx": self.options.num_ctx, "num_gpu": self.options.num_gpu}
+        return {k: v for k, v in opts.items() if v is not None}
+
     def body(self, request: LLMRequest, model: str) -> dict[str, Any]:
-        """The chat body: sampling and loading settings go in `options`, as Ollama wants them."""
-        reserved_params(request.params, _RESERVED, self.endpoint)
-        opts = self.options
-        options: dict[str, Any] = {
-            "num_ctx": opts.num_ctx,
-            "num_gpu": opts.num_gpu,
-            "temperature": request.temperature,
-            "top_p": request.top_p,
-            "num_predict": request.max_tokens,
-            "stop": [request.stop] if isinstance(request.stop, str) else request.stop,
-        }
-        options = {k: v for k, v in options.items() if v is not None}
-        body: dict[str, Any] = {
-            "model": model,
-            "messages": [{"role": m.role, "content": m.content} for m in request.messages],
-            "stream": False,
-        }
-        if opts.keep_alive is not None:
-            body["keep_alive"] = opts.keep_alive
-        fmt = request.response_format or {}
-        if fmt.get("type") == "json_object":
-            body["format"] = "json"
-        elif fmt.get("type") == "json_schema":
-            body["format"] = (fmt.get("json_schema") or {}).get("schema", "json")
-        for key, value in request.params.items():
-            if key == "options" and isinstance(value, dict):
-                options.update(value)
-            elif key in TOP_LEVEL_PARAMS:
-                body[key] = value
-            else:
-                options[key] = value
-        if options:
-            body["options"] = options
+        """The native body: sampling and loading settings in `options`, as Ollama wants them."""
+        if request.kind == "embeddings":
+            body = ollama.to_embed(request.body, model, self.model_options())
+        elif request.kind == "chat":
+            body = ollama.to_chat(request.body, model, self.model_options())
+        else:
+            raise Unsupported(f"endpoint {self.endpoint!r} (ollama): {request.kind} requests")
+        if self.options.keep_alive is not None:
+            body.setdefault("keep_alive", self.options.keep_alive)
         return body
 
+    def translates(self, request: LLMRequest) -> bool:
+        """Every request is translated to the native API."""
+        return True
+
+    def unsupported(self, request: LLMRequest) -> str | None:
+        """Capabilities first, then whether the request translates (inline images only...)."""
+        why = super().unsupported(request)
+        if why is None:
+            try:
+                self.body(request, "")
+            except Unsupported as exc:
+                why = f"endpoint {self.endpoint!r} (ollama) cannot serve {exc.message}"
+        return why
+
     async def generate(self, request: LLMRequest, model: str) -> ProviderResponse:
-        """One chat turn; a missing model says how to pull it."""
+        """One chat turn or one embedding call; a missing model says how to pull it."""
+        path = "/api/embed" if request.kind == "embeddings" else "/api/chat"
         resp = await self.send(
-            "POST", "/api/chat", self.headers(request.custom_id), self.body(request, model)
+            "POST", path, self.headers(request.custom_id), self.body(request, model)
         )
         if not resp.ok:
             raise self.error(resp, model)
-        chat = parse_body(resp, _ChatResponse, self.endpoint)
+        if request.kind == "embeddings":
+            data, embed = parse_body(resp, _EmbedResponse, self.endpoint)
+            fmt = request.body.get("encoding_format") or "float"
+            return ProviderResponse(
+                finish_reason=None,
+                usage=Usage(input_tokens=embed.prompt_eval_count or 0),
+                model=embed.model or model,
+                rate_limits=self.announced(resp),
+                body=ollama.to_embeddings_answer(data, model, fmt),
+            )
+        data, chat = parse_body(resp, _ChatResponse, self.endpoint)
+        completion = ollama.to_chat_answer(data, model)
+        choice = completion["choices"][0]
         return ProviderResponse(
             text=chat.message.content,
-            finish_reason=chat.done_reason or "stop",
+            finish_reason=choice["finish_reason"],
+            tool_calls=choice["message"].get("tool_calls"),
             usage=Usage(
                 input_tokens=chat.prompt_eval_count or 0, output_tokens=chat.eval_count or 0
             ),
             model=chat.model or model,
             rate_limits=self.announced(resp),
+            body=completion,
         )
 
     def error(self, resp: HTTPResponse, model: str) -> ProviderError:

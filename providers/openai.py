@@ -1,4 +1,5 @@
-"""OpenAI Chat Completions, and the servers that speak it (vLLM, llama.cpp, LiteLLM, OpenRouter)."""
+"""OpenAI's API and the servers that speak it (vLLM, llama.cpp, LiteLLM, OpenRouter): chat,
+embeddings, responses, completions and moderations, each body sent as the user wrote it."""
 
 from __future__ import annotations
 
@@ -8,7 +9,14 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field
 
 from providers.base import Capabilities, HealthStatus, ProviderConfig, ProviderResponse
-from providers.errors import ContentFiltered, ContextTooLong, ProviderError, QuotaExceeded
+from providers.errors import (
+    ContentFiltered,
+    ContextTooLong,
+    ProviderError,
+    QuotaExceeded,
+    ServerError,
+    Unsupported,
+)
 from providers.http import (
     BaseURL,
     HTTPConfig,
@@ -17,10 +25,10 @@ from providers.http import (
     VendorError,
     error_for_status,
     parse_body,
-    reserved_params,
     vendor_error,
 )
-from schemas.request import LLMRequest
+from providers.translate import anthropic as claude
+from schemas.request import EndpointKind, LLMRequest
 from schemas.result import Usage
 
 #: error.type / error.code values that mean "no money left", not "slow down" (OpenAI docs).
@@ -40,7 +48,17 @@ _CONTEXT_TEXT = re.compile(
     r"maximum context length|context length exceeded|exceeds? the (available )?context",
     re.IGNORECASE,
 )
-_RESERVED = frozenset({"model", "messages", "stream"})
+#: The path under base_url of each kind (Anthropic-format requests go to chat, translated).
+PATHS: dict[EndpointKind, str] = {
+    "chat": "/chat/completions",
+    "embeddings": "/embeddings",
+    "responses": "/responses",
+    "completions": "/completions",
+    "moderations": "/moderations",
+    "messages": "/chat/completions",
+}
+#: Output budget spellings of a chat body.
+_BUDGETS = ("max_tokens", "max_completion_tokens")
 
 
 class OpenAIConfig(HTTPConfig):
@@ -48,13 +66,16 @@ class OpenAIConfig(HTTPConfig):
 
     base_url: BaseURL = "https://api.openai.com/v1"
     organization: str | None = None
-    #: o-series and newer OpenAI models take `max_completion_tokens`; most servers `max_tokens`.
-    max_tokens_field: Literal["max_tokens", "max_completion_tokens"] = "max_tokens"
+    #: Unset: a chat body's output budget goes as written. Set: it is renamed to the spelling
+    #: this server takes (o-series OpenAI models accept only `max_completion_tokens`; some
+    #: older local servers only `max_tokens`).
+    max_tokens_field: Literal["max_tokens", "max_completion_tokens"] | None = None
 
 
 class _Message(BaseModel):
     content: str | None = None
     refusal: str | None = None
+    tool_calls: list[dict[str, Any]] | None = None
 
 
 class _Choice(BaseModel):
@@ -62,14 +83,24 @@ class _Choice(BaseModel):
     finish_reason: str | None = None
 
 
+class _TextChoice(BaseModel):
+    text: str | None = None
+    finish_reason: str | None = None
+
+
 class _PromptDetails(BaseModel):
     cached_tokens: int | None = None
+
+
+class _OutputDetails(BaseModel):
+    reasoning_tokens: int | None = None
 
 
 class _Usage(BaseModel):
     prompt_tokens: int | None = None
     completion_tokens: int | None = None
     prompt_tokens_details: _PromptDetails | None = None
+    completion_tokens_details: _OutputDetails | None = None
 
 
 class _Completion(BaseModel):
@@ -79,12 +110,56 @@ class _Completion(BaseModel):
     usage: _Usage | None = None
 
 
+class _TextCompletion(BaseModel):
+    id: str | None = None
+    model: str | None = None
+    choices: list[_TextChoice] = Field(min_length=1)
+    usage: _Usage | None = None
+
+
+class _Embeddings(BaseModel):
+    model: str | None = None
+    #: Vectors are not validated one float at a time: a list of objects is enough here.
+    data: list[dict[str, Any]] = Field(min_length=1)
+    usage: _Usage | None = None
+
+
+class _Moderation(BaseModel):
+    id: str | None = None
+    model: str | None = None
+    results: list[dict[str, Any]] = Field(min_length=1)
+
+
+class _ResponseUsage(BaseModel):
+    input_tokens: int | None = None
+    output_tokens: int | None = None
+    input_tokens_details: _PromptDetails | None = None
+    output_tokens_details: _OutputDetails | None = None
+
+
+class _Response(BaseModel):
+    id: str | None = None
+    model: str | None = None
+    status: str | None = None
+    output: list[dict[str, Any]]
+    usage: _ResponseUsage | None = None
+    incomplete_details: dict[str, Any] | None = None
+    error: dict[str, Any] | None = None
+
+
 class OpenAIProvider(HTTPProvider):
-    """POST {base_url}/chat/completions with Bearer auth (optional for local servers)."""
+    """POST {base_url}/<kind path> with Bearer auth (optional for local servers)."""
 
     name = "openai"
     capabilities = Capabilities(
-        json_mode=True, tools=True, max_context_tokens=128_000, max_output_tokens=16_384
+        kinds=frozenset(PATHS),
+        images=True,
+        audio=True,
+        files=True,
+        tools=True,
+        json_mode=True,
+        json_schema=True,
+        max_context_tokens=128_000,
     )
     Config = OpenAIConfig
     options: OpenAIConfig
@@ -105,50 +180,137 @@ class OpenAIProvider(HTTPProvider):
         return headers
 
     def body(self, request: LLMRequest, model: str) -> dict[str, Any]:
-        """The Chat Completions request body; `params` pass through untouched."""
-        reserved_params(request.params, _RESERVED, self.endpoint)
-        body: dict[str, Any] = {
-            "model": model,
-            "messages": [{"role": m.role, "content": m.content} for m in request.messages],
-        }
-        if request.max_tokens is not None:
-            body[self.options.max_tokens_field] = request.max_tokens
-        optional = {
-            "temperature": request.temperature,
-            "top_p": request.top_p,
-            "stop": request.stop,
-            "response_format": request.response_format,
-        }
-        body.update({k: v for k, v in optional.items() if v is not None})
-        body.update(request.params)
+        """The body as the request wrote it, with the model batchyard chose; an Anthropic-format
+        request is translated to chat."""
+        if request.kind == "messages":
+            body = claude.to_chat(request.body, model)
+        else:
+            body = dict(request.body)
+            body["model"] = model
+        field = self.options.max_tokens_field
+        if field is not None and request.kind in ("chat", "messages"):
+            other = _BUDGETS[_BUDGETS.index(field) - 1]
+            if other in body and field not in body:
+                body[field] = body.pop(other)
         return body
 
+    def translates(self, request: LLMRequest) -> bool:
+        """Anthropic-format requests are translated to chat."""
+        return request.kind == "messages"
+
+    def unsupported(self, request: LLMRequest) -> str | None:
+        """Capabilities first, then whether an Anthropic-format request translates."""
+        why = super().unsupported(request)
+        if why is None and request.kind == "messages":
+            try:
+                claude.to_chat(request.body, "")
+            except Unsupported as exc:
+                why = f"endpoint {self.endpoint!r} (openai) cannot serve {exc.message}"
+        return why
+
     async def generate(self, request: LLMRequest, model: str) -> ProviderResponse:
-        """One chat completion; content_filter and refusals raise ContentFiltered."""
+        """One call; content_filter and refusals raise ContentFiltered."""
         resp = await self.send(
-            "POST", "/chat/completions", self.headers(request.custom_id), self.body(request, model)
+            "POST", PATHS[request.kind], self.headers(request.custom_id), self.body(request, model)
         )
         if not resp.ok:
             raise self.error(resp)
-        completion = parse_body(resp, _Completion, self.endpoint)
+        answer = _READERS[request.kind](self, resp, model)
+        answer.rate_limits = self.announced(resp)
+        if request.kind == "messages" and answer.body is not None:
+            answer.body = claude.to_message_answer(answer.body)
+        return answer
+
+    def _chat(self, resp: HTTPResponse, model: str) -> ProviderResponse:
+        data, completion = parse_body(resp, _Completion, self.endpoint)
         choice = completion.choices[0]
         request_id = resp.headers.get("x-request-id") or completion.id
         if choice.finish_reason == "content_filter" or choice.message.refusal:
             detail = self.redact(choice.message.refusal or "finish_reason content_filter")
             raise ContentFiltered(f"endpoint {self.endpoint!r}: {detail} (request {request_id})")
-        usage = completion.usage or _Usage()
-        details = usage.prompt_tokens_details or _PromptDetails()
         return ProviderResponse(
             text=choice.message.content or "",
             finish_reason=choice.finish_reason or "stop",
-            usage=Usage(
-                input_tokens=usage.prompt_tokens or 0,
-                output_tokens=usage.completion_tokens or 0,
-                cached_tokens=details.cached_tokens or 0,
-            ),
+            tool_calls=choice.message.tool_calls or None,
+            usage=_usage(completion.usage),
             model=completion.model or model,
             request_id=request_id,
-            rate_limits=self.announced(resp),
+            body=data,
+        )
+
+    def _completions(self, resp: HTTPResponse, model: str) -> ProviderResponse:
+        data, completion = parse_body(resp, _TextCompletion, self.endpoint)
+        choice = completion.choices[0]
+        return ProviderResponse(
+            text=choice.text or "",
+            finish_reason=choice.finish_reason or "stop",
+            usage=_usage(completion.usage),
+            model=completion.model or model,
+            request_id=resp.headers.get("x-request-id") or completion.id,
+            body=data,
+        )
+
+    def _embeddings(self, resp: HTTPResponse, model: str) -> ProviderResponse:
+        data, answer = parse_body(resp, _Embeddings, self.endpoint)
+        usage = answer.usage or _Usage()
+        return ProviderResponse(
+            finish_reason=None,
+            usage=Usage(input_tokens=usage.prompt_tokens or 0),
+            model=answer.model or model,
+            request_id=resp.headers.get("x-request-id"),
+            body=data,
+        )
+
+    def _moderations(self, resp: HTTPResponse, model: str) -> ProviderResponse:
+        data, answer = parse_body(resp, _Moderation, self.endpoint)
+        return ProviderResponse(
+            finish_reason=None,
+            model=answer.model or model,
+            request_id=resp.headers.get("x-request-id") or answer.id,
+            body=data,
+        )
+
+    def _responses(self, resp: HTTPResponse, model: str) -> ProviderResponse:
+        data, answer = parse_body(resp, _Response, self.endpoint)
+        request_id = resp.headers.get("x-request-id") or answer.id
+        if answer.status == "failed":
+            detail = (answer.error or {}).get("message") or "status failed"
+            raise ServerError(f"endpoint {self.endpoint!r}: {self.redact(str(detail))}")
+        texts: list[str] = []
+        calls: list[dict[str, Any]] = []
+        for item in answer.output:
+            if item.get("type") == "message":
+                for part in item.get("content") or ():
+                    if part.get("type") == "output_text":
+                        texts.append(part.get("text") or "")
+                    elif part.get("type") == "refusal":
+                        detail = self.redact(str(part.get("refusal")))
+                        raise ContentFiltered(
+                            f"endpoint {self.endpoint!r}: {detail} (request {request_id})"
+                        )
+            elif item.get("type") == "function_call":
+                fn = {"name": item.get("name"), "arguments": item.get("arguments") or "{}"}
+                calls.append({"id": item.get("call_id"), "type": "function", "function": fn})
+        reason = (answer.incomplete_details or {}).get("reason")
+        finish = "tool_calls" if calls else "stop"
+        if answer.status == "incomplete":
+            finish = "content_filter" if reason == "content_filter" else "length"
+        usage = answer.usage or _ResponseUsage()
+        cached = (usage.input_tokens_details or _PromptDetails()).cached_tokens
+        reasoning = (usage.output_tokens_details or _OutputDetails()).reasoning_tokens
+        return ProviderResponse(
+            text="".join(texts),
+            finish_reason=finish,
+            tool_calls=calls or None,
+            usage=Usage(
+                input_tokens=usage.input_tokens or 0,
+                output_tokens=usage.output_tokens or 0,
+                cached_tokens=cached or 0,
+                reasoning_tokens=reasoning or 0,
+            ),
+            model=answer.model or model,
+            request_id=request_id,
+            body=data,
         )
 
     def error(self, resp: HTTPResponse) -> ProviderError:
@@ -166,6 +328,28 @@ class OpenAIProvider(HTTPProvider):
     async def health(self) -> HealthStatus:
         """GET {base_url}/models: reachable, and the key is accepted."""
         return await self.probe("/models", self.headers())
+
+
+_READERS = {
+    "chat": OpenAIProvider._chat,
+    "messages": OpenAIProvider._chat,
+    "completions": OpenAIProvider._completions,
+    "embeddings": OpenAIProvider._embeddings,
+    "moderations": OpenAIProvider._moderations,
+    "responses": OpenAIProvider._responses,
+}
+
+
+def _usage(usage: _Usage | None) -> Usage:
+    usage = usage or _Usage()
+    cached = (usage.prompt_tokens_details or _PromptDetails()).cached_tokens
+    reasoning = (usage.completion_tokens_details or _OutputDetails()).reasoning_tokens
+    return Usage(
+        input_tokens=usage.prompt_tokens or 0,
+        output_tokens=usage.completion_tokens or 0,
+        cached_tokens=cached or 0,
+        reasoning_tokens=reasoning or 0,
+    )
 
 
 def _is_quota(err: VendorError) -> bool:

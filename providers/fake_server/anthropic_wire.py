@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import binascii
 import math
 import time
 from datetime import UTC, datetime
@@ -9,6 +11,7 @@ from typing import Any
 
 from multidict import CIMultiDictProxy
 
+from providers import answers
 from providers.fake_server.faults import Fault, WindowState
 from providers.fake_server.wire import (
     BadRequest,
@@ -21,7 +24,7 @@ from providers.fake_server.wire import (
     request_id,
     text_of,
 )
-from providers.mock import estimate_tokens
+from schemas.tokens import estimate_tokens
 
 #: kind -> (status, error.type, message) as the Anthropic errors page documents them.
 ERRORS: dict[str, tuple[int, str, str]] = {
@@ -67,14 +70,18 @@ def rfc3339_in(seconds: float) -> str:
     return when.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+#: Image media types the Messages API takes (anthropic-sdk-python `Base64ImageSourceParam`).
+IMAGE_TYPES = ("image/jpeg", "image/png", "image/gif", "image/webp")
+
+
 class AnthropicWire(Wire):
     """POST /v1/messages, GET /v1/models."""
 
     name = "anthropic"
-    chat_path = "/v1/messages"
+    paths = {"/v1/messages": "messages"}
     models_path = "/v1/models"
 
-    def parse(self, body: Any, headers: CIMultiDictProxy[str]) -> Call:
+    def parse(self, body: Any, headers: CIMultiDictProxy[str], kind: str = "messages") -> Call:
         if not isinstance(body, dict):
             raise BadRequest("Request body must be a JSON object")
         if "anthropic-version" not in headers:
@@ -93,9 +100,13 @@ class AnthropicWire(Wire):
                 "messages: Unexpected role. The Messages API accepts a top-level `system` "
                 'parameter, not "system" as an input message role.'
             )
+        _check_blocks(body["messages"])
+        for i, tool in enumerate(body.get("tools") or ()):
+            if "name" not in tool or "input_schema" not in tool:
+                raise BadRequest(f"tools.{i}: name and input_schema are required")
         system = body.get("system")
         before = [("system", text_of(system))] if system else []
-        return Call(model, before + turns, max_tokens, key=self.key(headers))
+        return Call(model, before + turns, max_tokens, key=self.key(headers), kind=kind, body=body)
 
     def key(self, headers: CIMultiDictProxy[str]) -> str | None:
         return headers.get("x-api-key")
@@ -105,24 +116,28 @@ class AnthropicWire(Wire):
         prompt = fault.input_tokens if fault.input_tokens is not None else call.input_tokens
         output = fault.output_tokens if fault.output_tokens is not None else estimate_tokens(text)
         finish = fault.finish_reason or "stop"
-        rid = request_id()
-        body = {
-            "id": f"msg_{rid[4:]}",
-            "type": "message",
-            "role": "assistant",
-            "model": call.model,
-            "content": [] if refused else [{"type": "text", "text": text}],
-            "stop_reason": "refusal" if refused else STOP_REASONS.get(finish, finish),
-            "stop_sequence": None,
-            "usage": {
-                # Anthropic's input_tokens excludes the tokens read from the cache.
-                "input_tokens": max(0, prompt - fault.cached_tokens),
-                "cache_creation_input_tokens": 0,
-                "cache_read_input_tokens": fault.cached_tokens,
-                "output_tokens": output,
-            },
-        }
-        headers = {"request-id": rid}
+        content: list[dict[str, Any]] = []
+        thinking = call.body.get("thinking")
+        if isinstance(thinking, dict) and thinking.get("type") == "enabled" and not refused:
+            content.append({"type": "thinking", "thinking": "Let me see.", "signature": "sig"})
+        tools = _scripted_tool_use(fault) or answers.forced_tool_use(call.body)
+        if refused:
+            stop = "refusal"
+        elif tools:
+            content += tools
+            stop = "tool_use"
+        else:
+            content.append({"type": "text", "text": text})
+            stop = STOP_REASONS.get(finish, finish)
+        body = answers.anthropic_message(
+            call.model,
+            [] if refused else content,
+            stop_reason=stop,
+            input_tokens=prompt,
+            output_tokens=output,
+            cached_tokens=fault.cached_tokens,
+        )
+        headers = {"request-id": request_id()}
         if window is not None:
             headers.update(self.limit_headers(window))
         return json_reply(200, body, headers)
@@ -163,3 +178,57 @@ class AnthropicWire(Wire):
         return json_reply(
             200, {"data": data, "has_more": False, "first_id": first, "last_id": last}
         )
+
+
+def _check_blocks(messages: list[Any]) -> None:
+    """What the Messages API rejects: unknown blocks, malformed images, and tool results that
+    answer no tool_use of the assistant turn just before."""
+    previous_calls: set[str] = set()
+    for i, msg in enumerate(messages):
+        content = msg.get("content")
+        blocks = content if isinstance(content, list) else []
+        calls: set[str] = set()
+        for j, block in enumerate(blocks):
+            where = f"messages.{i}.content.{j}"
+            kind = block.get("type") if isinstance(block, dict) else None
+            if kind == "image":
+                source = block.get("source") or {}
+                if source.get("type") == "base64":
+                    if source.get("media_type") not in IMAGE_TYPES:
+                        raise BadRequest(f"{where}.source.media_type: must be one of {IMAGE_TYPES}")
+                    try:
+                        base64.b64decode(source.get("data", ""), validate=True)
+                    except (binascii.Error, ValueError):
+                        raise BadRequest(f"{where}.source.data: invalid base64") from None
+                elif source.get("type") != "url" or not source.get("url"):
+                    raise BadRequest(f"{where}.source: base64 or url source required")
+            elif kind == "tool_use":
+                if msg.get("role") != "assistant" or not isinstance(block.get("input"), dict):
+                    raise BadRequest(
+                        f"{where}: tool_use belongs to assistant turns, input an object"
+                    )
+                calls.add(block.get("id"))
+            elif kind == "tool_result":
+                if block.get("tool_use_id") not in previous_calls:
+                    raise BadRequest(
+                        f"{where}: unexpected `tool_use_id` found in `tool_result` blocks: "
+                        f"{block.get('tool_use_id')}. Each `tool_result` block must have a "
+                        "corresponding `tool_use` block in the previous message."
+                    )
+            elif kind not in ("text", "document", "thinking", "redacted_thinking"):
+                raise BadRequest(f"{where}.type: unknown content block {kind!r}")
+        previous_calls = calls
+
+
+def _scripted_tool_use(fault: Fault) -> list[dict[str, Any]] | None:
+    if not fault.tool_calls:
+        return None
+    return [
+        {
+            "type": "tool_use",
+            "id": "toolu_" + request_id("")[:20],
+            "name": spec.get("name", ""),
+            "input": spec.get("arguments") or {},
+        }
+        for spec in fault.tool_calls
+    ]

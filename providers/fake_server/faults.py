@@ -8,7 +8,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Literal, get_args
+from typing import Any, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -70,6 +70,9 @@ class Fault(BaseModel):
     input_tokens: int | None = Field(default=None, ge=0)
     output_tokens: int | None = Field(default=None, ge=0)
     cached_tokens: int = Field(default=0, ge=0)
+    reasoning_tokens: int = Field(default=0, ge=0)
+    #: Tool calls to answer with: [{"name": ..., "arguments": {...}}] (each vendor's format).
+    tool_calls: list[dict[str, Any]] | None = None
 
     @classmethod
     def of(cls, spec: Fault | str | Mapping[str, object]) -> Fault:

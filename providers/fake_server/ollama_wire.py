@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import base64
+import binascii
 from datetime import UTC, datetime
 from typing import Any
 
 import orjson
 from multidict import CIMultiDictProxy
 
+from providers import answers
 from providers.fake_server.faults import Fault, WindowState
 from providers.fake_server.wire import (
     BadRequest,
@@ -18,7 +21,7 @@ from providers.fake_server.wire import (
     json_reply,
     text_of,
 )
-from providers.mock import estimate_tokens
+from schemas.tokens import estimate_tokens
 
 #: kind -> (status, error text). Ollama errors are only `{"error": "..."}`.
 ERRORS: dict[str, tuple[int, str]] = {
@@ -41,18 +44,27 @@ def _now() -> str:
 
 
 class OllamaWire(Wire):
-    """POST /api/chat, GET /api/tags."""
+    """POST /api/chat and /api/embed, GET /api/tags."""
 
     name = "ollama"
-    chat_path = "/api/chat"
+    paths = {"/api/chat": "chat", "/api/embed": "embeddings"}
     models_path = "/api/tags"
 
-    def parse(self, body: Any, headers: CIMultiDictProxy[str]) -> Call:
+    def __init__(self, embedding_dimensions: int = 16) -> None:
+        self.embedding_dimensions = embedding_dimensions
+
+    def parse(self, body: Any, headers: CIMultiDictProxy[str], kind: str = "chat") -> Call:
         if not isinstance(body, dict):
             raise BadRequest("invalid character looking for beginning of value")
         model = body.get("model")
         if not isinstance(model, str) or not model:
             raise BadRequest("model is required")
+        if kind == "embeddings":
+            value = body.get("input")
+            inputs = [value] if isinstance(value, str) else value
+            if not isinstance(inputs, list) or not all(isinstance(v, str) for v in inputs):
+                raise BadRequest("invalid input type")
+            return Call(model, [], None, key=self.key(headers), kind=kind, body=body, inputs=inputs)
         raw = body.get("messages") or []
         if not isinstance(raw, list):
             raise BadRequest("json: cannot unmarshal messages")
@@ -60,6 +72,16 @@ class OllamaWire(Wire):
         for msg in raw:
             if not isinstance(msg, dict) or not isinstance(msg.get("role"), str):
                 raise BadRequest("json: cannot unmarshal message")
+            if not isinstance(msg.get("content", ""), str):
+                raise BadRequest("json: cannot unmarshal array into Go struct field .content")
+            for image in msg.get("images") or ():
+                try:
+                    base64.b64decode(image, validate=True)
+                except (binascii.Error, ValueError, TypeError):
+                    raise BadRequest("illegal base64 data in images") from None
+            for call in msg.get("tool_calls") or ():
+                if not isinstance((call.get("function") or {}).get("arguments"), dict):
+                    raise BadRequest("json: cannot unmarshal string into arguments")
             messages.append((msg["role"], text_of(msg.get("content", ""))))
         options = body.get("options") or {}
         if not isinstance(options, dict):
@@ -67,7 +89,9 @@ class OllamaWire(Wire):
         num_predict = options.get("num_predict")
         max_tokens = num_predict if isinstance(num_predict, int) and num_predict > 0 else None
         stream = body.get("stream", True) is not False
-        return Call(model, messages, max_tokens, stream=stream, key=self.key(headers))
+        return Call(
+            model, messages, max_tokens, stream=stream, key=self.key(headers), kind=kind, body=body
+        )
 
     def key(self, headers: CIMultiDictProxy[str]) -> str | None:
         auth = headers.get("authorization", "")
@@ -75,12 +99,38 @@ class OllamaWire(Wire):
 
     def success(self, call: Call, fault: Fault, text: str, window: WindowState | None) -> Reply:
         prompt = fault.input_tokens if fault.input_tokens is not None else call.input_tokens
+        if call.kind == "embeddings":
+            dims = call.body.get("dimensions") or self.embedding_dimensions
+            vectors = [answers.fake_vector(t, dims) for t in call.inputs]
+            return json_reply(
+                200,
+                {
+                    "model": call.model,
+                    "embeddings": vectors,
+                    "total_duration": 14_143_917,
+                    "load_duration": 1_019_500,
+                    "prompt_eval_count": prompt,
+                },
+            )
         output = fault.output_tokens if fault.output_tokens is not None else estimate_tokens(text)
         done_reason = fault.finish_reason or ("stop" if call.messages else "load")
+        message: dict[str, Any] = {"role": "assistant", "content": "" if call.stream else text}
+        if fault.tool_calls:
+            message["content"] = ""
+            message["tool_calls"] = [
+                {
+                    "function": {
+                        "index": i,
+                        "name": c.get("name"),
+                        "arguments": c.get("arguments") or {},
+                    }
+                }
+                for i, c in enumerate(fault.tool_calls)
+            ]
         final = {
             "model": call.model,
             "created_at": _now(),
-            "message": {"role": "assistant", "content": "" if call.stream else text},
+            "message": message,
             "done_reason": done_reason,
             "done": True,
             "total_duration": 5_000_000,

@@ -6,8 +6,10 @@ import math
 import time
 from typing import Any
 
+import orjson
 from multidict import CIMultiDictProxy
 
+from providers import answers
 from providers.fake_server.faults import Fault, WindowState, go_duration
 from providers.fake_server.wire import (
     BadRequest,
@@ -19,7 +21,8 @@ from providers.fake_server.wire import (
     messages_of,
     request_id,
 )
-from providers.mock import estimate_tokens
+from schemas.bodies import BodyError, check_body
+from schemas.tokens import estimate_tokens
 
 #: kind -> (status, error.type, error.code, message) as OpenAI sends them.
 ERRORS: dict[str, tuple[int, str, str | None, str]] = {
@@ -88,13 +91,23 @@ def mask(key: str | None) -> str:
 
 
 class OpenAIWire(Wire):
-    """POST /v1/chat/completions, GET /v1/models."""
+    """POST /v1/chat/completions, /v1/embeddings, /v1/responses, /v1/completions,
+    /v1/moderations; GET /v1/models."""
 
     name = "openai"
-    chat_path = "/v1/chat/completions"
+    paths = {
+        "/v1/chat/completions": "chat",
+        "/v1/embeddings": "embeddings",
+        "/v1/responses": "responses",
+        "/v1/completions": "completions",
+        "/v1/moderations": "moderations",
+    }
     models_path = "/v1/models"
 
-    def parse(self, body: Any, headers: CIMultiDictProxy[str]) -> Call:
+    def __init__(self, embedding_dimensions: int = 16) -> None:
+        self.embedding_dimensions = embedding_dimensions
+
+    def parse(self, body: Any, headers: CIMultiDictProxy[str], kind: str = "chat") -> Call:
         if not isinstance(body, dict):
             raise BadRequest("We could not parse the JSON body of your request.")
         model = body.get("model")
@@ -102,54 +115,73 @@ class OpenAIWire(Wire):
             raise BadRequest("you must provide a model parameter")
         if body.get("stream"):
             raise BadRequest("stream=true is not supported by the fake server")
-        max_tokens = body.get("max_completion_tokens", body.get("max_tokens"))
-        if max_tokens is not None and (not isinstance(max_tokens, int) or max_tokens < 1):
-            raise BadRequest(f"Invalid 'max_tokens': integer below minimum value ({max_tokens}).")
-        return Call(model, messages_of(body.get("messages")), max_tokens, key=self.key(headers))
+        try:  # the documented shape of each body, as openai-python types it
+            check_body(kind, body)  # type: ignore[arg-type]
+        except BodyError as exc:
+            raise BadRequest(f"Invalid '{exc.field}': {exc.reason}") from None
+        key = self.key(headers)
+        if kind == "chat":
+            max_tokens = body.get("max_completion_tokens", body.get("max_tokens"))
+            messages = messages_of(body.get("messages"))
+            return Call(model, messages, max_tokens, key=key, kind=kind, body=body)
+        if kind == "responses":
+            inputs = [_response_text(body.get("input"))]
+            limit = body.get("max_output_tokens")
+            return Call(model, [], limit, key=key, kind=kind, body=body, inputs=inputs)
+        source = body.get("prompt") if kind == "completions" else body.get("input")
+        limit = body.get("max_tokens") if kind == "completions" else None
+        inputs = answers.texts_of(source)
+        return Call(model, [], limit, key=key, kind=kind, body=body, inputs=inputs)
 
     def key(self, headers: CIMultiDictProxy[str]) -> str | None:
         auth = headers.get("authorization", "")
         return auth.removeprefix("Bearer ").strip() or None
 
     def success(self, call: Call, fault: Fault, text: str, window: WindowState | None) -> Reply:
-        filtered = fault.kind == "content_filter"
         prompt = fault.input_tokens if fault.input_tokens is not None else call.input_tokens
         output = fault.output_tokens if fault.output_tokens is not None else estimate_tokens(text)
+        body = call.body
+        if call.kind == "embeddings":
+            dims = body.get("dimensions") or self.embedding_dimensions
+            fmt = body.get("encoding_format") or "float"
+            answer = answers.embeddings_list(call.model, call.inputs, dims, fmt)
+        elif call.kind == "moderations":
+            answer = answers.moderation(call.model, call.inputs)
+        elif call.kind == "completions":
+            answer = answers.text_completion(
+                call.model,
+                text,
+                prompt_tokens=prompt,
+                completion_tokens=output,
+                finish=fault.finish_reason or "stop",
+            )
+        elif call.kind == "responses":
+            status = "incomplete" if fault.finish_reason == "length" else "completed"
+            answer = answers.response_object(
+                call.model, text, input_tokens=prompt, output_tokens=output, status=status
+            )
+        else:
+            answer = self._chat(call, fault, text, prompt, output)
         rid = request_id()
-        body = {
-            "id": f"chatcmpl-{rid[4:]}",
-            "object": "chat.completion",
-            "created": int(time.time()),
-            "model": call.model,
-            "choices": [
-                {
-                    "index": 0,
-                    "message": {
-                        "role": "assistant",
-                        "content": None if filtered else text,
-                        "refusal": None,
-                        "annotations": [],
-                    },
-                    "logprobs": None,
-                    "finish_reason": "content_filter"
-                    if filtered
-                    else fault.finish_reason or "stop",
-                }
-            ],
-            "usage": {
-                "prompt_tokens": prompt,
-                "completion_tokens": output,
-                "total_tokens": prompt + output,
-                "prompt_tokens_details": {"cached_tokens": fault.cached_tokens, "audio_tokens": 0},
-                "completion_tokens_details": {"reasoning_tokens": 0, "audio_tokens": 0},
-            },
-            "service_tier": "default",
-            "system_fingerprint": "fp_fake",
-        }
         headers = {"x-request-id": rid, "openai-version": "2020-10-01", "openai-processing-ms": "1"}
         if window is not None:
             headers.update(self.limit_headers(window))
-        return json_reply(200, body, headers)
+        return json_reply(200, answer, headers)
+
+    def _chat(self, call: Call, fault: Fault, text: str, prompt: int, output: int) -> Any:
+        filtered = fault.kind == "content_filter"
+        calls = _scripted_calls(fault) or answers.forced_tool_calls(call.body)
+        finish = fault.finish_reason or ("tool_calls" if calls else "stop")
+        return answers.chat_completion(
+            call.model,
+            None if filtered or calls else text,
+            prompt_tokens=prompt,
+            completion_tokens=output,
+            finish_reason="content_filter" if filtered else finish,
+            tool_calls=None if filtered else calls,
+            cached_tokens=fault.cached_tokens,
+            reasoning_tokens=fault.reasoning_tokens,
+        )
 
     def error(self, kind: str, call: Call | None, fault: Fault) -> Reply:
         if kind in HTML and fault.message is None and fault.error_type is None:
@@ -197,3 +229,32 @@ class OpenAIWire(Wire):
             f"Rate limit reached for {call.model} in organization org-fake on {dim}: "
             f"Limit {limit}. Please try again in {math.ceil(wait_s * 1000)}ms."
         )
+
+
+def _scripted_calls(fault: Fault) -> list[dict[str, Any]] | None:
+    if not fault.tool_calls:
+        return None
+    return [
+        {
+            "id": f"call_{request_id('')[:12]}",
+            "type": "function",
+            "function": {
+                "name": spec.get("name", ""),
+                "arguments": orjson.dumps(spec.get("arguments") or {}).decode(),
+            },
+        }
+        for spec in fault.tool_calls
+    ]
+
+
+def _response_text(value: Any) -> str:
+    """The last user text of a Responses `input` (a string or a list of items)."""
+    if isinstance(value, str):
+        return value
+    for item in reversed(value or ()):
+        content = item.get("content") if isinstance(item, dict) else None
+        if isinstance(content, str):
+            return content
+        if isinstance(content, list):
+            return "".join(p.get("text", "") for p in content if isinstance(p, dict))
+    return ""

@@ -50,6 +50,8 @@ class RequestRecord:
     arrived: float = 0.0
     #: The request body as parsed JSON, when the server keeps bodies (`record_bodies`).
     body: Any = None
+    #: The body the server answered with, when it keeps bodies.
+    reply: bytes | None = None
 
 
 #: A scripted model: sees each chat request as the server parsed it and answers with a
@@ -87,6 +89,7 @@ class FakeServer:
         max_log: int = 100_000,
         record_bodies: bool = False,
         responder: Responder | None = None,
+        embedding_dimensions: int = 16,
     ) -> None:
         self.port = port
         self.faults = FaultPlan(
@@ -117,6 +120,7 @@ class FakeServer:
         self.requests_arrived = 0
         self._logged = asyncio.Event()
         self._access_log = access_log
+        self.embedding_dimensions = embedding_dimensions
         self._runner: web.AppRunner | None = None
 
     @property
@@ -133,9 +137,11 @@ class FakeServer:
 
     async def start(self) -> None:
         """Bind and serve; with port 0 the OS picks a free port, then `port` holds it."""
-        app = web.Application()
-        for wire in (OpenAIWire(), AnthropicWire(), OllamaWire()):
-            app.router.add_post(wire.chat_path, self._chat_handler(wire))
+        app = web.Application(client_max_size=64 * 1024**2)
+        dims = self.embedding_dimensions
+        for wire in (OpenAIWire(dims), AnthropicWire(), OllamaWire(dims)):
+            for path, kind in wire.paths.items():
+                app.router.add_post(path, self._call_handler(wire, kind))
             app.router.add_get(wire.models_path, self._models_handler(wire))
         quiet: dict[str, Any] = {} if self._access_log else {"access_log": None}
         runner = web.AppRunner(app, handler_cancellation=True, shutdown_timeout=0.1, **quiet)
@@ -187,9 +193,15 @@ class FakeServer:
                 self._logged.clear()
                 await self._logged.wait()
 
-    def _chat_handler(self, wire: Wire) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
+    def bodies(self, path: str, custom_id: str | None = None) -> list[Any]:
+        """The bodies received on `path` (for one custom id), oldest first."""
+        return [r.body for r in self.calls(path=path, custom_id=custom_id)]
+
+    def _call_handler(
+        self, wire: Wire, kind: str
+    ) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
         async def handle(request: web.Request) -> web.StreamResponse:
-            return await self._chat(request, wire)
+            return await self._chat(request, wire, kind)
 
         return handle
 
@@ -209,7 +221,7 @@ class FakeServer:
     def _key_ok(self, wire: Wire, request: web.Request) -> bool:
         return self.api_key is None or wire.key(request.headers) == self.api_key
 
-    async def _chat(self, request: web.Request, wire: Wire) -> web.StreamResponse:
+    async def _chat(self, request: web.Request, wire: Wire, kind: str) -> web.StreamResponse:
         request[ARRIVED] = time.time()
         self.requests_arrived += 1
         custom_id = _custom_id(request)
@@ -232,7 +244,7 @@ class FakeServer:
             body = orjson.loads(raw)
             if self.record_bodies:
                 request[BODY] = body
-            call = wire.parse(body, request.headers)
+            call = wire.parse(body, request.headers, kind)
         except (orjson.JSONDecodeError, BadRequest) as exc:
             detail = str(exc) if isinstance(exc, BadRequest) else "body is not valid JSON"
             bad = wire.bad_request(detail)
@@ -329,7 +341,7 @@ class FakeServer:
         kind: str,
         custom_id: str | None,
     ) -> web.Response:
-        self._log(request, wire, call, reply.status, kind, custom_id)
+        self._log(request, wire, call, reply.status, kind, custom_id, reply.body)
         return web.Response(
             status=reply.status,
             body=reply.body,
@@ -346,7 +358,7 @@ class FakeServer:
         custom_id: str | None,
     ) -> web.StreamResponse:
         """Promise the whole body, send half of it, close: a connection lost mid-response."""
-        self._log(request, wire, call, reply.status, "cut", custom_id)
+        self._log(request, wire, call, reply.status, "cut", custom_id, reply.body)
         resp = web.StreamResponse(status=reply.status, headers=reply.headers)
         resp.content_type = reply.content_type
         resp.content_length = len(reply.body)
@@ -382,12 +394,22 @@ class FakeServer:
         status: int | None,
         kind: str,
         custom_id: str | None,
+        reply: bytes | None = None,
     ) -> None:
         model = call.model if call is not None else None
         now = time.time()
         arrived = request.get(ARRIVED, now)
         record = RequestRecord(
-            now, request.path, wire.name, model, custom_id, status, kind, arrived, request.get(BODY)
+            now,
+            request.path,
+            wire.name,
+            model,
+            custom_id,
+            status,
+            kind,
+            arrived,
+            request.get(BODY),
+            reply if self.record_bodies else None,
         )
         self.requests.append(record)
         self.requests_seen += 1

@@ -14,7 +14,7 @@ import orjson
 from multidict import CIMultiDictProxy
 
 from providers.fake_server.faults import Fault, WindowState
-from providers.mock import estimate_tokens
+from schemas.tokens import estimate_tokens
 
 
 class BadRequest(Exception):
@@ -23,23 +23,32 @@ class BadRequest(Exception):
 
 @dataclass
 class Call:
-    """What the server understood of one chat request."""
+    """What the server understood of one request: a chat, or a list of inputs."""
 
     model: str
     messages: list[tuple[str, str]]
     max_tokens: int | None = None
     stream: bool = False
     key: str | None = None
+    #: The endpoint kind of the path it came in on ("chat", "embeddings", ...).
+    kind: str = "chat"
+    #: The request body as received.
+    body: dict[str, Any] = field(default_factory=dict)
+    #: Texts of an embeddings / moderations / completions request.
+    inputs: list[str] = field(default_factory=list)
 
     @property
     def last_user(self) -> str:
-        """The text of the last user message (what the server echoes)."""
+        """The text of the last user message or input (what the server echoes)."""
+        if self.inputs:
+            return self.inputs[-1]
         return next((text for role, text in reversed(self.messages) if role == "user"), "")
 
     @property
     def input_tokens(self) -> int:
         """The prompt's size by the project's 4-characters-a-token rule."""
-        return sum(estimate_tokens(text) for _, text in self.messages)
+        texts = [text for _, text in self.messages] + self.inputs
+        return sum(estimate_tokens(text) for text in texts)
 
     @property
     def budget_tokens(self) -> int:
@@ -73,9 +82,9 @@ def html_reply(status: int) -> Reply:
 
 
 def text_of(content: Any) -> str:
-    """A message's text: a string, or the text parts of a content list."""
-    if isinstance(content, str):
-        return content
+    """A message's text: a string, or the text parts / blocks of a content list."""
+    if content is None or isinstance(content, str):
+        return content or ""
     if isinstance(content, list):
         parts = [p.get("text", "") for p in content if isinstance(p, dict)]
         return "".join(p for p in parts if isinstance(p, str))
@@ -136,12 +145,13 @@ class Wire(ABC):
     """One vendor's wire format: parse its request, render its success and error answers."""
 
     name: ClassVar[str]
-    chat_path: ClassVar[str]
+    #: POST path -> the endpoint kind it serves.
+    paths: ClassVar[dict[str, str]]
     models_path: ClassVar[str]
 
     @abstractmethod
-    def parse(self, body: Any, headers: CIMultiDictProxy[str]) -> Call:
-        """The call in a request body, or BadRequest."""
+    def parse(self, body: Any, headers: CIMultiDictProxy[str], kind: str) -> Call:
+        """The call in a request body for the path's kind, or BadRequest."""
 
     @abstractmethod
     def key(self, headers: CIMultiDictProxy[str]) -> str | None:

@@ -50,7 +50,7 @@ def request(custom_id: str = "req-1", **fields: object) -> LLMRequest:
         {"role": "assistant", "content": "Hello"},
         {"role": "user", "content": "Again"},
     ]
-    return LLMRequest.model_validate({"custom_id": custom_id, "messages": messages, **fields})
+    return LLMRequest.chat(custom_id, messages, **fields)
 
 
 async def test_success_maps_text_usage_model_and_request_id(
@@ -85,15 +85,27 @@ async def test_stop_reasons_map_to_finish_reasons(
 
 def test_body_separates_system_and_maps_stop_and_sampling() -> None:
     provider = make("http://127.0.0.1:1", None, default_max_tokens=333)
-    body = provider.body(
-        request(stop="END", temperature=0.5, top_p=0.8, params={"top_k": 5}), "claude"
-    )
+    body = provider.body(request(stop="END", temperature=0.5, top_p=0.8, top_k=5), "claude")
     assert body["system"] == "You are terse.\n\nAnswer in English."
     assert [m["role"] for m in body["messages"]] == ["user", "assistant", "user"]
     assert body["max_tokens"] == 333, "max_tokens is required: the configured default fills in"
     assert body["stop_sequences"] == ["END"]
     assert (body["temperature"], body["top_p"], body["top_k"]) == (0.5, 0.8, 5)
     assert provider.body(request(max_tokens=12), "c")["max_tokens"] == 12
+    assert provider.body(request(max_completion_tokens=13), "c")["max_tokens"] == 13
+
+
+def test_anthropic_format_requests_go_as_written() -> None:
+    params = {
+        "model": "claude-x",
+        "system": [{"type": "text", "text": "s", "cache_control": {"type": "ephemeral"}}],
+        "thinking": {"type": "enabled", "budget_tokens": 1024},
+        "messages": [{"role": "user", "content": "q"}],
+    }
+    written = LLMRequest(custom_id="a", kind="messages", body=params)
+    body = make("http://127.0.0.1:1", None, default_max_tokens=2048).body(written, "claude-y")
+    assert body == {**params, "model": "claude-y", "max_tokens": 2048}
+    assert written.body["model"] == "claude-x", "the request itself is not modified"
 
 
 def test_headers_carry_key_and_version() -> None:
@@ -103,15 +115,17 @@ def test_headers_carry_key_and_version() -> None:
     assert "authorization" not in headers
 
 
-def test_json_mode_and_system_only_requests_are_refused_before_the_network() -> None:
+def test_what_anthropic_cannot_express_is_unsupported_before_the_network() -> None:
     provider = make("http://127.0.0.1:1", None)
-    with pytest.raises(InvalidRequest, match="response_format"):
-        provider.body(request(response_format={"type": "json_object"}), "c")
-    only_system = LLMRequest.model_validate(
-        {"custom_id": "x", "messages": [{"role": "system", "content": "s"}]}
-    )
-    with pytest.raises(InvalidRequest, match="user message"):
-        provider.body(only_system, "c")
+    json_mode = request(response_format={"type": "json_object"})
+    why = provider.unsupported(json_mode)
+    assert why is not None and "response_format json_object" in why
+    only_system = LLMRequest.chat("x", [{"role": "system", "content": "s"}])
+    assert "only system messages" in (provider.unsupported(only_system) or "")
+    assert "n > 1" in (provider.unsupported(request(n=2)) or "")
+    embeddings = LLMRequest(custom_id="e", kind="embeddings", body={"input": "x"})
+    assert "embeddings requests" in (provider.unsupported(embeddings) or "")
+    assert provider.unsupported(request()) is None
 
 
 SPEND_LIMIT = Fault(kind="rate_limited", error_code="enforced_spend_limit_reached")

@@ -43,7 +43,7 @@ def make(
 
 def request(custom_id: str = "req-1", **fields: object) -> LLMRequest:
     messages = [{"role": "user", "content": "Why is the sky blue?"}]
-    return LLMRequest.model_validate({"custom_id": custom_id, "messages": messages, **fields})
+    return LLMRequest.chat(custom_id, messages, **fields)
 
 
 async def test_success_maps_text_usage_and_done_reason(
@@ -74,7 +74,9 @@ def test_body_puts_sampling_and_loading_in_options() -> None:
             top_p=0.5,
             stop="###",
             response_format={"type": "json_object"},
-            params={"seed": 3, "think": False, "options": {"repeat_penalty": 1.1}},
+            seed=3,
+            think=False,
+            options={"repeat_penalty": 1.1},
         ),
         "qwen3",
     )

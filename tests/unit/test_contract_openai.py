@@ -54,7 +54,7 @@ def request(custom_id: str = "req-1", **fields: object) -> LLMRequest:
         {"role": "system", "content": "You are terse."},
         {"role": "user", "content": "Say hello to the contract suite"},
     ]
-    return LLMRequest.model_validate({"custom_id": custom_id, "messages": messages, **fields})
+    return LLMRequest.chat(custom_id, messages, **fields)
 
 
 async def test_success_maps_text_usage_model_and_request_id(
@@ -87,33 +87,31 @@ async def test_length_finish_reason_passes_through(
     assert resp.finish_reason == "length"
 
 
-def test_body_maps_every_request_field_and_passes_params_through() -> None:
-    provider = make("http://127.0.0.1:1/v1", None, max_tokens_field="max_completion_tokens")
+def test_the_body_goes_as_written_with_the_chosen_model() -> None:
     schema = {"type": "json_schema", "json_schema": {"name": "x", "schema": {"type": "object"}}}
-    body = provider.body(
-        request(
-            max_tokens=64,
-            temperature=0.2,
-            top_p=0.9,
-            stop=["END"],
-            response_format=schema,
-            params={"seed": 7, "logprobs": True},
-        ),
-        "gpt-4o",
+    req = request(
+        model="the-users-model",
+        max_completion_tokens=64,
+        reasoning_effort="high",
+        temperature=0.2,
+        stop=["END"],
+        response_format=schema,
+        seed=7,
+        logprobs=True,
+        some_future_key={"a": 1},
     )
-    assert body["model"] == "gpt-4o"
-    assert body["messages"][0] == {"role": "system", "content": "You are terse."}
+    body = make("http://127.0.0.1:1/v1", None).body(req, "gpt-4o")
+    assert body == {**req.body, "model": "gpt-4o"}
+    assert req.body["model"] == "the-users-model", "the request itself is not modified"
+
+
+def test_max_tokens_field_renames_the_budget_only_when_configured() -> None:
+    renaming = make("http://127.0.0.1:1/v1", None, max_tokens_field="max_completion_tokens")
+    body = renaming.body(request(max_tokens=64), "o3")
     assert body["max_completion_tokens"] == 64 and "max_tokens" not in body
-    assert (body["temperature"], body["top_p"], body["stop"]) == (0.2, 0.9, ["END"])
-    assert body["response_format"] == schema
-    assert (body["seed"], body["logprobs"]) == (7, True)
-
-
-def test_params_may_not_overwrite_the_adapters_own_fields() -> None:
-    with pytest.raises(InvalidRequest, match="params may not set messages, model"):
-        make("http://127.0.0.1:1/v1", None).body(
-            request(params={"model": "x", "messages": []}), "m"
-        )
+    legacy = make("http://127.0.0.1:1/v1", None, max_tokens_field="max_tokens")
+    body = legacy.body(request(max_completion_tokens=32), "llama")
+    assert body["max_tokens"] == 32 and "max_completion_tokens" not in body
 
 
 def test_headers_carry_bearer_organization_and_extra_headers() -> None:

@@ -23,7 +23,7 @@ def mock(**options: Any) -> MockProvider:
 
 def request(prompt: str = "hello", custom_id: str = "req-1") -> LLMRequest:
     messages = [{"role": "system", "content": "sys"}, {"role": "user", "content": prompt}]
-    return LLMRequest.model_validate({"custom_id": custom_id, "messages": messages})
+    return LLMRequest.chat(custom_id, messages)
 
 
 async def test_echo_is_still_the_default() -> None:

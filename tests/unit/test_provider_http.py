@@ -261,9 +261,7 @@ async def test_the_key_never_appears_in_reprs_or_error_messages(
     options = cls.validate_options(
         {"base_url": url, "extra_headers": {"x-gateway-key": GATEWAY_SECRET}}
     )
-    request = LLMRequest.model_validate(
-        {"custom_id": "c", "messages": [{"role": "user", "content": "hi"}]}
-    )
+    request = LLMRequest.chat("c", [{"role": "user", "content": "hi"}])
     seen: list[str] = [repr(settings), str(settings), repr(options), str(options)]
     seen.append(str(settings.model_dump()))
     seen.append(str(options.model_dump()))
