@@ -23,17 +23,17 @@ from tenacity import AsyncRetrying, RetryCallState, retry_if_exception
 
 from providers.base import Provider, ProviderResponse
 from providers.errors import ProviderError, RateLimited, Timeout
-from providers.mock import estimate_tokens
 from schemas.config import PolicyConfig
 from schemas.job import Job
 from schemas.request import LLMRequest
 from schemas.result import Attempt
+from schemas.tokens import request_tokens
 from workers import metrics
 from workers.health import Decision, EndpointHealth
 from workers.outcomes import CircuitOpen, learned_limits, record_success
 from workers.policy import ENDPOINT_FAULTS, NEUTRAL, backoff_s, retry_fits
 from workers.ratelimit import Limiter
-from workers.tracing import genai_request, genai_response, span
+from workers.tracing import genai_request, genai_response, operation_name, span
 
 
 async def call_endpoint(
@@ -48,7 +48,7 @@ async def call_endpoint(
 ) -> ProviderResponse:
     """Call one endpoint, retrying in place per policy; every call is an Attempt."""
     probe = False
-    estimate = sum(estimate_tokens(m.content) for m in req.messages) + (req.max_tokens or 512)
+    estimate = request_tokens(req)
     lease_ttl_s = provider.settings.timeout_s + 5
 
     async def once() -> ProviderResponse:
@@ -64,7 +64,7 @@ async def call_endpoint(
         in_flight = metrics.labeled(metrics.IN_FLIGHT, provider.endpoint)
         in_flight.inc()
         with span(
-            f"chat {model}",
+            f"{operation_name(req)} {model}",
             kind=SpanKind.CLIENT,
             attributes=lambda: genai_request(provider, model, req),
         ) as call_span:

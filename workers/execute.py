@@ -18,15 +18,16 @@ from dramatiq.brokers.redis import RedisBroker
 from dramatiq.middleware import Middleware
 from opentelemetry.trace import SpanKind
 
-from providers.base import Provider
-from providers.errors import ProviderError
-from providers.mock import estimate_tokens
+from providers.base import Provider, ProviderResponse
+from providers.errors import ProviderError, Unsupported
 from providers.registry import endpoint_options, provider_class
+from schemas import vectors
 from schemas.config import AppConfig
 from schemas.job import Job
 from schemas.request import LLMRequest
 from schemas.result import Attempt, ErrorInfo, LLMResult, ResultStatus, Timings
 from schemas.settings import Settings
+from schemas.tokens import prompt_text, request_tokens
 from workers import metrics
 from workers.calls import call_endpoint
 from workers.health import EndpointHealth
@@ -203,17 +204,20 @@ class Executor:
         tier = hop.tier or req.tier
         rule = self.config.tier_rule
         if tier is None and rule is not None and not (hop.model or req.model):
-            tier = rule.pick("\n".join(m.content for m in req.messages))
-        model = hop.model or req.model or cfg.model_for(tier)
+            tier = rule.pick(prompt_text(req))
+        # The body's own model names a model of its vendor: it wins over the endpoint's
+        # default there, and only stands in for a missing one where the request is translated.
+        own = None if provider.translates(req) else req.model
+        model = hop.model or own or cfg.model_for(tier) or req.model
         model = model or provider.default_model()
         limit = cfg.max_context_tokens or provider.capabilities.max_context_tokens
-        needed = sum(estimate_tokens(m.content) for m in req.messages) + (req.max_tokens or 0)
+        needed = request_tokens(req)
         if needed > limit:
             msg = f"~{needed} tokens needed, {hop.endpoint} takes {limit}"
             return self._fail(job, ProviderError(msg), "context_too_long", model)
-        if req.response_format is not None and not provider.capabilities.json_mode:
-            msg = f"{hop.endpoint} ({provider.name}) cannot honour response_format"
-            return self._fail(job, ProviderError(msg), "unsupported", model)
+        why = provider.unsupported(req)
+        if why is not None:
+            return self._fail(job, Unsupported(why), "unsupported", model)
         ctx = CallContext(hop.endpoint, model, req)
         cached = None
         for plugin in self.plugins:
@@ -244,22 +248,11 @@ class Executor:
         if cached is None:
             for plugin in reversed(self.plugins):
                 resp = await plugin.after_call(ctx, resp)
-        return LLMResult(
-            custom_id=req.custom_id,
-            batch_id=job.batch_id,
-            status="succeeded",
-            output=resp.text,
-            finish_reason=resp.finish_reason,
-            endpoint=hop.endpoint,
-            model=resp.model,
-            cost_usd=0.0
-            if cached
-            else cost_of(cfg.price_for(resp.model) or cfg.price_for(model), resp),
-            extra={"cache": "hit"} if cached else {},
-            request_id=resp.request_id,
-            usage=resp.usage,
-            attempts=job.attempts,
-        )
+        cost = 0.0 if cached else cost_of(cfg.price_for(resp.model) or cfg.price_for(model), resp)
+        result = succeeded(job, req, resp, cost)
+        if cached:
+            result.extra = {"cache": "hit"}
+        return result
 
     async def _precheck(self, job: Job, started: float) -> LLMResult | None:
         """End a request unsent when its batch is out of time, cancelled or out of budget."""
@@ -282,7 +275,7 @@ class Executor:
         self, job: Job, exc: ProviderError, code: str, model: str, *, retry_in_s: float = 0.0
     ) -> LLMResult | Move:
         """Move the job to its next hop, or wait for a breaker, or give the final error."""
-        if code in ("context_too_long", "circuit_open", "unsupported"):
+        if code in ("context_too_long", "circuit_open", "unsupported"):  # no call was made
             job.attempts.append(Attempt(endpoint=job.current.endpoint, model=model, error=code))
         error = ErrorInfo(code=code, message=exc.message)
         budget_left = len(job.attempts) < self.policy.max_attempts
@@ -302,6 +295,7 @@ class Executor:
             custom_id=job.request.custom_id,
             batch_id=job.batch_id,
             status=status,
+            kind=job.request.kind,
             endpoint=hop.endpoint,
             attempts=job.attempts,
             error=final_error(job.attempts, error),
@@ -329,6 +323,31 @@ class Executor:
             self._batch_status.clear()
         self._batch_status[batch_id] = (time.monotonic(), state)
         return state
+
+
+def succeeded(job: Job, req: LLMRequest, resp: ProviderResponse, cost: float | None) -> LLMResult:
+    """The result of an answer: its normalised fields, and its body with vectors packed."""
+    body, fmt = resp.body, None
+    if body is not None and req.kind == "embeddings":
+        body, fmt = vectors.pack(body)
+    texts = req.kind not in ("embeddings", "moderations")
+    return LLMResult(
+        custom_id=req.custom_id,
+        batch_id=job.batch_id,
+        status="succeeded",
+        kind=req.kind,
+        output=resp.text if texts else None,
+        tool_calls=resp.tool_calls,
+        finish_reason=resp.finish_reason,
+        body=body,
+        vectors=fmt,
+        endpoint=job.current.endpoint,
+        model=resp.model,
+        cost_usd=cost,
+        request_id=resp.request_id,
+        usage=resp.usage,
+        attempts=job.attempts,
+    )
 
 
 class ExecutorLifecycle(Middleware):

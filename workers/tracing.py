@@ -130,23 +130,42 @@ def enqueue_context(
     return carrier
 
 
+#: GenAI semantic-convention operation of each endpoint kind.
+OPERATIONS = {
+    "chat": "chat",
+    "messages": "chat",
+    "responses": "chat",
+    "completions": "text_completion",
+    "embeddings": "embeddings",
+    "moderations": "moderations",
+}
+
+
+def operation_name(request: Any) -> str:
+    """`gen_ai.operation.name` of a request's kind."""
+    return OPERATIONS.get(request.kind, "chat")
+
+
 def genai_request(provider: Any, model: str, request: Any) -> dict[str, Any]:
-    """GenAI semantic-convention attributes of a chat call (no prompt text unless enabled)."""
+    """GenAI semantic-convention attributes of a call (no prompt text unless enabled)."""
     attrs: dict[str, Any] = {
-        "gen_ai.operation.name": "chat",
+        "gen_ai.operation.name": operation_name(request),
         "gen_ai.system": provider.name,
         "gen_ai.provider.name": provider.name,
         "gen_ai.request.model": model,
         "batchyard.endpoint": provider.endpoint,
+        "batchyard.kind": request.kind,
     }
-    if request.max_tokens is not None:
-        attrs["gen_ai.request.max_tokens"] = request.max_tokens
-    if request.temperature is not None:
-        attrs["gen_ai.request.temperature"] = request.temperature
+    body = request.body
+    limit = body.get("max_completion_tokens") or body.get("max_tokens")
+    limit = limit or body.get("max_output_tokens")
+    if isinstance(limit, int):
+        attrs["gen_ai.request.max_tokens"] = limit
+    if isinstance(body.get("temperature"), int | float):
+        attrs["gen_ai.request.temperature"] = body["temperature"]
     if CAPTURE_CONTENT:
-        attrs["gen_ai.input.messages"] = orjson.dumps(
-            [m.model_dump() for m in request.messages]
-        ).decode()
+        content = body.get("messages") or body.get("input") or body.get("prompt")
+        attrs["gen_ai.input.messages"] = orjson.dumps(content).decode()
     return attrs
 
 
@@ -155,7 +174,8 @@ def genai_response(span: trace.Span, response: Any) -> None:
     span.set_attribute("gen_ai.response.model", response.model)
     span.set_attribute("gen_ai.usage.input_tokens", response.usage.input_tokens)
     span.set_attribute("gen_ai.usage.output_tokens", response.usage.output_tokens)
-    span.set_attribute("gen_ai.response.finish_reasons", [response.finish_reason])
+    if response.finish_reason:
+        span.set_attribute("gen_ai.response.finish_reasons", [response.finish_reason])
     if response.request_id:
         span.set_attribute("gen_ai.response.id", response.request_id)
     if CAPTURE_CONTENT:

@@ -25,20 +25,12 @@ class CacheConfig(PluginConfig):
 
 
 def cache_key(ctx: CallContext) -> str:
-    """Hash of everything that shapes the answer: model, messages and sampling parameters."""
+    """Hash of everything that shapes the answer: model, kind and the body (less its model)."""
     req = ctx.request
-    shaped = req.model_dump(
-        include={
-            "messages",
-            "max_tokens",
-            "temperature",
-            "top_p",
-            "stop",
-            "response_format",
-            "params",
-        }
+    shaped = {k: v for k, v in req.body.items() if k != "model"}
+    digest = hashlib.sha256(
+        orjson.dumps([ctx.model, req.kind, shaped], option=orjson.OPT_SORT_KEYS)
     )
-    digest = hashlib.sha256(orjson.dumps([ctx.model, shaped], option=orjson.OPT_SORT_KEYS))
     return digest.hexdigest()
 
 
