@@ -7,6 +7,7 @@ import logging
 import re
 import signal
 import sys
+from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -17,7 +18,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from producers.client import Client
+from producers.client import Client, FailedRequest
 from producers.collect import Format, collect
 from producers.gateway_cli import gateway as gateway_cmd
 from producers.gmn_cli import gmn_app
@@ -126,6 +127,12 @@ def submit(
         Priority,
         typer.Option(help="high: ahead of normal batches; low: only when nothing else waits."),
     ] = "normal",
+    endpoint: Annotated[
+        str | None,
+        typer.Option(
+            help="Only accept lines for this endpoint (e.g. /v1/embeddings), as OpenAI does."
+        ),
+    ] = None,
 ) -> None:
     """Enqueue a JSONL file as a new batch and print its id."""
     with user_errors(), _client(config) as client:
@@ -138,6 +145,7 @@ def submit(
             batch_id=batch_id,
             budget_usd=budget,
             priority=priority,
+            endpoint=endpoint,
         )
     if report.invalid:
         err.print(f"[yellow]{report.invalid} invalid line(s) recorded as errors[/yellow]")
@@ -247,16 +255,22 @@ def failures(
     ids: Annotated[bool, typer.Option("--ids", help="List the custom_ids too.")] = False,
     config: ConfigOpt = None,
 ) -> None:
-    """Requests that ended in error, counted by cause (the dead letters `retry` re-runs)."""
+    """Requests that ended in error, counted by cause and endpoint kind (the dead letters
+    `retry` re-runs)."""
     with user_errors(), _client(config) as client:
-        by_code = client.failures(batch_id)
-    if not by_code:
+        failed = client.failed_requests(batch_id)
+    if not failed:
         out.print("no failed requests")
-    for code, keys in sorted(by_code.items(), key=lambda kv: -len(kv[1])):
-        out.print(f"{len(keys):8d}  {code}")
+    by_code: dict[str, list[FailedRequest]] = {}
+    for item in failed:
+        by_code.setdefault(item.code, []).append(item)
+    for code, items in sorted(by_code.items(), key=lambda kv: -len(kv[1])):
+        kinds = Counter(item.kind for item in items)
+        split = ", ".join(f"{n} {kind}" for kind, n in kinds.most_common())
+        out.print(f"{len(items):8d}  {code}  ({split})")
         if ids:
-            for key in sorted(keys):
-                out.print(f"          {key}")
+            for item in sorted(items, key=lambda i: i.key):
+                out.print(f"          {item.key}  [{item.kind}]")
 
 
 @app.command()

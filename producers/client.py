@@ -17,7 +17,16 @@ import redis.asyncio as aioredis
 from typing_extensions import Unpack
 
 from producers import gmn
-from producers.submit import Chunk, ChunkBuilder, Item, chunks, new_batch_id, numbered, retry_chunk
+from producers.submit import (
+    Chunk,
+    ChunkBuilder,
+    Item,
+    chunks,
+    kinds_for,
+    new_batch_id,
+    numbered,
+    retry_chunk,
+)
 from schemas.batch import Batch, BatchStatus
 from schemas.config import AppConfig, load_config
 from schemas.gmn import GMNError, ValidationReport
@@ -177,6 +186,16 @@ class ResultPage:
     read: int
 
 
+@dataclass(frozen=True)
+class FailedRequest:
+    """One dead letter, as `failed_requests` lists it."""
+
+    key: str
+    code: str
+    #: The endpoint kind of the request ("chat", "embeddings", ...).
+    kind: str
+
+
 class Client(_Base):
     """Synchronous client, for scripts and the CLI."""
 
@@ -213,8 +232,12 @@ class Client(_Base):
         task: Task | None = None,
         budget_usd: float | None = None,
         priority: L.Priority = "normal",
+        endpoint: str | None = None,
     ) -> SubmitReport:
         """Validate and enqueue requests in pipelined chunks; bad lines become error results.
+
+        `endpoint` (an OpenAI batch endpoint such as "/v1/embeddings") makes every line that
+        addresses another one an error, as OpenAI's Batch API does.
 
         `priority` "high" batches are taken before normal ones by every worker, "low" ones only
         when nothing else waits; normal batches sharing an endpoint progress side by side.
@@ -225,6 +248,7 @@ class Client(_Base):
         builder, record = self._open(
             batch_id, hops, metadata, completion_window_s, task, budget_usd, lane
         )
+        builder.kinds = kinds_for(endpoint)
         self._create(self.redis.pipeline(transaction=False), batch_id, record).execute()
         lines = enqueued = invalid = 0
         # Build the next chunk while Redis runs the previous one: one I/O thread, one in flight.
@@ -307,11 +331,18 @@ class Client(_Base):
 
     def failures(self, batch_id: str) -> dict[str, list[str]]:
         """Keys of requests that ended in error (dead letters), grouped by error code."""
-        self.batch(batch_id)
         out: dict[str, list[str]] = {}
-        for key, dead in self.redis.hscan_iter(self.keys.failed(batch_id), count=1000):
-            out.setdefault(DeadLetter.code_of(dead), []).append(key.decode())
+        for failed in self.failed_requests(batch_id):
+            out.setdefault(failed.code, []).append(failed.key)
         return out
+
+    def failed_requests(self, batch_id: str) -> list[FailedRequest]:
+        """Every request that ended in error: its key, error code and endpoint kind."""
+        self.batch(batch_id)
+        return [
+            FailedRequest(key.decode(), *DeadLetter.code_and_kind_of(dead))
+            for key, dead in self.redis.hscan_iter(self.keys.failed(batch_id), count=1000)
+        ]
 
     def retry_failed(self, batch_id: str, *, completion_window_s: float | None = None) -> int:
         """Re-run every failed request of a batch with a fresh attempt budget; returns how many."""
@@ -426,6 +457,7 @@ class AsyncClient(_Base):
         task: Task | None = None,
         budget_usd: float | None = None,
         priority: L.Priority = "normal",
+        endpoint: str | None = None,
     ) -> SubmitReport:
         """Async twin of `Client.submit_many`."""
         batch_id = batch_id or new_batch_id()
@@ -434,6 +466,7 @@ class AsyncClient(_Base):
         builder, record = self._open(
             batch_id, hops, metadata, completion_window_s, task, budget_usd, lane
         )
+        builder.kinds = kinds_for(endpoint)
         await self._create(self.redis.pipeline(transaction=False), batch_id, record).execute()
         lines = enqueued = invalid = 0
         pending: asyncio.Task[tuple[int, int]] | None = None

@@ -18,7 +18,7 @@ import orjson
 import redis
 
 from producers.client import Client
-from schemas.batch_lines import to_openai_line
+from schemas.batch_output import native_line, to_anthropic_line, to_openai_line
 from schemas.result import LLMResult
 from workers.protocol.batch_record import BatchNotFound
 from workers.protocol.connection import wait_for_redis
@@ -26,12 +26,6 @@ from workers.protocol.connection import wait_for_redis
 log = logging.getLogger("batchyard.producer")
 
 Format = Literal["openai", "anthropic", "native"]
-_STOP_REASONS = {
-    "stop": "end_turn",
-    "length": "max_tokens",
-    "tool_calls": "tool_use",
-    "content_filter": "refusal",
-}
 
 
 @dataclass
@@ -47,39 +41,10 @@ class CollectReport:
 def render(result: LLMResult, key: str, fmt: Format) -> dict[str, Any]:
     """One output line in the chosen format."""
     if fmt == "native":
-        return result.model_dump(mode="json")
+        return native_line(result)
     if fmt == "anthropic":
         return to_anthropic_line(result)
     return to_openai_line(result, key)
-
-
-def to_anthropic_line(result: LLMResult) -> dict[str, Any]:
-    """One line of an Anthropic Message Batches results file."""
-    if result.status == "succeeded":
-        message = {
-            "id": result.request_id or f"msg_{result.batch_id}_{result.custom_id}",
-            "type": "message",
-            "role": "assistant",
-            "model": result.model,
-            "content": [{"type": "text", "text": result.output or ""}],
-            "stop_reason": _STOP_REASONS.get(result.finish_reason or "stop", result.finish_reason),
-            "stop_sequence": None,
-            "usage": {
-                "input_tokens": result.usage.input_tokens,
-                "output_tokens": result.usage.output_tokens,
-            },
-        }
-        outcome: dict[str, Any] = {"type": "succeeded", "message": message}
-    elif result.status == "errored":
-        error = result.error
-        detail = {
-            "type": error.code if error else "api_error",
-            "message": error.message if error else "error",
-        }
-        outcome = {"type": "errored", "error": {"type": "error", "error": detail}}
-    else:
-        outcome = {"type": "canceled" if result.status == "cancelled" else "expired"}
-    return {"custom_id": result.custom_id, "result": outcome}
 
 
 class Cursor:

@@ -9,13 +9,13 @@ from dataclasses import dataclass, field
 from itertools import islice
 from typing import Any
 
-import orjson
 from opentelemetry.trace import SpanContext
 
-from schemas.batch_lines import LineError, parse_line
+from schemas.batch_lines import LineError, parse_line, parse_object
+from schemas.bodies import BodyError, check_body
 from schemas.config import AppConfig
 from schemas.job import Task
-from schemas.request import LLMRequest, RouteHop
+from schemas.request import URL_KINDS, EndpointKind, LLMRequest, RouteHop
 from schemas.result import ErrorInfo, LLMResult, Timings
 from workers.protocol import envelope
 from workers.protocol.blob import MessageBlob
@@ -30,6 +30,17 @@ Item = LLMRequest | dict[str, Any] | bytes | str
 def new_batch_id() -> str:
     """`batch_` + 24 hex digits, like the ids users know from the OpenAI Batch API."""
     return f"batch_{uuid.uuid4().hex[:24]}"
+
+
+def kinds_for(endpoint: str | None) -> frozenset[EndpointKind] | None:
+    """The kinds a batch for an OpenAI `endpoint` URL takes (None: any kind). A chat batch
+    also takes Anthropic Message Batches lines: they are chat requests in another format."""
+    if endpoint is None:
+        return None
+    if endpoint not in URL_KINDS:
+        raise ValueError(f"unknown endpoint {endpoint!r} (known: {', '.join(URL_KINDS)})")
+    kind = URL_KINDS[endpoint]
+    return frozenset({"chat", "messages"}) if kind == "chat" else frozenset({kind})
 
 
 def line_key(line: int) -> str:
@@ -72,6 +83,8 @@ class ChunkBuilder:
         )
         #: The batch's submit span, linked from each request's producer span.
         self.trace_link: SpanContext | None = None
+        #: The endpoint kinds lines may address (None: any).
+        self.kinds: frozenset[EndpointKind] | None = None
 
     def build(self, lines: list[tuple[int, Item]]) -> Chunk:
         """Validate every line of a chunk; bad lines become error results, never exceptions."""
@@ -111,10 +124,22 @@ class ChunkBuilder:
 
     def _request(self, item: Item, number: int) -> LLMRequest:
         if isinstance(item, LLMRequest):
-            return item
+            return self._checked(item, number)
         if isinstance(item, dict):
-            return parse_line(orjson.dumps(item), number)
-        return parse_line(item, number)
+            return parse_object(item, number, self.kinds)
+        return parse_line(item, number, self.kinds)
+
+    def _checked(self, request: LLMRequest, number: int) -> LLMRequest:
+        """A request built in code gets the checks a line gets, once, here."""
+        cid = request.custom_id
+        if self.kinds is not None and request.kind not in self.kinds:
+            wanted = ", ".join(sorted(self.kinds))
+            raise LineError(number, "kind", f"this batch takes {wanted} requests", cid)
+        try:
+            check_body(request.kind, request.body)
+        except BodyError as bad:
+            raise LineError(number, f"body.{bad.field}", bad.reason, cid) from None
+        return request
 
     def _check_route(self, route: list[RouteHop] | None, number: int, cid: str) -> None:
         for i, hop in enumerate(route or ()):

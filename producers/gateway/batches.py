@@ -22,7 +22,7 @@ from producers.gateway.errors import ApiError, bad_request, invalid, json_object
 from producers.gateway.state import gateway
 from producers.gateway.views import BatchState, load_batches, text
 from producers.submit import new_batch_id
-from schemas.batch_lines import CHAT_URL
+from schemas.request import URL_KINDS
 
 routes = web.RouteTableDef()
 
@@ -77,9 +77,9 @@ async def create_batch(request: web.Request) -> web.Response:
         body = CreateBatch.model_validate(await json_object(request))
     except ValidationError as exc:
         raise invalid(exc) from None
-    if body.endpoint != CHAT_URL:
+    if body.endpoint not in URL_KINDS:
         raise bad_request(
-            f"Unsupported endpoint {body.endpoint!r}: batches run {CHAT_URL} requests.",
+            f"Unsupported endpoint {body.endpoint!r}: batches run {', '.join(URL_KINDS)} requests.",
             param="endpoint",
         )
     window_s = window_seconds(body.completion_window)
@@ -115,7 +115,13 @@ async def create_batch(request: web.Request) -> web.Response:
     await pipe.execute()
     gw.spawn(
         asyncio.to_thread(
-            gw.ingest.run, batch_id, stored, window_s, body.metadata or {}, body.priority
+            gw.ingest.run,
+            batch_id,
+            stored,
+            window_s,
+            body.metadata or {},
+            body.priority,
+            body.endpoint,
         ),
         name=f"ingest {batch_id}",
     )

@@ -23,8 +23,10 @@ from producers.gateway.config import GatewayConfig
 from producers.gateway.keys import MOVE_PHASE, GatewayKeys
 from producers.gateway.storage import FileStore, StoredFile
 from producers.gateway.views import text
-from schemas.batch_lines import LineError, parse_line
+from producers.submit import kinds_for
+from schemas.batch_lines import CHAT_URL, LineError, parse_line
 from schemas.config import AppConfig
+from schemas.request import EndpointKind
 from workers.protocol.lanes import Priority
 from workers.protocol.scripts import Lua, register
 
@@ -117,10 +119,14 @@ class Ingest:
         window_s: float,
         metadata: dict[str, str],
         priority: Priority = "normal",
+        endpoint: str = CHAT_URL,
     ) -> None:
-        """Validate, then submit; every outcome is recorded on the batch, nothing is raised."""
+        """Validate, then submit; every outcome is recorded on the batch, nothing is raised.
+
+        Every line must address the batch's `endpoint`, as OpenAI's Batch API requires.
+        """
         try:
-            self._run(batch_id, stored, window_s, metadata, priority)
+            self._run(batch_id, stored, window_s, metadata, priority, endpoint)
         except Stopped:
             if self.stopping.is_set():
                 self.abandon(batch_id, "gateway_interrupted", "the gateway stopped meanwhile")
@@ -137,9 +143,10 @@ class Ingest:
         window_s: float,
         metadata: dict[str, str],
         priority: Priority,
+        endpoint: str,
     ) -> None:
         try:
-            problems = self.validate(batch_id, stored)
+            problems = self.validate(batch_id, stored, endpoint)
         except (OSError, redis.RedisError) as exc:
             log.warning("batch %s: cannot read %s: %s", batch_id, stored.id, exc)
             problems = Problems(1)
@@ -158,6 +165,7 @@ class Ingest:
             metadata=metadata or None,
             completion_window_s=window_s,
             priority=priority,
+            endpoint=endpoint,
         )
         self.move(batch_id, "submitting", "submitted")
         if self.redis.hget(self.keys.batch(batch_id), "cancel_requested"):
@@ -168,9 +176,10 @@ class Ingest:
     def _max_line(self) -> int:
         return self.config.max_line_kib * 1024
 
-    def validate(self, batch_id: str, stored: StoredFile) -> Problems:
+    def validate(self, batch_id: str, stored: StoredFile, endpoint: str = CHAT_URL) -> Problems:
         """Every problem of the file, in line order, as OpenAI reports them."""
         problems = Problems(self.config.max_batch_errors)
+        kinds = kinds_for(endpoint)
         seen = self.keys.seen(batch_id)
         count = 0
         lines = enumerate(self.store.lines(stored, self.redis, self._max_line), start=1)
@@ -192,7 +201,7 @@ class Ingest:
                             )
                         )
                         break
-                    problem, custom_id = self._check(raw, number)
+                    problem, custom_id = self._check(raw, number, kinds)
                     if problem is not None:
                         found.append(problem)
                     elif custom_id is not None:
@@ -208,12 +217,14 @@ class Ingest:
             problems.add(batch_error("empty_file", "the input file has no requests"))
         return problems
 
-    def _check(self, raw: bytes, number: int) -> tuple[dict[str, Any] | None, str | None]:
+    def _check(
+        self, raw: bytes, number: int, kinds: frozenset[EndpointKind] | None = None
+    ) -> tuple[dict[str, Any] | None, str | None]:
         if len(raw) > self._max_line:
             message = f"line {number}: longer than {self.config.max_line_kib} KiB"
             return batch_error("line_too_long", message, number), None
         try:
-            request = parse_line(raw, number)
+            request = parse_line(raw, number, kinds)
         except LineError as err:
             return line_problem(err), None
         for i, hop in enumerate(request.route or ()):

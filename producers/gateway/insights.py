@@ -107,6 +107,7 @@ async def _failures(
         rows.append(
             {
                 "key": key,
+                "kind": letter.request.kind,
                 "status": letter.status,
                 "code": letter.code,
                 "message": error.message if error else "",

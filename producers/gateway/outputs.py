@@ -1,5 +1,5 @@
 """A batch's output and error files, generated from its results and streamed, never stored:
-the OpenAI batch output format (`schemas.batch_lines.to_openai_line`), successes in the
+the OpenAI batch output format (`schemas.batch_output.to_openai_line`), successes in the
 output file and everything else in the error file."""
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from aiohttp import web
 from producers.client import AsyncClient
 from producers.gateway.keys import GatewayKeys
 from producers.gateway.views import FINISHED, BatchState, OutputKind, output_file_id
-from schemas.batch_lines import to_openai_line
+from schemas.batch_output import to_openai_line
 
 
 async def chunks(client: AsyncClient, batch_id: str, kind: OutputKind) -> AsyncIterator[bytes]:

@@ -273,6 +273,7 @@ def failure_row(row: dict[str, Any]) -> str:
     """One failed request."""
     return f"""<tr>
   <td data-label="Request"><code>{esc(row["key"])}</code></td>
+  <td data-label="Kind">{esc(row["kind"])}</td>
   <td data-label="Status">{esc(row["status"])}</td>
   <td data-label="Code"><code>{esc(row["code"])}</code></td>
   <td data-label="Message">{esc(row["message"])}</td>
@@ -325,7 +326,7 @@ def batch_page(detail: dict[str, Any], key: ApiKey, csrf: str, notice: str | Non
         )
     partial = " (a sample)" if detail["causes_partial"] else ""
     none = "No failed requests."
-    failure_headers = ("Request", "Status", "Code", "Message", "Hops")
+    failure_headers = ("Request", "Kind", "Status", "Code", "Message", "Hops")
     body = f"""<nav class="crumbs" aria-label="Breadcrumb"><a href="/">Batches</a> /</nav>
 <div class="title">
   <h1 class="batch-id">{bid}</h1>

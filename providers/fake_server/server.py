@@ -232,12 +232,12 @@ class FakeServer:
             )
         self.limits.stats.enter()
         try:
-            return await self._serve(request, wire, custom_id)
+            return await self._serve(request, wire, kind, custom_id)
         finally:
             self.limits.stats.leave()
 
     async def _serve(
-        self, request: web.Request, wire: Wire, custom_id: str | None
+        self, request: web.Request, wire: Wire, kind: str, custom_id: str | None
     ) -> web.StreamResponse:
         raw = await request.read()
         try:

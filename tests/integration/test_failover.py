@@ -103,7 +103,9 @@ def test_invalid_request_fails_at_once_and_budget_caps_attempts(
 def test_prompt_too_long_for_primary_goes_straight_to_secondary(
     redis_url: str, run_workers: Callable[..., WorkerPool]
 ) -> None:
-    run_workers(two_endpoints({"max_context_tokens": 50}))
+    # A request without an output limit counts schemas.tokens.DEFAULT_OUTPUT_TOKENS (512):
+    # "hi" needs ~513 tokens, the long prompt ~1012.
+    run_workers(two_endpoints({"max_context_tokens": 600}))
     with Client(redis_url) as client:
         rows = [openai_line("short", "hi"), openai_line("long", "word " * 400)]
         batch_id = client.submit_many(rows).batch_id

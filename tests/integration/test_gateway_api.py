@@ -195,7 +195,7 @@ async def test_bad_upload_forms_are_400_naming_the_field(api: Api) -> None:
     assert (await resp.json())["error"]["param"] == "file"
     resp = await client.post(
         "/v1/batches",
-        json={"input_file_id": "file-x", "endpoint": "/v1/embeddings", "completion_window": "24h"},
+        json={"input_file_id": "file-x", "endpoint": "/v1/images/edits", "completion_window": "1h"},
         headers=auth(KEY_A),
     )
     assert (await resp.json())["error"]["param"] == "endpoint"

@@ -87,7 +87,7 @@ def test_malformed_lines_are_reported_and_good_lines_succeed(tmp_path: Path) -> 
         orjson.dumps({"method": "POST", "url": "/v1/chat/completions", "body": {}}),  # 3
         good[1],
         orjson.dumps(openai_line("ok-0", "again")),  # line 5: duplicate custom_id
-        orjson.dumps({**openai_line("wrong-url", "x"), "url": "/v1/embeddings"}),  # 6
+        orjson.dumps({**openai_line("wrong-url", "x"), "url": "/v1/images/generations"}),  # 6
         orjson.dumps({**openai_line("not-object", "x"), "body": "hello"}),  # 7
         *good[2:],
     ]
@@ -101,7 +101,7 @@ def test_malformed_lines_are_reported_and_good_lines_succeed(tmp_path: Path) -> 
     assert errors[3]["error"]["message"] == "line 3: custom_id: field required"
     assert "duplicate custom_id 'ok-0'" in errors[5]["error"]["message"]
     assert errors[5]["custom_id"] == "ok-0"
-    assert "line 6: url: must be /v1/chat/completions" in errors[6]["error"]["message"]
+    assert "line 6: url: must be one of /v1/chat/completions" in errors[6]["error"]["message"]
     assert errors[7]["error"]["message"] == "line 7: body: must be a JSON object"
     assert all(e["error"]["code"] == "invalid_line" for e in errors.values())
 

@@ -39,7 +39,7 @@ def _error(raw: bytes) -> LineError:
         (b"not json", "invalid_json_line", None),
         (b"[1]", "invalid_json_line", None),
         (
-            orjson.dumps({"custom_id": "a", "method": "POST", "url": "/v1/embeddings", "body": {}}),
+            orjson.dumps({"custom_id": "a", "method": "POST", "url": "/v1/images", "body": {}}),
             "url_mismatch",
             "url",
         ),

@@ -13,11 +13,18 @@ from schemas.job import Job, Task
 from schemas.request import LLMRequest, RouteHop
 
 
+class _RequestHead(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    kind: str = "chat"
+
+
 class _Head(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
     status: str
     code: str
+    request: _RequestHead = Field(default_factory=_RequestHead)
 
 
 class DeadLetter(BaseModel):
@@ -46,6 +53,12 @@ class DeadLetter(BaseModel):
     def code_of(raw: bytes | str) -> str:
         """The error code of a stored dead letter, without validating its request."""
         return _Head.model_validate_json(raw).code
+
+    @staticmethod
+    def code_and_kind_of(raw: bytes | str) -> tuple[str, str]:
+        """The error code and the request's endpoint kind, without validating the request."""
+        head = _Head.model_validate_json(raw)
+        return head.code, head.request.kind
 
     def job(
         self,
