@@ -1,6 +1,7 @@
-"""Issue #3 benchmarks: worker throughput vs bare dramatiq, high-latency concurrency, enqueue rate.
+"""Worker throughput vs bare dramatiq, high-latency concurrency, enqueue rate, and bulk
+embeddings (jobs/s and Redis bytes per stored result).
 
-Run: python bench/throughput.py [--n 20000] [--slow-n 5000]
+Run: python bench/throughput.py [--n 20000] [--slow-n 5000] [--embed-lines 10000]
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import orjson
 import redis
 from dramatiq.brokers.redis import RedisBroker
 from dramatiq.message import Message
@@ -20,6 +22,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench._common import env, lines, measure, peak_rss_mb, start_worker, write_config
 from producers.client import Client
+from schemas.batch_output import native_line
+from workers.keys import Keys
 from workers.redis_server import RedisServer
 
 
@@ -78,6 +82,56 @@ def batchyard_worker(
     return n / seconds, rss
 
 
+def embedding_lines(n: int, per_line: int) -> list[bytes]:
+    """OpenAI batch lines for /v1/embeddings, `per_line` texts each."""
+    return [
+        orjson.dumps(
+            {
+                "custom_id": f"emb-{i}",
+                "method": "POST",
+                "url": "/v1/embeddings",
+                "body": {
+                    "model": "text-embedding-3-small",
+                    "input": [f"document {i}.{k} about tides" for k in range(per_line)],
+                },
+            }
+        )
+        for i in range(n)
+    ]
+
+
+def embeddings(url: str, n: int, per_line: int, concurrency: int, tmp: Path) -> dict[str, float]:
+    """jobs/s of 1,536-dimension embeddings from the 0 ms mock, and what a result costs Redis:
+    stored (base64 float32) and as the same answer would weigh with JSON float lists."""
+    config = write_config(tmp / "mock-embed.yaml", latency_ms=0)
+    with Client(url) as client:
+        batch_id = client.submit_many(embedding_lines(n, per_line)).batch_id
+        proc = start_worker(url, concurrency, config)
+        try:
+            seconds = measure(lambda: client.batch(batch_id).counts.done, n, 600)
+            rss = peak_rss_mb(proc.pid)
+        finally:
+            proc.terminate()
+            proc.wait()
+        assert client.batch(batch_id).counts.completed == n
+        keys = Keys()
+        stored = sum(
+            int(client.redis.memory_usage(key, samples=0) or 0)
+            for key in (keys.stream(batch_id), keys.done(batch_id))
+        )
+        sample = next(client.iter_results(batch_id))[2]
+    packed = len(sample.model_dump_json())
+    as_floats = len(orjson.dumps(native_line(sample)))
+    return {
+        "jobs_s": n / seconds,
+        "inputs_s": n * per_line / seconds,
+        "rss_mb": rss,
+        "redis_bytes": stored / n,
+        "json_packed": packed,
+        "json_floats": as_floats,
+    }
+
+
 def enqueue_rate(url: str, n: int, tmp: Path) -> float:
     """submit_many jobs/s from a JSONL file."""
     path = tmp / f"in-{n}.jsonl"
@@ -110,6 +164,8 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=20_000)
     parser.add_argument("--slow-n", type=int, default=5_000)
     parser.add_argument("--concurrency", type=int, default=64)
+    parser.add_argument("--embed-lines", type=int, default=10_000)
+    parser.add_argument("--embed-inputs", type=int, default=10, help="texts per embeddings line")
     args = parser.parse_args()
     with RedisServer() as server, tempfile.TemporaryDirectory() as d:
         tmp, url = Path(d), server.url
@@ -129,6 +185,18 @@ def main() -> None:
         print(f"submit_many 100,000 lines: {rate:.0f} jobs/s (target >= 20,000)")
         small, big = producer_rss(url, 10_000, tmp), producer_rss(url, 100_000, tmp)
         print(f"producer peak RSS: {small:.0f} MB for 10,000 lines, {big:.0f} MB for 100,000 lines")
+        n, per = args.embed_lines, args.embed_inputs
+        emb = embeddings(url, n, per, args.concurrency, tmp)
+        print(f"embeddings, 0 ms mock, 1,536 dimensions, {n} lines x {per} inputs:")
+        print(
+            f"  {emb['jobs_s']:.0f} jobs/s ({emb['inputs_s']:.0f} inputs/s), "
+            f"peak RSS {emb['rss_mb']:.0f} MB"
+        )
+        print(
+            f"  Redis {emb['redis_bytes']:.0f} B per result (stream entry + done marker); "
+            f"result JSON {emb['json_packed']:.0f} B packed vs {emb['json_floats']:.0f} B "
+            "with float lists"
+        )
 
 
 if __name__ == "__main__":
