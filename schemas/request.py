@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 #: The OpenAI-compatible endpoints a batch line can address, plus Anthropic's Messages API.
 EndpointKind = Literal["chat", "embeddings", "responses", "completions", "moderations", "messages"]
@@ -79,6 +79,21 @@ class LLMRequest(BaseModel):
             raise ValueError("must contain printable characters only")
         return value
 
+    @model_validator(mode="before")
+    @classmethod
+    def _flat(cls, data: Any) -> Any:
+        """A request of earlier versions (chat fields at the top, vendor keys in `params`)
+        is a chat body: messages queued or dead-lettered before an upgrade run after it."""
+        if not isinstance(data, dict) or "body" in data or "messages" not in data:
+            return data
+        fields = {k: v for k, v in data.items() if k in _KEPT}
+        body = {k: data[k] for k in _FLAT_BODY if data.get(k) is not None}
+        body["messages"] = [_turn(m) for m in data["messages"] or ()]
+        params = data.get("params")
+        if isinstance(params, dict):
+            body.update(params)
+        return {**fields, "kind": "chat", "body": body}
+
     @classmethod
     def chat(
         cls,
@@ -127,6 +142,12 @@ class LLMRequest(BaseModel):
         """A copy whose conversation is `messages` (a follow-up round of the same request)."""
         turns = [_turn(m) for m in messages]
         return self.model_copy(update={"body": {**self.body, "messages": turns}})
+
+
+#: What a flat request of earlier versions kept beside its chat fields, and those fields
+#: (its `metadata` was never sent upstream, so it is not put in the body).
+_KEPT = ("custom_id", "tier", "route")
+_FLAT_BODY = ("model", "max_tokens", "temperature", "top_p", "stop", "response_format")
 
 
 def _turn(message: Message | Mapping[str, Any]) -> dict[str, Any]:

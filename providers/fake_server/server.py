@@ -90,6 +90,7 @@ class FakeServer:
         record_bodies: bool = False,
         responder: Responder | None = None,
         embedding_dimensions: int = 16,
+        record_bodies: bool = True,
     ) -> None:
         self.port = port
         self.faults = FaultPlan(
@@ -121,6 +122,8 @@ class FakeServer:
         self._logged = asyncio.Event()
         self._access_log = access_log
         self.embedding_dimensions = embedding_dimensions
+        #: Keep each request's body and the reply in its log record (tests assert the wire).
+        self.record_bodies = record_bodies
         self._runner: web.AppRunner | None = None
 
     @property
@@ -341,7 +344,7 @@ class FakeServer:
         kind: str,
         custom_id: str | None,
     ) -> web.Response:
-        self._log(request, wire, call, reply.status, kind, custom_id, reply.body)
+        self._log(request, wire, call, reply.status, kind, custom_id, self._kept(reply))
         return web.Response(
             status=reply.status,
             body=reply.body,
@@ -358,7 +361,7 @@ class FakeServer:
         custom_id: str | None,
     ) -> web.StreamResponse:
         """Promise the whole body, send half of it, close: a connection lost mid-response."""
-        self._log(request, wire, call, reply.status, "cut", custom_id, reply.body)
+        self._log(request, wire, call, reply.status, "cut", custom_id, self._kept(reply))
         resp = web.StreamResponse(status=reply.status, headers=reply.headers)
         resp.content_type = reply.content_type
         resp.content_length = len(reply.body)
@@ -385,6 +388,9 @@ class FakeServer:
         except asyncio.CancelledError:
             self._log(request, wire, call, None, "abandoned", custom_id)
             raise
+
+    def _kept(self, reply: Reply) -> bytes | None:
+        return reply.body if self.record_bodies else None
 
     def _log(
         self,

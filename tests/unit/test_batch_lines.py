@@ -9,6 +9,7 @@ import orjson
 import pytest
 
 from schemas.batch_lines import LineError, parse_line
+from schemas.job import Job
 from tests.conftest import openai_line
 
 IMAGE = (
@@ -288,3 +289,33 @@ def test_bad_lines_name_the_line_and_the_field(
     assert err.field == field
     assert fragment in str(err)
     assert str(err).startswith("line 42: ")
+
+
+def test_requests_queued_by_earlier_versions_still_validate() -> None:
+    # Given a job envelope's request as an earlier version wrote it (flat chat fields)
+    old = {
+        "custom_id": "old-1",
+        "messages": [{"role": "user", "content": "hi"}],
+        "model": "m",
+        "max_tokens": 5,
+        "metadata": {"k": "v"},
+        "tier": "basic",
+        "params": {"seed": 3},
+    }
+    job = Job.model_validate(
+        {
+            "batch_id": "b",
+            "key": "old-1",
+            "request": old,
+            "route": [{"endpoint": "e"}],
+            "enqueued_at": 1.0,
+        }
+    )
+    # then it is the same chat request in today's shape (metadata was never sent upstream)
+    assert (job.request.kind, job.request.tier) == ("chat", "basic")
+    assert job.request.body == {
+        "model": "m",
+        "max_tokens": 5,
+        "messages": [{"role": "user", "content": "hi"}],
+        "seed": 3,
+    }
