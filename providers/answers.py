@@ -70,9 +70,11 @@ def forced_tool_calls(body: dict[str, Any]) -> list[dict[str, Any]] | None:
     """The calls a fake model makes when a chat body forces a tool (`tool_choice` "required"
     or a named function): the named or first function, with arguments for its required
     properties."""
-    tools = [t for t in body.get("tools") or () if isinstance(t, dict) and "function" in t]
     choice = body.get("tool_choice")
-    if not tools or choice in (None, "auto", "none"):
+    if choice is None or choice in ("auto", "none"):
+        return None
+    tools = [t for t in body.get("tools") or () if isinstance(t, dict) and "function" in t]
+    if not tools:
         return None
     fn = tools[0]["function"]
     if isinstance(choice, dict):

@@ -159,8 +159,9 @@ class MockConfig(ProviderConfig):
 class MockProvider(Provider):
     """Scripted replies and faults with configurable latency; the default endpoint of an install.
 
-    Answers every endpoint kind in its vendor's format (`providers.answers`): chat with a
-    tool call when the body forces one, vectors for embeddings, and so on.
+    Answers every endpoint kind: chat and Messages answers as their fields (text, or a tool
+    call when the body forces one), the other kinds with their vendor's body
+    (`providers.answers`): vectors for embeddings, a `response` object, and so on.
     """
 
     name = "mock"
@@ -225,36 +226,21 @@ class MockProvider(Provider):
         )
         calls = answers.forced_tool_calls(body) if kind == "chat" else None
         finish = "tool_calls" if calls else "stop"
-        if kind == "chat":
-            answer = answers.chat_completion(
-                model,
-                None if calls else text,
-                prompt_tokens=usage.input_tokens,
-                completion_tokens=usage.output_tokens,
-                finish_reason=finish,
-                tool_calls=calls,
-                answer_id=request_id,
-            )
-        elif kind == "messages":
-            blocks = answers.forced_tool_use(body) or [{"type": "text", "text": text}]
-            stop = "tool_use" if blocks[0]["type"] == "tool_use" else "end_turn"
-            answer = answers.anthropic_message(
-                model,
-                blocks,
-                stop_reason=stop,
-                input_tokens=usage.input_tokens,
-                output_tokens=usage.output_tokens,
-            )
-            if stop == "tool_use":
+        # A chat or Messages answer's body would hold nothing its fields do not: output lines
+        # build it from them (schemas.batch_output), so the mock keeps none and stays cheap.
+        answer: dict[str, Any] | None = None
+        if kind == "messages":
+            blocks = answers.forced_tool_use(body)
+            if blocks:
                 finish, calls = "tool_calls", _tool_calls(blocks)
-        elif kind == "responses":
+        if kind == "responses":
             answer = answers.response_object(
                 model,
                 text,
                 input_tokens=usage.input_tokens,
                 output_tokens=usage.output_tokens,
             )
-        else:
+        elif kind == "completions":
             answer = answers.text_completion(
                 model,
                 text,

@@ -139,11 +139,11 @@ def input_tokens(request: LLMRequest) -> int:
     body, kind = request.body, request.kind
     if kind in ("chat", "messages"):
         total = 0
-        for msg in _messages(body):
-            content = msg.get("content")
+        for msg in body.get("messages") or ():
+            content = msg.get("content") if type(msg) is dict else None
             # Plain text turns are nearly every request: keep them one step.
             if type(content) is str and "tool_calls" not in msg:
-                total += max(1, (len(content) + 3) // 4)
+                total += (len(content) + 3) // 4 or 1
             else:
                 total += _message_tokens(msg)
         system = body.get("system")

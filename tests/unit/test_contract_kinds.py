@@ -135,9 +135,10 @@ async def test_the_mock_answers_every_kind_in_its_format() -> None:
     assert completion.body is not None and completion.body["choices"][0]["text"] == "pong"
     moderation = await provider.generate(request("moderations", {"input": ["ok"]}), "m")
     assert moderation.body is not None and moderation.body["results"][0]["flagged"] is False
+    # Chat and Messages answers are their fields: output lines build the body from them.
     messages = request("messages", {"messages": [{"role": "user", "content": "hey"}]})
     message = await provider.generate(messages, "claude")
-    assert message.body is not None and message.body["content"] == [{"type": "text", "text": "hey"}]
+    assert (message.text, message.body) == ("hey", None)
 
 
 async def test_the_mock_calls_a_forced_tool() -> None:
@@ -160,6 +161,12 @@ async def test_the_mock_calls_a_forced_tool() -> None:
     forced = await mock().generate(request("chat", {**body, "tool_choice": "required"}), "m")
     [call] = forced.tool_calls or []
     assert call["function"] == {"name": "add", "arguments": '{"a":1}'}
-    assert forced.finish_reason == "tool_calls"
-    assert forced.body is not None
-    assert forced.body["choices"][0]["message"]["tool_calls"] == [call]
+    assert forced.finish_reason == "tool_calls" and forced.text == ""
+    anthropic = {
+        "messages": [{"role": "user", "content": "1+1"}],
+        "tools": [{"name": "add", "input_schema": tools[0]["function"]["parameters"]}],
+        "tool_choice": {"type": "any"},
+    }
+    claude = await mock().generate(request("messages", anthropic), "m")
+    [call] = claude.tool_calls or []
+    assert call["function"] == {"name": "add", "arguments": '{"a":1}'}
