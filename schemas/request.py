@@ -138,6 +138,13 @@ class LLMRequest(BaseModel):
             return fmt
         return None
 
+    def with_body(self, **fields: Any) -> LLMRequest:
+        """A copy whose body has `fields` set (a field given as None is removed)."""
+        body = {**self.body, **{k: v for k, v in fields.items() if v is not None}}
+        for name in [k for k, v in fields.items() if v is None]:
+            body.pop(name, None)
+        return self.model_copy(update={"body": body})
+
     def with_messages(self, messages: Iterable[Message | Mapping[str, Any]]) -> LLMRequest:
         """A copy whose conversation is `messages` (a follow-up round of the same request)."""
         turns = [_turn(m) for m in messages]

@@ -40,7 +40,7 @@ def review(job: Job, result: LLMResult) -> Review:
         answer,
         data,
         finish_reason=result.finish_reason,
-        max_tokens=request.max_tokens,
+        max_tokens=_budget(request),
         output_tokens=result.usage.output_tokens,
     )
     errors = checked.errors
@@ -50,12 +50,12 @@ def review(job: Job, result: LLMResult) -> Review:
     data.history.append(verdict)
     if errors and task.round < task.max_rounds:
         plan = plan_next_round(
-            [(m.role, m.content) for m in request.messages],
+            [(m.role, m.text) for m in request.messages],
             answer,
             checked,
             data,
-            temperature=request.temperature,
-            max_tokens=request.max_tokens,
+            temperature=request.body.get("temperature"),
+            max_tokens=_budget(request),
             output_tokens=result.usage.output_tokens,
             endpoints=len(job.route),
         )
@@ -84,5 +84,12 @@ def review(job: Job, result: LLMResult) -> Review:
 def next_request(request: LLMRequest, plan: NextRound) -> LLMRequest:
     """The planned round as a request: same custom_id, options and format, new turns."""
     messages = [Message(role=role, content=content) for role, content in plan.turns]  # type: ignore[arg-type]
-    update = {"messages": messages, "temperature": plan.temperature, "max_tokens": plan.max_tokens}
-    return request.model_copy(update=update)
+    follow_up = request.with_messages(messages)
+    return follow_up.with_body(temperature=plan.temperature, max_tokens=plan.max_tokens)
+
+
+def _budget(request: LLMRequest) -> int | None:
+    """The output limit the request's body sets, in either spelling."""
+    body = request.body
+    limit = body.get("max_completion_tokens") or body.get("max_tokens")
+    return limit if isinstance(limit, int) else None

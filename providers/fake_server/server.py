@@ -90,7 +90,6 @@ class FakeServer:
         record_bodies: bool = False,
         responder: Responder | None = None,
         embedding_dimensions: int = 16,
-        record_bodies: bool = True,
     ) -> None:
         self.port = port
         self.faults = FaultPlan(
@@ -110,7 +109,8 @@ class FakeServer:
         self.api_key = api_key
         #: Models that exist; None accepts any name.
         self.models = models
-        #: Keep each request's parsed body in its log record (tests assert wire bodies).
+        #: Keep each request's parsed body and the reply in its log record (tests assert the
+        #: wire); off by default so long load runs keep a small log.
         self.record_bodies = record_bodies
         #: Answers successful chat requests that no scripted fault gave a text to.
         self.responder = responder
@@ -122,8 +122,6 @@ class FakeServer:
         self._logged = asyncio.Event()
         self._access_log = access_log
         self.embedding_dimensions = embedding_dimensions
-        #: Keep each request's body and the reply in its log record (tests assert the wire).
-        self.record_bodies = record_bodies
         self._runner: web.AppRunner | None = None
 
     @property
@@ -415,7 +413,7 @@ class FakeServer:
             kind,
             arrived,
             request.get(BODY),
-            reply if self.record_bodies else None,
+            reply,
         )
         self.requests.append(record)
         self.requests_seen += 1

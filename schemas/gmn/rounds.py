@@ -232,8 +232,8 @@ def first_round(
         context_tokens=context_tokens,
         prompt_chars=len(spec.prompt),
     )
-    return request.model_copy(update={"max_tokens": budget}), data
+    return request.with_body(max_tokens=budget), data
 
 
 def _turns(request: LLMRequest) -> list[Turn]:
-    return [(m.role, m.content) for m in request.messages]
+    return [(m.role, m.text) for m in request.messages]

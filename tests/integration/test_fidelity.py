@@ -151,7 +151,7 @@ def test_batchyard_run_sends_every_body_as_written_and_keeps_every_answer(
     tmp_path: Path, fake_server: Callable[..., Any]
 ) -> None:
     # Given the file, one line pinning its model through the batchyard `route` extension,
-    server = fake_server()
+    server = fake_server(record_bodies=True)
     rows = acceptance_file()
     rows[0]["body"]["route"] = [{"endpoint": "oa", "model": "o3-pinned"}]
     written = copy.deepcopy(rows)
@@ -189,7 +189,7 @@ def test_a_route_across_vendors_translates_both_ways_and_skips_what_anthropic_ca
     tmp_path: Path, redis_url: str, fake_server: Callable[..., Any], run_workers: Any
 ) -> None:
     # Given a route that tries Anthropic first, then OpenAI,
-    server = fake_server()
+    server = fake_server(record_bodies=True)
     run_workers(
         {
             "endpoints": {
@@ -278,7 +278,7 @@ def test_the_gateway_takes_every_endpoint_and_one_endpoint_per_batch(
     write_config: Callable[[dict[str, object]], Path],
     gateway_proc: Callable[..., GatewayProcess],
 ) -> None:
-    server = fake_server()
+    server = fake_server(record_bodies=True)
     config = write_config(
         {"endpoints": {"oa": {"provider": "openai", "base_url": server.openai_url}}}
     )

@@ -18,6 +18,13 @@ from schemas.config import EndpointConfig
 from schemas.request import EndpointKind, LLMRequest
 
 
+@pytest.fixture
+def server(server: FakeServer) -> FakeServer:
+    """The shared fake server, keeping bodies and replies: these tests assert the wire."""
+    server.record_bodies = True
+    return server
+
+
 def openai(server: FakeServer, session: aiohttp.ClientSession) -> OpenAIProvider:
     url = server.openai_url
     settings = EndpointConfig.model_validate({"provider": "openai", "base_url": url})

@@ -89,7 +89,12 @@ def test_a_round_repeating_the_previous_codes_switches_strategy() -> None:
         assert job is not None and job.task is not None
         data = job.task.data
         seen.append(
-            (data["strategy"], roles(job.request), job.request.temperature, job.current.endpoint)
+            (
+                data["strategy"],
+                roles(job.request),
+                job.request.body.get("temperature"),
+                job.current.endpoint,
+            )
         )
     # then round 2 refines it; once round 2 repeats round 1's codes the strategy changes:
     # a fresh attempt without the failed answer, then a hotter one, then the other endpoint.
@@ -153,9 +158,12 @@ def test_a_truncated_reply_gets_truncation_feedback_and_more_room_not_gmn010() -
     assert "Your previous answer was cut off at the answer limit of 400 tokens" in note
     assert "GMN010" not in note
     # with a larger budget that still fits the context.
-    assert nxt.request.max_tokens is not None and 400 < nxt.request.max_tokens <= 800
+    assert (
+        nxt.request.body.get("max_tokens") is not None
+        and 400 < nxt.request.body.get("max_tokens") <= 800
+    )
     turns = [(m.role, m.content) for m in nxt.request.messages]
-    assert prompt_tokens(turns) + nxt.request.max_tokens <= 2048
+    assert prompt_tokens(turns) + nxt.request.body.get("max_tokens") <= 2048
     # A last round that is cut off ends as GMN080 too.
     _, result = step(start(max_rounds=1), answer(cut, finish_reason="length"))
     assert result is not None and [e["code"] for e in result.extra["gmn"]["errors"]] == ["GMN080"]
@@ -163,7 +171,7 @@ def test_a_truncated_reply_gets_truncation_feedback_and_more_room_not_gmn010() -
 
 def test_without_a_known_context_the_budget_is_not_raised() -> None:
     nxt, _ = step(start(max_tokens=400), answer('{"nodes": [', finish_reason="length"))
-    assert nxt is not None and nxt.request.max_tokens == 400
+    assert nxt is not None and nxt.request.body.get("max_tokens") == 400
 
 
 def test_the_first_round_fits_a_small_context() -> None:
@@ -171,17 +179,20 @@ def test_the_first_round_fits_a_small_context() -> None:
     # 1,536 answer tokens do not fit next to the rules and example in 2,048: fewer do.
     request, data = first_round(spec, max_tokens=1536, context_tokens=2048)
     turns = [(m.role, m.content) for m in request.messages]
-    assert request.max_tokens is not None and request.max_tokens < 1536
-    assert prompt_tokens(turns) + request.max_tokens <= 2048
+    assert request.body.get("max_tokens") is not None and request.body.get("max_tokens") < 1536
+    assert prompt_tokens(turns) + request.body.get("max_tokens") <= 2048
     assert data.examples == ["explorer"] and data.context_tokens == 2048
     # In a context too small for the example too, the example goes.
     tight, tight_data = first_round(spec, max_tokens=600, context_tokens=1300)
     assert EXPLORER not in tight.messages[0].content and tight_data.examples == []
-    assert tight.max_tokens is not None
-    assert prompt_tokens([(m.role, m.content) for m in tight.messages]) + tight.max_tokens <= 1300
+    assert tight.body.get("max_tokens") is not None
+    assert (
+        prompt_tokens([(m.role, m.content) for m in tight.messages]) + tight.body.get("max_tokens")
+        <= 1300
+    )
     # Without a context nothing changes.
     free, _ = first_round(spec, max_tokens=1536)
-    assert free.max_tokens == 1536
+    assert free.body.get("max_tokens") == 1536
 
 
 def test_refine_rounds_trim_the_error_list_first_then_the_earlier_answer() -> None:
@@ -219,9 +230,9 @@ def test_the_reviewer_keeps_refine_rounds_inside_a_2048_token_context() -> None:
         doc["nodes"].append({"id": f"extra_{i}", "type": "policy"})
     nxt, _ = step(job, answer(orjson.dumps(doc).decode()))
     # then the refine round lists fewer errors (the answer itself is long) and still fits.
-    assert nxt is not None and nxt.request.max_tokens is not None
+    assert nxt is not None and nxt.request.body.get("max_tokens") is not None
     turns = [(m.role, m.content) for m in nxt.request.messages]
-    assert prompt_tokens(turns) + nxt.request.max_tokens <= 2048
+    assert prompt_tokens(turns) + nxt.request.body.get("max_tokens") <= 2048
     assert roles(nxt.request) == ["system", "user"], "the long answer was left out"
     assert "left out here to save room" in turns[-1][1] and "- GMN054: every node" in turns[-1][1]
 

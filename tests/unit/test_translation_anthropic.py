@@ -9,6 +9,7 @@ from typing import Any
 
 import aiohttp
 import orjson
+import pytest
 
 from providers.anthropic import AnthropicProvider
 from providers.fake_server import FakeServer, Fault
@@ -32,6 +33,13 @@ TOOLS = [
         "function": {"name": "get_weather", "description": "Weather", "parameters": WEATHER},
     }
 ]
+
+
+@pytest.fixture
+def server(server: FakeServer) -> FakeServer:
+    """The shared fake server, keeping bodies and replies: these tests assert the wire."""
+    server.record_bodies = True
+    return server
 
 
 def claude(server: FakeServer, session: aiohttp.ClientSession) -> AnthropicProvider:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import aiohttp
 import orjson
+import pytest
 
 from providers.fake_server import FakeServer, Fault
 from providers.ollama import OllamaProvider
@@ -13,6 +14,13 @@ from schemas.request import LLMRequest
 PNG = "iVBORw0KGgoAAAANSUhEUg=="
 SCHEMA = {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}
 TOOLS = [{"type": "function", "function": {"name": "get_weather", "parameters": SCHEMA}}]
+
+
+@pytest.fixture
+def server(server: FakeServer) -> FakeServer:
+    """The shared fake server, keeping bodies and replies: these tests assert the wire."""
+    server.record_bodies = True
+    return server
 
 
 def ollama(server: FakeServer, session: aiohttp.ClientSession | None) -> OllamaProvider:
