@@ -5,6 +5,7 @@ bearer key); a read-only key sees everything but the buttons."""
 from __future__ import annotations
 
 from collections.abc import Hashable
+from dataclasses import asdict
 from typing import Any
 
 from aiohttp import web
@@ -15,6 +16,7 @@ from producers.gateway.batches import cancel, owned_page, page_limit, retry_fail
 from producers.gateway.errors import ApiError
 from producers.gateway.events import interval_s, stream
 from producers.gateway.insights import batch_detail, batch_summary, provider_stats
+from producers.gateway.page_data import BatchDetail, BatchSummary, dumps
 from producers.gateway.state import gateway
 from producers.gateway.views import BatchState
 
@@ -34,9 +36,15 @@ _SECURITY_HEADERS = {
 }
 
 
-def _csrf(request: web.Request) -> str:
+def viewer(request: web.Request) -> pages.Viewer:
+    """The caller as the page header shows them, with their session's CSRF token."""
     session = request.get(SESSION)
-    return session.csrf if session is not None else ""
+    return pages.Viewer.of(principal(request), session.csrf if session is not None else "")
+
+
+def json_response(data: object) -> web.Response:
+    """The dashboard's JSON: its typed records, serialised as they are."""
+    return web.json_response(data, dumps=dumps)
 
 
 def html_response(body: str, status: int = 200) -> web.Response:
@@ -50,21 +58,21 @@ def html_response(body: str, status: int = 200) -> web.Response:
 
 
 def _page_error(request: web.Request, error: ApiError) -> web.Response:
-    key = principal(request)
-    return html_response(
-        pages.error_page(error.status, error.message, key, _csrf(request)), error.status
-    )
+    page = pages.ErrorPage(viewer=viewer(request), status=error.status, message=error.message)
+    return html_response(pages.render(page), error.status)
 
 
-async def _summaries(request: web.Request, after: str | None) -> tuple[list[Any], str | None]:
+async def _summaries(
+    request: web.Request, after: str | None
+) -> tuple[list[BatchSummary], str | None]:
     """The caller's newest batches as list rows, and the id to continue after."""
     gw = gateway(request)
     states, has_more = await owned_page(request, after, page_limit(request, "25"))
     rows = [batch_summary(s) for s in states]
     for state, row in zip(states, rows, strict=True):
-        if state.core and not row["finished"]:
-            await gw.timeline.record(state.id, row["started_at"], row["done"])
-    return rows, (rows[-1]["id"] if has_more and rows else None)
+        if state.core and not row.finished:
+            await gw.timeline.record(state.id, row.started_at, row.done)
+    return rows, (rows[-1].id if has_more and rows else None)
 
 
 @routes.get("/")
@@ -75,22 +83,23 @@ async def batches_page(request: web.Request) -> web.Response:
         rows, next_after = await _summaries(request, after)
     except ApiError as exc:
         return _page_error(request, exc)
-    body = pages.batches_page(rows, next_after, after, principal(request), _csrf(request))
-    return html_response(body)
+    pager = pages.Pager.after("/", after, next_after, older="Older batches →")
+    page = pages.BatchesPage(viewer=viewer(request), rows=rows, after=after, pager=pager)
+    return html_response(pages.render(page))
 
 
 async def _owned(request: web.Request) -> BatchState:
     return await gateway(request).owned_batch(request, request.match_info["batch_id"], "batch")
 
 
-def _fragments(detail: dict[str, Any]) -> dict[str, str]:
+def _fragments(detail: BatchDetail) -> dict[str, str]:
     """Pre-rendered pieces the script swaps in, so it formats nothing itself."""
     return {
-        "causes": "".join(map(pages.cause_row, detail["causes"])),
-        "failures": "".join(map(pages.failure_row, detail["failures"])),
-        "rate": pages.fmt_rate(detail["rate_per_s"]),
-        "eta": pages.fmt_eta(detail["eta_s"]),
-        "cost": pages.fmt_cost(detail["cost_usd"]),
+        "causes": pages.cause_rows(detail.causes),
+        "failures": pages.failure_rows(detail.failures),
+        "rate": pages.fmt_rate(detail.rate_per_s),
+        "eta": pages.fmt_eta(detail.eta_s),
+        "cost": pages.fmt_cost(detail.cost_usd),
     }
 
 
@@ -105,8 +114,8 @@ async def batch_page(request: web.Request) -> web.Response:
     notice = None
     if "retried" in request.query:
         notice = f"{request.query['retried']} failed request(s) queued again."
-    body = pages.batch_page(detail, principal(request), _csrf(request), notice)
-    return html_response(body)
+    page = pages.BatchPage(viewer=viewer(request), batch=detail, notice=notice)
+    return html_response(pages.render(page))
 
 
 @routes.post("/batches/{batch_id}/cancel")
@@ -135,27 +144,28 @@ async def retry_action(request: web.Request) -> web.Response:
 async def providers_page(request: web.Request) -> web.Response:
     """Every endpoint's limits and health."""
     stats = await provider_stats(gateway(request))
-    return html_response(pages.providers_page(stats, principal(request), _csrf(request)))
+    page = pages.ProvidersPage(viewer=viewer(request), endpoints=stats)
+    return html_response(pages.render(page))
 
 
 @routes.get("/ui/api/batches")
 async def batches_json(request: web.Request) -> web.Response:
     """The list page's data."""
     rows, next_after = await _summaries(request, request.query.get("after") or None)
-    return web.json_response({"data": rows, "next_after": next_after})
+    return json_response({"data": rows, "next_after": next_after})
 
 
 @routes.get("/ui/api/batches/{batch_id}")
 async def batch_json(request: web.Request) -> web.Response:
     """The batch page's data, with its tables pre-rendered."""
     detail = await batch_detail(gateway(request), await _owned(request))
-    return web.json_response({**detail, "html": _fragments(detail)})
+    return json_response({**asdict(detail), "html": _fragments(detail)})
 
 
 @routes.get("/ui/api/providers")
 async def providers_json(request: web.Request) -> web.Response:
     """The providers page's data."""
-    return web.json_response({"data": await provider_stats(gateway(request))})
+    return json_response({"data": await provider_stats(gateway(request))})
 
 
 @routes.get("/ui/events/batches")
@@ -167,10 +177,8 @@ async def batches_events(request: web.Request) -> web.StreamResponse:
 
     async def poll() -> tuple[str, Any, Hashable]:
         rows, next_after = await _summaries(request, after)
-        html = "\n".join(pages.batch_row(r) for r in rows)
-        snapshot = tuple(
-            (r["id"], r["status"], *r["request_counts"].values(), r["cost_usd"]) for r in rows
-        )
+        html = pages.batch_rows(rows)
+        snapshot = tuple((r.id, r.status, r.request_counts, r.cost_usd) for r in rows)
         return "batches", {"data": rows, "next_after": next_after, "html": html}, snapshot
 
     return await stream(request, every_s, poll)
@@ -184,7 +192,7 @@ async def providers_events(request: web.Request) -> web.StreamResponse:
 
     async def poll() -> tuple[str, Any, Hashable]:
         stats = await provider_stats(gw)
-        html = "\n".join(pages.provider_row(p) for p in stats)
+        html = pages.provider_rows(stats)
         return "providers", {"data": stats, "html": html}, html
 
     return await stream(request, every_s, poll)

@@ -1,12 +1,28 @@
 """What the dashboard shows, computed from the records workers keep: a batch's pace, cost,
-error causes and failed requests with their hops, and each endpoint's limits and health."""
+error causes and failed requests with their hops, and each endpoint's limits and health
+(as the typed records of `page_data`)."""
 
 from __future__ import annotations
 
 import math
 import time
-from typing import Any
 
+from producers.gateway.page_data import (
+    BatchDetail,
+    BatchSummary,
+    Breaker,
+    Calls,
+    Cause,
+    Counts,
+    EndpointLimits,
+    EndpointStats,
+    EndpointUsage,
+    Failure,
+    Hop,
+    Latency,
+    LineProblem,
+    Sample,
+)
 from producers.gateway.state import Gateway
 from producers.gateway.views import FINISHED, BatchState, text
 from producers.progress import pace
@@ -22,41 +38,39 @@ MAX_SCANNED = 1000
 MAX_LISTED = 50
 
 
-def batch_summary(state: BatchState, now: float | None = None) -> dict[str, Any]:
+def batch_summary(state: BatchState, now: float | None = None) -> BatchSummary:
     """One batch as the dashboard lists it: the API's status and counts, plus pace and cost."""
     now = time.time() if now is None else now
     obj = state.to_openai()
-    counts = obj["request_counts"]
-    done = counts["completed"] + counts["failed"]
-    rate_per_s, eta_s, cost_usd, started_at = 0.0, None, 0.0, obj["created_at"]
+    counts = Counts(**obj["request_counts"])
+    done = counts.completed + counts.failed
+    rate_per_s, eta_s, cost_usd, started_at = 0.0, None, 0.0, float(obj["created_at"])
     if state.core:
         batch = parse_record(state.id, state.core)
         progress = pace(batch, now)
         rate_per_s, eta_s, cost_usd = progress.rate_per_s, progress.eta_s, batch.cost_usd
         started_at = batch.created_at
     finished = obj["status"] in FINISHED
-    return {
-        "id": state.id,
-        "status": obj["status"],
-        "finished": finished,
-        "request_counts": counts,
-        "done": done,
-        "percent": 100.0
-        if finished
-        else (100.0 * done / counts["total"] if counts["total"] else 0),
-        "rate_per_s": rate_per_s,
-        "eta_s": None if finished else eta_s,
-        "cost_usd": cost_usd,
-        "created_at": obj["created_at"],
-        "started_at": started_at,
-        "finished_at": float(state.core["finished_at"]) if state.core.get("finished_at") else None,
-        "priority": state.gw.get("priority", "normal"),
-        "metadata": obj["metadata"],
-        "errors": (obj["errors"] or {}).get("data", []),
-    }
+    return BatchSummary(
+        id=state.id,
+        status=obj["status"],
+        finished=finished,
+        request_counts=counts,
+        done=done,
+        percent=100.0 if finished else (100.0 * done / counts.total if counts.total else 0.0),
+        rate_per_s=rate_per_s,
+        eta_s=None if finished else eta_s,
+        cost_usd=cost_usd,
+        created_at=obj["created_at"],
+        started_at=started_at,
+        finished_at=float(state.core["finished_at"]) if state.core.get("finished_at") else None,
+        priority=state.gw.get("priority", "normal"),
+        metadata=obj["metadata"],
+        errors=tuple(map(LineProblem.parse, (obj["errors"] or {}).get("data", []))),
+    )
 
 
-async def batch_detail(gw: Gateway, state: BatchState) -> dict[str, Any]:
+async def batch_detail(gw: Gateway, state: BatchState) -> BatchDetail:
     """The batch page: the summary, error causes, failed requests and progress samples."""
     summary = batch_summary(state)
     dead: dict[str, DeadLetter] = {}
@@ -72,23 +86,21 @@ async def batch_detail(gw: Gateway, state: BatchState) -> dict[str, Any]:
         causes["cancelled"] = causes.get("cancelled", 0) + cancelled
     listed = sorted(dead)[:MAX_LISTED]
     timeline = await gw.timeline.read(state.id)
-    return {
-        **summary,
-        "causes": sorted(
-            ({"code": c, "count": n} for c, n in causes.items()), key=lambda c: -c["count"]
-        ),
-        "causes_partial": len(dead) >= MAX_SCANNED,
-        "failures": await _failures(gw, state.id, [(k, dead[k]) for k in listed]),
-        "timeline": _series(summary, timeline),
-    }
+    return BatchDetail.of(
+        summary,
+        causes=tuple(sorted((Cause(c, n) for c, n in causes.items()), key=lambda c: -c.count)),
+        causes_partial=len(dead) >= MAX_SCANNED,
+        failures=await _failures(gw, state.id, [(k, dead[k]) for k in listed]),
+        timeline=_series(summary, timeline),
+    )
 
 
 async def _failures(
     gw: Gateway, batch_id: str, letters: list[tuple[str, DeadLetter]]
-) -> list[dict[str, Any]]:
+) -> tuple[Failure, ...]:
     """Failed requests with the hops they went through (from their stored result)."""
     if not letters:
-        return []
+        return ()
     raw = await gw.redis.hmget(gw.keys.done(batch_id), [k for k, _ in letters])
     ids = [text(sid) if sid else "" for sid in raw]
     stored = [sid for sid in ids if sid]
@@ -100,31 +112,34 @@ async def _failures(
     for (key, letter), sid in zip(letters, ids, strict=True):
         read = found.get(sid)
         result = entry(*read[0])[2] if read else None
-        hops = [a.model_dump() for a in result.attempts] if result else []
+        hops = tuple(
+            Hop(a.endpoint, a.model, a.error, a.latency_ms)
+            for a in (result.attempts if result else [])
+        )
         if not hops:  # no result to read: the route it was sent along
-            hops = [{"endpoint": h.endpoint, "model": h.model, "error": None} for h in letter.route]
+            hops = tuple(Hop(h.endpoint, h.model, None) for h in letter.route)
         error = result.error if result else None
         rows.append(
-            {
-                "key": key,
-                "kind": letter.request.kind,
-                "status": letter.status,
-                "code": letter.code,
-                "message": error.message if error else "",
-                "hops": hops,
-            }
+            Failure(
+                key=key,
+                kind=letter.request.kind,
+                status=letter.status,
+                code=letter.code,
+                message=error.message if error else "",
+                hops=hops,
+            )
         )
-    return rows
+    return tuple(rows)
 
 
-def _series(summary: dict[str, Any], samples: list[tuple[float, int]]) -> list[list[float]]:
+def _series(summary: BatchSummary, samples: list[tuple[float, int]]) -> tuple[Sample, ...]:
     """Cumulative (epoch s, done) points from the start to now (or the end)."""
-    start = float(summary["started_at"])
-    end = summary["finished_at"] or time.time()
-    points = [[start, 0.0]]
-    points += [[t, float(d)] for t, d in samples if start < t < end]
-    points.append([end, float(summary["done"])])
-    return points
+    start = summary.started_at
+    end = summary.finished_at or time.time()
+    points: list[Sample] = [(start, 0.0)]
+    points += [(t, float(d)) for t, d in samples if start < t < end]
+    points.append((end, float(summary.done)))
+    return tuple(points)
 
 
 def _bucket_fill(tat_ms: float, limit: int, now_ms: float) -> float:
@@ -141,7 +156,7 @@ def _limit(configured: int | None, learned: bytes | None) -> int | None:
     return configured
 
 
-async def provider_stats(gw: Gateway) -> list[dict[str, Any]]:
+async def provider_stats(gw: Gateway) -> list[EndpointStats]:
     """Each configured endpoint: limits, current use, latency, success rate, breaker."""
     names = list(gw.app_config.endpoints)
     now = time.time()
@@ -164,27 +179,26 @@ async def provider_stats(gw: Gateway) -> list[dict[str, Any]]:
         tat_r, tat_t = (float(v) if v else 0.0 for v in bucket[:2])
         paused_until = float(pause) / 1000 if pause else None
         out.append(
-            {
-                "endpoint": name,
-                "provider": ep.provider,
-                "models": sorted({m for m in (ep.model, *ep.models.values()) if m}),
-                "limits": {"rpm": rpm, "tpm": tpm, "max_concurrency": ep.max_concurrency},
-                "usage": {
-                    "rpm": round(calls * 60 / ep.breaker.window_s, 1),
-                    "tpm": round(snap.tokens_window * 60 / ep.breaker.window_s, 1),
-                    "rpm_fill": _bucket_fill(tat_r, rpm, now * 1000) if rpm else None,
-                    "tpm_fill": _bucket_fill(tat_t, tpm, now * 1000) if tpm else None,
-                    "in_flight": int(in_flight) if ep.max_concurrency else None,
-                    "paused_until": paused_until if paused_until and paused_until > now else None,
-                },
-                "window_s": ep.breaker.window_s,
-                "latency_ms": {"p50": snap.p50_ms, "p95": snap.p95_ms},
-                "success_rate": snap.success_rate,
-                "calls": {"ok": snap.total_ok, "failed": snap.total_fail},
-                "breaker": {
-                    "state": snap.state,
-                    "open_until": snap.open_until if snap.state == "open" else None,
-                },
-            }
+            EndpointStats(
+                endpoint=name,
+                provider=ep.provider,
+                models=tuple(sorted({m for m in (ep.model, *ep.models.values()) if m})),
+                limits=EndpointLimits(rpm=rpm, tpm=tpm, max_concurrency=ep.max_concurrency),
+                usage=EndpointUsage(
+                    rpm=round(calls * 60 / ep.breaker.window_s, 1),
+                    tpm=round(snap.tokens_window * 60 / ep.breaker.window_s, 1),
+                    rpm_fill=_bucket_fill(tat_r, rpm, now * 1000) if rpm else None,
+                    tpm_fill=_bucket_fill(tat_t, tpm, now * 1000) if tpm else None,
+                    in_flight=int(in_flight) if ep.max_concurrency else None,
+                    paused_until=paused_until if paused_until and paused_until > now else None,
+                ),
+                window_s=ep.breaker.window_s,
+                latency_ms=Latency(p50=snap.p50_ms, p95=snap.p95_ms),
+                success_rate=snap.success_rate,
+                calls=Calls(ok=snap.total_ok, failed=snap.total_fail),
+                breaker=Breaker(
+                    state=snap.state, open_until=snap.open_until if snap.state == "open" else None
+                ),
+            )
         )
     return out

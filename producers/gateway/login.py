@@ -36,7 +36,7 @@ async def login_form(request: web.Request) -> web.Response:
     session = await gw.sessions.load(session_id) if session_id else None
     if session is not None and gw.ring.named(session.key_name) is not None:
         raise web.HTTPSeeOther(next_path)
-    return html_response(pages.login_page(next_path, None))
+    return html_response(pages.render(pages.LoginPage(next_path=next_path)))
 
 
 @routes.post("/login")
@@ -51,8 +51,8 @@ async def login(request: web.Request) -> web.Response:
     token = form.get("api_key")
     key = gw.ring.identify(token.strip()) if isinstance(token, str) and token.strip() else None
     if key is None:
-        page = pages.login_page(next_path, "Unknown API key.")
-        return html_response(page, status=401)
+        page = pages.LoginPage(next_path=next_path, error="Unknown API key.")
+        return html_response(pages.render(page), status=401)
     session_id, _ = await gw.sessions.create(key.name)
     response = web.HTTPSeeOther(next_path)
     gw.sessions.set_cookie(request, response, session_id)

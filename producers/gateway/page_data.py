@@ -1,0 +1,199 @@
+"""What the dashboard shows, as typed records: `insights` builds them from Redis, the page
+templates read their attributes, and the dashboard's JSON API (`/ui/api/...`, its event
+streams) serialises them as they are, so the pages, the script and mypy see one shape."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+from typing import Any
+
+import orjson
+
+
+def dumps(value: object) -> str:
+    """JSON of records (orjson serialises dataclasses natively)."""
+    return orjson.dumps(value).decode()
+
+
+@dataclass(frozen=True, slots=True)
+class Counts:
+    """The API's `request_counts`."""
+
+    total: int
+    completed: int
+    failed: int
+
+
+@dataclass(frozen=True, slots=True)
+class LineProblem:
+    """One entry of a failed batch's validation `errors`."""
+
+    code: str
+    message: str
+    param: str | None
+    line: int | None
+
+    @classmethod
+    def parse(cls, entry: dict[str, Any]) -> LineProblem:
+        """An entry as the gateway stored it."""
+        line = entry.get("line")
+        return cls(
+            code=str(entry.get("code") or ""),
+            message=str(entry.get("message") or ""),
+            param=entry.get("param"),
+            line=int(line) if line is not None else None,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class BatchSummary:
+    """One batch as the list shows it: the API's status and counts, plus pace and cost."""
+
+    id: str
+    status: str
+    finished: bool
+    request_counts: Counts
+    done: int
+    #: Progress bar position, 0-100.
+    percent: float
+    rate_per_s: float
+    eta_s: float | None
+    cost_usd: float
+    created_at: int
+    started_at: float
+    finished_at: float | None
+    priority: str
+    metadata: dict[str, str]
+    errors: tuple[LineProblem, ...]
+
+    @property
+    def metadata_text(self) -> str:
+        """`k=v, k=v`, sorted by key, for the list's small print."""
+        return ", ".join(f"{k}={v}" for k, v in sorted(self.metadata.items()))
+
+
+@dataclass(frozen=True, slots=True)
+class Cause:
+    """An error code and how many requests of the batch it ended."""
+
+    code: str
+    count: int
+
+
+@dataclass(frozen=True, slots=True)
+class Hop:
+    """One endpoint a request went through, with that hop's error."""
+
+    endpoint: str | None
+    model: str | None
+    error: str | None
+    latency_ms: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Failure:
+    """One failed request of a batch."""
+
+    key: str
+    #: The request's endpoint kind (chat, embeddings...).
+    kind: str
+    status: str
+    code: str
+    message: str
+    hops: tuple[Hop, ...]
+
+
+#: A point of the throughput chart: (epoch s, results done by then).
+Sample = tuple[float, float]
+
+
+@dataclass(frozen=True, slots=True)
+class BatchDetail(BatchSummary):
+    """The batch page: the summary plus error causes, failed requests and progress samples."""
+
+    causes: tuple[Cause, ...]
+    #: True when `causes` counts a sample of the dead letters, not all of them.
+    causes_partial: bool
+    failures: tuple[Failure, ...]
+    timeline: tuple[Sample, ...]
+
+    @classmethod
+    def of(
+        cls,
+        summary: BatchSummary,
+        *,
+        causes: tuple[Cause, ...],
+        causes_partial: bool,
+        failures: tuple[Failure, ...],
+        timeline: tuple[Sample, ...],
+    ) -> BatchDetail:
+        """The summary's fields with the detail's added (the JSON stays one flat object)."""
+        base = {f.name: getattr(summary, f.name) for f in fields(BatchSummary)}
+        return cls(
+            **base,
+            causes=causes,
+            causes_partial=causes_partial,
+            failures=failures,
+            timeline=timeline,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class EndpointLimits:
+    """Configured limits, capped by what the provider announced; None means no limit."""
+
+    rpm: int | None
+    tpm: int | None
+    max_concurrency: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class EndpointUsage:
+    """Current use: calls and tokens of the breaker window scaled to a minute, bucket fill."""
+
+    rpm: float
+    tpm: float
+    rpm_fill: float | None
+    tpm_fill: float | None
+    in_flight: int | None
+    paused_until: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class Latency:
+    """Latency percentiles of the last calls, None without calls."""
+
+    p50: float | None
+    p95: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class Calls:
+    """Calls since the health record began."""
+
+    ok: int
+    failed: int
+
+
+@dataclass(frozen=True, slots=True)
+class Breaker:
+    """The endpoint's circuit breaker."""
+
+    state: str
+    open_until: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class EndpointStats:
+    """One configured endpoint on the providers page."""
+
+    endpoint: str
+    provider: str
+    models: tuple[str, ...]
+    limits: EndpointLimits
+    usage: EndpointUsage
+    window_s: float
+    latency_ms: Latency
+    success_rate: float | None
+    calls: Calls
+    breaker: Breaker
