@@ -75,8 +75,17 @@ def dead_letter(key: str, code: str) -> bytes:
     return orjson.dumps({"status": "errored", "code": code, "request": request, "route": route})
 
 
-def write_failures(redis_url: str, batch_id: str, rows: list[tuple[str, str, bool]]) -> None:
-    """Results as workers write them: (key, error code, succeeded?) with dead letters."""
+def write_failures(
+    redis_url: str,
+    batch_id: str,
+    rows: list[tuple[str, str, bool]],
+    *,
+    message: str | None = None,
+    first_hop: str = "primary",
+) -> None:
+    """Results as workers write them: (key, error code, succeeded?) with dead letters; a
+    failure's message is `message` (default: markup naming its code), its first hop
+    `first_hop`."""
     items = []
     for key, code, ok in rows:
         if ok:
@@ -87,9 +96,9 @@ def write_failures(redis_url: str, batch_id: str, rows: list[tuple[str, str, boo
             custom_id=key,
             batch_id=batch_id,
             status="errored",
-            error=ErrorInfo(code=code, message=f"<b>{code}</b> from upstream"),
+            error=ErrorInfo(code=code, message=message or f"<b>{code}</b> from upstream"),
             attempts=[
-                Attempt(endpoint="primary", model="m", error="timeout", latency_ms=5),
+                Attempt(endpoint=first_hop, model="m", error="timeout", latency_ms=5),
                 Attempt(endpoint="mock", model="m", error=code, latency_ms=7),
             ],
         )
