@@ -175,10 +175,15 @@ async def batches_events(request: web.Request) -> web.StreamResponse:
     every_s = interval_s(request, "1")
     page_limit(request, "25")  # a bad limit is a 400 before the stream starts
 
+    last: Hashable = None
+    html = ""
+
     async def poll() -> tuple[str, Any, Hashable]:
+        nonlocal last, html
         rows, next_after = await _summaries(request, after)
-        html = pages.batch_rows(rows)
         snapshot = tuple((r.id, r.status, r.request_counts, r.cost_usd) for r in rows)
+        if snapshot != last:  # rows are only sent when this changed: render only then
+            last, html = snapshot, pages.batch_rows(rows)
         return "batches", {"data": rows, "next_after": next_after, "html": html}, snapshot
 
     return await stream(request, every_s, poll)

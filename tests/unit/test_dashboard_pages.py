@@ -1,0 +1,148 @@
+"""The dashboard's templates with typed page models, branch by branch, without a gateway:
+buttons by role and status, paging links, empty tables, limits and their absence."""
+
+from __future__ import annotations
+
+import jinja2
+import pytest
+
+from producers.gateway import pages
+from producers.gateway.page_data import (
+    BatchDetail,
+    BatchSummary,
+    Breaker,
+    Calls,
+    Cause,
+    Counts,
+    EndpointLimits,
+    EndpointStats,
+    EndpointUsage,
+    Failure,
+    Hop,
+    Latency,
+    LineProblem,
+)
+
+WRITER = pages.Viewer("svc-a", "tenant-a", "write", "tok-1")
+READER = pages.Viewer("dash-a", "tenant-a", "read", "tok-2")
+
+
+def summary(status: str = "in_progress", failed: int = 1, **extra: object) -> BatchSummary:
+    fields: dict[str, object] = {
+        "id": "batch_1",
+        "status": status,
+        "finished": status in ("completed", "failed", "expired", "cancelled"),
+        "request_counts": Counts(total=2000, completed=999, failed=failed),
+        "done": 999 + failed,
+        "percent": 50.0,
+        "rate_per_s": 12.34,
+        "eta_s": 3725.0,
+        "cost_usd": 0.5,
+        "created_at": 1767225600,
+        "started_at": 1767225600.0,
+        "finished_at": None,
+        "priority": "high",
+        "metadata": {"team": "search"},
+        "errors": (),
+        **extra,
+    }
+    return BatchSummary(**fields)  # type: ignore[arg-type]
+
+
+def detail(status: str = "in_progress", failed: int = 1, **extra: object) -> BatchDetail:
+    return BatchDetail.of(
+        summary(status, failed, **extra),
+        causes=(Cause("rate_limited", 1),) if failed else (),
+        causes_partial=False,
+        failures=(
+            Failure("q1", "chat", "errored", "rate_limited", "slow down", (Hop("a", "m", "x"),)),
+        )
+        if failed
+        else (),
+        timeline=((1767225600.0, 0.0), (1767225700.0, 1000.0)),
+    )
+
+
+def endpoint(name: str, limits: EndpointLimits, in_flight: int | None) -> EndpointStats:
+    return EndpointStats(
+        endpoint=name,
+        provider="openai",
+        models=("gpt-a", "gpt-b"),
+        limits=limits,
+        usage=EndpointUsage(120.0, 5000.0, 0.2, 0.5, in_flight, None),
+        window_s=60.0,
+        latency_ms=Latency(60.0, None),
+        success_rate=None,
+        calls=Calls(10, 2),
+        breaker=Breaker("closed", None),
+    )
+
+
+def test_the_environment_escapes_everything_and_refuses_unknown_names() -> None:
+    assert pages.ENV.from_string("{{ x }}").render(x="<b>'\"") == "&lt;b&gt;&#39;&#34;"
+    with pytest.raises(jinja2.UndefinedError):
+        pages.ENV.from_string("{{ page.nope }}").render(page=pages.LoginPage(next_path="/"))
+
+
+def test_batch_buttons_follow_role_and_status() -> None:
+    running = pages.render(pages.BatchPage(viewer=WRITER, batch=detail(), notice="Done."))
+    assert 'data-action="cancel">' in running and 'data-action="retry" hidden>' in running
+    assert 'value="tok-1"' in running and '<p class="notice" role="status">Done.</p>' in running
+    finished = pages.render(pages.BatchPage(viewer=WRITER, batch=detail("completed")))
+    assert 'data-action="cancel" hidden>' in finished and 'data-action="retry">' in finished
+    clean = pages.render(pages.BatchPage(viewer=WRITER, batch=detail("completed", failed=0)))
+    assert 'data-action="retry" hidden>' in clean
+    read = pages.render(pages.BatchPage(viewer=READER, batch=detail()))
+    assert "data-action" not in read and "read-only" in read and 'data-role="read"' in read
+
+
+def test_batch_page_shows_stats_tables_and_validation_errors() -> None:
+    problems = (LineProblem("empty_file", "no lines", None, None),)
+    html = pages.render(
+        pages.BatchPage(viewer=WRITER, batch=detail("failed", failed=0, errors=problems))
+    )
+    assert (
+        '<dd data-field="eta">1h 02m</dd>' in html and '<dd data-field="rate">12.3/s</dd>' in html
+    )
+    assert '<dd data-field="priority">high</dd>' in html
+    assert '<p class="empty" data-empty-for="data-failures">No failed requests.' in html
+    assert '<td data-label="Line" class="num">\u2013</td>' in html and "no lines" in html
+    assert '<time datetime="2026-01-01T00:00:00Z">2026-01-01 00:00:00 UTC</time>' in html
+    # The script decides "no rows" by an empty fragment.
+    assert pages.cause_rows(()) == "" and pages.failure_rows(()) == ""
+    rows = pages.failure_rows(detail().failures)
+    assert "<li>a (m) <span" in rows and '<td data-label="Kind">chat</td>' in rows
+
+
+def test_batch_list_pages_and_says_when_it_is_empty() -> None:
+    pager = pages.Pager.after("/", "batch_9", "batch_1&x", older="Older batches \u2192")
+    html = pages.render(
+        pages.BatchesPage(viewer=WRITER, rows=[summary()], after="batch_9", pager=pager)
+    )
+    assert 'href="/?after=batch_1%26x"' in html and '<a class="button" href="/">' in html
+    assert '<p class="empty" hidden data-empty>' in html and 'data-after="batch_9"' in html
+    assert '<small class="meta">team=search</small>' in html
+    empty = pages.BatchesPage(viewer=WRITER, rows=[], after=None, pager=pages.Pager())
+    html = pages.render(empty)
+    assert '<p class="empty" data-empty>' in html and 'class="button"' not in html
+    assert 'aria-current="page">Batches' in html
+
+
+def test_providers_show_limits_or_their_absence() -> None:
+    capped = endpoint("capped", EndpointLimits(600, 10_000, 40), 7)
+    free = endpoint("free", EndpointLimits(None, None, None), None)
+    html = pages.provider_rows([capped, free])
+    assert "<span>120 / 600 rpm</span>" in html and "bucket 50%" in html
+    assert '<td data-label="Concurrency" class="num">7 / 40</td>' in html
+    assert "120 rpm \u00b7 no limit" in html and "5,000 tpm \u00b7 no limit" in html
+    assert '<td data-label="Success">\u2013</td>' in html
+    page = pages.render(pages.ProvidersPage(viewer=READER, endpoints=[capped]))
+    assert 'data-page="providers"' in page and 'aria-current="page">Providers' in page
+
+
+def test_pages_without_a_viewer_have_no_header() -> None:
+    html = pages.render(pages.ErrorPage(status=500, message="broken"))
+    assert "<h1>500</h1>" in html and "Log out" not in html
+    assert '<meta name="csrf-token" content="">' in html
+    login = pages.render(pages.LoginPage(next_path="/providers", error="Unknown API key."))
+    assert 'name="next" value="/providers"' in login and 'role="alert">Unknown' in login
