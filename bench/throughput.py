@@ -23,7 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench._common import env, lines, measure, peak_rss_mb, start_worker, write_config
 from producers.client import Client
 from schemas.batch_output import native_line
-from workers.keys import Keys
+from workers.protocol.keys import Keys
 from workers.redis_server import RedisServer
 
 
