@@ -101,6 +101,7 @@ class AnthropicWire(Wire):
                 'parameter, not "system" as an input message role.'
             )
         _check_blocks(body["messages"])
+        _check_thinking(body, max_tokens)
         for i, tool in enumerate(body.get("tools") or ()):
             if "name" not in tool or "input_schema" not in tool:
                 raise BadRequest(f"tools.{i}: name and input_schema are required")
@@ -218,6 +219,41 @@ def _check_blocks(messages: list[Any]) -> None:
             elif kind not in ("text", "document", "thinking", "redacted_thinking"):
                 raise BadRequest(f"{where}.type: unknown content block {kind!r}")
         previous_calls = calls
+
+
+def _check_thinking(body: dict[str, Any], max_tokens: int) -> None:
+    """What the Messages API rejects when extended thinking is on (Anthropic's extended
+    thinking guide, "feature compatibility" and "extended thinking with tool use")."""
+    thinking = body.get("thinking")
+    if not isinstance(thinking, dict) or thinking.get("type") != "enabled":
+        return
+    budget = thinking.get("budget_tokens")
+    if not isinstance(budget, int) or budget < 1024:
+        raise BadRequest(
+            "thinking.enabled.budget_tokens: Input should be greater than or equal to 1024"
+        )
+    if budget >= max_tokens:
+        raise BadRequest("`max_tokens` must be greater than `thinking.budget_tokens`")
+    if body.get("temperature", 1) != 1:
+        raise BadRequest("`temperature` may only be set to 1 when thinking is enabled")
+    if "top_k" in body:
+        raise BadRequest("`top_k` is not supported when thinking is enabled")
+    top_p = body.get("top_p", 1)
+    if isinstance(top_p, int | float) and top_p < 0.95:
+        raise BadRequest("`top_p` must be greater than or equal to 0.95 when thinking is enabled")
+    choice = body.get("tool_choice")
+    if isinstance(choice, dict) and choice.get("type") in ("any", "tool"):
+        raise BadRequest("Thinking may not be enabled when tool_choice forces tool use.")
+    assistant = [m for m in body["messages"] if m.get("role") == "assistant"]
+    content = assistant[-1].get("content") if assistant else None
+    blocks: list[Any] = content if isinstance(content, list) else []
+    uses_tools = any(b.get("type") == "tool_use" for b in blocks)
+    if uses_tools and blocks[0].get("type") not in ("thinking", "redacted_thinking"):
+        raise BadRequest(
+            "Expected `thinking` or `redacted_thinking`, but found "
+            f"`{blocks[0].get('type')}`. When `thinking` is enabled, a final `assistant` "
+            "message must start with a thinking block."
+        )
 
 
 def _scripted_tool_use(fault: Fault) -> list[dict[str, Any]] | None:

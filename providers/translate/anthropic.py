@@ -94,17 +94,34 @@ def to_messages(chat: dict[str, Any], model: str, default_max_tokens: int) -> di
     out["messages"] = turns
     _sampling(chat, out)
     _tools(chat, out)
-    effort = chat.get("reasoning_effort")
-    budget = THINKING_BUDGETS.get(effort) if isinstance(effort, str) else None
-    if budget is not None and budget < out["max_tokens"]:
-        out["thinking"] = {"type": "enabled", "budget_tokens": budget}
     user = chat.get("user") or chat.get("safety_identifier")
     if isinstance(user, str):
         out["metadata"] = {"user_id": user}
     for key in _ANTHROPIC_ONLY:
         if key in chat:
             out[key] = chat[key]
+    effort = chat.get("reasoning_effort")
+    budget = THINKING_BUDGETS.get(effort) if isinstance(effort, str) else None
+    if budget is not None and "thinking" not in out and _can_think(out, budget):
+        out["thinking"] = {"type": "enabled", "budget_tokens": budget}
     return out
+
+
+def _can_think(out: dict[str, Any], budget: int) -> bool:
+    """Whether a Messages body takes extended thinking as it is. `reasoning_effort` is a
+    hint; what the user wrote explicitly wins. Anthropic rejects thinking with a budget not
+    below max_tokens, a temperature other than 1, top_k, top_p under 0.95, a forced tool
+    (tool_choice any/tool), and a final assistant turn with tool_use blocks but no thinking
+    block first — which a chat conversation, having no thinking blocks, can never give."""
+    if budget >= out["max_tokens"] or out.get("temperature", 1) != 1 or "top_k" in out:
+        return False
+    if out.get("top_p", 1) < 0.95:
+        return False
+    if (out.get("tool_choice") or {}).get("type") in ("any", "tool"):
+        return False
+    assistant = [t for t in out["messages"] if t["role"] == "assistant"]
+    content = assistant[-1]["content"] if assistant else None
+    return not (isinstance(content, list) and any(b["type"] == "tool_use" for b in content))
 
 
 def _refuse_shape(chat: dict[str, Any]) -> None:

@@ -12,6 +12,7 @@ import orjson
 import pytest
 
 from providers.anthropic import AnthropicProvider
+from providers.errors import InvalidRequest
 from providers.fake_server import FakeServer, Fault
 from providers.openai import OpenAIProvider
 from schemas.config import EndpointConfig
@@ -189,12 +190,82 @@ async def test_reasoning_effort_becomes_a_thinking_budget_and_thinking_is_not_te
     }
 
 
+THINKING_CONFLICTS: dict[str, dict[str, Any]] = {
+    "forced tool": {"tools": TOOLS, "tool_choice": "required"},
+    "named tool": {
+        "tools": TOOLS,
+        "tool_choice": {"type": "function", "function": {"name": "get_weather"}},
+    },
+    "temperature": {"temperature": 0.2},
+    "top_p": {"top_p": 0.5},
+    "tool loop": {
+        "tools": TOOLS,
+        "messages": [
+            {"role": "user", "content": "Weather in Paris?"},
+            {
+                "role": "assistant",
+                "content": None,
+                "tool_calls": [
+                    {
+                        "id": "call_1",
+                        "type": "function",
+                        "function": {"name": "get_weather", "arguments": '{"city":"Paris"}'},
+                    }
+                ],
+            },
+            {"role": "tool", "tool_call_id": "call_1", "content": "18C"},
+        ],
+    },
+}
+
+
+@pytest.mark.parametrize("conflict", sorted(THINKING_CONFLICTS))
+async def test_reasoning_effort_gives_way_to_what_anthropic_cannot_combine_with_thinking(
+    conflict: str, server: FakeServer, session: aiohttp.ClientSession
+) -> None:
+    # A forced tool, sampling other than the default, or an open tool loop (whose assistant
+    # turn has no thinking block to send back): Anthropic rejects each with thinking on, so
+    # the reasoning_effort hint is left out and the user's explicit fields are kept.
+    body = {
+        "messages": [{"role": "user", "content": "q"}],
+        "max_completion_tokens": 8000,
+        "reasoning_effort": "medium",
+        **THINKING_CONFLICTS[conflict],
+    }
+    answer = await claude(server, session).generate(chat("t-1", body), "claude-x")
+    [sent] = server.bodies("/v1/messages")
+    assert "thinking" not in sent and answer.body is not None
+    # The same body with thinking forced on is what the fake server, like Anthropic, refuses.
+    with pytest.raises(InvalidRequest):
+        params = {**sent, "thinking": {"type": "enabled", "budget_tokens": 4096}}
+        await claude(server, session).generate(
+            LLMRequest(custom_id="t-2", kind="messages", body=params), "claude-x"
+        )
+
+
+async def test_reasoning_effort_thinks_beside_tools_the_model_may_choose(
+    server: FakeServer, session: aiohttp.ClientSession
+) -> None:
+    body = {
+        "messages": [{"role": "user", "content": "Weather in Paris?"}],
+        "tools": TOOLS,
+        "tool_choice": "auto",
+        "temperature": 1,
+        "max_completion_tokens": 8000,
+        "reasoning_effort": "medium",
+    }
+    await claude(server, session).generate(chat("t-3", body), "claude-x")
+    [sent] = server.bodies("/v1/messages")
+    assert sent["thinking"] == {"type": "enabled", "budget_tokens": 4096}
+    assert sent["tool_choice"] == {"type": "auto"}
+
+
 async def test_anthropic_lines_go_as_written_to_anthropic(
     server: FakeServer, session: aiohttp.ClientSession
 ) -> None:
     params = {
         "model": "claude-line",
-        "max_tokens": 64,
+        "max_tokens": 2048,
         "system": [{"type": "text", "text": "s", "cache_control": {"type": "ephemeral"}}],
         "messages": [{"role": "user", "content": "hello"}],
         "thinking": {"type": "enabled", "budget_tokens": 1024},
