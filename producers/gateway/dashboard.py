@@ -68,7 +68,7 @@ async def _summaries(
     """The caller's newest batches as list rows, and the id to continue after."""
     gw = gateway(request)
     states, has_more = await owned_page(request, after, page_limit(request, "25"))
-    rows = [batch_summary(s) for s in states]
+    rows = [batch_summary(s, gw.app_config) for s in states]
     for state, row in zip(states, rows, strict=True):
         if state.core and not row.finished:
             await gw.timeline.record(state.id, row.started_at, row.done)
@@ -94,7 +94,14 @@ async def _owned(request: web.Request) -> BatchState:
 
 def _fragments(detail: BatchDetail) -> dict[str, str]:
     """Pre-rendered pieces the script swaps in, so it formats nothing itself."""
+    counts = detail.request_counts
     return {
+        "total": pages.fmt_int(counts.total),
+        "completed": pages.fmt_int(counts.completed),
+        "failed": pages.fmt_int(counts.failed),
+        "cancelled": pages.fmt_int(counts.cancelled),
+        "expired": pages.fmt_int(counts.expired),
+        "percent": detail.percent_text,
         "causes": pages.cause_rows(detail.causes),
         "failures": pages.failure_rows(detail.failures),
         "rate": pages.fmt_rate(detail.rate_per_s),

@@ -7,6 +7,8 @@ from __future__ import annotations
 import math
 import time
 
+import orjson
+
 from producers.gateway.page_data import (
     BatchDetail,
     BatchSummary,
@@ -26,7 +28,8 @@ from producers.gateway.page_data import (
 from producers.gateway.state import Gateway
 from producers.gateway.views import FINISHED, BatchState, text
 from producers.progress import pace
-from schemas.config import EndpointConfig
+from schemas.config import AppConfig, EndpointConfig
+from schemas.request import RouteHop
 from workers.protocol.batch_record import parse_record
 from workers.protocol.dead_letter import DeadLetter
 from workers.protocol.health import read_snapshot
@@ -38,18 +41,52 @@ MAX_SCANNED = 1000
 MAX_LISTED = 50
 
 
-def batch_summary(state: BatchState, now: float | None = None) -> BatchSummary:
-    """One batch as the dashboard lists it: the API's status and counts, plus pace and cost."""
+def priced(config: AppConfig, route: list[RouteHop]) -> bool:
+    """Whether any endpoint of a route has a price, i.e. whether its cost can be known."""
+    return any(
+        (ep := config.endpoints.get(hop.endpoint)) is not None and bool(ep.prices) for hop in route
+    )
+
+
+def _route(core: dict[str, str]) -> list[RouteHop]:
+    try:
+        return [RouteHop.model_validate(h) for h in orjson.loads(core.get("route") or "[]")]
+    except (orjson.JSONDecodeError, ValueError):
+        return []
+
+
+def counts_of(core: dict[str, str]) -> Counts:
+    """The batch record's counts with unsent requests taken out of `failed`."""
+    if not core:
+        return Counts(total=0, completed=0, failed=0)
+    c = parse_record("", core).counts
+    return Counts(
+        total=c.total,
+        completed=c.completed,
+        failed=max(0, c.failed - c.cancelled - c.expired),
+        expired=c.expired,
+        cancelled=c.cancelled,
+    )
+
+
+def batch_summary(
+    state: BatchState, config: AppConfig | None = None, now: float | None = None
+) -> BatchSummary:
+    """One batch as the dashboard lists it: status, what became of its requests, pace and
+    cost (unknown without `config` or when no endpoint of its route has a price)."""
     now = time.time() if now is None else now
     obj = state.to_openai()
-    counts = Counts(**obj["request_counts"])
-    done = counts.completed + counts.failed
-    rate_per_s, eta_s, cost_usd, started_at = 0.0, None, 0.0, float(obj["created_at"])
+    counts = counts_of(state.core)
+    done = counts.answered
+    rate_per_s, eta_s, started_at = 0.0, None, float(obj["created_at"])
+    cost_usd: float | None = None
     if state.core:
         batch = parse_record(state.id, state.core)
         progress = pace(batch, now)
-        rate_per_s, eta_s, cost_usd = progress.rate_per_s, progress.eta_s, batch.cost_usd
+        rate_per_s, eta_s = progress.rate_per_s, progress.eta_s
         started_at = batch.created_at
+        if batch.cost_usd > 0 or (config is not None and priced(config, _route(state.core))):
+            cost_usd = batch.cost_usd
     finished = obj["status"] in FINISHED
     return BatchSummary(
         id=state.id,
@@ -57,7 +94,7 @@ def batch_summary(state: BatchState, now: float | None = None) -> BatchSummary:
         finished=finished,
         request_counts=counts,
         done=done,
-        percent=100.0 if finished else (100.0 * done / counts.total if counts.total else 0.0),
+        percent=min(100.0, 100.0 * done / counts.total) if counts.total else 0.0,
         rate_per_s=rate_per_s,
         eta_s=None if finished else eta_s,
         cost_usd=cost_usd,
@@ -65,14 +102,14 @@ def batch_summary(state: BatchState, now: float | None = None) -> BatchSummary:
         started_at=started_at,
         finished_at=float(state.core["finished_at"]) if state.core.get("finished_at") else None,
         priority=state.gw.get("priority", "normal"),
-        metadata=obj["metadata"],
+        metadata=obj["metadata"] or {},
         errors=tuple(map(LineProblem.parse, (obj["errors"] or {}).get("data", []))),
     )
 
 
 async def batch_detail(gw: Gateway, state: BatchState) -> BatchDetail:
     """The batch page: the summary, error causes, failed requests and progress samples."""
-    summary = batch_summary(state)
+    summary = batch_summary(state, gw.app_config)
     dead: dict[str, DeadLetter] = {}
     async for key, raw in gw.redis.hscan_iter(gw.keys.failed(state.id), count=200):
         dead[key.decode()] = DeadLetter.parse(raw)
@@ -81,9 +118,6 @@ async def batch_detail(gw: Gateway, state: BatchState) -> BatchDetail:
     causes: dict[str, int] = {}
     for letter in dead.values():
         causes[letter.code] = causes.get(letter.code, 0) + 1
-    cancelled = int(state.core.get("n_cancelled", 0))
-    if cancelled:
-        causes["cancelled"] = causes.get("cancelled", 0) + cancelled
     listed = sorted(dead)[:MAX_LISTED]
     timeline = await gw.timeline.read(state.id)
     return BatchDetail.of(

@@ -17,11 +17,26 @@ def dumps(value: object) -> str:
 
 @dataclass(frozen=True, slots=True)
 class Counts:
-    """The API's `request_counts`."""
+    """What became of a batch's requests. Unlike the batch record's `failed`, `failed` here
+    counts only requests that were sent and failed: the ones never sent because the batch
+    was cancelled or its window ended are `cancelled` and `expired`, so a cancel does not
+    read as a wave of failures."""
 
     total: int
     completed: int
     failed: int
+    expired: int = 0
+    cancelled: int = 0
+
+    @property
+    def answered(self) -> int:
+        """Requests that were sent and have their result: what the bar and chart count."""
+        return self.completed + self.failed
+
+    @property
+    def unsent(self) -> int:
+        """Requests that ended without being sent (cancelled or expired)."""
+        return self.expired + self.cancelled
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,18 +68,28 @@ class BatchSummary:
     status: str
     finished: bool
     request_counts: Counts
+    #: Requests answered (completed or failed after being sent); unsent ones are not done.
     done: int
-    #: Progress bar position, 0-100.
+    #: Progress bar position, 0-100: the share of requests answered, so a batch that ended
+    #: early (cancelled, expired, failed validation) never shows a full bar.
     percent: float
     rate_per_s: float
     eta_s: float | None
-    cost_usd: float
+    #: None when no endpoint the batch uses has a price configured: unknown, not free.
+    cost_usd: float | None
     created_at: int
     started_at: float
     finished_at: float | None
     priority: str
     metadata: dict[str, str]
     errors: tuple[LineProblem, ...]
+
+    @property
+    def percent_text(self) -> str:
+        """The bar's label: a dash for a finished batch that had no requests at all."""
+        if self.finished and not self.request_counts.total:
+            return "\u2013"
+        return f"{self.percent:.0f}%"
 
     @property
     def metadata_text(self) -> str:

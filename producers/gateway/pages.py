@@ -59,8 +59,10 @@ def fmt_eta(seconds: float | None) -> str:
     return f"{s}s"
 
 
-def fmt_cost(usd: float) -> str:
-    """Dollars, with cents of cents for small batches."""
+def fmt_cost(usd: float | None) -> str:
+    """Dollars, with cents of cents for small batches; "unknown" without a price."""
+    if usd is None:
+        return "unknown"
     return f"${usd:,.2f}" if usd >= 100 else f"${usd:.4f}"
 
 
@@ -268,8 +270,10 @@ class BatchPage(Page):
 
     @property
     def can_retry(self) -> bool:
-        """The retry button shows: a finished batch with failed requests."""
-        return self.batch.status in RETRYABLE and self.batch.request_counts.failed > 0
+        """The retry button shows: a finished batch with failed or expired requests (both
+        are kept to be run again)."""
+        counts = self.batch.request_counts
+        return self.batch.status in RETRYABLE and counts.failed + counts.expired > 0
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

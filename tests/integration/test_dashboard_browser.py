@@ -126,7 +126,7 @@ def log_in(page: Any, gateway: GatewayProcess, key: str, path: str = "/") -> Non
 def ui_counts(page: Any) -> dict[str, int]:
     return {
         name: int(page.inner_text(f'.stats [data-field="{name}"]').replace(",", ""))
-        for name in ("total", "completed", "failed")
+        for name in ("total", "completed", "failed", "cancelled")
     }
 
 
@@ -195,17 +195,25 @@ def test_dashboard_shows_a_running_batch_and_cancels_it(
         time.sleep(0.1)
     counts = final["request_counts"]
     assert counts["completed"] < 400 and counts["completed"] + counts["failed"] == 400
-    # and the page ends showing the API's final counts, without the button.
+    # and the page ends showing the final counts, the unsent requests as cancelled (not
+    # failed), a bar in the cancelled colour short of 100%, and no button.
     page.wait_for_function(
         "() => document.querySelector('.title .status').textContent === 'cancelled'",
         timeout=10_000,
     )
     page.wait_for_function(
-        "(n) => document.querySelector('.stats [data-field=failed]').textContent === n",
-        arg=f"{counts['failed']:,}",
+        "(n) => document.querySelector('.stats [data-field=completed]').textContent === n",
+        arg=f"{counts['completed']:,}",
         timeout=10_000,
     )
-    assert ui_counts(page) == counts
+    shown = ui_counts(page)
+    assert shown["total"] == 400 and shown["completed"] == counts["completed"]
+    assert shown["cancelled"] > 0 and shown["failed"] == 0
+    assert shown["completed"] + shown["failed"] + shown["cancelled"] == 400
+    bar = page.locator('.panel progress[data-field="progress"]')
+    assert bar.get_attribute("class") == "bar s-cancelled"
+    assert float(bar.evaluate("el => el.value")) < 100
+    assert page.inner_text('.panel [data-field="percent"]') != "100%"
     assert page.locator('form[data-action="cancel"]').is_hidden()
     shot(page, "batch-cancelled-1280")
     page.goto(gateway.url + "/providers")

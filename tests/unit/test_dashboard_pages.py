@@ -7,6 +7,7 @@ import jinja2
 import pytest
 
 from producers.gateway import pages
+from producers.gateway.insights import _series, batch_summary
 from producers.gateway.page_data import (
     BatchDetail,
     BatchSummary,
@@ -22,6 +23,8 @@ from producers.gateway.page_data import (
     Latency,
     LineProblem,
 )
+from producers.gateway.views import BatchState
+from schemas.config import AppConfig
 
 WRITER = pages.Viewer("svc-a", "tenant-a", "write", "tok-1")
 READER = pages.Viewer("dash-a", "tenant-a", "read", "tok-2")
@@ -146,3 +149,93 @@ def test_pages_without_a_viewer_have_no_header() -> None:
     assert '<meta name="csrf-token" content="">' in html
     login = pages.render(pages.LoginPage(next_path="/providers", error="Unknown API key."))
     assert 'name="next" value="/providers"' in login and 'role="alert">Unknown' in login
+
+
+# --- the truths a batch's figures must tell (insights -> page models -> HTML) -------------
+
+FREE = AppConfig.model_validate({"endpoints": {"mock": {"provider": "mock"}}})
+PRICED = AppConfig.model_validate(
+    {"endpoints": {"mock": {"provider": "mock", "prices": {"*": {"input": 1, "output": 2}}}}}
+)
+
+
+def state(status: str, phase: str = "submitted", **core: object) -> BatchState:
+    """Both records of a batch routed to `mock`, as the gateway and workers keep them."""
+    record = {
+        "status": status,
+        "created_at": "1767225600",
+        "route": '[{"endpoint": "mock"}]',
+        "finished_at": "1767225700" if status != "in_progress" else "",
+        **{k: str(v) for k, v in core.items()},
+    }
+    gw = {"phase": phase, "created_at": "1767225600", "endpoint": "/v1/chat/completions"}
+    return BatchState("batch_1", gw, {k: v for k, v in record.items() if v != ""})
+
+
+def test_a_cancelled_batch_has_its_own_colour_no_full_bar_and_no_cancelled_failures() -> None:
+    # Given a batch of 100 cancelled after 30 answers (2 of them failed),
+    cancelled = state("cancelled", total=100, completed=28, failed=72, n_errored=2, n_cancelled=70)
+    row = batch_summary(cancelled, FREE, now=1767225800)
+    # its counts keep the 70 unsent requests out of `failed`,
+    assert row.request_counts == Counts(total=100, completed=28, failed=2, expired=0, cancelled=70)
+    # the bar shows the 30% that were answered, in the cancelled colour,
+    assert row.done == 30 and row.percent == 30.0 and row.percent_text == "30%"
+    html = pages.batch_rows([row])
+    assert '<progress class="bar s-cancelled" max="100" value="30.0"' in html
+    assert '<td class="num" data-label="Failed" data-field="failed">2</td>' in html
+    assert 'data-field="unsent" title="Cancelled or expired before being sent">70<' in html
+    # and the page says how many were cancelled.
+    page = pages.render(pages.BatchPage(viewer=WRITER, batch=detail_of(row)))
+    assert '<dd data-field="cancelled">70</dd>' in page and '<dd data-field="failed">2</dd>' in page
+
+
+def test_expired_and_failed_batches_have_their_colours_and_no_full_bar() -> None:
+    expired = batch_summary(
+        state("completed", total=10, completed=6, failed=4, n_errored=1, n_expired=3), FREE
+    )
+    assert expired.status == "expired" and expired.percent == 70.0
+    assert expired.request_counts.failed == 1 and expired.request_counts.expired == 3
+    assert 'class="bar s-expired"' in pages.batch_rows([expired])
+    # A batch that failed validation has no requests: an empty bar with a dash, not 100%.
+    invalid = BatchState(
+        "batch_2", {"phase": "failed", "created_at": "1767225600", "failed_at": "1767225601"}, {}
+    )
+    row = batch_summary(invalid, FREE)
+    assert row.status == "failed" and row.finished and row.percent == 0.0
+    html = pages.batch_rows([row])
+    assert '<progress class="bar s-failed" max="100" value="0.0"' in html
+    assert '<span class="pct" data-field="percent">\u2013</span>' in html
+    assert "100%" not in html
+
+
+def test_the_throughput_chart_counts_answers_not_cancelled_requests() -> None:
+    row = batch_summary(state("cancelled", total=100, completed=30, failed=70, n_cancelled=70))
+    series = _series(row, [(1767225650.0, 30)])
+    # The cancel ended 70 requests at once; the chart ends at the 30 answered.
+    assert series[-1] == (1767225700.0, 30.0)
+
+
+def test_cost_is_unknown_without_a_price_not_zero() -> None:
+    running = state("in_progress", total=10, completed=5)
+    unpriced = batch_summary(running, FREE)
+    assert unpriced.cost_usd is None
+    assert '<td class="num" data-label="Cost" data-field="cost">unknown</td>' in (
+        pages.batch_rows([unpriced])
+    )
+    page = pages.render(pages.BatchPage(viewer=READER, batch=detail_of(unpriced)))
+    assert '<dd data-field="cost">unknown</dd>' in page and "$0.0000" not in page
+    # A price anywhere on the batch's route makes a zero a real zero,
+    assert batch_summary(running, PRICED).cost_usd == 0.0
+    # and a cost already counted is known whatever the config says now.
+    assert batch_summary(state("in_progress", total=1, cost_usd=0.25), FREE).cost_usd == 0.25
+    assert pages.fmt_cost(None) == "unknown" and pages.fmt_cost(0.0) == "$0.0000"
+
+
+def test_retry_is_offered_for_expired_requests_too() -> None:
+    expired = batch_summary(state("completed", total=2, completed=1, failed=1, n_expired=1))
+    page = pages.render(pages.BatchPage(viewer=WRITER, batch=detail_of(expired)))
+    assert 'data-action="retry">' in page
+
+
+def detail_of(row: BatchSummary) -> BatchDetail:
+    return BatchDetail.of(row, causes=(), causes_partial=False, failures=(), timeline=())

@@ -12,10 +12,6 @@
     retry: "Queue every failed request of this batch again?",
   };
 
-  function fmtInt(n) {
-    return Math.trunc(n).toLocaleString("en-US");
-  }
-
   function localTimes(root) {
     for (const el of $$("time[datetime]", root)) {
       const at = new Date(el.getAttribute("datetime"));
@@ -75,29 +71,33 @@
     for (const el of $$('[data-field="' + name + '"]')) el.textContent = text;
   }
 
-  function showSummary(status, counts) {
-    const done = counts.completed + counts.failed;
-    const finished = FINISHED.includes(status);
-    const pct = finished ? 100 : counts.total ? (100 * done) / counts.total : 0;
-    for (const badge of $$(".title .status")) {
-      badge.className = "status s-" + status;
-      badge.textContent = status;
+  // The status (from the batch's event stream, before the page's data has been fetched).
+  function showStatus(status) {
+    for (const el of $$('.title .status, progress[data-field="progress"]')) {
+      el.classList.remove(...Array.from(el.classList).filter((c) => c.startsWith("s-")));
+      el.classList.add("s-" + status);
     }
-    for (const name of ["total", "completed", "failed"]) setField(name, fmtInt(counts[name]));
-    for (const bar of $$('progress[data-field="progress"]')) {
-      bar.value = pct;
-      bar.textContent = Math.round(pct) + "%";
-    }
-    setField("percent", Math.round(pct) + "%");
+    for (const badge of $$(".title .status")) badge.textContent = status;
     const cancel = $('form[data-action="cancel"]');
     if (cancel) cancel.hidden = !["validating", "in_progress"].includes(status);
-    const retry = $('form[data-action="retry"]');
-    if (retry) retry.hidden = !(["completed", "expired"].includes(status) && counts.failed > 0);
   }
 
+  // Everything else comes from the gateway's page data, with its figures already formatted.
   function showDetail(detail) {
-    showSummary(detail.status, detail.request_counts);
+    showStatus(detail.status);
+    for (const name of ["total", "completed", "failed", "cancelled", "expired", "percent"]) {
+      setField(name, detail.html[name]);
+    }
     for (const name of ["rate", "eta", "cost"]) setField(name, detail.html[name]);
+    for (const bar of $$('progress[data-field="progress"]')) {
+      bar.value = detail.percent;
+      bar.textContent = detail.html.percent;
+    }
+    const retry = $('form[data-action="retry"]');
+    if (retry) {
+      const counts = detail.request_counts;
+      retry.hidden = !(["completed", "expired"].includes(detail.status) && counts.failed + counts.expired > 0);
+    }
     for (const name of ["causes", "failures"]) {
       const body = $("[data-" + name + "]");
       body.innerHTML = detail.html[name]; // rendered and escaped by the gateway
@@ -147,7 +147,7 @@
       return;
     }
     const onEvent = (batch, source) => {
-      showSummary(batch.status, batch.request_counts);
+      showStatus(batch.status);
       refresh();
       if (FINISHED.includes(batch.status)) {
         source.close();
@@ -183,8 +183,9 @@
   }
 
   function fmtDuration(s) {
-    if (s >= 3600) return (s / 3600).toFixed(1) + " h";
-    if (s >= 60) return (s / 60).toFixed(1) + " min";
+    const trim = (v) => v.toFixed(1).replace(/\.0$/, "");
+    if (s >= 3600) return trim(s / 3600) + " h";
+    if (s >= 60) return trim(s / 60) + " min";
     return Math.round(s) + " s";
   }
 
@@ -220,16 +221,29 @@
     });
     el("path", { class: "area", d: line + " L" + x(n) + " " + y(0) + " L" + x(0) + " " + y(0) + " Z" }, svg);
     el("path", { class: "line", d: line }, svg);
-    const from = el("text", { x: m.l, y: h - 6 }, svg);
-    from.textContent = "0";
-    const to = el("text", { x: w - m.r, y: h - 6, "text-anchor": "end" }, svg);
-    to.textContent = fmtDuration(span);
+    // Time since the start along the x-axis: a tick every "nice" step, about one per 110 px.
+    const step = niceStep(span / Math.max(1, Math.floor((w - m.l - m.r) / 110)));
+    const xt = (t) => m.l + ((w - m.l - m.r) * t) / span;
+    for (let t = 0; t <= span + 1e-9; t += step) {
+      const tick = el("text", { x: xt(t), y: h - 6, "text-anchor": t ? "middle" : "start" }, svg);
+      tick.setAttribute("class", "tick");
+      tick.textContent = t ? fmtDuration(t) : "0";
+      if (t) el("line", { class: "grid", x1: xt(t), x2: xt(t), y1: h - m.b, y2: h - m.b + 4 }, svg);
+    }
     const done = points[points.length - 1][1];
     const note = document.createElement("p");
     note.className = "chart-note";
     note.textContent =
-      "Results per second · peak " + formatRate(peak) + " · average " + formatRate(done / span);
+      "Results per second over " + fmtDuration(span) + " · peak " + formatRate(peak) + " · average " + formatRate(done / span);
     box.replaceChildren(svg, note);
+  }
+
+  // A step of 1, 2, 5, 10, 15 or 30 s, min or h at least `v` seconds long.
+  function niceStep(v) {
+    for (const unit of [1, 60, 3600]) {
+      for (const f of [1, 2, 5, 10, 15, 30]) if (v <= f * unit) return f * unit;
+    }
+    return Math.ceil(v / 86400) * 86400;
   }
 
   function niceCeil(v) {
