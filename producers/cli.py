@@ -267,10 +267,11 @@ def failures(
     for code, items in sorted(by_code.items(), key=lambda kv: -len(kv[1])):
         kinds = Counter(item.kind for item in items)
         split = ", ".join(f"{n} {kind}" for kind, n in kinds.most_common())
-        out.print(f"{len(items):8d}  {code}  ({split})")
+        # Plain text: custom ids are the user's, and "[embeddings]" is not rich markup.
+        out.print(f"{len(items):8d}  {code}  ({split})", markup=False, highlight=False)
         if ids:
             for item in sorted(items, key=lambda i: i.key):
-                out.print(f"          {item.key}  [{item.kind}]")
+                out.print(f"          {item.key}  [{item.kind}]", markup=False, highlight=False)
 
 
 @app.command()

@@ -14,10 +14,15 @@ from typing import Any
 import openai
 import orjson
 import pytest
+import redis
 
 from producers.client import Client
+from schemas import vectors
+from schemas.result import LLMResult
 from tests.conftest import WorkerPool, batchyard, cli_env, read_jsonl, write_jsonl
 from tests.integration.test_gateway_support import KEY_A, GatewayProcess, gateway_proc, jsonl
+from workers.protocol.keys import Keys
+from workers.protocol.results import entry
 
 pytestmark = pytest.mark.integration
 __all__ = ["gateway_proc"]  # fixture used by name
@@ -268,6 +273,78 @@ def test_a_route_across_vendors_translates_both_ways_and_skips_what_anthropic_ca
         assert custom_id not in wire
     assert received(server, EMBEDDINGS)["embed-one"]["model"] == "text-embedding-3-small"
     assert out["embed-many"]["response"]["body"] == replies(server)["embed-many"]
+
+
+def stored(redis_url: str, batch_id: str) -> dict[str, tuple[bytes, LLMResult]]:
+    """Each result of a batch as Redis holds it: the raw entry and the result it reads as."""
+    client = redis.Redis.from_url(redis_url)
+    try:
+        rows = client.xrange(Keys().stream(batch_id))
+    finally:
+        client.close()
+    out = {}
+    for sid, fields in rows:
+        _, _, result = entry(sid, fields)
+        out[result.custom_id or ""] = (fields[b"r"], result)
+    return out
+
+
+def test_submit_and_collect_send_every_body_as_written_and_keep_vectors_compact(
+    tmp_path: Path, redis_url: str, fake_server: Callable[..., Any], run_workers: Any
+) -> None:
+    # Given workers with an OpenAI-compatible endpoint (the default route) and an Anthropic one,
+    server = fake_server(record_bodies=True)
+    run_workers(
+        {
+            "endpoints": {
+                "oa": {"provider": "openai", "base_url": server.openai_url, "model": "gpt-test"},
+                "claude": {
+                    "provider": "anthropic",
+                    "base_url": server.url,
+                    "api_key": ANTHROPIC_KEY,
+                    "model": "claude-test",
+                },
+            },
+            "routes": {"default": ["oa"], "claude-only": ["claude"]},
+        }
+    )
+    rows = acceptance_file()
+    write_jsonl(tmp_path / "in.jsonl", rows)
+    env = cli_env(redis_url)
+    # when the file goes through `submit` and `collect`,
+    batch_id = batchyard("submit", str(tmp_path / "in.jsonl"), env=env, cwd=tmp_path).strip()
+    out_path = str(tmp_path / "out.jsonl")
+    batchyard("collect", batch_id, "-o", out_path, "--follow", env=env, cwd=tmp_path)
+    out = {r["custom_id"]: r for r in read_jsonl(Path(out_path))}
+    # then every line succeeded, its body received upstream exactly as written (an endpoint of
+    # the body's own vendor keeps the body's model) and its answer written out unchanged;
+    assert sorted(out) == sorted(r["custom_id"] for r in rows)
+    assert read_jsonl(tmp_path / "out.errors.jsonl") == []
+    sent = replies(server)
+    for row in rows:
+        assert received(server, row["url"])[row["custom_id"]] == row["body"], row["custom_id"]
+        assert out[row["custom_id"]]["response"]["body"] == sent[row["custom_id"]]
+    # the vectors were kept in Redis as base64 float32, not as JSON lists of decimals.
+    raw, result = stored(redis_url, batch_id)["embed-many"]
+    assert result.vectors == "float" and result.body is not None
+    floats = [d["embedding"] for d in sent["embed-many"]["data"]]
+    assert [vectors.decode(d["embedding"]) for d in result.body["data"]] == floats
+    assert all(isinstance(d["embedding"], str) for d in orjson.loads(raw)["body"]["data"])
+    # And lines no endpoint of their route can serve fail `unsupported`, naming what is
+    # missing, and `batchyard failures` counts them by endpoint kind.
+    write_jsonl(tmp_path / "claude.jsonl", rows[4:])
+    args = ("--route", "claude-only")
+    claude_batch = batchyard("submit", "claude.jsonl", *args, env=env, cwd=tmp_path).strip()
+    follow = ("-o", str(tmp_path / "c.jsonl"), "--follow")
+    batchyard("collect", claude_batch, *follow, env=env, cwd=tmp_path)
+    errors = {r["custom_id"]: r["error"] for r in read_jsonl(tmp_path / "c.errors.jsonl")}
+    assert {e["code"] for e in errors.values()} == {"unsupported"} and len(errors) == 3
+    assert "embeddings requests" in errors["embed-one"]["message"]
+    assert "responses requests" in errors["respond"]["message"]
+    listing = batchyard("failures", claude_batch, "--ids", env=env, cwd=tmp_path)
+    assert "3  unsupported  (2 embeddings, 1 responses)" in listing
+    assert "embed-one  [embeddings]" in listing and "respond  [responses]" in listing
+    assert received(server, "/v1/messages") == {}
 
 
 def test_the_gateway_takes_every_endpoint_and_one_endpoint_per_batch(
