@@ -9,21 +9,29 @@ and spans cost nothing.
 
 from __future__ import annotations
 
+import logging
 import os
 import random
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from typing import Any
 
 import orjson
 from opentelemetry import trace
 from opentelemetry.context import Context
-from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import BatchSpanProcessor
-from opentelemetry.trace import Link, SpanKind
+from opentelemetry.sdk.trace.sampling import (
+    ALWAYS_OFF,
+    ALWAYS_ON,
+    ParentBased,
+    Sampler,
+    SamplingResult,
+    TraceIdRatioBased,
+)
+from opentelemetry.trace import Link, SpanKind, TraceState
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
+log = logging.getLogger("batchyard.tracing")
 _PROPAGATOR = TraceContextTextMapPropagator()
 _rng = random.Random()
 #: Prompts and outputs go into spans only when this is set (they may hold personal data).
@@ -31,22 +39,163 @@ CAPTURE_CONTENT = os.environ.get("BATCHYARD_TRACE_CONTENT", "").lower() in ("1",
 
 
 def setup_tracing(service_name: str) -> bool:
-    """Export spans over OTLP/HTTP when an endpoint is configured; returns whether it is on."""
+    """Install an OTLP/HTTP-exporting tracer provider when the environment asks for one.
+
+    Every entry point calls this (CLI commands, the gateway, worker processes); it returns
+    whether spans are now recorded. It reads the standard variables as the SDK does:
+    `OTEL_SDK_DISABLED=true` or `OTEL_TRACES_EXPORTER=none` turn it off; an
+    `OTEL_EXPORTER_OTLP_[TRACES_]ENDPOINT` (or `OTEL_TRACES_EXPORTER=otlp`) turns it on;
+    `OTEL_TRACES_SAMPLER[_ARG]`, `OTEL_SERVICE_NAME`, `OTEL_RESOURCE_ATTRIBUTES`,
+    `OTEL_BSP_*` and the exporter's own `OTEL_EXPORTER_OTLP_*` apply. Without any of them
+    nothing is imported or installed, and spans stay no-ops.
+    """
     if trace_enabled():
         return True
-    if not (
-        os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT")
-        or os.environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
-    ):
+    env = os.environ
+    if env.get("OTEL_SDK_DISABLED", "").strip().lower() == "true":
         return False
-    from opentelemetry.exporter.otlp.proto.http.trace_exporter import (
-        OTLPSpanExporter,
+    exporters = {e.strip().lower() for e in env.get("OTEL_TRACES_EXPORTER", "").split(",")}
+    exporters.discard("")
+    if "none" in exporters:
+        return False
+    endpoint = env.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") or env.get(
+        "OTEL_EXPORTER_OTLP_ENDPOINT"
     )
+    if not (endpoint or "otlp" in exporters or "console" in exporters):
+        return False
+    sampler = env_sampler()
+    if sampler is None:  # always_off: nothing would ever be recorded
+        return False
+    from opentelemetry.sdk.resources import Resource
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
 
-    provider = TracerProvider(resource=Resource.create({"service.name": service_name}))
-    provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
+    resource = Resource.create()  # OTEL_SERVICE_NAME / OTEL_RESOURCE_ATTRIBUTES win
+    if str(resource.attributes.get("service.name", "")).startswith("unknown_service"):
+        resource = resource.merge(Resource({"service.name": service_name}))
+    provider = TracerProvider(resource=resource, sampler=sampler)
+    chosen: list[SpanExporter] = []
+    if endpoint or "otlp" in exporters or not exporters:
+        _warn_protocol(env)
+        from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+
+        chosen.append(OTLPSpanExporter())
+    if "console" in exporters:
+        from opentelemetry.sdk.trace.export import ConsoleSpanExporter
+
+        chosen.append(ConsoleSpanExporter())
+    for exporter in chosen:
+        provider.add_span_processor(BatchSpanProcessor(exporter))
     trace.set_tracer_provider(provider)
     return True
+
+
+def _warn_protocol(env: Mapping[str, str]) -> None:
+    protocol = env.get("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL") or env.get(
+        "OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf"
+    )
+    if protocol.strip().lower() != "http/protobuf":
+        log.warning(
+            "OTEL_EXPORTER_OTLP_PROTOCOL=%s is not supported: exporting over http/protobuf",
+            protocol,
+        )
+
+
+def env_sampler() -> Sampler | None:
+    """The sampler `OTEL_TRACES_SAMPLER[_ARG]` names (None for `always_off`), except that a
+    parent-based one makes a fresh decision for an unsampled remote parent.
+
+    A job's traceparent says "not sampled" when its producer did not trace at all (the
+    submit CLI without OTEL variables, a client library in someone's app): honouring that
+    would leave a tracing worker with nothing to record. The worker's own root sampler
+    decides instead, under the job's trace id, so the spans still form the request's trace.
+    A remote parent that *is* sampled is still followed.
+    """
+    name = os.environ.get("OTEL_TRACES_SAMPLER", "").strip().lower() or "parentbased_always_on"
+    if name == "always_off":
+        return None
+    if name == "always_on":
+        return ALWAYS_ON
+    if name == "traceidratio":
+        return TraceIdRatio(_sampler_ratio())
+    roots: dict[str, Callable[[], Sampler]] = {
+        "parentbased_always_on": lambda: ALWAYS_ON,
+        "parentbased_always_off": lambda: ALWAYS_OFF,
+        "parentbased_traceidratio": lambda: TraceIdRatio(_sampler_ratio()),
+    }
+    if name not in roots:
+        log.warning("unknown OTEL_TRACES_SAMPLER %r: using parentbased_always_on", name)
+        name = "parentbased_always_on"
+    root = roots[name]()
+    return ParentBased(root, remote_parent_not_sampled=root)
+
+
+def _sampler_ratio() -> float:
+    raw = os.environ.get("OTEL_TRACES_SAMPLER_ARG", "1.0")
+    try:
+        ratio = float(raw)
+    except ValueError:
+        ratio = -1.0
+    if not 0.0 <= ratio <= 1.0:
+        log.warning("OTEL_TRACES_SAMPLER_ARG=%r is not a ratio in [0, 1]: using 1.0", raw)
+        return 1.0
+    return ratio
+
+
+class TraceIdRatio(TraceIdRatioBased):
+    """`TraceIdRatioBased` over a mix of all 128 bits of the trace id.
+
+    The SDK's compares the low 64 bits with the bound. Trace ids a non-tracing producer
+    writes are a per-chunk random prefix plus a counter (see `enqueue_context`), so those
+    bits barely differ within a chunk: whole chunks would be in or out together. Mixing
+    (splitmix64's finaliser) keeps the decision a pure function of the trace id, the same in
+    every process, but spreads it evenly over requests.
+    """
+
+    def should_sample(
+        self,
+        parent_context: Context | None,
+        trace_id: int,
+        name: str,
+        kind: SpanKind | None = None,
+        attributes: Any = None,
+        links: Sequence[Link] | None = None,
+        trace_state: TraceState | None = None,
+    ) -> SamplingResult:
+        return super().should_sample(
+            parent_context, _mix(trace_id), name, kind, attributes, links, trace_state
+        )
+
+    def get_description(self) -> str:
+        return f"BatchyardTraceIdRatio{{{self.rate}}}"
+
+
+def _mix(trace_id: int) -> int:
+    mask = (1 << 64) - 1
+    z = ((trace_id >> 64) ^ trace_id) & mask
+    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & mask
+    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & mask
+    return z ^ (z >> 31)
+
+
+def flush_tracing(timeout_s: float = 10.0) -> None:
+    """Export every finished span now (a no-op when tracing is off)."""
+    if trace_enabled():
+        provider = trace.get_tracer_provider()
+        assert isinstance(provider, TracerProvider)
+        provider.force_flush(int(timeout_s * 1000))
+
+
+def shutdown_tracing() -> None:
+    """Flush and stop the exporter: the SIGTERM path of every long-running process.
+
+    The SDK also does this at interpreter exit, but a process that is killed after its
+    grace, or exits through `os._exit`, would lose what was still batched.
+    """
+    if trace_enabled():
+        provider = trace.get_tracer_provider()
+        assert isinstance(provider, TracerProvider)
+        provider.shutdown()
 
 
 def trace_enabled() -> bool:
