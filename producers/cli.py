@@ -30,6 +30,7 @@ from workers.logs import setup_logging
 from workers.protocol.batch_record import BatchNotFound
 from workers.protocol.lanes import Priority
 from workers.supervisor import Supervisor
+from workers.tracing import setup_tracing, shutdown_tracing
 
 app = typer.Typer(
     name="batchyard",
@@ -39,6 +40,19 @@ app = typer.Typer(
     add_completion=False,
 )
 app.command(name="gateway")(gateway_cmd)
+
+
+@app.callback()
+def _entry(ctx: typer.Context) -> None:
+    """Trace as a producer when the OTEL_* environment asks for it (see `setup_tracing`):
+    `submit`, `run`, `retry`, `gateway` and `gmn` open a span per request they enqueue, so
+    workers continue sampled traces. The exporter is flushed when the command ends. `worker`
+    only supervises: its processes set up tracing themselves."""
+    command = ctx.invoked_subcommand
+    if command is not None and command != "worker" and setup_tracing(f"batchyard-{command}"):
+        ctx.call_on_close(shutdown_tracing)
+
+
 err = Console(stderr=True, soft_wrap=True)
 # Piped output (scripts, CI) gets full-width tables instead of rich's 80-column default.
 out = Console(width=None if sys.stdout.isatty() else 200)

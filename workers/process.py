@@ -26,7 +26,7 @@ from workers.execute import Executor, ExecutorLifecycle
 from workers.logs import setup_logging
 from workers.protocol.connection import wait_for_redis
 from workers.protocol.lanes import LANES
-from workers.tracing import setup_tracing
+from workers.tracing import setup_tracing, shutdown_tracing
 
 log = logging.getLogger("batchyard.worker")
 
@@ -83,6 +83,7 @@ def serve(settings: Settings, concurrency: int, grace_s: float) -> None:
     stop.wait()
     log.info("stopping: draining in-flight jobs (grace %.0fs)", grace_s)
     running.stop(grace_s)
+    shutdown_tracing()  # export what the drained jobs recorded before the process exits
 
 
 def main(argv: list[str] | None = None) -> int:

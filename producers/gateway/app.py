@@ -17,6 +17,7 @@ from producers.gateway.errors import errors_middleware
 from producers.gateway.state import GATEWAY, Gateway, gateway
 from schemas.config import AppConfig
 from schemas.settings import Settings
+from workers.tracing import flush_tracing, setup_tracing
 
 log = logging.getLogger("batchyard.gateway")
 
@@ -59,7 +60,9 @@ async def _maintain(gw: Gateway, stop: asyncio.Event) -> None:
 def create_app(
     settings: Settings, app_config: AppConfig, config: GatewayConfig, *, grace_s: float = 30.0
 ) -> web.Application:
-    """Build the app; Redis is first contacted when it starts."""
+    """Build the app; Redis is first contacted when it starts. Traces from the OTEL_*
+    environment (`setup_tracing`) whichever way the app is served."""
+    setup_tracing("batchyard-gateway")
     gw = Gateway.build(settings, app_config, config)
     app = web.Application(
         middlewares=[
@@ -101,6 +104,8 @@ def create_app(
             gw.ingest.stopping.set()
             await asyncio.wait(list(gw.tasks), timeout=10)
         await gw.aclose()
+        # The spans of the last ingestions, before the process exits (SIGTERM included).
+        await asyncio.to_thread(flush_tracing)
 
     async def on_shutdown(app: web.Application) -> None:
         gw.closing.set()
