@@ -20,7 +20,9 @@ from pydantic_settings import (
 
 from schemas.config import DEFAULT_CONFIG, AppConfig, ConfigError, expand_env, parse_config
 
-Role = Literal["write", "read"]
+#: `read` may view, `write` may also create and cancel, `operator` may also see every
+#: endpoint's name, models, limits and calls on the providers page (shared by all tenants).
+Role = Literal["write", "read", "operator"]
 _NAME = r"^[A-Za-z0-9_.@-]{1,64}$"
 _CANDIDATES = ("batchyard.yaml", "batchyard.yml", "batchyard.toml")
 

@@ -15,8 +15,8 @@ from producers.gateway.auth import SESSION, principal
 from producers.gateway.batches import cancel, owned_page, page_limit, retry_failed
 from producers.gateway.errors import ApiError
 from producers.gateway.events import interval_s, stream
-from producers.gateway.insights import batch_detail, batch_summary, provider_stats
-from producers.gateway.page_data import BatchDetail, BatchSummary, dumps
+from producers.gateway.insights import batch_detail, batch_summary, provider_stats, tenant_usage
+from producers.gateway.page_data import BatchDetail, BatchSummary, EndpointStats, TenantUsage, dumps
 from producers.gateway.state import gateway
 from producers.gateway.views import BatchState
 
@@ -147,11 +147,18 @@ async def retry_action(request: web.Request) -> web.Response:
     raise web.HTTPSeeOther(f"/batches/{batch_id}?retried={retried}")
 
 
+async def _providers(request: web.Request) -> tuple[TenantUsage, list[EndpointStats]]:
+    """The caller's own usage, and every endpoint in detail only for an operator key."""
+    gw, key = gateway(request), principal(request)
+    usage = await tenant_usage(gw, key)
+    return usage, (await provider_stats(gw) if key.role == "operator" else [])
+
+
 @routes.get("/providers")
 async def providers_page(request: web.Request) -> web.Response:
-    """Every endpoint's limits and health."""
-    stats = await provider_stats(gateway(request))
-    page = pages.ProvidersPage(viewer=viewer(request), endpoints=stats)
+    """The caller's usage; for operators, every endpoint's limits and health."""
+    usage, stats = await _providers(request)
+    page = pages.ProvidersPage(viewer=viewer(request), usage=usage, endpoints=stats)
     return html_response(pages.render(page))
 
 
@@ -171,8 +178,9 @@ async def batch_json(request: web.Request) -> web.Response:
 
 @routes.get("/ui/api/providers")
 async def providers_json(request: web.Request) -> web.Response:
-    """The providers page's data."""
-    return json_response({"data": await provider_stats(gateway(request))})
+    """The providers page's data (`data` is empty unless the key is an operator's)."""
+    usage, stats = await _providers(request)
+    return json_response({"usage": usage, "data": stats})
 
 
 @routes.get("/ui/events/batches")
@@ -198,14 +206,13 @@ async def batches_events(request: web.Request) -> web.StreamResponse:
 
 @routes.get("/ui/events/providers")
 async def providers_events(request: web.Request) -> web.StreamResponse:
-    """The providers page's rows whenever anything in them changes."""
-    gw = gateway(request)
+    """The providers page's figures whenever anything in them changes."""
     every_s = interval_s(request, "2")
 
     async def poll() -> tuple[str, Any, Hashable]:
-        stats = await provider_stats(gw)
-        html = pages.provider_rows(stats)
-        return "providers", {"data": stats, "html": html}, html
+        usage, stats = await _providers(request)
+        html = {"usage": pages.usage_block(usage), "rows": pages.provider_rows(stats)}
+        return "providers", {"usage": usage, "data": stats, "html": html}, tuple(html.values())
 
     return await stream(request, every_s, poll)
 

@@ -9,6 +9,7 @@ import time
 
 import orjson
 
+from producers.gateway.config import ApiKey
 from producers.gateway.page_data import (
     BatchDetail,
     BatchSummary,
@@ -24,9 +25,10 @@ from producers.gateway.page_data import (
     Latency,
     LineProblem,
     Sample,
+    TenantUsage,
 )
 from producers.gateway.state import Gateway
-from producers.gateway.views import FINISHED, BatchState, text
+from producers.gateway.views import FINISHED, BatchState, load_batches, text
 from producers.progress import pace
 from schemas.config import AppConfig, EndpointConfig
 from schemas.request import RouteHop
@@ -236,3 +238,34 @@ async def provider_stats(gw: Gateway) -> list[EndpointStats]:
             )
         )
     return out
+
+
+#: Newest batches of a tenant the providers page sums up (bounds its cost per refresh).
+TENANT_SCAN = 200
+
+
+async def tenant_usage(gw: Gateway, key: ApiKey) -> TenantUsage:
+    """The caller's tenant's own work (its newest batches) and one word of service health."""
+    listing = gw.gkeys.owner_batches(key.tenant)
+    ids = [text(raw) for raw in await gw.redis.zrevrange(listing, 0, TENANT_SCAN - 1)]
+    states = [s for s in await load_batches(gw.redis, gw.keys, gw.gkeys, ids) if s is not None]
+    running = pending = answered = failed = 0
+    for state in states:
+        counts = counts_of(state.core)
+        answered += counts.answered
+        failed += counts.failed
+        if state.status() not in FINISHED:
+            running += 1
+            pending += max(0, counts.total - counts.answered - counts.unsent)
+    breakers = await provider_stats(gw)
+    rpm = key.rate_per_min or gw.config.rate_per_min
+    return TenantUsage(
+        tenant=key.tenant,
+        running=running,
+        pending=pending,
+        answered=answered,
+        failed=failed,
+        scanned=len(states),
+        rate_per_min=rpm or None,
+        service="operational" if all(e.breaker.state == "closed" for e in breakers) else "degraded",
+    )

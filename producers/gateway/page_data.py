@@ -222,3 +222,23 @@ class EndpointStats:
     success_rate: float | None
     calls: Calls
     breaker: Breaker
+
+
+@dataclass(frozen=True, slots=True)
+class TenantUsage:
+    """What the providers page shows every key: its own tenant's work, and one word for
+    the service's health (no endpoint names, models, limits or other tenants' calls)."""
+
+    tenant: str
+    #: Batches of the tenant still running, among the newest `scanned`.
+    running: int
+    #: Requests of those batches not answered yet.
+    pending: int
+    #: Requests answered (completed or failed) and failed, over the newest `scanned` batches.
+    answered: int
+    failed: int
+    scanned: int
+    #: The key's own request limit per minute (None: no limit).
+    rate_per_min: int | None
+    #: "operational" while every endpoint's breaker is closed, else "degraded".
+    service: str

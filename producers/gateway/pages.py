@@ -17,7 +17,14 @@ from urllib.parse import urlencode
 import jinja2
 
 from producers.gateway.config import ApiKey, Role
-from producers.gateway.page_data import BatchDetail, BatchSummary, Cause, EndpointStats, Failure
+from producers.gateway.page_data import (
+    BatchDetail,
+    BatchSummary,
+    Cause,
+    EndpointStats,
+    Failure,
+    TenantUsage,
+)
 from producers.gateway.page_data import dumps as json_dumps
 from producers.gateway.sessions import CSRF_FIELD
 
@@ -143,7 +150,12 @@ class Viewer:
     @property
     def can_write(self) -> bool:
         """May cancel and retry (buttons are shown)."""
-        return self.role == "write"
+        return self.role != "read"
+
+    @property
+    def is_operator(self) -> bool:
+        """May see the endpoints every tenant shares, in detail."""
+        return self.role == "operator"
 
 
 @dataclass(frozen=True, slots=True)
@@ -278,11 +290,15 @@ class BatchPage(Page):
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ProvidersPage(Page):
-    """Every endpoint's limits and health."""
+    """The caller's own use of the service, and, for an operator, every endpoint's limits
+    and health (endpoints are shared by every tenant, so their names, models, limits and
+    call counts are not for everyone)."""
 
     template = "providers.html"
     name = "providers"
-    endpoints: Sequence[EndpointStats]
+    usage: TenantUsage
+    #: Empty unless the viewer is an operator.
+    endpoints: Sequence[EndpointStats] = ()
 
     @property
     def title(self) -> str:
@@ -314,6 +330,11 @@ def cause_rows(causes: Sequence[Cause]) -> str:
 def failure_rows(failures: Sequence[Failure]) -> str:
     """The failed-request rows of a batch ("" for none)."""
     return _rows("failure_row", failures, "")
+
+
+def usage_block(usage: TenantUsage) -> str:
+    """The providers page's figures of the caller's own tenant, for its event stream."""
+    return _rows("usage_stats", [usage], "")
 
 
 def provider_rows(endpoints: Sequence[EndpointStats]) -> str:

@@ -21,6 +21,7 @@ from tests.integration.test_gateway_support import (
     KEY_A,
     KEY_A_READ,
     KEY_B,
+    KEY_OPS,
     api,
     auth,
     chat_line,
@@ -328,7 +329,7 @@ async def test_providers_show_limits_usage_latency_and_breaker(api: Any, redis_u
         raw.lpush(Keys().latency("mock"), *[str(ms) for ms in range(10, 110, 10)])
     finally:
         raw.close()
-    browser = await login(client, KEY_A_READ)
+    browser = await login(client, KEY_OPS)
     [mock] = (await (await browser.get("/ui/api/providers")).json())["data"]
     assert mock["endpoint"] == "mock" and mock["breaker"]["state"] == "closed"
     assert mock["success_rate"] == pytest.approx(0.8)
@@ -337,6 +338,59 @@ async def test_providers_show_limits_usage_latency_and_breaker(api: Any, redis_u
     assert mock["usage"]["tpm"] == pytest.approx(1200 * 60 / mock["window_s"], abs=0.1)
     page = await (await browser.get("/providers")).text()
     assert "80.0%" in page and "60 ms" in page and "closed" in page
+
+
+async def test_providers_show_tenants_their_own_use_and_endpoints_only_to_operators(
+    api: Any, redis_url: str
+) -> None:
+    # S5: endpoints are shared by every tenant; their names, models, limits and call counts
+    # were shown to every key.
+    client = await api()
+    raw = redis.Redis.from_url(redis_url)
+    try:
+        now = int(time.time())
+        raw.hset(Keys().health("mock"), mapping={f"ok:{now}": 8, f"fail:{now}": 2})
+    finally:
+        raw.close()
+    lines = [chat_line(k) for k in ("a1", "a2", "a3")]
+    batch_id = (await settled(client, KEY_A, (await new_batch(client, KEY_A, jsonl(lines)))["id"]))[
+        "id"
+    ]
+    write_failures(redis_url, batch_id, [("a1", "", True), ("a2", "rate_limited", False)])
+    # Given tenant A's write key and its read-only key, and tenant B's key,
+    for key in (KEY_A, KEY_A_READ, KEY_B):
+        browser = await login(client, key)
+        # the page shows no endpoint: not its name, provider, model, limits or calls,
+        page = await (await browser.get("/providers")).text()
+        assert "data-endpoint" not in page and "80.0%" not in page and "Calls ok" not in page
+        data = await (await browser.get("/ui/api/providers")).json()
+        assert data["data"] == [] and "mock" not in orjson.dumps(data["usage"]).decode()
+        resp = await browser.get("/ui/events/providers?interval=0.05")
+        event = await _first_event(resp)
+        assert event["data"] == [] and "data-endpoint" not in event["html"]["rows"]
+        # but its own tenant's work: A's batch is counted for A's keys only.
+        usage = data["usage"]
+        mine = key != KEY_B
+        assert usage["tenant"] == ("tenant-a" if mine else "tenant-b")
+        assert (usage["answered"], usage["failed"]) == ((2, 1) if mine else (0, 0))
+        assert usage["running"] == (1 if mine else 0) and usage["pending"] == (1 if mine else 0)
+    # An operator key sees every endpoint in detail.
+    ops = await login(client, KEY_OPS)
+    page = await (await ops.get("/providers")).text()
+    assert 'data-endpoint="mock"' in page and "80.0%" in page
+    [mock] = (await (await ops.get("/ui/api/providers")).json())["data"]
+    assert mock["endpoint"] == "mock" and mock["success_rate"] == pytest.approx(0.8)
+
+
+async def _first_event(resp: Any) -> Any:
+    data = None
+    async for raw in resp.content:
+        line = raw.decode().strip()
+        if line.startswith("data: "):
+            data = orjson.loads(line[6:])
+            break
+    resp.close()
+    return data
 
 
 async def test_the_list_streams_rows_over_server_sent_events(api: Any) -> None:

@@ -217,8 +217,9 @@ def test_dashboard_shows_a_running_batch_and_cancels_it(
     assert page.locator('form[data-action="cancel"]').is_hidden()
     shot(page, "batch-cancelled-1280")
     page.goto(gateway.url + "/providers")
-    page.wait_for_selector('tr[data-endpoint="mock"]')
-    assert "closed" in page.inner_text('tr[data-endpoint="mock"]')
+    page.wait_for_selector("[data-live][data-state=live]")
+    assert page.inner_text('[data-usage] [data-field="service"]') == "operational"
+    assert page.locator("tr[data-endpoint]").count() == 0  # endpoints: operators only
     assert fits(page)
     shot(page, "providers-1280")
 

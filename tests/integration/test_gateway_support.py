@@ -34,11 +34,14 @@ from workers.redis_server import free_port
 KEY_A = "sk-test-tenant-a"
 KEY_B = "sk-test-tenant-b"
 KEY_A_READ = "sk-test-tenant-a-dashboard"
+#: An operator's key (its own tenant): sees every endpoint on the providers page.
+KEY_OPS = "sk-test-operator"
 KEYS_ENV = ",".join(
     [
         f"tenant-a:{hash_token(KEY_A)}",
         f"tenant-b:{hash_token(KEY_B)}",
         f"dash-a:{hash_token(KEY_A_READ)}:read:tenant-a",
+        f"ops:{hash_token(KEY_OPS)}:operator",
     ]
 )
 

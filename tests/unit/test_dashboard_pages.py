@@ -3,6 +3,8 @@ buttons by role and status, paging links, empty tables, limits and their absence
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import jinja2
 import pytest
 
@@ -22,12 +24,15 @@ from producers.gateway.page_data import (
     Hop,
     Latency,
     LineProblem,
+    TenantUsage,
 )
 from producers.gateway.views import BatchState
 from schemas.config import AppConfig
 
 WRITER = pages.Viewer("svc-a", "tenant-a", "write", "tok-1")
 READER = pages.Viewer("dash-a", "tenant-a", "read", "tok-2")
+OPERATOR = pages.Viewer("ops", "ops", "operator", "tok-3")
+USAGE = TenantUsage("tenant-a", 2, 30, 1000, 12, 5, 6000, "operational")
 
 
 def summary(status: str = "in_progress", failed: int = 1, **extra: object) -> BatchSummary:
@@ -139,8 +144,23 @@ def test_providers_show_limits_or_their_absence() -> None:
     assert '<td data-label="Concurrency" class="num">7 / 40</td>' in html
     assert "120 rpm \u00b7 no limit" in html and "5,000 tpm \u00b7 no limit" in html
     assert '<td data-label="Success">\u2013</td>' in html
-    page = pages.render(pages.ProvidersPage(viewer=READER, endpoints=[capped]))
+    page = pages.render(pages.ProvidersPage(viewer=OPERATOR, usage=USAGE, endpoints=[capped]))
     assert 'data-page="providers"' in page and 'aria-current="page">Providers' in page
+    assert 'data-endpoint="capped"' in page
+
+
+def test_providers_page_shows_endpoints_to_operators_only() -> None:
+    capped = endpoint("capped", EndpointLimits(600, 10_000, 40), 7)
+    for viewer in (WRITER, READER):
+        # even handed endpoints by mistake, a tenant's page does not show them
+        html = pages.render(pages.ProvidersPage(viewer=viewer, usage=USAGE, endpoints=[capped]))
+        assert "capped" not in html and "gpt-a" not in html and "600" not in html
+        assert "shown to operator keys only" in html
+        assert '<dd data-field="running">2</dd>' in html
+        assert '<dd data-field="rate">6,000 req/min</dd>' in html
+    assert OPERATOR.can_write and OPERATOR.is_operator and not WRITER.is_operator
+    unlimited = pages.usage_block(replace(USAGE, rate_per_min=None, service="degraded"))
+    assert '<dd data-field="rate">no limit</dd>' in unlimited and ">degraded<" in unlimited
 
 
 def test_pages_without_a_viewer_have_no_header() -> None:

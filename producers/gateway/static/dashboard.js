@@ -61,7 +61,10 @@
 
   function providersPage() {
     subscribe("/ui/events/providers", {
-      providers: (data) => swapRows(data.html, data.data.length),
+      providers: (data) => {
+        $("[data-usage]").innerHTML = data.html.usage; // rendered and escaped by the gateway
+        if ($("[data-rows]")) swapRows(data.html.rows, data.data.length);
+      },
     });
   }
 
