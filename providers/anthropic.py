@@ -138,7 +138,7 @@ class AnthropicProvider(HTTPProvider):
             "POST", "/v1/messages", self.headers(request.custom_id), self.body(request, model)
         )
         if not resp.ok:
-            raise self.error(resp)
+            raise self.with_body(self.error(resp), resp)
         data, message = parse_body(resp, _Message, self.endpoint)
         request_id = resp.headers.get("request-id") or message.id
         if message.stop_reason == "refusal":

@@ -7,6 +7,8 @@ overridable per deployment under `policy.on`).
 
 from __future__ import annotations
 
+from typing import Any
+
 from providers.headers import RateLimits
 
 
@@ -19,6 +21,8 @@ class ProviderError(Exception):
         super().__init__(message)
         self.message = message
         self.status = status
+        #: The provider's JSON error body, when it answered with one (`providers.http.with_body`).
+        self.body: dict[str, Any] | None = None
 
 
 class RateLimited(ProviderError):

@@ -122,6 +122,10 @@ def error_for_status(message: str, resp: HTTPResponse) -> ProviderError:
     return ProtocolError(f"{message} (unexpected status; check base_url)", status=status)
 
 
+#: Larger error bodies are not kept in results (the message still says what went wrong).
+_BODY_KEPT = 8192
+
+
 @contextmanager
 def translate_errors(endpoint: str, timeout_s: float | None = None) -> Iterator[None]:
     """Turn aiohttp, socket and decoding failures into the project's error tree, in one place.
@@ -209,6 +213,18 @@ class HTTPProvider(Provider):
             if len(secret) >= 8:
                 text = text.replace(secret, "***")
         return text
+
+    def with_body(self, exc: ProviderError, resp: HTTPResponse) -> ProviderError:
+        """`exc` carrying the provider's JSON error body (secrets removed), for error files
+        that show it as the provider sent it."""
+        if len(resp.body) <= _BODY_KEPT:
+            try:
+                data = orjson.loads(self.redact(resp.body.decode("utf-8", "replace")))
+            except orjson.JSONDecodeError:
+                data = None
+            if isinstance(data, dict):
+                exc.body = data
+        return exc
 
     def base_headers(self, custom_id: str | None = None) -> dict[str, str]:
         """Content type, configured extra headers and the custom-id header."""

@@ -126,7 +126,7 @@ class OllamaProvider(HTTPProvider):
             "POST", path, self.headers(request.custom_id), self.body(request, model)
         )
         if not resp.ok:
-            raise self.error(resp, model)
+            raise self.with_body(self.error(resp, model), resp)
         if request.kind == "embeddings":
             data, embed = parse_body(resp, _EmbedResponse, self.endpoint)
             fmt = request.body.get("encoding_format") or "float"

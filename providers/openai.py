@@ -214,7 +214,7 @@ class OpenAIProvider(HTTPProvider):
             "POST", PATHS[request.kind], self.headers(request.custom_id), self.body(request, model)
         )
         if not resp.ok:
-            raise self.error(resp)
+            raise self.with_body(self.error(resp), resp)
         answer = _READERS[request.kind](self, resp, model)
         answer.rate_limits = self.announced(resp)
         if request.kind == "messages" and answer.body is not None:

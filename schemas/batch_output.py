@@ -9,7 +9,7 @@ from typing import Any
 import orjson
 
 from schemas import vectors
-from schemas.result import LLMResult
+from schemas.result import ErrorInfo, LLMResult
 
 #: OpenAI finish_reason -> Anthropic stop_reason, for answers written in Anthropic's format.
 STOP_REASONS = {
@@ -44,12 +44,42 @@ def to_openai_line(result: LLMResult, key: str) -> dict[str, Any]:
         response = {"status_code": 200, "request_id": result.request_id or line_id, "body": body}
         return {"id": line_id, "custom_id": result.custom_id, "response": response, "error": None}
     error = result.error
+    if error is not None and error.status is not None:  # the provider answered with an error
+        response = {
+            "status_code": error.status,
+            "request_id": result.request_id or line_id,
+            "body": error_body(error),
+        }
+        return {"id": line_id, "custom_id": result.custom_id, "response": response, "error": None}
     code = error.code if error else result.status
     message = error.message if error else result.status
     out: dict[str, Any] = {"code": code, "message": message}
     if error is not None and error.line is not None:
         out["line"] = error.line
     return {"id": line_id, "custom_id": result.custom_id, "response": None, "error": out}
+
+
+#: OpenAI's error `type` by HTTP status, for a provider error body not in OpenAI's shape.
+_ERROR_TYPES = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    403: "permission_error",
+    404: "not_found_error",
+    409: "conflict_error",
+    422: "unprocessable_entity_error",
+    429: "rate_limit_error",
+}
+
+
+def error_body(error: ErrorInfo) -> dict[str, Any]:
+    """The `body` of an error line: the provider's own when it is OpenAI's `{"error": {...}}`
+    shape, else that shape built from the error (status decides the type)."""
+    body = error.body
+    if body is not None and isinstance(body.get("error"), dict):
+        return body
+    status = error.status or 500
+    kind = _ERROR_TYPES.get(status, "server_error" if status >= 500 else "invalid_request_error")
+    return {"error": {"message": error.message, "type": kind, "param": None, "code": error.code}}
 
 
 def chat_completion(result: LLMResult, line_id: str) -> dict[str, Any]:

@@ -32,6 +32,10 @@ class ErrorInfo(BaseModel):
     code: str
     message: str
     line: int | None = None
+    #: HTTP status of the provider's answer when the provider answered with an error.
+    status: int | None = None
+    #: The provider's error body as received (a JSON object), when it sent one.
+    body: dict[str, Any] | None = None
 
 
 class Attempt(BaseModel):

@@ -258,11 +258,11 @@ class Executor:
         """End a request unsent when its batch is out of time, cancelled or out of budget."""
         if job.deadline is not None and started > job.deadline:
             why = "the batch's completion window ended before it was sent"
-            return self._final(job, "expired", ErrorInfo(code="expired", message=why))
+            return self._final(job, "expired", ErrorInfo(code="batch_expired", message=why))
         state = await self._batch_state(job.batch_id)
         if state.status in ("cancelling", "cancelled"):
             why = "the batch was cancelled before this request was sent"
-            return self._final(job, "cancelled", ErrorInfo(code="cancelled", message=why))
+            return self._final(job, "cancelled", ErrorInfo(code="batch_cancelled", message=why))
         if state.budget_usd is not None and state.cost_usd >= state.budget_usd:
             why = (
                 f"the batch's budget of ${state.budget_usd:g} is spent "
@@ -277,7 +277,7 @@ class Executor:
         """Move the job to its next hop, or wait for a breaker, or give the final error."""
         if code in ("context_too_long", "circuit_open", "unsupported"):  # no call was made
             job.attempts.append(Attempt(endpoint=job.current.endpoint, model=model, error=code))
-        error = ErrorInfo(code=code, message=exc.message)
+        error = ErrorInfo(code=code, message=exc.message, status=exc.status, body=exc.body)
         budget_left = len(job.attempts) < self.policy.max_attempts
         if self.policy.action(code) == "fail" or not budget_left:
             return self._final(job, "errored", error)

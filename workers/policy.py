@@ -38,4 +38,4 @@ def final_error(attempts: list[Attempt], last: ErrorInfo) -> ErrorInfo:
     hops = "; ".join(
         f"{a.endpoint}{'/' + a.model if a.model else ''}: {a.error or 'ok'}" for a in attempts
     )
-    return ErrorInfo(code=last.code, message=f"{last.message} (attempts: {hops})")
+    return last.model_copy(update={"message": f"{last.message} (attempts: {hops})"})

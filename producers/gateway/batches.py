@@ -101,7 +101,7 @@ async def create_batch(request: web.Request) -> web.Response:
         "endpoint": body.endpoint,
         "completion_window": body.completion_window,
         "window_s": window_s,
-        "metadata": orjson.dumps(body.metadata or {}).decode(),
+        "metadata": orjson.dumps(body.metadata).decode(),  # null when none was given
         "priority": body.priority,
     }
     listing = gw.gkeys.owner_batches(owner)

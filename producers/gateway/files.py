@@ -107,14 +107,52 @@ async def _stored(gw: Gateway, request: web.Request, file_id: str) -> StoredFile
 async def _output(
     gw: Gateway, request: web.Request, file_id: str
 ) -> tuple[BatchState, OutputKind] | None:
-    """(batch, kind) when `file_id` names an output file of one of the caller's batches."""
+    """(batch, kind) when `file_id` names an output file of one of the caller's batches;
+    404 when it names one the caller cannot see, or has deleted."""
     parsed = parse_output_file_id(file_id)
     if parsed is None:
         return None
     try:
-        return await gw.owned_batch(request, parsed[0], "batch"), parsed[1]
+        state = await gw.owned_batch(request, parsed[0], "batch")
     except ApiError:
         raise not_found("file", file_id) from None
+    if state.deleted(parsed[1]):
+        raise not_found("file", file_id)
+    return state, parsed[1]
+
+
+@routes.get("/v1/files")
+async def list_files(request: web.Request) -> web.Response:
+    """The caller's uploaded files, newest first unless `order=asc`, `after` the last id seen,
+    at most `limit` (1 to 10,000, default 10,000), optionally of one `purpose`."""
+    gw = gateway(request)
+    raw_limit = request.query.get("limit", "10000")
+    if not raw_limit.isdigit() or not 1 <= int(raw_limit) <= 10_000:
+        raise bad_request("limit must be an integer from 1 to 10000.", param="limit")
+    order = request.query.get("order", "desc")
+    if order not in ("asc", "desc"):
+        raise bad_request("order must be 'asc' or 'desc'.", param="order")
+    after = request.query.get("after") or None
+    try:
+        files, has_more = await gw.store.page(
+            principal(request).tenant,
+            after=after,
+            limit=int(raw_limit),
+            oldest_first=order == "asc",
+            purpose=request.query.get("purpose") or None,
+        )
+    except ValueError:
+        raise bad_request(f"Unknown file id {after!r} in 'after'.", param="after") from None
+    data = [f.to_openai() for f in files]
+    return web.json_response(
+        {
+            "object": "list",
+            "data": data,
+            "first_id": data[0]["id"] if data else None,
+            "last_id": data[-1]["id"] if data else None,
+            "has_more": has_more,
+        }
+    )
 
 
 @routes.get("/v1/files/{file_id}")
@@ -145,12 +183,13 @@ async def file_content(request: web.Request) -> web.StreamResponse:
 
 @routes.delete("/v1/files/{file_id}")
 async def delete_file(request: web.Request) -> web.Response:
-    """Remove an uploaded file (output files go when their batch expires)."""
+    """Remove an uploaded file, or a batch's output or error file: it is gone from the Files
+    API (404 after), while the results stay for `batchyard collect` until the batch expires."""
     gw = gateway(request)
     file_id = request.match_info["file_id"]
-    if await _output(gw, request, file_id) is not None:
-        raise bad_request(
-            "Output and error files are generated from results; they cannot be deleted."
-        )
-    await gw.store.delete(await _stored(gw, request, file_id))
+    output = await _output(gw, request, file_id)
+    if output is not None:
+        await gw.redis.hset(gw.gkeys.batch(output[0].id), f"{output[1]}_deleted", 1)
+    else:
+        await gw.store.delete(await _stored(gw, request, file_id))
     return web.json_response({"id": file_id, "object": "file", "deleted": True})

@@ -26,7 +26,7 @@ from producers.gateway.views import text
 from producers.submit import kinds_for
 from schemas.batch_lines import CHAT_URL, LineError, parse_line
 from schemas.config import AppConfig
-from schemas.request import EndpointKind
+from schemas.request import EndpointKind, LLMRequest
 from workers.protocol.lanes import Priority
 from workers.protocol.scripts import Lua, register
 
@@ -182,6 +182,7 @@ class Ingest:
         kinds = kinds_for(endpoint)
         seen = self.keys.seen(batch_id)
         count = 0
+        model: str | None = None
         lines = enumerate(self.store.lines(stored, self.redis, self._max_line), start=1)
         try:
             while chunk := list(islice(lines, _CHUNK)):
@@ -201,11 +202,16 @@ class Ingest:
                             )
                         )
                         break
-                    problem, custom_id = self._check(raw, number, kinds)
+                    problem, request = self._check(raw, number, kinds)
                     if problem is not None:
                         found.append(problem)
-                    elif custom_id is not None:
-                        ids.append((number, custom_id))
+                    elif request is not None:
+                        if model is None and request.model:
+                            model = request.model
+                            # OpenAI's batch `model`: the one the file's requests name.
+                            self.redis.hset(self.keys.batch(batch_id), "model", model[:200])
+                        if request.custom_id is not None:
+                            ids.append((number, request.custom_id))
                 found += self._duplicates(seen, ids)
                 for problem in sorted(found, key=lambda p: p["line"] or 0):
                     problems.add(problem)
@@ -219,7 +225,7 @@ class Ingest:
 
     def _check(
         self, raw: bytes, number: int, kinds: frozenset[EndpointKind] | None = None
-    ) -> tuple[dict[str, Any] | None, str | None]:
+    ) -> tuple[dict[str, Any] | None, LLMRequest | None]:
         if len(raw) > self._max_line:
             message = f"line {number}: longer than {self.config.max_line_kib} KiB"
             return batch_error("line_too_long", message, number), None
@@ -232,7 +238,7 @@ class Ingest:
                 field = f"body.route.{i}.endpoint"
                 unknown = LineError(number, field, f"unknown endpoint {hop.endpoint!r}")
                 return line_problem(unknown), None
-        return None, request.custom_id
+        return None, request
 
     def _duplicates(self, seen: str, ids: list[tuple[int, str]]) -> list[dict[str, Any]]:
         if not ids:

@@ -31,6 +31,10 @@ class GatewayKeys:
         """Zset batch id -> created_at of one owner's OpenAI-style batches, for listing."""
         return f"{self.prefix}:owner:{owner}:batches"
 
+    def owner_files(self, owner: str) -> str:
+        """Zset file id -> created_at of one owner's uploaded files, for listing."""
+        return f"{self.prefix}:owner:{owner}:files"
+
     def seen(self, batch_id: str) -> str:
         """Set of custom_ids met while validating a file: duplicates without gateway memory."""
         return f"{self.prefix}:batch:{batch_id}:seen"

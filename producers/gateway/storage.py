@@ -181,8 +181,39 @@ class FileStore:
         meta = self.keys.file(stored.id)
         pipe.hset(meta, mapping={k: v for k, v in vars(stored).items() if k != "id"})
         pipe.expire(meta, self.ttl_s)
+        listing = self.keys.owner_files(owner)
+        pipe.zadd(listing, {stored.id: time.time()})
+        pipe.zremrangebyscore(listing, "-inf", time.time() - self.ttl_s)
+        pipe.expire(listing, self.ttl_s)
         await pipe.execute()
         return stored
+
+    async def page(
+        self, owner: str, *, after: str | None, limit: int, oldest_first: bool, purpose: str | None
+    ) -> tuple[list[StoredFile], bool]:
+        """A page of the owner's files by creation time, and whether more follow. Entries
+        whose metadata expired are dropped from the listing as they are met."""
+        listing = self.keys.owner_files(owner)
+        rank_of = self.redis.zrank if oldest_first else self.redis.zrevrank
+        range_of = self.redis.zrange if oldest_first else self.redis.zrevrange
+        start = 0
+        if after:
+            rank = await rank_of(listing, after)
+            if not isinstance(rank, int):
+                raise ValueError(after)
+            start = rank + 1
+        out: list[StoredFile] = []
+        while len(out) <= limit:
+            ids = [text(raw) for raw in await range_of(listing, start, start + 2 * limit)]
+            if not ids:
+                break
+            start += len(ids)
+            files = [await self.get(i) for i in ids]
+            gone = [i for i, f in zip(ids, files, strict=True) if f is None]
+            if gone:
+                await self.redis.zrem(listing, *gone)
+            out += [f for f in files if f is not None and purpose in (None, f.purpose)]
+        return out[:limit], len(out) > limit
 
     async def get(self, file_id: str) -> StoredFile | None:
         """The file's metadata, or None when unknown or expired."""
@@ -204,6 +235,7 @@ class FileStore:
     async def delete(self, stored: StoredFile) -> None:
         """Forget a file and remove its content."""
         await self.redis.delete(self.keys.file(stored.id), self.keys.file_data(stored.id))
+        await self.redis.zrem(self.keys.owner_files(stored.owner), stored.id)
         if stored.path:
             await asyncio.to_thread(Path(stored.path).unlink, missing_ok=True)
 

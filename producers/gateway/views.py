@@ -16,6 +16,7 @@ from workers.protocol.keys import Keys
 
 FINISHED = frozenset({"completed", "failed", "expired", "cancelled"})
 OutputKind = Literal["output", "errors"]
+_USAGE = ("input_tokens", "output_tokens", "cached_tokens", "reasoning_tokens")
 _OUTPUT_ID = re.compile(r"file-(.+)-(output|errors)")
 
 
@@ -84,12 +85,31 @@ class BatchState:
         return status
 
     def counts(self) -> dict[str, int]:
-        """Live request counts."""
+        """Live request counts. As OpenAI counts them, requests a cancel kept from being sent
+        are not `failed` (they are in the error file, with code `batch_cancelled`)."""
+        failed = int(self.core.get("failed", 0)) - int(self.core.get("n_cancelled", 0))
         return {
             "total": int(self.core.get("total", 0)),
             "completed": int(self.core.get("completed", 0)),
-            "failed": int(self.core.get("failed", 0)),
+            "failed": max(failed, 0),
         }
+
+    def usage(self) -> dict[str, Any] | None:
+        """OpenAI's batch `usage`: the tokens of every result so far (None before any)."""
+        if not self.core:
+            return None
+        n = {k: int(self.core.get(k, 0)) for k in _USAGE}
+        return {
+            "input_tokens": n["input_tokens"],
+            "input_tokens_details": {"cached_tokens": n["cached_tokens"]},
+            "output_tokens": n["output_tokens"],
+            "output_tokens_details": {"reasoning_tokens": n["reasoning_tokens"]},
+            "total_tokens": n["input_tokens"] + n["output_tokens"],
+        }
+
+    def deleted(self, kind: OutputKind) -> bool:
+        """Whether the batch's output (or error) file was deleted by its owner."""
+        return self.gw.get(f"{kind}_deleted") == "1"
 
     def to_openai(self) -> dict[str, Any]:
         """The OpenAI `batch` object."""
@@ -112,7 +132,7 @@ class BatchState:
             if done and counts["completed"]
             else None,
             "error_file_id": output_file_id(self.id, "errors")
-            if done and counts["failed"]
+            if done and int(self.core.get("failed", 0))
             else None,
             "created_at": int(created),
             "in_progress_at": _ts(self.gw.get("in_progress_at")),
@@ -125,7 +145,9 @@ class BatchState:
             "cancelled_at": _ts(self.gw.get("cancelled_at"))
             or (finished_at if status == "cancelled" else None),
             "request_counts": counts,
-            "metadata": orjson.loads(self.gw.get("metadata") or "{}"),
+            "metadata": orjson.loads(self.gw.get("metadata") or "null"),
+            "model": self.gw.get("model") or None,
+            "usage": self.usage(),
         }
 
 

@@ -194,7 +194,8 @@ def test_dashboard_shows_a_running_batch_and_cancels_it(
         assert time.monotonic() < deadline, f"batch still {final['status']}"
         time.sleep(0.1)
     counts = final["request_counts"]
-    assert counts["completed"] < 400 and counts["completed"] + counts["failed"] == 400
+    # Requests a cancel kept from being sent are not `failed` (as OpenAI counts them).
+    assert counts["completed"] < 400 and counts["failed"] == 0
     # and the page ends showing the final counts, the unsent requests as cancelled (not
     # failed), a bar in the cancelled colour short of 100%, and no button.
     page.wait_for_function(

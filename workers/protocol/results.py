@@ -36,6 +36,7 @@ def write_call(keys: Keys, ttl_s: int, items: Sequence[ResultItem]) -> ScriptCal
         if index is None:
             index = batches[result.batch_id] = b"%d" % len(batches)
             script_keys += keys.results(result.batch_id)
+        usage = result.usage
         fields = (
             index,
             key.encode(),
@@ -44,6 +45,10 @@ def write_call(keys: Keys, ttl_s: int, items: Sequence[ResultItem]) -> ScriptCal
             b"1" if count else b"0",
             dead,
             repr(result.cost_usd or 0.0).encode(),
+            b"%d" % usage.input_tokens,
+            b"%d" % usage.output_tokens,
+            b"%d" % usage.cached_tokens,
+            b"%d" % usage.reasoning_tokens,
             b"",
         )
         blob += SEP.join(fields)
