@@ -46,7 +46,9 @@ def setup_tracing(service_name: str) -> bool:
     `OTEL_SDK_DISABLED=true` or `OTEL_TRACES_EXPORTER=none` turn it off; an
     `OTEL_EXPORTER_OTLP_[TRACES_]ENDPOINT` (or `OTEL_TRACES_EXPORTER=otlp`) turns it on;
     `OTEL_TRACES_SAMPLER[_ARG]`, `OTEL_SERVICE_NAME`, `OTEL_RESOURCE_ATTRIBUTES`,
-    `OTEL_BSP_*` and the exporter's own `OTEL_EXPORTER_OTLP_*` apply. Without any of them
+    `OTEL_BSP_*` and the exporter's own `OTEL_EXPORTER_OTLP_*` apply; spans are batched by
+    `WaitingBatchProcessor`, which slows span makers down rather than dropping spans while
+    the collector keeps up. Without any of them
     nothing is imported or installed, and spans stay no-ops.
     """
     if trace_enabled():
@@ -68,7 +70,9 @@ def setup_tracing(service_name: str) -> bool:
         return False
     from opentelemetry.sdk.resources import Resource
     from opentelemetry.sdk.trace import TracerProvider
-    from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
+    from opentelemetry.sdk.trace.export import SpanExporter
+
+    from workers.span_export import WaitingBatchProcessor
 
     resource = Resource.create()  # OTEL_SERVICE_NAME / OTEL_RESOURCE_ATTRIBUTES win
     if str(resource.attributes.get("service.name", "")).startswith("unknown_service"):
@@ -85,7 +89,7 @@ def setup_tracing(service_name: str) -> bool:
 
         chosen.append(ConsoleSpanExporter())
     for exporter in chosen:
-        provider.add_span_processor(BatchSpanProcessor(exporter))
+        provider.add_span_processor(WaitingBatchProcessor(exporter))
     trace.set_tracer_provider(provider)
     return True
 

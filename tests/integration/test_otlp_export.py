@@ -364,3 +364,25 @@ def test_no_collector_configured_means_no_exporter_loaded(tmp_path: Path) -> Non
         [sys.executable, "-c", code], env=env, cwd=tmp_path, capture_output=True, text=True
     )
     assert proc.returncode == 0, proc.stderr
+
+
+@pytest.mark.timeout(120)
+def test_a_large_submit_loses_no_producer_span(
+    tmp_path: Path,
+    redis_url: str,
+    receiver: Receiver,
+    write_config: Callable[[dict[str, object]], Path],
+) -> None:
+    """20,000 lines make producer spans far faster than one exporter thread ships them: the
+    SDK's batch processor dropped about two thirds; a full queue now waits for the exporter."""
+    n = 20_000
+    config = mock_config(write_config)
+    rows = [openai_line(f"r{i}", "q") for i in range(n)]
+    env = traced_env(redis_url, receiver, BATCHYARD_CONFIG=str(config))
+    batch_id = batchyard(
+        "submit", str(write_jsonl(tmp_path / "in.jsonl", rows)), env=env, cwd=tmp_path
+    ).strip()
+    wait_for_spans(receiver, Span.SPAN_KIND_PRODUCER, n)
+    producers = receiver.of_kind(Span.SPAN_KIND_PRODUCER)
+    assert len({s.trace_id for s in producers}) == n
+    assert {s.attributes["batchyard.batch_id"] for s in producers} == {batch_id}
