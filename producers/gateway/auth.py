@@ -74,11 +74,15 @@ def is_page(request: web.Request) -> bool:
 
 
 def same_origin(request: web.Request) -> bool:
-    """False when the browser says the request comes from another site's page."""
+    """True only when the browser says the request comes from this gateway's own page.
+
+    A missing `Origin` fails too: browsers send one with every POST (form or fetch), so a
+    request without it came from no page of ours.
+    """
     origin = request.headers.get("Origin")
-    if origin is None:
-        return True
-    return origin != "null" and urlsplit(origin).netloc == request.host
+    if origin is None or origin == "null":
+        return False
+    return urlsplit(origin).netloc == request.host
 
 
 async def _csrf_token(request: web.Request) -> str | None:

@@ -87,6 +87,10 @@ async def create_file(request: web.Request) -> web.Response:
                 f"Unsupported purpose {purpose!r}: this gateway takes files with purpose 'batch'.",
                 param="purpose",
             )
+    except ValueError as exc:  # aiohttp's reader: a body cut short or a bad boundary
+        if received is not None:
+            gw.store.discard(received)
+        raise bad_request(f"The multipart body is malformed or incomplete: {exc}.") from None
     except BaseException:
         if received is not None:
             gw.store.discard(received)

@@ -6,6 +6,18 @@ what, uploaded files, and the validation phase that OpenAI-style batches go thro
 
 from __future__ import annotations
 
+import re
+
+#: What every id the gateway makes looks like (`file-…`, `batch_…`, `job_…`, output file ids):
+#: an id from a request that does not is unknown, before it could name another Redis key
+#: (`<file id>:data` is a file's content, `<batch id>:timeline` a list).
+_ID = re.compile(r"[A-Za-z0-9_-]{1,128}")
+
+
+def valid_id(value: str) -> bool:
+    """Whether `value` can be an id the gateway made."""
+    return _ID.fullmatch(value) is not None
+
 
 class GatewayKeys:
     """Key names of the gateway under one namespace."""

@@ -22,7 +22,7 @@ import redis
 import redis.asyncio as aioredis
 from aiohttp import web
 
-from producers.gateway.keys import GatewayKeys
+from producers.gateway.keys import GatewayKeys, valid_id
 from producers.gateway.limits import too_large
 from producers.gateway.views import text
 
@@ -217,6 +217,8 @@ class FileStore:
 
     async def get(self, file_id: str) -> StoredFile | None:
         """The file's metadata, or None when unknown or expired."""
+        if not valid_id(file_id):
+            return None
         raw = await self.redis.hgetall(self.keys.file(file_id))
         if not raw:
             return None

@@ -11,7 +11,7 @@ from typing import Any, Literal
 import orjson
 import redis.asyncio as aioredis
 
-from producers.gateway.keys import GatewayKeys
+from producers.gateway.keys import GatewayKeys, valid_id
 from workers.protocol.keys import Keys
 
 FINISHED = frozenset({"completed", "failed", "expired", "cancelled"})
@@ -154,15 +154,20 @@ class BatchState:
 async def load_batches(
     client: aioredis.Redis, keys: Keys, gkeys: GatewayKeys, batch_ids: Sequence[str]
 ) -> list[BatchState | None]:
-    """Both records of each batch in one round trip; None for unknown or expired ids."""
+    """Both records of each batch in one round trip; None for unknown or expired ids (and
+    for strings that cannot be ids, which could name other keys)."""
+    valid = [b for b in batch_ids if valid_id(b)]
     pipe = client.pipeline(transaction=False)
-    for batch_id in batch_ids:
+    for batch_id in valid:
         pipe.hgetall(gkeys.batch(batch_id))
         pipe.hgetall(keys.batch(batch_id))
-    replies = await pipe.execute()
+    replies = iter(await pipe.execute() if valid else [])
     out: list[BatchState | None] = []
-    for i, batch_id in enumerate(batch_ids):
-        gw, core = replies[2 * i], replies[2 * i + 1]
+    for batch_id in batch_ids:
+        if not valid_id(batch_id):
+            out.append(None)
+            continue
+        gw, core = next(replies), next(replies)
         out.append(BatchState(batch_id, _decode(gw), _decode(core)) if gw else None)
     return out
 

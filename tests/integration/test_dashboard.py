@@ -50,16 +50,27 @@ class Browser:
     async def get(self, path: str, **kw: Any) -> Any:
         return await self.client.get(path, headers=self.headers, allow_redirects=False, **kw)
 
-    async def post(self, path: str, *, token: bool = True, **kw: Any) -> Any:
+    async def post(self, path: str, *, token: bool = True, origin: bool = True, **kw: Any) -> Any:
+        """A post from the gateway's page: its Origin (as browsers send) and CSRF token."""
         headers = {**self.headers, **kw.pop("headers", {})}
+        if origin:
+            headers.setdefault("Origin", own_origin(self.client))
         if token and "data" not in kw:
             headers["X-CSRF-Token"] = self.csrf
         return await self.client.post(path, headers=headers, allow_redirects=False, **kw)
 
 
+def own_origin(client: Http) -> str:
+    """The gateway's origin, as a browser on its pages sends it."""
+    return str(client.make_url("/").origin())
+
+
 async def login(client: Http, key: str, next_path: str = "/") -> Browser:
     resp = await client.post(
-        "/login", data={"api_key": key, "next": next_path}, allow_redirects=False
+        "/login",
+        data={"api_key": key, "next": next_path},
+        headers={"Origin": own_origin(client)},
+        allow_redirects=False,
     )
     assert resp.status == 303, await resp.text()
     cookie = resp.cookies[COOKIE]
@@ -125,12 +136,19 @@ async def test_pages_need_a_login_and_the_key_never_leaves_the_form(
     assert form.status == 200 and 'name="api_key"' in await form.text()
     assert form.headers["Content-Security-Policy"] == CSP
     # a wrong key gets the form again, without echoing what was typed,
-    wrong = await client.post("/login", data={"api_key": "sk-wrong-guess", "next": "/"})
+    wrong = await client.post(
+        "/login",
+        data={"api_key": "sk-wrong-guess", "next": "/"},
+        headers={"Origin": own_origin(client)},
+    )
     assert wrong.status == 401
     assert "sk-wrong-guess" not in await wrong.text() and COOKIE not in wrong.cookies
     # and a right one a session cookie that is not the key and script cannot read.
     resp = await client.post(
-        "/login", data={"api_key": KEY_A, "next": "/providers"}, allow_redirects=False
+        "/login",
+        data={"api_key": KEY_A, "next": "/providers"},
+        headers={"Origin": own_origin(client)},
+        allow_redirects=False,
     )
     assert resp.status == 303 and resp.headers["Location"] == "/providers"
     set_cookie = resp.headers["Set-Cookie"]
@@ -156,7 +174,10 @@ async def test_pages_need_a_login_and_the_key_never_leaves_the_form(
 async def test_login_never_redirects_off_the_gateway(api: Any, target: str) -> None:
     client = await api()
     resp = await client.post(
-        "/login", data={"api_key": KEY_A, "next": target}, allow_redirects=False
+        "/login",
+        data={"api_key": KEY_A, "next": target},
+        headers={"Origin": own_origin(client)},
+        allow_redirects=False,
     )
     assert resp.status == 303 and resp.headers["Location"] == "/"
 

@@ -12,7 +12,7 @@ from urllib.parse import quote
 import orjson
 import pytest
 
-from tests.integration.test_dashboard import login, write_failures
+from tests.integration.test_dashboard import login, own_origin, write_failures
 from tests.integration.test_gateway_api import new_batch, settled
 from tests.integration.test_gateway_support import (
     KEY_A,
@@ -138,7 +138,11 @@ async def test_hostile_values_render_as_text_on_every_page(api: Any, redis_url: 
     client.session.cookie_jar.clear()
     form = inert(await (await client.get("/login", params={"next": target})).text())
     assert form.attribute("input", "value", name="next") == target
-    wrong = await client.post("/login", data={"api_key": "sk-wrong", "next": target})
+    wrong = await client.post(
+        "/login",
+        data={"api_key": "sk-wrong", "next": target},
+        headers={"Origin": own_origin(client)},
+    )
     assert wrong.status == 401
     form = inert(await wrong.text(), "Unknown API key.")
     assert form.attribute("input", "value", name="next") == target
