@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import copy
 import time
+import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -403,6 +404,19 @@ def test_the_gateway_takes_every_endpoint_and_one_endpoint_per_batch(
     [error] = mismatch.errors.data
     assert (error.line, error.param, error.code) == (1, "url", "url_mismatch")
     assert EMBEDDINGS in (error.message or "")
+    # POST /v1/jobs takes a line of any endpoint and answers with the provider's body.
+    for row in rows[4:]:
+        job = {**row, "custom_id": f"job-{row['custom_id']}"}
+        post = urllib.request.Request(
+            f"{gateway.url}/v1/jobs?wait=30&format=openai",
+            data=orjson.dumps(job),
+            headers={"Authorization": f"Bearer {KEY_A}", "Content-Type": "application/json"},
+        )
+        with urllib.request.urlopen(post, timeout=60) as resp:
+            assert resp.status == 200
+            answer = orjson.loads(resp.read())["result"]["response"]["body"]
+        assert answer == replies(server)[job["custom_id"]]
+        assert received(server, row["url"])[job["custom_id"]] == row["body"]
 
 
 def test_bad_lines_get_one_clear_error_each_and_good_lines_still_run(redis_url: str) -> None:
