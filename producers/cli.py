@@ -6,28 +6,23 @@ import asyncio
 import logging
 import re
 import signal
-import sys
 from collections import Counter
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated
 
-import redis
 import typer
-from rich.console import Console
 from rich.table import Table
 
 from producers.client import Client, FailedRequest
 from producers.collect import Format, collect
+from producers.console import err, out, user_errors
 from producers.gateway_cli import gateway as gateway_cmd
 from producers.gmn_cli import gmn_app
 from producers.progress import describe
-from producers.run import RunFailed, run_batch
-from schemas.config import ConfigError, load_config
+from producers.run import run_batch
+from schemas.config import load_config
 from schemas.settings import Settings
 from workers.logs import setup_logging
-from workers.protocol.batch_record import BatchNotFound
 from workers.protocol.lanes import Priority
 from workers.supervisor import Supervisor
 from workers.tracing import setup_tracing, shutdown_tracing
@@ -53,29 +48,9 @@ def _entry(ctx: typer.Context) -> None:
         ctx.call_on_close(shutdown_tracing)
 
 
-err = Console(stderr=True, soft_wrap=True)
-# Piped output (scripts, CI) gets full-width tables instead of rich's 80-column default.
-out = Console(width=None if sys.stdout.isatty() else 200)
-
 ConfigOpt = Annotated[
     Path | None, typer.Option("--config", "-c", help="Endpoints/routes file (YAML or TOML).")
 ]
-
-
-@contextmanager
-def user_errors() -> Iterator[None]:
-    """Turn the errors a user can fix into one red line and exit code 2 — no traceback."""
-    try:
-        yield
-    except (ConfigError, BatchNotFound, RunFailed, FileNotFoundError, ValueError) as exc:
-        err.print(f"[red]error:[/red] {exc}")
-        raise typer.Exit(2) from None
-    except redis.ConnectionError as exc:
-        err.print(f"[red]error:[/red] cannot reach Redis ({exc}); check REDIS_URL")
-        raise typer.Exit(2) from None
-    except ConnectionError as exc:  # gave up waiting for Redis (`wait_for_redis`)
-        err.print(f"[red]error:[/red] cannot reach Redis: {exc}; check REDIS_URL")
-        raise typer.Exit(2) from None
 
 
 def _settings(config: Path | None) -> Settings:

@@ -8,19 +8,20 @@ submits those batches and turns finished results into output lines; the single-p
 
 from __future__ import annotations
 
-import asyncio
 import time
 import uuid
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypedDict
+from typing import Any, TypedDict
 
 import orjson
 from pydantic import BaseModel, Field, ValidationError
 from typing_extensions import Unpack
 
-from producers.submit import Chunk, ChunkBuilder, chunks, new_batch_id, numbered
+from producers.core import ClientCore, Route, SubmitReport
+from producers.redis_ops import Operation, cmd
+from producers.submit import Chunk, ChunkBuilder, new_batch_id
 from schemas.batch_lines import LineError
 from schemas.config import AppConfig
 from schemas.gmn import GMNError, ValidationReport, validate_gmn, validate_reply
@@ -45,11 +46,8 @@ from schemas.result import LLMResult, Usage
 from workers.protocol.batch_record import new_record
 from workers.protocol.dead_letter import DeadLetter
 from workers.protocol.lanes import Priority
+from workers.protocol.results import ResultEntry
 
-if TYPE_CHECKING:
-    from producers.client import AsyncClient, Client
-
-Route = str | list[RouteHop] | None
 Document = dict[str, Any] | str | bytes
 DEFAULT_ROUNDS = 3
 
@@ -178,19 +176,23 @@ def _items(lines: Iterable[Any] | Path) -> Iterator[Any]:
         yield from lines
 
 
-def _start(
-    client: Client | AsyncClient,
-    rounds: int,
-    opts: GMNOptions,
-    window_s: float | None,
-    lane: str,
-) -> tuple[GMNChunkBuilder, dict[Any, Any]]:
-    hops = client._route(opts.get("route"))
-    deadline = time.time() + window_s if window_s else None
+def submit_batch(
+    core: ClientCore,
+    lines: Iterable[Any] | Path,
+    *,
+    rounds: int = DEFAULT_ROUNDS,
+    completion_window_s: float | None = None,
+    priority: Priority = "normal",
+    **opts: Unpack[GMNOptions],
+) -> Operation[SubmitReport]:
+    """Enqueue prompt lines as one GMN batch (bad lines become error entries)."""
+    hops = core.route(opts.get("route"))
+    lane = yield from core.lane(priority, hops)
+    deadline = core.deadline(completion_window_s)
     builder = GMNChunkBuilder(
         new_batch_id(),
-        client.keys,
-        client.config,
+        core.keys,
+        core.config,
         hops,
         deadline,
         rounds=rounds,
@@ -199,48 +201,7 @@ def _start(
     )
     metadata = {"task": "gmn", "rounds": str(rounds)}
     record = new_record(hops, deadline=deadline, lane=lane, metadata=metadata)
-    return builder, record
-
-
-def submit_batch(
-    client: Client,
-    lines: Iterable[Any] | Path,
-    *,
-    rounds: int = DEFAULT_ROUNDS,
-    completion_window_s: float | None = None,
-    priority: Priority = "normal",
-    **opts: Unpack[GMNOptions],
-) -> str:
-    """Enqueue prompt lines as one GMN batch (bad lines become error entries); its id."""
-    lane = client.lane(priority, client._route(opts.get("route")))
-    builder, record = _start(client, rounds, opts, completion_window_s, lane)
-    batch_key = client.keys.batch(builder.batch_id)
-    client._create(client.redis.pipeline(transaction=False), builder.batch_id, record).execute()
-    for part in chunks(numbered(_items(lines)), client.settings.enqueue_chunk):
-        client._send(builder, builder.build(part))
-    client._seal(keys=[batch_key], args=[time.time()])
-    return builder.batch_id
-
-
-async def asubmit_batch(
-    client: AsyncClient,
-    lines: Iterable[Any] | Path,
-    *,
-    rounds: int = DEFAULT_ROUNDS,
-    completion_window_s: float | None = None,
-    priority: Priority = "normal",
-    **opts: Unpack[GMNOptions],
-) -> str:
-    """Async twin of `submit_batch`."""
-    lane = await client.lane(priority, client._route(opts.get("route")))
-    builder, record = _start(client, rounds, opts, completion_window_s, lane)
-    batch_key = client.keys.batch(builder.batch_id)
-    pipe = client.redis.pipeline(transaction=False)
-    await client._create(pipe, builder.batch_id, record).execute()
-    for part in chunks(numbered(_items(lines)), client.settings.enqueue_chunk):
-        await client._send(builder, builder.build(part))
-    await client._seal(keys=[batch_key], args=[time.time()])
-    return builder.batch_id
+    return (yield from core.submit_chunks(builder, record, _items(lines)))
 
 
 # --- results -> output lines ------------------------------------------------------------------
@@ -283,27 +244,38 @@ def outcome_line(item: GMNOutcome) -> bytes:
 
 
 def outcomes(
-    client: Client, batch_id: str, entries: list[tuple[str, str, LLMResult]]
-) -> list[GMNOutcome]:
+    core: ClientCore, batch_id: str, entries: list[ResultEntry]
+) -> Operation[list[GMNOutcome]]:
     """Output lines of a page of results, reading dead letters for failed calls only."""
     failed = [key for _, key, r in entries if "gmn" not in r.extra]
-    dead = client.redis.hmget(client.keys.failed(batch_id), failed) if failed else []
+    dead = (yield cmd("hmget", core.keys.failed(batch_id), failed)) if failed else []
     by_key = dict(zip(failed, dead, strict=True))
     return [outcome(r, by_key.get(key)) for _, key, r in entries]
 
 
-def follow(
-    client: Client, batch_id: str, *, poll_s: float = 0.2
-) -> Iterator[tuple[int, int, list[GMNOutcome]]]:
-    """(done, total, new outcomes) as results arrive, until the batch finished and all are read."""
-    after = "0-0"
-    while True:
-        page = client.results(batch_id, after, block_ms=int(poll_s * 1000))
-        after = page.cursor
-        batch = client.batch(batch_id)
-        yield batch.counts.done, batch.counts.total, outcomes(client, batch_id, page.entries)
-        if not page.read and batch.finished and not client.results(batch_id, after, count=1).read:
-            return
+@dataclass
+class FollowStep:
+    """What `follow_step` saw: progress, new output lines, where to read on, and whether
+    the batch finished with every result read."""
+
+    done: int
+    total: int
+    outcomes: list[GMNOutcome]
+    cursor: str
+    end: bool
+
+
+def follow_step(
+    core: ClientCore, batch_id: str, after: str, poll_s: float
+) -> Operation[FollowStep]:
+    """One step of following a GMN batch: the outcomes of results after `after`."""
+    page = yield from core.results(batch_id, after, block_ms=int(poll_s * 1000))
+    batch = yield from core.batch(batch_id)
+    items = yield from outcomes(core, batch_id, page.entries)
+    end = not page.read and batch.finished
+    if end:
+        end = not (yield from core.results(batch_id, page.cursor, count=1)).read
+    return FollowStep(batch.counts.done, batch.counts.total, items, page.cursor, end)
 
 
 # --- one prompt at a time -----------------------------------------------------------------------
@@ -391,34 +363,59 @@ def _limits(constraints: GMNConstraints | dict[str, Any]) -> dict[str, Any]:
 
 
 def run_one(
-    client: Client, item: GMNPrompt | PreparedJob, rounds: int, opts: GMNOptions
-) -> GMNOutcome:
+    core: ClientCore, item: GMNPrompt | PreparedJob, rounds: int, opts: GMNOptions
+) -> Operation[GMNOutcome]:
     """Submit a one-line batch, wait for it (bounded) and return its outcome."""
     timeout_s = opts.pop("timeout_s", 300.0)
-    batch_id = submit_batch(client, [item], rounds=rounds, **opts)
-    if not client.wait(batch_id, timeout_s=timeout_s, poll_s=0.05).finished:
+    report = yield from submit_batch(core, [item], rounds=rounds, **opts)
+    batch_id = report.batch_id
+    if not (yield from core.wait(batch_id, timeout_s, 0.05)).finished:
         raise TimeoutError(f"GMN batch {batch_id} not finished after {timeout_s:g}s")
-    entries = list(client.iter_results(batch_id))
-    return outcomes(client, batch_id, entries)[0]
-
-
-async def arun_one(
-    client: AsyncClient, item: GMNPrompt | PreparedJob, rounds: int, opts: GMNOptions
-) -> GMNOutcome:
-    """Async twin of `run_one`."""
-    timeout_s = opts.pop("timeout_s", 300.0)
-    batch_id = await asubmit_batch(client, [item], rounds=rounds, **opts)
-    deadline = time.monotonic() + timeout_s
-    while not (await client.batch(batch_id)).finished:
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"GMN batch {batch_id} not finished after {timeout_s:g}s")
-        await asyncio.sleep(0.05)
-    async for _, key, result in client.iter_results(batch_id):
-        dead = None
-        if "gmn" not in result.extra:
-            dead = await client.redis.hget(client.keys.failed(batch_id), key)
-        return outcome(result, dead)
+    after = "0-0"
+    while (page := (yield from core.results(batch_id, after))).read:
+        if page.entries:
+            return (yield from outcomes(core, batch_id, page.entries[:1]))[0]
+        after = page.cursor
     raise RuntimeError(f"GMN batch {batch_id} finished without a result")
+
+
+def generate(
+    core: ClientCore,
+    prompt: str,
+    agent_type: str,
+    constraints: GMNConstraints | dict[str, Any] | None,
+    rounds: int,
+    opts: GMNOptions,
+) -> Operation[GMNOutcome]:
+    """`generate_gmn`: one prompt as a one-line batch, waited for."""
+    return (yield from run_one(core, prompt_job(prompt, agent_type, constraints), rounds, opts))
+
+
+def refine(
+    core: ClientCore,
+    document: Document,
+    errors: list[GMNError] | list[dict[str, Any]] | None,
+    *,
+    prompt: str | None,
+    agent_type: str,
+    constraints: GMNConstraints | dict[str, Any] | None,
+    feedback: str | None,
+    rounds: int,
+    opts: GMNOptions,
+) -> Operation[GMNOutcome]:
+    """`refine_gmn`: nothing sent when the document has nothing to fix."""
+    job = refine_job(
+        document,
+        errors,
+        prompt=prompt,
+        agent_type=agent_type,
+        constraints=constraints,
+        feedback=feedback,
+        opts=opts,
+    )
+    if isinstance(job, GMNOutcome):
+        return job
+    return (yield from run_one(core, job, rounds, opts))
 
 
 def read_outcomes(path: Path) -> Iterator[GMNOutcome]:

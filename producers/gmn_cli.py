@@ -21,6 +21,7 @@ from rich.table import Table
 
 from producers import gmn
 from producers.client import Client
+from producers.console import err, out, user_errors
 from producers.run import RunFailed, local_workers
 from schemas.config import DEFAULT_CONFIG, load_config, parse_config
 from schemas.gmn import ValidationReport, validate_gmn, validate_reply
@@ -91,8 +92,6 @@ def generate(
     ] = None,
 ) -> None:
     """Generate one validated GMN document per prompt, refining invalid answers in rounds."""
-    from producers.cli import err, out, user_errors
-
     started = time.monotonic()
     with user_errors(), ExitStack() as stack:
         if not file.is_file():
@@ -153,7 +152,7 @@ def write_outcomes(
     )
     with output.open("wb") as f, Progress(*columns, console=console) as bar:
         task = bar.add_task(batch_id, total=None, valid=0, invalid=0)
-        for done, total, items in gmn.follow(client, batch_id):
+        for done, total, items in client.follow_gmn(batch_id):
             for item in items:
                 f.write(gmn.outcome_line(item))
                 report.add(item)
@@ -175,8 +174,6 @@ def validate(
     ] = False,
 ) -> None:
     """Validate GMN documents; exit 1 if any is invalid, 2 if a file cannot be read."""
-    from producers.cli import err, out
-
     invalid = unreadable = False
     for path in files:
         try:
@@ -330,8 +327,6 @@ def report(
     top: Annotated[int, typer.Option(min=1, help="Rule violations to list.")] = 10,
 ) -> None:
     """Validity per agent type and per round, and the most frequent rule violations."""
-    from producers.cli import out, user_errors
-
     summary = GMNReport()
     with user_errors():
         for item in gmn.read_outcomes(file):

@@ -117,7 +117,7 @@ def run(
     deadline = time.monotonic() + timeout_s
     report = GMNReport()
     rows: list[gmn.GMNOutcome] = []
-    for _done, _total, items in gmn.follow(client, batch_id):
+    for _done, _total, items in client.follow_gmn(batch_id):
         rows += items
         assert time.monotonic() < deadline, f"batch {batch_id} not finished in {timeout_s}s"
     assert len(rows) == len(lines)

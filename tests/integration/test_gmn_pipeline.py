@@ -60,7 +60,7 @@ def prompt_lines(n: int) -> list[dict[str, Any]]:
 def finish(client: Client, batch_id: str, timeout_s: float) -> list[gmn.GMNOutcome]:
     deadline = time.monotonic() + timeout_s
     out: list[gmn.GMNOutcome] = []
-    for _done, _total, items in gmn.follow(client, batch_id):
+    for _done, _total, items in client.follow_gmn(batch_id):
         out += items
         assert time.monotonic() < deadline, f"batch {batch_id} not finished in {timeout_s}s"
     return out

@@ -1,0 +1,35 @@
+"""Where the command line writes, and how it turns a user's mistake into one red line."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import redis
+import typer
+from rich.console import Console
+
+from producers.run import RunFailed
+from schemas.config import ConfigError
+from workers.protocol.batch_record import BatchNotFound
+
+err = Console(stderr=True, soft_wrap=True)
+# Piped output (scripts, CI) gets full-width tables instead of rich's 80-column default.
+out = Console(width=None if sys.stdout.isatty() else 200)
+
+
+@contextmanager
+def user_errors() -> Iterator[None]:
+    """Turn the errors a user can fix into one red line and exit code 2 — no traceback."""
+    try:
+        yield
+    except (ConfigError, BatchNotFound, RunFailed, FileNotFoundError, ValueError) as exc:
+        err.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(2) from None
+    except redis.ConnectionError as exc:
+        err.print(f"[red]error:[/red] cannot reach Redis ({exc}); check REDIS_URL")
+        raise typer.Exit(2) from None
+    except ConnectionError as exc:  # gave up waiting for Redis (`wait_for_redis`)
+        err.print(f"[red]error:[/red] cannot reach Redis: {exc}; check REDIS_URL")
+        raise typer.Exit(2) from None

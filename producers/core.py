@@ -1,0 +1,315 @@
+"""What both clients do, written once: each operation yields its Redis work (`redis_ops`).
+
+`Client` runs these operations on a synchronous connection and `AsyncClient` on an asyncio
+one; neither adds logic of its own. `submit_chunks` is the one way typed items reach the
+queues: `submit_many`, GMN batches (`producers.gmn`) and the gateway all go through it.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from producers.redis_ops import Eval, Join, Operation, Pipe, Sleep, Spawn, cmd, pipe
+from producers.submit import (
+    Chunk,
+    ChunkBuilder,
+    Item,
+    chunks,
+    kinds_for,
+    new_batch_id,
+    numbered,
+    retry_chunk,
+)
+from schemas.batch import Batch, BatchStatus
+from schemas.config import AppConfig, load_config
+from schemas.job import Task
+from schemas.request import RouteHop
+from schemas.result import LLMResult
+from schemas.settings import Settings
+from workers.protocol import lanes as L
+from workers.protocol.batch_record import BatchNotFound, new_record, parse_lane, parse_record
+from workers.protocol.dead_letter import DeadLetter
+from workers.protocol.health import HealthSnapshot, read_snapshot
+from workers.protocol.keys import Keys
+from workers.protocol.results import ResultEntry, current, read_stream, write_call
+from workers.protocol.scripts import Lua
+
+Route = str | list[RouteHop] | None
+#: What a batch record holds before it is written (`workers.protocol.batch_record`).
+Record = dict[str, str | bytes | float | int]
+
+log = logging.getLogger("batchyard.producer")
+
+
+@dataclass
+class SubmitReport:
+    """What a submission did: every input line is either enqueued or an error result."""
+
+    batch_id: str
+    lines: int
+    enqueued: int
+    invalid: int
+
+
+@dataclass
+class ResultPage:
+    """Results read from a batch's stream, and the cursor to continue after them.
+
+    `entries` may be empty while `cursor` moved: results superseded by `retry --failed`
+    are skipped.
+    """
+
+    entries: list[ResultEntry]
+    cursor: str
+    read: int
+
+
+@dataclass(frozen=True)
+class FailedRequest:
+    """One dead letter, as `failed_requests` lists it."""
+
+    key: str
+    code: str
+    #: The endpoint kind of the request ("chat", "embeddings", ...).
+    kind: str
+
+
+class ClientCore:
+    """Settings, config, key names and every client operation, with no I/O of its own."""
+
+    def __init__(
+        self, redis_url: str | None, settings: Settings | None, config: AppConfig | None
+    ) -> None:
+        settings = settings or Settings()
+        if redis_url:
+            settings = settings.model_copy(update={"redis_url": redis_url})
+        if not settings.redis_url:
+            raise ValueError("REDIS_URL is not set (or pass redis_url=...)")
+        self.settings = settings
+        self.redis_url: str = settings.redis_url
+        self.config = config or load_config(self.settings.config)
+        self.keys = Keys(self.settings.namespace)
+
+    # --- submitting -------------------------------------------------------------------------
+
+    def route(self, route: Route) -> list[RouteHop]:
+        """The hops of a route given by name, as hops, or None for the `default` route."""
+        if route is None:
+            return self.config.route("default")
+        if isinstance(route, str):
+            return self.config.route(route)
+        return route
+
+    @staticmethod
+    def deadline(window_s: float | None) -> float | None:
+        """The epoch time a completion window ends (None: no window)."""
+        return time.time() + window_s if window_s else None
+
+    def lane(self, priority: L.Priority, route: list[RouteHop]) -> Operation[str]:
+        """The queue lane for a new batch (see `workers.protocol.lanes.pick_lane`)."""
+        if L.check_priority(priority) != "normal":
+            return L.pick_lane(priority, [], 0)
+        endpoint = route[0].endpoint
+        depths = [cmd("llen", self.keys.queue(L.queue_name(endpoint, n))) for n in L.NORMAL_LANES]
+        *lengths, turn = yield pipe(*depths, cmd("incr", self.keys.lane_turn))
+        return L.pick_lane(priority, [int(d) for d in lengths], int(turn) - 1)  # INCR counts from 1
+
+    def submit_many(
+        self,
+        items: Iterable[Item],
+        *,
+        batch_id: str | None = None,
+        route: Route = None,
+        metadata: dict[str, str] | None = None,
+        completion_window_s: float | None = None,
+        task: Task | None = None,
+        budget_usd: float | None = None,
+        priority: L.Priority = "normal",
+        endpoint: str | None = None,
+    ) -> Operation[SubmitReport]:
+        """See `Client.submit_many`."""
+        if budget_usd is not None and budget_usd <= 0:
+            raise ValueError(f"budget_usd must be > 0, got {budget_usd}")
+        kinds = kinds_for(endpoint)
+        hops = self.route(route)
+        lane = yield from self.lane(priority, hops)
+        deadline = self.deadline(completion_window_s)
+        batch_id = batch_id or new_batch_id()
+        builder = ChunkBuilder(batch_id, self.keys, self.config, hops, deadline, task, lane=lane)
+        builder.kinds = kinds
+        record = new_record(
+            hops, deadline=deadline, lane=lane, metadata=metadata, budget_usd=budget_usd
+        )
+        return (yield from self.submit_chunks(builder, record, items))
+
+    def submit_chunks(
+        self, builder: ChunkBuilder, record: Record, items: Iterable[Item]
+    ) -> Operation[SubmitReport]:
+        """Create the batch `record` describes, enqueue `items` in chunks that `builder` checks
+        and encodes (bad lines become error results), seal it; what was enqueued, what not.
+
+        The next chunk is built while Redis runs the previous one: one chunk in flight.
+        """
+        batch_id = builder.batch_id
+        yield self._create(batch_id, record)
+        report = SubmitReport(batch_id, 0, 0, 0)
+        pending = None
+        for part in chunks(numbered(items), self.settings.enqueue_chunk):
+            report.lines += len(part)
+            chunk = builder.build(part)
+            if pending is not None:
+                self._count(report, (yield Join(pending)))
+            pending = yield Spawn(self._send(builder, chunk))
+        if pending is not None:
+            self._count(report, (yield Join(pending)))
+        yield Eval(Lua.SEAL, {"keys": [self.keys.batch(batch_id)], "args": [time.time()]})
+        log.info(
+            "batch %s submitted: %d lines, %d enqueued, %d invalid",
+            batch_id,
+            report.lines,
+            report.enqueued,
+            report.invalid,
+            extra={"batch_id": batch_id},
+        )
+        return report
+
+    @staticmethod
+    def _count(report: SubmitReport, sent: tuple[int, int]) -> None:
+        report.enqueued += sent[0]
+        report.invalid += sent[1]
+
+    def _create(self, batch_id: str, record: Record) -> Pipe:
+        """The writes that create and index a batch record; the index of batches expires with
+        them, so ids older than the result TTL go."""
+        stale = time.time() - self.settings.result_ttl_s
+        return pipe(
+            cmd("hset", self.keys.batch(batch_id), mapping=record),
+            cmd("zadd", self.keys.batches, {batch_id: record["created_at"]}),
+            cmd("zremrangebyscore", self.keys.batches, "-inf", stale),
+        )
+
+    def _send(self, builder: ChunkBuilder, chunk: Chunk) -> Operation[tuple[int, int]]:
+        """Enqueue one chunk and record its bad lines; returns (enqueued, invalid)."""
+        ops = []
+        if chunk.blob:
+            ttl = self.settings.result_ttl_s
+            ops.append(Eval(Lua.ENQUEUE, chunk.blob.enqueue_call(self.keys, builder.batch_id, ttl)))
+        if chunk.errors:
+            ops.append(self._write(chunk.errors))
+        if not ops:
+            return 0, 0
+        replies = yield pipe(*ops)
+        dups = replies[0] if chunk.blob else []
+        if dups:
+            yield self._write(builder.duplicates(chunk, dups))
+        return len(chunk.enqueued_ids) - len(dups), len(chunk.errors) + len(dups)
+
+    def _write(self, items: list[tuple[str, LLMResult]]) -> Eval:
+        """Script call for line-error results; they also count towards the batch total."""
+        results = [(key, result, True, b"") for key, result in items]
+        return Eval(Lua.WRITE_RESULTS, write_call(self.keys, self.settings.result_ttl_s, results))
+
+    # --- reading ----------------------------------------------------------------------------
+
+    def batch(self, batch_id: str) -> Operation[Batch]:
+        """The batch's current record."""
+        return parse_record(batch_id, (yield cmd("hgetall", self.keys.batch(batch_id))))
+
+    def results(
+        self, batch_id: str, after: str = "0-0", *, count: int = 1000, block_ms: int | None = None
+    ) -> Operation[ResultPage]:
+        """Up to `count` results after the stream id `after`."""
+        stream = {self.keys.stream(batch_id): after}
+        raw = yield cmd("xread", stream, count=count, block=block_ms)
+        entries, cursor = read_stream(raw, after)
+        if not entries:
+            return ResultPage([], cursor, 0)
+        markers = yield cmd("hmget", self.keys.done(batch_id), [k for _, k, _ in entries])
+        return ResultPage(current(entries, markers), cursor, len(entries))
+
+    def next_results(
+        self, batch_id: str, after: str, follow: bool
+    ) -> Operation[tuple[ResultPage, bool]]:
+        """One step of `iter_results`: a page, and whether there is nothing more to read
+        (with `follow`, only once the batch finished)."""
+        page = yield from self.results(batch_id, after, block_ms=1000 if follow else None)
+        if page.read:
+            return page, False
+        if not follow:
+            return page, True
+        if not (yield from self.batch(batch_id)).finished:
+            return page, False
+        return page, not (yield from self.results(batch_id, page.cursor)).read
+
+    def health(self, endpoints: list[str]) -> Operation[dict[str, HealthSnapshot]]:
+        """Shared health and breaker state of endpoints, as the workers record it."""
+        out = {}
+        for name in endpoints:
+            raw, latencies = yield pipe(
+                cmd("hgetall", self.keys.health(name)),
+                cmd("lrange", self.keys.latency(name), 0, -1),
+            )
+            window = self.config.endpoints[name].breaker.window_s
+            out[name] = read_snapshot(raw, latencies, name, window)
+        return out
+
+    def wait(self, batch_id: str, timeout_s: float | None, poll_s: float) -> Operation[Batch]:
+        """The batch's record once it finished (or the timeout passed)."""
+        deadline = None if timeout_s is None else time.monotonic() + timeout_s
+        while True:
+            batch = yield from self.batch(batch_id)
+            if batch.finished or (deadline is not None and time.monotonic() > deadline):
+                return batch
+            yield Sleep(poll_s)
+
+    # --- acting on a batch ------------------------------------------------------------------
+
+    def cancel(self, batch_id: str) -> Operation[BatchStatus]:
+        """Cancel a batch: queued requests end `cancelled` unsent, in-flight ones finish."""
+        status = yield Eval(
+            Lua.CANCEL, {"keys": [self.keys.batch(batch_id)], "args": [time.time()]}
+        )
+        if status is None:
+            raise BatchNotFound(batch_id)
+        return BatchStatus(status.decode())
+
+    def dead_letters(self, batch_id: str, page: int) -> Operation[list[tuple[bytes, bytes]]]:
+        """Every (key, dead letter) of a batch, read `page` at a time (HSCAN)."""
+        out: list[tuple[bytes, bytes]] = []
+        cursor = None
+        while cursor != 0:
+            cursor, found = yield cmd("hscan", self.keys.failed(batch_id), cursor or 0, count=page)
+            out += found.items()
+        return out
+
+    def failed_requests(self, batch_id: str) -> Operation[list[FailedRequest]]:
+        """Every request that ended in error: its key, error code and endpoint kind."""
+        yield from self.batch(batch_id)
+        return [
+            FailedRequest(key.decode(), *DeadLetter.code_and_kind_of(dead))
+            for key, dead in (yield from self.dead_letters(batch_id, 1000))
+        ]
+
+    def failures(self, batch_id: str) -> Operation[dict[str, list[str]]]:
+        """Keys of requests that ended in error (dead letters), grouped by error code."""
+        out: dict[str, list[str]] = {}
+        for failed in (yield from self.failed_requests(batch_id)):
+            out.setdefault(failed.code, []).append(failed.key)
+        return out
+
+    def retry_failed(self, batch_id: str, completion_window_s: float | None) -> Operation[int]:
+        """Re-run every failed request of a batch with a fresh attempt budget; how many."""
+        yield from self.batch(batch_id)
+        lane = parse_lane((yield cmd("hget", self.keys.batch(batch_id), "lane")))
+        route, deadline = self.config.route("default"), self.deadline(completion_window_s)
+        builder = ChunkBuilder(batch_id, self.keys, self.config, route, deadline, lane=lane)
+        retried, pending = 0, (yield from self.dead_letters(batch_id, 500))
+        for start in range(0, len(pending), 500):
+            chunk = retry_chunk(builder, pending[start : start + 500])
+            retried += int(
+                (yield Eval(Lua.RETRY_FAILED, chunk.blob.retry_call(self.keys, batch_id)))
+            )
+        return retried
