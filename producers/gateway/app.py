@@ -46,7 +46,7 @@ async def _maintain(gw: Gateway, stop: asyncio.Event) -> None:
     since_sweep = SWEEP_EVERY_S
     while not stop.is_set():
         try:
-            await asyncio.to_thread(gw.ingest.recover)
+            await gw.ingest.recover()
             if since_sweep >= SWEEP_EVERY_S:
                 await gw.store.sweep()
                 since_sweep = 0.0

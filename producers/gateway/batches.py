@@ -6,7 +6,6 @@ the background and the batch either fails (with line-numbered errors) or starts.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import re
 import time
@@ -114,8 +113,7 @@ async def create_batch(request: web.Request) -> web.Response:
     pipe.expire(listing, ttl)
     await pipe.execute()
     gw.spawn(
-        asyncio.to_thread(
-            gw.ingest.run,
+        gw.ingest.run(
             batch_id,
             stored,
             window_s,
@@ -213,7 +211,7 @@ async def retry_failed(request: web.Request, batch_id: str) -> tuple[int, BatchS
             "batches can retry their failed requests.",
             code="batch_not_retryable",
         )
-    retried = await asyncio.to_thread(gw.sync_client.retry_failed, batch_id)
+    retried = await gw.client.retry_failed(batch_id)
     if retried:  # the output and error files change: forget their cached sizes
         await gw.redis.hdel(gw.gkeys.batch(batch_id), "output_bytes", "errors_bytes")
     return retried, await gw.owned_batch(request, batch_id, "batch")

@@ -1,6 +1,7 @@
 """OpenAI-style batch creation: validate the whole input file first, fail the batch with
-line-numbered errors if any line is bad, else enqueue it. Runs in a thread with the
-synchronous client, so a 50,000-line file never stalls the event loop.
+line-numbered errors if any line is bad, else enqueue it. Runs as a task of the gateway's
+event loop with the async client; each chunk of lines ends in a Redis round trip, so a
+50,000-line file never holds the loop for more than one chunk.
 
 Memory stays bounded for any file: lines are streamed, duplicate custom_ids are found with a
 Redis set, and at most `max_batch_errors` errors are kept.
@@ -8,8 +9,9 @@ Redis set, and at most `max_batch_errors` errors are kept.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
-import threading
 import time
 from collections.abc import Iterable, Iterator
 from itertools import islice
@@ -17,8 +19,9 @@ from typing import Any
 
 import orjson
 import redis
+import redis.asyncio as aioredis
 
-from producers.client import Client
+from producers.client import AsyncClient
 from producers.gateway.config import GatewayConfig
 from producers.gateway.keys import MOVE_PHASE, GatewayKeys
 from producers.gateway.storage import FileStore, StoredFile
@@ -88,14 +91,14 @@ class Ingest:
 
     def __init__(
         self,
-        client: Client,
+        client: AsyncClient,
         keys: GatewayKeys,
         store: FileStore,
         app_config: AppConfig,
         config: GatewayConfig,
     ) -> None:
         self.client = client
-        self.redis: redis.Redis = client.redis
+        self.redis: aioredis.Redis = client.redis
         self.keys = keys
         self.store = store
         self.endpoints = set(app_config.endpoints)
@@ -103,16 +106,16 @@ class Ingest:
         self._move = self.redis.register_script(MOVE_PHASE)
         self._seal = register(self.redis, Lua.SEAL)
         #: Set when the gateway's shutdown grace is over: running ingestions give up.
-        self.stopping = threading.Event()
+        self.stopping = asyncio.Event()
 
-    def move(self, batch_id: str, old: str, new: str, **fields: Any) -> bool:
+    async def move(self, batch_id: str, old: str, new: str, **fields: Any) -> bool:
         """Change the batch's phase only if it is still `old`."""
         args: list[Any] = [old, new]
         for name, value in fields.items():
             args += [name, value]
-        return bool(self._move(keys=[self.keys.batch(batch_id)], args=args))
+        return bool(await self._move(keys=[self.keys.batch(batch_id)], args=args))
 
-    def run(
+    async def run(
         self,
         batch_id: str,
         stored: StoredFile,
@@ -126,17 +129,17 @@ class Ingest:
         Every line must address the batch's `endpoint`, as OpenAI's Batch API requires.
         """
         try:
-            self._run(batch_id, stored, window_s, metadata, priority, endpoint)
+            await self._run(batch_id, stored, window_s, metadata, priority, endpoint)
         except Stopped:
             if self.stopping.is_set():
-                self.abandon(batch_id, "gateway_interrupted", "the gateway stopped meanwhile")
+                await self.abandon(batch_id, "gateway_interrupted", "the gateway stopped meanwhile")
             else:  # cancelled while validating: the cancel recorded everything
-                self._release(batch_id)
+                await self._release(batch_id)
         except Exception:
             log.exception("batch %s: ingestion failed", batch_id)
-            self.abandon(batch_id, "internal_error", "the gateway could not queue the file")
+            await self.abandon(batch_id, "internal_error", "the gateway could not queue the file")
 
-    def _run(
+    async def _run(
         self,
         batch_id: str,
         stored: StoredFile,
@@ -146,47 +149,56 @@ class Ingest:
         endpoint: str,
     ) -> None:
         try:
-            problems = self.validate(batch_id, stored, endpoint)
+            problems = await self.validate(batch_id, stored, endpoint)
         except (OSError, redis.RedisError) as exc:
             log.warning("batch %s: cannot read %s: %s", batch_id, stored.id, exc)
             problems = Problems(1)
             problems.add(batch_error("file_unavailable", f"cannot read {stored.id}: {exc}"))
         if problems:
             errors = orjson.dumps(problems.entries())
-            self.move(batch_id, "validating", "failed", failed_at=time.time(), errors=errors)
-            self._release(batch_id)
+            await self.move(batch_id, "validating", "failed", failed_at=time.time(), errors=errors)
+            await self._release(batch_id)
             return
-        if not self.move(batch_id, "validating", "submitting", in_progress_at=time.time()):
-            self._release(batch_id)
+        if not await self.move(batch_id, "validating", "submitting", in_progress_at=time.time()):
+            await self._release(batch_id)
             return
-        self.client.submit_many(
-            self._leased(batch_id, self.store.lines(stored, self.redis, self._max_line)),
-            batch_id=batch_id,
-            metadata=metadata or None,
-            completion_window_s=window_s,
-            priority=priority,
-            endpoint=endpoint,
-        )
-        self.move(batch_id, "submitting", "submitted")
-        if self.redis.hget(self.keys.batch(batch_id), "cancel_requested"):
-            self.client.cancel(batch_id)
-        self._release(batch_id)
+        lines = await self.store.read_lines(stored, self._max_line)
+        lease = asyncio.create_task(self._renew(batch_id), name=f"lease {batch_id}")
+        try:
+            await self.client.submit_many(
+                self._unless_stopping(batch_id, lines),
+                batch_id=batch_id,
+                metadata=metadata or None,
+                completion_window_s=window_s,
+                priority=priority,
+                endpoint=endpoint,
+            )
+        finally:
+            lease.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await lease
+        await self.move(batch_id, "submitting", "submitted")
+        if await self.redis.hget(self.keys.batch(batch_id), "cancel_requested"):
+            await self.client.cancel(batch_id)
+        await self._release(batch_id)
 
     @property
     def _max_line(self) -> int:
         return self.config.max_line_kib * 1024
 
-    def validate(self, batch_id: str, stored: StoredFile, endpoint: str = CHAT_URL) -> Problems:
+    async def validate(
+        self, batch_id: str, stored: StoredFile, endpoint: str = CHAT_URL
+    ) -> Problems:
         """Every problem of the file, in line order, as OpenAI reports them."""
         problems = Problems(self.config.max_batch_errors)
         kinds = kinds_for(endpoint)
         seen = self.keys.seen(batch_id)
         count = 0
         model: str | None = None
-        lines = enumerate(self.store.lines(stored, self.redis, self._max_line), start=1)
+        lines = enumerate(await self.store.read_lines(stored, self._max_line), start=1)
         try:
             while chunk := list(islice(lines, _CHUNK)):
-                self._still(batch_id, "validating")
+                await self._still(batch_id, "validating")
                 found, ids = [], []
                 for number, raw in chunk:
                     if not raw.strip():
@@ -209,16 +221,16 @@ class Ingest:
                         if model is None and request.model:
                             model = request.model
                             # OpenAI's batch `model`: the one the file's requests name.
-                            self.redis.hset(self.keys.batch(batch_id), "model", model[:200])
+                            await self.redis.hset(self.keys.batch(batch_id), "model", model[:200])
                         if request.custom_id is not None:
                             ids.append((number, request.custom_id))
-                found += self._duplicates(seen, ids)
+                found += await self._duplicates(seen, ids)
                 for problem in sorted(found, key=lambda p: p["line"] or 0):
                     problems.add(problem)
                 if count > self.config.max_batch_lines:
                     break
         finally:
-            self.redis.delete(seen)
+            await self.redis.delete(seen)
         if count == 0:
             problems.add(batch_error("empty_file", "the input file has no requests"))
         return problems
@@ -240,7 +252,7 @@ class Ingest:
                 return line_problem(unknown), None
         return None, request
 
-    def _duplicates(self, seen: str, ids: list[tuple[int, str]]) -> list[dict[str, Any]]:
+    async def _duplicates(self, seen: str, ids: list[tuple[int, str]]) -> list[dict[str, Any]]:
         if not ids:
             return []
         pipe = self.redis.pipeline(transaction=False)
@@ -248,7 +260,7 @@ class Ingest:
             pipe.sadd(seen, custom_id)
         pipe.expire(seen, LEASE_S * 10)  # outlives a crashed validation only briefly
         out = []
-        for (number, custom_id), added in zip(ids, pipe.execute()[:-1], strict=True):
+        for (number, custom_id), added in zip(ids, (await pipe.execute())[:-1], strict=True):
             if not added:
                 message = f"line {number}: duplicate custom_id {custom_id!r}"
                 out.append(
@@ -261,47 +273,53 @@ class Ingest:
                 )
         return out
 
-    def _still(self, batch_id: str, phase: str) -> None:
+    async def _still(self, batch_id: str, phase: str) -> None:
         """Renew the lease; stop when someone (a cancel) moved the batch on, or at shutdown."""
         if self.stopping.is_set():
             raise Stopped(batch_id)
-        self.redis.zadd(self.keys.ingesting, {batch_id: time.time() + LEASE_S})
-        current = self.redis.hget(self.keys.batch(batch_id), "phase")
+        await self.redis.zadd(self.keys.ingesting, {batch_id: time.time() + LEASE_S})
+        current = await self.redis.hget(self.keys.batch(batch_id), "phase")
         if current is None or text(current) != phase:
             raise Stopped(batch_id)
 
-    def _leased(self, batch_id: str, lines: Iterable[bytes]) -> Iterator[bytes]:
+    async def _renew(self, batch_id: str) -> None:
+        """Keep the lease of a batch being submitted until cancelled (submission ends)."""
+        while True:
+            await self.redis.zadd(self.keys.ingesting, {batch_id: time.time() + LEASE_S})
+            await asyncio.sleep(LEASE_S / 4)
+
+    def _unless_stopping(self, batch_id: str, lines: Iterable[bytes]) -> Iterator[bytes]:
         for n, line in enumerate(lines):
-            if n % _CHUNK == 0:
-                if self.stopping.is_set():
-                    raise Stopped(batch_id)
-                self.redis.zadd(self.keys.ingesting, {batch_id: time.time() + LEASE_S})
+            if n % _CHUNK == 0 and self.stopping.is_set():
+                raise Stopped(batch_id)
             yield line
 
-    def _release(self, batch_id: str) -> None:
-        self.redis.zrem(self.keys.ingesting, batch_id)
+    async def _release(self, batch_id: str) -> None:
+        await self.redis.zrem(self.keys.ingesting, batch_id)
 
-    def abandon(self, batch_id: str, code: str, message: str) -> None:
+    async def abandon(self, batch_id: str, code: str, message: str) -> None:
         """End a batch whose ingestion cannot finish: failed if nothing was queued yet, else
         cancelled (queued requests end `cancelled`) with the reason in `errors`."""
         errors = orjson.dumps([batch_error(code, message)])
-        if self.move(batch_id, "validating", "failed", failed_at=time.time(), errors=errors):
-            self._release(batch_id)
+        if await self.move(batch_id, "validating", "failed", failed_at=time.time(), errors=errors):
+            await self._release(batch_id)
             return
-        if self.move(batch_id, "submitting", "submitted", errors=errors):
+        if await self.move(batch_id, "submitting", "submitted", errors=errors):
             try:
-                self.client.cancel(batch_id)
+                await self.client.cancel(batch_id)
             except KeyError:  # the batch record was never written: nothing was queued
-                self.move(batch_id, "submitted", "failed", failed_at=time.time())
+                await self.move(batch_id, "submitted", "failed", failed_at=time.time())
             else:
-                self._seal(keys=[self.client.keys.batch(batch_id)], args=[time.time()])
-        self._release(batch_id)
+                await self._seal(keys=[self.client.keys.batch(batch_id)], args=[time.time()])
+        await self._release(batch_id)
 
-    def recover(self) -> int:
+    async def recover(self) -> int:
         """Abandon batches whose gateway died mid-ingestion (their lease ran out)."""
-        stale = self.redis.zrangebyscore(self.keys.ingesting, "-inf", time.time())
+        stale = await self.redis.zrangebyscore(self.keys.ingesting, "-inf", time.time())
         for raw in stale:
             batch_id = text(raw)
             log.warning("batch %s: its gateway stopped while ingesting it", batch_id)
-            self.abandon(batch_id, "gateway_interrupted", "the gateway stopped during ingestion")
+            await self.abandon(
+                batch_id, "gateway_interrupted", "the gateway stopped during ingestion"
+            )
         return len(stale)

@@ -12,7 +12,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 import redis.asyncio as aioredis
 from aiohttp import web
 
-from producers.client import AsyncClient, Client
+from producers.client import AsyncClient
 from producers.gateway.auth import KeyRing, principal
 from producers.gateway.config import GatewayConfig
 from producers.gateway.errors import not_found
@@ -51,7 +51,6 @@ class Gateway:
     app_config: AppConfig
     config: GatewayConfig
     client: AsyncClient
-    sync_client: Client
     keys: Keys
     gkeys: GatewayKeys
     store: FileStore
@@ -76,7 +75,6 @@ class Gateway:
         client = AsyncClient(
             settings=settings.model_copy(update={"redis_url": url}), config=app_config
         )
-        sync_client = Client(settings=settings, config=app_config)
         keys, gkeys = client.keys, GatewayKeys(settings.namespace)
         metrics = Metrics()
         store = FileStore(
@@ -92,7 +90,6 @@ class Gateway:
             app_config=app_config,
             config=config,
             client=client,
-            sync_client=sync_client,
             keys=keys,
             gkeys=gkeys,
             store=store,
@@ -100,7 +97,7 @@ class Gateway:
             metrics=metrics,
             rate=RateLimiter(client.redis, gkeys, config, metrics),
             backpressure=Backpressure(client.redis, keys, app_config, config, metrics),
-            ingest=Ingest(sync_client, gkeys, store, app_config, config),
+            ingest=Ingest(client, gkeys, store, app_config, config),
             waiters=asyncio.Semaphore(config.max_waiters),
             sessions=SessionStore(client.redis, gkeys, config.session_ttl_s),
             timeline=Timeline(client.redis, gkeys, settings.result_ttl_s),
@@ -139,9 +136,8 @@ class Gateway:
         return state
 
     async def aclose(self) -> None:
-        """Close both Redis clients."""
+        """Close the Redis client."""
         await self.client.aclose()
-        await asyncio.to_thread(self.sync_client.close)
 
 
 GATEWAY = web.AppKey("gateway", Gateway)

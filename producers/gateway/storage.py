@@ -18,7 +18,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
 
-import redis
 import redis.asyncio as aioredis
 from aiohttp import web
 
@@ -253,16 +252,15 @@ class FileStore:
             raise FileNotFoundError(stored.id)
         return web.Response(body=data, headers=headers)
 
-    def lines(self, stored: StoredFile, client: redis.Redis, max_bytes: int) -> Iterator[bytes]:
-        """The file's lines, read with a synchronous client (batch ingestion runs in a thread)."""
+    async def read_lines(self, stored: StoredFile, max_bytes: int) -> Iterator[bytes]:
+        """The file's lines: streamed from disk, or from its content held in Redis (small
+        files), which is fetched here."""
         if stored.path:
-            with open(stored.path, "rb") as f:
-                yield from read_lines(f, max_bytes)
-            return
-        data = client.get(self.keys.file_data(stored.id))
+            return _file_lines(stored.path, max_bytes)
+        data = await self.redis.get(self.keys.file_data(stored.id))
         if not isinstance(data, bytes):
             raise FileNotFoundError(stored.id)
-        yield from read_lines(io.BytesIO(data), max_bytes)
+        return read_lines(io.BytesIO(data), max_bytes)
 
     async def sweep(self) -> int:
         """Remove files whose metadata expired and uploads a crash left half-written.
@@ -288,3 +286,8 @@ class FileStore:
             except OSError as exc:
                 log.warning("could not sweep %s: %s", entry, exc)
         return removed
+
+
+def _file_lines(path: str, max_bytes: int) -> Iterator[bytes]:
+    with open(path, "rb") as f:
+        yield from read_lines(f, max_bytes)

@@ -3,7 +3,6 @@ are written the way workers write them, so every test is fast and deterministic.
 
 from __future__ import annotations
 
-import asyncio
 import os
 import time
 from collections.abc import Callable
@@ -496,13 +495,13 @@ async def test_cancel_while_validating_and_interrupted_ingestions_end_the_batch(
     cancelled = await resp.json()
     assert cancelled["status"] == "cancelled" and cancelled["cancelled_at"] is not None
     # and the ingestion that was validating stops without queueing anything.
-    await asyncio.to_thread(gw.ingest.run, "batch_cancelme", stored, 3600.0, {})
+    await gw.ingest.run("batch_cancelme", stored, 3600.0, {})
     resp = await client.get("/v1/batches/batch_cancelme", headers=auth(KEY_A))
     assert (await resp.json())["status"] == "cancelled"
     assert queued(redis_url) == 0
     # A batch whose gateway died while validating (its lease ran out) is failed by any gateway.
     validating("batch_orphan", -1)
-    assert await asyncio.to_thread(gw.ingest.recover) == 1
+    assert await gw.ingest.recover() == 1
     resp = await client.get("/v1/batches/batch_orphan", headers=auth(KEY_A))
     orphan = await resp.json()
     assert orphan["status"] == "failed"
