@@ -12,11 +12,20 @@ from aiohttp import web
 
 from producers.gateway import pages
 from producers.gateway.auth import SESSION, principal
-from producers.gateway.batches import cancel, owned_page, page_limit, retry_failed
-from producers.gateway.errors import ApiError
+from producers.gateway.batches import cancel, page_limit, retry_failed
+from producers.gateway.errors import ApiError, bad_request
 from producers.gateway.events import interval_s, stream
 from producers.gateway.insights import batch_detail, batch_summary, provider_stats, tenant_usage
-from producers.gateway.page_data import BatchDetail, BatchSummary, EndpointStats, TenantUsage, dumps
+from producers.gateway.listing import find_page
+from producers.gateway.page_data import (
+    BatchDetail,
+    BatchSummary,
+    EndpointStats,
+    FailureFilter,
+    ListFilter,
+    TenantUsage,
+    dumps,
+)
 from producers.gateway.state import gateway
 from producers.gateway.views import BatchState
 
@@ -62,29 +71,39 @@ def _page_error(request: web.Request, error: ApiError) -> web.Response:
     return html_response(pages.render(page), error.status)
 
 
+def list_filter(request: web.Request) -> ListFilter:
+    """The batch list's search from the query; 400 naming a field that is too long."""
+    return ListFilter(text_filter(request, "batch_id"), text_filter(request, "endpoint"))
+
+
 async def _summaries(
     request: web.Request, after: str | None
 ) -> tuple[list[BatchSummary], str | None]:
-    """The caller's newest batches as list rows, and the id to continue after."""
+    """The caller's newest batches matching the list's search, as rows, and the id to
+    continue after."""
     gw = gateway(request)
-    states, has_more = await owned_page(request, after, page_limit(request, "25"))
+    limit = page_limit(request, "25")
+    states, next_after = await find_page(request, after, limit, list_filter(request))
     rows = [batch_summary(s, gw.app_config) for s in states]
     for state, row in zip(states, rows, strict=True):
         if state.core and not row.finished:
             await gw.timeline.record(state.id, row.started_at, row.done)
-    return rows, (rows[-1].id if has_more and rows else None)
+    return rows, next_after
 
 
 @routes.get("/")
 async def batches_page(request: web.Request) -> web.Response:
-    """The batch list."""
+    """The batch list, with its search."""
     after = request.query.get("after") or None
     try:
+        flt = list_filter(request)
         rows, next_after = await _summaries(request, after)
     except ApiError as exc:
         return _page_error(request, exc)
-    pager = pages.Pager.after("/", after, next_after, older="Older batches →")
-    page = pages.BatchesPage(viewer=viewer(request), rows=rows, after=after, pager=pager)
+    pager = pages.Pager.after("/", after, next_after, older="Older batches →", keep=flt.query())
+    page = pages.BatchesPage(
+        viewer=viewer(request), rows=rows, after=after, pager=pager, search=flt
+    )
     return html_response(pages.render(page))
 
 
@@ -104,10 +123,35 @@ def _fragments(detail: BatchDetail) -> dict[str, str]:
         "percent": detail.percent_text,
         "causes": pages.cause_rows(detail.causes),
         "failures": pages.failure_rows(detail.failures),
+        "failures-range": pages.BatchPage(batch=detail).failures_range,
         "rate": pages.fmt_rate(detail.rate_per_s),
         "eta": pages.fmt_eta(detail.eta_s),
         "cost": pages.fmt_cost(detail.cost_usd),
     }
+
+
+#: Longest filter text accepted (a custom_id, a batch id, an endpoint).
+MAX_FILTER_CHARS = 200
+
+
+def text_filter(request: web.Request, name: str) -> str:
+    """A filter's text from the query ("" when absent); 400 naming it when too long."""
+    value = request.query.get(name, "").strip()
+    if len(value) > MAX_FILTER_CHARS:
+        raise bad_request(f"{name} takes at most {MAX_FILTER_CHARS} characters.", param=name)
+    return value
+
+
+def failure_filter(request: web.Request) -> FailureFilter:
+    """The failed-requests table's filter and page from the query; 400 naming a bad one."""
+    raw = request.query.get("page", "1")
+    if not raw.isdigit() or not 1 <= int(raw) <= 100_000:
+        raise bad_request("page must be an integer from 1 to 100000.", param="page")
+    return FailureFilter(
+        custom_id=text_filter(request, "custom_id"),
+        endpoint=text_filter(request, "endpoint"),
+        page=int(raw),
+    )
 
 
 @routes.get("/batches/{batch_id}")
@@ -115,9 +159,10 @@ async def batch_page(request: web.Request) -> web.Response:
     """One batch."""
     try:
         state = await _owned(request)
+        flt = failure_filter(request)
     except ApiError as exc:
         return _page_error(request, exc)
-    detail = await batch_detail(gateway(request), state)
+    detail = await batch_detail(gateway(request), state, flt)
     notice = None
     if "retried" in request.query:
         notice = f"{request.query['retried']} failed request(s) queued again."
@@ -172,7 +217,8 @@ async def batches_json(request: web.Request) -> web.Response:
 @routes.get("/ui/api/batches/{batch_id}")
 async def batch_json(request: web.Request) -> web.Response:
     """The batch page's data, with its tables pre-rendered."""
-    detail = await batch_detail(gateway(request), await _owned(request))
+    state = await _owned(request)
+    detail = await batch_detail(gateway(request), state, failure_filter(request))
     return json_response({**asdict(detail), "html": _fragments(detail)})
 
 

@@ -11,7 +11,9 @@ import orjson
 
 from producers.gateway.config import ApiKey
 from producers.gateway.page_data import (
+    FAILURES_PER_PAGE,
     BatchDetail,
+    BatchInfo,
     BatchSummary,
     Breaker,
     Calls,
@@ -21,9 +23,12 @@ from producers.gateway.page_data import (
     EndpointStats,
     EndpointUsage,
     Failure,
+    FailureFilter,
+    FailureTable,
     Hop,
     Latency,
     LineProblem,
+    RouteHealth,
     Sample,
     TenantUsage,
 )
@@ -39,8 +44,8 @@ from workers.protocol.results import entry
 
 #: Dead letters read to count error causes; beyond it the counts are a sample (`partial`).
 MAX_SCANNED = 1000
-#: Failed requests listed with their hops.
-MAX_LISTED = 50
+#: Failed requests whose dead letters the endpoint filter reads, at most.
+MAX_FILTERED = 5000
 
 
 def priced(config: AppConfig, route: list[RouteHop]) -> bool:
@@ -109,26 +114,85 @@ def batch_summary(
     )
 
 
-async def batch_detail(gw: Gateway, state: BatchState) -> BatchDetail:
-    """The batch page: the summary, error causes, failed requests and progress samples."""
+async def batch_detail(
+    gw: Gateway, state: BatchState, flt: FailureFilter | None = None
+) -> BatchDetail:
+    """The batch page: the summary, what it was created with, error causes, the page of
+    failed requests `flt` asks for, progress samples and its endpoints' health."""
+    flt = flt or FailureFilter()
     summary = batch_summary(state, gw.app_config)
-    dead: dict[str, DeadLetter] = {}
-    async for key, raw in gw.redis.hscan_iter(gw.keys.failed(state.id), count=200):
-        dead[key.decode()] = DeadLetter.parse(raw)
-        if len(dead) >= MAX_SCANNED:
-            break
     causes: dict[str, int] = {}
-    for letter in dead.values():
-        causes[letter.code] = causes.get(letter.code, 0) + 1
-    listed = sorted(dead)[:MAX_LISTED]
+    scanned = 0
+    async for _key, raw in gw.redis.hscan_iter(gw.keys.failed(state.id), count=200):
+        code = DeadLetter.code_of(raw)
+        causes[code] = causes.get(code, 0) + 1
+        scanned += 1
+        if scanned >= MAX_SCANNED:
+            break
+    letters, table = await _failed_page(gw, state.id, flt)
     timeline = await gw.timeline.read(state.id)
+    route = {hop.endpoint for hop in _route(state.core)}
     return BatchDetail.of(
         summary,
         causes=tuple(sorted((Cause(c, n) for c, n in causes.items()), key=lambda c: -c.count)),
-        causes_partial=len(dead) >= MAX_SCANNED,
-        failures=await _failures(gw, state.id, [(k, dead[k]) for k in listed]),
+        causes_partial=scanned >= MAX_SCANNED,
+        failures=await _failures(gw, state.id, letters),
         timeline=_series(summary, timeline),
+        info=await _info(gw, state),
+        health=tuple(
+            RouteHealth(e.endpoint, e.breaker.state)
+            for e in await provider_stats(gw)
+            if e.endpoint in route
+        ),
+        failure_filter=flt,
+        failure_table=table,
     )
+
+
+async def _info(gw: Gateway, state: BatchState) -> BatchInfo:
+    obj = state.to_openai()
+    stored = await gw.store.get(obj["input_file_id"]) if obj["input_file_id"] else None
+    return BatchInfo(
+        endpoint=obj["endpoint"],
+        input_file_id=obj["input_file_id"],
+        input_file_name=stored.filename if stored and stored.owner == state.owner else None,
+        completion_window=obj["completion_window"],
+        expires_at=obj["expires_at"],
+        output_file_id=obj["output_file_id"],
+        error_file_id=obj["error_file_id"],
+    )
+
+
+async def _letters(gw: Gateway, batch_id: str, keys: list[str]) -> list[tuple[str, DeadLetter]]:
+    """The dead letters of `keys` (a key retried meanwhile has none and is left out)."""
+    if not keys:
+        return []
+    raw = await gw.redis.hmget(gw.keys.failed(batch_id), keys)
+    return [(k, DeadLetter.parse(r)) for k, r in zip(keys, raw, strict=True) if r is not None]
+
+
+async def _failed_page(
+    gw: Gateway, batch_id: str, flt: FailureFilter
+) -> tuple[list[tuple[str, DeadLetter]], FailureTable]:
+    """The page of failed requests `flt` asks for, in custom_id order. The custom_id filter
+    reads only the keys; the endpoint filter reads the dead letters too, of at most
+    `MAX_FILTERED` requests (then the table says it is partial)."""
+    keys = sorted(text(k) for k in await gw.redis.hkeys(gw.keys.failed(batch_id)))
+    if flt.custom_id:
+        keys = [k for k in keys if flt.custom_id in k]
+    start = (flt.page - 1) * FAILURES_PER_PAGE
+    end = start + FAILURES_PER_PAGE
+    if not flt.endpoint:
+        table = FailureTable(matching=len(keys), has_next=len(keys) > end)
+        return await _letters(gw, batch_id, keys[start:end]), table
+    matched: list[tuple[str, DeadLetter]] = []
+    for i in range(0, min(len(keys), MAX_FILTERED), 500):
+        chunk = await _letters(gw, batch_id, keys[i : min(i + 500, MAX_FILTERED)])
+        matched += [(k, d) for k, d in chunk if any(h.endpoint == flt.endpoint for h in d.route)]
+    table = FailureTable(
+        matching=len(matched), partial=len(keys) > MAX_FILTERED, has_next=len(matched) > end
+    )
+    return matched[start:end], table
 
 
 async def _failures(

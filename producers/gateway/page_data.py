@@ -133,14 +133,89 @@ Sample = tuple[float, float]
 
 
 @dataclass(frozen=True, slots=True)
+class ListFilter:
+    """The batch list's search: ids containing `batch_id`, created for `endpoint` ("" = any)."""
+
+    batch_id: str = ""
+    endpoint: str = ""
+
+    def __bool__(self) -> bool:
+        """True when it narrows the list at all."""
+        return bool(self.batch_id or self.endpoint)
+
+    def matches(self, batch_id: str, endpoint: str) -> bool:
+        """The batch's id contains `batch_id` and its endpoint is `endpoint`."""
+        if self.batch_id and self.batch_id not in batch_id:
+            return False
+        return not self.endpoint or endpoint == self.endpoint
+
+    def query(self) -> dict[str, str]:
+        """The filter as query parameters (empty ones left out)."""
+        return {k: v for k, v in (("batch_id", self.batch_id), ("endpoint", self.endpoint)) if v}
+
+
+@dataclass(frozen=True, slots=True)
+class BatchInfo:
+    """What the batch was created with, and its files: as the API's batch object has them,
+    plus the input file's name."""
+
+    endpoint: str = ""
+    input_file_id: str = ""
+    #: None when the input file is gone (deleted or expired).
+    input_file_name: str | None = None
+    completion_window: str = ""
+    expires_at: int | None = None
+    output_file_id: str | None = None
+    error_file_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class RouteHealth:
+    """One endpoint of the batch's route and its circuit breaker's state."""
+
+    endpoint: str
+    state: str
+
+
+#: Failed requests a page of the batch page's table lists.
+FAILURES_PER_PAGE = 20
+
+
+@dataclass(frozen=True, slots=True)
+class FailureFilter:
+    """Which failed requests the table lists: `custom_id` is matched as a substring,
+    `endpoint` against the endpoints of the request's route; pages count from 1."""
+
+    custom_id: str = ""
+    endpoint: str = ""
+    page: int = 1
+
+
+@dataclass(frozen=True, slots=True)
+class FailureTable:
+    """Where the listed page sits among the failed requests that match the filter."""
+
+    #: Failed requests matching the filter (at least, when `partial`).
+    matching: int = 0
+    #: True when the endpoint filter stopped reading before the end (see `insights`).
+    partial: bool = False
+    has_next: bool = False
+
+
+@dataclass(frozen=True, slots=True)
 class BatchDetail(BatchSummary):
-    """The batch page: the summary plus error causes, failed requests and progress samples."""
+    """The batch page: the summary plus what it was created with, error causes, a page of
+    failed requests, progress samples and the health of the endpoints it uses."""
 
     causes: tuple[Cause, ...]
     #: True when `causes` counts a sample of the dead letters, not all of them.
     causes_partial: bool
     failures: tuple[Failure, ...]
     timeline: tuple[Sample, ...]
+    info: BatchInfo = BatchInfo()
+    health: tuple[RouteHealth, ...] = ()
+    failure_filter: FailureFilter = FailureFilter()
+    failure_table: FailureTable = FailureTable()
 
     @classmethod
     def of(
@@ -151,6 +226,10 @@ class BatchDetail(BatchSummary):
         causes_partial: bool,
         failures: tuple[Failure, ...],
         timeline: tuple[Sample, ...],
+        info: BatchInfo | None = None,
+        health: tuple[RouteHealth, ...] = (),
+        failure_filter: FailureFilter | None = None,
+        failure_table: FailureTable | None = None,
     ) -> BatchDetail:
         """The summary's fields with the detail's added (the JSON stays one flat object)."""
         base = {f.name: getattr(summary, f.name) for f in fields(BatchSummary)}
@@ -160,6 +239,10 @@ class BatchDetail(BatchSummary):
             causes_partial=causes_partial,
             failures=failures,
             timeline=timeline,
+            info=info or BatchInfo(),
+            health=health,
+            failure_filter=failure_filter or FailureFilter(),
+            failure_table=failure_table or FailureTable(),
         )
 
 

@@ -9,24 +9,27 @@ from __future__ import annotations
 import hashlib
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import ClassVar, NamedTuple
-from urllib.parse import urlencode
+from urllib.parse import quote, urlencode
 
 import jinja2
 
 from producers.gateway.config import ApiKey, Role
 from producers.gateway.page_data import (
+    FAILURES_PER_PAGE,
     BatchDetail,
     BatchSummary,
     Cause,
     EndpointStats,
     Failure,
+    ListFilter,
     TenantUsage,
 )
 from producers.gateway.page_data import dumps as json_dumps
 from producers.gateway.sessions import CSRF_FIELD
+from schemas.request import URL_KINDS
 
 #: Shown where a value is unknown.
 DASH = "\u2013"
@@ -168,11 +171,19 @@ class Pager:
     older_label: str = "Older →"
 
     @classmethod
-    def after(cls, path: str, after: str | None, next_after: str | None, older: str) -> Pager:
-        """Keyset paging by `?after=<last id shown>`."""
+    def after(
+        cls,
+        path: str,
+        after: str | None,
+        next_after: str | None,
+        older: str,
+        keep: Mapping[str, str] | None = None,
+    ) -> Pager:
+        """Keyset paging by `?after=<last id shown>`, keeping the query's `keep` (a search)."""
+        keep = dict(keep or {})
         return cls(
-            newest_href=path if after else None,
-            older_href=f"{path}?{urlencode({'after': next_after})}" if next_after else None,
+            newest_href=(f"{path}?{urlencode(keep)}" if keep else path) if after else None,
+            older_href=f"{path}?{urlencode({**keep, 'after': next_after})}" if next_after else None,
             older_label=older,
         )
 
@@ -243,6 +254,10 @@ class BatchesPage(Page):
     #: The `after` this page was asked for (the script streams the same page).
     after: str | None
     pager: Pager
+    search: ListFilter = field(default_factory=ListFilter)
+
+    #: The endpoints a batch can be created for, offered by the search.
+    endpoints: ClassVar[tuple[str, ...]] = tuple(sorted(URL_KINDS))
 
     @property
     def title(self) -> str:
@@ -251,8 +266,11 @@ class BatchesPage(Page):
 
     @property
     def body_data(self) -> Mapping[str, str]:
-        """The page's `after`, so the event stream sends the same rows."""
-        return {"after": self.after or ""}
+        """The page's query (`after` and search), so the event stream sends the same rows."""
+        query = self.search.query()
+        if self.after:
+            query["after"] = self.after
+        return {"query": urlencode(query)}
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -274,6 +292,42 @@ class BatchPage(Page):
     def body_data(self) -> Mapping[str, str]:
         """Which batch to follow, and whether the viewer may change it."""
         return {"batch-id": self.batch.id, "role": self.viewer.role if self.viewer else "read"}
+
+    def failures_href(self, page: int) -> str:
+        """This page with the failed-requests table at `page`, its filter kept."""
+        flt = self.batch.failure_filter
+        query = {"custom_id": flt.custom_id, "endpoint": flt.endpoint}
+        query = {k: v for k, v in query.items() if v}
+        if page > 1:
+            query["page"] = str(page)
+        path = f"/batches/{quote(self.batch.id, safe='')}"
+        return f"{path}?{urlencode(query)}#failures" if query else f"{path}#failures"
+
+    @property
+    def failures_pager(self) -> Pager:
+        """Previous and next pages of the failed-requests table."""
+        page = self.batch.failure_filter.page
+        return Pager(
+            newest_href=self.failures_href(page - 1) if page > 1 else None,
+            older_href=self.failures_href(page + 1) if self.batch.failure_table.has_next else None,
+            newest_label="← Previous",
+            older_label="Next →",
+        )
+
+    @property
+    def failures_range(self) -> str:
+        """Which of the matching failed requests are listed, e.g. "21-40 of 53"."""
+        table, page = self.batch.failure_table, self.batch.failure_filter.page
+        if not self.batch.failures:
+            return ""
+        first = (page - 1) * FAILURES_PER_PAGE + 1
+        last = first + len(self.batch.failures) - 1
+        of = f"{table.matching:,}+" if table.partial else f"{table.matching:,}"
+        return f"{first:,}\u2013{last:,} of {of}"
+
+    def file_href(self, file_id: str) -> str:
+        """Where a file's content downloads from (the page's session works on /v1)."""
+        return f"/v1/files/{quote(file_id, safe='')}/content"
 
     @property
     def can_cancel(self) -> bool:

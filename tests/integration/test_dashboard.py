@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 import time
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
@@ -81,9 +82,9 @@ async def login(client: Http, key: str, next_path: str = "/") -> Browser:
     return Browser(client, cookie.value, match.group(1))
 
 
-def dead_letter(key: str, code: str) -> bytes:
+def dead_letter(key: str, code: str, endpoint: str = "mock") -> bytes:
     request = {"custom_id": key, "messages": [{"role": "user", "content": "again"}]}
-    route = [{"endpoint": "mock"}]
+    route = [{"endpoint": endpoint}]
     return orjson.dumps({"status": "errored", "code": code, "request": request, "route": route})
 
 
@@ -94,6 +95,7 @@ def write_failures(
     *,
     message: str | None = None,
     first_hop: str = "primary",
+    routed: Callable[[str], str] = lambda key: "mock",
 ) -> None:
     """Results as workers write them: (key, error code, succeeded?) with dead letters; a
     failure's message is `message` (default: markup naming its code), its first hop
@@ -114,7 +116,7 @@ def write_failures(
                 Attempt(endpoint="mock", model="m", error=code, latency_ms=7),
             ],
         )
-        items.append((key, result, False, dead_letter(key, code)))
+        items.append((key, result, False, dead_letter(key, code, routed(key))))
     client = redis.Redis.from_url(redis_url)
     try:
         register(client, Lua.WRITE_RESULTS)(**write_call(Keys(), 3600, items))
@@ -432,3 +434,94 @@ async def test_the_list_streams_rows_over_server_sent_events(api: Any) -> None:
     assert event == "batches" and data is not None
     assert data["data"][0]["id"] == created["id"]
     assert f'data-batch-id="{created["id"]}"' in data["html"]
+
+
+async def test_failed_requests_table_pages_and_filters_by_custom_id_and_endpoint(
+    api: Any, redis_url: str
+) -> None:
+    # Given a batch whose 45 requests all failed, the even ones routed to `primary`,
+    client = await api()
+    keys = [f"r{i:02d}" for i in range(45)]
+    created = await new_batch(client, KEY_A, jsonl([chat_line(k) for k in keys]))
+    batch_id = (await settled(client, KEY_A, created["id"]))["id"]
+    write_failures(
+        redis_url,
+        batch_id,
+        [(k, "timeout", False) for k in keys],
+        routed=lambda key: "primary" if int(key[1:]) % 2 == 0 else "backup",
+    )
+    browser = await login(client, KEY_A)
+
+    async def listed(query: str) -> tuple[list[str], dict[str, Any]]:
+        resp = await browser.get(f"/ui/api/batches/{batch_id}?{query}")
+        assert resp.status == 200, await resp.text()
+        detail = await resp.json()
+        return [f["key"] for f in detail["failures"]], detail["failure_table"]
+
+    # the table lists 20 a page, in custom_id order, and says where it is;
+    first, table = await listed("")
+    assert first == keys[:20] and table == {"matching": 45, "partial": False, "has_next": True}
+    last, table = await listed("page=3")
+    assert last == keys[40:] and not table["has_next"]
+    # a custom_id filter matches a part of the id, an endpoint one the request's route,
+    assert (await listed("custom_id=r1"))[0] == keys[10:20]
+    odd, table = await listed("endpoint=backup&page=2")
+    assert odd == keys[41:45:2] and table["matching"] == 22
+    assert (await listed("endpoint=backup&custom_id=r0"))[0] == ["r01", "r03", "r05", "r07", "r09"]
+    # and the page links to its neighbours with the filter kept.
+    html = await (await browser.get(f"/batches/{batch_id}?custom_id=r&page=2")).text()
+    assert f'href="/batches/{batch_id}?custom_id=r#failures">\u2190 Previous' in html
+    assert f'href="/batches/{batch_id}?custom_id=r&amp;page=3#failures">Next' in html
+    assert html.count('<td data-label="Request">') == 20 and "21\u201340 of 45" in html
+    # A bad page is a 400 naming it.
+    resp = await browser.get(f"/ui/api/batches/{batch_id}?page=0")
+    assert resp.status == 400 and (await resp.json())["error"]["param"] == "page"
+    resp = await browser.get(f"/batches/{batch_id}?custom_id={'x' * 201}")
+    assert resp.status == 400 and "custom_id takes at most 200" in await resp.text()
+
+
+async def test_batch_list_searches_by_id_and_endpoint_a_page_at_a_time(api: Any) -> None:
+    client = await api()
+    ids = [(await new_batch(client, KEY_A, jsonl([chat_line("a")])))["id"] for _ in range(3)]
+    other = (await new_batch(client, KEY_B, jsonl([chat_line("a")])))["id"]
+    browser = await login(client, KEY_A)
+
+    async def rows(query: str) -> tuple[list[str], str | None]:
+        resp = await browser.get(f"/ui/api/batches?{query}")
+        assert resp.status == 200, await resp.text()
+        data = await resp.json()
+        return [r["id"] for r in data["data"]], data["next_after"]
+
+    assert await rows(f"batch_id={ids[1][-6:]}") == ([ids[1]], None)
+    assert await rows(f"batch_id={other}") == ([], None)  # another tenant's: not found
+    assert await rows("endpoint=/v1/embeddings") == ([], None)
+    newest = ids[::-1]
+    page1, after = await rows("endpoint=/v1/chat/completions&limit=2")
+    assert page1 == newest[:2] and after == newest[1]
+    assert await rows(f"endpoint=/v1/chat/completions&limit=2&after={after}") == (
+        newest[2:],
+        None,
+    )
+    html = await (await browser.get(f"/?batch_id={ids[0]}")).text()
+    assert f'data-batch-id="{ids[0]}"' in html and f'data-batch-id="{ids[1]}"' not in html
+    assert f'value="{ids[0]}"' in html
+
+
+async def test_batch_page_shows_details_files_and_health(api: Any, redis_url: str) -> None:
+    client = await api()
+    created = await new_batch(
+        client, KEY_A, jsonl([chat_line("ok1"), chat_line("bad1")]), metadata={"team": "ml"}
+    )
+    batch_id = (await settled(client, KEY_A, created["id"]))["id"]
+    write_failures(redis_url, batch_id, [("ok1", "", True), ("bad1", "timeout", False)])
+    browser = await login(client, KEY_A)
+    html = await (await browser.get(f"/batches/{batch_id}")).text()
+    assert "<code>/v1/chat/completions</code>" in html and "<dd>24h</dd>" in html
+    assert created["input_file_id"] in html and "<code>team</code> = ml" in html
+    assert '<li>mock <span class="breaker b-closed">closed</span></li>' in html
+    # each link downloads the file with this session
+    for kind in ("output", "errors"):
+        href = f"/v1/files/file-{batch_id}-{kind}/content"
+        assert f'href="{href}" download="{batch_id}_{kind}.jsonl"' in html
+        resp = await browser.get(href)
+        assert resp.status == 200 and (await resp.read()).count(b"\n") == 1

@@ -203,8 +203,9 @@ def test_dashboard_shows_a_running_batch_and_cancels_it(
         timeout=10_000,
     )
     page.wait_for_function(
-        "(n) => document.querySelector('.stats [data-field=completed]').textContent === n",
-        arg=f"{counts['completed']:,}",
+        """() => ['completed', 'failed', 'cancelled']
+            .map((f) => document.querySelector(`.stats [data-field=${f}]`).textContent)
+            .reduce((sum, text) => sum + Number(text.replace(/,/g, '')), 0) === 400""",
         timeout=10_000,
     )
     shown = ui_counts(page)

@@ -12,6 +12,7 @@ from producers.gateway import pages
 from producers.gateway.insights import _series, batch_summary
 from producers.gateway.page_data import (
     BatchDetail,
+    BatchInfo,
     BatchSummary,
     Breaker,
     Calls,
@@ -21,9 +22,13 @@ from producers.gateway.page_data import (
     EndpointStats,
     EndpointUsage,
     Failure,
+    FailureFilter,
+    FailureTable,
     Hop,
     Latency,
     LineProblem,
+    ListFilter,
+    RouteHealth,
     TenantUsage,
 )
 from producers.gateway.views import BatchState
@@ -128,7 +133,7 @@ def test_batch_list_pages_and_says_when_it_is_empty() -> None:
         pages.BatchesPage(viewer=WRITER, rows=[summary()], after="batch_9", pager=pager)
     )
     assert 'href="/?after=batch_1%26x"' in html and '<a class="button" href="/">' in html
-    assert '<p class="empty" hidden data-empty>' in html and 'data-after="batch_9"' in html
+    assert '<p class="empty" hidden data-empty>' in html and 'data-query="after=batch_9"' in html
     assert '<small class="meta">team=search</small>' in html
     empty = pages.BatchesPage(viewer=WRITER, rows=[], after=None, pager=pages.Pager())
     html = pages.render(empty)
@@ -259,3 +264,82 @@ def test_retry_is_offered_for_expired_requests_too() -> None:
 
 def detail_of(row: BatchSummary) -> BatchDetail:
     return BatchDetail.of(row, causes=(), causes_partial=False, failures=(), timeline=())
+
+
+def test_batch_page_shows_what_the_batch_was_created_with_its_files_and_health() -> None:
+    info = BatchInfo(
+        endpoint="/v1/chat/completions",
+        input_file_id="file-in1",
+        input_file_name="questions <1>.jsonl",
+        completion_window="24h",
+        expires_at=1767312000,
+        output_file_id="file-batch_1-output",
+        error_file_id="file-batch_1-errors",
+    )
+    batch = BatchDetail.of(
+        summary("completed", metadata={"team": "search", "run": "7"}),
+        causes=(),
+        causes_partial=False,
+        failures=(),
+        timeline=(),
+        info=info,
+        health=(RouteHealth("primary", "closed"), RouteHealth("backup", "open")),
+    )
+    html = pages.render(pages.BatchPage(viewer=READER, batch=batch))
+    assert "<code>/v1/chat/completions</code>" in html and "<dd>24h</dd>" in html
+    assert "questions &lt;1&gt;.jsonl" in html and "<code>file-in1</code>" in html
+    assert '<time datetime="2026-01-02T00:00:00Z">' in html
+    assert "<li><code>run</code> = 7</li><li><code>team</code> = search</li>" in html
+    # The files download (the session works on /v1), under useful names.
+    assert (
+        '<a href="/v1/files/file-batch_1-output/content" download="batch_1_output.jsonl"'
+        ' data-file="output">' in html
+    )
+    assert 'href="/v1/files/file-batch_1-errors/content" download="batch_1_errors.jsonl"' in html
+    assert 'href="/v1/files/file-in1/content" download="questions &lt;1&gt;.jsonl"' in html
+    assert '<li>backup <span class="breaker b-open">open</span></li>' in html
+    # A running batch has no output yet; a gone input file says so.
+    running = BatchDetail.of(
+        summary(), causes=(), causes_partial=False, failures=(), timeline=(), info=BatchInfo()
+    )
+    html = pages.render(pages.BatchPage(viewer=READER, batch=running))
+    assert "data-file=" not in html and "when the batch ends" in html and "(gone)" in html
+
+
+def test_failed_requests_table_pages_and_keeps_its_filter() -> None:
+    failure = Failure("q7", "chat", "errored", "timeout", "slow", ())
+    batch = BatchDetail.of(
+        summary("completed", failed=45),
+        causes=(),
+        causes_partial=False,
+        failures=(failure,) * 20,
+        timeline=(),
+        failure_filter=FailureFilter(custom_id="q&", endpoint="primary", page=2),
+        failure_table=FailureTable(matching=45, has_next=True),
+    )
+    page = pages.BatchPage(viewer=READER, batch=batch)
+    assert page.failures_range == "21\u201340 of 45"
+    html = pages.render(page)
+    assert 'href="/batches/batch_1?custom_id=q%26&amp;endpoint=primary#failures">' in html
+    assert 'href="/batches/batch_1?custom_id=q%26&amp;endpoint=primary&amp;page=3#failures"' in html
+    assert 'name="custom_id" value="q&amp;"' in html and 'name="endpoint" value="primary"' in html
+    assert "No failed requests match." in html
+    last = replace(batch, failure_table=FailureTable(matching=45, partial=True))
+    assert pages.BatchPage(batch=last).failures_pager.older_href is None
+    assert pages.BatchPage(batch=last).failures_range == "21\u201340 of 45+"
+
+
+def test_batch_list_search_keeps_its_terms_across_pages() -> None:
+    search = ListFilter(batch_id="ab", endpoint="/v1/embeddings")
+    pager = pages.Pager.after("/", "batch_9", "batch_5", older="Older", keep=search.query())
+    html = pages.render(
+        pages.BatchesPage(viewer=WRITER, rows=[], after="batch_9", pager=pager, search=search)
+    )
+    assert 'href="/?batch_id=ab&amp;endpoint=%2Fv1%2Fembeddings&amp;after=batch_5"' in html
+    assert 'href="/?batch_id=ab&amp;endpoint=%2Fv1%2Fembeddings">' in html
+    assert '<option value="/v1/embeddings" selected>' in html and 'value="ab"' in html
+    assert "No batches match this search." in html
+    assert 'data-query="batch_id=ab&amp;endpoint=%2Fv1%2Fembeddings&amp;after=batch_9"' in html
+    assert search.matches("batch_abc", "/v1/embeddings")
+    assert not search.matches("batch_abc", "/v1/chat/completions")
+    assert not search.matches("batch_x", "/v1/embeddings") and not ListFilter()

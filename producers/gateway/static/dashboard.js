@@ -52,9 +52,8 @@
   }
 
   function batchesPage() {
-    const after = document.body.dataset.after;
-    const query = after ? "?after=" + encodeURIComponent(after) : "";
-    subscribe("/ui/events/batches" + query, {
+    const query = document.body.dataset.query; // the page's `after` and search
+    subscribe("/ui/events/batches" + (query ? "?" + query : ""), {
       batches: (data) => swapRows(data.html, data.data.length),
     });
   }
@@ -91,7 +90,7 @@
     for (const name of ["total", "completed", "failed", "cancelled", "expired", "percent"]) {
       setField(name, detail.html[name]);
     }
-    for (const name of ["rate", "eta", "cost"]) setField(name, detail.html[name]);
+    for (const name of ["rate", "eta", "cost", "failures-range"]) setField(name, detail.html[name]);
     for (const bar of $$('progress[data-field="progress"]')) {
       bar.value = detail.percent;
       bar.textContent = detail.html.percent;
@@ -126,7 +125,8 @@
       await new Promise((resolve) => setTimeout(resolve, wait));
       lastFetch = Date.now();
       try {
-        const resp = await fetch("/ui/api/batches/" + encodeURIComponent(id), {
+        // the same filter and page of the failed-requests table as the page shows
+        const resp = await fetch("/ui/api/batches/" + encodeURIComponent(id) + location.search, {
           credentials: "same-origin",
           headers: { Accept: "application/json" },
         });
