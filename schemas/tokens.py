@@ -1,11 +1,14 @@
 """Token estimates before a call (TPM admission, context checks), reconciled afterwards with
 the usage the provider reports. No tokenizer is downloaded: 4 characters a token, OpenAI's
-tile rule for images, the JSON size of tools."""
+tile rule for images, the JSON size of tools; audio by its length and PDFs by their pages,
+never by the characters of their base64 (which would count a one-minute clip or a short PDF
+as hundreds of thousands of tokens and fail it as too long for any context window)."""
 
 from __future__ import annotations
 
 import base64
 import binascii
+import re
 import struct
 from typing import Any
 
@@ -19,6 +22,18 @@ DEFAULT_OUTPUT_TOKENS = 512
 _DEFAULT_IMAGE = (1024, 1024)
 #: Characters of a data URL decoded to find an image's size (headers are near the start).
 _HEADER_CHARS = 65_536
+#: Audio input tokens per second (OpenAI: one token per 100 ms of user audio).
+AUDIO_TOKENS_PER_S = 10
+#: Bytes per second assumed for compressed audio (32 kbit/s, low for speech): a bound from
+#: above on its length. WAV says its own rate.
+_AUDIO_BYTES_PER_S = 4_000
+#: Tokens of one PDF page: its text and an image of it (Anthropic documents 1,500-3,000 text
+#: tokens a page; OpenAI also reads each page's text and image).
+PDF_PAGE_TOKENS = 3_000
+#: Bytes of PDF per page assumed when the page objects cannot be counted (compressed object
+#: streams): ~50 kB a page.
+_PDF_BYTES_PER_PAGE = 48_000
+_PDF_PAGE = re.compile(rb"/Type\s*/Page(?![A-Za-z])")
 
 
 def estimate_tokens(text: str) -> int:
@@ -91,10 +106,58 @@ def _part_tokens(part: Any) -> int:
         size = image_size(url) if isinstance(url, str) else None
         width, height = size or _DEFAULT_IMAGE
         return image_tokens(width, height, detail or "high")
-    if kind in ("tool_result", "tool_use"):
-        return estimate_tokens(orjson.dumps(part).decode())
-    # Audio, files, documents: their size in base64 characters is a generous bound.
+    if kind == "input_audio":
+        audio = part.get("input_audio")
+        if isinstance(audio, dict) and isinstance(audio.get("data"), str):
+            return audio_tokens(_decode(audio["data"]), str(audio.get("format", "")))
+    elif kind in ("file", "input_file", "document"):
+        payload = _file_payload(part)
+        if payload is not None:
+            return file_tokens(payload)
+    # Tool blocks, file ids, text documents: their JSON size.
     return estimate_tokens(orjson.dumps(part).decode())
+
+
+def _decode(data: str) -> bytes:
+    try:
+        return base64.b64decode(data + "=" * (-len(data) % 4))
+    except (binascii.Error, ValueError):
+        return data.encode()
+
+
+def _file_payload(part: dict[str, Any]) -> bytes | None:
+    """The decoded bytes of an inline file: OpenAI chat `file.file_data` and Responses
+    `input_file.file_data` (data URLs), Anthropic `document.source` (base64)."""
+    inner = part.get("file") if part.get("type") == "file" else part
+    if not isinstance(inner, dict):
+        return None
+    source = inner.get("source")
+    if isinstance(source, dict) and source.get("type") == "base64":
+        data = source.get("data")
+    else:
+        data = inner.get("file_data")
+    if not isinstance(data, str) or not data:
+        return None
+    return _decode(data.partition(",")[2] if data.startswith("data:") else data)
+
+
+def audio_tokens(audio: bytes, fmt: str = "") -> int:
+    """Tokens of an audio clip by its length: WAV by the byte rate in its header, other
+    formats at a low bit rate (so a long estimate, never a short one)."""
+    rate, size = _AUDIO_BYTES_PER_S, len(audio)
+    if audio[:4] == b"RIFF" and audio[8:12] == b"WAVE" and size >= 44:
+        rate = struct.unpack("<I", audio[28:32])[0] or rate
+        size -= 44  # the canonical header
+    seconds = size / rate
+    return max(1, int(seconds * AUDIO_TOKENS_PER_S + 0.999))
+
+
+def file_tokens(data: bytes) -> int:
+    """Tokens of an inline file: a PDF by its pages, anything else as text."""
+    if not data.startswith(b"%PDF"):
+        return max(1, (len(data) + 3) // 4)
+    pages = len(_PDF_PAGE.findall(data)) or -(-len(data) // _PDF_BYTES_PER_PAGE)
+    return pages * PDF_PAGE_TOKENS
 
 
 def _content_tokens(content: Any) -> int:
@@ -120,7 +183,8 @@ def _inputs_tokens(value: Any) -> int:
         elif isinstance(item, list):
             total += len(item)
         elif isinstance(item, dict):
-            total += _part_tokens(item) or _message_tokens(item)
+            # A Responses input item is a message (its parts inside) or a part / call.
+            total += _message_tokens(item) if "content" in item else _part_tokens(item)
     return total
 
 

@@ -14,6 +14,7 @@ from schemas.features import needs
 from schemas.request import LLMRequest
 from schemas.tokens import (
     DEFAULT_OUTPUT_TOKENS,
+    PDF_PAGE_TOKENS,
     estimate_tokens,
     image_size,
     image_tokens,
@@ -81,6 +82,67 @@ def test_inputs_count_text_images_tools_and_every_embedding_input() -> None:
     assert input_tokens(many) == 20
     ids = LLMRequest(custom_id="e", kind="embeddings", body={"input": [[1, 2, 3], [4]]})
     assert input_tokens(ids) == 4
+
+
+def wav(seconds: int, rate: int = 16_000) -> bytes:
+    """A mono 16-bit PCM WAV of silence."""
+    data = b"\0" * (seconds * rate * 2)
+    fmt = struct.pack("<HHIIHH", 1, 1, rate, rate * 2, 2, 16)
+    body = b"WAVE" + b"fmt " + struct.pack("<I", len(fmt)) + fmt
+    body += b"data" + struct.pack("<I", len(data)) + data
+    return b"RIFF" + struct.pack("<I", len(body)) + body
+
+
+def pdf(pages: int) -> bytes:
+    """A PDF skeleton with `pages` page objects under one page tree."""
+    objects = [b"1 0 obj << /Type /Pages /Count %d >> endobj" % pages]
+    objects += [b"%d 0 obj << /Type /Page /Parent 1 0 R >> endobj" % (i + 2) for i in range(pages)]
+    return b"%PDF-1.7\n" + b"\n".join(objects) + b"\n%%EOF"
+
+
+def b64(data: bytes) -> str:
+    return base64.b64encode(data).decode()
+
+
+def test_audio_counts_its_length_and_pdfs_their_pages_not_their_base64() -> None:
+    # A minute of speech is ~600 tokens, not the 640,000 its base64 would count as text:
+    # estimated that way, every such line failed as too long for any context window.
+    clip = {"type": "input_audio", "input_audio": {"data": b64(wav(60)), "format": "wav"}}
+    heard = chat({"role": "user", "content": [{"type": "text", "text": "x" * 40}, clip]})
+    assert input_tokens(heard) == 10 + 600
+    mp3 = {"type": "input_audio", "input_audio": {"data": b64(b"\xff" * 40_000), "format": "mp3"}}
+    assert input_tokens(chat({"role": "user", "content": [mp3]})) == 100  # 10 s at 32 kbit/s
+    # PDFs by their pages: chat `file`, Responses `input_file`, Anthropic `document`.
+    three = "data:application/pdf;base64," + b64(pdf(3))
+    chat_file = {"type": "file", "file": {"filename": "a.pdf", "file_data": three}}
+    assert input_tokens(chat({"role": "user", "content": [chat_file]})) == 3 * PDF_PAGE_TOKENS
+    responses = LLMRequest(
+        custom_id="r",
+        kind="responses",
+        body={
+            "input": [
+                {
+                    "role": "user",
+                    "content": [
+                        {"type": "input_file", "filename": "a.pdf", "file_data": three},
+                        {"type": "input_image", "image_url": png(1024, 1024)},
+                        {"type": "input_text", "text": "x" * 40},
+                    ],
+                }
+            ]
+        },
+    )
+    assert input_tokens(responses) == 3 * PDF_PAGE_TOKENS + 765 + 10
+    source = {"type": "base64", "media_type": "application/pdf", "data": b64(pdf(2))}
+    document = {"type": "document", "source": source}
+    messages = LLMRequest(
+        custom_id="m", kind="messages", body={"messages": [{"role": "user", "content": [document]}]}
+    )
+    assert input_tokens(messages) == 2 * PDF_PAGE_TOKENS
+    # Page objects hidden in compressed streams: ~50 kB a page.
+    packed = "data:application/pdf;base64," + b64(b"%PDF-1.7\n" + b"\0" * 100_000)
+    hidden = {"type": "file", "file": {"file_data": packed}}
+    assert input_tokens(chat({"role": "user", "content": [hidden]})) == 3 * PDF_PAGE_TOKENS
 
 
 def test_one_default_output_budget_and_none_for_embeddings() -> None:
