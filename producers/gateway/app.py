@@ -13,6 +13,7 @@ from aiohttp import web
 from producers.gateway import batches, dashboard, events, files, jobs, login
 from producers.gateway.auth import auth_middleware
 from producers.gateway.config import GatewayConfig
+from producers.gateway.deadlines import body_deadline_middleware
 from producers.gateway.errors import errors_middleware
 from producers.gateway.state import GATEWAY, Gateway, gateway
 from schemas.config import AppConfig
@@ -66,6 +67,9 @@ def create_app(
     gw = Gateway.build(settings, app_config, config)
     app = web.Application(
         middlewares=[
+            body_deadline_middleware(
+                config.body_idle_timeout_s, config.body_total_timeout_s, gw.closing
+            ),
             gw.metrics.middleware(),
             errors_middleware,
             auth_middleware(gw.ring, gw.sessions),

@@ -91,7 +91,8 @@ class GatewayConfig(BaseSettings):
     max_line_kib: int = Field(default=1024, ge=1, le=1_000_000)
     #: Largest JSON body of POST /v1/batches and /v1/jobs.
     max_request_kib: int = Field(default=1024, ge=1, le=1_000_000)
-    #: Requests per minute per key (a key's own `rate_per_min` overrides it); 0 = no limit.
+    #: Requests per minute per key (a key's own `rate_per_min` overrides it), over a sliding
+    #: 60 s (GCRA: a burst of up to this many, then one every 60/rpm s); 0 = no limit.
     rate_per_min: int = Field(default=6000, ge=0)
     #: Queued messages (all endpoints) above which new work gets 429; 0 = no backpressure.
     max_queue_depth: int = Field(default=100_000, ge=0)
@@ -106,8 +107,16 @@ class GatewayConfig(BaseSettings):
     max_batch_errors: int = Field(default=100, ge=1, le=10_000)
     #: Lifetime of a dashboard login (the session cookie), from the moment of logging in.
     session_ttl_s: int = Field(default=8 * 3600, ge=60, le=30 * 86400)
-    #: Dashboard login attempts allowed per client address and clock minute.
+    #: Dashboard login attempts allowed per client address in any 60 s.
     login_per_min: int = Field(default=20, ge=1, le=10_000)
+    #: A request body with no byte for this long is cut (408), as is one not complete
+    #: after `body_total_timeout_s`; both also apply to authenticated requests.
+    body_idle_timeout_s: float = Field(default=30.0, gt=0, le=3600)
+    body_total_timeout_s: float = Field(default=300.0, gt=0, le=86_400)
+    #: Event streams one key may hold open on one gateway process (429 beyond).
+    max_streams_per_key: int = Field(default=20, ge=1, le=10_000)
+    #: Event streams look for changes at most this often: a smaller `interval` is raised to it.
+    min_stream_interval_s: float = Field(default=0.5, ge=0.05, le=60)
 
     @field_validator("keys", mode="before")
     @classmethod

@@ -8,14 +8,17 @@ last one when the batch finishes (`event: done`); `data` is the batch object eac
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
-from collections.abc import Awaitable, Callable, Hashable
+from collections.abc import Awaitable, Callable, Hashable, Iterator
 from typing import Any
 
 import orjson
 from aiohttp import web
 
-from producers.gateway.errors import bad_request
+from producers.gateway.auth import principal
+from producers.gateway.errors import ApiError, bad_request
+from producers.gateway.limits import RATE_LIMIT
 from producers.gateway.state import gateway
 from producers.gateway.views import FINISHED, BatchState, load_batch
 
@@ -29,7 +32,8 @@ Poll = Callable[[], Awaitable[tuple[str, Any, Hashable] | None]]
 
 
 def interval_s(request: web.Request, default: str = "0.5") -> float:
-    """The `interval` query parameter: seconds between looks, 0.05 to 60."""
+    """The `interval` query parameter: seconds between looks, 0.05 to 60, raised to the
+    gateway's `min_stream_interval_s` (each look costs Redis reads)."""
     raw = request.query.get("interval", default)
     try:
         value = float(raw)
@@ -37,12 +41,41 @@ def interval_s(request: web.Request, default: str = "0.5") -> float:
         value = -1.0
     if not 0.05 <= value <= 60:
         raise bad_request("interval must be seconds from 0.05 to 60.", param="interval")
-    return value
+    return max(value, gateway(request).config.min_stream_interval_s)
+
+
+@contextlib.contextmanager
+def stream_slot(request: web.Request) -> Iterator[None]:
+    """Hold one of the key's `max_streams_per_key` open streams (on this process), else 429."""
+    gw = gateway(request)
+    name = principal(request).name
+    cap = gw.config.max_streams_per_key
+    if gw.streams.get(name, 0) >= cap:
+        gw.metrics.rejected.labels("streams").inc()
+        raise ApiError(
+            429,
+            f"Key {name!r} already has {cap} event streams open: close one first.",
+            type=RATE_LIMIT,
+            code="too_many_streams",
+            headers={"Retry-After": str(gw.config.retry_after_s)},
+        )
+    gw.streams[name] = gw.streams.get(name, 0) + 1
+    try:
+        yield
+    finally:
+        gw.streams[name] -= 1
+        if not gw.streams[name]:
+            del gw.streams[name]
 
 
 async def stream(request: web.Request, every_s: float, poll: Poll) -> web.StreamResponse:
     """Send an event each time `poll` sees a change, until it ends, the client leaves or the
     gateway stops; `: keep-alive` comments fill silences."""
+    with stream_slot(request):
+        return await _stream(request, every_s, poll)
+
+
+async def _stream(request: web.Request, every_s: float, poll: Poll) -> web.StreamResponse:
     gw = gateway(request)
     response = web.StreamResponse(
         headers={

@@ -60,10 +60,24 @@ class GatewayKeys:
         """List of `epoch_s:done` samples of a batch's progress, newest first, for its chart."""
         return f"{self.prefix}:batch:{batch_id}:timeline"
 
-    def rate(self, key_name: str, minute: int) -> str:
-        """Counter of one API key's requests in one clock minute."""
-        return f"{self.prefix}:rate:{key_name}:{minute}"
+    def rate(self, key_name: str) -> str:
+        """String: the GCRA theoretical arrival time (epoch ms) of one API key's requests."""
+        return f"{self.prefix}:rate:{key_name}"
 
+
+#: KEYS: a key's rate state. ARGV: now (ms), emission interval (ms), burst window (ms).
+#: GCRA over a sliding window: up to window/interval requests at once, then one per interval,
+#: never more than that many in any window, whatever the clock minute. Returns 0 when the
+#: request is admitted, else the ms until one would be.
+RATE_ADMIT = """
+local now, interval, window = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+local tat = tonumber(redis.call('get', KEYS[1]) or '0')
+if tat < now then tat = now end
+local wait = tat + interval - now - window
+if wait > 0 then return math.ceil(wait) end
+redis.call('set', KEYS[1], tostring(tat + interval), 'PX', math.ceil(tat + interval - now) + 1000)
+return 0
+"""
 
 #: KEYS: gateway batch hash. ARGV: expected phase, new phase, then field/value pairs.
 #: Moves a batch between phases only from the expected one, so a cancel and the end of

@@ -14,7 +14,7 @@ from aiohttp.typedefs import Handler, Middleware
 from producers.gateway.auth import PRINCIPAL
 from producers.gateway.config import GatewayConfig
 from producers.gateway.errors import ApiError
-from producers.gateway.keys import GatewayKeys
+from producers.gateway.keys import RATE_ADMIT, GatewayKeys
 from producers.gateway.metrics import Metrics
 from schemas.config import AppConfig
 from workers.protocol.keys import Keys
@@ -24,7 +24,11 @@ RATE_LIMIT = "rate_limit_error"
 
 
 class RateLimiter:
-    """Requests per clock minute per API key, counted in Redis so every gateway shares it."""
+    """Requests per minute per API key over a sliding 60 s (GCRA), shared by every gateway
+    through Redis: a burst of up to `rpm`, then one request every 60/rpm s. A fixed clock
+    minute let twice the limit through around each minute boundary."""
+
+    WINDOW_MS = 60_000
 
     def __init__(
         self, redis: aioredis.Redis, keys: GatewayKeys, config: GatewayConfig, metrics: Metrics
@@ -33,9 +37,10 @@ class RateLimiter:
         self.keys = keys
         self.default_rpm = config.rate_per_min
         self.metrics = metrics
+        self._admit = redis.register_script(RATE_ADMIT)
 
     def middleware(self) -> Middleware:
-        """429 with Retry-After once a key used up its minute; runs after authentication."""
+        """429 with Retry-After once a key is over its rate; runs after authentication."""
 
         @web.middleware
         async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
@@ -47,25 +52,22 @@ class RateLimiter:
         return middleware
 
     async def check(self, key_name: str, rpm: int) -> None:
-        """Count one request; raise 429 when over `rpm` (0 means unlimited)."""
+        """Count one request; raise 429 when over `rpm` in the last 60 s (0 means unlimited)."""
         if rpm <= 0:
             return
-        now = time.time()
-        minute = int(now // 60)
-        counter = self.keys.rate(key_name, minute)
-        pipe = self.redis.pipeline(transaction=False)
-        pipe.incr(counter)
-        pipe.expire(counter, 120)
-        count, _ = await pipe.execute()
-        if int(count) > rpm:
+        now_ms = time.time() * 1000
+        interval_ms = self.WINDOW_MS / rpm
+        wait_ms = await self._admit(
+            keys=[self.keys.rate(key_name)], args=[now_ms, interval_ms, self.WINDOW_MS]
+        )
+        if int(wait_ms) > 0:
             self.metrics.rejected.labels("rate").inc()
-            retry_after = max(1, math.ceil((minute + 1) * 60 - now))
             raise ApiError(
                 429,
                 f"Rate limit reached for key {key_name!r}: {rpm} requests per minute.",
                 type=RATE_LIMIT,
                 code="rate_limit_exceeded",
-                headers={"Retry-After": str(retry_after)},
+                headers={"Retry-After": str(max(1, math.ceil(int(wait_ms) / 1000)))},
             )
 
 

@@ -45,9 +45,19 @@ async def login(request: web.Request) -> web.Response:
     gw = gateway(request)
     if not same_origin(request):
         raise ApiError(403, "Logins must come from this gateway's own page.", code="csrf_failed")
-    await gw.rate.check(f"login@{request.remote or 'unknown'}", gw.config.login_per_min)
     form = await request.post()
     next_path = safe_next(form.get("next", "/"))
+    try:
+        await gw.rate.check(f"login@{request.remote or 'unknown'}", gw.config.login_per_min)
+    except ApiError as exc:  # the form shows why, in words, not the API's JSON
+        if exc.status != 429:
+            raise
+        wait = exc.headers.get("Retry-After", "60")
+        message = f"Too many login attempts from this address: try again in {wait} s."
+        page = pages.LoginPage(next_path=next_path, error=message)
+        response = html_response(pages.render(page), status=429)
+        response.headers["Retry-After"] = wait
+        return response
     token = form.get("api_key")
     key = gw.ring.identify(token.strip()) if isinstance(token, str) and token.strip() else None
     if key is None:

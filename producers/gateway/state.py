@@ -64,6 +64,8 @@ class Gateway:
     timeline: Timeline
     closing: asyncio.Event = field(default_factory=asyncio.Event)
     tasks: set[asyncio.Task[Any]] = field(default_factory=set)
+    #: Open event streams per key name (`events.stream_slot`).
+    streams: dict[str, int] = field(default_factory=dict)
 
     @classmethod
     def build(cls, settings: Settings, app_config: AppConfig, config: GatewayConfig) -> Gateway:
