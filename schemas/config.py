@@ -65,6 +65,9 @@ class PolicyConfig(BaseModel):
     backoff_base_s: float = Field(default=0.5, gt=0, le=60)
     backoff_max_s: float = Field(default=30.0, gt=0, le=3600)
     max_retry_wait_s: float = Field(default=60.0, ge=0, le=3600)
+    #: How long a request whose batch has no completion window may wait out backpressure
+    #: (429, overload, timeouts, an open breaker) before it fails; with a window, the window.
+    max_backpressure_s: float = Field(default=86_400.0, gt=0, le=30 * 86_400)
     on: dict[str, Action] = Field(default_factory=dict)
 
     @model_validator(mode="after")

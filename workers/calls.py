@@ -31,7 +31,7 @@ from schemas.tokens import request_tokens
 from workers import metrics
 from workers.health import Decision, EndpointHealth
 from workers.outcomes import CircuitOpen, learned_limits, record_success
-from workers.policy import ENDPOINT_FAULTS, NEUTRAL, backoff_s, retry_fits
+from workers.policy import BACKPRESSURE, ENDPOINT_FAULTS, NEUTRAL, backoff_s, charged, retry_fits
 from workers.ratelimit import Limiter
 from workers.tracing import genai_request, genai_response, operation_name, span
 
@@ -94,7 +94,8 @@ async def call_endpoint(
                 call_span.set_status(StatusCode.ERROR, exc.code)
         attempt.latency_ms = (time.perf_counter() - t0) * 1000
         attempt.error = exc.code
-        await limiter.release(lease, 0, (0, 0))
+        refused = exc.code in BACKPRESSURE
+        await limiter.release(lease, 0, (0, 0), answered=not refused)
         metrics.labeled(metrics.LATENCY, provider.endpoint).observe(attempt.latency_ms / 1000)
         if isinstance(exc, RateLimited):
             metrics.labeled(metrics.RATE_LIMITED, provider.endpoint).inc()
@@ -115,9 +116,12 @@ async def call_endpoint(
         first_failure: ProviderError | None = exc
 
     def worth_retrying(exc: BaseException) -> bool:
-        """The policy retries this class, the breaker let us call, and Retry-After is short."""
+        """The policy retries this class, the breaker let us call, and Retry-After is short.
+        Backpressure (429, overload, timeout) is not retried here: it waits through a queue
+        (`workers.execute`), so a paused endpoint holds no worker slot."""
         return (
             isinstance(exc, ProviderError)
+            and exc.code not in BACKPRESSURE
             and not isinstance(exc, CircuitOpen)
             and not probe
             and retry_fits(policy, exc)
@@ -128,7 +132,7 @@ async def call_endpoint(
         batch's window are used up."""
         return (
             state.attempt_number > policy.retries_per_endpoint
-            or len(job.attempts) >= policy.max_attempts
+            or charged(job.attempts) >= policy.max_attempts
             or (job.deadline is not None and time.time() >= job.deadline)
         )
 

@@ -33,7 +33,7 @@ from workers.calls import call_endpoint
 from workers.health import EndpointHealth
 from workers.outcomes import CircuitOpen, Move, cost_of
 from workers.plugins import CallContext, Plugin, load_plugins
-from workers.policy import final_error
+from workers.policy import BACKPRESSURE, backpressure_s, charged, compact, final_error
 from workers.protocol.batch_record import WORKER_FIELDS, BatchState
 from workers.protocol.dead_letter import DeadLetter
 from workers.protocol.keys import Keys
@@ -239,9 +239,9 @@ class Executor:
             for plugin in self.plugins:
                 await plugin.call_failed(ctx)
             if isinstance(exc, MustWait):
-                return Move(delay_ms=int(exc.delay_s * 1000))
+                return self._wait(job, exc.delay_s, self._limited(exc.delay_s), model)
             if isinstance(exc, CircuitOpen):
-                return self._fail(job, exc, exc.code, model, retry_in_s=exc.retry_in_s)
+                return self._fail(job, exc, exc.code, model)
             if isinstance(exc, ProviderError):
                 return self._fail(job, exc, exc.code, model)
             raise
@@ -257,6 +257,10 @@ class Executor:
     async def _precheck(self, job: Job, started: float) -> LLMResult | None:
         """End a request unsent when its batch is out of time, cancelled or out of budget."""
         if job.deadline is not None and started > job.deadline:
+            last = job.attempts[-1].error if job.attempts else None
+            if last in BACKPRESSURE:  # it was refused, waited, and ran out of window
+                why = f"{last} until the batch's completion window ended"
+                return self._final(job, "errored", ErrorInfo(code=last, message=why))
             why = "the batch's completion window ended before it was sent"
             return self._final(job, "expired", ErrorInfo(code="batch_expired", message=why))
         state = await self._batch_state(job.batch_id)
@@ -271,23 +275,48 @@ class Executor:
             return self._final(job, "errored", ErrorInfo(code="budget_exceeded", message=why))
         return None
 
-    def _fail(
-        self, job: Job, exc: ProviderError, code: str, model: str, *, retry_in_s: float = 0.0
-    ) -> LLMResult | Move:
-        """Move the job to its next hop, or wait for a breaker, or give the final error."""
+    def _fail(self, job: Job, exc: ProviderError, code: str, model: str) -> LLMResult | Move:
+        """Move the job to its next hop, or wait out backpressure, or give the final error."""
         if code in ("context_too_long", "circuit_open", "unsupported"):  # no call was made
             job.attempts.append(Attempt(endpoint=job.current.endpoint, model=model, error=code))
         error = ErrorInfo(code=code, message=exc.message, status=exc.status, body=exc.body)
-        budget_left = len(job.attempts) < self.policy.max_attempts
-        if self.policy.action(code) == "fail" or not budget_left:
+        if self.policy.action(code) == "fail":
+            return self._final(job, "errored", error)
+        if code in BACKPRESSURE:
+            compact(job.attempts)
+            if job.hop + 1 < len(job.route):
+                return self._failover(job)
+            return self._wait(job, backpressure_s(self.policy, job.attempts, exc), error, model)
+        if charged(job.attempts) >= self.policy.max_attempts:
             return self._final(job, "errored", error)
         if job.hop + 1 < len(job.route):
-            metrics.labeled(metrics.FAILOVERS, job.current.endpoint).inc()
-            job.hop += 1
-            return Move()
-        if code == "circuit_open":
-            return Move(delay_ms=int(max(retry_in_s, 0.05) * 1000))
+            return self._failover(job)
         return self._final(job, "errored", error)
+
+    @staticmethod
+    def _failover(job: Job) -> Move:
+        metrics.labeled(metrics.FAILOVERS, job.current.endpoint).inc()
+        job.hop += 1
+        return Move()
+
+    def _wait(self, job: Job, delay_s: float, error: ErrorInfo, model: str) -> LLMResult | Move:
+        """Backpressure is not failure: try again after `delay_s`, unless the request's
+        deadline (its batch's window, else `policy.max_backpressure_s`) comes first."""
+        end = job.deadline
+        if end is None:
+            end = job.enqueued_at + self.policy.max_backpressure_s
+        if time.time() + delay_s >= end:
+            if not job.attempts or job.attempts[-1].error != error.code:
+                job.attempts.append(Attempt(endpoint=job.current.endpoint, model=model))
+                job.attempts[-1].error = error.code
+            why = f"{error.message}; waiting {delay_s:.1f}s more would pass the request's deadline"
+            return self._final(job, "errored", error.model_copy(update={"message": why}))
+        return Move(delay_ms=int(max(delay_s, 0.05) * 1000))
+
+    @staticmethod
+    def _limited(delay_s: float) -> ErrorInfo:
+        message = f"the endpoint's rate limit has no capacity for {delay_s:.1f}s"
+        return ErrorInfo(code="rate_limited", message=message)
 
     def _final(self, job: Job, status: ResultStatus, error: ErrorInfo) -> LLMResult:
         hop = job.current

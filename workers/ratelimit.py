@@ -36,6 +36,8 @@ class Lease:
     id: str
     tokens: int
     scopes: Scopes
+    #: This request probes a scope whose pause has ended; the others wait for its answer.
+    probe: bool = False
 
 
 #: The limiter scripts' view of a request's scopes: (state, leases, pause) keys per scope,
@@ -62,7 +64,7 @@ class Limiter:
             [cfg.rpm or 0, cfg.tpm or 0, cfg.max_concurrency or 0],
         )
         self.limited = bool(cfg.rpm or cfg.tpm or cfg.max_concurrency or cfg.model_limits)
-        self._paused_until = 0.0
+        self._pause_value: bytes | str | None = None
         self._pause_checked = 0.0
 
     def _scopes(self, model: str) -> Scopes:
@@ -77,8 +79,7 @@ class Limiter:
 
     async def acquire(self, model: str, tokens: int, lease_ttl_s: float) -> Lease:
         """Wait (asynchronously, bounded) for capacity; raise `MustWait` if it is far off."""
-        if not self.limited:
-            await self._wait_pause()
+        if not self.limited and not await self._pause_set():
             return _UNLIMITED
         scopes = self._scopes(model)
         lease = Lease(uuid.uuid4().hex, tokens, scopes)
@@ -86,8 +87,9 @@ class Limiter:
         while True:
             now_ms = time.time() * 1000
             args: list[EncodableT] = [now_ms, lease.id, int(lease_ttl_s * 1000), tokens]
-            ok, wait_ms = await self._admit(keys=scopes[0], args=[*args, *scopes[1]])
+            ok, wait_ms, probe = await self._admit(keys=scopes[0], args=[*args, *scopes[1]])
             if int(ok):
+                lease.probe = bool(int(probe))
                 return lease
             wait_s = float(wait_ms) / 1000
             if time.monotonic() + wait_s > deadline:
@@ -95,34 +97,41 @@ class Limiter:
             await asyncio.sleep(wait_s)
 
     async def release(
-        self, lease: Lease, real_tokens: int | None, learned: tuple[int, int]
+        self,
+        lease: Lease,
+        real_tokens: int | None,
+        learned: tuple[int, int],
+        *,
+        answered: bool = True,
     ) -> None:
-        """Return the lease; correct the token estimate; remember provider-announced limits."""
-        if not self.limited:
+        """Return the lease; correct the token estimate; remember provider-announced limits.
+        An answer that is not a refusal (`answered`) ends a pause's probe phase."""
+        if not lease.id:
             return
         delta = 0 if real_tokens is None else real_tokens - lease.tokens
         if self.cfg.token_accounting == "reserved":
             delta = max(delta, 0)
         keys, limits = lease.scopes
-        args: list[EncodableT] = [time.time() * 1000, lease.id, delta, *learned, *limits]
+        now_ms = time.time() * 1000
+        args: list[EncodableT] = [now_ms, lease.id, delta, *learned, int(answered), *limits]
         await self._release(keys=keys, args=args)
+        if answered:
+            self._pause_value = None
 
     async def pause(self, retry_after_s: float) -> None:
-        """A 429 said wait: stop every worker sending to this endpoint until then."""
+        """A 429 said wait: stop every worker sending to this endpoint until then; after
+        that one request probes and the others wait for its answer."""
         now_ms = time.time() * 1000
         until_ms = now_ms + retry_after_s * 1000
-        self._paused_until = max(self._paused_until, until_ms / 1000)
+        self._pause_value = b"set"
+        self._pause_checked = time.monotonic()
         await self._pause(keys=[self.pause_key], args=[until_ms, now_ms])
 
-    async def _wait_pause(self) -> None:
-        """Unlimited endpoints still honour a shared pause (read at most every 200 ms)."""
-        now = time.time()
+    async def _pause_set(self) -> bool:
+        """Whether an endpoint without configured limits has a pause (or a probe out), read
+        from Redis at most every 200 ms: without one, its requests need no script call."""
+        now = time.monotonic()
         if now - self._pause_checked > 0.2:
             self._pause_checked = now  # before the await: one reader, not every coroutine
-            raw = await self._client.get(self.pause_key)
-            self._paused_until = float(raw) / 1000 if raw else 0.0
-        wait_s = self._paused_until - now
-        if wait_s > self.cfg.max_inline_wait_s:
-            raise MustWait(wait_s)
-        if wait_s > 0:
-            await asyncio.sleep(wait_s)
+            self._pause_value = await self._client.get(self.pause_key)
+        return self._pause_value is not None

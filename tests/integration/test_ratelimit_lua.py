@@ -32,7 +32,7 @@ def admit(
     ttl_ms: int = 1000,
 ) -> float:
     """0 when admitted, else the wait in ms the script asks for."""
-    ok, wait = r.eval(ADMIT, 3, *SCOPE, now_ms, lease, ttl_ms, tokens, rpm, tpm, conc)
+    ok, wait, _ = r.eval(ADMIT, 3, *SCOPE, now_ms, lease, ttl_ms, tokens, rpm, tpm, conc)
     return 0.0 if int(ok) else float(wait)
 
 
@@ -75,7 +75,7 @@ def test_tpm_counts_tokens_and_reconciles_real_usage(r: redis.Redis) -> None:
         burst += 1
     assert burst == tpm // 60 // estimate  # one second's worth of tokens
     assert admit(r, 0, tpm=tpm, tokens=estimate) > 0
-    r.eval(RELEASE, 3, *SCOPE, 0, "l", -burst * estimate // 2, 0, 0, 0, tpm, 0)
+    r.eval(RELEASE, 3, *SCOPE, 0, "l", -burst * estimate // 2, 0, 0, 1, 0, tpm, 0)
     refunded = 0
     while admit(r, 0, tpm=tpm, tokens=estimate) == 0:
         refunded += 1
@@ -88,7 +88,7 @@ def test_concurrency_leases_expire_when_their_worker_dies(r: redis.Redis) -> Non
     # A third caller waits while both leases are held...
     assert admit(r, 100, conc=2, lease="c", ttl_ms=300) > 0
     # ...a released lease frees a slot at once...
-    r.eval(RELEASE, 3, *SCOPE, 150, "a", 0, 0, 0, 0, 0, 2)
+    r.eval(RELEASE, 3, *SCOPE, 150, "a", 0, 0, 0, 1, 0, 0, 2)
     assert admit(r, 150, conc=2, lease="c", ttl_ms=300) == 0
     # ...and a lease nobody releases (its worker was killed) is gone after its TTL.
     assert admit(r, 200, conc=2, lease="d", ttl_ms=300) > 0
@@ -104,9 +104,38 @@ def test_a_pause_stops_admission_until_it_ends(r: redis.Redis) -> None:
     assert admit(r, 5_001, rpm=6000) == 0
 
 
+def probe(r: redis.Redis, now_ms: float, lease: str) -> tuple[bool, float, bool]:
+    """(admitted, wait_ms, probes) of one unlimited request."""
+    ok, wait, probes = r.eval(ADMIT, 3, *SCOPE, now_ms, lease, 1000, 1, 0, 0, 0)
+    return bool(int(ok)), float(wait), bool(int(probes))
+
+
+def test_after_a_pause_one_request_probes_and_the_others_wait_for_its_answer(
+    r: redis.Redis,
+) -> None:
+    # Given a 429 that paused the endpoint for 20 s,
+    r.eval(PAUSE, 1, SCOPE.pause, 20_000, 0)
+    assert probe(r, 19_000, "a") == (False, 1_000, False)
+    # when it ends, the first request probes and the next ones poll (1 s) for its answer;
+    assert probe(r, 20_000, "a") == (True, 0, True)
+    assert probe(r, 20_100, "b") == (False, 1_000, False)
+    # a refused probe pauses everyone again for the new retry-after,
+    r.eval(RELEASE, 3, *SCOPE, 20_200, "a", 0, 0, 0, 0, 0, 0, 0)
+    r.eval(PAUSE, 1, SCOPE.pause, 40_200, 20_200)
+    assert probe(r, 20_300, "b") == (False, 19_900, False)
+    # a probe that never answers is replaced after one pause length,
+    assert probe(r, 40_200, "c") == (True, 0, True)
+    assert probe(r, 60_100, "d")[0] is False
+    assert probe(r, 60_200, "d") == (True, 0, True)
+    # and an answered probe lets everyone through at once.
+    r.eval(RELEASE, 3, *SCOPE, 60_300, "d", 0, 0, 0, 1, 0, 0, 0)
+    assert probe(r, 60_300, "e") == (True, 0, False)
+    assert probe(r, 60_300, "f") == (True, 0, False)
+
+
 def test_learned_limits_cap_the_configured_ones(r: redis.Redis) -> None:
     # The provider said 60 rpm although the config says 6000.
-    r.eval(RELEASE, 3, *SCOPE, 0, "x", 0, 60, 0, 6000, 0, 0)
+    r.eval(RELEASE, 3, *SCOPE, 0, "x", 0, 60, 0, 1, 6000, 0, 0)
     admitted, t = 0, 0.0
     while t < 60_000:
         admitted += admit(r, t, rpm=6000) == 0

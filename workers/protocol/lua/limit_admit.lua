@@ -3,13 +3,24 @@
 -- limit; plus a concurrency lease per scope and the scope's Retry-After pause.
 -- KEYS: (state, leases, pause) per scope.
 -- ARGV: now_ms, lease_id, lease_ttl_ms, tokens, then (rpm, tpm, conc) per scope.
--- Returns {1, 0} when admitted (state committed, lease taken) or {0, wait_ms}.
+-- Returns {1, 0, probe} when admitted (state committed, lease taken; probe = 1 when this
+-- request is the one that probes a scope whose pause has ended) or {0, wait_ms, 0}.
 -- include: scopes
+-- include: pause
 local now, lease, ttl, tokens = tonumber(ARGV[1]), ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4])
-local wait, commit = 0, {}
+local wait, commit, probes = 0, {}, {}
 for _, s in ipairs(scopes(5)) do
-  local pause = tonumber(redis.call('get', s.pause) or '0')
-  if pause > now then wait = math.max(wait, pause - now) end
+  local pause = read_pause(s.pause)
+  if pause ~= nil then
+    if pause.until_ms > now then
+      local left = pause.until_ms - now
+      -- a probe is out: poll for its answer rather than sleep through its whole hold
+      if pause.probing then left = math.min(left, 1000) end
+      wait = math.max(wait, left)
+    else
+      probes[#probes + 1] = {key = s.pause, len = pause.len}
+    end
+  end
   local st = redis.call('hmget', s.p, 'tat_r', 'tat_t', 'learned_rpm', 'learned_tpm')
   local rpm, tpm = s.rpm, s.tpm
   if st[3] and rpm > 0 then rpm = math.min(rpm, tonumber(st[3])) end
@@ -39,7 +50,8 @@ for _, s in ipairs(scopes(5)) do
   end
   commit[#commit + 1] = c
 end
-if wait > 0 then return {0, tostring(math.ceil(wait))} end
+if wait > 0 then return {0, tostring(math.ceil(wait)), 0} end
+for _, p in ipairs(probes) do write_pause(p.key, now + p.len, p.len, true, now) end
 for _, c in ipairs(commit) do
   if c.tat_r then redis.call('hset', c.p, 'tat_r', c.tat_r) end
   if c.tat_t then redis.call('hset', c.p, 'tat_t', c.tat_t) end
@@ -49,4 +61,4 @@ for _, c in ipairs(commit) do
   end
   redis.call('pexpire', c.p, 120000)
 end
-return {1, '0'}
+return {1, '0', #probes > 0 and 1 or 0}
