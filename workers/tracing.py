@@ -213,9 +213,24 @@ def trace_enabled() -> bool:
     return isinstance(trace.get_tracer_provider(), TracerProvider)
 
 
+_tracer: tuple[object, trace.Tracer] | None = None
+
+
 def tracer() -> trace.Tracer:
-    """batchyard's tracer (a no-op one until a provider is installed)."""
-    return trace.get_tracer("batchyard")
+    """batchyard's tracer (a no-op one until a provider is installed).
+
+    Kept per provider: `get_tracer` builds a new tracer and instrumentation scope on every
+    call, a third of the cost of a traced job's two spans (26 us a job without export).
+    """
+    global _tracer
+    provider = getattr(trace, "_TRACER_PROVIDER", None)
+    cached = _tracer
+    if cached is not None and provider is not None and cached[0] is provider:
+        return cached[1]
+    made = trace.get_tracer("batchyard")
+    if provider is not None:
+        _tracer = (provider, made)
+    return made
 
 
 def span(
