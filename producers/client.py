@@ -22,15 +22,15 @@ from producers.core import (
     Record,
     ResultPage,
     Route,
+    SubmitOptions,
     SubmitReport,
 )
 from producers.redis_ops import AsyncDriver, SyncDriver
 from producers.submit import ChunkBuilder, Item
 from schemas.batch import Batch, BatchStatus
 from schemas.config import AppConfig
-from schemas.gmn import GMNError, ValidationReport
+from schemas.gmn import ValidationReport
 from schemas.gmn.prompts import GMNConstraints
-from schemas.job import Task
 from schemas.request import RouteHop
 from schemas.settings import Settings
 from workers.protocol import lanes as L
@@ -44,6 +44,7 @@ __all__ = [
     "GMNLimits",
     "ResultPage",
     "Route",
+    "SubmitOptions",
     "SubmitReport",
 ]
 
@@ -51,8 +52,8 @@ GMNLimits = GMNConstraints | dict[str, Any] | None
 GMNFollow = tuple[int, int, list[gmn.GMNOutcome]]
 
 
-class Client:
-    """Synchronous client, for scripts and the CLI."""
+class _Shell:
+    """What both clients hold: their core (settings, config, key names) and a connection."""
 
     def __init__(
         self,
@@ -63,7 +64,17 @@ class Client:
     ) -> None:
         self.core = ClientCore(redis_url, settings, config)
         self.settings, self.config, self.keys = self.core.settings, self.core.config, self.core.keys
-        self.redis = redis.Redis.from_url(self.core.redis_url)
+        self._connect(self.core.redis_url)
+
+    def _connect(self, url: str) -> None:
+        raise NotImplementedError
+
+
+class Client(_Shell):
+    """Synchronous client, for scripts and the CLI."""
+
+    def _connect(self, url: str) -> None:
+        self.redis = redis.Redis.from_url(url)
         self._run = SyncDriver(self.redis).run
 
     def close(self) -> None:
@@ -76,40 +87,16 @@ class Client:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def submit_many(
-        self,
-        items: Iterable[Item],
-        *,
-        batch_id: str | None = None,
-        route: Route = None,
-        metadata: dict[str, str] | None = None,
-        completion_window_s: float | None = None,
-        task: Task | None = None,
-        budget_usd: float | None = None,
-        priority: L.Priority = "normal",
-        endpoint: str | None = None,
-    ) -> SubmitReport:
+    def submit_many(self, items: Iterable[Item], **options: Unpack[SubmitOptions]) -> SubmitReport:
         """Validate and enqueue requests in pipelined chunks; bad lines become error results.
 
-        `endpoint` (an OpenAI batch endpoint such as "/v1/embeddings") makes every line that
-        addresses another one an error, as OpenAI's Batch API does.
-
-        `priority` "high" batches are taken before normal ones by every worker, "low" ones only
-        when nothing else waits; normal batches sharing an endpoint progress side by side.
+        The options (`SubmitOptions`): `batch_id`, `route`, `metadata`, `completion_window_s`,
+        `task`, `budget_usd`, `priority` ("high" batches are taken before normal ones by every
+        worker, "low" ones only when nothing else waits) and `endpoint` (an OpenAI batch
+        endpoint such as "/v1/embeddings": lines addressing another one are errors, as OpenAI's
+        Batch API does).
         """
-        return self._run(
-            self.core.submit_many(
-                items,
-                batch_id=batch_id,
-                route=route,
-                metadata=metadata,
-                completion_window_s=completion_window_s,
-                task=task,
-                budget_usd=budget_usd,
-                priority=priority,
-                endpoint=endpoint,
-            )
-        )
+        return self._run(self.core.submit_many(items, **options))
 
     def submit_chunks(
         self, builder: ChunkBuilder, record: Record, items: Iterable[Item]
@@ -184,31 +171,12 @@ class Client:
         return self._run(gmn.generate(self.core, prompt, agent_type, constraints, rounds, options))
 
     def refine_gmn(
-        self,
-        document: gmn.Document,
-        errors: list[GMNError] | list[dict[str, Any]] | None = None,
-        *,
-        prompt: str | None = None,
-        agent_type: str = "general",
-        constraints: GMNLimits = None,
-        feedback: str | None = None,
-        rounds: int = gmn.DEFAULT_ROUNDS,
-        **options: Unpack[gmn.GMNOptions],
+        self, document: gmn.Document, errors: gmn.Errors = None, **options: Unpack[gmn.Refine]
     ) -> gmn.GMNOutcome:
-        """Repair an existing document (errors found here when None), optionally changing it."""
-        return self._run(
-            gmn.refine(
-                self.core,
-                document,
-                errors,
-                prompt=prompt,
-                agent_type=agent_type,
-                constraints=constraints,
-                feedback=feedback,
-                rounds=rounds,
-                opts=options,
-            )
-        )
+        """Repair an existing document (errors found here when None), optionally changing it
+        as `feedback` says; `gmn.Refine` lists the options (`prompt`, `agent_type`,
+        `constraints`, `rounds` and every GMN request option)."""
+        return self._run(gmn.refine(self.core, document, errors, options))
 
     def validate_gmn(
         self, document: gmn.Document, constraints: GMNLimits = None
@@ -217,17 +185,12 @@ class Client:
         return gmn.check(document, constraints)
 
     def generate_gmn_batch(
-        self,
-        lines: Iterable[Any] | Path,
-        *,
-        rounds: int = gmn.DEFAULT_ROUNDS,
-        completion_window_s: float | None = None,
-        **options: Unpack[gmn.GMNOptions],
+        self, lines: Iterable[Any] | Path, **options: Unpack[gmn.BatchOptions]
     ) -> str:
-        """Enqueue a prompts file or lines as one GMN batch; bad lines become error entries."""
-        operation = gmn.submit_batch(
-            self.core, lines, rounds=rounds, completion_window_s=completion_window_s, **options
-        )
+        """Enqueue a prompts file or lines as one GMN batch; bad lines become error entries.
+        `gmn.BatchOptions` lists the options: `rounds`, `completion_window_s`, `priority` and
+        every GMN request option."""
+        operation = gmn.submit_batch(self.core, lines, **options)
         return self._run(operation).batch_id
 
     def follow_gmn(self, batch_id: str, *, poll_s: float = 0.2) -> Iterator[GMNFollow]:
@@ -242,19 +205,11 @@ class Client:
             after = step.cursor
 
 
-class AsyncClient:
+class AsyncClient(_Shell):
     """asyncio client, for services that enqueue from an event loop: `Client`'s methods."""
 
-    def __init__(
-        self,
-        redis_url: str | None = None,
-        *,
-        settings: Settings | None = None,
-        config: AppConfig | None = None,
-    ) -> None:
-        self.core = ClientCore(redis_url, settings, config)
-        self.settings, self.config, self.keys = self.core.settings, self.core.config, self.core.keys
-        self.redis = aioredis.Redis.from_url(self.core.redis_url)
+    def _connect(self, url: str) -> None:
+        self.redis = aioredis.Redis.from_url(url)
         self._run = AsyncDriver(self.redis).run
 
     async def close(self) -> None:
@@ -272,32 +227,10 @@ class AsyncClient:
         await self.close()
 
     async def submit_many(
-        self,
-        items: Iterable[Item],
-        *,
-        batch_id: str | None = None,
-        route: Route = None,
-        metadata: dict[str, str] | None = None,
-        completion_window_s: float | None = None,
-        task: Task | None = None,
-        budget_usd: float | None = None,
-        priority: L.Priority = "normal",
-        endpoint: str | None = None,
+        self, items: Iterable[Item], **options: Unpack[SubmitOptions]
     ) -> SubmitReport:
         """See `Client.submit_many`."""
-        return await self._run(
-            self.core.submit_many(
-                items,
-                batch_id=batch_id,
-                route=route,
-                metadata=metadata,
-                completion_window_s=completion_window_s,
-                task=task,
-                budget_usd=budget_usd,
-                priority=priority,
-                endpoint=endpoint,
-            )
-        )
+        return await self._run(self.core.submit_many(items, **options))
 
     async def submit_chunks(
         self, builder: ChunkBuilder, record: Record, items: Iterable[Item]
@@ -375,30 +308,10 @@ class AsyncClient:
         return await self._run(operation)
 
     async def refine_gmn(
-        self,
-        document: gmn.Document,
-        errors: list[GMNError] | list[dict[str, Any]] | None = None,
-        *,
-        prompt: str | None = None,
-        agent_type: str = "general",
-        constraints: GMNLimits = None,
-        feedback: str | None = None,
-        rounds: int = gmn.DEFAULT_ROUNDS,
-        **options: Unpack[gmn.GMNOptions],
+        self, document: gmn.Document, errors: gmn.Errors = None, **options: Unpack[gmn.Refine]
     ) -> gmn.GMNOutcome:
         """See `Client.refine_gmn`."""
-        operation = gmn.refine(
-            self.core,
-            document,
-            errors,
-            prompt=prompt,
-            agent_type=agent_type,
-            constraints=constraints,
-            feedback=feedback,
-            rounds=rounds,
-            opts=options,
-        )
-        return await self._run(operation)
+        return await self._run(gmn.refine(self.core, document, errors, options))
 
     async def validate_gmn(
         self, document: gmn.Document, constraints: GMNLimits = None
@@ -407,17 +320,10 @@ class AsyncClient:
         return gmn.check(document, constraints)
 
     async def generate_gmn_batch(
-        self,
-        lines: Iterable[Any] | Path,
-        *,
-        rounds: int = gmn.DEFAULT_ROUNDS,
-        completion_window_s: float | None = None,
-        **options: Unpack[gmn.GMNOptions],
+        self, lines: Iterable[Any] | Path, **options: Unpack[gmn.BatchOptions]
     ) -> str:
         """See `Client.generate_gmn_batch`."""
-        operation = gmn.submit_batch(
-            self.core, lines, rounds=rounds, completion_window_s=completion_window_s, **options
-        )
+        operation = gmn.submit_batch(self.core, lines, **options)
         return (await self._run(operation)).batch_id
 
     async def follow_gmn(self, batch_id: str, *, poll_s: float = 0.2) -> AsyncIterator[GMNFollow]:

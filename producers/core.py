@@ -11,6 +11,9 @@ import logging
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import TypedDict
+
+from typing_extensions import Unpack
 
 from producers.redis_ops import Eval, Join, Operation, Pipe, Sleep, Spawn, cmd, pipe
 from producers.submit import (
@@ -42,6 +45,28 @@ Route = str | list[RouteHop] | None
 Record = dict[str, str | bytes | float | int]
 
 log = logging.getLogger("batchyard.producer")
+
+
+class SubmitOptions(TypedDict, total=False):
+    """What `submit_many` takes besides the items; every key may be left out."""
+
+    #: The new batch's id; default: `batch_` + 24 hex digits.
+    batch_id: str | None
+    #: A route name from the config, the hops themselves, or None for the `default` route.
+    route: Route
+    metadata: dict[str, str] | None
+    #: Requests not started within this many seconds end `expired`; default: no window.
+    completion_window_s: float | None
+    #: A follow-up reviewer for every request (`workers.tasks`), e.g. GMN rounds.
+    task: Task | None
+    #: Stop sending once the batch's cost reaches this many USD.
+    budget_usd: float | None
+    #: "high" batches are taken before normal ones by every worker, "low" ones only when
+    #: nothing else waits; normal batches sharing an endpoint progress side by side.
+    priority: L.Priority
+    #: An OpenAI batch endpoint ("/v1/embeddings", ...): lines addressing another one are
+    #: errors, as OpenAI's Batch API does; default: any kind.
+    endpoint: str | None
 
 
 @dataclass
@@ -118,28 +143,21 @@ class ClientCore:
         return L.pick_lane(priority, [int(d) for d in lengths], int(turn) - 1)  # INCR counts from 1
 
     def submit_many(
-        self,
-        items: Iterable[Item],
-        *,
-        batch_id: str | None = None,
-        route: Route = None,
-        metadata: dict[str, str] | None = None,
-        completion_window_s: float | None = None,
-        task: Task | None = None,
-        budget_usd: float | None = None,
-        priority: L.Priority = "normal",
-        endpoint: str | None = None,
+        self, items: Iterable[Item], **options: Unpack[SubmitOptions]
     ) -> Operation[SubmitReport]:
         """See `Client.submit_many`."""
+        budget_usd = options.get("budget_usd")
         if budget_usd is not None and budget_usd <= 0:
             raise ValueError(f"budget_usd must be > 0, got {budget_usd}")
-        kinds = kinds_for(endpoint)
-        hops = self.route(route)
-        lane = yield from self.lane(priority, hops)
-        deadline = self.deadline(completion_window_s)
-        batch_id = batch_id or new_batch_id()
+        kinds = kinds_for(options.get("endpoint"))
+        hops = self.route(options.get("route"))
+        lane = yield from self.lane(options.get("priority", "normal"), hops)
+        deadline = self.deadline(options.get("completion_window_s"))
+        batch_id = options.get("batch_id") or new_batch_id()
+        task = options.get("task")
         builder = ChunkBuilder(batch_id, self.keys, self.config, hops, deadline, task, lane=lane)
         builder.kinds = kinds
+        metadata = options.get("metadata")
         record = new_record(
             hops, deadline=deadline, lane=lane, metadata=metadata, budget_usd=budget_usd
         )

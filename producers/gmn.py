@@ -13,7 +13,7 @@ import uuid
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypedDict
+from typing import Any, TypedDict, cast
 
 import orjson
 from pydantic import BaseModel, Field, ValidationError
@@ -64,6 +64,35 @@ class GMNOptions(TypedDict, total=False):
     example: ExampleChoice
     #: Context window to fit every round into; default: the route's `max_context_tokens`.
     context_tokens: int | None
+
+
+class BatchOptions(GMNOptions, total=False):
+    """`generate_gmn_batch`'s options: the batch's, and the request options."""
+
+    #: Rounds of validation and refinement per prompt; default: `DEFAULT_ROUNDS`.
+    rounds: int
+    #: Prompts not started within this many seconds end `expired`; default: no window.
+    completion_window_s: float | None
+    #: The batch's lane (see `Client.submit_many`); default: "normal".
+    priority: Priority
+
+
+class Refine(GMNOptions, total=False):
+    """`refine_gmn`'s options: what to ask besides the document, and the request options."""
+
+    #: The instruction; default: "Refine the GMN document below."
+    prompt: str | None
+    #: Default: "general".
+    agent_type: str
+    constraints: GMNConstraints | dict[str, Any] | None
+    #: What to change, in words: the document is refined even if it has no error.
+    feedback: str | None
+    #: Rounds of validation and refinement; default: `DEFAULT_ROUNDS`.
+    rounds: int
+
+
+#: Errors found earlier in a document to refine; None: validate it here.
+Errors = list[GMNError] | list[dict[str, Any]] | None
 
 
 @dataclass
@@ -177,18 +206,13 @@ def _items(lines: Iterable[Any] | Path) -> Iterator[Any]:
 
 
 def submit_batch(
-    core: ClientCore,
-    lines: Iterable[Any] | Path,
-    *,
-    rounds: int = DEFAULT_ROUNDS,
-    completion_window_s: float | None = None,
-    priority: Priority = "normal",
-    **opts: Unpack[GMNOptions],
+    core: ClientCore, lines: Iterable[Any] | Path, **opts: Unpack[BatchOptions]
 ) -> Operation[SubmitReport]:
     """Enqueue prompt lines as one GMN batch (bad lines become error entries)."""
+    rounds = opts.get("rounds", DEFAULT_ROUNDS)
     hops = core.route(opts.get("route"))
-    lane = yield from core.lane(priority, hops)
-    deadline = core.deadline(completion_window_s)
+    lane = yield from core.lane(opts.get("priority", "normal"), hops)
+    deadline = core.deadline(opts.get("completion_window_s"))
     builder = GMNChunkBuilder(
         new_batch_id(),
         core.keys,
@@ -312,19 +336,12 @@ def prompt_job(
         raise ValueError(f"{err.field}: {err.reason}") from None
 
 
-def refine_job(
-    document: Document,
-    errors: list[GMNError] | list[dict[str, Any]] | None,
-    *,
-    prompt: str | None,
-    agent_type: str,
-    constraints: GMNConstraints | dict[str, Any] | None,
-    feedback: str | None,
-    opts: GMNOptions,
-) -> PreparedJob | GMNOutcome:
+def refine_job(document: Document, errors: Errors, opts: Refine) -> PreparedJob | GMNOutcome:
     """The first request of a refinement, or the outcome itself when there is nothing to fix."""
-    limits = GMNConstraints.model_validate(_limits(constraints or {}))
-    spec = prompt_job(prompt or "Refine the GMN document below.", agent_type, limits)
+    feedback = opts.get("feedback")
+    limits = GMNConstraints.model_validate(_limits(opts.get("constraints") or {}))
+    prompt = opts.get("prompt") or "Refine the GMN document below."
+    spec = prompt_job(prompt, opts.get("agent_type", "general"), limits)
     if errors is None:
         report = check(document, limits)
         found = report.errors
@@ -394,28 +411,15 @@ def generate(
 def refine(
     core: ClientCore,
     document: Document,
-    errors: list[GMNError] | list[dict[str, Any]] | None,
-    *,
-    prompt: str | None,
-    agent_type: str,
-    constraints: GMNConstraints | dict[str, Any] | None,
-    feedback: str | None,
-    rounds: int,
-    opts: GMNOptions,
+    errors: Errors,
+    opts: Refine,
 ) -> Operation[GMNOutcome]:
     """`refine_gmn`: nothing sent when the document has nothing to fix."""
-    job = refine_job(
-        document,
-        errors,
-        prompt=prompt,
-        agent_type=agent_type,
-        constraints=constraints,
-        feedback=feedback,
-        opts=opts,
-    )
+    job = refine_job(document, errors, opts)
     if isinstance(job, GMNOutcome):
         return job
-    return (yield from run_one(core, job, rounds, opts))
+    request = cast(GMNOptions, {k: v for k, v in opts.items() if k in GMNOptions.__annotations__})
+    return (yield from run_one(core, job, opts.get("rounds", DEFAULT_ROUNDS), request))
 
 
 def read_outcomes(path: Path) -> Iterator[GMNOutcome]:

@@ -87,8 +87,40 @@ def pipe(*ops: Cmd | Eval) -> Pipe:
     return Pipe(ops)
 
 
+class _Stepper:
+    """Feeds replies (or errors, raised inside it) back into an operation."""
+
+    def __init__(self, operation: Operation[Any]) -> None:
+        self.operation = operation
+        self.done, self.result = False, None
+        self.step: Step = Sleep(0)
+        self.reply(None)
+
+    def reply(self, value: Any) -> None:
+        """Send the reply to the current step; `step` is then the next one, unless `done`."""
+        self._resume(self.operation.send, value)
+
+    def fail(self, exc: Exception) -> None:
+        """Raise the current step's error inside the operation, which may catch it."""
+        self._resume(self.operation.throw, exc)
+
+    def _resume(self, resume: Any, value: Any) -> None:
+        try:
+            self.step = resume(value)
+        except StopIteration as stop:
+            self.done, self.result = True, stop.value
+
+
+def _queue(batch: Any, op: Cmd | Eval, lua: dict[Lua, Any]) -> Any:
+    """Queue one command or script call on a pipeline (a script call returns a coroutine on
+    an asyncio pipeline, to await before queueing the next)."""
+    if isinstance(op, Cmd):
+        return getattr(batch, op.name)(*op.args, **op.kwargs)
+    return lua[op.script](**op.call, client=batch)
+
+
 class SyncDriver:
-    """Runs operations on a synchronous connection (threads for `Spawn`)."""
+    """Runs operations on a synchronous connection (a thread for `Spawn`)."""
 
     def __init__(self, client: redis.Redis) -> None:
         self.redis = client
@@ -96,50 +128,38 @@ class SyncDriver:
 
     def run(self, operation: Operation[T]) -> T:
         """Run an operation to its end and return its result."""
-        pool: ThreadPoolExecutor | None = None
-        reply: Any = None
-        failed = False
-        try:
-            while True:
+        with ThreadPoolExecutor(1, thread_name_prefix="batchyard-io") as pool:
+            stepper = _Stepper(operation)
+            while not stepper.done:
                 try:
-                    step = operation.throw(reply) if failed else operation.send(reply)
-                except StopIteration as done:
-                    return done.value  # type: ignore[no-any-return]
-                try:
-                    if isinstance(step, Spawn):
-                        pool = pool or ThreadPoolExecutor(1, thread_name_prefix="batchyard-io")
-                        reply, failed = pool.submit(self.run, step.operation), False
-                    elif isinstance(step, Join):
-                        future: Future[Any] = step.handle
-                        reply, failed = future.result(), False
-                    else:
-                        reply, failed = self._do(step), False
+                    value = self._do(stepper.step, pool)
                 except Exception as exc:
-                    reply, failed = exc, True
-        finally:
-            operation.close()
-            if pool is not None:
-                pool.shutdown()
+                    stepper.fail(exc)
+                else:
+                    stepper.reply(value)
+            return stepper.result  # type: ignore[return-value]
 
-    def _do(self, step: Cmd | Eval | Pipe | Sleep) -> Any:
+    def _do(self, step: Step, pool: ThreadPoolExecutor) -> Any:
         if isinstance(step, Cmd):
             return getattr(self.redis, step.name)(*step.args, **step.kwargs)
         if isinstance(step, Eval):
             return self.lua[step.script](**step.call)
-        if isinstance(step, Sleep):
-            time.sleep(step.seconds)
-            return None
-        batch = self.redis.pipeline(transaction=False)
-        for op in step.ops:
-            if isinstance(op, Cmd):
-                getattr(batch, op.name)(*op.args, **op.kwargs)
-            else:
-                self.lua[op.script](**op.call, client=batch)
-        return batch.execute()
+        if isinstance(step, Pipe):
+            batch = self.redis.pipeline(transaction=False)
+            for op in step.ops:
+                _queue(batch, op, self.lua)
+            return batch.execute()
+        if isinstance(step, Spawn):
+            return pool.submit(self.run, step.operation)
+        if isinstance(step, Join):
+            future: Future[Any] = step.handle
+            return future.result()
+        time.sleep(step.seconds)
+        return None
 
 
 class AsyncDriver:
-    """Runs operations on an asyncio connection (tasks for `Spawn`)."""
+    """Runs operations on an asyncio connection (a task for `Spawn`)."""
 
     def __init__(self, client: aioredis.Redis) -> None:
         self.redis = client
@@ -148,27 +168,17 @@ class AsyncDriver:
     async def run(self, operation: Operation[T]) -> T:
         """Run an operation to its end and return its result."""
         spawned: list[asyncio.Task[Any]] = []
-        reply: Any = None
-        failed = False
+        stepper = _Stepper(operation)
         try:
-            while True:
+            while not stepper.done:
                 try:
-                    step = operation.throw(reply) if failed else operation.send(reply)
-                except StopIteration as done:
-                    return done.value  # type: ignore[no-any-return]
-                try:
-                    if isinstance(step, Spawn):
-                        task = asyncio.create_task(self.run(step.operation))
-                        spawned.append(task)
-                        reply, failed = task, False
-                    elif isinstance(step, Join):
-                        reply, failed = await step.handle, False
-                    else:
-                        reply, failed = await self._do(step), False
+                    value = await self._do(stepper.step, spawned)
                 except Exception as exc:
-                    reply, failed = exc, True
+                    stepper.fail(exc)
+                else:
+                    stepper.reply(value)
+            return stepper.result  # type: ignore[return-value]
         finally:
-            operation.close()
             # A spawned step still running when the operation failed ends before we do, and
             # its own failure (the operation's is the one raised) is not left unretrieved.
             if pending := [task for task in spawned if not task.done()]:
@@ -177,18 +187,22 @@ class AsyncDriver:
                 if not task.cancelled():
                     task.exception()
 
-    async def _do(self, step: Cmd | Eval | Pipe | Sleep) -> Any:
+    async def _do(self, step: Step, spawned: list[asyncio.Task[Any]]) -> Any:
         if isinstance(step, Cmd):
             return await getattr(self.redis, step.name)(*step.args, **step.kwargs)
         if isinstance(step, Eval):
             return await self.lua[step.script](**step.call)
-        if isinstance(step, Sleep):
-            await asyncio.sleep(step.seconds)
-            return None
-        batch = self.redis.pipeline(transaction=False)
-        for op in step.ops:
-            if isinstance(op, Cmd):
-                getattr(batch, op.name)(*op.args, **op.kwargs)
-            else:
-                await self.lua[op.script](**op.call, client=batch)
-        return await batch.execute()
+        if isinstance(step, Pipe):
+            batch = self.redis.pipeline(transaction=False)
+            for op in step.ops:
+                queued = _queue(batch, op, self.lua)
+                if isinstance(op, Eval):
+                    await queued
+            return await batch.execute()
+        if isinstance(step, Spawn):
+            spawned.append(asyncio.create_task(self.run(step.operation)))
+            return spawned[-1]
+        if isinstance(step, Join):
+            return await step.handle
+        await asyncio.sleep(step.seconds)
+        return None
