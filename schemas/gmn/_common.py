@@ -16,19 +16,19 @@ MAX_DIMENSION: Final = 100_000
 MAX_DEPTH: Final = 64
 SUM_TOLERANCE: Final = 1e-6
 
-NODE_TYPES: Final = frozenset(
-    {
-        "state",
-        "observation",
-        "action",
-        "likelihood",
-        "transition",
-        "belief",
-        "preference",
-        "policy",
-        "llm_query",
-    }
+#: The node types in the SPEC's order (prompts and the JSON Schema list them so).
+NODE_ORDER: Final = (
+    "state",
+    "observation",
+    "action",
+    "likelihood",
+    "transition",
+    "belief",
+    "preference",
+    "policy",
+    "llm_query",
 )
+NODE_TYPES: Final = frozenset(NODE_ORDER)
 EDGE_TYPES: Final = frozenset({"depends_on", "generates", "influences", "queries", "updates"})
 
 # Variable node type -> (dimension property, names property).

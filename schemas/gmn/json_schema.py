@@ -21,7 +21,7 @@ from typing import Any, Final
 
 from jsonschema import Draft202012Validator
 
-from ._common import EDGE_TYPES, MAX_DIMENSION, MAX_ID_LEN, MAX_NAME_LEN, NODE_TYPES
+from ._common import EDGE_TYPES, MAX_DIMENSION, MAX_ID_LEN, MAX_NAME_LEN, NODE_ORDER
 
 SCHEMA_ID: Final = "https://batchyard.dev/schemas/gmn/v1.json"
 _NULL: Final[dict[str, Any]] = {"type": "null"}
@@ -105,26 +105,12 @@ def _has(kind: str) -> dict[str, Any]:
     return {"contains": {"type": "object", "properties": {"type": {"const": kind}}}}
 
 
-_ORDER: Final = (
-    "state",
-    "observation",
-    "action",
-    "likelihood",
-    "transition",
-    "belief",
-    "preference",
-    "policy",
-    "llm_query",
-)
-
-
 def gmn_json_schema(decoding: bool = False) -> dict[str, Any]:
     """The schema as a fresh dict; `decoding` drops what grammar-based decoders reject."""
-    assert set(_ORDER) == NODE_TYPES
     nodes: dict[str, Any] = {
         "type": "array",
         "minItems": 1,
-        "items": {"anyOf": [_node(kind, decoding) for kind in _ORDER]},
+        "items": {"anyOf": [_node(kind, decoding) for kind in NODE_ORDER]},
     }
     if not decoding:
         nodes["allOf"] = [_has(kind) for kind in ("state", "observation", "action")]

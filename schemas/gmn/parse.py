@@ -130,7 +130,7 @@ class Extraction:
     problems: list[str] = field(default_factory=list)
 
 
-def _matching_brace(text: str, start: int) -> int | None:
+def matching_brace(text: str, start: int) -> int | None:
     """Index of the `}` closing the `{` at `start`, tracking string literals and escapes."""
     depth = 0
     in_string = False
@@ -213,7 +213,7 @@ def extract_document(reply_text: str) -> Extraction:
         start = reply_text.find("{", pos)
         if start < 0:
             break
-        end = _matching_brace(reply_text, start)
+        end = matching_brace(reply_text, start)
         if end is None:
             pos = start + 1
             continue

@@ -9,7 +9,7 @@ import orjson
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from schemas.batch_lines import LineError
-from schemas.request import CUSTOM_ID_MAX, LLMRequest, Message
+from schemas.request import CustomId, LLMRequest, Message
 from schemas.result import Usage
 
 from .examples import ExampleChoice, example_block, examples_for
@@ -43,17 +43,10 @@ class GMNPrompt(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    custom_id: str = Field(min_length=1, max_length=CUSTOM_ID_MAX)
+    custom_id: CustomId
     prompt: str
     agent_type: AgentType = "general"
     constraints: GMNConstraints = Field(default_factory=GMNConstraints)
-
-    @field_validator("custom_id")
-    @classmethod
-    def _printable(cls, value: str) -> str:
-        if not value.isprintable():
-            raise ValueError("must contain printable characters only")
-        return value
 
     @field_validator("prompt")
     @classmethod

@@ -14,7 +14,7 @@ from typing import Any, Final, Literal
 
 from .feedback import NO_JSON, TRUNCATED
 from .model import GMNError
-from .parse import extract_document
+from .parse import extract_document, matching_brace
 from .validate import validate_gmn
 
 #: finish_reason values (as results carry them) that mean "stopped by the output limit".
@@ -36,26 +36,7 @@ class Reading:
 def _unclosed(text: str) -> bool:
     """Whether the first `{` of the reply is never closed (strings and escapes tracked)."""
     start = text.find("{")
-    if start < 0:
-        return False
-    depth, in_string, escaped = 0, False, False
-    for char in text[start:]:
-        if in_string:
-            if escaped:
-                escaped = False
-            elif char == "\\":
-                escaped = True
-            elif char == '"':
-                in_string = False
-        elif char == '"':
-            in_string = True
-        elif char == "{":
-            depth += 1
-        elif char == "}":
-            depth -= 1
-            if depth == 0:
-                return False
-    return True
+    return start >= 0 and matching_brace(text, start) is None
 
 
 def read_reply(
