@@ -84,12 +84,18 @@ def _positive_int(body: dict[str, Any], *names: str) -> None:
             raise BodyError(name, "must be an integer >= 1")
 
 
-def _check_chat(body: dict[str, Any]) -> None:
+def _messages(body: dict[str, Any]) -> list[Any]:
+    """The non-empty `messages` list of a chat or messages body."""
     messages = body.get("messages")
     if not isinstance(messages, list):
         raise BodyError("messages", "field required: a list of messages")
     if not messages:
         raise BodyError("messages", "must hold at least 1 message")
+    return messages
+
+
+def _check_chat(body: dict[str, Any]) -> None:
+    messages = _messages(body)
     for i, msg in enumerate(messages):
         _chat_message(msg, f"messages.{i}")
     _positive_int(body, "max_tokens", "max_completion_tokens", "n")
@@ -256,11 +262,7 @@ def _check_responses(body: dict[str, Any]) -> None:
 
 
 def _check_messages(body: dict[str, Any]) -> None:
-    messages = body.get("messages")
-    if not isinstance(messages, list):
-        raise BodyError("messages", "field required: a list of messages")
-    if not messages:
-        raise BodyError("messages", "must hold at least 1 message")
+    messages = _messages(body)
     for i, msg in enumerate(messages):
         where = f"messages.{i}"
         if not isinstance(msg, dict):

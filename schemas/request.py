@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
 #: The OpenAI-compatible endpoints a batch line can address, plus Anthropic's Messages API.
 EndpointKind = Literal["chat", "embeddings", "responses", "completions", "moderations", "messages"]
@@ -27,6 +27,16 @@ EXTENSIONS = frozenset({"tier", "route"})
 
 #: custom_id is used in Redis keys and file names downstream: keep it printable and bounded.
 CUSTOM_ID_MAX = 512
+
+
+def _printable(value: str) -> str:
+    if not value.isprintable():
+        raise ValueError("must contain printable characters only")
+    return value
+
+
+#: A request's own id: printable, 1 to CUSTOM_ID_MAX characters.
+CustomId = Annotated[str, Field(min_length=1, max_length=CUSTOM_ID_MAX), AfterValidator(_printable)]
 
 
 class Message(BaseModel):
@@ -66,18 +76,11 @@ class LLMRequest(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    custom_id: str = Field(min_length=1, max_length=CUSTOM_ID_MAX)
+    custom_id: CustomId
     kind: EndpointKind = "chat"
     body: dict[str, Any]
     tier: Tier | None = None
     route: list[RouteHop] | None = Field(default=None, min_length=1)
-
-    @field_validator("custom_id")
-    @classmethod
-    def _printable(cls, value: str) -> str:
-        if not value.isprintable():
-            raise ValueError("must contain printable characters only")
-        return value
 
     @model_validator(mode="before")
     @classmethod
