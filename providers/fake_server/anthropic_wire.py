@@ -80,15 +80,15 @@ class AnthropicWire(Wire):
     name = "anthropic"
     paths = {"/v1/messages": "messages"}
     models_path = "/v1/models"
+    not_an_object = "Request body must be a JSON object"
+    no_model = "model: Field required"
 
     def parse(self, body: Any, headers: CIMultiDictProxy[str], kind: str = "messages") -> Call:
         if not isinstance(body, dict):
-            raise BadRequest("Request body must be a JSON object")
+            raise BadRequest(self.not_an_object)
         if "anthropic-version" not in headers:
             raise BadRequest("anthropic-version: header is required")
-        model = body.get("model")
-        if not isinstance(model, str) or not model:
-            raise BadRequest("model: Field required")
+        model = self.model_of(body)
         max_tokens = body.get("max_tokens")
         if not isinstance(max_tokens, int) or max_tokens < 1:
             raise BadRequest("max_tokens: Field required")

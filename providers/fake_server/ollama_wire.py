@@ -49,16 +49,11 @@ class OllamaWire(Wire):
     name = "ollama"
     paths = {"/api/chat": "chat", "/api/embed": "embeddings"}
     models_path = "/api/tags"
-
-    def __init__(self, embedding_dimensions: int = 16) -> None:
-        self.embedding_dimensions = embedding_dimensions
+    not_an_object = "invalid character looking for beginning of value"
+    no_model = "model is required"
 
     def parse(self, body: Any, headers: CIMultiDictProxy[str], kind: str = "chat") -> Call:
-        if not isinstance(body, dict):
-            raise BadRequest("invalid character looking for beginning of value")
-        model = body.get("model")
-        if not isinstance(model, str) or not model:
-            raise BadRequest("model is required")
+        model = self.model_of(body)
         if kind == "embeddings":
             value = body.get("input")
             inputs = [value] if isinstance(value, str) else value

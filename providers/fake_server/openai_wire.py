@@ -103,16 +103,11 @@ class OpenAIWire(Wire):
         "/v1/moderations": "moderations",
     }
     models_path = "/v1/models"
-
-    def __init__(self, embedding_dimensions: int = 16) -> None:
-        self.embedding_dimensions = embedding_dimensions
+    not_an_object = "We could not parse the JSON body of your request."
+    no_model = "you must provide a model parameter"
 
     def parse(self, body: Any, headers: CIMultiDictProxy[str], kind: str = "chat") -> Call:
-        if not isinstance(body, dict):
-            raise BadRequest("We could not parse the JSON body of your request.")
-        model = body.get("model")
-        if not isinstance(model, str) or not model:
-            raise BadRequest("you must provide a model parameter")
+        model = self.model_of(body)
         if body.get("stream"):
             raise BadRequest("stream=true is not supported by the fake server")
         try:  # the documented shape of each body, as openai-python types it

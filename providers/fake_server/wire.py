@@ -148,6 +148,22 @@ class Wire(ABC):
     #: POST path -> the endpoint kind it serves.
     paths: ClassVar[dict[str, str]]
     models_path: ClassVar[str]
+    #: The vendor's 400 messages for a body that is not an object, and for a missing model.
+    not_an_object: ClassVar[str]
+    no_model: ClassVar[str]
+
+    def __init__(self, embedding_dimensions: int = 16) -> None:
+        self.embedding_dimensions = embedding_dimensions
+
+    def model_of(self, body: Any) -> str:
+        """The model a request body names; BadRequest (the vendor's words) for a body that is
+        not an object or names none."""
+        if not isinstance(body, dict):
+            raise BadRequest(self.not_an_object)
+        model = body.get("model")
+        if not isinstance(model, str) or not model:
+            raise BadRequest(self.no_model)
+        return model
 
     @abstractmethod
     def parse(self, body: Any, headers: CIMultiDictProxy[str], kind: str) -> Call:
