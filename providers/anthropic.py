@@ -122,15 +122,10 @@ class AnthropicProvider(HTTPProvider):
         """OpenAI chat requests are translated to Messages."""
         return request.kind != "messages"
 
-    def unsupported(self, request: LLMRequest) -> str | None:
-        """Capabilities first, then whether a chat request translates."""
-        why = super().unsupported(request)
-        if why is None and request.kind == "chat":
-            try:
-                self.body(request, "")
-            except Unsupported as exc:
-                why = f"endpoint {self.endpoint!r} (anthropic) cannot serve {exc.message}"
-        return why
+    def check_translation(self, request: LLMRequest) -> None:
+        """Whether a chat request translates."""
+        if request.kind == "chat":
+            self.body(request, "")
 
     async def generate(self, request: LLMRequest, model: str) -> ProviderResponse:
         """One message; a `refusal` stop reason raises ContentFiltered."""

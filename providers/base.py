@@ -8,6 +8,7 @@ from typing import Any, ClassVar
 import aiohttp
 from pydantic import BaseModel, ConfigDict, Field
 
+from providers.errors import Unsupported
 from schemas.config import EndpointConfig
 from schemas.features import Feature, needs
 from schemas.request import EndpointKind, LLMRequest
@@ -126,12 +127,22 @@ class Provider(ABC):
     def unsupported(self, request: LLMRequest) -> str | None:
         """Why this endpoint cannot serve the request (checked before any call), or None.
 
-        Adapters that translate a request override it to also try the translation.
+        Capabilities first, then the translation (`check_translation`).
         """
         missing = self.capabilities.missing(request)
         if not missing:
+            try:
+                self.check_translation(request)
+            except Unsupported as exc:
+                missing = [exc.message]
+        if not missing:
             return None
         return f"endpoint {self.endpoint!r} ({self.name}) cannot serve {', '.join(missing)}"
+
+    def check_translation(self, request: LLMRequest) -> None:
+        """Raise Unsupported when the request does not translate to this vendor's format;
+        adapters that translate override it (by default nothing is translated)."""
+        return None
 
     async def health(self) -> HealthStatus:
         """Cheap liveness check; adapters with a real endpoint override it."""

@@ -109,15 +109,9 @@ class OllamaProvider(HTTPProvider):
         """Every request is translated to the native API."""
         return True
 
-    def unsupported(self, request: LLMRequest) -> str | None:
-        """Capabilities first, then whether the request translates (inline images only...)."""
-        why = super().unsupported(request)
-        if why is None:
-            try:
-                self.body(request, "")
-            except Unsupported as exc:
-                why = f"endpoint {self.endpoint!r} (ollama) cannot serve {exc.message}"
-        return why
+    def check_translation(self, request: LLMRequest) -> None:
+        """Whether the request translates (inline images only...)."""
+        self.body(request, "")
 
     async def generate(self, request: LLMRequest, model: str) -> ProviderResponse:
         """One chat turn or one embedding call; a missing model says how to pull it."""

@@ -15,7 +15,6 @@ from providers.errors import (
     ProviderError,
     QuotaExceeded,
     ServerError,
-    Unsupported,
 )
 from providers.http import (
     BaseURL,
@@ -198,15 +197,10 @@ class OpenAIProvider(HTTPProvider):
         """Anthropic-format requests are translated to chat."""
         return request.kind == "messages"
 
-    def unsupported(self, request: LLMRequest) -> str | None:
-        """Capabilities first, then whether an Anthropic-format request translates."""
-        why = super().unsupported(request)
-        if why is None and request.kind == "messages":
-            try:
-                claude.to_chat(request.body, "")
-            except Unsupported as exc:
-                why = f"endpoint {self.endpoint!r} (openai) cannot serve {exc.message}"
-        return why
+    def check_translation(self, request: LLMRequest) -> None:
+        """Whether an Anthropic-format request translates."""
+        if request.kind == "messages":
+            claude.to_chat(request.body, "")
 
     async def generate(self, request: LLMRequest, model: str) -> ProviderResponse:
         """One call; content_filter and refusals raise ContentFiltered."""
