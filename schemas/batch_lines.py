@@ -76,10 +76,7 @@ def parse_object(
         if kind not in _CHECKED:
             known = ", ".join(_CHECKED)
             raise LineError(line, "kind", f"unknown kind {kind!r} (known: {known})", cid)
-        _allowed(kind, kinds, line, cid)
-        body = obj.get("body")
-        if not isinstance(body, dict):
-            raise LineError(line, "body", "must be a JSON object", cid)
+        body = _body_of(obj, kind, kinds, line, cid)
         extra = obj.keys() - _NATIVE_KEYS
         if extra:
             raise LineError(line, sorted(extra)[0], "unknown field in a native line", cid)
@@ -100,6 +97,21 @@ _CHECKED: tuple[EndpointKind, ...] = (
     "moderations",
     "messages",
 )
+
+
+def _body_of(
+    obj: dict[str, Any],
+    kind: EndpointKind,
+    kinds: Collection[EndpointKind] | None,
+    line: int,
+    cid: str | None,
+) -> dict[str, Any]:
+    """The line's body, once its kind is one the batch takes."""
+    _allowed(kind, kinds, line, cid)
+    body = obj.get("body")
+    if not isinstance(body, dict):
+        raise LineError(line, "body", "must be a JSON object", cid)
+    return body
 
 
 def _allowed(
@@ -125,10 +137,7 @@ def _from_openai(
     if kind is None:
         known = ", ".join(URL_KINDS)
         raise LineError(line, "url", f"must be one of {known}, got {url!r}", cid)
-    _allowed(kind, kinds, line, cid)
-    body = obj.get("body")
-    if not isinstance(body, dict):
-        raise LineError(line, "body", "must be a JSON object", cid)
+    body = _body_of(obj, kind, kinds, line, cid)
     return _request(obj["custom_id"], kind, body, line, "body.", cid)
 
 
