@@ -2,6 +2,7 @@
 embeddings (jobs/s and Redis bytes per stored result).
 
 Run: python bench/throughput.py [--n 20000] [--slow-n 5000] [--embed-lines 10000]
+     python bench/throughput.py --only embeddings   (the embeddings case alone)
 """
 
 from __future__ import annotations
@@ -166,9 +167,13 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=64)
     parser.add_argument("--embed-lines", type=int, default=10_000)
     parser.add_argument("--embed-inputs", type=int, default=10, help="texts per embeddings line")
+    parser.add_argument("--only", choices=["embeddings"], help="run this case alone")
     args = parser.parse_args()
     with RedisServer() as server, tempfile.TemporaryDirectory() as d:
         tmp, url = Path(d), server.url
+        if args.only == "embeddings":
+            print_embeddings(url, args.embed_lines, args.embed_inputs, args.concurrency, tmp)
+            return
         base = bare_dramatiq(url, args.n, args.concurrency)
         base_async = bare_dramatiq(url, args.n, args.concurrency, "async")
         ours, rss0 = batchyard_worker(url, args.n, args.concurrency, tmp, 0)
@@ -185,18 +190,22 @@ def main() -> None:
         print(f"submit_many 100,000 lines: {rate:.0f} jobs/s (target >= 20,000)")
         small, big = producer_rss(url, 10_000, tmp), producer_rss(url, 100_000, tmp)
         print(f"producer peak RSS: {small:.0f} MB for 10,000 lines, {big:.0f} MB for 100,000 lines")
-        n, per = args.embed_lines, args.embed_inputs
-        emb = embeddings(url, n, per, args.concurrency, tmp)
-        print(f"embeddings, 0 ms mock, 1,536 dimensions, {n} lines x {per} inputs:")
-        print(
-            f"  {emb['jobs_s']:.0f} jobs/s ({emb['inputs_s']:.0f} inputs/s), "
-            f"peak RSS {emb['rss_mb']:.0f} MB"
-        )
-        print(
-            f"  Redis {emb['redis_bytes']:.0f} B per result (stream entry + done marker); "
-            f"result JSON {emb['json_packed']:.0f} B packed vs {emb['json_floats']:.0f} B "
-            "with float lists"
-        )
+        print_embeddings(url, args.embed_lines, args.embed_inputs, args.concurrency, tmp)
+
+
+def print_embeddings(url: str, n: int, per: int, concurrency: int, tmp: Path) -> None:
+    """Run the embeddings case and print its figures."""
+    emb = embeddings(url, n, per, concurrency, tmp)
+    print(f"embeddings, 0 ms mock, 1,536 dimensions, {n} lines x {per} inputs:")
+    print(
+        f"  {emb['jobs_s']:.0f} jobs/s ({emb['inputs_s']:.0f} inputs/s), "
+        f"peak RSS {emb['rss_mb']:.0f} MB"
+    )
+    print(
+        f"  Redis {emb['redis_bytes']:.0f} B per result (stream entry + done marker); "
+        f"result JSON {emb['json_packed']:.0f} B packed vs {emb['json_floats']:.0f} B "
+        "with float lists"
+    )
 
 
 if __name__ == "__main__":

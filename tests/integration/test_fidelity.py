@@ -298,7 +298,15 @@ def test_submit_and_collect_send_every_body_as_written_and_keep_vectors_compact(
     run_workers(
         {
             "endpoints": {
-                "oa": {"provider": "openai", "base_url": server.openai_url, "model": "gpt-test"},
+                "oa": {
+                    "provider": "openai",
+                    "base_url": server.openai_url,
+                    "model": "gpt-test",
+                    "prices": {
+                        "text-embedding-3-small": {"input": 0.02, "output": 0},
+                        "gpt-4.1": {"input": 2, "output": 8},
+                    },
+                },
                 "claude": {
                     "provider": "anthropic",
                     "base_url": server.url,
@@ -331,6 +339,18 @@ def test_submit_and_collect_send_every_body_as_written_and_keep_vectors_compact(
     floats = [d["embedding"] for d in sent["embed-many"]["data"]]
     assert [vectors.decode(d["embedding"]) for d in result.body["data"]] == floats
     assert all(isinstance(d["embedding"], str) for d in orjson.loads(raw)["body"]["data"])
+    # Usage and cost per kind: embeddings count input tokens only, each kind at its price.
+    usage = sent["embed-many"]["usage"]
+    assert (result.usage.input_tokens, result.usage.output_tokens) == (usage["prompt_tokens"], 0)
+    assert result.cost_usd == pytest.approx(usage["prompt_tokens"] * 0.02 / 1e6)
+    _, respond = stored(redis_url, batch_id)["respond"]
+    usage = sent["respond"]["usage"]
+    assert (respond.usage.input_tokens, respond.usage.output_tokens) == (
+        usage["input_tokens"],
+        usage["output_tokens"],
+    )
+    expected = (usage["input_tokens"] * 2 + usage["output_tokens"] * 8) / 1e6
+    assert respond.cost_usd == pytest.approx(expected)
     # And lines no endpoint of their route can serve fail `unsupported`, naming what is
     # missing, and `batchyard failures` counts them by endpoint kind.
     write_jsonl(tmp_path / "claude.jsonl", rows[4:])
