@@ -123,6 +123,7 @@ def _fragments(detail: BatchDetail) -> dict[str, str]:
         "percent": detail.percent_text,
         "causes": pages.cause_rows(detail.causes),
         "failures": pages.failure_rows(detail.failures),
+        "files": pages.file_links(detail),
         "failures-range": pages.BatchPage(batch=detail).failures_range,
         "rate": pages.fmt_rate(detail.rate_per_s),
         "eta": pages.fmt_eta(detail.eta_s),

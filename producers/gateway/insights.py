@@ -34,7 +34,6 @@ from producers.gateway.page_data import (
 )
 from producers.gateway.state import Gateway
 from producers.gateway.views import FINISHED, BatchState, load_batches, text
-from producers.progress import pace
 from schemas.config import AppConfig, EndpointConfig
 from schemas.request import RouteHop
 from workers.protocol.batch_record import parse_record
@@ -89,8 +88,11 @@ def batch_summary(
     cost_usd: float | None = None
     if state.core:
         batch = parse_record(state.id, state.core)
-        progress = pace(batch, now)
-        rate_per_s, eta_s = progress.rate_per_s, progress.eta_s
+        # Answers per second: requests a cancel or the window ended unsent are no work done.
+        elapsed_s = max(1e-6, (batch.finished_at or now) - batch.created_at)
+        rate_per_s = done / elapsed_s
+        left = counts.total - done - counts.unsent
+        eta_s = left / rate_per_s if rate_per_s > 0 else None
         started_at = batch.created_at
         if batch.cost_usd > 0 or (config is not None and priced(config, _route(state.core))):
             cost_usd = batch.cost_usd

@@ -325,10 +325,6 @@ class BatchPage(Page):
         of = f"{table.matching:,}+" if table.partial else f"{table.matching:,}"
         return f"{first:,}\u2013{last:,} of {of}"
 
-    def file_href(self, file_id: str) -> str:
-        """Where a file's content downloads from (the page's session works on /v1)."""
-        return f"/v1/files/{quote(file_id, safe='')}/content"
-
     @property
     def can_cancel(self) -> bool:
         """The cancel button shows (the script shows and hides it by the same rule)."""
@@ -379,6 +375,11 @@ def batch_rows(rows: Sequence[BatchSummary]) -> str:
 def cause_rows(causes: Sequence[Cause]) -> str:
     """The error-cause rows of a batch ("" for none: the script then shows the empty line)."""
     return _rows("cause_row", causes, "")
+
+
+def file_links(detail: BatchDetail) -> str:
+    """The batch's download links (its output and error files appear when it ends)."""
+    return _rows("file_links", [detail], "")
 
 
 def failure_rows(failures: Sequence[Failure]) -> str:

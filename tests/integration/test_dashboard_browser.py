@@ -9,6 +9,7 @@ BATCHYARD_REQUIRE_BROWSER=1 (as in CI), where it fails instead.
 
 from __future__ import annotations
 
+import base64
 import os
 import shutil
 import time
@@ -21,6 +22,7 @@ import orjson
 import pytest
 
 from tests.conftest import ROOT, WorkerPool, cli_env
+from tests.integration.test_dashboard import write_failures
 from tests.integration.test_gateway_support import (
     KEY_A,
     KEY_A_READ,
@@ -38,6 +40,8 @@ CHROMIUM = os.environ.get("BATCHYARD_CHROMIUM") or shutil.which("chromium") or "
 ARTIFACTS = ROOT / "artifacts"
 WIDE = {"width": 1280, "height": 800}
 NARROW = {"width": 390, "height": 844}
+#: `--stop` of dashboard.css (light scheme, as headless chromium renders by default).
+CANCELLED_RGB = (110, 64, 201)
 
 
 def _unavailable(reason: str) -> None:
@@ -135,6 +139,31 @@ def fits(page: Any) -> bool:
     return bool(page.evaluate("document.documentElement.scrollWidth <= window.innerWidth + 1"))
 
 
+def fill_colour(context: Any, bar: Any) -> tuple[int, int, int]:
+    """The colour a progress bar is drawn in at its start (its filled part), read from a
+    screenshot by a canvas in a blank page (the dashboard's CSP allows no data: images)."""
+    png = base64.b64encode(bar.screenshot()).decode()
+    blank = context.new_page()
+    try:
+        rgb = blank.evaluate(
+            """async (png) => {
+                const img = new Image();
+                img.src = 'data:image/png;base64,' + png;
+                await img.decode();
+                const canvas = document.createElement('canvas');
+                canvas.width = img.width;
+                canvas.height = img.height;
+                const ctx = canvas.getContext('2d');
+                ctx.drawImage(img, 0, 0);
+                return Array.from(ctx.getImageData(4, img.height >> 1, 1, 1).data.slice(0, 3));
+            }""",
+            png,
+        )
+    finally:
+        blank.close()
+    return (rgb[0], rgb[1], rgb[2])
+
+
 def shot(page: Any, name: str) -> None:
     ARTIFACTS.mkdir(exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / f"dashboard-{name}.png"), full_page=True)
@@ -214,9 +243,14 @@ def test_dashboard_shows_a_running_batch_and_cancels_it(
     assert shown["completed"] + shown["failed"] + shown["cancelled"] == 400
     bar = page.locator('.panel progress[data-field="progress"]')
     assert bar.get_attribute("class") == "bar s-cancelled"
+    # (its fill, as drawn, is the cancelled colour, as its badge's text, not the running blue)
+    badge = page.locator(".title .status").evaluate("el => getComputedStyle(el).color")
+    assert badge == f"rgb{CANCELLED_RGB}" and fill_colour(context, bar) == CANCELLED_RGB
     assert float(bar.evaluate("el => el.value")) < 100
     assert page.inner_text('.panel [data-field="percent"]') != "100%"
     assert page.locator('form[data-action="cancel"]').is_hidden()
+    # The output file's link appeared when the batch ended, without a reload.
+    page.wait_for_selector('[data-files] a[data-file="output"]', timeout=10_000)
     shot(page, "batch-cancelled-1280")
     page.goto(gateway.url + "/providers")
     page.wait_for_selector("[data-live][data-state=live]")
@@ -258,4 +292,64 @@ def test_dashboard_shows_a_running_batch_and_cancels_it(
         assert seen.errors == []
     assert KEY_A not in gateway.stderr() and KEY_A_READ not in gateway.stderr()
     reader.close()
+    context.close()
+
+
+def test_batch_page_tells_cost_unknown_downloads_its_files_and_pages_its_failures(
+    chromium: Any,
+    redis_url: str,
+    write_config: Callable[[dict[str, object]], Path],
+    gateway_proc: Callable[..., GatewayProcess],
+    tmp_path: Path,
+) -> None:
+    # Given a gateway whose only endpoint has no price, and a batch of 50 requests whose
+    # results are written as workers write them: 5 answers and 45 failures,
+    config = write_config({"endpoints": {"mock": {"provider": "mock"}}})
+    gateway = gateway_proc(redis_url, "--config", str(config))
+    batch_id = create_batch(gateway, 50)
+    deadline = time.monotonic() + 20
+    while (batch := api(gateway, "GET", f"/v1/batches/{batch_id}"))["request_counts"]["total"] < 50:
+        assert time.monotonic() < deadline, f"batch still {batch['status']}"
+        time.sleep(0.05)
+    rows = [(f"q{i}", "", True) for i in range(5)]
+    rows += [(f"q{i}", "timeout", False) for i in range(5, 50)]
+    write_failures(redis_url, batch_id, rows)
+    context = chromium.new_context(viewport=WIDE, accept_downloads=True)
+    watch = Watch(context)
+    page = context.new_page()
+    log_in(page, gateway, KEY_A)
+    # the list and the batch page say its cost is unknown (not $0.0000),
+    row = page.locator(f'tr[data-batch-id="{batch_id}"]')
+    assert row.locator('[data-field="cost"]').inner_text() == "unknown"
+    assert row.locator("progress").get_attribute("class") == "bar s-completed"
+    page.click(f'tr[data-batch-id="{batch_id}"] a')
+    page.wait_for_url(f"{gateway.url}/batches/{batch_id}")
+    assert page.inner_text('.stats [data-field="cost"]') == "unknown"
+    # its links download the output and error files,
+    for kind, lines in (("output", 5), ("errors", 45)):
+        with page.expect_download() as info:
+            page.click(f'[data-files] a[data-file="{kind}"]')
+        download = info.value
+        assert download.suggested_filename == f"{batch_id}_{kind}.jsonl"
+        saved = tmp_path / download.suggested_filename
+        download.save_as(saved)
+        assert len(saved.read_bytes().splitlines()) == lines
+    # and the failed table pages, 20 at a time, and filters.
+    failures = '[data-failures] td[data-label="Request"]'
+    assert page.locator(failures).all_inner_texts() == [f"q{i}" for i in range(10, 30)]
+    shot(page, "batch-failures-1280")
+    page.click("#failures .pager a:has-text('Next')")
+    page.wait_for_url("**page=2#failures")
+    assert page.locator(failures).all_inner_texts()[0] == "q30"
+    page.click("#failures .pager a:has-text('Next')")
+    page.wait_for_url("**page=3#failures")
+    assert page.locator(failures).all_inner_texts() == [f"q{i}" for i in range(5, 10)]
+    assert page.locator("#failures .pager a:has-text('Next')").count() == 0
+    assert page.inner_text('[data-field="failures-range"]') == "41\u201345 of 45"
+    page.fill('#failures input[name="custom_id"]', "q4")
+    page.click("#failures form.filter button")
+    page.wait_for_url("**custom_id=q4**")
+    assert page.locator(failures).all_inner_texts() == [f"q4{i}" for i in range(10)]
+    assert fits(page)
+    assert watch.outside(gateway.url) == [] and watch.errors == []
     context.close()

@@ -205,6 +205,8 @@ def test_a_cancelled_batch_has_its_own_colour_no_full_bar_and_no_cancelled_failu
     assert row.request_counts == Counts(total=100, completed=28, failed=2, expired=0, cancelled=70)
     # the bar shows the 30% that were answered, in the cancelled colour,
     assert row.done == 30 and row.percent == 30.0 and row.percent_text == "30%"
+    # and its pace counts the 30 answers over its 100 s, not the 70 it never sent.
+    assert row.rate_per_s == pytest.approx(0.3) and row.eta_s is None
     html = pages.batch_rows([row])
     assert '<progress class="bar s-cancelled" max="100" value="30.0"' in html
     assert '<td class="num" data-label="Failed" data-field="failed">2</td>' in html

@@ -100,6 +100,7 @@
       const counts = detail.request_counts;
       retry.hidden = !(["completed", "expired"].includes(detail.status) && counts.failed + counts.expired > 0);
     }
+    $("[data-files]").innerHTML = detail.html.files; // rendered and escaped by the gateway
     for (const name of ["causes", "failures"]) {
       const body = $("[data-" + name + "]");
       body.innerHTML = detail.html[name]; // rendered and escaped by the gateway
