@@ -115,6 +115,14 @@ class Executor:
         writer, requeuer = await self._start()
         job = Job.model_validate(payload)
         started = time.time()
+        if await self._has_result(job):
+            # A redelivery (a worker killed before its ack, a Redis restart, a resumed run):
+            # the result is stored, so the provider is not paid again.
+            log.info(
+                "redelivered request already has a result; not calling the provider",
+                extra={"batch_id": job.batch_id, "custom_id": job.key},
+            )
+            return
         hop = job.current
         with span(
             f"process llm.{hop.endpoint}",
@@ -167,6 +175,11 @@ class Executor:
             log.debug("job %s", result.status, extra=context)
         else:
             log.info("duplicate delivery ignored: the result was already stored", extra=context)
+
+    async def _has_result(self, job: Job) -> bool:
+        """True when (batch, key) already has its result (checked before any call)."""
+        assert self._redis is not None
+        return bool(await self._redis.hexists(self.keys.done(job.batch_id), job.key))
 
     def _review(self, job: Job, result: LLMResult) -> Review:
         assert job.task is not None
