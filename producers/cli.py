@@ -19,7 +19,7 @@ from producers.console import err, out, user_errors
 from producers.gateway_cli import gateway as gateway_cmd
 from producers.gmn_cli import gmn_app
 from producers.progress import describe
-from producers.run import run_batch
+from producers.run import RunInterrupted, run_batch
 from schemas.config import load_config
 from schemas.settings import Settings
 from workers.logs import setup_logging
@@ -76,19 +76,38 @@ def run(
     concurrency: Annotated[int, typer.Option("--concurrency", min=1, max=5000)] = 64,
     config: ConfigOpt = None,
     timeout: Annotated[float | None, typer.Option(help="Give up after this many seconds.")] = None,
+    grace: Annotated[
+        float,
+        typer.Option(min=0, help="On Ctrl-C/SIGTERM: seconds calls in flight get to finish."),
+    ] = 10.0,
+    fresh: Annotated[
+        bool, typer.Option("--fresh", help="Discard an interrupted run's state; start over.")
+    ] = False,
+    keep_state: Annotated[
+        bool,
+        typer.Option("--keep-state", help="Keep <output>.batchyard/ (Redis data) when done."),
+    ] = False,
 ) -> None:
-    """Run a whole batch here: embedded Redis if REDIS_URL is unset, workers, progress, output."""
-    with user_errors():
-        report = run_batch(
-            file,
-            output,
-            errors,
-            processes=processes,
-            concurrency=concurrency,
-            config_path=config,
-            timeout_s=timeout,
-            console=err,
-        )
+    """Run a whole batch here: embedded Redis if REDIS_URL is unset, workers, progress, output.
+
+    Interrupted (Ctrl-C, SIGTERM, kill, reboot), the same command resumes where it stopped."""
+    try:
+        with user_errors():
+            report = run_batch(
+                file,
+                output,
+                errors,
+                processes=processes,
+                concurrency=concurrency,
+                config_path=config,
+                timeout_s=timeout,
+                console=err,
+                grace_s=grace,
+                fresh=fresh,
+                keep_state=keep_state,
+            )
+    except RunInterrupted as exc:
+        raise typer.Exit(exc.code) from None
     c = report.batch.counts
     errors_path = errors or output.with_name(output.stem + ".errors" + output.suffix)
     out.print(

@@ -1,30 +1,56 @@
-"""`batchyard run`: embedded Redis (if needed), workers, submit, progress, collect, clean up."""
+"""`batchyard run`: embedded Redis (if needed), workers, submit, progress, collect, clean up.
+
+An interrupted run loses nothing it paid for. Results reach the output files as they arrive.
+The embedded Redis keeps its data (AOF) in `<output>.batchyard/` beside the output, with the
+batch id and a fingerprint of the input and config: the same command run again after Ctrl-C,
+SIGTERM, a SIGKILL or a reboot resumes that batch, and only requests without a result run.
+"""
 
 from __future__ import annotations
 
+import hashlib
 import os
+import shutil
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+import orjson
+import redis
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
 from producers.client import Client
 from producers.collect import CollectReport, collect
 from producers.progress import pace
+from producers.submit import new_batch_id
 from schemas.batch import Batch
-from schemas.config import load_config
+from schemas.config import AppConfig, load_config
 from schemas.settings import Settings
+from workers.dramatiq_ext.dispatch import heartbeats_key
+from workers.lifetime import SignalLatch
+from workers.protocol.keys import Keys
 from workers.redis_server import RedisServer
 from workers.supervisor import Supervisor, preflight
+
+#: `<output><STATE_SUFFIX>/` holds a run's Redis data and `run.json` until the batch completes.
+STATE_SUFFIX = ".batchyard"
 
 
 class RunFailed(RuntimeError):
     """The one-command run could not finish (workers would not start, or a timeout)."""
+
+
+class RunInterrupted(Exception):
+    """SIGINT/SIGTERM stopped the run after it wrote what was done; `code` is 128 + signal."""
+
+    def __init__(self, code: int) -> None:
+        super().__init__(f"interrupted (exit {code})")
+        self.code = code
 
 
 @dataclass
@@ -42,30 +68,107 @@ class LocalWorkers:
 
     url: str
     supervisor: Supervisor
+    runner: threading.Thread
+
+    def stop(self) -> None:
+        """Stop taking messages and wait while in-flight calls finish (within the grace)."""
+        self.supervisor.stop()
+        self.runner.join()
 
 
 @contextmanager
 def local_workers(
-    settings: Settings, *, processes: int, concurrency: int, console: Console
+    settings: Settings,
+    *,
+    processes: int,
+    concurrency: int,
+    console: Console,
+    grace_s: float = 30.0,
+    state_dir: Path | None = None,
+    before_workers: Callable[[str], None] | None = None,
 ) -> Iterator[LocalWorkers]:
-    """REDIS_URL's Redis (else an embedded one) and N supervised workers, all stopped on exit."""
+    """REDIS_URL's Redis (else an embedded one) and N supervised workers, all stopped on exit.
+
+    With `state_dir`, the embedded Redis keeps its data there (AOF on) for a later resume.
+    `before_workers(url)` runs once Redis answers and before any worker starts.
+    """
     preflight(settings.config)  # a config error is one line now, not N crashing children later
     with ExitStack() as stack:
         url = settings.redis_url
         if not url:
-            server = stack.enter_context(RedisServer())
+            redis_dir = None
+            if state_dir is not None:
+                redis_dir = state_dir / "redis"
+                redis_dir.mkdir(parents=True, exist_ok=True)
+            server = RedisServer(
+                dir=redis_dir, appendonly=redis_dir is not None, die_with_parent=True
+            )
+            stack.enter_context(server)
             url = server.url
             console.print(f"[dim]embedded redis on {url}[/dim]")
+        if before_workers is not None:
+            before_workers(url)
         env = {
             "REDIS_URL": url,
             "BATCHYARD_LOG_LEVEL": os.environ.get("BATCHYARD_LOG_LEVEL", "WARNING"),
         }
-        supervisor = Supervisor(processes, concurrency, config=settings.config, env=env)
+        supervisor = Supervisor(
+            processes, concurrency, config=settings.config, env=env, grace_s=grace_s
+        )
         runner = threading.Thread(target=supervisor.run, name="supervisor", daemon=True)
         runner.start()
-        stack.callback(runner.join)
-        stack.callback(supervisor.stop)
-        yield LocalWorkers(url, supervisor)
+        local = LocalWorkers(url, supervisor, runner)
+        stack.callback(local.stop)
+        yield local
+
+
+def fingerprint(file: Path, config: AppConfig) -> str:
+    """What makes two runs the same batch: the input's bytes and the effective config."""
+    digest = hashlib.sha256()
+    with file.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    digest.update(b"\0config\0")
+    digest.update(config.model_dump_json().encode())
+    return digest.hexdigest()
+
+
+class RunState:
+    """`<output>.batchyard/run.json`: which batch this output belongs to, and of what input."""
+
+    def __init__(self, output: Path) -> None:
+        self.dir = output.with_name(output.name + STATE_SUFFIX)
+        self.file = self.dir / "run.json"
+
+    def load(self) -> dict[str, Any] | None:
+        try:
+            data = orjson.loads(self.file.read_bytes())
+        except (OSError, orjson.JSONDecodeError):
+            return None
+        return data if isinstance(data, dict) else None
+
+    def save(self, **data: Any) -> None:
+        self.dir.mkdir(parents=True, exist_ok=True)
+        tmp = self.file.with_suffix(".tmp")
+        tmp.write_bytes(orjson.dumps(data))
+        os.replace(tmp, self.file)
+
+    def remove(self) -> None:
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def _requeue_orphans(url: str, settings: Settings) -> None:
+    """Messages fetched by the workers of an interrupted run sit in their ack sets: mark those
+    workers dead so the first maintenance round puts the messages back on their queues now,
+    rather than after the heartbeat timeout. Only safe on a Redis no other worker uses."""
+    client = redis.Redis.from_url(url)
+    try:
+        key = heartbeats_key(Keys(settings.namespace).dramatiq_ns)
+        workers: list[Any] = list(client.zrange(key, 0, -1))
+        if workers:
+            client.zadd(key, dict.fromkeys(workers, 0.0))
+    finally:
+        client.close()
 
 
 def run_batch(
@@ -78,8 +181,11 @@ def run_batch(
     config_path: Path | None = None,
     timeout_s: float | None = None,
     console: Console | None = None,
+    grace_s: float = 10.0,
+    fresh: bool = False,
+    keep_state: bool = False,
 ) -> RunReport:
-    """Run one batch start to finish on this machine."""
+    """Run one batch start to finish on this machine, resuming an interrupted run of it."""
     console = console or Console(stderr=True)
     if not file.is_file():
         raise FileNotFoundError(f"input file not found: {file}")
@@ -88,18 +194,120 @@ def run_batch(
         settings = settings.model_copy(update={"config": config_path})
     config = load_config(settings.config)
     started = time.monotonic()
-    with (
-        local_workers(
-            settings, processes=processes, concurrency=concurrency, console=console
-        ) as local,
-        Client(local.url, settings=settings, config=config) as client,
-    ):
-        report = client.submit_file(file)
-        if report.invalid:
-            console.print(f"[yellow]{report.invalid} invalid line(s): see the error file[/yellow]")
-        batch = _follow(client, report.batch_id, local.supervisor, timeout_s, console)
-        collected = collect(client, report.batch_id, output, errors)
-    return RunReport(batch, collected, time.monotonic() - started)
+    state = RunState(output)
+    cursor_file = output.with_name(output.name + ".cursor")
+    print_fp = fingerprint(file, config)
+    saved = state.load()
+    if fresh:
+        state.remove()
+        cursor_file.unlink(missing_ok=True)
+        saved = None
+    elif saved is not None and saved.get("fingerprint") != print_fp:
+        raise RunFailed(
+            f"{state.dir} holds an unfinished run of another input or config; run with "
+            "--fresh to discard it and start over, or choose another --output"
+        )
+    elif saved is not None and not saved.get("submitted"):
+        console.print("[yellow]the last run stopped while submitting; starting over[/yellow]")
+        state.remove()
+        saved = None
+    elif saved is None and state.dir.exists():
+        state.remove()  # a state directory without its record holds nothing we can resume
+    embedded = not settings.redis_url
+    state.dir.mkdir(parents=True, exist_ok=True)
+    latch = SignalLatch()
+    if threading.current_thread() is threading.main_thread():
+        latch.install()
+    try:
+        with (
+            local_workers(
+                settings,
+                processes=processes,
+                concurrency=concurrency,
+                console=console,
+                grace_s=grace_s,
+                state_dir=state.dir,
+                before_workers=(
+                    (lambda url: _requeue_orphans(url, settings))
+                    if saved is not None and embedded
+                    else None
+                ),
+            ) as local,
+            Client(local.url, settings=settings, config=config) as client,
+        ):
+            batch_id = _start_batch(client, file, state, saved, print_fp, output, console)
+            writer = _Writer(client, batch_id, output, errors)
+            try:
+                batch = _follow(
+                    client, batch_id, local.supervisor, timeout_s, console, latch, writer
+                )
+            except RunInterrupted:
+                console.print(
+                    f"[yellow]stopping: letting calls in flight finish (up to {grace_s:.0f}s)"
+                    "[/yellow]"
+                )
+                local.stop()
+                writer.step()
+                done = client.batch(batch_id).counts
+                console.print(
+                    f"[yellow]interrupted:[/yellow] {done.done} of {done.total} results written "
+                    f"to {output}; run the same command again to resume "
+                    f"(state in {state.dir}; --fresh starts over)"
+                )
+                raise
+            writer.step()
+        if not keep_state:
+            state.remove()
+    finally:
+        latch.restore()
+    return RunReport(batch, writer.report, time.monotonic() - started)
+
+
+def _start_batch(
+    client: Client,
+    file: Path,
+    state: RunState,
+    saved: dict[str, Any] | None,
+    print_fp: str,
+    output: Path,
+    console: Console,
+) -> str:
+    """Resume the saved batch if Redis still has it, else submit the input as a new one."""
+    if saved is not None:
+        batch_id = str(saved["batch_id"])
+        if client.redis.exists(client.keys.batch(batch_id)):
+            c = client.batch(batch_id).counts
+            console.print(
+                f"resuming {batch_id}: {c.done} of {c.total} requests already have a result; "
+                f"running the other {c.total - c.done} (--fresh starts over)"
+            )
+            return batch_id
+        console.print(f"[yellow]batch {batch_id} is gone from Redis; starting over[/yellow]")
+    batch_id = new_batch_id()
+    state.save(batch_id=batch_id, fingerprint=print_fp, submitted=False, output=str(output))
+    report = client.submit_file(file, batch_id=batch_id)
+    state.save(batch_id=batch_id, fingerprint=print_fp, submitted=True, output=str(output))
+    if report.invalid:
+        console.print(f"[yellow]{report.invalid} invalid line(s): see the error file[/yellow]")
+    return batch_id
+
+
+class _Writer:
+    """Appends results to the output files as they arrive (resumable, see `collect`)."""
+
+    def __init__(self, client: Client, batch_id: str, output: Path, errors: Path | None) -> None:
+        self.client = client
+        self.batch_id = batch_id
+        self.output = output
+        self.errors = errors
+        self.report = CollectReport(0, 0, 0, "0-0")
+
+    def step(self) -> None:
+        got = collect(self.client, self.batch_id, self.output, self.errors)
+        self.report.written += got.written
+        self.report.succeeded += got.succeeded
+        self.report.errored += got.errored
+        self.report.cursor = got.cursor
 
 
 def _follow(
@@ -108,6 +316,8 @@ def _follow(
     supervisor: Supervisor,
     timeout_s: float | None,
     console: Console,
+    latch: SignalLatch,
+    writer: _Writer,
 ) -> Batch:
     deadline = None if timeout_s is None else time.monotonic() + timeout_s
     columns = (
@@ -121,15 +331,18 @@ def _follow(
     with Progress(*columns, console=console, transient=False) as bar:
         task = bar.add_task(batch_id, total=None, failed=0, rate=0.0)
         while True:
+            if latch.received:
+                raise RunInterrupted(latch.exit_code)
             batch = client.batch(batch_id)
             c = batch.counts
             bar.update(
                 task, total=c.total, completed=c.done, failed=c.failed, rate=pace(batch).rate_per_s
             )
+            writer.step()
             if batch.finished:
                 return batch
             if supervisor.failed:
                 raise RunFailed(supervisor.failed)
             if deadline is not None and time.monotonic() > deadline:
                 raise RunFailed(f"batch {batch_id} not finished after {timeout_s:.0f}s")
-            time.sleep(0.2)
+            latch.event.wait(0.2)
