@@ -96,12 +96,7 @@ def wait_all_gone(procs: list[psutil.Process], timeout_s: float, what: str) -> N
     try:
         wait_until(lambda: all(gone(p) for p in procs), timeout_s, what)
     except BaseException:
-        for p in procs:
-            if not gone(p):
-                subprocess.run(
-                    [str(Path(sys.executable).parent / "py-spy"), "dump", "--pid", str(p.pid)],
-                    check=False,
-                )
+        print("still running:", [(p.pid, p.cmdline()) for p in procs if not gone(p)])
         raise
     finally:
         for p in procs:  # never leave one behind for the next test
