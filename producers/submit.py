@@ -17,12 +17,15 @@ from schemas.config import AppConfig
 from schemas.job import Task
 from schemas.request import URL_KINDS, EndpointKind, LLMRequest, RouteHop
 from schemas.result import ErrorInfo, LLMResult, Timings
+from schemas.structured import DEFAULT_ROUNDS, JSON_SCHEMA, TASK_KIND, TaskState
+from workers import validators
 from workers.protocol import envelope
 from workers.protocol.blob import MessageBlob
 from workers.protocol.dead_letter import DeadLetter
 from workers.protocol.envelope import BatchEnvelopes
 from workers.protocol.keys import Keys
 from workers.tracing import enqueue_context
+from workers.validators import schema_of
 
 Item = LLMRequest | dict[str, Any] | bytes | str
 
@@ -96,10 +99,11 @@ class ChunkBuilder:
             try:
                 request = self._request(item, number)
                 self._check_route(request.route, number, request.custom_id)
+                task = self._structured(request, number)
             except LineError as err:
                 chunk.errors.append(self.line_error(err))
                 continue
-            self.append(chunk, f"{prefix}{n:08x}", request.custom_id, request, now)
+            self.append(chunk, f"{prefix}{n:08x}", request.custom_id, request, now, task)
             chunk.enqueued_lines.append(number)
             chunk.enqueued_ids.append(request.custom_id)
         return chunk
@@ -140,6 +144,43 @@ class ChunkBuilder:
         except BodyError as bad:
             raise LineError(number, f"body.{bad.field}", bad.reason, cid) from None
         return request
+
+    def _structured(self, request: LLMRequest, number: int) -> dict[str, Any] | None:
+        """The `structured` task of a request that asks for a JSON Schema or names a
+        validator (None: a plain request, or the batch has a task of its own)."""
+        if self.envelopes.has_task:
+            return None
+        opts = request.batchyard
+        name = opts.validator if opts is not None else None
+        options = opts.options if opts is not None else {}
+        cid = request.custom_id
+        if name is None:
+            if request.kind not in ("chat", "messages") or schema_of(request, options) is None:
+                return None
+            name = JSON_SCHEMA
+        elif name not in validators.names():
+            known = ", ".join(validators.names())
+            why = f"no validator {name!r} is installed (known: {known})"
+            raise LineError(number, "body.batchyard.validator", why, cid)
+        if request.kind not in ("chat", "messages"):
+            why = f"structured output needs a chat or messages request, not {request.kind}"
+            raise LineError(number, "body.batchyard.validator", why, cid)
+        if name == JSON_SCHEMA:
+            schema = schema_of(request, options)
+            if schema is None:
+                why = "the json_schema validator needs a response_format json_schema"
+                raise LineError(number, "body.response_format", why, cid)
+            bad = validators.check_schema(schema)
+            if bad is not None:
+                raise LineError(number, "body.response_format.json_schema.schema", bad, cid)
+        rounds = opts.max_rounds if opts is not None else None
+        if rounds is None:
+            first = (request.route or self.route)[0].endpoint
+            endpoint = self.config.endpoints.get(first)
+            rounds = endpoint.structured.max_rounds if endpoint is not None else DEFAULT_ROUNDS
+        state = TaskState(validator=name, options=options, turns=len(request.messages))
+        data = state.model_dump(mode="json", exclude_defaults=True)
+        return self.envelopes.task(Task(kind=TASK_KIND, max_rounds=rounds, data=data))
 
     def _check_route(self, route: list[RouteHop] | None, number: int, cid: str) -> None:
         for i, hop in enumerate(route or ()):

@@ -152,7 +152,7 @@ def _request(
 ) -> LLMRequest:
     """Validate once; the body stays the object the line holds, less batchyard's extensions."""
     fields: dict[str, Any] = dict(ext) if ext else {}
-    if "route" in body or "tier" in body:
+    if not EXTENSIONS.isdisjoint(body):
         body = dict(body)
         for name in EXTENSIONS:
             if name in body:

@@ -12,6 +12,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
 
 from schemas.request import RouteHop, Tier
+from schemas.structured import StructuredDefaults
 
 ENDPOINT_NAME = r"^[A-Za-z0-9_.-]{1,100}$"
 _ABSURD = 10**9
@@ -134,6 +135,8 @@ class EndpointConfig(BaseModel):
     token_accounting: Literal["reserved", "used"] = "reserved"
     #: Longest wait for rate-limit capacity inside a worker; longer waits requeue with a delay.
     max_inline_wait_s: float = Field(default=5.0, ge=0, le=600)
+    #: Defaults for structured requests routed here first (refine rounds, constrained decoding).
+    structured: StructuredDefaults = Field(default_factory=StructuredDefaults)
 
     def provider_options(self) -> dict[str, Any]:
         """The keys this model does not know: validated by the provider's own `Config`."""

@@ -23,7 +23,7 @@ KIND_URLS: dict[EndpointKind, str] = {
 URL_KINDS: dict[str, EndpointKind] = {url: kind for kind, url in KIND_URLS.items()}
 
 #: Body keys that are batchyard's own, never sent upstream.
-EXTENSIONS = frozenset({"tier", "route"})
+EXTENSIONS = frozenset({"tier", "route", "batchyard"})
 
 #: custom_id is used in Redis keys and file names downstream: keep it printable and bounded.
 CUSTOM_ID_MAX = 512
@@ -57,6 +57,20 @@ class Message(BaseModel):
         return "".join(p.get("text", "") for p in content or () if isinstance(p.get("text"), str))
 
 
+class StructuredOptions(BaseModel):
+    """The body's `batchyard` extension: batchyard's own per-request options."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    #: Entry-point name in `batchyard.validators`; default `json_schema` when the body has a
+    #: json_schema `response_format`.
+    validator: str | None = Field(default=None, min_length=1, max_length=100)
+    #: Rounds in all, the first included; default: the first endpoint's `structured.max_rounds`.
+    max_rounds: int | None = Field(default=None, ge=1, le=20)
+    #: Options handed to the validator as they are.
+    options: dict[str, Any] = Field(default_factory=dict)
+
+
 class RouteHop(BaseModel):
     """One endpoint of a route, optionally pinning the model or tier used there."""
 
@@ -81,6 +95,8 @@ class LLMRequest(BaseModel):
     body: dict[str, Any]
     tier: Tier | None = None
     route: list[RouteHop] | None = Field(default=None, min_length=1)
+    #: Structured-output options (`schemas.structured`): validator, rounds.
+    batchyard: StructuredOptions | None = None
 
     @model_validator(mode="before")
     @classmethod
@@ -156,7 +172,7 @@ class LLMRequest(BaseModel):
 
 #: What a flat request of earlier versions kept beside its chat fields, and those fields
 #: (its `metadata` was never sent upstream, so it is not put in the body).
-_KEPT = ("custom_id", "tier", "route")
+_KEPT = ("custom_id", "tier", "route", "batchyard")
 _FLAT_BODY = ("model", "max_tokens", "temperature", "top_p", "stop", "response_format")
 
 

@@ -98,6 +98,11 @@ class BatchEnvelopes:
             shared["lane"] = lane
         self._shared = shared
 
+    @property
+    def has_task(self) -> bool:
+        """Whether every job of the batch carries the batch's own task (e.g. GMN)."""
+        return "task" in self._shared
+
     @staticmethod
     def task(task: Task) -> dict[str, Any]:
         """A task as `encode` writes it (dump it once when many lines share it)."""

@@ -1,0 +1,156 @@
+"""Structured output for any request (#20) with real Redis, a real worker process and the fake
+OpenAI server over HTTP: answers are checked against the request's JSON Schema and invalid
+ones go back to the model as refine rounds, each a queued job; the wire bodies are asserted."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable
+from typing import Any
+
+import orjson
+import pytest
+
+from producers.client import Client
+from providers.fake_server import Call, FakeServer
+from schemas.result import LLMResult
+from tests.conftest import WorkerPool, openai_line, wait_until
+
+pytestmark = pytest.mark.integration
+
+SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "properties": {
+        "name": {"type": "string"},
+        "age": {"type": "integer", "minimum": 0},
+        "email": {"type": "string", "format": "email"},
+    },
+    "required": ["name", "age", "email"],
+    "additionalProperties": False,
+}
+FORMAT = {"type": "json_schema", "json_schema": {"name": "person", "schema": SCHEMA}}
+#: Round 1: not JSON; round 2: JSON the schema rejects (a type and a format); round 3: valid.
+ANSWERS = [
+    '{"name": "Ada", "age": 36,',
+    '{"name": "Ada", "age": "thirty-six", "email": "ada-at-example"}',
+    '{"name": "Ada", "age": 36, "email": "ada@example.com"}',
+]
+
+
+def scripted(call: Call) -> str:
+    """The answer after the one a refine round shows (a refine round shows only the last)."""
+    last = [text for role, text in call.messages if role == "assistant"]
+    return ANSWERS[ANSWERS.index(last[-1]) + 1 if last else 0]
+
+
+def config(server: FakeServer, **endpoint: Any) -> dict[str, Any]:
+    return {
+        "endpoints": {
+            "llm": {
+                "provider": "openai",
+                "base_url": server.openai_url,
+                "model": "small",
+                "prices": {"*": {"input": 1.0, "output": 2.0}},
+                **endpoint,
+            }
+        },
+        "routes": {"default": ["llm"]},
+    }
+
+
+def finish(client: Client, batch_id: str, timeout_s: float = 90) -> list[LLMResult]:
+    wait_until(lambda: client.batch(batch_id).finished, timeout_s, f"batch {batch_id} to finish")
+    return [r for _, _, r in client.iter_results(batch_id)]
+
+
+def test_invalid_then_schema_violating_then_valid_ends_valid_after_three_rounds(
+    redis_url: str, run_workers: Callable[..., WorkerPool], fake_server: Callable[..., Any]
+) -> None:
+    # Given a model that answers broken JSON, then JSON the schema rejects, then a valid answer,
+    server = fake_server(responder=scripted, record_bodies=True)
+    run_workers(config(server))
+    n = 200
+    lines = [
+        openai_line(f"s-{i}", f"Extract the person from note {i}.", response_format=FORMAT)
+        for i in range(n)
+    ]
+    # when 200 json_schema requests run (3 rounds by default),
+    with Client(redis_url) as client:
+        results = finish(client, client.submit_many(lines).batch_id)
+        batch = client.batch(results[0].batch_id)
+    # then every one ends a succeeded call with a valid answer after 3 rounds,
+    assert sorted(r.custom_id or "" for r in results) == sorted(f"s-{i}" for i in range(n))
+    assert batch.counts.completed == n and batch.counts.failed == 0
+    for r in results:
+        record = r.extra["structured"]
+        assert (r.status, record["valid"], record["rounds"], record["errors"]) == (
+            "succeeded", True, 3, []
+        )  # fmt: skip
+        assert record["value"] == orjson.loads(ANSWERS[2])
+        # each round visible in the history, with what was wrong,
+        history = record["history"]
+        assert [h["round"] for h in history] == [1, 2, 3]
+        assert [h["valid"] for h in history] == [False, False, True]
+        assert [h["answer"] for h in history] == ANSWERS
+        [broken] = history[0]["errors"]
+        assert broken["pointer"] == "" and broken["message"].startswith("not valid JSON")
+        assert {(e["pointer"], e["code"]) for e in history[1]["errors"]} == {
+            ("/age", "type"),
+            ("/email", "format"),
+        }
+        # and usage and cost summed over the rounds.
+        assert r.usage.input_tokens == sum(h["usage"]["input_tokens"] for h in history)
+        assert r.usage.output_tokens == sum(h["usage"]["output_tokens"] for h in history) > 0
+        assert r.cost_usd == pytest.approx(sum(h["cost_usd"] for h in history))
+    # The refine rounds went over the wire with the user's turn, the last answer, the errors.
+    bodies = [c.body for c in server.requests if c.path == "/v1/chat/completions"]
+    assert len(bodies) == 3 * n
+    by_round = Counter(len(b["messages"]) for b in bodies)
+    assert by_round == {1: n, 3: 2 * n}
+    for body in bodies:
+        assert body["response_format"]["json_schema"]["schema"] == SCHEMA
+        turns = body["messages"]
+        if len(turns) == 1:
+            continue
+        assert turns[0]["role"] == "user" and turns[0]["content"].startswith("Extract the person")
+        assert turns[1] == {"role": "assistant", "content": turns[1]["content"]}
+        refine = turns[2]["content"]
+        assert turns[2]["role"] == "user"
+        if turns[1]["content"] == ANSWERS[0]:
+            assert '- "": not valid JSON' in refine
+        else:
+            assert turns[1]["content"] == ANSWERS[1]
+            assert "- \"/age\": 'thirty-six' is not of type 'integer'" in refine
+            assert "- \"/email\": 'ada-at-example' is not a 'email'" in refine
+
+
+def test_max_rounds_from_the_request_and_a_final_invalid_answer_is_a_succeeded_call(
+    redis_url: str, run_workers: Callable[..., WorkerPool], fake_server: Callable[..., Any]
+) -> None:
+    server = fake_server(responder=scripted, record_bodies=True)
+    run_workers(config(server, structured={"max_rounds": 5}))
+    lines = [
+        # the body's `batchyard` extension wins over the endpoint's default, never goes upstream
+        openai_line("two", "note", response_format=FORMAT, batchyard={"max_rounds": 2}),
+        openai_line("plain", "no schema here"),
+        openai_line(
+            "bad-schema",
+            "x",
+            response_format={**FORMAT, "json_schema": {"name": "p", "schema": {"type": "objekt"}}},
+        ),
+    ]
+    with Client(redis_url) as client:
+        report = client.submit_many(lines)
+        results = {r.custom_id: r for r in finish(client, report.batch_id)}
+    two = results["two"]
+    record = two.extra["structured"]
+    assert (two.status, record["valid"], record["rounds"]) == ("succeeded", False, 2)
+    assert [e["pointer"] for e in record["errors"]] == ["/age", "/email"]
+    assert "structured" not in results["plain"].extra
+    bad = results["bad-schema"]
+    assert bad.status == "errored" and bad.error is not None
+    assert bad.error.message.startswith(
+        "line 3: body.response_format.json_schema.schema: not a valid JSON Schema: "
+    )
+    sent = [c.body for c in server.requests]
+    assert len(sent) == 3 and all("batchyard" not in b for b in sent)

@@ -1,0 +1,119 @@
+"""Validators of structured answers, found through the `batchyard.validators` entry-point group.
+
+A validator is a callable `(answer, request, options) -> Verdict`: it parses the answer text,
+checks it, and names every problem with a JSON pointer into the answer and a message. The
+`json_schema` validator checks against the request's own JSON Schema (`jsonschema`, format
+checks on); `gmn` checks GMN documents; third-party packages register theirs the same way:
+
+    [project.entry-points."batchyard.validators"]
+    mine = "my_package.checks:validate"
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from functools import cache, lru_cache
+from importlib.metadata import entry_points
+from typing import Any
+
+import orjson
+from jsonschema import Draft202012Validator
+from jsonschema.exceptions import SchemaError
+from jsonschema.protocols import Validator as SchemaValidator
+from jsonschema.validators import validator_for
+
+from schemas.request import LLMRequest
+from schemas.structured import Issue, Verdict
+
+GROUP = "batchyard.validators"
+#: Errors kept per answer: enough to fix it, bounded so a refine prompt stays small.
+MAX_ISSUES = 20
+
+Validator = Callable[[str, LLMRequest, dict[str, Any]], Verdict]
+
+
+class UnknownValidator(LookupError):
+    """No installed package registers a validator by this name."""
+
+
+@cache
+def validator(name: str) -> Validator:
+    """The validator registered as `name`; raises UnknownValidator naming the known ones."""
+    found = [ep for ep in entry_points(group=GROUP) if ep.name == name]
+    if not found:
+        known = ", ".join(names()) or "none"
+        raise UnknownValidator(f"no validator {name!r} is installed (known: {known})")
+    loaded: Validator = found[0].load()
+    return loaded
+
+
+def names() -> list[str]:
+    """Every installed validator's name."""
+    return sorted({ep.name for ep in entry_points(group=GROUP)})
+
+
+def pointer(path: Any) -> str:
+    """A JSON pointer (RFC 6901) to a path of keys and indexes."""
+    return "".join("/" + str(p).replace("~", "~0").replace("/", "~1") for p in path)
+
+
+def parse(answer: str) -> tuple[Any, Issue | None]:
+    """The answer as JSON, or the issue saying why it is not JSON."""
+    try:
+        return orjson.loads(answer), None
+    except orjson.JSONDecodeError as exc:
+        return None, Issue(pointer="", message=f"not valid JSON: {exc}", code="json")
+
+
+def schema_of(request: LLMRequest, options: dict[str, Any]) -> dict[str, Any] | None:
+    """The JSON Schema a request asks for: `options.schema`, a chat body's
+    `response_format.json_schema.schema`, or a Responses body's `text.format.schema`."""
+    schema = options.get("schema")
+    if isinstance(schema, dict):
+        return schema
+    fmt = request.body.get("response_format")
+    if request.kind == "responses":
+        text = request.body.get("text")
+        fmt = text.get("format") if isinstance(text, dict) else None
+        inner = fmt.get("schema") if isinstance(fmt, dict) else None
+        return inner if isinstance(inner, dict) else None
+    if isinstance(fmt, dict) and fmt.get("type") == "json_schema":
+        spec = fmt.get("json_schema")
+        inner = spec.get("schema") if isinstance(spec, dict) else None
+        return inner if isinstance(inner, dict) else None
+    return None
+
+
+def check_schema(schema: dict[str, Any]) -> str | None:
+    """Why `schema` is not a usable JSON Schema, or None."""
+    try:
+        validator_for(schema, default=Draft202012Validator).check_schema(schema)
+    except SchemaError as exc:
+        return f"not a valid JSON Schema: {exc.message}"
+    return None
+
+
+@lru_cache(maxsize=256)
+def _compiled(raw: bytes) -> SchemaValidator:
+    """One compiled validator per distinct schema: a batch usually shares one."""
+    schema = orjson.loads(raw)
+    cls = validator_for(schema, default=Draft202012Validator)
+    return cls(schema, format_checker=cls.FORMAT_CHECKER)
+
+
+def json_schema(answer: str, request: LLMRequest, options: dict[str, Any]) -> Verdict:
+    """Parse the answer and check it against the request's JSON Schema, formats included."""
+    schema = schema_of(request, options)
+    if schema is None:
+        issue = Issue(message="the request has no JSON Schema to check against", code="schema")
+        return Verdict(valid=False, errors=[issue])
+    value, bad = parse(answer)
+    if bad is not None:
+        return Verdict(valid=False, errors=[bad])
+    checker = _compiled(orjson.dumps(schema, option=orjson.OPT_SORT_KEYS))
+    found = sorted(checker.iter_errors(value), key=lambda e: list(map(str, e.absolute_path)))
+    issues = [
+        Issue(pointer=pointer(e.absolute_path), message=e.message, code=str(e.validator))
+        for e in found[:MAX_ISSUES]
+    ]
+    return Verdict(valid=not issues, errors=issues, value=value)
