@@ -39,6 +39,7 @@ from schemas.request import RouteHop
 from workers.protocol.batch_record import parse_record
 from workers.protocol.dead_letter import DeadLetter
 from workers.protocol.health import read_snapshot
+from workers.protocol.keys import pause_until_s
 from workers.protocol.results import entry
 
 #: Dead letters read to count error causes; beyond it the counts are a sample (`partial`).
@@ -279,7 +280,7 @@ async def provider_stats(gw: Gateway) -> list[EndpointStats]:
         calls = snap.ok_window + snap.fail_window
         rpm, tpm = _limit(ep.rpm, bucket[2]), _limit(ep.tpm, bucket[3])
         tat_r, tat_t = (float(v) if v else 0.0 for v in bucket[:2])
-        paused_until = float(pause) / 1000 if pause else None
+        paused_until = pause_until_s(pause)
         out.append(
             EndpointStats(
                 endpoint=name,

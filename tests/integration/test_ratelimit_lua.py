@@ -7,7 +7,7 @@ from collections import deque
 import pytest
 import redis
 
-from workers.protocol.keys import LimitKeys
+from workers.protocol.keys import LimitKeys, pause_until_s
 from workers.protocol.scripts import Lua, source
 
 pytestmark = pytest.mark.integration
@@ -141,3 +141,10 @@ def test_learned_limits_cap_the_configured_ones(r: redis.Redis) -> None:
         admitted += admit(r, t, rpm=6000) == 0
         t += 50
     assert admitted <= 60
+
+
+def test_the_pause_key_reads_as_the_moment_it_ends(r: redis.Redis) -> None:
+    # (the dashboard's providers page shows it)
+    r.eval(PAUSE, 1, SCOPE.pause, 5_000, 0)
+    assert pause_until_s(r.get(SCOPE.pause)) == 5.0
+    assert pause_until_s(None) is None and pause_until_s(b"garbage") is None

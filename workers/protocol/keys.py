@@ -86,10 +86,22 @@ class LimitKeys(NamedTuple):
     state: str
     #: Zset lease id -> expiry (ms): the concurrency leases in use.
     leases: str
-    #: String: epoch ms until which a Retry-After pauses the scope.
+    #: String: the scope's Retry-After pause, "<until_ms> <len_ms> <probing>" (`lua/lib/pause`;
+    #: read it with `pause_until_s`).
     pause: str
 
     @classmethod
     def of(cls, scope: str) -> LimitKeys:
         """The keys under one scope prefix."""
         return cls(scope, f"{scope}:leases", f"{scope}:pause")
+
+
+def pause_until_s(raw: bytes | str | None) -> float | None:
+    """Epoch seconds until which a scope's pause key (`LimitKeys.pause`) holds it, or None."""
+    if raw is None:
+        return None
+    text = raw.decode() if isinstance(raw, bytes) else raw
+    try:
+        return float(text.split(" ", 1)[0]) / 1000
+    except ValueError:
+        return None
