@@ -125,6 +125,15 @@ async def test_hostile_values_render_as_text_on_every_page(api: Any, redis_url: 
     fragments = (await (await browser.get(f"/ui/api/batches/{batch_id}")).json())["html"]
     inert(fragments["causes"], EVIL)
     inert(fragments["failures"], bad1, bad2, EVIL)
+    # hostile search and filter terms stay inside their inputs' values (and the links
+    # that keep them),
+    query = quote(EVIL, safe="")
+    filtered = await (await browser.get(f"/batches/{batch_id}?custom_id={query}")).text()
+    assert inert(filtered).attribute("input", "value", name="custom_id") == EVIL
+    searched = inert(await (await browser.get(f"/?batch_id={query}&endpoint={query}")).text())
+    assert searched.attribute("input", "value", name="batch_id") == EVIL
+    chosen = [a for tag, a in searched.elements if tag == "option" and "selected" in a]
+    assert [a["value"] for a in chosen] == [EVIL]
     # the validation errors name the hostile custom_id as text,
     shown = await (await browser.get(f"/batches/{invalid_id}")).text()
     inert(shown, "<script>alert(1)</script>", "<img src=x onerror=alert(2)>")
