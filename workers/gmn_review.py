@@ -7,14 +7,20 @@ as a normal queued job (rate-limited, failover-capable), never as a loop inside 
 
 from __future__ import annotations
 
+import re
+from typing import Any
+
 from pydantic import ValidationError
 
+from schemas.gmn import validate_reply
 from schemas.gmn.prompts import GMNRecord, GMNTaskData, RoundVerdict, token_counts
 from schemas.gmn.rounds import NextRound, check_answer, plan_next_round
 from schemas.job import Job
 from schemas.request import LLMRequest, Message
 from schemas.result import ErrorInfo, LLMResult, Usage
+from schemas.structured import Issue, Verdict
 from workers.tasks import Review
+from workers.validators import MAX_ISSUES, pointer
 
 
 def review(job: Job, result: LLMResult) -> Review:
@@ -93,3 +99,29 @@ def _budget(request: LLMRequest) -> int | None:
     body = request.body
     limit = body.get("max_completion_tokens") or body.get("max_tokens")
     return limit if isinstance(limit, int) else None
+
+
+def validate(answer: str, request: LLMRequest, options: dict[str, Any]) -> Verdict:
+    """GMN as a `batchyard.validators` entry (`gmn`): any structured request can ask for a GMN
+    document; errors carry GMN's own codes and messages, at JSON pointers."""
+    report = validate_reply(answer)
+    issues = [
+        Issue(
+            pointer=gmn_pointer(e.path),
+            message=f"{e.code}: {e.message}" + (f" (node {e.node})" if e.node else ""),
+            code=e.code,
+        )
+        for e in report.errors[:MAX_ISSUES]
+    ]
+    return Verdict(valid=report.valid, errors=issues, value=report.document)
+
+
+_STEP = re.compile(r"\.([^.\[]+)|\[(\d+)\]")
+
+
+def gmn_pointer(path: str) -> str:
+    """A GMN error path (`$.nodes[2].id`) as a JSON pointer (`/nodes/2/id`); a path that is
+    not a JSON path (`line 3` of the text form) points at the whole answer."""
+    if not path.startswith("$"):
+        return ""
+    return pointer(m.group(1) or m.group(2) for m in _STEP.finditer(path[1:]))

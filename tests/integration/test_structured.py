@@ -4,8 +4,10 @@ ones go back to the model as refine rounds, each a queued job; the wire bodies a
 
 from __future__ import annotations
 
+import os
 from collections import Counter
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -14,7 +16,7 @@ import pytest
 from producers.client import Client
 from providers.fake_server import Call, FakeServer
 from schemas.result import LLMResult
-from tests.conftest import WorkerPool, openai_line, wait_until
+from tests.conftest import ROOT, WorkerPool, openai_line, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -154,3 +156,56 @@ def test_max_rounds_from_the_request_and_a_final_invalid_answer_is_a_succeeded_c
     )
     sent = [c.body for c in server.requests]
     assert len(sent) == 3 and all("batchyard" not in b for b in sent)
+
+
+VALIDATOR = '''
+from schemas.structured import Issue, Verdict
+
+
+def shouting(answer, request, options):
+    """Valid when every letter is a capital; says which words are not."""
+    quiet = [w for w in answer.split() if w != w.upper()]
+    errors = [Issue(pointer="", message=f"{w!r} is not in capitals", code="quiet") for w in quiet]
+    return Verdict(valid=not errors, errors=errors, value=answer)
+'''
+
+
+def install_validator(site: Path) -> None:
+    """What `pip install acme-checks` leaves behind: a module and a dist-info with entry points."""
+    site.mkdir(parents=True)
+    (site / "acme_checks.py").write_text(VALIDATOR)
+    info = site / "acme_checks-1.0.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: acme-checks\nVersion: 1.0\n")
+    (info / "entry_points.txt").write_text("[batchyard.validators]\nshout = acme_checks:shouting\n")
+
+
+def test_a_third_party_validator_package_checks_the_requests_that_name_it(
+    tmp_path: Path,
+    redis_url: str,
+    run_workers: Callable[..., WorkerPool],
+    fake_server: Callable[..., Any],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Given a package installed beside batchyard (producer and worker both see it),
+    site = tmp_path / "site"
+    install_validator(site)
+    monkeypatch.syspath_prepend(str(site))
+
+    # and a model that whispers first and shouts when told which words were quiet,
+    def model(call: Call) -> str:
+        return "HELLO THERE" if "'hello' is not in capitals" in call.last_user else "hello THERE"
+
+    server = fake_server(responder=model, record_bodies=True)
+    run_workers(config(server), PYTHONPATH=os.pathsep.join([str(ROOT), str(site)]))
+    line = openai_line("loud", "greet me", batchyard={"validator": "shout"})
+    with Client(redis_url) as client:
+        [result] = finish(client, client.submit_many([line]).batch_id)
+    record = result.extra["structured"]
+    assert (record["validator"], record["valid"], record["rounds"]) == ("shout", True, 2)
+    assert record["history"][0]["errors"] == [
+        {"pointer": "", "message": "'hello' is not in capitals", "code": "quiet"}
+    ]
+    assert result.output == "HELLO THERE"
+    refine = server.requests[1].body["messages"][-1]["content"]
+    assert "- \"\": 'hello' is not in capitals" in refine

@@ -8,7 +8,9 @@ import pytest
 
 from producers.submit import ChunkBuilder, numbered
 from schemas.config import parse_config
+from schemas.gmn.examples import EXPLORER
 from schemas.request import LLMRequest
+from workers.gmn_review import gmn_pointer
 from workers.protocol.keys import Keys
 from workers.structured import refine_request
 from workers.validators import UnknownValidator, check_schema, json_schema, pointer, validator
@@ -60,3 +62,13 @@ def test_submit_names_line_and_field_of_an_unknown_validator() -> None:
     [(_, result)] = chunk.errors
     assert result.error is not None
     assert result.error.message.startswith("line 1: body.batchyard.validator: no validator 'nope'")
+
+
+def test_gmn_is_a_validator_with_its_own_codes_at_json_pointers() -> None:
+    check = validator("gmn")
+    plain = LLMRequest.chat("g", [{"role": "user", "content": "an explorer"}])
+    assert check(EXPLORER, plain, {}).valid
+    verdict = check('{"name": "x", "nodes": []}', plain, {})
+    assert not verdict.valid
+    assert ("/edges", "GMN010") in {(e.pointer, e.code) for e in verdict.errors}
+    assert gmn_pointer("$.nodes[2].id") == "/nodes/2/id" and gmn_pointer("line 3") == ""
