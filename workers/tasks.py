@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cache
-from importlib.metadata import entry_points
+from importlib.metadata import EntryPoint, entry_points
 
 from schemas.job import Job
 from schemas.request import LLMRequest
@@ -28,6 +28,9 @@ class Review:
 
 Reviewer = Callable[[Job, LLMResult], Review]
 
+#: batchyard's own reviewers, also found when an install's entry points predate them.
+BUILTIN = {"structured": "workers.structured:review"}
+
 
 @cache
 def reviewer(kind: str) -> Reviewer | None:
@@ -36,4 +39,7 @@ def reviewer(kind: str) -> Reviewer | None:
         if ep.name == kind:
             found: Reviewer = ep.load()
             return found
+    if kind in BUILTIN:
+        builtin: Reviewer = EntryPoint(kind, BUILTIN[kind], GROUP).load()
+        return builtin
     return None

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from functools import cache, lru_cache
-from importlib.metadata import entry_points
+from importlib.metadata import EntryPoint, entry_points
 from typing import Any
 
 import orjson
@@ -31,6 +31,10 @@ MAX_ISSUES = 20
 
 Validator = Callable[[str, LLMRequest, dict[str, Any]], Verdict]
 
+#: batchyard's own validators, also found when an install's entry points predate them (an
+#: editable install keeps the entry points of the pyproject it was installed from).
+BUILTIN = {"json_schema": "workers.validators:json_schema", "gmn": "workers.gmn_review:validate"}
+
 
 class UnknownValidator(LookupError):
     """No installed package registers a validator by this name."""
@@ -40,6 +44,8 @@ class UnknownValidator(LookupError):
 def validator(name: str) -> Validator:
     """The validator registered as `name`; raises UnknownValidator naming the known ones."""
     found = [ep for ep in entry_points(group=GROUP) if ep.name == name]
+    if not found and name in BUILTIN:
+        found = [EntryPoint(name, BUILTIN[name], GROUP)]
     if not found:
         known = ", ".join(names()) or "none"
         raise UnknownValidator(f"no validator {name!r} is installed (known: {known})")
@@ -49,7 +55,7 @@ def validator(name: str) -> Validator:
 
 def names() -> list[str]:
     """Every installed validator's name."""
-    return sorted({ep.name for ep in entry_points(group=GROUP)})
+    return sorted({ep.name for ep in entry_points(group=GROUP)} | BUILTIN.keys())
 
 
 def pointer(path: Any) -> str:
