@@ -44,9 +44,10 @@ def receiver() -> Iterator[Receiver]:
 
 def traced_env(redis_url: str | None, receiver: Receiver | None, **extra: str) -> dict[str, str]:
     """A CLI environment exporting to `receiver` (or not tracing at all, when None)."""
-    env = {k: v for k, v in cli_env(redis_url, **extra).items() if not k.startswith("OTEL_")}
+    env = {k: v for k, v in cli_env(redis_url).items() if not k.startswith("OTEL_")}
     if receiver is not None:
         env.update(OTEL_EXPORTER_OTLP_ENDPOINT=receiver.url, **NO_TIMED_EXPORT)
+    env.update(extra)
     return env
 
 
@@ -164,14 +165,51 @@ def test_a_worker_traces_jobs_whose_producer_did_not(
 
 
 @pytest.mark.timeout(120)
+def test_a_ratio_sampling_worker_keeps_whole_traces_of_about_that_share(
+    tmp_path: Path,
+    redis_url: str,
+    receiver: Receiver,
+    worker_pool: Callable[..., WorkerPool],
+    write_config: Callable[[dict[str, object]], Path],
+) -> None:
+    n = 100
+    config = mock_config(write_config)
+    quiet = traced_env(redis_url, None, BATCHYARD_CONFIG=str(config))
+    rows = [openai_line(f"r{i}", f"question {i}") for i in range(n)]
+    batch_id = batchyard(
+        "submit", str(write_jsonl(tmp_path / "in.jsonl", rows)), env=quiet, cwd=tmp_path
+    ).strip()
+    # Given jobs from a producer that did not trace, and a worker sampling half of the traces,
+    sampling = traced_env(
+        redis_url,
+        receiver,
+        BATCHYARD_CONFIG=str(config),
+        OTEL_TRACES_SAMPLER="parentbased_traceidratio",
+        OTEL_TRACES_SAMPLER_ARG="0.5",
+    )
+    pool = worker_pool(sampling)
+    results = results_of(redis_url, config, batch_id, n)
+    assert pool.stop() == 0
+    # then about half of the requests are traced (P(outside 20..80) < 1e-9), each completely:
+    calls = {s.trace_id for s in receiver.of_kind(Span.SPAN_KIND_CLIENT)}
+    consumers = {s.trace_id for s in receiver.of_kind(Span.SPAN_KIND_CONSUMER)}
+    assert 20 <= len(calls) <= 80
+    assert calls == consumers
+    assert calls <= {str(r.trace_id) for r in results}
+
+
+@pytest.mark.timeout(120)
 def test_run_exports_from_the_command_and_its_workers(
     tmp_path: Path, receiver: Receiver, write_config: Callable[[dict[str, object]], Path]
 ) -> None:
     n = 60
     config = mock_config(write_config)
     rows = [openai_line(f"r{i}", f"question {i}") for i in range(n)]
-    env = traced_env(None, receiver, BATCHYARD_CONFIG=str(config))
-    # Given `run` (embedded Redis, its own worker processes) told where the collector is,
+    env = traced_env(
+        None, receiver, BATCHYARD_CONFIG=str(config), OTEL_EXPORTER_OTLP_COMPRESSION="gzip"
+    )
+    # Given `run` (embedded Redis, its own worker processes) told where the collector is
+    # (and, through the exporter's own variable, to gzip its exports),
     batchyard(
         "run",
         str(write_jsonl(tmp_path / "in.jsonl", rows)),
@@ -183,6 +221,7 @@ def test_run_exports_from_the_command_and_its_workers(
     # when it has returned, then every request is one trace: run's producer span, the
     # worker's consumer span and client span, with no span in a trace of its own.
     wait_for_spans(receiver, Span.SPAN_KIND_CLIENT, n)
+    assert receiver.gzipped == receiver.requests
     producers = receiver.of_kind(Span.SPAN_KIND_PRODUCER)
     assert {s.service for s in producers} == {"batchyard-run"}
     assert len({s.trace_id for s in producers}) == n
@@ -255,12 +294,42 @@ def test_no_collector_configured_means_no_exporter_loaded(tmp_path: Path) -> Non
         [sys.executable, "-c", code], env=env, cwd=tmp_path, capture_output=True, text=True
     )
     assert proc.returncode == 0, proc.stderr
-    # and OTEL_SDK_DISABLED wins over a configured endpoint, as in the SDK.
-    env.update(OTEL_EXPORTER_OTLP_ENDPOINT="http://127.0.0.1:9", OTEL_SDK_DISABLED="true")
+    # and OTEL_SDK_DISABLED or OTEL_TRACES_EXPORTER=none win over an endpoint, as in the SDK.
+    for off in ({"OTEL_SDK_DISABLED": "true"}, {"OTEL_TRACES_EXPORTER": "none"}):
+        proc = subprocess.run(
+            [sys.executable, "-c", code],
+            env={**env, "OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:9", **off},
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+        )
+        assert proc.returncode == 0, f"{off}: {proc.stderr}"
+
+
+@pytest.mark.parametrize(
+    ("extra", "service"),
+    [
+        ({}, "batchyard-x"),
+        ({"OTEL_SERVICE_NAME": "billing-batch"}, "billing-batch"),
+        ({"OTEL_RESOURCE_ATTRIBUTES": "service.name=from-attrs,team=ml"}, "from-attrs"),
+    ],
+)
+def test_the_service_name_is_ours_unless_the_environment_names_one(
+    tmp_path: Path, extra: dict[str, str], service: str
+) -> None:
+    code = (
+        "from opentelemetry import trace\n"
+        "from workers.tracing import setup_tracing\n"
+        "assert setup_tracing('batchyard-x')\n"
+        "print(trace.get_tracer_provider().resource.attributes['service.name'])\n"
+    )
+    env = {k: v for k, v in cli_env().items() if not k.startswith("OTEL_")}
+    env.update(OTEL_EXPORTER_OTLP_ENDPOINT="http://127.0.0.1:9", **extra)
     proc = subprocess.run(
         [sys.executable, "-c", code], env=env, cwd=tmp_path, capture_output=True, text=True
     )
     assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == service
 
 
 @pytest.mark.timeout(120)
