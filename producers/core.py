@@ -288,7 +288,11 @@ class ClientCore:
     def cancel(self, batch_id: str) -> Operation[BatchStatus]:
         """Cancel a batch: queued requests end `cancelled` unsent, in-flight ones finish."""
         status = yield Eval(
-            Lua.CANCEL, {"keys": [self.keys.batch(batch_id)], "args": [time.time()]}
+            Lua.CANCEL,
+            {
+                "keys": [self.keys.batch(batch_id), self.keys.cancels],
+                "args": [time.time(), batch_id],
+            },
         )
         if status is None:
             raise BatchNotFound(batch_id)

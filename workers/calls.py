@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 
 from opentelemetry.trace import SpanKind, StatusCode
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception
@@ -30,7 +31,7 @@ from schemas.result import Attempt
 from schemas.tokens import request_tokens
 from workers import metrics
 from workers.health import Decision, EndpointHealth
-from workers.outcomes import CircuitOpen, learned_limits, record_success
+from workers.outcomes import BatchCancelled, CircuitOpen, learned_limits, record_success
 from workers.policy import BACKPRESSURE, ENDPOINT_FAULTS, NEUTRAL, backoff_s, charged, retry_fits
 from workers.ratelimit import Limiter
 from workers.tracing import genai_request, genai_response, operation_name, span
@@ -45,8 +46,13 @@ async def call_endpoint(
     health: EndpointHealth,
     limiter: Limiter,
     policy: PolicyConfig,
+    cancelled: Callable[[], bool] | None = None,
 ) -> ProviderResponse:
-    """Call one endpoint, retrying in place per policy; every call is an Attempt."""
+    """Call one endpoint, retrying in place per policy; every call is an Attempt.
+
+    `cancelled` is asked right before each call, once the rate limiter has admitted it (a
+    wait there can be long): True raises `BatchCancelled` and nothing is sent.
+    """
     probe = False
     estimate = request_tokens(req)
     lease_ttl_s = provider.settings.timeout_s + 5
@@ -58,6 +64,9 @@ async def call_endpoint(
             raise CircuitOpen(provider.endpoint, admission.retry_in_s)
         probe = admission.decision is Decision.probe
         lease = await limiter.acquire(model, estimate, lease_ttl_s)
+        if cancelled is not None and cancelled():
+            await limiter.release(lease, 0, (0, 0))
+            raise BatchCancelled(job.batch_id)
         attempt = Attempt(endpoint=provider.endpoint, model=model)
         job.attempts.append(attempt)
         t0 = time.perf_counter()

@@ -7,11 +7,13 @@ Provider errors end here, as a result or a `Move` (failover or a delayed retry, 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from typing import Any
 
 import aiohttp
+import redis
 import redis.asyncio as aioredis
 from dramatiq.asyncio import get_event_loop_thread
 from dramatiq.brokers.redis import RedisBroker
@@ -31,7 +33,7 @@ from schemas.tokens import prompt_text, request_tokens
 from workers import metrics
 from workers.calls import call_endpoint
 from workers.health import EndpointHealth
-from workers.outcomes import CircuitOpen, Move, cost_of
+from workers.outcomes import BatchCancelled, CircuitOpen, Move, cost_of
 from workers.plugins import CallContext, Plugin, load_plugins
 from workers.policy import BACKPRESSURE, backpressure_s, charged, compact, final_error
 from workers.protocol.batch_record import WORKER_FIELDS, BatchState
@@ -69,6 +71,9 @@ class Executor:
         self._ready: asyncio.Lock | None = None
         self._batch_status: dict[str, tuple[float, BatchState]] = {}
         self._batch_reads: dict[str, asyncio.Task[BatchState]] = {}
+        #: Batches cancelled since this process subscribed to `Keys.cancels`.
+        self._cancelled: set[str] = set()
+        self._listener: asyncio.Task[None] | None = None
 
     async def _start(self) -> tuple[ResultWriter, Requeuer]:
         if self._writer is None or self._requeuer is None:
@@ -95,9 +100,43 @@ class Executor:
         self._requeuer = Requeuer(self._redis, self.broker)
         self.plugins = load_plugins(self.config.plugins, self._redis, self.keys.ns)
         self._writer = ResultWriter(self._redis, self.keys, self.settings.result_ttl_s)
+        self._listener = asyncio.get_running_loop().create_task(
+            self._listen_for_cancels(), name="cancel listener"
+        )
+
+    async def _listen_for_cancels(self) -> None:
+        """Learn of every cancel as it happens (pub/sub), so a request of a cancelled batch
+        is not sent even when its message was fetched before the cancel. Should the
+        subscription drop, the batch status read every `cancel_poll_s` still stops them."""
+        assert self._redis is not None
+        while True:
+            try:
+                async with self._redis.pubsub(ignore_subscribe_messages=True) as pubsub:
+                    await pubsub.subscribe(self.keys.cancels)
+                    async for message in pubsub.listen():
+                        data = message.get("data")
+                        if isinstance(data, bytes):
+                            if len(self._cancelled) > 10_000:
+                                self._cancelled.clear()
+                            self._cancelled.add(data.decode())
+            except (redis.RedisError, OSError) as exc:
+                log.warning("cancel subscription lost, resubscribing: %s", exc)
+                await asyncio.sleep(1.0)
+
+    def cancelled(self, batch_id: str) -> bool:
+        """Whether the batch is known cancelled, without a Redis read: a published cancel,
+        or the last status read (`_batch_state`)."""
+        if batch_id in self._cancelled:
+            return True
+        cached = self._batch_status.get(batch_id)
+        return cached is not None and cached[1].status in ("cancelling", "cancelled")
 
     async def aclose(self) -> None:
         """Flush health counters, close adapters, the shared session and the Redis pool."""
+        if self._listener is not None:
+            self._listener.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._listener
         for health in self.health.values():
             try:
                 await health.flush()
@@ -247,12 +286,17 @@ class Executor:
                 health=self.health[hop.endpoint],
                 limiter=self.limiters[hop.endpoint],
                 policy=self.policy,
+                cancelled=lambda: self.cancelled(job.batch_id),
             )
         except BaseException as exc:
             for plugin in self.plugins:
                 await plugin.call_failed(ctx)
             if isinstance(exc, MustWait):
                 return self._wait(job, exc.delay_s, self._limited(exc.delay_s), model)
+            if isinstance(exc, BatchCancelled):
+                why = "the batch was cancelled before this request was sent"
+                error = ErrorInfo(code="batch_cancelled", message=why)
+                return self._final(job, "cancelled", error)
             if isinstance(exc, CircuitOpen):
                 return self._fail(job, exc, exc.code, model)
             if isinstance(exc, ProviderError):
@@ -277,7 +321,7 @@ class Executor:
             why = "the batch's completion window ended before it was sent"
             return self._final(job, "expired", ErrorInfo(code="batch_expired", message=why))
         state = await self._batch_state(job.batch_id)
-        if state.status in ("cancelling", "cancelled"):
+        if job.batch_id in self._cancelled or state.status in ("cancelling", "cancelled"):
             why = "the batch was cancelled before this request was sent"
             return self._final(job, "cancelled", ErrorInfo(code="batch_cancelled", message=why))
         if state.budget_usd is not None and state.cost_usd >= state.budget_usd:

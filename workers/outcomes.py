@@ -20,6 +20,10 @@ class CircuitOpen(ProviderError):
         self.retry_in_s = retry_in_s
 
 
+class BatchCancelled(Exception):
+    """The request's batch was cancelled while it waited to be sent: no call is made."""
+
+
 @dataclass
 class Move:
     """The job goes back on a queue: its (possibly advanced) hop, after `delay_ms`."""

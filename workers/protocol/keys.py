@@ -21,6 +21,9 @@ class Keys:
         self.lane_turn = f"{namespace}:lane_turn"
         #: Pub/sub channel on which enqueues name the queues they filled (see `Waker`).
         self.wake = f"{self.dramatiq_ns}:{WAKE_CHANNEL}"
+        #: Pub/sub channel on which `cancel.lua` names each batch it cancels: workers stop
+        #: sending its requests at once, without a Redis read per call.
+        self.cancels = f"{namespace}:cancels"
 
     def batch(self, batch_id: str) -> str:
         """Hash: the batch record (`workers.protocol.batch_record`)."""
