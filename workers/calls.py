@@ -64,8 +64,8 @@ async def call_endpoint(
             raise CircuitOpen(provider.endpoint, admission.retry_in_s)
         probe = admission.decision is Decision.probe
         lease = await limiter.acquire(model, estimate, lease_ttl_s)
-        if cancelled is not None and cancelled():
-            await limiter.release(lease, 0, (0, 0))
+        if cancelled is not None and cancelled():  # no call: its tokens go back
+            await limiter.release(lease, 0, (0, 0), answered=False)
             raise BatchCancelled(job.batch_id)
         attempt = Attempt(endpoint=provider.endpoint, model=model)
         job.attempts.append(attempt)
