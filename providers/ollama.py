@@ -26,6 +26,8 @@ from schemas.result import Usage
 
 _MISSING_MODEL = re.compile(r"model ['\"]?([^'\"]+?)['\"]? not found")
 _CONTEXT_TEXT = re.compile(r"context (length|window|size)", re.IGNORECASE)
+#: Ollama's 400 to `think` for a model without thinking ("<model>" does not support thinking).
+_NO_THINKING = b"does not support thinking"
 
 
 class OllamaConfig(HTTPConfig):
@@ -116,9 +118,12 @@ class OllamaProvider(HTTPProvider):
     async def generate(self, request: LLMRequest, model: str) -> ProviderResponse:
         """One chat turn or one embedding call; a missing model says how to pull it."""
         path = "/api/embed" if request.kind == "embeddings" else "/api/chat"
-        resp = await self.send(
-            "POST", path, self.headers(request.custom_id), self.body(request, model)
-        )
+        body = self.body(request, model)
+        resp = await self.send("POST", path, self.headers(request.custom_id), body)
+        if resp.status == 400 and "think" in body and _NO_THINKING in resp.body:
+            # reasoning_effort is a hint: a model that cannot think answers without it.
+            del body["think"]
+            resp = await self.send("POST", path, self.headers(request.custom_id), body)
         if not resp.ok:
             raise self.with_body(self.error(resp, model), resp)
         if request.kind == "embeddings":

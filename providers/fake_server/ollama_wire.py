@@ -37,6 +37,8 @@ ERRORS: dict[str, tuple[int, str]] = {
     "overloaded": (503, "server busy, please try again.  maximum pending requests exceeded"),
 }
 HTML = {"bad_gateway": 502, "unavailable": 503, "gateway_timeout": 504}
+#: Model families that think; Ollama answers 400 to `think` for any other model.
+THINKING_MODELS = ("qwen3", "deepseek-r1", "gpt-oss", "magistral", "think")
 
 
 def _now() -> str:
@@ -63,6 +65,8 @@ class OllamaWire(Wire):
         raw = body.get("messages") or []
         if not isinstance(raw, list):
             raise BadRequest("json: cannot unmarshal messages")
+        if body.get("think") and not any(f in model for f in THINKING_MODELS):
+            raise BadRequest(f"{orjson.dumps(model).decode()} does not support thinking")
         messages = []
         for msg in raw:
             if not isinstance(msg, dict) or not isinstance(msg.get("role"), str):

@@ -136,3 +136,18 @@ def test_what_ollama_cannot_take_is_unsupported_before_a_call(server: FakeServer
     assert "token-array" in (provider.unsupported(tokens) or "")
     responses = LLMRequest(custom_id="r", kind="responses", body={"input": "x"})
     assert "responses requests" in (provider.unsupported(responses) or "")
+
+
+async def test_reasoning_effort_thinks_where_the_model_can_and_is_dropped_where_it_cannot(
+    server: FakeServer, session: aiohttp.ClientSession
+) -> None:
+    body = {"messages": [{"role": "user", "content": "q"}], "reasoning_effort": "high"}
+    request = LLMRequest(custom_id="th", kind="chat", body=body)
+    # A thinking model gets the effort as `think`;
+    answer = await ollama(server, session).generate(request, "gpt-oss:20b")
+    assert server.bodies("/api/chat")[-1]["think"] == "high" and answer.text
+    # a model that cannot think is refused it by Ollama (400), and is asked again without.
+    answer = await ollama(server, session).generate(request, "llama3.2")
+    statuses = [r.status for r in server.calls(path="/api/chat")]
+    assert statuses[-2:] == [400, 200] and answer.text
+    assert "think" not in server.bodies("/api/chat")[-1]
