@@ -9,16 +9,20 @@ so a flaky-but-working endpoint stays closed even while successes wait for their
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 import uuid
 from dataclasses import dataclass
 from enum import StrEnum
 
+import redis
 import redis.asyncio as aioredis
 
 from schemas.config import BreakerConfig
 from workers.protocol.keys import Keys
 from workers.protocol.scripts import Lua, register
+
+log = logging.getLogger("batchyard.health")
 
 
 class Decision(StrEnum):
@@ -134,6 +138,10 @@ class EndpointHealth:
     async def _background_flush(self) -> None:
         try:
             await self.flush()
+        except redis.RedisError as exc:
+            # The counts stay for the next flush; a Redis outage is reported once, by the
+            # worker (`workers.dramatiq_ext.outage`), not by every task that met it.
+            log.debug("health flush of %s deferred: %s", self.endpoint, exc)
         finally:
             self._flush_task = None
 

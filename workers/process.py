@@ -22,6 +22,7 @@ from schemas.config import AppConfig, ConfigError, load_config
 from schemas.settings import Settings
 from workers.broker import build_broker, declare
 from workers.dramatiq_ext import Heartbeat, LoopWorker
+from workers.dramatiq_ext.outage import QuietConsumerErrors
 from workers.execute import Executor, ExecutorLifecycle
 from workers.lifetime import (
     PARENT_PID_ENV,
@@ -70,6 +71,8 @@ def start(settings: Settings, config: AppConfig, concurrency: int) -> RunningWor
 
     declare(broker, config, execute)
     broker.add_middleware(ExecutorLifecycle(executor))
+    # dramatiq logs each consumer's connection error every second of an outage: once is enough.
+    logging.getLogger("dramatiq.worker.ConsumerThread").addFilter(QuietConsumerErrors())
     worker = LoopWorker(broker, execute, concurrency=concurrency, worker_timeout=1000)
     heartbeat = Heartbeat(broker, settings.maintenance_interval_s)
     worker.start()

@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+import os
+import signal
 import subprocess
 import sys
 import time
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis
 
 from producers.client import Client
+from schemas.config import load_config
 from tests.conftest import (
     WorkerPool,
     cli_env,
@@ -28,6 +32,9 @@ from workers.redis_server import RedisServer, free_port
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 N = 2000
+#: Messages a worker had fetched but not started when Redis restarted, which the restored (stale)
+#: heartbeats let maintenance requeue while the worker still runs its copies; see #18's report.
+PREFETCH_MARGIN = 2 * 20 * 2
 
 
 def poll(
@@ -166,3 +173,86 @@ def test_a_producer_without_redis_says_so_in_one_line(tmp_path: Path) -> None:
     assert proc.returncode == 2
     assert "Traceback" not in proc.stderr
     assert "cannot reach Redis" in proc.stderr and "REDIS_URL" in proc.stderr
+
+
+@pytest.mark.timeout(240)
+@pytest.mark.parametrize("down_s", [3, 30])
+def test_a_long_redis_outage_pays_no_finished_request_twice_and_logs_it_once(
+    tmp_path: Path,
+    aof_redis: RedisServer,
+    write_config: Callable[..., Path],
+    fake_server: Callable[..., Any],
+    figures: Figures,
+    down_s: int,
+) -> None:
+    """Issue #18: after a ~30 s outage, messages whose results were stored ran again (acks
+    went to the wrong worker id's set), and the logs filled with a traceback per message."""
+    n = 1000
+    server = fake_server(latency_ms=150)
+    endpoint = {
+        "provider": "openai",
+        "base_url": server.openai_url,
+        "api_key": "sk-test",
+        "model": "gpt-test",
+    }
+    config = write_config({"endpoints": {"fake": endpoint}})
+    env = cli_env(aof_redis.url, BATCHYARD_CONFIG=str(config))
+    log_path = tmp_path / "worker.log"
+    with log_path.open("wb") as log_file:
+        pool = subprocess.Popen(
+            [sys.executable, "-m", "batchyard", "worker", "-p", "2", "--concurrency", "20"],
+            env=env,
+            cwd=tmp_path,
+            stderr=log_file,
+            start_new_session=True,
+        )
+    try:
+        with Client(aof_redis.url, config=load_config(config)) as client:
+            batch_id = client.submit_many([openai_line(f"o-{i}", f"q{i}") for i in range(n)])
+            bid = batch_id.batch_id
+            poll(client, bid, lambda done, _: done >= n // 3, 60)
+            # When Redis is SIGKILLed mid-batch and stays down for `down_s`,
+            aof_redis.crash()
+            in_flight = server.requests_arrived - server.requests_seen
+            deadline = time.monotonic() + down_s
+            while time.monotonic() < deadline:  # the outage itself is what is under test
+                time.sleep(0.2)
+            aof_redis.start()
+            # then the batch completes,
+            poll(client, bid, lambda _, finished: finished, 150)
+            batch = client.batch(bid)
+            keys = client.keys
+            r = client.redis
+            stream = r.xrange(keys.stream(bid))
+            # with every result exactly once,
+            written = Counter(fields[b"k"].decode() for _, fields in stream)
+            assert sorted(written) == sorted(f"o-{i}" for i in range(n))
+            assert max(written.values()) == 1
+            assert batch.counts.completed == n
+
+            # and nothing left unacked (no old worker id's set to redeliver later).
+            def unacked() -> int:
+                names = r.scan_iter(f"{keys.dramatiq_ns}:__acks__.*")
+                return sum(int(r.scard(k)) for k in names)
+
+            poll(client, bid, lambda *_: unacked() == 0, 10)
+    finally:
+        pool.send_signal(signal.SIGTERM)
+        try:
+            pool.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(pool.pid, signal.SIGKILL)
+            pool.wait()
+    # The provider was called at most once more per request in flight at the crash
+    # (their results could not be stored), never for a request whose result was.
+    extra = server.requests_arrived - n
+    figures.add("repeated_calls", max(extra, 0))
+    print(f"outage {down_s}s: {extra} repeated calls, {in_flight} in flight at the crash")
+    assert extra <= in_flight + PREFETCH_MARGIN, f"{extra} repeated, {in_flight} in flight"
+    # One warning when Redis went and one when it came back, per worker process.
+    text = log_path.read_text()
+    assert "Task exception was never retrieved" not in text
+    assert "failed to process message" not in text
+    assert text.count("Redis unreachable") <= 2, text[-3000:]
+    assert text.count("Redis is back") <= 2, text[-3000:]
+    figures.add("redis_restarts", 1)

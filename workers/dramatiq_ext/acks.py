@@ -23,6 +23,7 @@ from dramatiq.brokers.redis import RedisBroker
 from dramatiq.common import current_millis
 
 from workers.dramatiq_ext.dispatch import acks_key, heartbeats_key, msgs_key
+from workers.dramatiq_ext.outage import OUTAGE, is_outage
 
 log = logging.getLogger("batchyard.acks")
 
@@ -100,7 +101,10 @@ class AckBatcher:
                 self._send(batch)
             except Exception as exc:  # Redis down, or anything else: never drop an ack
                 # Keep them: an ack that never lands makes its message run again after a restart.
-                log.warning("ack of %d messages failed (%s); retrying", len(batch), exc)
+                if is_outage(exc):
+                    OUTAGE.down(exc)
+                else:
+                    log.warning("ack of %d messages failed (%s); retrying", len(batch), exc)
                 with self._cond:
                     self._pending[:0] = batch
                     self._sending = 0

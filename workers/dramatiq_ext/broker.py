@@ -71,6 +71,9 @@ class LaneBroker(RedisBroker):
         self.idle_poll_ms = idle_poll_ms
         self.wake_channel = wake_channel
         self.acks = AckBatcher(self)
+        #: queue -> redis message id -> worker id it was fetched under, shared by every
+        #: consumer a queue ever has (see `BatchAckConsumer`).
+        self.ack_owners: dict[str, dict[str, str]] = {}
         self.wake_events: dict[str, list[threading.Event]] = {}
         self.waker: Waker | None = None
 

@@ -27,7 +27,12 @@ class BatchAckConsumer(_RedisConsumer):
         #: Set (by `Waker`) when a producer has just filled this consumer's queue.
         self.wake = threading.Event()
         self._cache_owner = broker.broker_id
-        self._owner: dict[str, str] = {}
+        # Kept by the broker, not this object: after a connection error dramatiq replaces the
+        # consumer, and messages fetched by the old one are acked through the new one. A
+        # private map died with the old consumer, their acks went to the current worker id's
+        # set (changed if Redis restarted), missed, and the messages ran a second time.
+        owners: dict[str, dict[str, str]] = getattr(broker, "ack_owners", {})
+        self._owner = owners.setdefault(queue_name, {})
 
     def __next__(self) -> MessageProxy | None:
         """dramatiq's `_RedisConsumer.__next__`, except that an idle consumer sleeps on

@@ -12,6 +12,7 @@ from dramatiq.brokers.redis import RedisBroker
 from dramatiq.common import dq_name
 
 from workers.dramatiq_ext.dispatch import Dispatch
+from workers.dramatiq_ext.outage import OUTAGE, is_outage
 
 log = logging.getLogger("batchyard.broker")
 
@@ -40,7 +41,12 @@ class Heartbeat(threading.Thread):
             try:
                 self.beat()
             except redis.RedisError as exc:
-                log.warning("heartbeat failed (%s); retrying in %.0fs", exc, self.interval_s)
+                if is_outage(exc):
+                    OUTAGE.down(exc)
+                else:
+                    log.warning("heartbeat failed (%s); retrying in %.0fs", exc, self.interval_s)
+            else:
+                OUTAGE.up()
 
     def _run_id(self) -> str:
         return str(self.broker.client.info("server")["run_id"])

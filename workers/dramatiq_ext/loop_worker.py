@@ -26,6 +26,8 @@ from dramatiq.broker import Broker, MessageProxy
 from dramatiq.middleware import SkipMessage
 from dramatiq.worker import WorkerThread
 
+from workers.dramatiq_ext.outage import OUTAGE, is_outage
+
 log = logging.getLogger("batchyard.worker")
 
 AsyncFn = Callable[..., Awaitable[Any]]
@@ -133,6 +135,7 @@ class LoopFeeder(WorkerThread):
                 self.broker.get_actor(message.actor_name)  # ActorNotFound for a stranger
                 result = await self.fn(*message.args, **message.kwargs)
             self.broker.emit_after("process_message", message, result=result)
+            OUTAGE.up()
         except SkipMessage as exc:
             if message.failed:
                 message.stuff_exception(exc)
@@ -140,7 +143,10 @@ class LoopFeeder(WorkerThread):
             self.broker.emit_after("skip_message", message)
         except BaseException as exc:
             message.stuff_exception(exc)
-            log.error("failed to process message %s", message.message_id, exc_info=True)
+            if is_outage(exc):  # one line per outage, not a traceback per message
+                OUTAGE.down(exc, job=True)
+            else:
+                log.error("failed to process message %s", message.message_id, exc_info=True)
             failure = exc
         try:
             if failure is not None or message.failed:
