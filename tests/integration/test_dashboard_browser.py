@@ -205,6 +205,11 @@ def test_dashboard_shows_a_running_batch_and_cancels_it(
     assert shown["total"] == before["total"] == after["total"] == 400
     assert before["completed"] - 60 <= shown["completed"] <= after["completed"]
     page.wait_for_selector("[data-chart] svg path.line")
+    # The chart's time axis is labelled along its length, not only at its ends.
+    page.wait_for_function(
+        "() => document.querySelectorAll('[data-chart] svg text.tick').length >= 3",
+        timeout=10_000,
+    )
     assert fits(page)
     shot(page, "batch-1280")
     # The cancel button asks first, then cancels the batch,
