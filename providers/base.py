@@ -40,6 +40,11 @@ class Capabilities(BaseModel):
     #: `response_format` json_object / json_schema.
     json_mode: bool = False
     json_schema: bool = False
+    #: Whether the endpoint decodes under a JSON Schema sent with the request, so the answer
+    #: cannot leave it (OpenAI `strict`, llama.cpp/vLLM `json_schema`, Ollama `format`). A
+    #: structured request's schema is then sent with `strict: true`; elsewhere it is left off
+    #: the wire and the answer is validated after the fact (`workers.structured`).
+    strict_schema: bool = False
     #: The context window checked before a call, unless the endpoint config sets its own.
     max_context_tokens: int = 8192
 

@@ -77,6 +77,7 @@ class OllamaProvider(HTTPProvider):
         tools=True,
         json_mode=True,
         json_schema=True,
+        strict_schema=True,
         max_context_tokens=8192,
     )
     Config = OllamaConfig

@@ -158,6 +158,7 @@ class OpenAIProvider(HTTPProvider):
         tools=True,
         json_mode=True,
         json_schema=True,
+        strict_schema=True,
         max_context_tokens=128_000,
     )
     Config = OpenAIConfig

@@ -29,6 +29,7 @@ from schemas.job import Job
 from schemas.request import LLMRequest
 from schemas.result import Attempt, ErrorInfo, LLMResult, ResultStatus, Timings
 from schemas.settings import Settings
+from schemas.structured import TASK_KIND as STRUCTURED
 from schemas.tokens import prompt_text, request_tokens
 from workers import metrics
 from workers.calls import call_endpoint
@@ -42,6 +43,7 @@ from workers.protocol.keys import Keys
 from workers.ratelimit import Limiter, MustWait
 from workers.requeue import Requeuer
 from workers.results import ResultWriter
+from workers.structured import wire_request
 from workers.tasks import Review, reviewer
 from workers.tracing import extract, span, trace_enabled, trace_id_of
 
@@ -253,6 +255,12 @@ class Executor:
             message = f"endpoint {hop.endpoint!r} is not configured on this worker"
             return self._final(job, "errored", ErrorInfo(code="unknown_endpoint", message=message))
         req, cfg = job.request, provider.settings
+        if job.task is not None and job.task.kind == STRUCTURED:
+            caps = provider.capabilities
+            strict = cfg.structured.constrained
+            req = wire_request(
+                req, caps.strict_schema if strict is None else strict, caps.json_mode
+            )
         tier = hop.tier or req.tier
         rule = self.config.tier_rule
         if tier is None and rule is not None and not (hop.model or req.model):

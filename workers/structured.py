@@ -92,3 +92,18 @@ def refine_request(request: LLMRequest, turns: int, answer: str, errors: list[Is
         {"role": "user", "content": refine_text(errors)},
     ]
     return request.with_messages(follow_up)
+
+
+def wire_request(request: LLMRequest, constrained: bool, json_mode: bool) -> LLMRequest:
+    """The request as one endpoint gets it: where it decodes under a schema, the schema goes
+    with `strict: true` (unless the body says otherwise); elsewhere the schema is left off (JSON
+    mode asked instead where there is one) and the answer is validated after the fact."""
+    fmt = request.body.get("response_format") if request.kind == "chat" else None
+    if not isinstance(fmt, dict) or fmt.get("type") != "json_schema":
+        return request
+    if not constrained:
+        return request.with_body(response_format={"type": "json_object"} if json_mode else None)
+    spec = fmt.get("json_schema")
+    if isinstance(spec, dict) and "strict" not in spec:
+        return request.with_body(response_format={**fmt, "json_schema": {**spec, "strict": True}})
+    return request

@@ -209,3 +209,49 @@ def test_a_third_party_validator_package_checks_the_requests_that_name_it(
     assert result.output == "HELLO THERE"
     refine = server.requests[1].body["messages"][-1]["content"]
     assert "- \"\": 'hello' is not in capitals" in refine
+
+
+def test_the_schema_reaches_the_wire_where_the_endpoint_decodes_under_it_and_only_there(
+    redis_url: str, run_workers: Callable[..., WorkerPool], fake_server: Callable[..., Any]
+) -> None:
+    # Given one server behind four endpoints: OpenAI and Ollama decode under a schema; an
+    # OpenAI-compatible server configured as not honouring it; Anthropic, which has no such
+    # field in its Messages API,
+    server = fake_server(responder=scripted, record_bodies=True)
+    endpoints = {
+        "strict": {"provider": "openai", "base_url": server.openai_url, "model": "s"},
+        "loose": {
+            "provider": "openai",
+            "base_url": server.openai_url,
+            "model": "l",
+            "structured": {"constrained": False},
+        },
+        "ollama": {"provider": "ollama", "base_url": server.url, "model": "o"},
+        "claude": {"provider": "anthropic", "base_url": server.url, "model": "c", "api_key": "k"},
+    }
+    run_workers({"endpoints": endpoints, "routes": {"default": ["strict"]}})
+    lines = [
+        openai_line(name, f"note for {name}", response_format=FORMAT, route=[{"endpoint": name}])
+        for name in endpoints
+    ]
+    for line in lines:
+        del line["body"]["model"]  # type: ignore[attr-defined]  # each endpoint's own model
+    with Client(redis_url) as client:
+        results = {r.custom_id: r for r in finish(client, client.submit_many(lines).batch_id)}
+    # then every answer is validated and refined the same way, wherever it ran,
+    for name, r in results.items():
+        record = r.extra["structured"]
+        assert (r.status, r.endpoint, record["valid"], record["rounds"]) == (
+            "succeeded", name, True, 3
+        )  # fmt: skip
+    firsts: dict[str, dict[str, Any]] = {}
+    for c in server.requests:
+        firsts.setdefault(c.model or "", c.body)
+    # and the schema went over the wire, strict, only to the endpoints that decode under it.
+    strict = firsts["s"]["response_format"]
+    assert strict["type"] == "json_schema" and strict["json_schema"]["strict"] is True
+    assert strict["json_schema"]["schema"] == SCHEMA
+    assert firsts["o"]["format"] == SCHEMA
+    assert firsts["l"]["response_format"] == {"type": "json_object"}
+    assert "response_format" not in firsts["c"] and "output_format" not in firsts["c"]
+    assert "SCHEMA" not in orjson.dumps(firsts["c"]).decode()
