@@ -48,8 +48,8 @@ def setup_tracing(service_name: str) -> bool:
     `OTEL_TRACES_SAMPLER[_ARG]`, `OTEL_SERVICE_NAME`, `OTEL_RESOURCE_ATTRIBUTES`,
     `OTEL_BSP_*` and the exporter's own `OTEL_EXPORTER_OTLP_*` apply; spans are batched by
     `WaitingBatchProcessor`, which slows span makers down rather than dropping spans while
-    the collector keeps up. Without any of them
-    nothing is imported or installed, and spans stay no-ops.
+    the collector keeps up. Without any of them no exporter is imported, no provider is
+    installed, and spans stay no-ops.
     """
     if trace_enabled():
         return True
@@ -63,7 +63,12 @@ def setup_tracing(service_name: str) -> bool:
     endpoint = env.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") or env.get(
         "OTEL_EXPORTER_OTLP_ENDPOINT"
     )
-    if not (endpoint or "otlp" in exporters or "console" in exporters):
+    # An explicit OTEL_TRACES_EXPORTER list wins; unset, an endpoint means OTLP.
+    use_otlp = "otlp" in exporters or (not exporters and bool(endpoint))
+    use_console = "console" in exporters
+    if unknown := exporters - {"otlp", "console"}:
+        log.warning("OTEL_TRACES_EXPORTER %s not supported (otlp, console, none)", unknown)
+    if not (use_otlp or use_console):
         return False
     sampler = env_sampler()
     if sampler is None:  # always_off: nothing would ever be recorded
@@ -79,12 +84,12 @@ def setup_tracing(service_name: str) -> bool:
         resource = resource.merge(Resource({"service.name": service_name}))
     provider = TracerProvider(resource=resource, sampler=sampler)
     chosen: list[SpanExporter] = []
-    if endpoint or "otlp" in exporters or not exporters:
+    if use_otlp:
         _warn_protocol(env)
         from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 
         chosen.append(OTLPSpanExporter())
-    if "console" in exporters:
+    if use_console:
         from opentelemetry.sdk.trace.export import ConsoleSpanExporter
 
         chosen.append(ConsoleSpanExporter())

@@ -294,8 +294,13 @@ def test_no_collector_configured_means_no_exporter_loaded(tmp_path: Path) -> Non
         [sys.executable, "-c", code], env=env, cwd=tmp_path, capture_output=True, text=True
     )
     assert proc.returncode == 0, proc.stderr
-    # and OTEL_SDK_DISABLED or OTEL_TRACES_EXPORTER=none win over an endpoint, as in the SDK.
-    for off in ({"OTEL_SDK_DISABLED": "true"}, {"OTEL_TRACES_EXPORTER": "none"}):
+    # and OTEL_SDK_DISABLED, OTEL_TRACES_EXPORTER=none, or only exporters we do not have,
+    # win over an endpoint (no spans recorded for nowhere).
+    offs = (
+        {"OTEL_SDK_DISABLED": "true"},
+        *({"OTEL_TRACES_EXPORTER": e} for e in ("none", "zipkin")),
+    )
+    for off in offs:
         proc = subprocess.run(
             [sys.executable, "-c", code],
             env={**env, "OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:9", **off},
