@@ -70,10 +70,15 @@ class ProviderConfig(BaseModel):
 
 
 class AnnouncedLimits(BaseModel):
-    """Per-minute limits a provider states in its response headers."""
+    """Per-minute limits a provider states in its response headers, what is left of them and
+    the seconds until they are full again (`providers.headers.RateLimits`)."""
 
     limit_requests: int | None = None
     limit_tokens: int | None = None
+    remaining_requests: int | None = None
+    remaining_tokens: int | None = None
+    reset_requests_s: float | None = None
+    reset_tokens_s: float | None = None
 
 
 class ProviderResponse(BaseModel):
@@ -106,6 +111,10 @@ class Provider(ABC):
 
     name: ClassVar[str]
     capabilities: ClassVar[Capabilities] = Capabilities()
+    #: Whether answers may carry rate-limit headers: then every call goes through the shared
+    #: limiter from the first one, so a process that has not seen an answer yet cannot
+    #: overrun what the others learned.
+    announces_limits: ClassVar[bool] = True
     Config: ClassVar[type[ProviderConfig]] = ProviderConfig
 
     def __init__(

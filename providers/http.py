@@ -275,7 +275,12 @@ class HTTPProvider(Provider):
         if limits.limit_requests is None and limits.limit_tokens is None:
             return None
         return AnnouncedLimits(
-            limit_requests=limits.limit_requests, limit_tokens=limits.limit_tokens
+            limit_requests=limits.limit_requests,
+            limit_tokens=limits.limit_tokens,
+            remaining_requests=limits.remaining_requests,
+            remaining_tokens=limits.remaining_tokens,
+            reset_requests_s=limits.reset_requests_s,
+            reset_tokens_s=limits.reset_tokens_s,
         )
 
     async def probe(self, path: str, headers: dict[str, str]) -> HealthStatus:

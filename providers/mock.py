@@ -164,6 +164,8 @@ class MockProvider(Provider):
     (`providers.answers`): vectors for embeddings, a `response` object, and so on.
     """
 
+    announces_limits = False
+
     name = "mock"
     capabilities = Capabilities(
         kinds=frozenset(

@@ -31,7 +31,14 @@ from schemas.result import Attempt
 from schemas.tokens import request_tokens
 from workers import metrics
 from workers.health import Decision, EndpointHealth
-from workers.outcomes import BatchCancelled, CircuitOpen, learned_limits, record_success
+from workers.outcomes import (
+    NOTHING_OBSERVED,
+    BatchCancelled,
+    CircuitOpen,
+    learned_limits,
+    observed,
+    record_success,
+)
 from workers.policy import BACKPRESSURE, ENDPOINT_FAULTS, NEUTRAL, backoff_s, charged, retry_fits
 from workers.ratelimit import Limiter
 from workers.tracing import genai_request, genai_response, operation_name, span
@@ -65,7 +72,7 @@ async def call_endpoint(
         probe = admission.decision is Decision.probe
         lease = await limiter.acquire(model, estimate, lease_ttl_s)
         if cancelled is not None and cancelled():  # no call: its tokens go back
-            await limiter.release(lease, 0, (0, 0), answered=False)
+            await limiter.release(lease, 0, (0, 0), answered=False, refunded=True)
             raise BatchCancelled(job.batch_id)
         attempt = Attempt(endpoint=provider.endpoint, model=model)
         job.attempts.append(attempt)
@@ -94,7 +101,8 @@ async def call_endpoint(
                 attempt.latency_ms = (time.perf_counter() - t0) * 1000
                 attempt.model = resp.model
                 used = resp.usage.input_tokens + resp.usage.output_tokens
-                await limiter.release(lease, used or None, learned_limits(resp))
+                seen = observed(resp.rate_limits)
+                await limiter.release(lease, used or None, learned_limits(resp), seen)
                 record_success(provider, resp, attempt.latency_ms)
                 await health.success(attempt.latency_ms, probe=probe, tokens=used)
                 return resp
@@ -104,7 +112,9 @@ async def call_endpoint(
         attempt.latency_ms = (time.perf_counter() - t0) * 1000
         attempt.error = exc.code
         refused = exc.code in BACKPRESSURE
-        await limiter.release(lease, 0, (0, 0), answered=not refused)
+        limited = isinstance(exc, RateLimited)
+        seen = observed(exc.limits) if isinstance(exc, RateLimited) else NOTHING_OBSERVED
+        await limiter.release(lease, 0, (0, 0), seen, answered=not refused, refunded=limited)
         metrics.labeled(metrics.LATENCY, provider.endpoint).observe(attempt.latency_ms / 1000)
         if isinstance(exc, RateLimited):
             metrics.labeled(metrics.RATE_LIMITED, provider.endpoint).inc()

@@ -98,7 +98,9 @@ class Executor:
             cls = provider_class(cfg.provider)
             self.providers[name] = cls(name, cfg, endpoint_options(name, cfg), self._session)
             self.health[name] = EndpointHealth(self._redis, self.keys.ns, name, cfg.breaker)
-            self.limiters[name] = Limiter(self._redis, self.keys.ns, name, cfg)
+            self.limiters[name] = Limiter(
+                self._redis, self.keys.ns, name, cfg, learning=cls.announces_limits
+            )
         self._requeuer = Requeuer(self._redis, self.broker)
         self.plugins = load_plugins(self.config.plugins, self._redis, self.keys.ns)
         self._writer = ResultWriter(self._redis, self.keys, self.settings.result_ttl_s)

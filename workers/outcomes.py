@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from providers.base import Provider, ProviderResponse
+from providers.base import AnnouncedLimits, Provider, ProviderResponse
 from providers.errors import ProviderError
+from providers.headers import RateLimits
 from schemas.config import Price
 from workers import metrics
 
@@ -56,3 +57,26 @@ def learned_limits(resp: ProviderResponse) -> tuple[int, int]:
     if limits is None:
         return 0, 0
     return limits.limit_requests or 0, limits.limit_tokens or 0
+
+
+#: (limit, remaining, reset ms) of the request bucket, then of the token bucket; -1 unknown.
+Observed = tuple[float, float, float, float, float, float]
+NOTHING_OBSERVED: Observed = (-1, -1, -1, -1, -1, -1)
+
+
+def observed(limits: AnnouncedLimits | RateLimits | None) -> Observed:
+    """What an answer's headers say of the provider's buckets, for the shared limiter."""
+    if limits is None:
+        return NOTHING_OBSERVED
+
+    def v(x: float | None, scale: float = 1.0) -> float:
+        return -1 if x is None else x * scale
+
+    return (
+        v(limits.limit_requests),
+        v(limits.remaining_requests),
+        v(limits.reset_requests_s, 1000),
+        v(limits.limit_tokens),
+        v(limits.remaining_tokens),
+        v(limits.reset_tokens_s, 1000),
+    )

@@ -17,6 +17,7 @@ import redis.asyncio as aioredis
 from redis.typing import EncodableT
 
 from schemas.config import EndpointConfig
+from workers.outcomes import NOTHING_OBSERVED, Observed
 from workers.protocol.keys import Keys
 from workers.protocol.scripts import Lua, register
 
@@ -44,13 +45,19 @@ class Lease:
 #: and (rpm, tpm, max concurrency) per scope.
 Scopes = tuple[list[str], list[int]]
 
-_UNLIMITED = Lease("", 0, ([], []))
-
 
 class Limiter:
     """The limits of one endpoint, as seen by one worker process."""
 
-    def __init__(self, client: aioredis.Redis, namespace: str, endpoint: str, cfg: EndpointConfig):
+    def __init__(
+        self,
+        client: aioredis.Redis,
+        namespace: str,
+        endpoint: str,
+        cfg: EndpointConfig,
+        *,
+        learning: bool = False,
+    ) -> None:
         self.endpoint = endpoint
         self.cfg = cfg
         self.keys = Keys(namespace)
@@ -64,29 +71,45 @@ class Limiter:
             [cfg.rpm or 0, cfg.tpm or 0, cfg.max_concurrency or 0],
         )
         self.limited = bool(cfg.rpm or cfg.tpm or cfg.max_concurrency or cfg.model_limits)
+        #: The provider announced limits (to this process): every request goes through Redis.
+        self.learning = learning
+        self.announces = learning
         self._pause_value: bytes | str | None = None
         self._pause_checked = 0.0
 
     def _scopes(self, model: str) -> Scopes:
+        """The endpoint's scope, then the model's: configured model limits, and the limits
+        the provider announces (learned per model, as OpenAI and Anthropic set them)."""
         extra = self.cfg.model_limits.get(model)
-        if extra is None:
-            return self._base
         keys, limits = self._base
         return (
             [*keys, *self.keys.limit(self.endpoint, model)],
-            [*limits, extra.rpm or 0, extra.tpm or 0, extra.max_concurrency or 0],
+            [
+                *limits,
+                *(
+                    (extra.rpm or 0, extra.tpm or 0, extra.max_concurrency or 0)
+                    if extra
+                    else (0, 0, 0)
+                ),
+            ],
         )
 
     async def acquire(self, model: str, tokens: int, lease_ttl_s: float) -> Lease:
         """Wait (asynchronously, bounded) for capacity; raise `MustWait` if it is far off."""
-        if not self.limited and not await self._pause_set():
-            return _UNLIMITED
         scopes = self._scopes(model)
+        if not (self.limited or self.learning) and not await self._pause_set():
+            return Lease("", tokens, scopes)
         lease = Lease(uuid.uuid4().hex, tokens, scopes)
         deadline = time.monotonic() + self.cfg.max_inline_wait_s
         while True:
             now_ms = time.time() * 1000
-            args: list[EncodableT] = [now_ms, lease.id, int(lease_ttl_s * 1000), tokens]
+            args: list[EncodableT] = [
+                now_ms,
+                lease.id,
+                int(lease_ttl_s * 1000),
+                tokens,
+                int(self.announces),
+            ]
             ok, wait_ms, probe = await self._admit(keys=scopes[0], args=[*args, *scopes[1]])
             if int(ok):
                 lease.probe = bool(int(probe))
@@ -101,19 +124,34 @@ class Limiter:
         lease: Lease,
         real_tokens: int | None,
         learned: tuple[int, int],
+        seen: Observed = NOTHING_OBSERVED,
         *,
         answered: bool = True,
+        refunded: bool = False,
     ) -> None:
-        """Return the lease; correct the token estimate; remember provider-announced limits.
-        An answer that is not a refusal (`answered`) ends a pause's probe phase."""
-        if not lease.id:
+        """Return the lease; correct the token estimate; learn what the provider's headers
+        say of its buckets (`seen`). An answer that is not a refusal (`answered`) ends a
+        pause's probe phase; a refusal the provider did not count is `refunded`."""
+        learns = seen[0] > 0 or seen[3] > 0
+        if not lease.id and not learns:
             return
+        self.learning = self.learning or learns
         delta = 0 if real_tokens is None else real_tokens - lease.tokens
         if self.cfg.token_accounting == "reserved":
             delta = max(delta, 0)
         keys, limits = lease.scopes
         now_ms = time.time() * 1000
-        args: list[EncodableT] = [now_ms, lease.id, delta, *learned, int(answered), *limits]
+        args: list[EncodableT] = [
+            now_ms,
+            lease.id,
+            delta,
+            *learned,
+            int(answered),
+            int(refunded and bool(lease.id)),
+            lease.tokens if lease.id else 0,
+            *seen,
+            *limits,
+        ]
         await self._release(keys=keys, args=args)
         if answered:
             self._pause_value = None

@@ -101,3 +101,33 @@ def test_a_killed_workers_lease_is_freed_after_its_ttl(
     assert 7.0 <= gap <= 8 + 3 + 2, [
         (round(c.ts - arrivals[0], 2), c.status, c.custom_id, c.fault) for c in server.requests
     ]
+
+
+@pytest.mark.parametrize("vendor", ["openai", "anthropic"])
+def test_limits_learned_from_headers_use_the_bucket_without_429s(
+    redis_url: str,
+    fake_server: Callable[..., Any],
+    run_workers: Callable[..., WorkerPool],
+    vendor: str,
+) -> None:
+    # Given a provider with a full bucket of 60 requests and 6,000 tokens that refills in 6 s
+    # (the 600 RPM / 60,000 TPM scaled by ten), announced in its vendor's headers,
+    # and nothing configured,
+    n = 150
+    server = fake_server(rpm=60, tpm=6_000, limit_window_s=6, latency_ms=20)
+    config = endpoint(server)
+    if vendor == "anthropic":
+        config["endpoints"]["fake"].update(
+            provider="anthropic", base_url=server.url, model="claude-test"
+        )
+    run_workers(config, concurrency=16, processes=3)
+    # when 3 processes run a batch that wants 2.5 bucketfuls,
+    with Client(redis_url) as client:
+        rows = [openai_line(f"a-{i}", "hello there", max_tokens=30) for i in range(n)]
+        batch_id = client.submit_many(rows).batch_id
+        wait_until(lambda: client.batch(batch_id).finished, 90, "the batch")
+        assert client.batch(batch_id).counts.completed == n, client.failures(batch_id)
+    # then the provider almost never has to refuse one (the bench times the runs).
+    calls = list(server.requests)
+    limited = [c for c in calls if c.status == 429]
+    assert len(limited) <= 0.02 * len(calls), (len(limited), len(calls))

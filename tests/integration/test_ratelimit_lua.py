@@ -13,6 +13,9 @@ from workers.protocol.scripts import Lua, source
 pytestmark = pytest.mark.integration
 SCOPE = LimitKeys.of("t:rl:ep")
 ADMIT, RELEASE, PAUSE = (source(s) for s in (Lua.LIMIT_ADMIT, Lua.LIMIT_RELEASE, Lua.LIMIT_PAUSE))
+#: Release arguments of an answer without limit headers: not refunded, no estimate, and
+#: (limit, remaining, reset ms) unknown for both buckets.
+NO_NEWS = (0, 0, -1, -1, -1, -1, -1, -1)
 
 
 @pytest.fixture
@@ -32,7 +35,7 @@ def admit(
     ttl_ms: int = 1000,
 ) -> float:
     """0 when admitted, else the wait in ms the script asks for."""
-    ok, wait, _ = r.eval(ADMIT, 3, *SCOPE, now_ms, lease, ttl_ms, tokens, rpm, tpm, conc)
+    ok, wait, _ = r.eval(ADMIT, 3, *SCOPE, now_ms, lease, ttl_ms, tokens, 0, rpm, tpm, conc)
     return 0.0 if int(ok) else float(wait)
 
 
@@ -75,7 +78,7 @@ def test_tpm_counts_tokens_and_reconciles_real_usage(r: redis.Redis) -> None:
         burst += 1
     assert burst == tpm // 60 // estimate  # one second's worth of tokens
     assert admit(r, 0, tpm=tpm, tokens=estimate) > 0
-    r.eval(RELEASE, 3, *SCOPE, 0, "l", -burst * estimate // 2, 0, 0, 1, 0, tpm, 0)
+    r.eval(RELEASE, 3, *SCOPE, 0, "l", -burst * estimate // 2, 0, 0, 1, *NO_NEWS, 0, tpm, 0)
     refunded = 0
     while admit(r, 0, tpm=tpm, tokens=estimate) == 0:
         refunded += 1
@@ -88,7 +91,7 @@ def test_concurrency_leases_expire_when_their_worker_dies(r: redis.Redis) -> Non
     # A third caller waits while both leases are held...
     assert admit(r, 100, conc=2, lease="c", ttl_ms=300) > 0
     # ...a released lease frees a slot at once...
-    r.eval(RELEASE, 3, *SCOPE, 150, "a", 0, 0, 0, 1, 0, 0, 2)
+    r.eval(RELEASE, 3, *SCOPE, 150, "a", 0, 0, 0, 1, *NO_NEWS, 0, 0, 2)
     assert admit(r, 150, conc=2, lease="c", ttl_ms=300) == 0
     # ...and a lease nobody releases (its worker was killed) is gone after its TTL.
     assert admit(r, 200, conc=2, lease="d", ttl_ms=300) > 0
@@ -106,7 +109,7 @@ def test_a_pause_stops_admission_until_it_ends(r: redis.Redis) -> None:
 
 def probe(r: redis.Redis, now_ms: float, lease: str) -> tuple[bool, float, bool]:
     """(admitted, wait_ms, probes) of one unlimited request."""
-    ok, wait, probes = r.eval(ADMIT, 3, *SCOPE, now_ms, lease, 1000, 1, 0, 0, 0)
+    ok, wait, probes = r.eval(ADMIT, 3, *SCOPE, now_ms, lease, 1000, 1, 0, 0, 0, 0)
     return bool(int(ok)), float(wait), bool(int(probes))
 
 
@@ -120,7 +123,7 @@ def test_after_a_pause_one_request_probes_and_the_others_wait_for_its_answer(
     assert probe(r, 20_000, "a") == (True, 0, True)
     assert probe(r, 20_100, "b") == (False, 1_000, False)
     # a refused probe pauses everyone again for the new retry-after,
-    r.eval(RELEASE, 3, *SCOPE, 20_200, "a", 0, 0, 0, 0, 0, 0, 0)
+    r.eval(RELEASE, 3, *SCOPE, 20_200, "a", 0, 0, 0, 0, *NO_NEWS, 0, 0, 0)
     r.eval(PAUSE, 1, SCOPE.pause, 40_200, 20_200)
     assert probe(r, 20_300, "b") == (False, 19_900, False)
     # a probe that never answers is replaced after one pause length,
@@ -128,14 +131,14 @@ def test_after_a_pause_one_request_probes_and_the_others_wait_for_its_answer(
     assert probe(r, 60_100, "d")[0] is False
     assert probe(r, 60_200, "d") == (True, 0, True)
     # and an answered probe lets everyone through at once.
-    r.eval(RELEASE, 3, *SCOPE, 60_300, "d", 0, 0, 0, 1, 0, 0, 0)
+    r.eval(RELEASE, 3, *SCOPE, 60_300, "d", 0, 0, 0, 1, *NO_NEWS, 0, 0, 0)
     assert probe(r, 60_300, "e") == (True, 0, False)
     assert probe(r, 60_300, "f") == (True, 0, False)
 
 
 def test_learned_limits_cap_the_configured_ones(r: redis.Redis) -> None:
     # The provider said 60 rpm although the config says 6000.
-    r.eval(RELEASE, 3, *SCOPE, 0, "x", 0, 60, 0, 1, 6000, 0, 0)
+    r.eval(RELEASE, 3, *SCOPE, 0, "x", 0, 60, 0, 1, *NO_NEWS, 6000, 0, 0)
     admitted, t = 0, 0.0
     while t < 60_000:
         admitted += admit(r, t, rpm=6000) == 0
@@ -148,3 +151,70 @@ def test_the_pause_key_reads_as_the_moment_it_ends(r: redis.Redis) -> None:
     r.eval(PAUSE, 1, SCOPE.pause, 5_000, 0)
     assert pause_until_s(r.get(SCOPE.pause)) == 5.0
     assert pause_until_s(None) is None and pause_until_s(b"garbage") is None
+
+
+def answer(r: redis.Redis, now_ms: float, lim: int, left: int, reset_ms: float, **kw: int) -> None:
+    """An answer whose headers said (limit, remaining, reset) of the request bucket."""
+    refunded = kw.get("refunded", 0)
+    args = (now_ms, kw.get("lease", "l"), 0, 0, 0, 1 - refunded, refunded, 1)
+    r.eval(RELEASE, 3, *SCOPE, *args, lim, left, reset_ms, -1, -1, -1, 0, 0, 0)
+
+
+def test_capacity_the_provider_reports_is_used_at_once_then_its_refill_rate(
+    r: redis.Redis,
+) -> None:
+    # Given an answer that says 599 of 600 requests are left, full again in 100 ms,
+    answer(r, 0, 600, 599, 100)
+    # then 599 requests go at once, the next waits for the refill (600 a minute),
+    burst = 0
+    while admit(r, 0) == 0:
+        burst += 1
+    assert burst == 599
+    assert admit(r, 0) == pytest.approx(100, abs=1)
+    assert admit(r, 100) == 0
+    # and an answer that says none are left makes everyone wait for its refill.
+    answer(r, 50_000, 600, 0, 60_000)
+    assert admit(r, 50_000) == pytest.approx(100, abs=1)
+
+
+def test_the_refill_rate_is_what_the_reset_says_and_refusals_are_refunded(
+    r: redis.Redis,
+) -> None:
+    # A server whose 60-request bucket refills in 6 s (10 a second), 30 left:
+    answer(r, 0, 60, 30, 3_000)
+    for _ in range(30):
+        assert admit(r, 0) == 0
+    assert admit(r, 0) == pytest.approx(100, rel=0.05)
+    # a 429 (without headers) the server did not count gives its request back at once.
+    answer(r, 0, -1, -1, -1, refunded=1)
+    assert admit(r, 0) == 0
+    assert admit(r, 0) > 0
+
+
+def test_an_answer_never_raises_what_we_counted(r: redis.Redis) -> None:
+    # (answers overtake each other: one that says more is older than our admissions)
+    answer(r, 0, 600, 100, 50_000)
+    answer(r, 0, 600, 300, 30_000)
+    burst = 0
+    while admit(r, 0) == 0:
+        burst += 1
+    assert burst == 100
+
+
+def test_before_the_first_answer_one_request_goes_and_the_others_wait_for_it(
+    r: redis.Redis,
+) -> None:
+    def gated(now_ms: float) -> float:
+        ok, wait, _ = r.eval(ADMIT, 3, *SCOPE, now_ms, "g", 1000, 1, 1, 0, 0, 0)
+        return 0.0 if int(ok) else float(wait)
+
+    assert gated(0) == 0
+    assert gated(10) == 50  # its answer is awaited
+    answer(r, 20, 600, 590, 1000)
+    assert all(gated(30) == 0 for _ in range(590))
+    assert gated(30) > 0
+    # A provider whose first answer has no limit headers is not gated again.
+    r.delete(SCOPE.state)
+    assert gated(0) == 0 and gated(1) == 50
+    answer(r, 2, -1, -1, -1)
+    assert gated(3) == 0 and gated(3) == 0

@@ -2,14 +2,21 @@
 -- sustained rate of (limit - burst) per minute, so no 60 s window ever holds more than the
 -- limit; plus a concurrency lease per scope and the scope's Retry-After pause.
 -- KEYS: (state, leases, pause) per scope.
--- ARGV: now_ms, lease_id, lease_ttl_ms, tokens, then (rpm, tpm, conc) per scope.
+-- ARGV: now_ms, lease_id, lease_ttl_ms, tokens, gate, then (rpm, tpm, conc) per scope.
+-- gate = 1 (the provider may announce its limits): while the last scope has learned nothing
+-- and has not seen an answer without limit headers, one request goes and the others wait
+-- for its answer, so nobody overruns a bucket before the first answer describes it.
 -- Returns {1, 0, probe} when admitted (state committed, lease taken; probe = 1 when this
 -- request is the one that probes a scope whose pause has ended) or {0, wait_ms, 0}.
+-- Learned buckets (lib/learned) are checked in every scope that has them.
 -- include: scopes
 -- include: pause
+-- include: learned
 local now, lease, ttl, tokens = tonumber(ARGV[1]), ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4])
+local gate = ARGV[5] == '1'
 local wait, commit, probes = 0, {}, {}
-for _, s in ipairs(scopes(5)) do
+local all = scopes(6)
+for i, s in ipairs(all) do
   local pause = read_pause(s.pause)
   if pause ~= nil then
     if pause.until_ms > now then
@@ -40,6 +47,23 @@ for _, s in ipairs(scopes(5)) do
     local over = tat + tokens * t - now - burst * t
     if over > 1e-6 then wait = math.max(wait, over) else c.tat_t = tat + tokens * t end
   end
+  local lr = redis.call('hmget', s.p, 'lr_lim', 'lr_rate', 'lr_lvl', 'lr_at')
+  local level, lim, rate = learned_level(lr, now)
+  if level ~= nil then
+    if level >= 1 then c.lr = level - 1 else wait = math.max(wait, (1 - level) / rate) end
+  end
+  local lt = redis.call('hmget', s.p, 'lt_lim', 'lt_rate', 'lt_lvl', 'lt_at')
+  level, lim, rate = learned_level(lt, now)
+  if level ~= nil then
+    local need = math.min(tokens, lim)
+    if level >= need then c.lt = level - need else wait = math.max(wait, (need - level) / rate) end
+  end
+  if gate and i == #all and level == nil then
+    local g = redis.call('hmget', s.p, 'lr_lim', 'nohdr', 'first_until')
+    if not g[1] and not g[2] then
+      if tonumber(g[3] or '0') > now then wait = math.max(wait, 50) else c.first = true end
+    end
+  end
   if s.conc > 0 then
     redis.call('zremrangebyscore', s.leases, '-inf', now)
     if redis.call('zcard', s.leases) >= s.conc then
@@ -55,10 +79,13 @@ for _, p in ipairs(probes) do write_pause(p.key, now + p.len, p.len, true, now) 
 for _, c in ipairs(commit) do
   if c.tat_r then redis.call('hset', c.p, 'tat_r', c.tat_r) end
   if c.tat_t then redis.call('hset', c.p, 'tat_t', c.tat_t) end
+  if c.first then redis.call('hset', c.p, 'first_until', now + ttl) end
+  if c.lr then redis.call('hset', c.p, 'lr_lvl', c.lr, 'lr_at', now) end
+  if c.lt then redis.call('hset', c.p, 'lt_lvl', c.lt, 'lt_at', now) end
   if c.conc then
     redis.call('zadd', c.leases, now + ttl, lease)
     redis.call('pexpire', c.leases, ttl * 2)
   end
-  redis.call('pexpire', c.p, 120000)
+  redis.call('pexpire', c.p, (c.lr or c.lt) and 3600000 or 120000)
 end
 return {1, '0', #probes > 0 and 1 or 0}

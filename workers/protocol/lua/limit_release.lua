@@ -1,16 +1,40 @@
 -- Gives a lease back and corrects the token bucket by (real - estimated) tokens; records
 -- limits the provider announced (x-ratelimit-limit-*), which then cap the configured ones.
 -- KEYS: (state, leases, pause) per scope.
--- An answer other than a refusal (answered = 1) ends a probe's hold or an ended pause.
--- ARGV: now_ms, lease_id, token_delta, learned_rpm, learned_tpm, answered,
+-- An answer other than a refusal (answered = 1) ends a probe's hold or an ended pause. A
+-- refusal the provider did not count (refunded = 1) gives its request and tokens back to
+-- the learned buckets; then the answer's headers (limit, remaining, reset ms per bucket,
+-- -1 unknown) are learned into the last scope (lib/learned).
+-- ARGV: now_ms, lease_id, token_delta, learned_rpm, learned_tpm, answered, refunded,
+--       estimate, r_limit, r_remaining, r_reset_ms, t_limit, t_remaining, t_reset_ms,
 --       then (rpm, tpm, conc) per scope.
 -- include: scopes
 -- include: pause
+-- include: learned
 local now, lease, delta = tonumber(ARGV[1]), ARGV[2], tonumber(ARGV[3])
 local learned_rpm, learned_tpm = tonumber(ARGV[4]), tonumber(ARGV[5])
-local answered = ARGV[6] == '1'
-for _, s in ipairs(scopes(7)) do
+local answered, refunded, estimate = ARGV[6] == '1', ARGV[7] == '1', tonumber(ARGV[8])
+local all = scopes(15)
+for i, s in ipairs(all) do
   redis.call('zrem', s.leases, lease)
+  if refunded then
+    learned_add(s.p, 'lr_', 1, now)
+    learned_add(s.p, 'lt_', estimate, now)
+  elseif delta ~= 0 then
+    learned_add(s.p, 'lt_', -delta, now)
+  end
+  if i == #all then
+    learn(s.p, 'lr_', tonumber(ARGV[9]), tonumber(ARGV[10]), tonumber(ARGV[11]), now)
+    learn(s.p, 'lt_', tonumber(ARGV[12]), tonumber(ARGV[13]), tonumber(ARGV[14]), now)
+    if tonumber(ARGV[9]) > 0 or tonumber(ARGV[12]) > 0 then
+      redis.call('hdel', s.p, 'first_until')
+      redis.call('pexpire', s.p, 3600000)
+    elseif redis.call('hdel', s.p, 'first_until') == 1 and answered then
+      -- the first answer had no limit headers (vLLM, llama.cpp): nothing to wait for; a
+      -- refusal without them lets the next request try (after the pause it set)
+      redis.call('hset', s.p, 'nohdr', 1)
+    end
+  end
   if answered then
     local p = read_pause(s.pause)
     if p ~= nil and (p.probing or p.until_ms <= now) then redis.call('del', s.pause) end
