@@ -19,14 +19,24 @@ import redis
 
 from producers.client import Client
 from schemas import vectors
-from schemas.result import LLMResult
+from schemas.result import Attempt, ErrorInfo, LLMResult
 from tests.conftest import WorkerPool, batchyard, cli_env, read_jsonl, write_jsonl
-from tests.integration.test_gateway_support import KEY_A, GatewayProcess, gateway_proc, jsonl
+from tests.integration.test_dashboard import login
+from tests.integration.test_gateway_api import new_batch, settled
+from tests.integration.test_gateway_support import (
+    KEY_A,
+    GatewayProcess,
+    api,
+    gateway_config,
+    gateway_proc,
+    jsonl,
+)
 from workers.protocol.keys import Keys
-from workers.protocol.results import entry
+from workers.protocol.results import entry, write_call
+from workers.protocol.scripts import Lua, register
 
 pytestmark = pytest.mark.integration
-__all__ = ["gateway_proc"]  # fixture used by name
+__all__ = ["api", "gateway_config", "gateway_proc"]  # fixtures used by name
 
 ANTHROPIC_KEY = "sk-ant-fidelity-0001"
 PNG = (
@@ -475,3 +485,44 @@ def test_bad_lines_get_one_clear_error_each_and_good_lines_still_run(redis_url: 
         [(_, _, result)] = list(client.iter_results(report.batch_id))
     assert result.error is not None
     assert result.error.message.startswith("line 1: body.input: field required")
+
+
+async def test_the_dashboard_names_the_kind_of_each_failed_request(
+    api: Callable[..., Any], redis_url: str
+) -> None:
+    # Given an embeddings batch whose two lines failed as workers write failures,
+    client = await api()
+    rows = [r for r in acceptance_file() if r["url"] == EMBEDDINGS]
+    created = await new_batch(client, KEY_A, jsonl(rows), endpoint=EMBEDDINGS)
+    batch_id = (await settled(client, KEY_A, created["id"]))["id"]
+    items = []
+    for row in rows:
+        key = row["custom_id"]
+        error = ErrorInfo(code="unsupported", message="no endpoint serves embeddings requests")
+        result = LLMResult(
+            custom_id=key,
+            batch_id=batch_id,
+            status="errored",
+            kind="embeddings",
+            error=error,
+            attempts=[Attempt(endpoint="claude", error="unsupported")],
+        )
+        request = {"custom_id": key, "kind": "embeddings", "body": row["body"]}
+        dead = {"status": "errored", "code": "unsupported", "request": request}
+        dead["route"] = [{"endpoint": "claude"}]
+        items.append((key, result, False, orjson.dumps(dead)))
+    writer = redis.Redis.from_url(redis_url)
+    try:
+        register(writer, Lua.WRITE_RESULTS)(**write_call(Keys(), 3600, items))
+    finally:
+        writer.close()
+    # when the batch page's data and its failed table are read,
+    browser = await login(client, KEY_A)
+    detail = await (await browser.get(f"/ui/api/batches/{batch_id}")).json()
+    page = await (await browser.get(f"/batches/{batch_id}")).text()
+    # then each failure names its endpoint kind.
+    assert sorted((f["key"], f["kind"]) for f in detail["failures"]) == [
+        ("embed-many", "embeddings"),
+        ("embed-one", "embeddings"),
+    ]
+    assert page.count('<td data-label="Kind">embeddings</td>') == 2
