@@ -96,13 +96,27 @@ def _open(path: Path, size: int) -> BinaryIO:
     return f
 
 
-def _await_batch(client: Client, batch_id: str, *, wait_s: float, poll_s: float) -> None:
-    """Fail on an unknown id at once, or (following) wait for it to be submitted."""
+class OutputError(RuntimeError):
+    """An output file could not be written (read-only, full, ...): one line for the user."""
+
+
+def _await_batch(
+    client: Client, batch_id: str, *, wait_s: float, poll_s: float, follow: bool = False
+) -> None:
+    """Fail on an unknown id at once, or (following) wait for Redis and for the batch to be
+    submitted."""
     deadline = time.monotonic() + wait_s
     while True:
         try:
             client.batch(batch_id)
             return
+        except (redis.ConnectionError, redis.TimeoutError) as exc:
+            if not follow:
+                raise
+            # Following waits for a Redis that is not up yet, as it does for one that restarts.
+            log.warning("Redis not reachable yet for %s (%s); waiting", batch_id, exc)
+            assert client.settings.redis_url is not None
+            wait_for_redis(client.settings.redis_url, give_up_s=client.settings.redis_wait_s)
         except BatchNotFound:
             if time.monotonic() >= deadline:
                 raise
@@ -123,7 +137,37 @@ def collect(
 ) -> CollectReport:
     """Append results not yet written to `output` (successes) and `errors` (the rest)."""
     errors = errors or output.with_name(output.stem + ".errors" + output.suffix)
-    _await_batch(client, batch_id, wait_s=wait_for_batch_s if follow else 0.0, poll_s=poll_s)
+    _await_batch(
+        client,
+        batch_id,
+        wait_s=wait_for_batch_s if follow else 0.0,
+        poll_s=poll_s,
+        follow=follow,
+    )
+    try:
+        return _collect(client, batch_id, output, errors, follow, fmt, on_progress, poll_s)
+    except ConnectionError:  # gave up waiting for Redis: not a file problem
+        raise
+    except OSError as exc:
+        # The cursor is saved only after both files are flushed and fsynced, so it never runs
+        # ahead of what is on disk: a later collect rewrites any half-written tail once.
+        path = exc.filename or output
+        raise OutputError(
+            f"cannot write {path}: {exc.strerror or exc}; free some space or choose another "
+            "--output (results already written are kept: run collect again to continue)"
+        ) from None
+
+
+def _collect(
+    client: Client,
+    batch_id: str,
+    output: Path,
+    errors: Path,
+    follow: bool,
+    fmt: Format,
+    on_progress: Callable[[int], None] | None,
+    poll_s: float,
+) -> CollectReport:
     cursor = Cursor(output.with_name(output.name + ".cursor"), batch_id)
     resumed = cursor.load()
     sizes = cursor.sizes if resumed else (0, 0)

@@ -10,6 +10,7 @@ import redis
 import typer
 from rich.console import Console
 
+from producers.collect import OutputError
 from producers.run import RunFailed
 from schemas.config import ConfigError
 from workers.protocol.batch_record import BatchNotFound
@@ -24,7 +25,14 @@ def user_errors() -> Iterator[None]:
     """Turn the errors a user can fix into one red line and exit code 2 — no traceback."""
     try:
         yield
-    except (ConfigError, BatchNotFound, RunFailed, FileNotFoundError, ValueError) as exc:
+    except (
+        ConfigError,
+        BatchNotFound,
+        RunFailed,
+        OutputError,
+        FileNotFoundError,
+        ValueError,
+    ) as exc:
         err.print(f"[red]error:[/red] {exc}")
         raise typer.Exit(2) from None
     except redis.ConnectionError as exc:
