@@ -11,6 +11,7 @@ import signal
 from providers.fake_server.faults import FAULT_KINDS
 from providers.fake_server.limits import Outage
 from providers.fake_server.server import FakeServer
+from providers.fake_server.vendor_batches import BatchKnobs
 
 
 def _rate(text: str) -> tuple[str, float]:
@@ -71,6 +72,14 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--models", help="comma-separated models that exist (404 for others)")
     p.add_argument("--reply", help="fixed reply text (default: echo the last user message)")
     p.add_argument("--access-log", action="store_true", help="log each request")
+    p.add_argument("--batch-delay-s", type=float, default=0.0, help="vendor batch run time")
+    p.add_argument(
+        "--batch-never-finish", action="store_true", help="vendor batches end only by cancel"
+    )
+    p.add_argument(
+        "--batch-fail-fraction", type=float, default=0.0, help="share of batch lines failed"
+    )
+    p.add_argument("--batch-cancel-latency-s", type=float, default=0.0)
     return p
 
 
@@ -91,6 +100,12 @@ async def serve(args: argparse.Namespace) -> None:
         api_key=args.api_key,
         models=args.models.split(",") if args.models else None,
         access_log=args.access_log,
+        batches=BatchKnobs(
+            delay_s=args.batch_delay_s,
+            never_finish=args.batch_never_finish,
+            fail_fraction=args.batch_fail_fraction,
+            cancel_latency_s=args.batch_cancel_latency_s,
+        ),
     )
     server.faults.reply = args.reply
     if args.fault_rate:

@@ -20,6 +20,7 @@ from providers.fake_server.faults import Fault, FaultPlan
 from providers.fake_server.limits import Algorithm, HeaderFormat, Outage, Refusal, ServerLimits
 from providers.fake_server.ollama_wire import OllamaWire
 from providers.fake_server.openai_wire import OpenAIWire
+from providers.fake_server.vendor_batches import BatchKnobs, VendorBatches
 from providers.fake_server.wire import BadRequest, Call, Reply, Wire
 from providers.http import CUSTOM_ID_HEADER
 
@@ -90,6 +91,7 @@ class FakeServer:
         record_bodies: bool = False,
         responder: Responder | None = None,
         embedding_dimensions: int = 16,
+        batches: BatchKnobs | None = None,
     ) -> None:
         self.port = port
         self.faults = FaultPlan(
@@ -123,6 +125,8 @@ class FakeServer:
         self._access_log = access_log
         self.embedding_dimensions = embedding_dimensions
         self._runner: web.AppRunner | None = None
+        #: The vendors' batch APIs (OpenAI Files + Batches, Anthropic Message Batches).
+        self.batches = VendorBatches(batches or BatchKnobs(), self._key_ok)
 
     @property
     def url(self) -> str:
@@ -144,6 +148,7 @@ class FakeServer:
             for path, kind in wire.paths.items():
                 app.router.add_post(path, self._call_handler(wire, kind))
             app.router.add_get(wire.models_path, self._models_handler(wire))
+        self.batches.add_routes(app)
         quiet: dict[str, Any] = {} if self._access_log else {"access_log": None}
         runner = web.AppRunner(app, handler_cancellation=True, shutdown_timeout=0.1, **quiet)
         await runner.setup()
