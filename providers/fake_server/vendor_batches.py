@@ -18,8 +18,6 @@ from __future__ import annotations
 import secrets
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any
 
 import orjson
@@ -27,61 +25,21 @@ from aiohttp import web
 from multidict import CIMultiDict, CIMultiDictProxy
 
 from providers.fake_server.anthropic_wire import AnthropicWire
+from providers.fake_server.batch_state import (
+    BatchKnobs,
+    VendorBatch,
+    fails,
+    iso,
+    jsonl,
+    parse_openai_lines,
+    unrun,
+)
 from providers.fake_server.faults import Fault
 from providers.fake_server.openai_wire import OpenAIWire
 from providers.fake_server.wire import BadRequest, Reply, Wire
 
 #: OpenAI: the only completion window the Batch API accepts.
 WINDOWS = {"24h": 86_400.0}
-EXPIRED_MESSAGE = "This request could not be executed before the completion window expired."
-
-
-@dataclass
-class BatchKnobs:
-    """How the fake vendor runs batches."""
-
-    #: Seconds from creation until a batch is done.
-    delay_s: float = 0.0
-    #: Batches stay in progress until cancelled or expired.
-    never_finish: bool = False
-    #: Fraction of each batch's lines the vendor fails (every 1/fraction-th line, exactly).
-    fail_fraction: float = 0.0
-    #: Seconds a cancel takes to end the batch.
-    cancel_latency_s: float = 0.0
-    #: Seconds until a batch expires (the vendor's 24 h window, scaled down); None: 24 h.
-    expire_s: float | None = None
-
-
-@dataclass
-class VendorBatch:
-    """One vendor batch as the fake vendor holds it."""
-
-    id: str
-    vendor: str
-    lines: list[dict[str, Any]]
-    created: float
-    endpoint: str = ""
-    input_file_id: str = ""
-    window: str = "24h"
-    metadata: Any = None
-    cancel_at: float | None = None
-    ended: str | None = None  # completed | cancelled | expired
-    ended_at: float | None = None
-    #: custom_id -> result line (OpenAI: output or error line; Anthropic: results line).
-    results: list[tuple[bool, dict[str, Any]]] = field(default_factory=list)
-    output_file_id: str | None = None
-    error_file_id: str | None = None
-
-
-def _iso(ts: float | None) -> str | None:
-    if ts is None:
-        return None
-    return datetime.fromtimestamp(ts, UTC).isoformat().replace("+00:00", "Z")
-
-
-def _fails(index: int, fraction: float) -> bool:
-    """Exactly `fraction` of lines fail, spread evenly (line i fails when the count ticks)."""
-    return int((index + 1) * fraction) > int(index * fraction)
 
 
 class VendorBatches:
@@ -148,9 +106,9 @@ class VendorBatches:
         batch.ended, batch.ended_at = how, now
         for i, line in enumerate(batch.lines):
             if how != "completed":
-                batch.results.append((False, self._unrun(batch, line, how)))
+                batch.results.append((False, unrun(batch, line, how)))
                 continue
-            failed = _fails(i, self.knobs.fail_fraction)
+            failed = fails(i, self.knobs.fail_fraction)
             answer = self._run(batch, line, failed)
             batch.results.append((not failed, answer))
             self.lines_done += 1
@@ -158,9 +116,9 @@ class VendorBatches:
             ok = [r for good, r in batch.results if good]
             bad = [r for good, r in batch.results if not good]
             if ok:
-                batch.output_file_id = self._store(_jsonl(ok), "batch_output", "output.jsonl")
+                batch.output_file_id = self._store(jsonl(ok), "batch_output", "output.jsonl")
             if bad:
-                batch.error_file_id = self._store(_jsonl(bad), "batch_output", "errors.jsonl")
+                batch.error_file_id = self._store(jsonl(bad), "batch_output", "errors.jsonl")
 
     def _run(self, batch: VendorBatch, line: dict[str, Any], failed: bool) -> dict[str, Any]:
         """The vendor's answer to one line, as its output (or error) file carries it."""
@@ -193,24 +151,6 @@ class VendorBatches:
                 "body": orjson.loads(reply.body),
             },
             "error": None,
-        }
-
-    @staticmethod
-    def _unrun(batch: VendorBatch, line: dict[str, Any], how: str) -> dict[str, Any]:
-        """A line the vendor did not run: cancelled or expired."""
-        custom_id = line["custom_id"]
-        if batch.vendor == "anthropic":
-            kind = "canceled" if how == "cancelled" else "expired"
-            return {"custom_id": custom_id, "result": {"type": kind}}
-        if how == "expired":
-            error = {"code": "batch_expired", "message": EXPIRED_MESSAGE}
-        else:
-            error = {"code": "batch_cancelled", "message": "This batch was cancelled."}
-        return {
-            "id": "batch_req_" + secrets.token_hex(12),
-            "custom_id": custom_id,
-            "response": None,
-            "error": error,
         }
 
     def _store(self, data: bytes, purpose: str, filename: str) -> str:
@@ -246,7 +186,7 @@ class VendorBatches:
             return _reply(self.openai.bad_request("'file': a file part is required"))
         data = upload.file.read()
         try:
-            lines = _parse_openai_lines(data)
+            lines = parse_openai_lines(data)
         except BadRequest as exc:
             return _reply(self.openai.bad_request(str(exc)))
         del lines
@@ -292,7 +232,7 @@ class VendorBatches:
         found = self.files.get(str(body.get("input_file_id")))
         if found is None or found[1] != "batch":
             return _reply(self.openai.bad_request("input_file_id: no such batch file"))
-        lines = _parse_openai_lines(found[0])
+        lines = parse_openai_lines(found[0])
         for n, line in enumerate(lines, 1):
             if line.get("url") != endpoint:
                 why = f"line {n}: url {line.get('url')!r} differs from the batch's {endpoint!r}"
@@ -423,11 +363,11 @@ class VendorBatches:
             "type": "message_batch",
             "processing_status": status,
             "request_counts": counts,
-            "ended_at": _iso(batch.ended_at),
-            "created_at": _iso(batch.created),
-            "expires_at": _iso(batch.created + 86_400),
+            "ended_at": iso(batch.ended_at),
+            "created_at": iso(batch.created),
+            "expires_at": iso(batch.created + 86_400),
             "archived_at": None,
-            "cancel_initiated_at": _iso(batch.cancel_at),
+            "cancel_initiated_at": iso(batch.cancel_at),
             "results_url": (
                 f"{base}/v1/messages/batches/{batch.id}/results" if batch.ended else None
             ),
@@ -466,36 +406,8 @@ class VendorBatches:
         if batch.ended is None:
             why = f"Batch {batch.id} has not ended; results are not available yet."
             return _reply(self.anthropic.bad_request(why))
-        data = _jsonl([line for _, line in batch.results])
+        data = jsonl([line for _, line in batch.results])
         return web.Response(body=data, content_type="application/binary")
-
-
-def _parse_openai_lines(data: bytes) -> list[dict[str, Any]]:
-    """The lines of a batch input file; a bad line is named by its number."""
-    lines: list[dict[str, Any]] = []
-    seen: set[str] = set()
-    for n, raw in enumerate(data.splitlines(), 1):
-        if not raw.strip():
-            continue
-        try:
-            line = orjson.loads(raw)
-        except orjson.JSONDecodeError:
-            raise BadRequest(f"line {n}: not valid JSON") from None
-        if not isinstance(line, dict) or not isinstance(line.get("custom_id"), str):
-            raise BadRequest(f"line {n}: custom_id is required")
-        if line["custom_id"] in seen:
-            raise BadRequest(f"line {n}: duplicate custom_id {line['custom_id']!r}")
-        seen.add(line["custom_id"])
-        if line.get("method") != "POST" or not isinstance(line.get("body"), dict):
-            raise BadRequest(f"line {n}: method must be POST and body an object")
-        lines.append(line)
-    if not lines:
-        raise BadRequest("the file has no lines")
-    return lines
-
-
-def _jsonl(lines: list[dict[str, Any]]) -> bytes:
-    return b"".join(orjson.dumps(line) + b"\n" for line in lines)
 
 
 def _reply(reply: Reply) -> web.Response:
