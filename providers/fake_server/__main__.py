@@ -8,10 +8,10 @@ import contextlib
 import logging
 import signal
 
+from providers.fake_server.batch_state import BatchKnobs
 from providers.fake_server.faults import FAULT_KINDS
 from providers.fake_server.limits import Outage
 from providers.fake_server.server import FakeServer
-from providers.fake_server.vendor_batches import BatchKnobs
 
 
 def _rate(text: str) -> tuple[str, float]:

@@ -16,11 +16,12 @@ import orjson
 from aiohttp import web
 
 from providers.fake_server.anthropic_wire import AnthropicWire
+from providers.fake_server.batch_state import BatchKnobs
 from providers.fake_server.faults import Fault, FaultPlan
 from providers.fake_server.limits import Algorithm, HeaderFormat, Outage, Refusal, ServerLimits
 from providers.fake_server.ollama_wire import OllamaWire
 from providers.fake_server.openai_wire import OpenAIWire
-from providers.fake_server.vendor_batches import BatchKnobs, VendorBatches
+from providers.fake_server.vendor_batches import VendorBatches
 from providers.fake_server.wire import BadRequest, Call, Reply, Wire
 from providers.http import CUSTOM_ID_HEADER
 

@@ -9,7 +9,7 @@ import orjson
 
 from providers.fake_server import FakeServer
 from providers.fake_server.__main__ import parser
-from providers.fake_server.vendor_batches import BatchKnobs
+from providers.fake_server.batch_state import BatchKnobs
 
 ANTHROPIC_HEADERS = {"anthropic-version": "2023-06-01", "x-api-key": "k"}
 
