@@ -6,10 +6,12 @@ import asyncio
 import logging
 import re
 import signal
+import sys
 from collections import Counter
 from pathlib import Path
 from typing import Annotated
 
+import orjson
 import typer
 from rich.table import Table
 
@@ -20,6 +22,8 @@ from producers.gateway_cli import gateway as gateway_cmd
 from producers.gmn_cli import gmn_app
 from producers.progress import describe
 from producers.run import RunInterrupted, run_batch
+from producers.structured_report import StructuredReport
+from producers.structured_report import render as render_report
 from schemas.config import load_config
 from schemas.settings import Settings
 from workers.logs import setup_logging
@@ -248,6 +252,26 @@ def providers_check(config: ConfigOpt = None) -> None:
 
 def _n(value: float | int | None) -> str:
     return "-" if value is None else f"{value:,.0f}"
+
+
+@app.command(name="report")
+def report_cmd(
+    batch_id: str,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+    top: Annotated[int, typer.Option(min=1, help="Errors to list.")] = 10,
+    config: ConfigOpt = None,
+) -> None:
+    """Structured output of a batch: validity per round, the most frequent errors, tokens and
+    cost per valid answer (json_schema, plugin validators and GMN alike)."""
+    summary = StructuredReport()
+    with user_errors(), _client(config) as client:
+        for _, _, result in client.iter_results(batch_id):
+            summary.add(result)
+    data = summary.to_dict(top)
+    if as_json:
+        sys.stdout.write(orjson.dumps(data, option=orjson.OPT_INDENT_2).decode() + "\n")
+        return
+    render_report(out, data)
 
 
 @app.command()

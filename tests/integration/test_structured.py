@@ -14,9 +14,10 @@ import orjson
 import pytest
 
 from producers.client import Client
+from producers.structured_report import StructuredReport
 from providers.fake_server import Call, FakeServer
 from schemas.result import LLMResult
-from tests.conftest import ROOT, WorkerPool, openai_line, wait_until
+from tests.conftest import ROOT, WorkerPool, batchyard, cli_env, openai_line, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -104,6 +105,20 @@ def test_invalid_then_schema_violating_then_valid_ends_valid_after_three_rounds(
         assert r.usage.input_tokens == sum(h["usage"]["input_tokens"] for h in history)
         assert r.usage.output_tokens == sum(h["usage"]["output_tokens"] for h in history) > 0
         assert r.cost_usd == pytest.approx(sum(h["cost_usd"] for h in history))
+    # The report counts validity per round, the most frequent errors, tokens per valid answer.
+    report = StructuredReport()
+    for r in results:
+        report.add(r)
+    data = report.to_dict()
+    rows = [(b["answers"], b["valid_answers"], b["valid_after_round"]) for b in data["by_round"]]
+    assert rows == [(n, 0, 0.0), (n, 0, 0.0), (n, n, 1.0)]
+    assert data["errors_all_rounds"] == {"json": n, "type at /age": n, "format at /email": n}
+    assert data["errors_final"] == {} and data["validity"] == 1.0
+    assert (
+        data["tokens_per_valid"]
+        == sum(r.usage.input_tokens + r.usage.output_tokens for r in results) / n
+    )
+    assert data["cost_per_valid_usd"] == pytest.approx(sum(r.cost_usd or 0 for r in results) / n)
     # The refine rounds went over the wire with the user's turn, the last answer, the errors.
     bodies = [c.body for c in server.requests if c.path == "/v1/chat/completions"]
     assert len(bodies) == 3 * n
@@ -127,7 +142,10 @@ def test_invalid_then_schema_violating_then_valid_ends_valid_after_three_rounds(
 
 
 def test_max_rounds_from_the_request_and_a_final_invalid_answer_is_a_succeeded_call(
-    redis_url: str, run_workers: Callable[..., WorkerPool], fake_server: Callable[..., Any]
+    tmp_path: Path,
+    redis_url: str,
+    run_workers: Callable[..., WorkerPool],
+    fake_server: Callable[..., Any],
 ) -> None:
     server = fake_server(responder=scripted, record_bodies=True)
     run_workers(config(server, structured={"max_rounds": 5}))
@@ -156,6 +174,12 @@ def test_max_rounds_from_the_request_and_a_final_invalid_answer_is_a_succeeded_c
     )
     sent = [c.body for c in server.requests]
     assert len(sent) == 3 and all("batchyard" not in b for b in sent)
+    # `batchyard report` shows it for the batch, plain requests apart.
+    env = cli_env(redis_url, BATCHYARD_CONFIG=os.environ["BATCHYARD_CONFIG"])
+    data = orjson.loads(batchyard("report", report.batch_id, "--json", env=env, cwd=tmp_path))
+    assert (data["requests"], data["structured"], data["plain"], data["valid"]) == (3, 1, 2, 0)
+    assert data["errors_final"] == {"type at /age": 1, "format at /email": 1}
+    assert [row["answers"] for row in data["by_round"]] == [1, 1]
 
 
 VALIDATOR = '''
