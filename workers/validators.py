@@ -14,16 +14,18 @@ from __future__ import annotations
 from collections.abc import Callable
 from functools import cache, lru_cache
 from importlib.metadata import EntryPoint, entry_points
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
-from jsonschema import Draft202012Validator
-from jsonschema.exceptions import SchemaError
-from jsonschema.protocols import Validator as SchemaValidator
-from jsonschema.validators import validator_for
 
 from schemas.request import LLMRequest
 from schemas.structured import Issue, Verdict
+
+if TYPE_CHECKING:
+    # jsonschema is imported where it is used: with its format checkers (rfc3987_syntax builds
+    # a grammar at import) it costs ~2 s of CPU, which every `run`, `submit` and worker start
+    # paid even for batches that ask for no schema (#22).
+    from jsonschema.protocols import Validator as SchemaValidator
 
 GROUP = "batchyard.validators"
 #: Errors kept per answer: enough to fix it, bounded so a refine prompt stays small.
@@ -92,6 +94,10 @@ def schema_of(request: LLMRequest, options: dict[str, Any]) -> dict[str, Any] | 
 
 def check_schema(schema: dict[str, Any]) -> str | None:
     """Why `schema` is not a usable JSON Schema, or None."""
+    from jsonschema import Draft202012Validator
+    from jsonschema.exceptions import SchemaError
+    from jsonschema.validators import validator_for
+
     try:
         validator_for(schema, default=Draft202012Validator).check_schema(schema)
     except SchemaError as exc:
@@ -102,6 +108,9 @@ def check_schema(schema: dict[str, Any]) -> str | None:
 @lru_cache(maxsize=256)
 def _compiled(raw: bytes) -> SchemaValidator:
     """One compiled validator per distinct schema: a batch usually shares one."""
+    from jsonschema import Draft202012Validator
+    from jsonschema.validators import validator_for
+
     schema = orjson.loads(raw)
     cls = validator_for(schema, default=Draft202012Validator)
     return cls(schema, format_checker=cls.FORMAT_CHECKER)
