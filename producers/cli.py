@@ -7,6 +7,7 @@ import logging
 import re
 import signal
 import sys
+import time
 from collections import Counter
 from pathlib import Path
 from typing import Annotated
@@ -24,10 +25,12 @@ from producers.progress import describe
 from producers.run import RunInterrupted, run_batch
 from producers.structured_report import StructuredReport
 from producers.structured_report import render as render_report
-from schemas.config import load_config
+from schemas.config import AppConfig, load_config
 from schemas.settings import Settings
 from workers.logs import setup_logging
 from workers.protocol.lanes import Priority
+from workers.protocol.learned import FIELDS as LEARNED_FIELDS
+from workers.protocol.learned import learned, show
 from workers.supervisor import Supervisor
 from workers.tracing import setup_tracing, shutdown_tracing
 
@@ -192,9 +195,11 @@ def providers_list(ctx: typer.Context, config: ConfigOpt = None) -> None:
         settings = _settings(config)
         app_config = load_config(settings.config)
         snapshots = {}
+        learned_now: dict[str, tuple[str, str]] = {}
         if settings.redis_url:
             with Client(settings=settings, config=app_config) as client:
                 snapshots = client.health(list(app_config.endpoints))
+                learned_now = _learned(client, app_config)
     headers = (
         "endpoint",
         "provider",
@@ -207,6 +212,8 @@ def providers_list(ctx: typer.Context, config: ConfigOpt = None) -> None:
         "p50 ms",
         "p95 ms",
         "ok/fail",
+        "learned requests",
+        "learned tokens",
     )
     table = Table(*headers)
     for name, ep in app_config.endpoints.items():
@@ -225,12 +232,34 @@ def providers_list(ctx: typer.Context, config: ConfigOpt = None) -> None:
             _n(snap.p50_ms if snap else None),
             _n(snap.p95_ms if snap else None),
             f"{snap.total_ok}/{snap.total_fail}" if snap else "-",
+            *learned_now.get(name, ("-", "-")),
         )
     out.print(table)
     routes = "; ".join(
         f"{k}: {' > '.join(h.endpoint for h in v)}" for k, v in app_config.routes.items()
     )
     out.print(f"routes: {routes}")
+
+
+def _learned(client: Client, config: AppConfig) -> dict[str, tuple[str, str]]:
+    """What the workers learned of each endpoint's buckets, per model, as table cells."""
+    out: dict[str, tuple[str, str]] = {}
+    now_ms = time.time() * 1000
+    for name in config.endpoints:
+        prefix = client.keys.limit(name, "")[0]
+        states = sorted(
+            k.decode()
+            for k in client.redis.scan_iter(match=f"{prefix}*", count=200)
+            if not k.decode().endswith((":leases", ":pause"))
+        )[:20]
+        cells: tuple[list[str], list[str]] = ([], [])
+        for key in states:
+            found = learned(client.redis.hmget(key, list(LEARNED_FIELDS)), now_ms)
+            for cell, bucket in zip(cells, found, strict=True):
+                if bucket is not None:
+                    cell.append(f"{key[len(prefix) :]}: {show(bucket)}")
+        out[name] = ("\n".join(cells[0]) or "-", "\n".join(cells[1]) or "-")
+    return out
 
 
 @providers_app.command("check")

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from producers.client import Client
-from tests.conftest import WorkerPool, openai_line, wait_until
+from tests.conftest import WorkerPool, batchyard, cli_env, openai_line, wait_until
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -109,6 +111,7 @@ def test_limits_learned_from_headers_use_the_bucket_without_429s(
     fake_server: Callable[..., Any],
     run_workers: Callable[..., WorkerPool],
     vendor: str,
+    tmp_path: Path,
 ) -> None:
     # Given a provider with a full bucket of 60 requests and 6,000 tokens that refills in 6 s
     # (the 600 RPM / 60,000 TPM scaled by ten), announced in its vendor's headers,
@@ -131,3 +134,8 @@ def test_limits_learned_from_headers_use_the_bucket_without_429s(
     calls = list(server.requests)
     limited = [c for c in calls if c.status == 429]
     assert len(limited) <= 0.02 * len(calls), (len(limited), len(calls))
+    # `batchyard providers` shows what was learned: the limits, what is left, when full.
+    env = cli_env(redis_url, BATCHYARD_CONFIG=os.environ["BATCHYARD_CONFIG"], COLUMNS="300")
+    table = batchyard("providers", env=env, cwd=tmp_path)
+    assert re.search(r"\d+/60, full in [\d.]+s", table), table
+    assert re.search(r"[\d,]+/6,000, full in [\d.]+s", table), table
