@@ -178,7 +178,12 @@ class ChunkBuilder:
             first = (request.route or self.route)[0].endpoint
             endpoint = self.config.endpoints.get(first)
             rounds = endpoint.structured.max_rounds if endpoint is not None else DEFAULT_ROUNDS
-        state = TaskState(validator=name, options=options, turns=len(request.messages))
+        state = TaskState(
+            validator=name,
+            options=options,
+            turns=len(request.messages),
+            candidates=(opts.candidates if opts is not None else None) or 1,
+        )
         data = state.model_dump(mode="json", exclude_defaults=True)
         return self.envelopes.task(Task(kind=TASK_KIND, max_rounds=rounds, data=data))
 

@@ -45,6 +45,8 @@ class Capabilities(BaseModel):
     #: structured request's schema is then sent with `strict: true`; elsewhere it is left off
     #: the wire and the answer is validated after the fact (`workers.structured`).
     strict_schema: bool = False
+    #: Whether a chat request may ask for several answers at once (`n`).
+    n_choices: bool = False
     #: The context window checked before a call, unless the endpoint config sets its own.
     max_context_tokens: int = 8192
 

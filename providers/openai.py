@@ -159,6 +159,7 @@ class OpenAIProvider(HTTPProvider):
         json_mode=True,
         json_schema=True,
         strict_schema=True,
+        n_choices=True,
         max_context_tokens=128_000,
     )
     Config = OpenAIConfig

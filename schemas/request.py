@@ -69,6 +69,9 @@ class StructuredOptions(BaseModel):
     max_rounds: int | None = Field(default=None, ge=1, le=20)
     #: Options handed to the validator as they are.
     options: dict[str, Any] = Field(default_factory=dict)
+    #: Best-of-k: answers asked for in the first round (`n` where the endpoint takes it); the
+    #: first valid one is kept, the others count in usage and cost.
+    candidates: int | None = Field(default=None, ge=1, le=16)
 
 
 class RouteHop(BaseModel):

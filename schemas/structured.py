@@ -70,6 +70,8 @@ class RoundRecord(BaseModel):
     valid: bool
     errors: list[Issue] = Field(default_factory=list)
     answer: str | None = None
+    #: Answers the round drew (best-of-k); `answer` is the first valid one, else the first.
+    candidates: int = 1
     endpoint: str | None = None
     usage: Usage = Field(default_factory=Usage)
     cost_usd: float | None = None
@@ -84,6 +86,8 @@ class TaskState(BaseModel):
     options: dict[str, Any] = Field(default_factory=dict)
     #: How many of the request's messages are the user's own turns (refine turns follow).
     turns: int = 0
+    #: Answers asked for in the first round (best-of-k).
+    candidates: int = 1
     history: list[RoundRecord] = Field(default_factory=list)
 
 

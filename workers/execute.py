@@ -263,6 +263,9 @@ class Executor:
             req = wire_request(
                 req, caps.strict_schema if strict is None else strict, caps.json_mode
             )
+            k = job.task.data.get("candidates", 1)
+            if job.task.round == 1 and caps.n_choices and isinstance(k, int) and k > 1:
+                req = req.with_body(n=k)
         tier = hop.tier or req.tier
         rule = self.config.tier_rule
         if tier is None and rule is not None and not (hop.model or req.model):

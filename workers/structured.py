@@ -32,14 +32,22 @@ def review(job: Job, result: LLMResult) -> Review:
         result.status = "errored"
         result.error = ErrorInfo(code="invalid_task", message=f"structured task: {exc}")
         return Review(result=result)
-    answer = result.output or ""
-    verdict = check(answer, job.request, state.options)
+    drawn = candidates(result)
+    answer, verdict = drawn[0], check(drawn[0], job.request, state.options)
+    for other in drawn[1:]:
+        if verdict.valid:
+            break
+        again = check(other, job.request, state.options)
+        if again.valid:
+            answer, verdict = other, again
+    result.output = answer
     state.history.append(
         RoundRecord(
             round=task.round,
             valid=verdict.valid,
             errors=verdict.errors,
             answer=answer,
+            candidates=len(drawn),
             endpoint=result.endpoint,
             usage=result.usage,
             cost_usd=result.cost_usd,
@@ -62,6 +70,19 @@ def review(job: Job, result: LLMResult) -> Review:
     result.usage, result.cost_usd = summed(state.history)
     result.extra = {**result.extra, "structured": record.model_dump(mode="json")}
     return Review(result=result)
+
+
+def candidates(result: LLMResult) -> list[str]:
+    """Every answer of a call: a chat body's choices when it asked for several (`n`)."""
+    choices = (result.body or {}).get("choices") if result.kind == "chat" else None
+    if not isinstance(choices, list) or len(choices) < 2:
+        return [result.output or ""]
+    texts = []
+    for choice in choices:
+        message = choice.get("message") if isinstance(choice, dict) else None
+        content = message.get("content") if isinstance(message, dict) else None
+        texts.append(content if isinstance(content, str) else "")
+    return texts
 
 
 def summed(history: list[RoundRecord]) -> tuple[Usage, float | None]:

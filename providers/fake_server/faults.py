@@ -66,6 +66,8 @@ class Fault(BaseModel):
     headers: dict[str, str] = Field(default_factory=dict)
     body: str | None = None
     text: str | None = None
+    #: Further chat choices after `text`, for a request that asks for several (`n`).
+    choices: list[str] | None = None
     finish_reason: str | None = None
     input_tokens: int | None = Field(default=None, ge=0)
     output_tokens: int | None = Field(default=None, ge=0)

@@ -167,7 +167,7 @@ class OpenAIWire(Wire):
         filtered = fault.kind == "content_filter"
         calls = _scripted_calls(fault) or answers.forced_tool_calls(call.body)
         finish = fault.finish_reason or ("tool_calls" if calls else "stop")
-        return answers.chat_completion(
+        answer = answers.chat_completion(
             call.model,
             None if filtered or calls else text,
             prompt_tokens=prompt,
@@ -177,6 +177,11 @@ class OpenAIWire(Wire):
             cached_tokens=fault.cached_tokens,
             reasoning_tokens=fault.reasoning_tokens,
         )
+        for more in fault.choices or ():
+            first = answer["choices"][0]
+            message = {**first["message"], "content": more}
+            answer["choices"].append({**first, "index": len(answer["choices"]), "message": message})
+        return answer
 
     def error(self, kind: str, call: Call | None, fault: Fault) -> Reply:
         if kind in HTML and fault.message is None and fault.error_type is None:

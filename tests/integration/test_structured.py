@@ -15,7 +15,7 @@ import pytest
 
 from producers.client import Client
 from producers.structured_report import StructuredReport
-from providers.fake_server import Call, FakeServer
+from providers.fake_server import Call, FakeServer, Fault
 from schemas.result import LLMResult
 from tests.conftest import ROOT, WorkerPool, batchyard, cli_env, openai_line, wait_until
 
@@ -279,3 +279,27 @@ def test_the_schema_reaches_the_wire_where_the_endpoint_decodes_under_it_and_onl
     assert firsts["l"]["response_format"] == {"type": "json_object"}
     assert "response_format" not in firsts["c"] and "output_format" not in firsts["c"]
     assert "SCHEMA" not in orjson.dumps(firsts["c"]).decode()
+
+
+def test_best_of_k_asks_for_n_answers_and_keeps_the_first_valid_one(
+    redis_url: str, run_workers: Callable[..., WorkerPool], fake_server: Callable[..., Any]
+) -> None:
+    # Given a model whose first two of three choices are invalid,
+    def model(call: Call) -> Fault | str:
+        if call.body.get("n") == 3:
+            return Fault(text=ANSWERS[0], choices=[ANSWERS[1], ANSWERS[2]], output_tokens=60)
+        return ANSWERS[0]
+
+    server = fake_server(responder=model, record_bodies=True)
+    run_workers(config(server))
+    line = openai_line("k", "note", response_format=FORMAT, batchyard={"candidates": 3})
+    with Client(redis_url) as client:
+        [result] = finish(client, client.submit_many([line]).batch_id)
+    # when it asks for 3 candidates, one call with n=3 is enough: the third answer is kept,
+    [sent] = [c.body for c in server.requests]
+    assert sent["n"] == 3
+    record = result.extra["structured"]
+    assert (record["valid"], record["rounds"], result.output) == (True, 1, ANSWERS[2])
+    assert record["history"][0]["candidates"] == 3
+    # and the usage of every choice (as the server reports it for the call) is counted.
+    assert result.usage.output_tokens == 60
