@@ -39,6 +39,8 @@ class Lease:
     scopes: Scopes
     #: This request probes a scope whose pause has ended; the others wait for its answer.
     probe: bool = False
+    #: Epoch ms the lease was granted (adaptive concurrency cuts once per congestion event).
+    admitted_ms: float = 0.0
 
 
 #: The limiter scripts' view of a request's scopes: (state, leases, pause) keys per scope,
@@ -113,6 +115,7 @@ class Limiter:
             ok, wait_ms, probe = await self._admit(keys=scopes[0], args=[*args, *scopes[1]])
             if int(ok):
                 lease.probe = bool(int(probe))
+                lease.admitted_ms = now_ms
                 return lease
             wait_s = float(wait_ms) / 1000
             if time.monotonic() + wait_s > deadline:
@@ -150,6 +153,7 @@ class Limiter:
             int(refunded and bool(lease.id)),
             lease.tokens if lease.id else 0,
             *seen,
+            lease.admitted_ms,
             *limits,
         ]
         await self._release(keys=keys, args=args)

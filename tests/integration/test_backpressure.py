@@ -62,3 +62,31 @@ def test_an_outage_of_429s_delays_every_request_and_fails_none(
     paused = [c.arrived for c in calls if first + 0.5 < c.arrived < first + outage_s]
     assert 1 <= len(paused) <= outage_s / retry_after + 1, paused
     assert max_in_window(paused, retry_after) <= 1, [round(t - first, 2) for t in paused]
+
+
+def test_without_limit_headers_concurrency_adapts_to_what_the_server_takes(
+    redis_url: str,
+    fake_server: Callable[..., Any],
+    run_workers: Callable[..., WorkerPool],
+) -> None:
+    # Given a server without limit headers that answers 503 above 32 requests in flight
+    # (a saturated vLLM), and 2 processes with 96 slots between them,
+    n = 1500
+    server = fake_server(max_in_flight=32, latency_ms=200, latency_jitter_ms=50)
+    run_workers(config(server), concurrency=48, processes=2)
+    with Client(redis_url) as client:
+        rows = [openai_line(f"c-{i}", "hello") for i in range(n)]
+        batch_id = client.submit_many(rows, completion_window_s=3600).batch_id
+        wait_until(lambda: client.batch(batch_id).finished, 120, "the batch")
+        counts = client.batch(batch_id).counts
+        failures = client.failures(batch_id)
+    # then every request succeeds, under 2% of the calls were turned away,
+    assert counts.completed == n and counts.failed == 0, failures
+    calls = list(server.requests)
+    busy = sum(c.status == 503 for c in calls)
+    assert busy < 0.02 * len(calls), (busy, len(calls))
+    # and over the middle half of the run about 32 were in flight.
+    ok = sorted(c.arrived for c in calls if c.status == 200)
+    quarter = (ok[-1] - ok[0]) / 4
+    mean = server.limits.stats.mean_in_flight(ok[0] + quarter, ok[-1] - quarter)
+    assert 24 <= mean <= 40, mean

@@ -15,7 +15,7 @@ SCOPE = LimitKeys.of("t:rl:ep")
 ADMIT, RELEASE, PAUSE = (source(s) for s in (Lua.LIMIT_ADMIT, Lua.LIMIT_RELEASE, Lua.LIMIT_PAUSE))
 #: Release arguments of an answer without limit headers: not refunded, no estimate, and
 #: (limit, remaining, reset ms) unknown for both buckets.
-NO_NEWS = (0, 0, -1, -1, -1, -1, -1, -1)
+NO_NEWS = (0, 0, -1, -1, -1, -1, -1, -1, 0)
 
 
 @pytest.fixture
@@ -157,7 +157,7 @@ def answer(r: redis.Redis, now_ms: float, lim: int, left: int, reset_ms: float, 
     """An answer whose headers said (limit, remaining, reset) of the request bucket."""
     refunded = kw.get("refunded", 0)
     args = (now_ms, kw.get("lease", "l"), 0, 0, 0, 1 - refunded, refunded, 1)
-    r.eval(RELEASE, 3, *SCOPE, *args, lim, left, reset_ms, -1, -1, -1, 0, 0, 0)
+    r.eval(RELEASE, 3, *SCOPE, *args, lim, left, reset_ms, -1, -1, -1, 0, 0, 0, 0)
 
 
 def test_capacity_the_provider_reports_is_used_at_once_then_its_refill_rate(
@@ -218,3 +218,26 @@ def test_before_the_first_answer_one_request_goes_and_the_others_wait_for_it(
     assert gated(0) == 0 and gated(1) == 50
     answer(r, 2, -1, -1, -1)
     assert gated(3) == 0 and gated(3) == 0
+
+
+def test_without_limit_headers_concurrency_grows_until_refused_then_backs_off(
+    r: redis.Redis,
+) -> None:
+    def take(now_ms: float, lease: str) -> bool:
+        ok, _, _ = r.eval(ADMIT, 3, *SCOPE, now_ms, lease, 60_000, 1, 1, 0, 0, 0)
+        return bool(int(ok))
+
+    def give(now_ms: float, lease: str, ok: bool, admitted: float) -> None:
+        args = (now_ms, lease, 0, 0, 0, int(ok), 0, 0, -1, -1, -1, -1, -1, -1, admitted)
+        r.eval(RELEASE, 3, *SCOPE, *args, 0, 0, 0)
+
+    assert take(0, "first")
+    give(1, "first", True, 0)  # an answer without limit headers: adaptive from here
+    inflight = [f"a{i}" for i in range(10) if take(2, f"a{i}")]
+    assert len(inflight) == 4  # it starts at 4 in flight
+    for lease in inflight:
+        give(3, lease, True, 2)
+    assert sum(take(4, f"b{i}") for i in range(20)) == 6  # x1.5 per round trip
+    give(5, "b0", False, 4)  # refused: halved, 6 -> 3; a second refusal of that round is not
+    give(5, "b1", False, 4)  # news
+    assert float(r.hget(SCOPE.state, "aimd") or 0) == 3.0

@@ -12,6 +12,7 @@
 -- include: scopes
 -- include: pause
 -- include: learned
+-- include: aimd
 local now, lease, ttl, tokens = tonumber(ARGV[1]), ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4])
 local gate = ARGV[5] == '1'
 local wait, commit, probes = 0, {}, {}
@@ -59,9 +60,14 @@ for i, s in ipairs(all) do
     if level >= need then c.lt = level - need else wait = math.max(wait, (need - level) / rate) end
   end
   if gate and i == #all and level == nil then
-    local g = redis.call('hmget', s.p, 'lr_lim', 'nohdr', 'first_until')
+    local g = redis.call('hmget', s.p, 'lr_lim', 'nohdr', 'first_until', 'aimd')
     if not g[1] and not g[2] then
       if tonumber(g[3] or '0') > now then wait = math.max(wait, 50) else c.first = true end
+    elseif g[2] then
+      -- no limit headers: adaptive concurrency (lib/aimd), under max_concurrency
+      local limit = math.floor(tonumber(g[4] or AIMD_START))
+      redis.call('zremrangebyscore', s.leases, '-inf', now)
+      if redis.call('zcard', s.leases) >= limit then wait = math.max(wait, 50) else c.conc = true end
     end
   end
   if s.conc > 0 then

@@ -7,14 +7,15 @@
 -- -1 unknown) are learned into the last scope (lib/learned).
 -- ARGV: now_ms, lease_id, token_delta, learned_rpm, learned_tpm, answered, refunded,
 --       estimate, r_limit, r_remaining, r_reset_ms, t_limit, t_remaining, t_reset_ms,
---       then (rpm, tpm, conc) per scope.
+--       admitted_ms (when the lease was granted), then (rpm, tpm, conc) per scope.
 -- include: scopes
 -- include: pause
 -- include: learned
+-- include: aimd
 local now, lease, delta = tonumber(ARGV[1]), ARGV[2], tonumber(ARGV[3])
 local learned_rpm, learned_tpm = tonumber(ARGV[4]), tonumber(ARGV[5])
 local answered, refunded, estimate = ARGV[6] == '1', ARGV[7] == '1', tonumber(ARGV[8])
-local all = scopes(15)
+local all = scopes(16)
 for i, s in ipairs(all) do
   redis.call('zrem', s.leases, lease)
   if refunded then
@@ -29,6 +30,10 @@ for i, s in ipairs(all) do
     if tonumber(ARGV[9]) > 0 or tonumber(ARGV[12]) > 0 then
       redis.call('hdel', s.p, 'first_until')
       redis.call('pexpire', s.p, 3600000)
+    elseif redis.call('hget', s.p, 'nohdr') then
+      local cap = all[1].conc > 0 and all[1].conc or 1024
+      if s.conc > 0 then cap = math.min(cap, s.conc) end
+      aimd_update(s.p, answered, cap, now, tonumber(ARGV[15]))
     elseif redis.call('hdel', s.p, 'first_until') == 1 and answered then
       -- the first answer had no limit headers (vLLM, llama.cpp): nothing to wait for; a
       -- refusal without them lets the next request try (after the pause it set)

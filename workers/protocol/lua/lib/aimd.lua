@@ -1,0 +1,20 @@
+-- Adaptive concurrency for providers that announce no limits (vLLM, llama.cpp, most proxies):
+-- a shared in-flight limit in the model scope's state hash ('aimd'). It grows x1.5 per round
+-- trip until the first refusal (slow start), which halves it; then +1 per round trip while
+-- answers are clean and x0.8 on a 429/503/timeout. A refusal of a request sent before the
+-- last cut says nothing new: one cut per congestion event.
+local AIMD_START, AIMD_CUT = 4, 0.8
+
+local function aimd_update(p, ok, cap, now, admitted)
+  local f = redis.call('hmget', p, 'aimd', 'aimd_cut_at')
+  local lim = tonumber(f[1] or AIMD_START)
+  if ok then
+    if f[2] then lim = lim + 1 / lim else lim = lim + 0.5 end
+    lim = math.min(lim, cap)
+  else
+    if f[2] and admitted <= tonumber(f[2]) then return end
+    lim = math.max(1, lim * (f[2] and AIMD_CUT or 0.5))
+    redis.call('hset', p, 'aimd_cut_at', now)
+  end
+  redis.call('hset', p, 'aimd', lim)
+end
