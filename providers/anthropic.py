@@ -134,6 +134,10 @@ class AnthropicProvider(HTTPProvider):
         )
         if not resp.ok:
             raise self.with_body(self.error(resp), resp)
+        return self.answer(request, resp, model)
+
+    def answer(self, request: LLMRequest, resp: HTTPResponse, model: str) -> ProviderResponse:
+        """The message in a successful response (a live call's, or a batch result's)."""
         data, message = parse_body(resp, _Message, self.endpoint)
         request_id = resp.headers.get("request-id") or message.id
         if message.stop_reason == "refusal":

@@ -211,6 +211,10 @@ class OpenAIProvider(HTTPProvider):
         )
         if not resp.ok:
             raise self.with_body(self.error(resp), resp)
+        return self.answer(request, resp, model)
+
+    def answer(self, request: LLMRequest, resp: HTTPResponse, model: str) -> ProviderResponse:
+        """The answer in a successful response (a live call's, or a vendor batch line's)."""
         answer = _READERS[request.kind](self, resp, model)
         answer.rate_limits = self.announced(resp)
         if request.kind == "messages" and answer.body is not None:

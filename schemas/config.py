@@ -111,6 +111,29 @@ class Price(BaseModel):
         return (usd + output_tokens * self.output) / 1_000_000
 
 
+class BatchConfig(BaseModel):
+    """How a `mode: batch` endpoint groups requests into vendor batches (OpenAI Batch API,
+    Anthropic Message Batches) and when it gives up on them."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    #: Requests per vendor batch (OpenAI allows 50,000 per file, Anthropic 100,000).
+    max_requests: int = Field(default=50_000, ge=1, le=100_000)
+    #: Bytes per vendor batch (OpenAI: 200 MB per file, Anthropic: 256 MB).
+    max_bytes: int = Field(default=200 * 1024**2, ge=1024, le=256 * 1024**2)
+    #: Send what has arrived once the oldest pending request has waited this long.
+    max_wait_s: float = Field(default=60.0, gt=0, le=86_400)
+    #: How often open vendor batches are polled.
+    poll_s: float = Field(default=30.0, gt=0, le=3600)
+    #: Cancel at the vendor and fall back live this long before the request's deadline;
+    #: None: 25% of the request's window, at least 10 minutes.
+    fallback_margin_s: float | None = Field(default=None, ge=0, le=30 * 86_400)
+    #: Share of the live price the vendor charges for batch lines.
+    discount: float = Field(default=0.5, ge=0, le=1)
+    #: How long the poller's lease lives without renewal (another process then takes over).
+    lease_s: float = Field(default=30.0, gt=0, le=3600)
+
+
 class EndpointConfig(BaseModel):
     """Settings common to every endpoint; provider-specific keys are checked by the provider."""
 
@@ -137,6 +160,18 @@ class EndpointConfig(BaseModel):
     max_inline_wait_s: float = Field(default=5.0, ge=0, le=600)
     #: Defaults for structured requests routed here first (refine rounds, constrained decoding).
     structured: StructuredDefaults = Field(default_factory=StructuredDefaults)
+    #: "batch": requests are sent through the vendor's Batch API (openai, anthropic), at
+    #: `batch.discount` of the price, with a live fall back before their deadline.
+    mode: Literal["live", "batch"] = "live"
+    batch: BatchConfig = Field(default_factory=BatchConfig)
+
+    @model_validator(mode="after")
+    def _batch_providers(self) -> EndpointConfig:
+        if self.mode == "batch" and self.provider not in ("openai", "anthropic"):
+            raise ValueError(
+                f"mode 'batch' needs provider openai or anthropic, not {self.provider!r}"
+            )
+        return self
 
     def provider_options(self) -> dict[str, Any]:
         """The keys this model does not know: validated by the provider's own `Config`."""

@@ -34,6 +34,7 @@ from schemas.tokens import prompt_text, request_tokens
 from workers import metrics
 from workers.calls import call_endpoint
 from workers.health import EndpointHealth
+from workers.offload import Offload, batch_endpoints
 from workers.outcomes import BatchCancelled, CircuitOpen, Move, cost_of
 from workers.plugins import CallContext, Plugin, load_plugins
 from workers.policy import BACKPRESSURE, backpressure_s, charged, compact, final_error
@@ -73,6 +74,7 @@ class Executor:
         self._ready: asyncio.Lock | None = None
         self._batch_status: dict[str, tuple[float, BatchState]] = {}
         self._batch_reads: dict[str, asyncio.Task[BatchState]] = {}
+        self.offload: Offload | None = None
         #: Batches cancelled since this process subscribed to `Keys.cancels`.
         self._cancelled: set[str] = set()
         self._listener: asyncio.Task[None] | None = None
@@ -104,6 +106,20 @@ class Executor:
         self._requeuer = Requeuer(self._redis, self.broker)
         self.plugins = load_plugins(self.config.plugins, self._redis, self.keys.ns)
         self._writer = ResultWriter(self._redis, self.keys, self.settings.result_ttl_s)
+        offloaded = batch_endpoints(self.config.endpoints, self.providers)
+        if offloaded:
+            writer, requeuer = self._writer, self._requeuer
+
+            async def write(key: str, result: LLMResult) -> bool:
+                return await writer.write(key, result)
+
+            self.offload = Offload(self._redis, self.keys.ns, offloaded, write, requeuer.enqueue)
+
+    async def start_offload(self) -> None:
+        """Poll this process's share of open vendor batches from boot (they outlive workers)."""
+        await self._start()
+        if self.offload is not None:
+            self.offload.start()
         self._listener = asyncio.get_running_loop().create_task(
             self._listen_for_cancels(), name="cancel listener"
         )
@@ -137,6 +153,8 @@ class Executor:
 
     async def aclose(self) -> None:
         """Flush health counters, close adapters, the shared session and the Redis pool."""
+        if self.offload is not None:
+            await self.offload.aclose()
         if self._listener is not None:
             self._listener.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -165,6 +183,9 @@ class Executor:
                 "redelivered request already has a result; not calling the provider",
                 extra={"batch_id": job.batch_id, "custom_id": job.key},
             )
+            return
+        if self.offload is not None and self.offload.handles(job):
+            await self.offload.park(job)  # sent with the endpoint's next vendor batch
             return
         hop = job.current
         with span(

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import dramatiq
+from dramatiq.asyncio import get_event_loop_thread
 from dramatiq.brokers.redis import RedisBroker
 
 from providers.registry import check_config
@@ -77,6 +78,10 @@ def start(settings: Settings, config: AppConfig, concurrency: int) -> RunningWor
     heartbeat = Heartbeat(broker, settings.maintenance_interval_s)
     worker.start()
     heartbeat.start()
+    if any(cfg.mode == "batch" for cfg in config.endpoints.values()):
+        thread = get_event_loop_thread()
+        if thread is not None:
+            thread.run_coroutine(executor.start_offload())
     return RunningWorker(worker, broker, heartbeat)
 
 
