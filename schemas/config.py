@@ -111,6 +111,10 @@ class Price(BaseModel):
         return (usd + output_tokens * self.output) / 1_000_000
 
 
+#: Providers whose vendors have a batch API (`mode: batch`).
+BATCH_PROVIDERS = ("openai", "anthropic")
+
+
 class BatchConfig(BaseModel):
     """How a `mode: batch` endpoint groups requests into vendor batches (OpenAI Batch API,
     Anthropic Message Batches) and when it gives up on them."""
@@ -160,22 +164,29 @@ class EndpointConfig(BaseModel):
     max_inline_wait_s: float = Field(default=5.0, ge=0, le=600)
     #: Defaults for structured requests routed here first (refine rounds, constrained decoding).
     structured: StructuredDefaults = Field(default_factory=StructuredDefaults)
-    #: "batch": requests are sent through the vendor's Batch API (openai, anthropic), at
-    #: `batch.discount` of the price, with a live fall back before their deadline.
-    mode: Literal["live", "batch"] = "live"
+    #: `mode: batch` (providers openai and anthropic): requests are sent through the vendor's
+    #: Batch API at `batch.discount` of the price, with a live fall back before their deadline.
+    #: (`mode` of other providers is theirs, e.g. the mock's `mode: gmn`.)
     batch: BatchConfig = Field(default_factory=BatchConfig)
 
     @model_validator(mode="after")
-    def _batch_providers(self) -> EndpointConfig:
-        if self.mode == "batch" and self.provider not in ("openai", "anthropic"):
-            raise ValueError(
-                f"mode 'batch' needs provider openai or anthropic, not {self.provider!r}"
-            )
+    def _batch_mode(self) -> EndpointConfig:
+        mode = (self.model_extra or {}).get("mode")
+        if self.provider in BATCH_PROVIDERS and mode not in (None, "live", "batch"):
+            raise ValueError(f"mode must be 'live' or 'batch', not {mode!r}")
         return self
+
+    @property
+    def offloaded(self) -> bool:
+        """True for `mode: batch` on a provider whose vendor has a batch API."""
+        return self.provider in BATCH_PROVIDERS and (self.model_extra or {}).get("mode") == "batch"
 
     def provider_options(self) -> dict[str, Any]:
         """The keys this model does not know: validated by the provider's own `Config`."""
-        return dict(self.model_extra or {})
+        options = dict(self.model_extra or {})
+        if self.provider in BATCH_PROVIDERS:
+            options.pop("mode", None)
+        return options
 
     def price_for(self, model: str | None) -> Price | None:
         """The price of a model on this endpoint, if the config has one."""

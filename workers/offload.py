@@ -297,6 +297,5 @@ def batch_endpoints(
     return {
         name: (cfg, providers[name])
         for name, cfg in endpoints.items()
-        if cfg.mode == "batch"
-        and isinstance(providers.get(name), (OpenAIProvider, AnthropicProvider))
+        if cfg.offloaded and isinstance(providers.get(name), (OpenAIProvider, AnthropicProvider))
     }

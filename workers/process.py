@@ -78,7 +78,7 @@ def start(settings: Settings, config: AppConfig, concurrency: int) -> RunningWor
     heartbeat = Heartbeat(broker, settings.maintenance_interval_s)
     worker.start()
     heartbeat.start()
-    if any(cfg.mode == "batch" for cfg in config.endpoints.values()):
+    if any(cfg.offloaded for cfg in config.endpoints.values()):
         thread = get_event_loop_thread()
         if thread is not None:
             thread.run_coroutine(executor.start_offload())
