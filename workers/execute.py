@@ -113,7 +113,9 @@ class Executor:
             async def write(key: str, result: LLMResult) -> bool:
                 return await writer.write(key, result)
 
-            self.offload = Offload(self._redis, self.keys.ns, offloaded, write, requeuer.enqueue)
+            self.offload = Offload(
+                self._redis, self.keys.ns, offloaded, write, requeuer.enqueue, succeeded
+            )
 
     async def start_offload(self) -> None:
         """Poll this process's share of open vendor batches from boot (they outlive workers)."""

@@ -33,11 +33,13 @@ import redis.asyncio as aioredis
 from multidict import CIMultiDict, CIMultiDictProxy
 
 from providers.anthropic import AnthropicProvider
+from providers.base import ProviderResponse
 from providers.errors import ProviderError
 from providers.http import HTTPResponse
 from providers.openai import OpenAIProvider
 from schemas.config import BatchConfig, EndpointConfig
 from schemas.job import Job
+from schemas.request import LLMRequest
 from schemas.result import Attempt, ErrorInfo, LLMResult, Timings
 from workers.offload_vendor import BatchAdapter, Line, VendorBatchAPI
 from workers.outcomes import cost_of
@@ -46,6 +48,8 @@ log = logging.getLogger("batchyard.offload")
 
 #: Writes one result exactly once; False when the request already had one.
 Write = Callable[[str, LLMResult], Awaitable[bool]]
+#: The live path's result of an answer (`workers.execute.succeeded`).
+Succeeded = Callable[[Job, LLMRequest, ProviderResponse, float | None], LLMResult]
 #: Queues a job for its current hop.
 Enqueue = Callable[[Job], Awaitable[None]]
 
@@ -76,12 +80,14 @@ class Offload:
         endpoints: dict[str, tuple[EndpointConfig, BatchAdapter]],
         write: Write,
         enqueue: Enqueue,
+        succeeded: Succeeded,
     ) -> None:
         self.redis = redis
         self.ns = ns
         self.endpoints = endpoints
         self.write = write
         self.enqueue = enqueue
+        self.succeeded = succeeded
         self.token = secrets.token_hex(8)
         self._polled: dict[str, float] = {}
         self._task: asyncio.Task[None] | None = None
@@ -258,12 +264,10 @@ class Offload:
             except ProviderError as exc:
                 line = Line(error=exc.code)
             else:
-                from workers.execute import succeeded  # the live path's result shape
-
                 live = cost_of(cfg.price_for(answer.model) or cfg.price_for(model), answer)
                 cost = None if live is None else live * cfg.batch.discount
                 job.attempts.append(Attempt(endpoint=endpoint, model=answer.model))
-                result = succeeded(job, job.request, answer, cost)
+                result = self.succeeded(job, job.request, answer, cost)
                 result.extra = {"vendor_batch": vendor_id, "batch_discount": cfg.batch.discount}
                 if live is not None:
                     result.extra["saved_usd"] = live - (cost or 0.0)
