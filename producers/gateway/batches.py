@@ -24,6 +24,9 @@ from producers.submit import new_batch_id
 from schemas.request import URL_KINDS
 
 routes = web.RouteTableDef()
+#: The batch metadata key that picks a config route (e.g. one through a `mode: batch`
+#: endpoint): `client.batches.create(..., metadata={"batchyard_route": "patient"})`.
+ROUTE_KEY = "batchyard_route"
 
 _WINDOW = re.compile(r"(\d+)([smhd])")
 _UNIT_S = {"s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -82,6 +85,13 @@ async def create_batch(request: web.Request) -> web.Response:
             param="endpoint",
         )
     window_s = window_seconds(body.completion_window)
+    route = (body.metadata or {}).get(ROUTE_KEY)
+    if route is not None and route not in gw.app_config.routes:
+        known = ", ".join(sorted(gw.app_config.routes))
+        raise bad_request(
+            f"Unknown route {route!r} in metadata.{ROUTE_KEY} (known: {known}).",
+            param=f"metadata.{ROUTE_KEY}",
+        )
     stored = await gw.store.get(body.input_file_id)
     if stored is None or stored.owner != owner:
         raise not_found("file", body.input_file_id)

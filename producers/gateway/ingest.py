@@ -169,6 +169,7 @@ class Ingest:
                 self._unless_stopping(batch_id, lines),
                 batch_id=batch_id,
                 metadata=metadata or None,
+                route=metadata.get("batchyard_route"),
                 completion_window_s=window_s,
                 priority=priority,
                 endpoint=endpoint,
