@@ -34,6 +34,9 @@ AsyncFn = Callable[..., Awaitable[Any]]
 
 #: Messages handed to the loop per wake-up, at most.
 BURST = 64
+#: Longest wait of the feeder on an empty work queue or full slots: how late it sees a stop.
+#: dramatiq waits the worker timeout (1 s), which every `batchyard run` paid at its end (#22).
+IDLE_WAIT_S = 0.1
 
 
 class LoopWorker(dramatiq.Worker):
@@ -103,11 +106,12 @@ class LoopFeeder(WorkerThread):
         self.broker.emit_before("worker_thread_shutdown", self)
 
     def _take(self) -> list[MessageProxy]:
-        """Up to `BURST` messages, one free slot each; waits at most the worker timeout."""
-        if not self.slots.acquire(timeout=self.timeout):
+        """Up to `BURST` messages, one free slot each; waits at most `IDLE_WAIT_S`."""
+        wait = min(self.timeout, IDLE_WAIT_S)
+        if not self.slots.acquire(timeout=wait):
             return []
         try:
-            burst = [self.work_queue.get(timeout=self.timeout).message]
+            burst = [self.work_queue.get(timeout=wait).message]
         except Empty:
             self.slots.release()
             return []
