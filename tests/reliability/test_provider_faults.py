@@ -90,6 +90,8 @@ def test_every_fault_storm_ends_every_request_in_bounded_time(
     server.faults.set_rates({})
     assert all(k.startswith("errored:") for k in report["outage (503 for every call)"])
     assert set(report["429 storm with retry-after"]) <= {"succeeded", "errored:rate_limited"}
-    assert all(k.startswith("errored:") for k in report["slow past timeout_s"])
+    # Timeouts are backpressure: in-flight calls shrink to what answers in time and the rest
+    # wait, so a request may still be waiting (expired) when the window ends.
+    assert all(k.startswith(("errored:", "expired:")) for k in report["slow past timeout_s"])
     assert all(k.startswith("errored:") for k in report["connection refused"])
     figures.add("fault_storms", len(report))
