@@ -186,7 +186,11 @@ class Executor:
                 extra={"batch_id": job.batch_id, "custom_id": job.key},
             )
             return
-        if self.offload is not None and self.offload.handles(job):
+        if (
+            self.offload is not None
+            and self.offload.handles(job)
+            and await self._precheck(job, started) is None  # else ended below, unsent
+        ):
             await self.offload.park(job)  # sent with the endpoint's next vendor batch
             return
         hop = job.current

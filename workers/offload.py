@@ -274,7 +274,14 @@ class Offload:
                 result.timings = Timings(
                     enqueued_at=job.enqueued_at, started_at=job.enqueued_at, finished_at=time.time()
                 )
-                await self.write(job.key, result)
+                if not await self.write(job.key, result):
+                    # Answered meanwhile (e.g. live after a fall back): this answer is dropped,
+                    # but the vendor charged for it.
+                    log.info(
+                        "late vendor answer superseded (cost %s USD)",
+                        cost,
+                        extra={"batch_id": job.batch_id, "custom_id": job.key},
+                    )
                 return
         error = line.error or "batch_failed"
         job.attempts.append(Attempt(endpoint=endpoint, model=model, error=error))

@@ -13,7 +13,7 @@ import pytest
 
 from producers.client import Client
 from providers.fake_server.batch_state import BatchKnobs
-from schemas.config import Price
+from schemas.config import Price, parse_config
 from schemas.result import LLMResult
 from tests.conftest import WorkerPool, openai_line, wait_until
 
@@ -162,3 +162,21 @@ def test_killed_workers_lose_no_vendor_batch(
     assert len(results) == n and all(r.status == "succeeded" for r in results)
     assert sorted(r.custom_id or "" for r in results) == sorted(f"k-{i}" for i in range(n))
     assert live_calls(server) == 0
+
+
+def test_cancelled_batch_is_not_sent_to_the_vendor(
+    redis_url: str,
+    run_workers: Callable[..., WorkerPool],
+    fake_server: Callable[..., Any],
+) -> None:
+    # Given a batch cancelled before any worker ran,
+    server = fake_server()
+    cfg = config(server, "openai")
+    with Client(redis_url, config=parse_config(cfg)) as client:
+        batch_id = client.submit_many([openai_line(f"c-{i}", "x") for i in range(10)]).batch_id
+        client.cancel(batch_id)
+        run_workers(cfg)
+        results = finish(client, batch_id)
+    # its requests end cancelled and none reaches the vendor.
+    assert len(results) == 10 and {r.status for r in results} == {"cancelled"}
+    assert server.batches.batches == {} and live_calls(server) == 0
