@@ -229,10 +229,12 @@ class Offload:
         api = VendorBatchAPI(provider)
         status = await api.status(vendor_id)
         if not status.over:
-            if time.time() >= float(record[b"fallback_at"]) and record[b"state"] == b"open":
+            late = time.time() >= float(record[b"fallback_at"])
+            if record[b"state"] == b"open" and (late or await self._all_cancelled(record)):
                 await api.cancel(vendor_id)
                 await self.redis.hset(self.vb(vendor_id), "state", "cancelling")
-                log.info("vendor batch %s cancelled: out of time", vendor_id)
+                why = "out of time" if late else "its batches were cancelled"
+                log.info("vendor batch %s cancelled: %s", vendor_id, why)
                 status = await api.status(vendor_id)
             if not status.over:
                 return
@@ -246,6 +248,15 @@ class Offload:
             pipe.delete(self.vb(vendor_id))
             await pipe.execute()
         log.info("vendor batch %s collected (%s)", vendor_id, status.status)
+
+    async def _all_cancelled(self, record: dict[bytes | str, bytes | str]) -> bool:
+        """True when every batchyard batch with a request in this vendor batch is cancelled."""
+        ids = {j["batch_id"] for j in orjson.loads(record[b"jobs"])}
+        for batch_id in ids:
+            status = await self.redis.hget(f"{self.ns}:batch:{batch_id}", "status")
+            if status not in (b"cancelling", b"cancelled"):
+                return False
+        return True
 
     async def _settle(
         self,

@@ -180,3 +180,23 @@ def test_cancelled_batch_is_not_sent_to_the_vendor(
     # its requests end cancelled and none reaches the vendor.
     assert len(results) == 10 and {r.status for r in results} == {"cancelled"}
     assert server.batches.batches == {} and live_calls(server) == 0
+
+
+def test_cancel_of_a_batch_cancels_its_open_vendor_batch(
+    redis_url: str,
+    run_workers: Callable[..., WorkerPool],
+    fake_server: Callable[..., Any],
+) -> None:
+    # Given requests waiting in a vendor batch that never finishes,
+    server = fake_server(batches=BatchKnobs(never_finish=True))
+    run_workers(config(server, "openai"))
+    with Client(redis_url) as client:
+        batch_id = client.submit_many([openai_line(f"v-{i}", "x") for i in range(10)]).batch_id
+        wait_until(lambda: len(server.batches.batches) == 1, 30, "a vendor batch")
+        # when the batchyard batch is cancelled,
+        client.cancel(batch_id)
+        results = finish(client, batch_id)
+    # the vendor batch is cancelled too, and nothing runs live.
+    assert server.batches.cancels() == list(server.batches.batches)
+    assert len(results) == 10 and {r.status for r in results} == {"cancelled"}
+    assert live_calls(server) == 0
