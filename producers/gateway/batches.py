@@ -17,7 +17,14 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from redis.typing import EncodableT, FieldT
 
 from producers.gateway.auth import principal
-from producers.gateway.errors import ApiError, bad_request, invalid, json_object, not_found
+from producers.gateway.errors import (
+    ApiError,
+    bad_request,
+    invalid,
+    json_object,
+    list_page,
+    not_found,
+)
 from producers.gateway.state import gateway
 from producers.gateway.views import BatchState, load_batches, text
 from producers.submit import new_batch_id
@@ -152,18 +159,24 @@ def page_limit(request: web.Request, default: str = "20") -> int:
     return int(raw)
 
 
+async def listing_start(request: web.Request, after: str | None) -> tuple[str, int]:
+    """The caller's batch listing key and the rank just past `after` (0 without one)."""
+    gw = gateway(request)
+    listing = gw.gkeys.owner_batches(principal(request).tenant)
+    if not after:
+        return listing, 0
+    rank = await gw.redis.zrevrank(listing, after)
+    if not isinstance(rank, int):
+        raise bad_request(f"Unknown batch id {after!r} in 'after'.", param="after")
+    return listing, rank + 1
+
+
 async def owned_page(
     request: web.Request, after: str | None, limit: int
 ) -> tuple[list[BatchState], bool]:
     """A page of the caller's batches, newest first, and whether older ones follow."""
     gw = gateway(request)
-    listing = gw.gkeys.owner_batches(principal(request).tenant)
-    start = 0
-    if after:
-        rank = await gw.redis.zrevrank(listing, after)
-        if not isinstance(rank, int):
-            raise bad_request(f"Unknown batch id {after!r} in 'after'.", param="after")
-        start = rank + 1
+    listing, start = await listing_start(request, after)
     ids = [text(raw) for raw in await gw.redis.zrevrange(listing, start, start + limit)]
     states = await load_batches(gw.redis, gw.keys, gw.gkeys, ids[:limit])
     gone = [i for i, s in zip(ids, states, strict=False) if s is None]
@@ -177,15 +190,7 @@ async def list_batches(request: web.Request) -> web.Response:
     """The caller's batches, newest first, a page at a time (`after` = last id seen)."""
     states, has_more = await owned_page(request, request.query.get("after"), page_limit(request))
     data = [s.to_openai() for s in states]
-    return web.json_response(
-        {
-            "object": "list",
-            "data": data,
-            "first_id": data[0]["id"] if data else None,
-            "last_id": data[-1]["id"] if data else None,
-            "has_more": has_more,
-        }
-    )
+    return list_page(data, has_more)
 
 
 async def cancel(request: web.Request, batch_id: str) -> BatchState:

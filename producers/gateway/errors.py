@@ -114,3 +114,16 @@ def invalid(exc: ValidationError, prefix: str = "") -> ApiError:
     param = prefix + ".".join(str(p) for p in err["loc"])
     message = err["msg"].removeprefix("Value error, ")
     return bad_request(f"{param}: {message}" if param else message, param=param or None)
+
+
+def list_page(data: list[dict[str, Any]], has_more: bool) -> web.Response:
+    """An OpenAI list object (`files.list`, `batches.list`): a page and how to go on."""
+    return web.json_response(
+        {
+            "object": "list",
+            "data": data,
+            "first_id": data[0]["id"] if data else None,
+            "last_id": data[-1]["id"] if data else None,
+            "has_more": has_more,
+        }
+    )

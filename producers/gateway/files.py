@@ -12,7 +12,7 @@ from aiohttp import BodyPartReader, web
 
 from producers.gateway import outputs
 from producers.gateway.auth import principal
-from producers.gateway.errors import ApiError, bad_request, not_found
+from producers.gateway.errors import ApiError, bad_request, list_page, not_found
 from producers.gateway.limits import too_large
 from producers.gateway.state import Gateway, gateway
 from producers.gateway.storage import Received, StoredFile
@@ -148,15 +148,7 @@ async def list_files(request: web.Request) -> web.Response:
     except ValueError:
         raise bad_request(f"Unknown file id {after!r} in 'after'.", param="after") from None
     data = [f.to_openai() for f in files]
-    return web.json_response(
-        {
-            "object": "list",
-            "data": data,
-            "first_id": data[0]["id"] if data else None,
-            "last_id": data[-1]["id"] if data else None,
-            "has_more": has_more,
-        }
-    )
+    return list_page(data, has_more)
 
 
 @routes.get("/v1/files/{file_id}")

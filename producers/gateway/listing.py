@@ -5,9 +5,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from producers.gateway.auth import principal
-from producers.gateway.batches import owned_page
-from producers.gateway.errors import bad_request
+from producers.gateway.batches import listing_start, owned_page
 from producers.gateway.page_data import ListFilter
 from producers.gateway.state import gateway
 from producers.gateway.views import BatchState, load_batches, text
@@ -28,13 +26,7 @@ async def find_page(
         states, has_more = await owned_page(request, after, limit)
         return states, (states[-1].id if has_more and states else None)
     gw = gateway(request)
-    listing = gw.gkeys.owner_batches(principal(request).tenant)
-    start = 0
-    if after:
-        rank = await gw.redis.zrevrank(listing, after)
-        if not isinstance(rank, int):
-            raise bad_request(f"Unknown batch id {after!r} in 'after'.", param="after")
-        start = rank + 1
+    listing, start = await listing_start(request, after)
     found: list[BatchState] = []
     cursor, last_scanned = start, None
     while len(found) <= limit and cursor - start < MAX_SCANNED:
