@@ -5,13 +5,14 @@ from __future__ import annotations
 import contextlib
 import logging
 import threading
+import time
 import uuid
 
 import redis
 from dramatiq.brokers.redis import RedisBroker
-from dramatiq.common import dq_name
+from dramatiq.common import current_millis, dq_name
 
-from workers.dramatiq_ext.dispatch import Dispatch
+from workers.dramatiq_ext.dispatch import Dispatch, heartbeats_key
 from workers.dramatiq_ext.outage import OUTAGE, is_outage
 
 log = logging.getLogger("batchyard.broker")
@@ -32,6 +33,9 @@ class Heartbeat(threading.Thread):
         self.interval_s = interval_s
         self.stopped = threading.Event()
         self.redis_run_id: str | None = None
+        #: After a Redis restart, no maintenance before this (monotonic s): every live
+        #: worker must first renew the old ids it still holds messages under.
+        self.hold_until = 0.0
         # Read before the consumers' first fetch, so a restart after it is noticed.
         with contextlib.suppress(redis.RedisError):
             self.redis_run_id = self._run_id()
@@ -65,6 +69,7 @@ class Heartbeat(threading.Thread):
             old = self.broker.broker_id
             # dramatiq reads broker_id on every dispatch call, so this takes effect at once.
             self.broker.broker_id = str(uuid.uuid4())
+            self.hold_until = time.monotonic() + self.broker.heartbeat_timeout / 1000
             log.warning(
                 "Redis restarted: worker id %s -> %s; messages fetched before the restart "
                 "and not acked return to their queues after the heartbeat timeout",
@@ -73,13 +78,35 @@ class Heartbeat(threading.Thread):
             )
         self.redis_run_id = run_id
 
+    def held_ids(self) -> set[str]:
+        """Earlier worker ids this process still holds fetched, unacked messages under."""
+        owners: dict[str, dict[str, str]] = getattr(self.broker, "ack_owners", {})
+        ids: set[str] = set()
+        for held in list(owners.values()):  # list(): consumers add and pop as we read
+            ids.update(list(held.values()))
+        ids.discard(self.broker.broker_id)
+        return ids
+
     def beat(self) -> None:
-        """One round: notice a Redis restart, refresh this worker's heartbeat and run
-        maintenance on every queue."""
+        """One round: notice a Redis restart, refresh this worker's heartbeat (and those of
+        earlier ids it still holds messages under) and run maintenance on every queue.
+
+        A restored Redis holds heartbeats as old as the outage: maintenance right away would
+        hand out again the messages live workers fetched before it and still hold, and both
+        copies would be called. So old ids with held messages keep beating until those are
+        acked, and for one heartbeat timeout after a restart no maintenance runs, which gives
+        every live worker the time to renew its own. What an old id held and no longer holds
+        (an ack the crash lost) returns to its queue once that id stops beating."""
         self.check_restart()
+        held = self.held_ids()
+        if held:
+            now = current_millis()
+            beats = heartbeats_key(self.broker.namespace)
+            self.broker.client.zadd(beats, dict.fromkeys(held, now))
+        maintain = time.monotonic() >= self.hold_until
         for queue in sorted(self.broker.get_declared_queues()):
             for name in (queue, dq_name(queue)):
-                self.dispatch.qsize(name, maintain=True)
+                self.dispatch.qsize(name, maintain=maintain)
 
     def stop(self) -> None:
         """Stop after the current round."""
