@@ -85,6 +85,9 @@ class Executor:
             async with self._ready:
                 if self._writer is None:
                     self._open()
+                    self._listener = asyncio.get_running_loop().create_task(
+                        self._listen_for_cancels(), name="cancel listener"
+                    )
         assert self._writer is not None and self._requeuer is not None
         return self._writer, self._requeuer
 
@@ -117,14 +120,12 @@ class Executor:
                 self._redis, self.keys.ns, offloaded, write, requeuer.enqueue, succeeded
             )
 
-    async def start_offload(self) -> None:
-        """Poll this process's share of open vendor batches from boot (they outlive workers)."""
+    async def start(self) -> None:
+        """At boot: connect, listen for cancels, and poll this process's share of open vendor
+        batches (they outlive workers)."""
         await self._start()
         if self.offload is not None:
             self.offload.start()
-        self._listener = asyncio.get_running_loop().create_task(
-            self._listen_for_cancels(), name="cancel listener"
-        )
 
     async def _listen_for_cancels(self) -> None:
         """Learn of every cancel as it happens (pub/sub), so a request of a cancelled batch

@@ -78,10 +78,11 @@ def start(settings: Settings, config: AppConfig, concurrency: int) -> RunningWor
     heartbeat = Heartbeat(broker, settings.maintenance_interval_s)
     worker.start()
     heartbeat.start()
-    if any(cfg.offloaded for cfg in config.endpoints.values()):
-        thread = get_event_loop_thread()
-        if thread is not None:
-            thread.run_coroutine(executor.start_offload())
+    # Connect and subscribe to cancels before the first message (a cancel then stops calls
+    # at once), and start vendor-batch polling where an endpoint offloads.
+    thread = get_event_loop_thread()
+    if thread is not None:
+        thread.run_coroutine(executor.start())
     return RunningWorker(worker, broker, heartbeat)
 
 
