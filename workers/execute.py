@@ -43,7 +43,7 @@ from workers.protocol.dead_letter import DeadLetter
 from workers.protocol.keys import Keys
 from workers.ratelimit import Limiter, MustWait
 from workers.requeue import Requeuer
-from workers.results import ResultWriter
+from workers.results import ResultCheck, ResultWriter
 from workers.structured import wire_request
 from workers.tasks import Review, reviewer
 from workers.tracing import extract, span, trace_enabled, trace_id_of
@@ -78,6 +78,7 @@ class Executor:
         #: Batches cancelled since this process subscribed to `Keys.cancels`.
         self._cancelled: set[str] = set()
         self._listener: asyncio.Task[None] | None = None
+        self._checks: ResultCheck | None = None
 
     async def _start(self) -> tuple[ResultWriter, Requeuer]:
         if self._writer is None or self._requeuer is None:
@@ -249,8 +250,10 @@ class Executor:
 
     async def _has_result(self, job: Job) -> bool:
         """True when (batch, key) already has its result (checked before any call)."""
-        assert self._redis is not None
-        return bool(await self._redis.hexists(self.keys.done(job.batch_id), job.key))
+        if self._checks is None:
+            assert self._redis is not None
+            self._checks = ResultCheck(self._redis, self.keys)
+        return await self._checks.has(job.batch_id, job.key)
 
     def _review(self, job: Job, result: LLMResult) -> Review:
         assert job.task is not None

@@ -56,3 +56,44 @@ class ResultWriter:
             for (_, future), flag in zip(group, stored, strict=True):
                 if not future.done():
                     future.set_result(bool(flag))
+
+
+class ResultCheck:
+    """Whether (batch, key) already has its result, asked before every provider call.
+
+    Checks coalesce like writes: while one pipeline is in flight, the checks made meanwhile
+    wait and go together in the next one, so a busy worker pays one round trip for many
+    messages instead of one each (a round trip per message cost 40% of the 0 ms throughput).
+    """
+
+    def __init__(self, client: aioredis.Redis, keys: Keys) -> None:
+        self.client = client
+        self.keys = keys
+        self._pending: list[tuple[str, str, asyncio.Future[bool]]] = []
+        self._flusher: asyncio.Task[None] | None = None
+
+    async def has(self, batch_id: str, key: str) -> bool:
+        """True when the result of `key` in `batch_id` is stored."""
+        future: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        self._pending.append((batch_id, key, future))
+        if self._flusher is None or self._flusher.done():
+            self._flusher = asyncio.create_task(self._flush())
+        return await future
+
+    async def _flush(self) -> None:
+        while self._pending:
+            group = self._pending[:MAX_PER_CALL]
+            del self._pending[:MAX_PER_CALL]
+            try:
+                async with self.client.pipeline(transaction=False) as pipe:
+                    for batch_id, key, _ in group:
+                        pipe.hexists(self.keys.done(batch_id), key)
+                    found = await pipe.execute()
+            except Exception as exc:  # every waiter must learn about the failure
+                for *_, future in group:
+                    if not future.done():
+                        future.set_exception(exc)
+                continue
+            for (*_, future), flag in zip(group, found, strict=True):
+                if not future.done():
+                    future.set_result(bool(flag))
