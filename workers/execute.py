@@ -133,10 +133,12 @@ class Executor:
         is not sent even when its message was fetched before the cancel. Should the
         subscription drop, the batch status read every `cancel_poll_s` still stops them."""
         assert self._redis is not None
+        lost = False  # said once, not every second of an outage
         while True:
             try:
                 async with self._redis.pubsub(ignore_subscribe_messages=True) as pubsub:
                     await pubsub.subscribe(self.keys.cancels)
+                    lost = False
                     async for message in pubsub.listen():
                         data = message.get("data")
                         if isinstance(data, bytes):
@@ -144,7 +146,9 @@ class Executor:
                                 self._cancelled.clear()
                             self._cancelled.add(data.decode())
             except (redis.RedisError, OSError) as exc:
-                log.warning("cancel subscription lost, resubscribing: %s", exc)
+                if not lost:
+                    log.warning("cancel subscription lost, resubscribing: %s", exc)
+                lost = True
                 await asyncio.sleep(1.0)
 
     def cancelled(self, batch_id: str) -> bool:
