@@ -8,6 +8,7 @@ single round trip carries hundreds, which is where most of a worker's Redis time
 from __future__ import annotations
 
 import asyncio
+from typing import Any, Generic, TypeVar
 
 import redis.asyncio as aioredis
 
@@ -16,84 +17,84 @@ from workers.protocol.keys import Keys
 from workers.protocol.results import ResultItem, write_call
 from workers.protocol.scripts import Lua, register
 
+T = TypeVar("T")
+
 #: Results per script call; bounds the Lua run time (Redis is single-threaded).
 MAX_PER_CALL = 500
 
 
-class ResultWriter:
+class Coalescer(Generic[T]):
+    """Requests made while one Redis call is in flight wait and go together in the next
+    call (at most `MAX_PER_CALL` each); every waiter gets its own answer or the failure."""
+
+    def __init__(self) -> None:
+        self._pending: list[tuple[T, asyncio.Future[bool]]] = []
+        self._flusher: asyncio.Task[None] | None = None
+
+    async def _send(self, items: list[T]) -> list[Any]:
+        raise NotImplementedError
+
+    async def _ask(self, item: T) -> bool:
+        future: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        self._pending.append((item, future))
+        if self._flusher is None or self._flusher.done():
+            self._flusher = asyncio.create_task(self._flush())
+        return await future
+
+    async def _flush(self) -> None:
+        while self._pending:
+            group = self._pending[:MAX_PER_CALL]
+            del self._pending[:MAX_PER_CALL]
+            try:
+                answers = await self._send([item for item, _ in group])
+            except Exception as exc:  # every waiter must learn about the failure
+                for _, future in group:
+                    if not future.done():
+                        future.set_exception(exc)
+                continue
+            for (_, future), flag in zip(group, answers, strict=True):
+                if not future.done():
+                    future.set_result(bool(flag))
+
+
+class ResultWriter(Coalescer[ResultItem]):
     """Exactly-once result storage on top of at-least-once message delivery."""
 
     def __init__(self, client: aioredis.Redis, keys: Keys, ttl_s: int) -> None:
+        super().__init__()
         self.keys = keys
         self.ttl_s = ttl_s
         self._script = register(client, Lua.WRITE_RESULTS)
-        self._pending: list[tuple[ResultItem, asyncio.Future[bool]]] = []
-        self._flusher: asyncio.Task[None] | None = None
 
     async def write(self, key: str, result: LLMResult, dead: bytes = b"") -> bool:
         """Store `result` unless one exists for (batch, key); True when this call stored it.
 
         `dead` is the dead-letter record kept for a failed request, so it can be re-run.
         """
-        future: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
-        self._pending.append(((key, result, False, dead), future))
-        if self._flusher is None or self._flusher.done():
-            self._flusher = asyncio.create_task(self._flush())
-        return await future
+        return await self._ask((key, result, False, dead))
 
-    async def _flush(self) -> None:
-        while self._pending:
-            group = self._pending[:MAX_PER_CALL]
-            del self._pending[:MAX_PER_CALL]
-            items = [item for item, _ in group]
-            try:
-                stored = await self._script(**write_call(self.keys, self.ttl_s, items))
-            except Exception as exc:  # every waiter must learn about the failure
-                for _, future in group:
-                    if not future.done():
-                        future.set_exception(exc)
-                continue
-            for (_, future), flag in zip(group, stored, strict=True):
-                if not future.done():
-                    future.set_result(bool(flag))
+    async def _send(self, items: list[ResultItem]) -> list[Any]:
+        return list(await self._script(**write_call(self.keys, self.ttl_s, items)))
 
 
-class ResultCheck:
+class ResultCheck(Coalescer[tuple[str, str]]):
     """Whether (batch, key) already has its result, asked before every provider call.
 
-    Checks coalesce like writes: while one pipeline is in flight, the checks made meanwhile
-    wait and go together in the next one, so a busy worker pays one round trip for many
-    messages instead of one each (a round trip per message cost 40% of the 0 ms throughput).
+    Checks coalesce like writes, so a busy worker pays one round trip for many messages
+    instead of one each (a round trip per message cost 40% of the 0 ms throughput).
     """
 
     def __init__(self, client: aioredis.Redis, keys: Keys) -> None:
+        super().__init__()
         self.client = client
         self.keys = keys
-        self._pending: list[tuple[str, str, asyncio.Future[bool]]] = []
-        self._flusher: asyncio.Task[None] | None = None
 
     async def has(self, batch_id: str, key: str) -> bool:
         """True when the result of `key` in `batch_id` is stored."""
-        future: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
-        self._pending.append((batch_id, key, future))
-        if self._flusher is None or self._flusher.done():
-            self._flusher = asyncio.create_task(self._flush())
-        return await future
+        return await self._ask((batch_id, key))
 
-    async def _flush(self) -> None:
-        while self._pending:
-            group = self._pending[:MAX_PER_CALL]
-            del self._pending[:MAX_PER_CALL]
-            try:
-                async with self.client.pipeline(transaction=False) as pipe:
-                    for batch_id, key, _ in group:
-                        pipe.hexists(self.keys.done(batch_id), key)
-                    found = await pipe.execute()
-            except Exception as exc:  # every waiter must learn about the failure
-                for *_, future in group:
-                    if not future.done():
-                        future.set_exception(exc)
-                continue
-            for (*_, future), flag in zip(group, found, strict=True):
-                if not future.done():
-                    future.set_result(bool(flag))
+    async def _send(self, items: list[tuple[str, str]]) -> list[Any]:
+        async with self.client.pipeline(transaction=False) as pipe:
+            for batch_id, key in items:
+                pipe.hexists(self.keys.done(batch_id), key)
+            return list(await pipe.execute())
