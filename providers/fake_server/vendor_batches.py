@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import secrets
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import orjson
@@ -37,6 +37,8 @@ from providers.fake_server.batch_state import (
 from providers.fake_server.faults import Fault
 from providers.fake_server.openai_wire import OpenAIWire
 from providers.fake_server.wire import BadRequest, Reply, Wire
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 #: OpenAI: the only completion window the Batch API accepts.
 WINDOWS = {"24h": 86_400.0}
@@ -68,11 +70,11 @@ class VendorBatches:
         r.add_get("/v1/files/{id}", self._file)
         r.add_get("/v1/files/{id}/content", self._file_content)
         r.add_post("/v1/batches", self._openai_create)
-        r.add_get("/v1/batches/{id}", self._openai_get)
-        r.add_post("/v1/batches/{id}/cancel", self._openai_cancel)
+        r.add_get("/v1/batches/{id}", self._get("openai"))
+        r.add_post("/v1/batches/{id}/cancel", self._cancel("openai"))
         r.add_post("/v1/messages/batches", self._anthropic_create)
-        r.add_get("/v1/messages/batches/{id}", self._anthropic_get)
-        r.add_post("/v1/messages/batches/{id}/cancel", self._anthropic_cancel)
+        r.add_get("/v1/messages/batches/{id}", self._get("anthropic"))
+        r.add_post("/v1/messages/batches/{id}/cancel", self._cancel("anthropic"))
         r.add_get("/v1/messages/batches/{id}/results", self._anthropic_results)
 
     # -- shared ------------------------------------------------------------------------------
@@ -84,11 +86,50 @@ class VendorBatches:
         return None
 
     def _batch(self, request: web.Request, vendor: str) -> VendorBatch | web.Response:
+        """The vendor's batch the path names, once the key is checked; else the error reply."""
+        wire = self.openai if vendor == "openai" else self.anthropic
+        denied = self._guard(request, wire)
+        if denied is not None:
+            return denied
         batch = self.batches.get(request.match_info["id"])
         if batch is None or batch.vendor != vendor:
-            wire = self.openai if vendor == "openai" else self.anthropic
             return _reply(wire.error("not_found", None, Fault(kind="not_found")))
         return batch
+
+    def _object(self, request: web.Request, batch: VendorBatch, now: float) -> dict[str, Any]:
+        """The batch object in its vendor's shape, settled as of `now`."""
+        if batch.vendor == "openai":
+            return self._openai_object(batch, now)
+        return self._anthropic_object(request, batch, now)
+
+    def _get(self, vendor: str) -> Handler:
+        """GET one batch of `vendor`."""
+
+        async def get(request: web.Request) -> web.StreamResponse:
+            batch = self._batch(request, vendor)
+            if isinstance(batch, web.Response):
+                return batch
+            return web.json_response(self._object(request, batch, time.time()))
+
+        return get
+
+    def _cancel(self, vendor: str) -> Handler:
+        """Cancel one batch of `vendor`: OpenAI refuses an ended batch, Anthropic ignores it."""
+
+        async def cancel(request: web.Request) -> web.StreamResponse:
+            batch = self._batch(request, vendor)
+            if isinstance(batch, web.Response):
+                return batch
+            now = time.time()
+            self._advance(batch, now)
+            if batch.ended is not None and vendor == "openai":
+                why = f"Cannot cancel a batch with status '{batch.ended}'."
+                return _reply(self.openai.bad_request(why))
+            if batch.ended is None and batch.cancel_at is None:
+                batch.cancel_at = now
+            return web.json_response(self._object(request, batch, now))
+
+        return cancel
 
     def _advance(self, batch: VendorBatch, now: float) -> None:
         """Settle a batch whose time has come: done, cancelled or expired."""
@@ -193,23 +234,27 @@ class VendorBatches:
         file_id = self._store(data, "batch", upload.filename or "input.jsonl")
         return web.json_response(self._file_object(file_id))
 
-    async def _file(self, request: web.Request) -> web.StreamResponse:
+    def _file_id(self, request: web.Request) -> str | web.Response:
+        """The stored file the path names, once the key is checked; else the error reply."""
         denied = self._guard(request, self.openai)
         if denied is not None:
             return denied
         file_id = request.match_info["id"]
         if file_id not in self.files:
             return _reply(self.openai.error("not_found", None, Fault(kind="not_found")))
+        return file_id
+
+    async def _file(self, request: web.Request) -> web.StreamResponse:
+        file_id = self._file_id(request)
+        if isinstance(file_id, web.Response):
+            return file_id
         return web.json_response(self._file_object(file_id))
 
     async def _file_content(self, request: web.Request) -> web.StreamResponse:
-        denied = self._guard(request, self.openai)
-        if denied is not None:
-            return denied
-        found = self.files.get(request.match_info["id"])
-        if found is None:
-            return _reply(self.openai.error("not_found", None, Fault(kind="not_found")))
-        return web.Response(body=found[0], content_type="application/octet-stream")
+        file_id = self._file_id(request)
+        if isinstance(file_id, web.Response):
+            return file_id
+        return web.Response(body=self.files[file_id][0], content_type="application/octet-stream")
 
     # -- OpenAI Batches ------------------------------------------------------------------------
 
@@ -285,31 +330,6 @@ class VendorBatches:
             "metadata": batch.metadata,
         }
 
-    async def _openai_get(self, request: web.Request) -> web.StreamResponse:
-        denied = self._guard(request, self.openai)
-        if denied is not None:
-            return denied
-        batch = self._batch(request, "openai")
-        if isinstance(batch, web.Response):
-            return batch
-        return web.json_response(self._openai_object(batch, time.time()))
-
-    async def _openai_cancel(self, request: web.Request) -> web.StreamResponse:
-        denied = self._guard(request, self.openai)
-        if denied is not None:
-            return denied
-        batch = self._batch(request, "openai")
-        if isinstance(batch, web.Response):
-            return batch
-        now = time.time()
-        self._advance(batch, now)
-        if batch.ended is not None:
-            why = f"Cannot cancel a batch with status '{batch.ended}'."
-            return _reply(self.openai.bad_request(why))
-        if batch.cancel_at is None:
-            batch.cancel_at = now
-        return web.json_response(self._openai_object(batch, now))
-
     # -- Anthropic Message Batches -------------------------------------------------------------
 
     async def _anthropic_create(self, request: web.Request) -> web.StreamResponse:
@@ -373,32 +393,7 @@ class VendorBatches:
             ),
         }
 
-    async def _anthropic_get(self, request: web.Request) -> web.StreamResponse:
-        denied = self._guard(request, self.anthropic)
-        if denied is not None:
-            return denied
-        batch = self._batch(request, "anthropic")
-        if isinstance(batch, web.Response):
-            return batch
-        return web.json_response(self._anthropic_object(request, batch, time.time()))
-
-    async def _anthropic_cancel(self, request: web.Request) -> web.StreamResponse:
-        denied = self._guard(request, self.anthropic)
-        if denied is not None:
-            return denied
-        batch = self._batch(request, "anthropic")
-        if isinstance(batch, web.Response):
-            return batch
-        now = time.time()
-        self._advance(batch, now)
-        if batch.ended is None and batch.cancel_at is None:
-            batch.cancel_at = now
-        return web.json_response(self._anthropic_object(request, batch, now))
-
     async def _anthropic_results(self, request: web.Request) -> web.StreamResponse:
-        denied = self._guard(request, self.anthropic)
-        if denied is not None:
-            return denied
         batch = self._batch(request, "anthropic")
         if isinstance(batch, web.Response):
             return batch
