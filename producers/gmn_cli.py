@@ -23,6 +23,7 @@ from producers import gmn
 from producers.client import Client
 from producers.console import err, out, user_errors
 from producers.run import RunFailed, local_workers
+from producers.structured_report import errors_table, pct, rate, round_rows, rounds_table
 from schemas.config import DEFAULT_CONFIG, load_config, parse_config
 from schemas.gmn import ValidationReport, validate_gmn, validate_reply
 from schemas.gmn.copies import COPY_CODE, StructureIndex
@@ -119,11 +120,11 @@ def generate(
         report = write_outcomes(client, batch_id, output, local.supervisor, timeout, err)
     summary = report.to_dict()
     rounds_text = ", ".join(
-        f"round {r['round']} {_pct(r['valid_after_round'])}" for r in summary["by_round"]
+        f"round {r['round']} {pct(r['valid_after_round'])}" for r in summary["by_round"]
     )
     out.print(
         f"{batch_id}: {report.valid} of {report.prompts} prompts valid "
-        f"({_pct(summary['validity'])} of {report.sent} sent; {summary['distinct_valid']} "
+        f"({pct(summary['validity'])} of {report.sent} sent; {summary['distinct_valid']} "
         f"distinct, {summary['copies']} copies of the example), {report.rejected} rejected "
         f"line(s), {report.call_failed} failed call(s) in {time.monotonic() - started:.1f}s\n"
         f"valid after {rounds_text or '-'}\noutput: {output}",
@@ -266,24 +267,15 @@ class GMNReport:
 
     def to_dict(self, top: int = 10) -> dict[str, Any]:
         """The report as JSON-ready data (what `batchyard gmn report --json` prints)."""
-        rounds, cumulative = [], 0
-        for r in sorted(self.answers):
-            cumulative += self.valid_answers[r]
-            rounds.append(
-                {
-                    "round": r,
-                    "answers": self.answers[r],
-                    "valid_answers": self.valid_answers[r],
-                    "answer_validity": _rate(self.valid_answers[r], self.answers[r]),
-                    "valid_after_round": _rate(cumulative, self.sent),
-                    "distinct_valid_after_round": _rate(self.structures.distinct_by(r), self.sent),
-                }
-            )
+        rounds = round_rows(self.answers, self.valid_answers, self.sent)
+        for row in rounds:
+            distinct = self.structures.distinct_by(row["round"])
+            row["distinct_valid_after_round"] = rate(distinct, self.sent)
         strategies = {
             name: {
                 "rounds": self.strategy_rounds[name],
                 "fixed": self.strategy_fixed[name],
-                "fix_rate": _rate(self.strategy_fixed[name], self.strategy_rounds[name]),
+                "fix_rate": rate(self.strategy_fixed[name], self.strategy_rounds[name]),
             }
             for name in STRATEGIES
             if self.strategy_rounds[name]
@@ -293,7 +285,7 @@ class GMNReport:
                 "prompts": c["prompts"],
                 "rejected": c["rejected"],
                 "valid": c["valid"],
-                "validity": _rate(c["valid"], c["sent"]),
+                "validity": rate(c["valid"], c["sent"]),
             }
             for name, c in sorted(self.by_agent.items())
         }
@@ -303,7 +295,7 @@ class GMNReport:
             "sent": self.sent,
             "call_failed": self.call_failed,
             "valid": self.valid,
-            "validity": _rate(self.valid, self.sent),
+            "validity": rate(self.valid, self.sent),
             "distinct_valid": self.structures.distinct,
             "copies": self.copies,
             "valid_if_copies_counted": self.valid + self.only_copies,
@@ -314,10 +306,6 @@ class GMNReport:
             "violations_all_rounds": dict(self.violations.most_common(top)),
             "violations_final": dict(self.final_violations.most_common(top)),
         }
-
-
-def _rate(count: int, total: int) -> float | None:
-    return round(count / total, 4) if total else None
 
 
 @gmn_app.command()
@@ -343,43 +331,25 @@ def render_report(console: Console, data: dict[str, Any]) -> None:
     console.print(
         f"{data['prompts']} prompts: {data['sent']} sent, {data['rejected']} rejected, "
         f"{data['call_failed']} failed calls; {data['valid']} valid "
-        f"({_pct(data['validity'])} of sent), {data['distinct_valid']} distinct valid, "
+        f"({pct(data['validity'])} of sent), {data['distinct_valid']} distinct valid, "
         f"{data['copies']} copies of the example; {data['tokens']:,} tokens",
         highlight=False,
     )
     agents = Table("agent_type", "prompts", "rejected", "valid", "validity", title="by agent type")
     for name, row in data["by_agent_type"].items():
         agents.add_row(
-            name, *(str(row[k]) for k in ("prompts", "rejected", "valid")), _pct(row["validity"])
+            name, *(str(row[k]) for k in ("prompts", "rejected", "valid")), pct(row["validity"])
         )
-    rounds = Table(
-        "round",
-        "answers",
-        "valid answers",
-        "answer validity",
-        "valid after round",
-        "distinct valid after round",
-        title="by round",
-    )
-    for row in data["by_round"]:
-        rounds.add_row(
-            str(row["round"]),
-            str(row["answers"]),
-            str(row["valid_answers"]),
-            _pct(row["answer_validity"]),
-            _pct(row["valid_after_round"]),
-            _pct(row["distinct_valid_after_round"]),
-        )
+    rounds = rounds_table(data["by_round"], "distinct_valid_after_round")
     strategies = Table("strategy", "rounds", "fixed", "fix rate", title="by strategy")
     for name, row in data["by_strategy"].items():
-        strategies.add_row(name, str(row["rounds"]), str(row["fixed"]), _pct(row["fix_rate"]))
-    rules = Table("rule", "answers (all rounds)", "final documents", title="rule violations")
-    final = data["violations_final"]
-    for code, count in data["violations_all_rounds"].items():
-        rules.add_row(code, str(count), str(final.get(code, 0)))
+        strategies.add_row(name, str(row["rounds"]), str(row["fixed"]), pct(row["fix_rate"]))
+    rules = errors_table(
+        data["violations_all_rounds"],
+        data["violations_final"],
+        "rule",
+        "final documents",
+        "rule violations",
+    )
     for table in (agents, rounds, strategies, rules):
         console.print(table)
-
-
-def _pct(value: object) -> str:
-    return f"{value:.1%}" if isinstance(value, float | int) else "-"

@@ -55,18 +55,7 @@ class StructuredReport:
     def to_dict(self, top: int = 10) -> dict[str, Any]:
         """The report as JSON-ready data (what `batchyard report --json` prints)."""
         sent = self.structured
-        rounds, cumulative = [], 0
-        for r in sorted(self.answers):
-            cumulative += self.valid_answers[r]
-            rounds.append(
-                {
-                    "round": r,
-                    "answers": self.answers[r],
-                    "valid_answers": self.valid_answers[r],
-                    "answer_validity": _rate(self.valid_answers[r], self.answers[r]),
-                    "valid_after_round": _rate(cumulative, sent),
-                }
-            )
+        rounds = round_rows(self.answers, self.valid_answers, sent)
         cost = round(self.cost_usd, 6) if self.priced else None
         return {
             "requests": self.requests,
@@ -74,7 +63,7 @@ class StructuredReport:
             "structured": sent,
             "call_failed": self.call_failed,
             "valid": self.valid,
-            "validity": _rate(self.valid, sent),
+            "validity": rate(self.valid, sent),
             "tokens": self.tokens,
             "cost_usd": cost,
             "tokens_per_valid": round(self.tokens / self.valid, 1) if self.valid else None,
@@ -116,7 +105,25 @@ def _rounds(
     return None
 
 
-def _rate(count: int, total: int) -> float | None:
+def round_rows(answers: Counter[int], valid: Counter[int], sent: int) -> list[dict[str, Any]]:
+    """Per round: answers, valid answers, their share, and the share of `sent` valid so far."""
+    rows, cumulative = [], 0
+    for r in sorted(answers):
+        cumulative += valid[r]
+        rows.append(
+            {
+                "round": r,
+                "answers": answers[r],
+                "valid_answers": valid[r],
+                "answer_validity": rate(valid[r], answers[r]),
+                "valid_after_round": rate(cumulative, sent),
+            }
+        )
+    return rows
+
+
+def rate(count: int, total: int) -> float | None:
+    """count / total to four places; None when total is 0."""
     return round(count / total, 4) if total else None
 
 
@@ -127,37 +134,56 @@ def render(console: Console, data: dict[str, Any]) -> None:
     console.print(
         f"{data['requests']} requests: {data['structured']} structured "
         f"({data['plain']} plain), {data['call_failed']} failed calls; {data['valid']} valid "
-        f"({_pct(data['validity'])}); {data['tokens']:,} tokens "
+        f"({pct(data['validity'])}); {data['tokens']:,} tokens "
         f"({data['tokens_per_valid'] or '-'} per valid answer); cost "
         f"{'-' if cost is None else f'${cost:.4f}'} "
         f"({'-' if per_valid is None else f'${per_valid:.6f}'} per valid answer)",
         highlight=False,
         markup=False,
     )
-    rounds = Table(
-        "round",
-        "answers",
-        "valid answers",
-        "answer validity",
-        "valid after round",
-        title="by round",
+    rounds = rounds_table(data["by_round"])
+    errors = errors_table(
+        data["errors_all_rounds"],
+        data["errors_final"],
+        "error",
+        "final answers",
+        "most frequent errors",
     )
-    for row in data["by_round"]:
-        rounds.add_row(
-            str(row["round"]),
-            str(row["answers"]),
-            str(row["valid_answers"]),
-            _pct(row["answer_validity"]),
-            _pct(row["valid_after_round"]),
-        )
-    errors = Table("error", "answers (all rounds)", "final answers", title="most frequent errors")
-    final = data["errors_final"]
-    for key, count in data["errors_all_rounds"].items():
-        # Plain text: pointers come from model answers, not rich markup.
-        errors.add_row(key, str(count), str(final.get(key, 0)))
     for table in (rounds, errors):
         console.print(table)
 
 
-def _pct(value: object) -> str:
+def rounds_table(rows: list[dict[str, Any]], *shares: str) -> Table:
+    """The by-round table: answers, valid answers and the validity shares, then `shares`."""
+    columns = ("answer_validity", "valid_after_round", *shares)
+    table = Table(
+        "round",
+        "answers",
+        "valid answers",
+        *(c.replace("_", " ") for c in columns),
+        title="by round",
+    )
+    for row in rows:
+        table.add_row(
+            str(row["round"]),
+            str(row["answers"]),
+            str(row["valid_answers"]),
+            *(pct(row[c]) for c in columns),
+        )
+    return table
+
+
+def errors_table(
+    all_rounds: dict[str, int], final: dict[str, int], key: str, final_label: str, title: str
+) -> Table:
+    """Each error (or rule) key: the answers with it over all rounds, and the final ones."""
+    table = Table(key, "answers (all rounds)", final_label, title=title)
+    for name, count in all_rounds.items():
+        # Plain text: keys may quote model answers, not rich markup.
+        table.add_row(name, str(count), str(final.get(name, 0)))
+    return table
+
+
+def pct(value: object) -> str:
+    """A share as a percentage; "-" where there is none."""
     return f"{value:.1%}" if isinstance(value, float | int) else "-"
