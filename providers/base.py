@@ -9,6 +9,7 @@ import aiohttp
 from pydantic import BaseModel, ConfigDict, Field
 
 from providers.errors import Unsupported
+from providers.headers import RateLimits
 from schemas.config import EndpointConfig
 from schemas.features import Feature, needs
 from schemas.request import EndpointKind, LLMRequest
@@ -71,18 +72,6 @@ class ProviderConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
-class AnnouncedLimits(BaseModel):
-    """Per-minute limits a provider states in its response headers, what is left of them and
-    the seconds until they are full again (`providers.headers.RateLimits`)."""
-
-    limit_requests: int | None = None
-    limit_tokens: int | None = None
-    remaining_requests: int | None = None
-    remaining_tokens: int | None = None
-    reset_requests_s: float | None = None
-    reset_tokens_s: float | None = None
-
-
 class ProviderResponse(BaseModel):
     """A successful answer: the fields batchyard reads itself, and the provider's body."""
 
@@ -96,8 +85,8 @@ class ProviderResponse(BaseModel):
     #: The provider's response body as received, in the request's own format: verbatim from
     #: an endpoint of the request's vendor, translated back from any other.
     body: dict[str, Any] | None = None
-    #: Limits the provider announced (x-ratelimit-limit-*), learned by the rate limiter.
-    rate_limits: AnnouncedLimits | None = None
+    #: Limits the provider announced (x-ratelimit-*), learned by the rate limiter.
+    rate_limits: RateLimits | None = None
 
 
 class HealthStatus(BaseModel):

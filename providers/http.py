@@ -16,7 +16,7 @@ from multidict import CIMultiDictProxy
 from pydantic import AfterValidator, BaseModel, Field, SecretStr, ValidationError
 from yarl import URL
 
-from providers.base import AnnouncedLimits, HealthStatus, Provider, ProviderConfig
+from providers.base import HealthStatus, Provider, ProviderConfig
 from providers.errors import (
     AuthError,
     ContextTooLong,
@@ -29,7 +29,7 @@ from providers.errors import (
     ServerError,
     Timeout,
 )
-from providers.headers import rate_limits, retry_after_s
+from providers.headers import RateLimits, rate_limits, retry_after_s
 
 #: Sent with every call so fake servers, gateways and logs can tie a call to its request.
 CUSTOM_ID_HEADER = "x-batchyard-custom-id"
@@ -269,19 +269,13 @@ class HTTPProvider(Provider):
                 resp = HTTPResponse(raw.status, raw.headers, await raw.read())
         return resp
 
-    def announced(self, resp: HTTPResponse) -> AnnouncedLimits | None:
-        """The RPM/TPM a response's headers state, for ProviderResponse.rate_limits."""
+    def announced(self, resp: HTTPResponse) -> RateLimits | None:
+        """The limits a response's headers state, for ProviderResponse.rate_limits; None
+        unless they state an RPM or a TPM."""
         limits = rate_limits(resp.headers)
         if limits.limit_requests is None and limits.limit_tokens is None:
             return None
-        return AnnouncedLimits(
-            limit_requests=limits.limit_requests,
-            limit_tokens=limits.limit_tokens,
-            remaining_requests=limits.remaining_requests,
-            remaining_tokens=limits.remaining_tokens,
-            reset_requests_s=limits.reset_requests_s,
-            reset_tokens_s=limits.reset_tokens_s,
-        )
+        return limits
 
     async def probe(self, path: str, headers: dict[str, str]) -> HealthStatus:
         """A health check: GET a cheap listing and report status and latency."""

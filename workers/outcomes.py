@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from providers.base import AnnouncedLimits, Provider, ProviderResponse
+from providers.base import Provider, ProviderResponse
 from providers.errors import ProviderError
 from providers.headers import RateLimits
 from schemas.config import Price
@@ -64,7 +64,7 @@ Observed = tuple[float, float, float, float, float, float]
 NOTHING_OBSERVED: Observed = (-1, -1, -1, -1, -1, -1)
 
 
-def observed(limits: AnnouncedLimits | RateLimits | None) -> Observed:
+def observed(limits: RateLimits | None) -> Observed:
     """What an answer's headers say of the provider's buckets, for the shared limiter."""
     if limits is None:
         return NOTHING_OBSERVED
