@@ -1,7 +1,8 @@
 """Bulk GMN generation: prompt lines in, one validated document (or its errors) out per line.
 
-Each line becomes a first-round request with its own `gmn` task; the worker-side reviewer
-(`workers.gmn_review`) validates every answer and queues refinement rounds. This module
+Each line becomes a first-round request with its own structured task, validator `gmn`: the
+generic reviewer (`workers.structured`, with GMN's checks from `workers.gmn_review`) validates
+every answer and queues refinement rounds. This module
 submits those batches and turns finished results into output lines; the single-prompt API
 (`generate_gmn`, `refine_gmn`) is a one-line batch. Reports: `producers.gmn_cli.GMNReport`.
 """
@@ -40,9 +41,11 @@ from schemas.gmn.prompts import (
     token_counts,
 )
 from schemas.gmn.rounds import first_round
+from schemas.gmn.task import check_data, new_state, task_state, verdicts
 from schemas.job import Task
 from schemas.request import LLMRequest, RouteHop
 from schemas.result import LLMResult, Usage
+from schemas.structured import TASK_KIND, TaskState, summed
 from workers.protocol.batch_record import new_record
 from workers.protocol.dead_letter import DeadLetter
 from workers.protocol.lanes import Priority
@@ -64,6 +67,9 @@ class GMNOptions(TypedDict, total=False):
     example: ExampleChoice
     #: Context window to fit every round into; default: the route's `max_context_tokens`.
     context_tokens: int | None
+    #: Best-of-k: answers drawn in the first round (`n` where the endpoint takes it, else
+    #: up to k calls), the first valid one kept; default 1.
+    candidates: int
 
 
 class BatchOptions(GMNOptions, total=False):
@@ -142,7 +148,8 @@ class GMNChunkBuilder(ChunkBuilder):
             except LineError as err:
                 chunk.errors.append(self.line_error(err, _peek_agent_type(item)))
                 continue
-            task = Task(kind="gmn", max_rounds=self.rounds, data=_dump(job.data))
+            state = new_state(job.data, self.options.get("candidates", 1))
+            task = Task(kind=TASK_KIND, max_rounds=self.rounds, data=_dump(state))
             cid = job.request.custom_id
             self.append(chunk, f"{prefix}{n:08x}", cid, job.request, now, self.envelopes.task(task))
             chunk.enqueued_lines.append(number)
@@ -184,8 +191,8 @@ def context_limit(config: AppConfig, route: list[RouteHop]) -> int | None:
     return min(limits) if limits else None
 
 
-def _dump(data: GMNTaskData) -> dict[str, Any]:
-    return data.model_dump(mode="json", exclude_defaults=True)
+def _dump(state: TaskState) -> dict[str, Any]:
+    return state.model_dump(mode="json", exclude_defaults=True)
 
 
 def _peek_agent_type(item: Any) -> str | None:
@@ -238,17 +245,18 @@ def outcome(result: LLMResult, dead_letter: bytes | str | None = None) -> GMNOut
         record = GMNRecord.model_validate(raw)
     else:  # the call itself failed (provider error, expired, cancelled): no verdict
         task = DeadLetter.parse(dead_letter).task if dead_letter else None
-        data = GMNTaskData.model_validate(task.data if task else {})
+        state = task_state(task.data) if task else None
+        usage, cost = summed(state.history) if state else (Usage(), None)
         message = result.error.message if result.error else result.status
         code = result.error.code if result.error else result.status
         record = GMNRecord(
             valid=False,
             errors=[GMNError(code=code, path="$", message=message)],
             rounds=task.round if task else 0,
-            agent_type=data.agent_type if task else None,
-            tokens=token_counts(data.usage),
-            cost_usd=data.cost_usd,
-            history=data.history,
+            agent_type=check_data(state.options).agent_type if state else None,
+            tokens=token_counts(usage),
+            cost_usd=cost,
+            history=verdicts(state.history) if state else [],
         )
     fields = record.model_dump()
     fields["cost"] = fields.pop("cost_usd")

@@ -37,6 +37,10 @@ class StructuredDefaults(BaseModel):
     #: Whether the endpoint honours a JSON Schema on the wire (constrained decoding); None:
     #: what its adapter declares (`Capabilities.strict_schema`).
     constrained: bool | None = None
+    #: Whether the endpoint returns several answers for one chat call (`n`); None: what its
+    #: adapter declares (`Capabilities.n_choices`). llama.cpp's server answers `n > 1` with an
+    #: error, so best-of-k there is k separate calls.
+    n_choices: bool | None = None
 
 
 class Issue(BaseModel):
@@ -59,6 +63,17 @@ class Verdict(BaseModel):
     errors: list[Issue] = Field(default_factory=list)
     #: The parsed answer, when it parsed.
     value: Any = None
+    #: The answer was cut off by the output limit: the next round says so (and may get more
+    #: room) instead of listing the fragment's errors.
+    truncated: bool = False
+    #: The validator's own reading of the answer, for its feedback and record in the same
+    #: review (never stored).
+    native: Any = Field(default=None, exclude=True)
+
+    @property
+    def codes(self) -> list[str]:
+        """Distinct error codes, in order."""
+        return list(dict.fromkeys(e.code or "" for e in self.errors))
 
 
 class RoundRecord(BaseModel):
@@ -69,6 +84,10 @@ class RoundRecord(BaseModel):
     round: int
     valid: bool
     errors: list[Issue] = Field(default_factory=list)
+    #: Distinct error codes, in order (what the strategy switch compares between rounds).
+    codes: list[str] = Field(default_factory=list)
+    #: How this round's request was made (`schemas.refine.strategy.STRATEGIES`).
+    strategy: str | None = None
     answer: str | None = None
     #: Answers the round drew (best-of-k); `answer` is the first valid one, else the first.
     candidates: int = 1
@@ -86,8 +105,14 @@ class TaskState(BaseModel):
     options: dict[str, Any] = Field(default_factory=dict)
     #: How many of the request's messages are the user's own turns (refine turns follow).
     turns: int = 0
+    #: Length of the text of the last own (user) turn, so notes added to it can be dropped.
+    prompt_chars: int | None = Field(default=None, ge=0)
+    #: The context window to fit every round into (the route's smallest), when known.
+    context_tokens: int | None = Field(default=None, ge=1)
     #: Answers asked for in the first round (best-of-k).
     candidates: int = 1
+    #: Strategy of the round being answered; the reviewer sets the next one.
+    strategy: str = "first"
     history: list[RoundRecord] = Field(default_factory=list)
 
 
@@ -102,3 +127,15 @@ class StructuredRecord(BaseModel):
     rounds: int
     value: Any = None
     history: list[RoundRecord] = Field(default_factory=list)
+
+
+def summed(history: list[RoundRecord]) -> tuple[Usage, float | None]:
+    """Usage and cost over every round; cost None when no round had a price."""
+    usage = Usage(
+        input_tokens=sum(r.usage.input_tokens for r in history),
+        output_tokens=sum(r.usage.output_tokens for r in history),
+        cached_tokens=sum(r.usage.cached_tokens for r in history),
+        reasoning_tokens=sum(r.usage.reasoning_tokens for r in history),
+    )
+    costs = [r.cost_usd for r in history if r.cost_usd is not None]
+    return usage, (sum(costs) if costs else None)

@@ -44,7 +44,7 @@ from workers.protocol.keys import Keys
 from workers.ratelimit import Limiter, MustWait
 from workers.requeue import Requeuer
 from workers.results import ResultCheck, ResultWriter
-from workers.structured import wire_request
+from workers.structured import prepare
 from workers.tasks import Review, reviewer
 from workers.tracing import extract, span, trace_enabled, trace_id_of
 
@@ -229,7 +229,9 @@ class Executor:
         if job.task is not None and result.status == "succeeded":
             review = self._review(job, result)
             if review.next_request is not None:
-                nxt = self._next_round(job, review.next_request, review.rotate_route)
+                nxt = self._next_round(
+                    job, review.next_request, review.rotate_route, review.same_round
+                )
                 await requeuer.enqueue(nxt)
                 log.debug(
                     "job queued for task round %d",
@@ -272,10 +274,10 @@ class Executor:
         return review(job, result)
 
     @staticmethod
-    def _next_round(job: Job, request: LLMRequest, rotate: int = 0) -> Job:
+    def _next_round(job: Job, request: LLMRequest, rotate: int = 0, same: bool = False) -> Job:
         """A follow-up round is a normal job: first hop (of a rotated route), fresh attempts."""
         assert job.task is not None
-        task = job.task.model_copy(update={"round": job.task.round + 1})
+        task = job.task.model_copy(update={"round": job.task.round + (0 if same else 1)})
         shift = rotate % len(job.route)
         route = job.route[shift:] + job.route[:shift]
         update = {"request": request, "route": route, "hop": 0, "attempts": [], "task": task}
@@ -293,14 +295,7 @@ class Executor:
             return self._final(job, "errored", ErrorInfo(code="unknown_endpoint", message=message))
         req, cfg = job.request, provider.settings
         if job.task is not None and job.task.kind == STRUCTURED:
-            caps = provider.capabilities
-            strict = cfg.structured.constrained
-            req = wire_request(
-                req, caps.strict_schema if strict is None else strict, caps.json_mode
-            )
-            k = job.task.data.get("candidates", 1)
-            if job.task.round == 1 and caps.n_choices and isinstance(k, int) and k > 1:
-                req = req.with_body(n=k)
+            req = prepare(req, job.task, cfg, provider.capabilities)
         tier = hop.tier or req.tier
         rule = self.config.tier_rule
         if tier is None and rule is not None and not (hop.model or req.model):

@@ -1,62 +1,88 @@
 """The `structured` task reviewer: validate each answer, finalize it or queue a refine round.
 
 Registered as `structured` in the `batchyard.tasks` entry-point group. A request gets this task
-at submit when its body asks for a JSON Schema or names a validator (`schemas.structured`).
-A refine round is the next request of the same job, run as a normal queued job (rate-limited,
-retried, failed over): the user's own turns, the last answer, and the validator's errors.
+at submit when its body asks for a JSON Schema or names a validator (`schemas.structured`);
+GMN batches are structured requests whose validator is `gmn`. A refine round is the next
+request of the same job, run as a normal queued job (rate-limited, retried, failed over): the
+user's own turns, the last answer, and the validator's errors — or, when a round repeats the
+last one's errors, another strategy (`schemas.refine`), always fitted into the context.
 """
 
 from __future__ import annotations
 
 from pydantic import ValidationError
 
-from schemas.job import Job
+from providers.base import Capabilities
+from schemas.config import EndpointConfig
+from schemas.job import Job, Task
+from schemas.refine import REFINE_HEAD, REFINE_TAIL, plan_next_round
 from schemas.request import LLMRequest
-from schemas.result import ErrorInfo, LLMResult, Usage
-from schemas.structured import Issue, RoundRecord, StructuredRecord, TaskState
+from schemas.result import ErrorInfo, LLMResult
+from schemas.structured import (
+    Issue,
+    RoundRecord,
+    StructuredRecord,
+    TaskState,
+    Verdict,
+    summed,
+)
 from workers.tasks import Review
-from workers.validators import UnknownValidator, validator
-
-REFINE_HEAD = "Your answer is not valid. Errors, each at a JSON pointer into your answer:"
-REFINE_TAIL = "Answer again with the corrected JSON document only, nothing else."
+from workers.validators import Reply, UnknownValidator, plugin
+from workers.validators import names as validator_names
 
 
 def review(job: Job, result: LLMResult) -> Review:
-    """Finalize a valid (or last-round) answer, else ask for a corrected one next round."""
+    """Finalize a valid (or last-round) answer, else queue the next round (or, in round 1 of
+    best-of-k on an endpoint without `n`, the next draw)."""
     assert job.task is not None
-    task = job.task
+    task, request = job.task, job.request
     try:
         state = TaskState.model_validate(task.data)
-        check = validator(state.validator)
+        check = plugin(state.validator)
     except (ValidationError, UnknownValidator) as exc:
-        result.status = "errored"
-        result.error = ErrorInfo(code="invalid_task", message=f"structured task: {exc}")
-        return Review(result=result)
+        return _invalid(result, str(exc))
+    problem = check.problem(state.options)
+    if problem is not None:
+        return _invalid(result, problem)
+    reply = Reply(result.finish_reason, _budget(request), result.usage.output_tokens)
     drawn = candidates(result)
-    answer, verdict = drawn[0], check(drawn[0], job.request, state.options)
+    answer, verdict = drawn[0], check.check(drawn[0], request, state.options, reply)
     for other in drawn[1:]:
         if verdict.valid:
             break
-        again = check(other, job.request, state.options)
+        again = check.check(other, request, state.options, reply)
         if again.valid:
             answer, verdict = other, again
-    result.output = answer
-    state.history.append(
-        RoundRecord(
-            round=task.round,
-            valid=verdict.valid,
-            errors=verdict.errors,
-            answer=answer,
-            candidates=len(drawn),
-            endpoint=result.endpoint,
-            usage=result.usage,
-            cost_usd=result.cost_usd,
-        )
-    )
-    # The executor copies `task` into the next round's job: what is stored here carries over.
-    task.data = state.model_dump(mode="json", exclude_defaults=True)
+    _record(state, task.round, answer, verdict, len(drawn), result)
+    if not verdict.valid and task.round == 1 and state.history[-1].candidates < state.candidates:
+        # Best-of-k where the endpoint gave one answer: the same request again, same round.
+        task.data = state.model_dump(mode="json", exclude_defaults=True)
+        return Review(next_request=request, same_round=True)
     if not verdict.valid and task.round < task.max_rounds:
-        return Review(next_request=refine_request(job.request, state.turns, answer, verdict.errors))
+        plan = plan_next_round(
+            request.body.get("messages") or [],
+            answer,
+            verdict,
+            state.history,
+            check.feedback(state.options),
+            turns=state.turns,
+            prompt_chars=state.prompt_chars,
+            temperature=request.body.get("temperature"),
+            max_tokens=_budget(request),
+            output_tokens=result.usage.output_tokens,
+            endpoints=len(job.route),
+            context_tokens=state.context_tokens,
+        )
+        state.strategy = plan.strategy
+        # The executor copies `task` into the next round's job: what is stored here carries over.
+        task.data = state.model_dump(mode="json", exclude_defaults=True)
+        nxt = request.with_messages(plan.messages)
+        if plan.temperature is not None:
+            nxt = nxt.with_body(temperature=plan.temperature)
+        if plan.max_tokens is not None:
+            nxt = nxt.with_body(**{_budget_field(request): plan.max_tokens})
+        return Review(next_request=nxt, rotate_route=plan.rotate_route)
+    task.data = state.model_dump(mode="json", exclude_defaults=True)
     record = StructuredRecord(
         validator=state.validator,
         valid=verdict.valid,
@@ -68,8 +94,55 @@ def review(job: Job, result: LLMResult) -> Review:
     # Only the final result is written: it carries every round's usage and cost, so batch
     # totals (and budgets) count the refine rounds too.
     result.usage, result.cost_usd = summed(state.history)
-    result.extra = {**result.extra, "structured": record.model_dump(mode="json")}
+    result.output = answer
+    own = check.records(record, verdict, state.options)
+    result.extra = {**result.extra, "structured": record.model_dump(mode="json"), **own}
     return Review(result=result)
+
+
+def _invalid(result: LLMResult, why: str) -> Review:
+    result.status = "errored"
+    result.error = ErrorInfo(code="invalid_task", message=f"structured task: {why}")
+    return Review(result=result)
+
+
+def _record(
+    state: TaskState, round_: int, answer: str, verdict: Verdict, drawn: int, result: LLMResult
+) -> None:
+    """Add a round to the history; a further draw of best-of-k joins its round's record
+    (its usage and cost added; its answer kept if valid, or if it has fewer errors)."""
+    last = state.history[-1] if state.history else None
+    entry = RoundRecord(
+        round=round_,
+        valid=verdict.valid,
+        errors=verdict.errors,
+        codes=verdict.codes,
+        strategy=state.strategy,
+        answer=answer,
+        candidates=drawn,
+        endpoint=result.endpoint,
+        usage=result.usage,
+        cost_usd=result.cost_usd,
+    )
+    if last is None or last.round != round_:
+        state.history.append(entry)
+        return
+    usage, cost = summed([last, entry])
+    better = verdict.valid or (not last.valid and len(verdict.errors) < len(last.errors))
+    kept = entry if better else last
+    state.history[-1] = kept.model_copy(
+        update={"candidates": last.candidates + drawn, "usage": usage, "cost_usd": cost}
+    )
+
+
+def _budget(request: LLMRequest) -> int | None:
+    """The output limit the request's body sets, in either spelling."""
+    limit = request.body.get("max_completion_tokens") or request.body.get("max_tokens")
+    return limit if isinstance(limit, int) else None
+
+
+def _budget_field(request: LLMRequest) -> str:
+    return "max_completion_tokens" if "max_completion_tokens" in request.body else "max_tokens"
 
 
 def candidates(result: LLMResult) -> list[str]:
@@ -83,18 +156,6 @@ def candidates(result: LLMResult) -> list[str]:
         content = message.get("content") if isinstance(message, dict) else None
         texts.append(content if isinstance(content, str) else "")
     return texts
-
-
-def summed(history: list[RoundRecord]) -> tuple[Usage, float | None]:
-    """Usage and cost over every round; cost None when no round had a price."""
-    usage = Usage(
-        input_tokens=sum(r.usage.input_tokens for r in history),
-        output_tokens=sum(r.usage.output_tokens for r in history),
-        cached_tokens=sum(r.usage.cached_tokens for r in history),
-        reasoning_tokens=sum(r.usage.reasoning_tokens for r in history),
-    )
-    costs = [r.cost_usd for r in history if r.cost_usd is not None]
-    return usage, (sum(costs) if costs else None)
 
 
 def refine_text(errors: list[Issue]) -> str:
@@ -127,4 +188,33 @@ def wire_request(request: LLMRequest, constrained: bool, json_mode: bool) -> LLM
     spec = fmt.get("json_schema")
     if isinstance(spec, dict) and "strict" not in spec:
         return request.with_body(response_format={**fmt, "json_schema": {**spec, "strict": True}})
+    return request
+
+
+def prepare(
+    request: LLMRequest, task: Task, settings: EndpointConfig, caps: Capabilities
+) -> LLMRequest:
+    """A structured request as one endpoint gets it: the validator's schema (or the request's
+    own) where the endpoint decodes under one, and `n` for best-of-k where it takes `n`."""
+    options = task.data.get("options")
+    name = task.data.get("validator")
+    strict = settings.structured.constrained
+    constrained = caps.strict_schema if strict is None else strict
+    if constrained and isinstance(name, str) and name in validator_names():
+        schema = plugin(name).wire_schema(options if isinstance(options, dict) else {})
+        if schema is not None:
+            spec = {"name": name, "schema": schema, "strict": True}
+            request = request.with_body(
+                response_format={"type": "json_schema", "json_schema": spec}
+            )
+    request = wire_request(request, constrained, caps.json_mode)
+    takes_n = settings.structured.n_choices
+    k = task.data.get("candidates", 1)
+    if (
+        task.round == 1
+        and (caps.n_choices if takes_n is None else takes_n)
+        and isinstance(k, int)
+        and k > 1
+    ):
+        request = request.with_body(n=k)
     return request

@@ -24,6 +24,8 @@ class Review:
     #: Start the next round this many endpoints further along the route (a different model
     #: when the same one keeps failing the same way).
     rotate_route: int = 0
+    #: The next request belongs to the same round (another draw of best-of-k).
+    same_round: bool = False
 
 
 Reviewer = Callable[[Job, LLMResult], Review]

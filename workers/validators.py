@@ -7,19 +7,25 @@ checks on); `gmn` checks GMN documents; third-party packages register theirs the
 
     [project.entry-points."batchyard.validators"]
     mine = "my_package.checks:validate"
+
+A validator with more to say subclasses `Plugin`: it sees how the call ended (a cut-off
+answer), words its own refine rounds, gives a JSON Schema for constrained decoding, and adds
+its own record to the result. The rounds themselves are always `workers.structured`'s.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from functools import cache, lru_cache
 from importlib.metadata import EntryPoint, entry_points
 from typing import TYPE_CHECKING, Any
 
 import orjson
 
+from schemas.refine import Feedback, PointerFeedback
 from schemas.request import LLMRequest
-from schemas.structured import Issue, Verdict
+from schemas.structured import Issue, StructuredRecord, Verdict
 
 if TYPE_CHECKING:
     # jsonschema is imported where it is used: with its format checkers (rfc3987_syntax builds
@@ -35,7 +41,77 @@ Validator = Callable[[str, LLMRequest, dict[str, Any]], Verdict]
 
 #: batchyard's own validators, also found when an install's entry points predate them (an
 #: editable install keeps the entry points of the pyproject it was installed from).
-BUILTIN = {"json_schema": "workers.validators:json_schema", "gmn": "workers.gmn_review:validate"}
+BUILTIN = {"json_schema": "workers.validators:json_schema", "gmn": "workers.gmn_review:GMN"}
+
+
+@dataclass(frozen=True)
+class Reply:
+    """How the call that gave an answer ended, besides the answer's text."""
+
+    finish_reason: str | None = None
+    #: The output limit the request set.
+    max_tokens: int | None = None
+    output_tokens: int | None = None
+
+
+class Plugin:
+    """A validator that also words its refine rounds, may give a JSON Schema for constrained
+    decoding and adds its own record to the result. Subclasses override `check` and may
+    override the rest; a plugin is still a plain validator (callable)."""
+
+    def __call__(self, answer: str, request: LLMRequest, options: dict[str, Any]) -> Verdict:
+        return self.check(answer, request, options, Reply())
+
+    def check(
+        self, answer: str, request: LLMRequest, options: dict[str, Any], reply: Reply
+    ) -> Verdict:
+        """The verdict on one answer."""
+        raise NotImplementedError
+
+    def problem(self, options: dict[str, Any]) -> str | None:
+        """Why these options cannot be used (the job ends `invalid_task`), or None."""
+        return None
+
+    def feedback(self, options: dict[str, Any]) -> Feedback:
+        """The words of the refine rounds."""
+        return PointerFeedback()
+
+    def wire_schema(self, options: dict[str, Any]) -> dict[str, Any] | None:
+        """A JSON Schema to decode under where the endpoint can (the request carries none)."""
+        return None
+
+    def records(
+        self, record: StructuredRecord, verdict: Verdict, options: dict[str, Any]
+    ) -> dict[str, Any]:
+        """Entries added to the final result's `extra` beside `structured`."""
+        return {}
+
+
+class _Plain(Plugin):
+    """A plain `(answer, request, options) -> Verdict` validator, with the generic words."""
+
+    def __init__(self, check: Validator) -> None:
+        self._check = check
+
+    def check(
+        self, answer: str, request: LLMRequest, options: dict[str, Any], reply: Reply
+    ) -> Verdict:
+        verdict = self._check(answer, request, options)
+        if not verdict.valid and reply.finish_reason in LENGTH_REASONS:
+            # A reply cut off by the output limit: its "not JSON" is the cut, not a fault.
+            verdict.truncated = any(e.code == "json" for e in verdict.errors)
+        return verdict
+
+
+#: finish_reason values (as results carry them) that mean "stopped by the output limit".
+LENGTH_REASONS = frozenset({"length", "max_tokens", "max_output_tokens"})
+
+
+@cache
+def plugin(name: str) -> Plugin:
+    """The validator registered as `name`, as a plugin (a plain one gets the generic words)."""
+    found = validator(name)
+    return found if isinstance(found, Plugin) else _Plain(found)
 
 
 class UnknownValidator(LookupError):

@@ -1,8 +1,8 @@
-"""One GMN round, reviewed and planned without I/O: check an answer, plan the next request.
+"""One GMN round without I/O: check an answer, and GMN's words for the next round.
 
-`review_answer` is everything the worker-side reviewer decides (what the answer is worth, and
-how the next round differs); `workers.gmn_review` only moves data in and out of jobs. A
-validator plugin (issue #20) can call the same functions.
+The rounds themselves (strategy, context fitting, history, usage) are the generic structured
+mechanism's (`schemas.refine`, `workers.structured`); the `gmn` validator plugin
+(`workers.gmn_review`) plugs `check_answer` and `GMNFeedback` into it.
 """
 
 from __future__ import annotations
@@ -10,9 +10,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from schemas.refine.context import Turn, fit_first
 from schemas.request import LLMRequest
+from schemas.structured import Verdict
 
-from .context import Turn, fit_first, fit_round, raised_max_tokens
 from .copies import check_copy
 from .examples import ExampleChoice, example_documents, examples_for
 from .feedback import (
@@ -31,12 +32,10 @@ from .prompts import (
     MAX_LISTED_ERRORS,
     GMNPrompt,
     GMNTaskData,
-    RoundVerdict,
     check_constraints,
     first_request,
 )
 from .reply import read_reply
-from .strategy import Strategy, hotter, next_strategy
 
 
 @dataclass
@@ -72,22 +71,6 @@ def check_answer(
             errors += check_copy(reading.document, example_documents(data.examples))
     errors.sort(key=lambda e: rank(e.code))
     return Checked(reading.document, errors, reading.fault == "truncated", reading.warnings)
-
-
-@dataclass
-class NextRound:
-    """How the next request differs from the original one."""
-
-    turns: list[Turn]
-    strategy: Strategy
-    temperature: float | None
-    max_tokens: int | None
-    #: Start the next round this many endpoints further along the route.
-    rotate_route: int = 0
-    #: Errors listed in the feedback (None: all) and whether the last answer was left out.
-    errors_listed: int | None = None
-    dropped_answer: bool = False
-    fits: bool = True
 
 
 def base_turns(turns: list[Turn], prompt_chars: int | None) -> list[Turn]:
@@ -150,55 +133,45 @@ def fresh_note(checked: Checked, feedback: str | None) -> str:
     return "\n".join(lines)
 
 
-def plan_next_round(
-    turns: list[Turn],
-    answer: str,
-    checked: Checked,
-    data: GMNTaskData,
-    *,
-    temperature: float | None,
-    max_tokens: int | None,
-    output_tokens: int | None,
-    endpoints: int,
-) -> NextRound:
-    """The next round's turns, temperature and max_tokens, fitted into the context window."""
-    history: list[RoundVerdict] = data.history
-    strategy = next_strategy(history, truncated=checked.truncated, endpoints=endpoints)
-    base = base_turns(turns, data.prompt_chars)
-    context = data.context_tokens
-    if strategy in ("more_tokens", "fresh"):
-        if strategy == "more_tokens":
-            note = truncation_note(output_tokens, max_tokens)
-            if data.feedback:
-                note += f"\nChange requested: {data.feedback.strip()}"
-        else:
-            note = fresh_note(checked, data.feedback)
-        note += "\n" + ANSWER_INSTRUCTION
-        fresh = _noted(base, note)
-        budget = max_tokens
-        if strategy == "more_tokens":
-            budget = raised_max_tokens(fresh, max_tokens, context)
-        fitted = fit_round(lambda _n, _a: fresh, 0, budget, context)
-        return NextRound(fitted.turns, strategy, temperature, fitted.max_tokens, fits=fitted.fits)
+class GMNFeedback:
+    """GMN's words for the generic refine rounds (`schemas.refine.Feedback`): errors grouped by
+    rule with the spec's one-line rules, truncation with the budget, the change requested."""
 
-    def build(limit: int | None, with_answer: bool) -> list[Turn]:
-        if not with_answer:  # paths into an answer the model cannot see would not help
-            note = f"{LEFT_OUT_HEAD}\n{fresh_note(checked, data.feedback)}\n{ANSWER_INSTRUCTION}"
-            return _noted(base, note)
-        text = refine_text(checked, data.feedback, MAX_LISTED_ERRORS if limit is None else limit)
-        return [*base, ("assistant", answer), ("user", text)]
+    def __init__(self, feedback: str | None = None) -> None:
+        self.feedback = feedback
 
-    fitted = fit_round(build, len(checked.errors), max_tokens, context)
-    return NextRound(
-        fitted.turns,
-        strategy,
-        hotter(temperature) if strategy == "hotter" else temperature,
-        fitted.max_tokens,
-        rotate_route=1 if strategy == "other_endpoint" else 0,
-        errors_listed=fitted.errors_listed,
-        dropped_answer=fitted.dropped_answer,
-        fits=fitted.fits,
-    )
+    def refine(self, verdict: Verdict, limit: int | None) -> str:
+        """The user turn after the last answer."""
+        return refine_text(
+            _checked(verdict), self.feedback, MAX_LISTED_ERRORS if limit is None else limit
+        )
+
+    def fresh(self, verdict: Verdict) -> str:
+        """A fresh attempt's note: the rules the failed answer broke."""
+        return f"{fresh_note(_checked(verdict), self.feedback)}\n{ANSWER_INSTRUCTION}"
+
+    def truncated(self, output_tokens: int | None, max_tokens: int | None) -> str:
+        """After a cut-off answer: where it was cut, and to answer more briefly."""
+        note = truncation_note(output_tokens, max_tokens)
+        if self.feedback:
+            note += f"\nChange requested: {self.feedback.strip()}"
+        return f"{note}\n{ANSWER_INSTRUCTION}"
+
+    def left_out(self, verdict: Verdict) -> str:
+        """When the last answer does not fit: the rules it broke, without pointers into it."""
+        note = fresh_note(_checked(verdict), self.feedback)
+        return f"{LEFT_OUT_HEAD}\n{note}\n{ANSWER_INSTRUCTION}"
+
+
+def _checked(verdict: Verdict) -> Checked:
+    """GMN's own reading of the answer, kept on the verdict by the `gmn` validator."""
+    native = verdict.native
+    if isinstance(native, Checked):
+        return native
+    errors = [
+        GMNError(code=e.code or "GMN000", path="$", message=e.message) for e in verdict.errors
+    ]
+    return Checked(verdict.value, errors, verdict.truncated)
 
 
 def first_round(

@@ -92,9 +92,11 @@ def test_an_invalid_answer_becomes_the_next_round_with_the_errors() -> None:
     # and the next job (as the executor builds it) carries usage, cost and history.
     second = Executor._next_round(first, review_.next_request)
     assert second.task is not None and second.task.round == 2
-    assert second.task.data["history"] == [
-        {"round": 1, "valid": False, "codes": ["GMN046"], "strategy": "first"}
-    ]
+    [first_round] = second.task.data["history"]
+    assert {k: first_round[k] for k in ("round", "valid", "codes", "strategy")} == {
+        "round": 1, "valid": False, "codes": ["GMN046"], "strategy": "first"
+    }  # fmt: skip
+    assert first_round["usage"] == {"input_tokens": 100, "output_tokens": 50}
     assert second.task.data["strategy"] == "refine"
     # When round 2 is valid, the final result covers both rounds.
     result = review(second, answer(valid_text(), tokens=(300, 60), cost=0.02)).result
@@ -149,9 +151,14 @@ def test_builder_rejects_bad_lines_and_gives_each_good_line_its_own_task() -> No
     fields = chunk.blob.fields()
     jobs = [Job.model_validate(orjson.loads(fields[i + 3])["args"][0]) for i in (0, 4)]
     tasks = [j.task for j in jobs if j.task is not None]
-    assert [(t.kind, t.round, t.max_rounds) for t in tasks] == [("gmn", 1, 4)] * 2
-    assert tasks[0].data == {"agent_type": "trader", "prompt_chars": len(PROMPT)}
-    assert tasks[1].data == {"constraints": {"max_nodes": 9}, "prompt_chars": len(PROMPT)}
+    # GMN prompts are structured requests whose validator is gmn (one refine mechanism).
+    assert [(t.kind, t.round, t.max_rounds) for t in tasks] == [("structured", 1, 4)] * 2
+    assert tasks[0].data == {
+        "validator": "gmn",
+        "options": {"agent_type": "trader", "examples": ["explorer"]},
+        "prompt_chars": len(PROMPT),
+    }
+    assert tasks[1].data["options"] == {"constraints": {"max_nodes": 9}, "examples": ["explorer"]}
     assert jobs[0].request.response_format == {"type": "json_object"}
 
 
