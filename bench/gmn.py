@@ -20,7 +20,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench._common import measure, start_worker, write_config
 from producers.client import Client
-from producers.gmn import outcomes
 from producers.gmn_cli import GMNReport
 from providers.mock_gmn import build_document
 from schemas.gmn import validate_gmn, validate_reply, validator_benchmark_document
@@ -68,8 +67,9 @@ def end_to_end(n: int, invalid_rate: float, concurrency: int) -> tuple[float, di
                 proc.terminate()
                 proc.wait()
             report = GMNReport()
-            for item in outcomes(client, batch_id, list(client.iter_results(batch_id))):
-                report.add(item)
+            for _done, _total, items in client.follow_gmn(batch_id):
+                for item in items:
+                    report.add(item)
     return n / seconds, report.to_dict()
 
 

@@ -91,6 +91,15 @@ def generate(
             help="Fit every round into this context (default: the route's max_context_tokens).",
         ),
     ] = None,
+    candidates: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            max=16,
+            help="Best-of-k: answers drawn in round 1 (n where the endpoint takes it, else up "
+            "to k calls); the first valid one is kept, all count in tokens and cost.",
+        ),
+    ] = 1,
 ) -> None:
     """Generate one validated GMN document per prompt, refining invalid answers in rounds."""
     started = time.monotonic()
@@ -116,6 +125,7 @@ def generate(
             max_tokens=max_tokens,
             example=example.value,
             context_tokens=context_tokens,
+            candidates=candidates,
         )
         report = write_outcomes(client, batch_id, output, local.supervisor, timeout, err)
     summary = report.to_dict()

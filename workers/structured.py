@@ -10,6 +10,8 @@ last one's errors, another strategy (`schemas.refine`), always fitted into the c
 
 from __future__ import annotations
 
+from typing import Any
+
 from pydantic import ValidationError
 
 from providers.base import Capabilities
@@ -27,8 +29,7 @@ from schemas.structured import (
     summed,
 )
 from workers.tasks import Review
-from workers.validators import Reply, UnknownValidator, plugin
-from workers.validators import names as validator_names
+from workers.validators import Plugin, Reply, UnknownValidator, plugin
 
 
 def review(job: Job, result: LLMResult) -> Review:
@@ -200,10 +201,11 @@ def prepare(
     name = task.data.get("validator")
     strict = settings.structured.constrained
     constrained = caps.strict_schema if strict is None else strict
-    if constrained and isinstance(name, str) and name in validator_names():
-        schema = plugin(name).wire_schema(options if isinstance(options, dict) else {})
+    check = _known(name) if constrained else None
+    if check is not None:
+        schema = check.wire_schema(options if isinstance(options, dict) else {})
         if schema is not None:
-            spec = {"name": name, "schema": schema, "strict": True}
+            spec = {"name": name, "schema": schema, "strict": check.strict_schema}
             request = request.with_body(
                 response_format={"type": "json_schema", "json_schema": spec}
             )
@@ -218,3 +220,11 @@ def prepare(
     ):
         request = request.with_body(n=k)
     return request
+
+
+def _known(name: Any) -> Plugin | None:
+    """The plugin of a task's validator, or None (the reviewer reports an unknown one)."""
+    try:
+        return plugin(name) if isinstance(name, str) else None
+    except UnknownValidator:
+        return None

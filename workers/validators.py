@@ -80,6 +80,10 @@ class Plugin:
         """A JSON Schema to decode under where the endpoint can (the request carries none)."""
         return None
 
+    #: Whether `wire_schema` meets OpenAI's strict mode (every property required, no extra
+    #: ones); grammar-based servers (llama.cpp, vLLM) decode under any schema either way.
+    strict_schema = False
+
     def records(
         self, record: StructuredRecord, verdict: Verdict, options: dict[str, Any]
     ) -> dict[str, Any]:
