@@ -83,17 +83,24 @@ def error_key(error: dict[str, Any]) -> str:
     return f"{code} at {where}" if where else str(code)
 
 
+def _code(error: dict[str, Any]) -> str:
+    return str(error.get("code") or "error")
+
+
 def _rounds(
     extra: dict[str, Any],
 ) -> tuple[list[tuple[int, bool, list[str]]], bool, list[str]] | None:
     """(round, valid, error keys) per round, the final verdict and its errors; None: plain."""
     record = extra.get("structured")
     if isinstance(record, dict):
+        # GMN's codes name the rule; its pointers differ from document to document.
+        key = _code if record.get("validator") == "gmn" else error_key
         history = [
-            (h["round"], bool(h["valid"]), [error_key(e) for e in h.get("errors", [])])
+            (h["round"], bool(h["valid"]), [key(e) for e in h.get("errors", [])])
             for h in record.get("history", [])
+            if h["round"] >= 1
         ]
-        final = [error_key(e) for e in record.get("errors", [])]
+        final = [key(e) for e in record.get("errors", [])]
         return history, bool(record.get("valid")), final
     gmn = extra.get("gmn")
     if isinstance(gmn, dict):

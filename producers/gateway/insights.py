@@ -22,6 +22,7 @@ from producers.gateway.page_data import (
     EndpointLimits,
     EndpointStats,
     EndpointUsage,
+    ErrorCount,
     Failure,
     FailureFilter,
     FailureTable,
@@ -30,10 +31,13 @@ from producers.gateway.page_data import (
     LineProblem,
     RouteHealth,
     Sample,
+    StructuredOutput,
+    StructuredRound,
     TenantUsage,
 )
 from producers.gateway.state import Gateway
 from producers.gateway.views import FINISHED, BatchState, load_batches, text
+from producers.structured_report import StructuredReport
 from schemas.config import AppConfig, EndpointConfig
 from schemas.request import RouteHop
 from workers.protocol.batch_record import parse_record
@@ -46,6 +50,8 @@ from workers.protocol.results import entry
 MAX_SCANNED = 1000
 #: Failed requests whose dead letters the endpoint filter reads, at most.
 MAX_FILTERED = 5000
+#: Results read for the structured-output report; beyond it the report is a sample.
+MAX_STRUCTURED = 5000
 
 
 def priced(config: AppConfig, route: list[RouteHop]) -> bool:
@@ -149,6 +155,45 @@ async def batch_detail(
         ),
         failure_filter=flt,
         failure_table=table,
+        structured=await structured_output(gw, state.id),
+    )
+
+
+async def structured_output(gw: Gateway, batch_id: str) -> StructuredOutput | None:
+    """The structured-output report of a batch's results (the first `MAX_STRUCTURED`), or
+    None when none of them is a structured answer."""
+    report, after, read = StructuredReport(), "0-0", 0
+    while read < MAX_STRUCTURED:
+        page = await gw.client.results(batch_id, after, count=min(1000, MAX_STRUCTURED - read))
+        if not page.read:
+            break
+        for _sid, _key, result in page.entries:
+            report.add(result)
+        read, after = read + page.read, page.cursor
+    if not report.structured:
+        return None
+    data = report.to_dict(top=8)
+    partial = read >= MAX_STRUCTURED and bool(
+        (await gw.client.results(batch_id, after, count=1)).read
+    )
+    return StructuredOutput(
+        structured=data["structured"],
+        valid=data["valid"],
+        validity=data["validity"],
+        tokens_per_valid=data["tokens_per_valid"],
+        cost_per_valid_usd=data["cost_per_valid_usd"],
+        rounds=tuple(
+            StructuredRound(
+                round=r["round"],
+                answers=r["answers"],
+                valid_answers=r["valid_answers"],
+                answer_validity=r["answer_validity"],
+                valid_after_round=r["valid_after_round"],
+            )
+            for r in data["by_round"]
+        ),
+        errors=tuple(ErrorCount(k, n) for k, n in data["errors_all_rounds"].items()),
+        partial=partial,
     )
 
 

@@ -203,6 +203,41 @@ class FailureTable:
 
 
 @dataclass(frozen=True, slots=True)
+class StructuredRound:
+    """One round of a structured batch: answers checked, valid ones, valid so far."""
+
+    round: int
+    answers: int
+    valid_answers: int
+    answer_validity: float | None
+    valid_after_round: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class ErrorCount:
+    """How often one error (code, and pointer where the validator gives one) occurred."""
+
+    error: str
+    count: int
+
+
+@dataclass(frozen=True, slots=True)
+class StructuredOutput:
+    """The batch page's structured-output report (`producers.structured_report`): validity
+    per round, the most frequent errors, tokens and cost per valid answer."""
+
+    structured: int
+    valid: int
+    validity: float | None
+    tokens_per_valid: float | None
+    cost_per_valid_usd: float | None
+    rounds: tuple[StructuredRound, ...]
+    errors: tuple[ErrorCount, ...]
+    #: True when only the first results were read (a large batch): the figures are a sample.
+    partial: bool = False
+
+
+@dataclass(frozen=True, slots=True)
 class BatchDetail(BatchSummary):
     """The batch page: the summary plus what it was created with, error causes, a page of
     failed requests, progress samples and the health of the endpoints it uses."""
@@ -216,6 +251,8 @@ class BatchDetail(BatchSummary):
     health: tuple[RouteHealth, ...] = ()
     failure_filter: FailureFilter = FailureFilter()
     failure_table: FailureTable = FailureTable()
+    #: For a batch of structured requests (json_schema, a validator, GMN); else None.
+    structured: StructuredOutput | None = None
 
     @classmethod
     def of(
@@ -230,6 +267,7 @@ class BatchDetail(BatchSummary):
         health: tuple[RouteHealth, ...] = (),
         failure_filter: FailureFilter | None = None,
         failure_table: FailureTable | None = None,
+        structured: StructuredOutput | None = None,
     ) -> BatchDetail:
         """The summary's fields with the detail's added (the JSON stays one flat object)."""
         base = {f.name: getattr(summary, f.name) for f in fields(BatchSummary)}
@@ -243,6 +281,7 @@ class BatchDetail(BatchSummary):
             health=health,
             failure_filter=failure_filter or FailureFilter(),
             failure_table=failure_table or FailureTable(),
+            structured=structured,
         )
 
 

@@ -16,7 +16,8 @@ from aiohttp.test_utils import TestClient
 
 from producers.gateway.dashboard import CSP
 from producers.gateway.sessions import COOKIE
-from schemas.result import Attempt, ErrorInfo, LLMResult
+from schemas.result import Attempt, ErrorInfo, LLMResult, Usage
+from schemas.structured import Issue, RoundRecord, StructuredRecord
 from tests.integration.test_gateway_api import new_batch, settled
 from tests.integration.test_gateway_support import (
     KEY_A,
@@ -525,3 +526,87 @@ async def test_batch_page_shows_details_files_and_health(api: Any, redis_url: st
         assert f'href="{href}" download="{batch_id}_{kind}.jsonl"' in html
         resp = await browser.get(href)
         assert resp.status == 200 and (await resp.read()).count(b"\n") == 1
+
+
+def structured_result(
+    key: str, batch_id: str, rounds: list[list[tuple[str, str]]], tokens: tuple[int, int]
+) -> LLMResult:
+    """A finished structured request as the reviewer writes it: per round its errors (code,
+    pointer); the last round is valid when it has none."""
+    history = [
+        RoundRecord(
+            round=n,
+            valid=not errors,
+            errors=[Issue(pointer=p, message="m", code=c) for c, p in errors],
+        )
+        for n, errors in enumerate(rounds, 1)
+    ]
+    record = StructuredRecord(
+        validator="json_schema",
+        valid=history[-1].valid,
+        errors=history[-1].errors,
+        rounds=len(history),
+        history=history,
+    )
+    return LLMResult(
+        custom_id=key,
+        batch_id=batch_id,
+        status="succeeded",
+        output="{}",
+        usage=Usage(input_tokens=tokens[0], output_tokens=tokens[1]),
+        cost_usd=(tokens[0] + tokens[1]) * 1e-5,
+        extra={"structured": record.model_dump(mode="json")},
+    )
+
+
+async def test_batch_page_shows_the_structured_output_report(api: Any, redis_url: str) -> None:
+    # Given a batch of structured requests: one valid at once, one after a refine round, one
+    # still invalid after two rounds,
+    client = await api()
+    lines = [chat_line(k) for k in ("s1", "s2", "s3")]
+    batch_id = (await settled(client, KEY_A, (await new_batch(client, KEY_A, jsonl(lines)))["id"]))[
+        "id"
+    ]
+    age = ("type", "/age")
+    results = [
+        structured_result("s1", batch_id, [[]], (100, 50)),
+        structured_result("s2", batch_id, [[age], []], (300, 100)),
+        structured_result("s3", batch_id, [[("json", "")], [age]], (200, 100)),
+    ]
+    write_results(redis_url, [(r.custom_id or "", r) for r in results])
+    browser = await login(client, KEY_A)
+    html = await (await browser.get(f"/batches/{batch_id}")).text()
+    # then its page shows validity per round,
+    assert "<h2>Structured output</h2>" in html
+    assert (
+        '<dd data-field="valid">2</dd>' in html and '<dd data-field="validity">66.7%</dd>' in html
+    )
+    cells = ("Round", "Answers", "Valid answers", "Answer validity", "Valid after round")
+    row = r"\s*".join(rf'<td data-label="{c}" class="num">([\d.%]+)</td>' for c in cells)
+    rounds = re.findall(row, html)
+    assert rounds == [("1", "3", "1", "33.3%", "33.3%"), ("2", "2", "1", "50.0%", "66.7%")]
+    # the most frequent errors over all rounds,
+    errors = re.findall(r'<td data-label="Error"><code>([^<]*)</code></td>\s*'
+                        r'<td data-label="Answers" class="num">(\d+)</td>', html)  # fmt: skip
+    assert errors == [("type at /age", "2"), ("json", "1")]
+    # and tokens and cost per valid answer (850 tokens, $0.0085 over 2 valid answers).
+    assert '<dd data-field="tokens-per-valid">425</dd>' in html
+    assert '<dd data-field="cost-per-valid">$0.0043</dd>' in html
+    # A batch without structured requests has no such panel.
+    plain = (
+        await settled(
+            client, KEY_A, (await new_batch(client, KEY_A, jsonl([chat_line("p")])))["id"]
+        )
+    )["id"]
+    write_failures(redis_url, plain, [("p", "", True)])
+    assert "data-structured" not in await (await browser.get(f"/batches/{plain}")).text()
+
+
+def write_results(redis_url: str, rows: list[tuple[str, LLMResult]]) -> None:
+    """Succeeded results as workers write them."""
+    client = redis.Redis.from_url(redis_url)
+    try:
+        items = [(key, result, False, b"") for key, result in rows]
+        register(client, Lua.WRITE_RESULTS)(**write_call(Keys(), 3600, items))
+    finally:
+        client.close()
