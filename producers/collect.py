@@ -100,6 +100,13 @@ class OutputError(RuntimeError):
     """An output file could not be written (read-only, full, ...): one line for the user."""
 
 
+def _reconnect(client: Client, why: str, batch_id: str, exc: Exception) -> None:
+    """Log `why` and wait (bounded, with backoff) until the client's Redis answers again."""
+    log.warning(why, batch_id, exc)
+    assert client.settings.redis_url is not None
+    wait_for_redis(client.settings.redis_url, give_up_s=client.settings.redis_wait_s)
+
+
 def _await_batch(
     client: Client, batch_id: str, *, wait_s: float, poll_s: float, follow: bool = False
 ) -> None:
@@ -114,9 +121,7 @@ def _await_batch(
             if not follow:
                 raise
             # Following waits for a Redis that is not up yet, as it does for one that restarts.
-            log.warning("Redis not reachable yet for %s (%s); waiting", batch_id, exc)
-            assert client.settings.redis_url is not None
-            wait_for_redis(client.settings.redis_url, give_up_s=client.settings.redis_wait_s)
+            _reconnect(client, "Redis not reachable yet for %s (%s); waiting", batch_id, exc)
         except BatchNotFound:
             if time.monotonic() >= deadline:
                 raise
@@ -191,9 +196,9 @@ def _collect(
                     raise
                 # Following outlives a Redis restart: wait (bounded, with backoff) and go on
                 # from the cursor, which only ever moves past results already written.
-                log.warning("lost Redis while following %s (%s); reconnecting", batch_id, exc)
-                assert client.settings.redis_url is not None
-                wait_for_redis(client.settings.redis_url, give_up_s=client.settings.redis_wait_s)
+                _reconnect(
+                    client, "lost Redis while following %s (%s); reconnecting", batch_id, exc
+                )
                 continue
             for _sid, key, result in page.entries:
                 line = orjson.dumps(render(result, key, fmt)) + b"\n"
