@@ -17,8 +17,8 @@ import orjson
 from aiohttp import web
 
 from producers.gateway.auth import principal
-from producers.gateway.errors import ApiError, bad_request
-from producers.gateway.limits import RATE_LIMIT
+from producers.gateway.errors import bad_request
+from producers.gateway.limits import refused
 from producers.gateway.state import gateway
 from producers.gateway.views import FINISHED, BatchState, load_batch
 
@@ -51,13 +51,12 @@ def stream_slot(request: web.Request) -> Iterator[None]:
     name = principal(request).name
     cap = gw.config.max_streams_per_key
     if gw.streams.get(name, 0) >= cap:
-        gw.metrics.rejected.labels("streams").inc()
-        raise ApiError(
-            429,
+        raise refused(
+            gw.metrics,
+            "streams",
             f"Key {name!r} already has {cap} event streams open: close one first.",
-            type=RATE_LIMIT,
-            code="too_many_streams",
-            headers={"Retry-After": str(gw.config.retry_after_s)},
+            "too_many_streams",
+            gw.config.retry_after_s,
         )
     gw.streams[name] = gw.streams.get(name, 0) + 1
     try:

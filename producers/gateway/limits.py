@@ -61,13 +61,12 @@ class RateLimiter:
             keys=[self.keys.rate(key_name)], args=[now_ms, interval_ms, self.WINDOW_MS]
         )
         if int(wait_ms) > 0:
-            self.metrics.rejected.labels("rate").inc()
-            raise ApiError(
-                429,
+            raise refused(
+                self.metrics,
+                "rate",
                 f"Rate limit reached for key {key_name!r}: {rpm} requests per minute.",
-                type=RATE_LIMIT,
-                code="rate_limit_exceeded",
-                headers={"Retry-After": str(max(1, math.ceil(int(wait_ms) / 1000)))},
+                "rate_limit_exceeded",
+                max(1, math.ceil(int(wait_ms) / 1000)),
             )
 
 
@@ -117,14 +116,21 @@ class Backpressure:
             return
         depth = await self.depth()
         if depth > self.max_depth:
-            self.metrics.rejected.labels("queue_full").inc()
-            raise ApiError(
-                429,
+            raise refused(
+                self.metrics,
+                "queue_full",
                 f"The queues hold {depth} requests (limit {self.max_depth}); retry later.",
-                type=RATE_LIMIT,
-                code="queue_full",
-                headers={"Retry-After": str(self.retry_after_s)},
+                "queue_full",
+                self.retry_after_s,
             )
+
+
+def refused(metrics: Metrics, reason: str, message: str, code: str, retry_after_s: int) -> ApiError:
+    """429 with Retry-After, counted under `reason` in the rejected-requests metric."""
+    metrics.rejected.labels(reason).inc()
+    return ApiError(
+        429, message, type=RATE_LIMIT, code=code, headers={"Retry-After": str(retry_after_s)}
+    )
 
 
 def too_large(what: str, limit: str) -> ApiError:
