@@ -25,6 +25,9 @@ _CHUNK = 1 << 16
 
 routes = web.RouteTableDef()
 
+#: A batch's output or error file: the batch and which of the two.
+Output = tuple[BatchState, OutputKind]
+
 
 async def _part_chunks(part: BodyPartReader) -> AsyncIterator[bytes]:
     while chunk := await part.read_chunk(_CHUNK):
@@ -101,28 +104,24 @@ async def create_file(request: web.Request) -> web.Response:
     return web.json_response(stored.to_openai())
 
 
-async def _stored(gw: Gateway, request: web.Request, file_id: str) -> StoredFile:
-    stored = await gw.store.get(file_id)
-    if stored is None or stored.owner != principal(request).tenant:
-        raise not_found("file", file_id)
-    return stored
-
-
-async def _output(
-    gw: Gateway, request: web.Request, file_id: str
-) -> tuple[BatchState, OutputKind] | None:
-    """(batch, kind) when `file_id` names an output file of one of the caller's batches;
-    404 when it names one the caller cannot see, or has deleted."""
+async def _named(request: web.Request) -> tuple[Gateway, str, Output | StoredFile]:
+    """The file the path names: (batch, kind) of one of the caller's batch output files, or
+    the caller's uploaded file; 404 for one the caller cannot see, or has deleted."""
+    gw = gateway(request)
+    file_id = request.match_info["file_id"]
     parsed = parse_output_file_id(file_id)
     if parsed is None:
-        return None
+        stored = await gw.store.get(file_id)
+        if stored is None or stored.owner != principal(request).tenant:
+            raise not_found("file", file_id)
+        return gw, file_id, stored
     try:
         state = await gw.owned_batch(request, parsed[0], "batch")
     except ApiError:
         raise not_found("file", file_id) from None
     if state.deleted(parsed[1]):
         raise not_found("file", file_id)
-    return state, parsed[1]
+    return gw, file_id, (state, parsed[1])
 
 
 @routes.get("/v1/files")
@@ -154,25 +153,20 @@ async def list_files(request: web.Request) -> web.Response:
 @routes.get("/v1/files/{file_id}")
 async def retrieve_file(request: web.Request) -> web.Response:
     """The file object."""
-    gw = gateway(request)
-    file_id = request.match_info["file_id"]
-    output = await _output(gw, request, file_id)
-    if output is not None:
-        return web.json_response(await outputs.file_object(gw.client, gw.gkeys, *output))
-    return web.json_response((await _stored(gw, request, file_id)).to_openai())
+    gw, _, found = await _named(request)
+    if isinstance(found, StoredFile):
+        return web.json_response(found.to_openai())
+    return web.json_response(await outputs.file_object(gw.client, gw.gkeys, *found))
 
 
 @routes.get("/v1/files/{file_id}/content")
 async def file_content(request: web.Request) -> web.StreamResponse:
     """The file's bytes; output/error files are generated from the results as they stream."""
-    gw = gateway(request)
-    file_id = request.match_info["file_id"]
-    output = await _output(gw, request, file_id)
-    if output is not None:
-        return await outputs.stream(request, gw.client, output[0].id, output[1])
-    stored = await _stored(gw, request, file_id)
+    gw, file_id, found = await _named(request)
+    if not isinstance(found, StoredFile):
+        return await outputs.stream(request, gw.client, found[0].id, found[1])
     try:
-        return await gw.store.response(stored)
+        return await gw.store.response(found)
     except FileNotFoundError:
         raise not_found("file", file_id) from None
 
@@ -181,11 +175,9 @@ async def file_content(request: web.Request) -> web.StreamResponse:
 async def delete_file(request: web.Request) -> web.Response:
     """Remove an uploaded file, or a batch's output or error file: it is gone from the Files
     API (404 after), while the results stay for `batchyard collect` until the batch expires."""
-    gw = gateway(request)
-    file_id = request.match_info["file_id"]
-    output = await _output(gw, request, file_id)
-    if output is not None:
-        await gw.redis.hset(gw.gkeys.batch(output[0].id), f"{output[1]}_deleted", 1)
+    gw, file_id, found = await _named(request)
+    if isinstance(found, StoredFile):
+        await gw.store.delete(found)
     else:
-        await gw.store.delete(await _stored(gw, request, file_id))
+        await gw.redis.hset(gw.gkeys.batch(found[0].id), f"{found[1]}_deleted", 1)
     return web.json_response({"id": file_id, "object": "file", "deleted": True})
