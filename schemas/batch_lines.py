@@ -40,13 +40,21 @@ def parse_line(
 
     `kinds` limits the endpoints a line may address (an OpenAI batch runs one `endpoint`).
     """
-    try:
-        obj = orjson.loads(raw)
-    except orjson.JSONDecodeError as exc:
-        raise LineError(line, None, f"not valid JSON ({exc})") from None
+    return parse_object(json_object(raw, line), line, kinds)
+
+
+def json_object(item: Any, line: int) -> dict[str, Any]:
+    """A line decoded (bytes or text; anything else is taken as decoded), or `LineError`
+    unless it is a JSON object."""
+    obj = item
+    if isinstance(item, bytes | bytearray | str):
+        try:
+            obj = orjson.loads(item)
+        except orjson.JSONDecodeError as exc:
+            raise LineError(line, None, f"not valid JSON ({exc})") from None
     if not isinstance(obj, dict):
         raise LineError(line, None, f"must be a JSON object, got {type(obj).__name__}")
-    return parse_object(obj, line, kinds)
+    return obj
 
 
 def parse_object(

@@ -5,10 +5,9 @@ from __future__ import annotations
 import re
 from typing import Any, Final, Literal
 
-import orjson
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from schemas.batch_lines import LineError
+from schemas.batch_lines import LineError, json_object
 from schemas.request import CustomId, LLMRequest, Message
 from schemas.result import Usage
 
@@ -85,14 +84,7 @@ def parse_prompt_line(item: Any, line: int) -> GMNPrompt:
     """Read one prompts-file line (bytes, text or dict), or raise `LineError` naming the field."""
     if isinstance(item, GMNPrompt):
         return item
-    obj = item
-    if isinstance(item, bytes | bytearray | str):
-        try:
-            obj = orjson.loads(item)
-        except orjson.JSONDecodeError as exc:
-            raise LineError(line, None, f"not valid JSON ({exc})") from None
-    if not isinstance(obj, dict):
-        raise LineError(line, None, f"must be a JSON object, got {type(obj).__name__}")
+    obj = json_object(item, line)
     cid = obj.get("custom_id") if isinstance(obj.get("custom_id"), str) else None
     fields = {"custom_id": f"line-{line}", **obj}
     try:
