@@ -103,3 +103,21 @@ class Unsupported(ProviderError):
     equivalent there): skipped before any call, the next hop is tried."""
 
     code = "unsupported"
+
+
+#: Every error an endpoint's call can end in, by its `code` (Unsupported is found before one).
+BY_CODE: dict[str, type[ProviderError]] = {
+    cls.code: cls
+    for cls in (
+        RateLimited,
+        Overloaded,
+        Timeout,
+        ServerError,
+        ProtocolError,
+        ContextTooLong,
+        InvalidRequest,
+        AuthError,
+        QuotaExceeded,
+        ContentFiltered,
+    )
+}

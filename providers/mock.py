@@ -16,19 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from providers import answers
 from providers.base import Capabilities, Provider, ProviderConfig, ProviderResponse
-from providers.errors import (
-    AuthError,
-    ContentFiltered,
-    ContextTooLong,
-    InvalidRequest,
-    Overloaded,
-    ProtocolError,
-    ProviderError,
-    QuotaExceeded,
-    RateLimited,
-    ServerError,
-    Timeout,
-)
+from providers.errors import BY_CODE, ProviderError, RateLimited
 from providers.mock_gmn import INVALID_KINDS, GMNMock, InvalidKind
 from schemas.config import EndpointConfig
 from schemas.request import LLMRequest
@@ -36,21 +24,7 @@ from schemas.result import Usage
 from schemas.tokens import estimate_tokens, input_tokens
 
 #: Error codes (as stored in results) the mock can raise, and the real class behind each.
-ERRORS: dict[str, type[ProviderError]] = {
-    cls.code: cls
-    for cls in (
-        RateLimited,
-        Overloaded,
-        Timeout,
-        ServerError,
-        ProtocolError,
-        ContextTooLong,
-        InvalidRequest,
-        AuthError,
-        QuotaExceeded,
-        ContentFiltered,
-    )
-}
+ERRORS: dict[str, type[ProviderError]] = BY_CODE
 ErrorCode = Literal[
     "rate_limited",
     "overloaded",
