@@ -18,7 +18,6 @@ from providers.fake_server.wire import (
     Call,
     Reply,
     Wire,
-    html_reply,
     json_reply,
     messages_of,
     request_id,
@@ -60,7 +59,6 @@ ERRORS: dict[str, tuple[int, str, str]] = {
     "server_error": (500, "api_error", "Internal server error"),
     "overloaded": (529, "overloaded_error", "Overloaded"),
 }
-HTML = {"bad_gateway": 502, "unavailable": 503, "gateway_timeout": 504}
 STOP_REASONS = {"stop": "end_turn", "length": "max_tokens"}
 
 
@@ -143,9 +141,7 @@ class AnthropicWire(Wire):
             headers.update(self.limit_headers(window))
         return json_reply(200, body, headers)
 
-    def error(self, kind: str, call: Call | None, fault: Fault) -> Reply:
-        if kind in HTML and fault.message is None and fault.error_type is None:
-            return html_reply(fault.status or HTML[kind])
+    def vendor_error(self, kind: str, call: Call | None, fault: Fault) -> Reply:
         status, etype, template = ERRORS.get(kind, ERRORS["server_error"])
         error: dict[str, Any] = {
             "type": fault.error_type or etype,

@@ -17,7 +17,6 @@ from providers.fake_server.wire import (
     Call,
     Reply,
     Wire,
-    html_reply,
     json_reply,
     text_of,
 )
@@ -36,7 +35,6 @@ ERRORS: dict[str, tuple[int, str]] = {
     "server_error": (500, "llama runner process has terminated: exit status 2"),
     "overloaded": (503, "server busy, please try again.  maximum pending requests exceeded"),
 }
-HTML = {"bad_gateway": 502, "unavailable": 503, "gateway_timeout": 504}
 #: Model families that think; Ollama answers 400 to `think` for any other model.
 THINKING_MODELS = ("qwen3", "deepseek-r1", "gpt-oss", "magistral", "think")
 
@@ -53,6 +51,10 @@ class OllamaWire(Wire):
     models_path = "/api/tags"
     not_an_object = "invalid character looking for beginning of value"
     no_model = "model is required"
+
+    def worded(self, fault: Fault) -> bool:
+        """Ollama errors have no type: only a message makes one its own."""
+        return fault.message is not None
 
     def parse(self, body: Any, headers: CIMultiDictProxy[str], kind: str = "chat") -> Call:
         model = self.model_of(body)
@@ -150,9 +152,7 @@ class OllamaWire(Wire):
         lines = orjson.dumps(chunk) + b"\n" + orjson.dumps(final) + b"\n"
         return Reply(200, lines, content_type="application/x-ndjson")
 
-    def error(self, kind: str, call: Call | None, fault: Fault) -> Reply:
-        if kind in HTML and fault.message is None:
-            return html_reply(fault.status or HTML[kind])
+    def vendor_error(self, kind: str, call: Call | None, fault: Fault) -> Reply:
         status, template = ERRORS.get(kind, ERRORS["server_error"])
         message = fault.message or template.format(model=call.model if call else "unknown")
         return json_reply(fault.status or status, {"error": message})

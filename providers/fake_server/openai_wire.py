@@ -16,7 +16,6 @@ from providers.fake_server.wire import (
     Call,
     Reply,
     Wire,
-    html_reply,
     json_reply,
     messages_of,
     request_id,
@@ -79,8 +78,6 @@ ERRORS: dict[str, tuple[int, str, str | None, str]] = {
         "The server is overloaded or not ready yet.",
     ),
 }
-#: Kinds a proxy in front of the API answers, with an HTML body.
-HTML = {"too_large": 413, "bad_gateway": 502, "unavailable": 503, "gateway_timeout": 504}
 
 
 def mask(key: str | None) -> str:
@@ -103,6 +100,8 @@ class OpenAIWire(Wire):
         "/v1/moderations": "moderations",
     }
     models_path = "/v1/models"
+    #: The proxy also answers an over-large body itself, before OpenAI sees it.
+    proxy_pages = {"too_large": 413, **Wire.proxy_pages}
     not_an_object = "We could not parse the JSON body of your request."
     no_model = "you must provide a model parameter"
 
@@ -183,9 +182,7 @@ class OpenAIWire(Wire):
             answer["choices"].append({**first, "index": len(answer["choices"]), "message": message})
         return answer
 
-    def error(self, kind: str, call: Call | None, fault: Fault) -> Reply:
-        if kind in HTML and fault.message is None and fault.error_type is None:
-            return html_reply(fault.status or HTML[kind])
+    def vendor_error(self, kind: str, call: Call | None, fault: Fault) -> Reply:
         status, etype, code, template = ERRORS.get(kind, ERRORS["server_error"])
         message = fault.message or template.format(
             model=call.model if call else "unknown",

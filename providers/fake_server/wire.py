@@ -151,6 +151,12 @@ class Wire(ABC):
     #: The vendor's 400 messages for a body that is not an object, and for a missing model.
     not_an_object: ClassVar[str]
     no_model: ClassVar[str]
+    #: Error kinds a proxy in front of the API answers with its HTML page, and the status.
+    proxy_pages: ClassVar[dict[str, int]] = {
+        "bad_gateway": 502,
+        "unavailable": 503,
+        "gateway_timeout": 504,
+    }
 
     def __init__(self, embedding_dimensions: int = 16) -> None:
         self.embedding_dimensions = embedding_dimensions
@@ -177,9 +183,20 @@ class Wire(ABC):
     def success(self, call: Call, fault: Fault, text: str, window: WindowState | None) -> Reply:
         """A completion (or, for `content_filter`, the vendor's filtered completion)."""
 
-    @abstractmethod
     def error(self, kind: str, call: Call | None, fault: Fault) -> Reply:
-        """The vendor's answer for an error kind, with the fault's overrides applied."""
+        """The vendor's answer for an error kind, with the fault's overrides applied; for a
+        `proxy_pages` kind the proxy's HTML page, unless the fault words the error itself."""
+        if kind in self.proxy_pages and not self.worded(fault):
+            return html_reply(fault.status or self.proxy_pages[kind])
+        return self.vendor_error(kind, call, fault)
+
+    def worded(self, fault: Fault) -> bool:
+        """Whether the fault says the error's message or type: the vendor's own answer then."""
+        return fault.message is not None or fault.error_type is not None
+
+    @abstractmethod
+    def vendor_error(self, kind: str, call: Call | None, fault: Fault) -> Reply:
+        """The vendor's own (JSON) answer for an error kind, with the fault's overrides."""
 
     @abstractmethod
     def limit_headers(self, window: WindowState) -> dict[str, str]:
