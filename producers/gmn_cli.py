@@ -22,6 +22,7 @@ from rich.table import Table
 from producers import gmn
 from producers.client import Client
 from producers.console import err, out, user_errors
+from producers.context_probe import route_context
 from producers.run import RunFailed, local_workers
 from producers.structured_report import errors_table, pct, rate, round_rows, rounds_table
 from schemas.config import DEFAULT_CONFIG, load_config, parse_config
@@ -88,7 +89,9 @@ def generate(
         int | None,
         typer.Option(
             min=64,
-            help="Fit every round into this context (default: the route's max_context_tokens).",
+            help="Fit every round into this context (default: the route's max_context_tokens, "
+            "else what its OpenAI-compatible servers report: llama.cpp /props n_ctx, vLLM "
+            "max_model_len).",
         ),
     ] = None,
     candidates: Annotated[
@@ -116,6 +119,13 @@ def generate(
             local_workers(settings, processes=processes, concurrency=concurrency, console=err)
         )
         client = stack.enter_context(Client(local.url, settings=settings, config=app_config))
+        hops = app_config.route(route or "default")
+        if context_tokens is None and gmn.context_limit(app_config, hops) is None:
+            context_tokens = route_context(app_config, hops)
+            if context_tokens is not None:
+                err.print(
+                    f"[dim]context per request, as the server reports it: {context_tokens}[/dim]"
+                )
         batch_id = client.generate_gmn_batch(
             file,
             rounds=rounds,
