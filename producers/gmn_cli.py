@@ -24,7 +24,14 @@ from producers.client import Client
 from producers.console import err, out, user_errors
 from producers.context_probe import route_context
 from producers.run import RunFailed, local_workers
-from producers.structured_report import errors_table, pct, rate, round_rows, rounds_table
+from producers.structured_report import (
+    RoundCounts,
+    errors_table,
+    pct,
+    rate,
+    round_rows,
+    rounds_table,
+)
 from schemas.config import DEFAULT_CONFIG, load_config, parse_config
 from schemas.gmn import ValidationReport, validate_gmn, validate_reply
 from schemas.gmn.copies import COPY_CODE, StructureIndex
@@ -229,19 +236,13 @@ def _print_verdict(console: Console, name: str, report: ValidationReport) -> Non
 
 
 @dataclass
-class GMNReport:
-    """Validity per agent type and per round, and the most frequent rule violations."""
+class GMNReport(RoundCounts):
+    """Validity per agent type and per round, and the most frequent rule violations (the
+    error keys here are GMN codes)."""
 
     prompts: int = 0
     rejected: int = 0
-    call_failed: int = 0
-    valid: int = 0
-    tokens: int = 0
     by_agent: dict[str, Counter[str]] = field(default_factory=lambda: defaultdict(Counter))
-    answers: Counter[int] = field(default_factory=Counter)
-    valid_answers: Counter[int] = field(default_factory=Counter)
-    violations: Counter[str] = field(default_factory=Counter)
-    final_violations: Counter[str] = field(default_factory=Counter)
     #: Final documents that copy a prompt's example (GMN091), and those whose only fault that is.
     copies: int = 0
     only_copies: int = 0
@@ -265,15 +266,13 @@ class GMNReport:
         self.valid += item.valid
         agent["valid"] += item.valid
         for verdict in item.history:
-            self.answers[verdict.round] += 1
-            self.valid_answers[verdict.round] += verdict.valid
-            self.violations.update(verdict.codes)
+            self.count_answer(verdict.round, verdict.valid, verdict.codes)
             if verdict.strategy is not None:
                 self.strategy_rounds[verdict.strategy] += 1
                 if verdict.valid and verdict.round > 1:
                     self.strategy_fixed[verdict.strategy] += 1
         codes = {e.code for e in item.errors if e.code.startswith("GMN")}
-        self.final_violations.update(codes)
+        self.final_errors.update(codes)
         if COPY_CODE in codes:
             self.copies += 1
             self.only_copies += codes == {COPY_CODE}
@@ -323,8 +322,8 @@ class GMNReport:
             "by_agent_type": agents,
             "by_round": rounds,
             "by_strategy": strategies,
-            "violations_all_rounds": dict(self.violations.most_common(top)),
-            "violations_final": dict(self.final_violations.most_common(top)),
+            "violations_all_rounds": dict(self.errors.most_common(top)),
+            "violations_final": dict(self.final_errors.most_common(top)),
         }
 
 

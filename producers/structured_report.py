@@ -4,6 +4,7 @@ per valid answer, for any structured batch (json_schema, a plugin validator, or 
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -14,21 +15,34 @@ from schemas.result import LLMResult
 
 
 @dataclass
-class StructuredReport:
-    """Counts over a batch's results; results without structured output count as `plain`."""
+class RoundCounts:
+    """What the structured and the GMN report both count: answers and valid answers per
+    round, error keys over all rounds and in final answers, failed calls, valid, tokens."""
 
-    requests: int = 0
-    plain: int = 0
     call_failed: int = 0
-    structured: int = 0
     valid: int = 0
     tokens: int = 0
-    cost_usd: float = 0.0
-    priced: int = 0
     answers: Counter[int] = field(default_factory=Counter)
     valid_answers: Counter[int] = field(default_factory=Counter)
     errors: Counter[str] = field(default_factory=Counter)
     final_errors: Counter[str] = field(default_factory=Counter)
+
+    def count_answer(self, number: int, valid: bool, errors: Iterable[str]) -> None:
+        """Count one round's answer and its error keys."""
+        self.answers[number] += 1
+        self.valid_answers[number] += valid
+        self.errors.update(errors)
+
+
+@dataclass
+class StructuredReport(RoundCounts):
+    """Counts over a batch's results; results without structured output count as `plain`."""
+
+    requests: int = 0
+    plain: int = 0
+    structured: int = 0
+    cost_usd: float = 0.0
+    priced: int = 0
 
     def add(self, result: LLMResult) -> None:
         """Count one result."""
@@ -47,9 +61,7 @@ class StructuredReport:
             self.call_failed += 1
         self.valid += final_valid
         for number, valid, errors in history:
-            self.answers[number] += 1
-            self.valid_answers[number] += valid
-            self.errors.update(errors)
+            self.count_answer(number, valid, errors)
         self.final_errors.update(final_errors)
 
     def to_dict(self, top: int = 10) -> dict[str, Any]:
