@@ -161,7 +161,7 @@ async def batch_detail(
 
 async def structured_output(gw: Gateway, batch_id: str) -> StructuredOutput | None:
     """The structured-output report of a batch's results (the first `MAX_STRUCTURED`), or
-    None when none of them is a structured answer."""
+    None when the first page of them holds no structured answer."""
     report, after, read = StructuredReport(), "0-0", 0
     while read < MAX_STRUCTURED:
         page = await gw.client.results(batch_id, after, count=min(1000, MAX_STRUCTURED - read))
@@ -170,6 +170,8 @@ async def structured_output(gw: Gateway, batch_id: str) -> StructuredOutput | No
         for _sid, _key, result in page.entries:
             report.add(result)
         read, after = read + page.read, page.cursor
+        if not report.structured:
+            break  # a first page without structured answers: a plain batch, read no further
     if not report.structured:
         return None
     data = report.to_dict(top=8)
