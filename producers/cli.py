@@ -250,7 +250,7 @@ def _learned(client: Client, config: AppConfig) -> dict[str, tuple[str, str]]:
         states = sorted(
             k.decode()
             for k in client.redis.scan_iter(match=f"{prefix}*", count=200)
-            if not k.decode().endswith((":leases", ":pause"))
+            if not k.decode().endswith((":leases", ":pause", ":window"))
         )[:20]
         cells: tuple[list[str], list[str]] = ([], [])
         for key in states:

@@ -1,8 +1,9 @@
 """Global rate limits: every worker process shares each endpoint's RPM, TPM and concurrency.
 
-One Lua call admits a request (GCRA buckets for requests and tokens, a concurrency lease that
-expires if its worker dies, and the endpoint's 429 pause); one Lua call releases the lease and
-corrects the token bucket with the real usage. Waiting is `asyncio.sleep`, never a blocked
+One Lua call admits a request (configured RPM/TPM as exact 60 s sliding windows, the provider's
+buckets as its headers describe them, a concurrency lease that expires if its worker dies, and
+the endpoint's 429 pause); one Lua call releases the lease and corrects the token counts with
+the real usage. Waiting is `asyncio.sleep`, never a blocked
 loop; a wait longer than `max_inline_wait_s` is handed back to the caller to requeue.
 """
 
@@ -43,8 +44,8 @@ class Lease:
     admitted_ms: float = 0.0
 
 
-#: The limiter scripts' view of a request's scopes: (state, leases, pause) keys per scope,
-#: and (rpm, tpm, max concurrency) per scope.
+#: The limiter scripts' view of a request's scopes: (state, leases, pause, window) keys and
+#: (rpm, tpm, max concurrency) per scope.
 Scopes = tuple[list[str], list[int]]
 
 

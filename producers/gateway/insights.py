@@ -43,7 +43,7 @@ from schemas.request import RouteHop
 from workers.protocol.batch_record import parse_record
 from workers.protocol.dead_letter import DeadLetter
 from workers.protocol.health import read_snapshot
-from workers.protocol.keys import pause_until_s
+from workers.protocol.keys import LIMIT_WINDOW_MS, pause_until_s
 from workers.protocol.results import entry
 
 #: Dead letters read to count error causes; beyond it the counts are a sample (`partial`).
@@ -292,11 +292,10 @@ def _series(summary: BatchSummary, samples: list[tuple[float, int]]) -> tuple[Sa
     return tuple(points)
 
 
-def _bucket_fill(tat_ms: float, limit: int, now_ms: float) -> float:
-    """How full a GCRA bucket (as `limit_admit.lua` keeps it) is: 1.0 means it is throttling."""
-    burst = max(1, limit // 60)
-    interval = 60000 / max(limit - burst, limit * 0.5)
-    return min(1.0, max(0.0, tat_ms - now_ms) / (burst * interval))
+def _window_fill(used: float, limit: int) -> float:
+    """How much of a configured cap the last minute's admissions (`lua/lib/window`) hold: 1.0
+    means it is throttling."""
+    return min(1.0, max(0.0, used / limit))
 
 
 def _limit(configured: int | None, learned: bytes | None) -> int | None:
@@ -315,18 +314,19 @@ async def provider_stats(gw: Gateway) -> list[EndpointStats]:
         limit = gw.keys.limit(name)
         pipe.hgetall(gw.keys.health(name))
         pipe.lrange(gw.keys.latency(name), 0, -1)
-        pipe.hmget(limit.state, "tat_r", "tat_t", "learned_rpm", "learned_tpm")
+        pipe.hmget(limit.state, "win_t", "learned_rpm", "learned_tpm")
+        pipe.zcount(limit.window, now * 1000 - LIMIT_WINDOW_MS, math.inf)
         pipe.zcount(limit.leases, now * 1000, math.inf)
         pipe.get(limit.pause)
     replies = await pipe.execute()
     out = []
     for i, name in enumerate(names):
-        health, latencies, bucket, in_flight, pause = replies[5 * i : 5 * i + 5]
+        health, latencies, state, admitted, in_flight, pause = replies[6 * i : 6 * i + 6]
         ep: EndpointConfig = gw.app_config.endpoints[name]
         snap = read_snapshot(health, latencies, name, ep.breaker.window_s)
         calls = snap.ok_window + snap.fail_window
-        rpm, tpm = _limit(ep.rpm, bucket[2]), _limit(ep.tpm, bucket[3])
-        tat_r, tat_t = (float(v) if v else 0.0 for v in bucket[:2])
+        rpm, tpm = _limit(ep.rpm, state[1]), _limit(ep.tpm, state[2])
+        tokens = float(state[0]) if state[0] and admitted else 0.0
         paused_until = pause_until_s(pause)
         out.append(
             EndpointStats(
@@ -337,8 +337,8 @@ async def provider_stats(gw: Gateway) -> list[EndpointStats]:
                 usage=EndpointUsage(
                     rpm=round(calls * 60 / ep.breaker.window_s, 1),
                     tpm=round(snap.tokens_window * 60 / ep.breaker.window_s, 1),
-                    rpm_fill=_bucket_fill(tat_r, rpm, now * 1000) if rpm else None,
-                    tpm_fill=_bucket_fill(tat_t, tpm, now * 1000) if tpm else None,
+                    rpm_fill=_window_fill(admitted, rpm) if rpm else None,
+                    tpm_fill=_window_fill(tokens, tpm) if tpm else None,
                     in_flight=int(in_flight) if ep.max_concurrency else None,
                     paused_until=paused_until if paused_until and paused_until > now else None,
                 ),

@@ -296,7 +296,8 @@ class EndpointLimits:
 
 @dataclass(frozen=True, slots=True)
 class EndpointUsage:
-    """Current use: calls and tokens of the breaker window scaled to a minute, bucket fill."""
+    """Current use: calls and tokens of the breaker window scaled to a minute, and the share
+    of each configured cap the last minute's admissions hold."""
 
     rpm: float
     tpm: float

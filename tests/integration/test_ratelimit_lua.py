@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 from collections import deque
+from itertools import count
 
 import pytest
 import redis
 
-from workers.protocol.keys import LimitKeys, pause_until_s
+from workers.protocol.keys import LIMIT_WINDOW_MS, LimitKeys, pause_until_s
 from workers.protocol.scripts import Lua, source
 
 pytestmark = pytest.mark.integration
 SCOPE = LimitKeys.of("t:rl:ep")
+K = len(SCOPE)
 ADMIT, RELEASE, PAUSE = (source(s) for s in (Lua.LIMIT_ADMIT, Lua.LIMIT_RELEASE, Lua.LIMIT_PAUSE))
 #: Release arguments of an answer without limit headers: not refunded, no estimate, and
 #: (limit, remaining, reset ms) unknown for both buckets.
@@ -23,6 +25,9 @@ def r(redis_url: str) -> redis.Redis:
     return redis.Redis.from_url(redis_url)
 
 
+LEASES = count()
+
+
 def admit(
     r: redis.Redis,
     now_ms: float,
@@ -31,11 +36,13 @@ def admit(
     tpm: int = 0,
     conc: int = 0,
     tokens: int = 1,
-    lease: str = "l",
+    lease: str | None = None,
     ttl_ms: int = 1000,
 ) -> float:
-    """0 when admitted, else the wait in ms the script asks for."""
-    ok, wait, _ = r.eval(ADMIT, 3, *SCOPE, now_ms, lease, ttl_ms, tokens, 0, rpm, tpm, conc)
+    """0 when admitted, else the wait in ms the script asks for (each call is a new lease
+    unless `lease` names one, as each worker call is)."""
+    lease = lease or f"l{next(LEASES)}"
+    ok, wait, _ = r.eval(ADMIT, K, *SCOPE, now_ms, lease, ttl_ms, tokens, 0, rpm, tpm, conc)
     return 0.0 if int(ok) else float(wait)
 
 
@@ -63,26 +70,50 @@ def test_rpm_never_exceeded_in_any_minute_and_nearly_all_used(r: redis.Redis, rp
     assert len(admitted) >= 0.97 * 2 * rpm, len(admitted)
 
 
-def test_tpm_counts_tokens_and_reconciles_real_usage(r: redis.Redis) -> None:
+def test_a_configured_cap_is_usable_at_once_then_as_admissions_leave_the_window(
+    r: redis.Redis,
+) -> None:
+    # A cap of 600 with nothing admitted yet: all 600 go at once (no smoothed pace),
+    assert sum(admit(r, 0, rpm=600) == 0 for _ in range(700)) == 600
+    # the next waits until the first of them is a window (60 s + 1 s of slack) old,
+    assert admit(r, 0, rpm=600) == pytest.approx(LIMIT_WINDOW_MS)
+    assert admit(r, LIMIT_WINDOW_MS - 1, rpm=600) > 0
+    # and then the window has room for all 600 again.
+    assert sum(admit(r, LIMIT_WINDOW_MS, rpm=600) == 0 for _ in range(700)) == 600
+
+
+def test_tpm_counts_tokens_in_the_window_and_reconciles_real_usage(r: redis.Redis) -> None:
     tpm, estimate = 60_000, 100
-    admitted, t = 0, 0.0
-    while t < 60_000:
-        if admit(r, t, tpm=tpm, tokens=estimate) == 0:
-            admitted += 1
-        t += 10
-    assert 0.97 * tpm / estimate <= admitted <= tpm / estimate
-    # When calls used fewer tokens than estimated, the release refunds the difference.
-    r.delete(SCOPE.state)
-    burst = 0
-    while admit(r, 0, tpm=tpm, tokens=estimate) == 0:
-        burst += 1
-    assert burst == tpm // 60 // estimate  # one second's worth of tokens
-    assert admit(r, 0, tpm=tpm, tokens=estimate) > 0
-    r.eval(RELEASE, 3, *SCOPE, 0, "l", -burst * estimate // 2, 0, 0, 1, *NO_NEWS, 0, tpm, 0)
+    leases = []
+    while admit(r, 0, tpm=tpm, tokens=estimate, lease=f"t{len(leases)}") == 0:
+        leases.append(f"t{len(leases)}")
+    assert len(leases) == tpm // estimate
+    # When calls used fewer tokens than estimated, the release gives the difference back.
+    for lease in leases[:100]:
+        used = (10, lease, -estimate // 2, 0, 0, 1, 0, estimate, *NO_NEWS[2:])
+        r.eval(RELEASE, K, *SCOPE, *used, 0, tpm, 0)
     refunded = 0
-    while admit(r, 0, tpm=tpm, tokens=estimate) == 0:
+    while admit(r, 20, tpm=tpm, tokens=estimate) == 0:
         refunded += 1
-    assert refunded == burst // 2
+    assert refunded == 100 * (estimate // 2) // estimate
+    # A request that needs more than the window has room for waits until enough leave it.
+    assert admit(r, 30, tpm=tpm, tokens=estimate) == LIMIT_WINDOW_MS - 30
+
+
+@pytest.mark.parametrize("cost", [20, 37, 500])
+def test_tpm_never_exceeded_in_any_minute(r: redis.Redis, cost: int) -> None:
+    # Given callers of varying size trying far faster than 6,000 TPM for three minutes,
+    tpm, admitted, t, i = 6_000, list[tuple[float, int]](), 0.0, 0
+    while t < 180_000:
+        i += 1
+        tokens = 1 + (i * 7919) % cost
+        if admit(r, t, tpm=tpm, tokens=tokens) == 0:
+            admitted.append((t, tokens))
+        t += 20
+    # then no 60 s window holds more than 6,000 tokens, and nearly all are used.
+    worst = max(sum(n for u, n in admitted if s - 60_000 < u <= s) for s, _ in admitted)
+    assert worst <= tpm
+    assert sum(n for _, n in admitted) >= 0.97 * 3 * tpm * 60_000 / LIMIT_WINDOW_MS
 
 
 def test_concurrency_leases_expire_when_their_worker_dies(r: redis.Redis) -> None:
@@ -91,7 +122,7 @@ def test_concurrency_leases_expire_when_their_worker_dies(r: redis.Redis) -> Non
     # A third caller waits while both leases are held...
     assert admit(r, 100, conc=2, lease="c", ttl_ms=300) > 0
     # ...a released lease frees a slot at once...
-    r.eval(RELEASE, 3, *SCOPE, 150, "a", 0, 0, 0, 1, *NO_NEWS, 0, 0, 2)
+    r.eval(RELEASE, K, *SCOPE, 150, "a", 0, 0, 0, 1, *NO_NEWS, 0, 0, 2)
     assert admit(r, 150, conc=2, lease="c", ttl_ms=300) == 0
     # ...and a lease nobody releases (its worker was killed) is gone after its TTL.
     assert admit(r, 200, conc=2, lease="d", ttl_ms=300) > 0
@@ -109,7 +140,7 @@ def test_a_pause_stops_admission_until_it_ends(r: redis.Redis) -> None:
 
 def probe(r: redis.Redis, now_ms: float, lease: str) -> tuple[bool, float, bool]:
     """(admitted, wait_ms, probes) of one unlimited request."""
-    ok, wait, probes = r.eval(ADMIT, 3, *SCOPE, now_ms, lease, 1000, 1, 0, 0, 0, 0)
+    ok, wait, probes = r.eval(ADMIT, K, *SCOPE, now_ms, lease, 1000, 1, 0, 0, 0, 0)
     return bool(int(ok)), float(wait), bool(int(probes))
 
 
@@ -123,7 +154,7 @@ def test_after_a_pause_one_request_probes_and_the_others_wait_for_its_answer(
     assert probe(r, 20_000, "a") == (True, 0, True)
     assert probe(r, 20_100, "b") == (False, 1_000, False)
     # a refused probe pauses everyone again for the new retry-after,
-    r.eval(RELEASE, 3, *SCOPE, 20_200, "a", 0, 0, 0, 0, *NO_NEWS, 0, 0, 0)
+    r.eval(RELEASE, K, *SCOPE, 20_200, "a", 0, 0, 0, 0, *NO_NEWS, 0, 0, 0)
     r.eval(PAUSE, 1, SCOPE.pause, 40_200, 20_200)
     assert probe(r, 20_300, "b") == (False, 19_900, False)
     # a probe that never answers is replaced after one pause length,
@@ -131,14 +162,14 @@ def test_after_a_pause_one_request_probes_and_the_others_wait_for_its_answer(
     assert probe(r, 60_100, "d")[0] is False
     assert probe(r, 60_200, "d") == (True, 0, True)
     # and an answered probe lets everyone through at once.
-    r.eval(RELEASE, 3, *SCOPE, 60_300, "d", 0, 0, 0, 1, *NO_NEWS, 0, 0, 0)
+    r.eval(RELEASE, K, *SCOPE, 60_300, "d", 0, 0, 0, 1, *NO_NEWS, 0, 0, 0)
     assert probe(r, 60_300, "e") == (True, 0, False)
     assert probe(r, 60_300, "f") == (True, 0, False)
 
 
 def test_learned_limits_cap_the_configured_ones(r: redis.Redis) -> None:
     # The provider said 60 rpm although the config says 6000.
-    r.eval(RELEASE, 3, *SCOPE, 0, "x", 0, 60, 0, 1, *NO_NEWS, 6000, 0, 0)
+    r.eval(RELEASE, K, *SCOPE, 0, "x", 0, 60, 0, 1, *NO_NEWS, 6000, 0, 0)
     admitted, t = 0, 0.0
     while t < 60_000:
         admitted += admit(r, t, rpm=6000) == 0
@@ -157,7 +188,7 @@ def answer(r: redis.Redis, now_ms: float, lim: int, left: int, reset_ms: float, 
     """An answer whose headers said (limit, remaining, reset) of the request bucket."""
     refunded = kw.get("refunded", 0)
     args = (now_ms, kw.get("lease", "l"), 0, 0, 0, 1 - refunded, refunded, 1)
-    r.eval(RELEASE, 3, *SCOPE, *args, lim, left, reset_ms, -1, -1, -1, 0, 0, 0, 0)
+    r.eval(RELEASE, K, *SCOPE, *args, lim, left, reset_ms, -1, -1, -1, 0, 0, 0, 0)
 
 
 def test_capacity_the_provider_reports_is_used_at_once_then_its_refill_rate(
@@ -205,7 +236,7 @@ def test_before_the_first_answer_one_request_goes_and_the_others_wait_for_it(
     r: redis.Redis,
 ) -> None:
     def gated(now_ms: float) -> float:
-        ok, wait, _ = r.eval(ADMIT, 3, *SCOPE, now_ms, "g", 1000, 1, 1, 0, 0, 0)
+        ok, wait, _ = r.eval(ADMIT, K, *SCOPE, now_ms, "g", 1000, 1, 1, 0, 0, 0)
         return 0.0 if int(ok) else float(wait)
 
     assert gated(0) == 0
@@ -224,12 +255,12 @@ def test_without_limit_headers_concurrency_grows_until_refused_then_backs_off(
     r: redis.Redis,
 ) -> None:
     def take(now_ms: float, lease: str) -> bool:
-        ok, _, _ = r.eval(ADMIT, 3, *SCOPE, now_ms, lease, 60_000, 1, 1, 0, 0, 0)
+        ok, _, _ = r.eval(ADMIT, K, *SCOPE, now_ms, lease, 60_000, 1, 1, 0, 0, 0)
         return bool(int(ok))
 
     def give(now_ms: float, lease: str, ok: bool, admitted: float) -> None:
         args = (now_ms, lease, 0, 0, 0, int(ok), 0, 0, -1, -1, -1, -1, -1, -1, admitted)
-        r.eval(RELEASE, 3, *SCOPE, *args, 0, 0, 0)
+        r.eval(RELEASE, K, *SCOPE, *args, 0, 0, 0)
 
     assert take(0, "first")
     give(1, "first", True, 0)  # an answer without limit headers: adaptive from here

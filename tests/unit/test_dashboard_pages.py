@@ -145,7 +145,7 @@ def test_providers_show_limits_or_their_absence() -> None:
     capped = endpoint("capped", EndpointLimits(600, 10_000, 40), 7)
     free = endpoint("free", EndpointLimits(None, None, None), None)
     html = pages.provider_rows([capped, free])
-    assert "<span>120 / 600 rpm</span>" in html and "bucket 50%" in html
+    assert "<span>120 / 600 rpm</span>" in html and "last 60 s 50%" in html
     assert '<td data-label="Concurrency" class="num">7 / 40</td>' in html
     assert "120 rpm \u00b7 no limit" in html and "5,000 tpm \u00b7 no limit" in html
     assert '<td data-label="Success">\u2013</td>' in html

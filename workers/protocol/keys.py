@@ -85,18 +85,27 @@ class LimitKeys(NamedTuple):
     """The keys of one limiter scope (an endpoint, or an endpoint's model), in the order the
     limiter scripts take them."""
 
-    #: Hash: GCRA state (`tat_r`, `tat_t`) and limits the provider announced.
+    #: Hash: the window's token sum (`win_t`), the provider's buckets as learned (`lr_*`,
+    #: `lt_*`), limits it announced, adaptive concurrency (`aimd`).
     state: str
     #: Zset lease id -> expiry (ms): the concurrency leases in use.
     leases: str
     #: String: the scope's Retry-After pause, "<until_ms> <len_ms> <probing>" (`lua/lib/pause`;
     #: read it with `pause_until_s`).
     pause: str
+    #: Zset "<lease> <tokens>" -> admission ms: the admissions of the configured rpm/tpm
+    #: caps' sliding window (`lua/lib/window`).
+    window: str
 
     @classmethod
     def of(cls, scope: str) -> LimitKeys:
         """The keys under one scope prefix."""
-        return cls(scope, f"{scope}:leases", f"{scope}:pause")
+        return cls(scope, f"{scope}:leases", f"{scope}:pause", f"{scope}:window")
+
+
+#: How long an admission counts against a configured rpm/tpm cap (`lua/lib/window`): 60 s plus
+#: 1 s for the way from the limiter to the provider.
+LIMIT_WINDOW_MS = 61_000
 
 
 def pause_until_s(raw: bytes | str | None) -> float | None:

@@ -1,7 +1,7 @@
--- GCRA per scope for requests and for tokens, with a burst of one second's worth and a
--- sustained rate of (limit - burst) per minute, so no 60 s window ever holds more than the
--- limit; plus a concurrency lease per scope and the scope's Retry-After pause.
--- KEYS: (state, leases, pause) per scope.
+-- Per scope: the configured rpm/tpm caps as exact sliding windows (lib/window), so no 60 s
+-- window ever holds more than the cap and a cap with room is used at once; a concurrency
+-- lease; and the scope's Retry-After pause.
+-- KEYS: (state, leases, pause, window) per scope.
 -- ARGV: now_ms, lease_id, lease_ttl_ms, tokens, gate, then (rpm, tpm, conc) per scope.
 -- gate = 1 (the provider may announce its limits): while the last scope has learned nothing
 -- and has not seen an answer without limit headers, one request goes and the others wait
@@ -13,6 +13,7 @@
 -- include: pause
 -- include: learned
 -- include: aimd
+-- include: window
 local now, lease, ttl, tokens = tonumber(ARGV[1]), ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4])
 local gate = ARGV[5] == '1'
 local wait, commit, probes = 0, {}, {}
@@ -29,24 +30,15 @@ for i, s in ipairs(all) do
       probes[#probes + 1] = {key = s.pause, len = pause.len}
     end
   end
-  local st = redis.call('hmget', s.p, 'tat_r', 'tat_t', 'learned_rpm', 'learned_tpm')
+  local st = redis.call('hmget', s.p, 'learned_rpm', 'learned_tpm')
   local rpm, tpm = s.rpm, s.tpm
-  if st[3] and rpm > 0 then rpm = math.min(rpm, tonumber(st[3])) end
-  if st[4] and tpm > 0 then tpm = math.min(tpm, tonumber(st[4])) end
+  if st[1] and rpm > 0 then rpm = math.min(rpm, tonumber(st[1])) end
+  if st[2] and tpm > 0 then tpm = math.min(tpm, tonumber(st[2])) end
   local c = {p = s.p, leases = s.leases}
-  if rpm > 0 then
-    local burst = math.max(1, math.floor(rpm / 60))
-    local t = 60000 / math.max(rpm - burst, rpm * 0.5)
-    local tat = math.max(tonumber(st[1] or '0'), now)
-    local over = tat + t - now - burst * t
-    if over > 1e-6 then wait = math.max(wait, over) else c.tat_r = tat + t end
-  end
-  if tpm > 0 then
-    local burst = math.max(tokens, math.floor(tpm / 60))
-    local t = 60000 / math.max(tpm - math.floor(tpm / 60), tpm * 0.5)
-    local tat = math.max(tonumber(st[2] or '0'), now)
-    local over = tat + tokens * t - now - burst * t
-    if over > 1e-6 then wait = math.max(wait, over) else c.tat_t = tat + tokens * t end
+  if rpm > 0 or tpm > 0 then
+    local n, sum = window_trim(s.log, s.p, now)
+    local over = window_wait(s.log, n, sum, rpm, tpm, math.min(tokens, tpm), now)
+    if over > 0 then wait = math.max(wait, over) else c.log, c.sum = s.log, sum end
   end
   local lr = redis.call('hmget', s.p, 'lr_lim', 'lr_rate', 'lr_lvl', 'lr_at')
   local level, lim, rate = learned_level(lr, now)
@@ -83,8 +75,7 @@ end
 if wait > 0 then return {0, tostring(math.ceil(wait)), 0} end
 for _, p in ipairs(probes) do write_pause(p.key, now + p.len, p.len, true, now) end
 for _, c in ipairs(commit) do
-  if c.tat_r then redis.call('hset', c.p, 'tat_r', c.tat_r) end
-  if c.tat_t then redis.call('hset', c.p, 'tat_t', c.tat_t) end
+  if c.log then window_add(c.log, c.p, lease, ARGV[4], c.sum, now) end
   if c.first then redis.call('hset', c.p, 'first_until', now + ttl) end
   if c.lr then redis.call('hset', c.p, 'lr_lvl', c.lr, 'lr_at', now) end
   if c.lt then redis.call('hset', c.p, 'lt_lvl', c.lt, 'lt_at', now) end

@@ -1,6 +1,7 @@
--- Gives a lease back and corrects the token bucket by (real - estimated) tokens; records
--- limits the provider announced (x-ratelimit-limit-*), which then cap the configured ones.
--- KEYS: (state, leases, pause) per scope.
+-- Gives a lease back and corrects the configured token window (lib/window) and the learned
+-- token buckets by (real - estimated) tokens; records limits the provider announced
+-- (x-ratelimit-limit-*), which then cap the configured ones.
+-- KEYS: (state, leases, pause, window) per scope.
 -- An answer other than a refusal (answered = 1) ends a probe's hold or an ended pause. A
 -- refusal the provider did not count (refunded = 1) gives its request and tokens back to
 -- the learned buckets; then the answer's headers (limit, remaining, reset ms per bucket,
@@ -12,6 +13,7 @@
 -- include: pause
 -- include: learned
 -- include: aimd
+-- include: window
 local now, lease, delta = tonumber(ARGV[1]), ARGV[2], tonumber(ARGV[3])
 local learned_rpm, learned_tpm = tonumber(ARGV[4]), tonumber(ARGV[5])
 local answered, refunded, estimate = ARGV[6] == '1', ARGV[7] == '1', tonumber(ARGV[8])
@@ -44,11 +46,7 @@ for i, s in ipairs(all) do
     local p = read_pause(s.pause)
     if p ~= nil and (p.probing or p.until_ms <= now) then redis.call('del', s.pause) end
   end
-  if s.tpm > 0 and delta ~= 0 then
-    local t = 60000 / math.max(s.tpm - math.floor(s.tpm / 60), s.tpm * 0.5)
-    local tat = tonumber(redis.call('hget', s.p, 'tat_t') or '0')
-    redis.call('hset', s.p, 'tat_t', math.max(tat + delta * t, now - 60000))
-  end
+  if s.tpm > 0 then window_correct(s.log, s.p, lease, ARGV[8], delta) end
   if learned_rpm > 0 then redis.call('hset', s.p, 'learned_rpm', learned_rpm) end
   if learned_tpm > 0 then redis.call('hset', s.p, 'learned_tpm', learned_tpm) end
 end
