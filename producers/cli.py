@@ -30,7 +30,7 @@ from schemas.settings import Settings
 from workers.logs import setup_logging
 from workers.protocol.lanes import Priority
 from workers.protocol.learned import FIELDS as LEARNED_FIELDS
-from workers.protocol.learned import learned, show
+from workers.protocol.learned import learned, scan_pattern, show, state_keys
 from workers.supervisor import Supervisor
 from workers.tracing import setup_tracing, shutdown_tracing
 
@@ -246,12 +246,9 @@ def _learned(client: Client, config: AppConfig) -> dict[str, tuple[str, str]]:
     out: dict[str, tuple[str, str]] = {}
     now_ms = time.time() * 1000
     for name in config.endpoints:
-        prefix = client.keys.limit(name, "")[0]
-        states = sorted(
-            k.decode()
-            for k in client.redis.scan_iter(match=f"{prefix}*", count=200)
-            if not k.decode().endswith((":leases", ":pause", ":window"))
-        )[:20]
+        prefix = client.keys.limit(name, "").state
+        scan = client.redis.scan_iter(match=scan_pattern(prefix), count=200)
+        states = state_keys(scan, prefix)
         cells: tuple[list[str], list[str]] = ([], [])
         for key in states:
             found = learned(client.redis.hmget(key, list(LEARNED_FIELDS)), now_ms)

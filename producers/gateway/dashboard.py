@@ -197,7 +197,7 @@ async def _providers(request: web.Request) -> tuple[TenantUsage, list[EndpointSt
     """The caller's own usage, and every endpoint in detail only for an operator key."""
     gw, key = gateway(request), principal(request)
     usage = await tenant_usage(gw, key)
-    return usage, (await provider_stats(gw) if key.role == "operator" else [])
+    return usage, (await provider_stats(gw, with_learned=True) if key.role == "operator" else [])
 
 
 @routes.get("/providers")

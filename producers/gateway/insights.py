@@ -44,6 +44,8 @@ from workers.protocol.batch_record import parse_record
 from workers.protocol.dead_letter import DeadLetter
 from workers.protocol.health import read_snapshot
 from workers.protocol.keys import LIMIT_WINDOW_MS, pause_until_s
+from workers.protocol.learned import FIELDS as LEARNED_FIELDS
+from workers.protocol.learned import LearnedScope, learned, scan_pattern, state_keys
 from workers.protocol.results import entry
 
 #: Dead letters read to count error causes; beyond it the counts are a sample (`partial`).
@@ -305,8 +307,26 @@ def _limit(configured: int | None, learned: bytes | None) -> int | None:
     return configured
 
 
-async def provider_stats(gw: Gateway) -> list[EndpointStats]:
-    """Each configured endpoint: limits, current use, latency, success rate, breaker."""
+async def _learned(gw: Gateway, endpoint: str, now_ms: float) -> tuple[LearnedScope, ...]:
+    """What the workers learned of an endpoint's buckets, per model."""
+    prefix = gw.keys.limit(endpoint, "").state
+    found = [k async for k in gw.redis.scan_iter(match=scan_pattern(prefix), count=200)]
+    keys = state_keys(found, prefix)
+    pipe = gw.redis.pipeline(transaction=False)
+    for key in keys:
+        pipe.hmget(key, list(LEARNED_FIELDS))
+    out = []
+    for key, raw in zip(keys, await pipe.execute(), strict=True):
+        requests, tokens = learned(raw, now_ms)
+        if requests is not None or tokens is not None:
+            out.append(LearnedScope(key[len(prefix) :], requests, tokens))
+    return tuple(out)
+
+
+async def provider_stats(gw: Gateway, *, with_learned: bool = False) -> list[EndpointStats]:
+    """Each configured endpoint: limits, current use, latency, success rate, breaker; with
+    `with_learned`, the provider's buckets as the workers learned them (a scan per endpoint:
+    only the providers page asks)."""
     names = list(gw.app_config.endpoints)
     now = time.time()
     pipe = gw.redis.pipeline(transaction=False)
@@ -349,6 +369,7 @@ async def provider_stats(gw: Gateway) -> list[EndpointStats]:
                 breaker=Breaker(
                     state=snap.state, open_until=snap.open_until if snap.state == "open" else None
                 ),
+                learned=await _learned(gw, name, now * 1000) if with_learned else (),
             )
         )
     return out

@@ -9,6 +9,8 @@ from typing import Any
 
 import orjson
 
+from workers.protocol.learned import LearnedScope
+
 
 def dumps(value: object) -> str:
     """JSON of records (orjson serialises dataclasses natively)."""
@@ -345,6 +347,9 @@ class EndpointStats:
     success_rate: float | None
     calls: Calls
     breaker: Breaker
+    #: The provider's buckets per model, as its answers' headers described them (only
+    #: filled for the providers page).
+    learned: tuple[LearnedScope, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

@@ -351,10 +351,22 @@ async def test_providers_show_limits_usage_latency_and_breaker(api: Any, redis_u
             mapping={f"ok:{now}": 8, f"fail:{now}": 2, f"tok:{now}": 1200},
         )
         raw.lpush(Keys().latency("mock"), *[str(ms) for ms in range(10, 110, 10)])
+        # A worker learned model m-1's buckets from an answer (as the release script does):
+        # 412 of 600 requests left, full in 30 s; 50,000 of 60,000 tokens, full in 6 s.
+        headers = (600, 412, 30_000, 60_000, 50_000, 6_000)
+        register(raw, Lua.LIMIT_RELEASE)(
+            keys=list(Keys().limit("mock", "m-1")),
+            args=[time.time() * 1000, "l", 0, 0, 0, 1, 0, 0, *headers, 0, 0, 0, 0],
+        )
     finally:
         raw.close()
     browser = await login(client, KEY_OPS)
     [mock] = (await (await browser.get("/ui/api/providers")).json())["data"]
+    # the provider's limits as learned, per model: limit, what is left, when full again
+    [learned] = mock["learned"]
+    assert learned["model"] == "m-1"
+    assert learned["requests"]["limit"] == 600 and 412 <= learned["requests"]["remaining"] < 420
+    assert learned["tokens"]["limit"] == 60_000 and 0 < learned["tokens"]["full_in_s"] <= 6
     assert mock["endpoint"] == "mock" and mock["breaker"]["state"] == "closed"
     assert mock["success_rate"] == pytest.approx(0.8)
     assert mock["latency_ms"] == {"p50": 60.0, "p95": 100.0}
@@ -362,6 +374,9 @@ async def test_providers_show_limits_usage_latency_and_breaker(api: Any, redis_u
     assert mock["usage"]["tpm"] == pytest.approx(1200 * 60 / mock["window_s"], abs=0.1)
     page = await (await browser.get("/providers")).text()
     assert "80.0%" in page and "60 ms" in page and "closed" in page
+    assert '<div data-model="m-1">' in page
+    assert re.search(r'data-bucket="requests">41\d / 600 requests · full in [\d.]+ s<', page)
+    assert re.search(r'data-bucket="tokens">[\d,]+ / 60,000 tokens · full in [\d.]+ s<', page)
 
 
 async def test_providers_show_tenants_their_own_use_and_endpoints_only_to_operators(

@@ -33,6 +33,7 @@ from producers.gateway.page_data import (
 )
 from producers.gateway.views import BatchState
 from schemas.config import AppConfig
+from workers.protocol.learned import LearnedBucket, LearnedScope
 
 WRITER = pages.Viewer("svc-a", "tenant-a", "write", "tok-1")
 READER = pages.Viewer("dash-a", "tenant-a", "read", "tok-2")
@@ -149,6 +150,14 @@ def test_providers_show_limits_or_their_absence() -> None:
     assert '<td data-label="Concurrency" class="num">7 / 40</td>' in html
     assert "120 rpm \u00b7 no limit" in html and "5,000 tpm \u00b7 no limit" in html
     assert '<td data-label="Success">\u2013</td>' in html
+    # The provider's own buckets, as learned per model; a dash where nothing was learned.
+    assert '<td data-label="Provider\'s limits" class="learned">\u2013</td>' in html
+    learned = LearnedScope("gpt-a", LearnedBucket(600, 412, 18.8), None)
+    html = pages.provider_rows([replace(capped, learned=(learned,))])
+    assert (
+        '<div data-model="gpt-a"><small class="meta">gpt-a</small> <span data-bucket="requests">'
+        "412 / 600 requests \u00b7 full in 18.8 s</span></div>"
+    ) in html
     page = pages.render(pages.ProvidersPage(viewer=OPERATOR, usage=USAGE, endpoints=[capped]))
     assert 'data-page="providers"' in page and 'aria-current="page">Providers' in page
     assert 'data-endpoint="capped"' in page

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from workers.protocol.learned import LearnedBucket, learned, show
+from workers.protocol.learned import LearnedBucket, learned, scan_pattern, show, state_keys
 
 
 def test_a_learned_bucket_refills_to_now_and_says_when_it_is_full() -> None:
@@ -15,3 +15,10 @@ def test_a_learned_bucket_refills_to_now_and_says_when_it_is_full() -> None:
 
 def test_garbage_reads_as_nothing_learned() -> None:
     assert learned([b"x", b"1", b"1", b"1", b"1", None, b"1", b"1"], 0) == (None, None)
+
+
+def test_model_scopes_are_found_among_their_other_keys_and_globs_are_escaped() -> None:
+    prefix = "ns:rl:ep[1]:model:"
+    assert scan_pattern(prefix) == "ns:rl:ep\\[1\\]:model:*"
+    found = [f"{prefix}b".encode(), f"{prefix}a:leases", f"{prefix}a", f"{prefix}a:window", "x"]
+    assert state_keys(found, prefix) == [f"{prefix}a", f"{prefix}b"]

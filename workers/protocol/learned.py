@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 #: The state-hash fields of the request bucket, then of the token bucket.
@@ -43,6 +43,34 @@ def learned(
 ) -> tuple[LearnedBucket | None, LearnedBucket | None]:
     """(requests, tokens) from an `HMGET` of `FIELDS`; None where nothing was learned."""
     return _bucket(raw[:4], now_ms), _bucket(raw[4:8], now_ms)
+
+
+@dataclass(frozen=True, slots=True)
+class LearnedScope:
+    """The provider's buckets for one model of an endpoint (where OpenAI and Anthropic set
+    their limits), as the answers described them."""
+
+    model: str
+    requests: LearnedBucket | None
+    tokens: LearnedBucket | None
+
+
+#: Most model scopes of one endpoint that are read for display (bounds a page's cost).
+MAX_SCOPES = 20
+
+
+def scan_pattern(model_prefix: str) -> str:
+    """A SCAN pattern for the state hashes under `model_prefix` (glob characters escaped)."""
+    return "".join("\\" + c if c in "*?[]\\" else c for c in model_prefix) + "*"
+
+
+def state_keys(found: Iterable[bytes | str], model_prefix: str) -> list[str]:
+    """The model scopes' state hashes among keys a scan found (not their leases, pause or
+    window keys), sorted, at most `MAX_SCOPES`."""
+    names = (k.decode() if isinstance(k, bytes) else k for k in found)
+    suffixes = (":leases", ":pause", ":window")
+    keys = (k for k in names if k.startswith(model_prefix) and not k.endswith(suffixes))
+    return sorted(set(keys))[:MAX_SCOPES]
 
 
 def show(bucket: LearnedBucket | None) -> str:
