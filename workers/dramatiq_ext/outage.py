@@ -10,8 +10,10 @@ it lasted and what it held up.
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
+from collections.abc import Callable
 
 import redis
 from dramatiq.errors import BrokerConnectionError
@@ -32,12 +34,23 @@ def is_outage(exc: BaseException) -> bool:
     return False
 
 
+#: An outage that starts within this many seconds of the last one's end is the same outage:
+#: a restarted Redis can refuse again while it loads its data (down, up, down within a second
+#: or two), and that is one outage to the reader, not two pairs of lines.
+FLAP_S = 5.0
+
+
 class OutageLog:
     """Counts what an outage held up; logs its start and its end once each."""
 
-    def __init__(self) -> None:
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
         self._lock = threading.Lock()
+        self._clock = clock
         self.since: float | None = None
+        #: Whether the open outage's start was logged (a flap's is not, unless it lasts).
+        self.announced = False
+        #: When the last logged outage ended.
+        self.ended_at = -math.inf
         self.failed_jobs = 0
         self.outages = 0
 
@@ -46,9 +59,16 @@ class OutageLog:
         with self._lock:
             if job:
                 self.failed_jobs += 1
-            if self.since is not None:
+            now = self._clock()
+            if self.since is None:
+                self.since = now
+                self.announced = now - self.ended_at > FLAP_S
+            elif self.announced or now - self.since <= FLAP_S:
                 return
-            self.since = time.monotonic()
+            else:
+                self.announced = True  # a flap that lasted: a real outage after all
+            if not self.announced:
+                return
             self.outages += 1
         log.warning(
             "Redis unreachable (%s): jobs wait for it and run again when it is back; "
@@ -63,8 +83,12 @@ class OutageLog:
         with self._lock:
             if self.since is None:
                 return
-            lasted = time.monotonic() - self.since
+            now = self._clock()
+            lasted = now - self.since
             failed, self.since, self.failed_jobs = self.failed_jobs, None, 0
+            if not self.announced:  # a flap right after an outage: that one's line stands
+                return
+            self.ended_at = now
         log.warning(
             "Redis is back after %.1fs; %d job(s) that failed meanwhile run again",
             lasted,
