@@ -169,20 +169,26 @@ class ClientCore:
         """Create the batch `record` describes, enqueue `items` in chunks that `builder` checks
         and encodes (bad lines become error results), seal it; what was enqueued, what not.
 
-        The next chunk is built while Redis runs the previous one: one chunk in flight.
+        The next chunk is built while Redis runs the previous one: one chunk in flight. The
+        last chunk is sent in line, as nothing is left to build meanwhile (a one-line batch,
+        the gateway's every job, then costs no task or thread).
         """
         batch_id = builder.batch_id
         yield self._create(batch_id, record)
         report = SubmitReport(batch_id, 0, 0, 0)
         pending = None
-        for part in chunks(numbered(items), self.settings.enqueue_chunk):
+        parts = chunks(numbered(items), self.settings.enqueue_chunk)
+        part = next(parts, None)
+        while part is not None:
             report.lines += len(part)
             chunk = builder.build(part)
             if pending is not None:
                 self._count(report, (yield Join(pending)))
-            pending = yield Spawn(self._send(builder, chunk))
-        if pending is not None:
-            self._count(report, (yield Join(pending)))
+            part = next(parts, None)
+            if part is None:
+                self._count(report, (yield from self._send(builder, chunk)))
+            else:
+                pending = yield Spawn(self._send(builder, chunk))
         yield Eval(Lua.SEAL, {"keys": [self.keys.batch(batch_id)], "args": [time.time()]})
         log.info(
             "batch %s submitted: %d lines, %d enqueued, %d invalid",

@@ -19,6 +19,7 @@ from schemas.config import DEFAULT_CONFIG, parse_config
 from schemas.job import Job
 from schemas.request import LLMRequest
 from schemas.result import ErrorInfo, LLMResult
+from schemas.settings import Settings
 from tests.conftest import openai_line
 from workers.protocol.batch_record import new_record
 from workers.protocol.dead_letter import DeadLetter
@@ -142,3 +143,23 @@ def test_typed_items_go_through_the_public_seam_with_their_counts(redis_url: str
         keys = sorted(k for _, k, _ in client.iter_results(report.batch_id))
     assert (report.lines, report.enqueued, report.invalid) == (4, 2, 2)
     assert batch.counts.total == 4 and keys == ["#line:2", "#line:3"]
+
+
+@pytest.mark.parametrize("chunk", [1, 2, 3, 4, 5])
+def test_every_chunking_of_a_submission_counts_the_same(redis_url: str, chunk: int) -> None:
+    """One chunk or several, the last sent in line and the others while the next is built,
+    both clients count the same lines, duplicates (also across chunks) and broken lines."""
+    settings = Settings(redis_url=redis_url, enqueue_chunk=chunk)
+
+    async def submit() -> tuple[int, int, int]:
+        async with AsyncClient(redis_url, settings=settings, config=CONFIG) as aclient:
+            report = await aclient.submit_many(LINES)
+            return report.lines, report.enqueued, report.invalid
+
+    with Client(redis_url, settings=settings, config=CONFIG) as client:
+        report = client.submit_many(LINES)
+        keys = sorted(k for _, k, _ in client.iter_results(report.batch_id))
+        total = client.batch(report.batch_id).counts.total
+    assert (report.lines, report.enqueued, report.invalid) == (4, 2, 2)
+    assert keys == ["#line:3", "#line:4"] and total == 4
+    assert asyncio.run(submit()) == (4, 2, 2)
