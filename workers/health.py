@@ -72,6 +72,7 @@ class EndpointHealth:
         self._latencies: list[float] = []
         self._flushed_at = time.monotonic()
         self._flush_task: asyncio.Task[None] | None = None
+        self._reading: asyncio.Future[Admission] | None = None
 
     async def admit(self) -> Admission:
         """May a request be sent now? Reads Redis at most once per `state_ttl_s` when closed."""
@@ -80,6 +81,20 @@ class EndpointHealth:
             return Admission(Decision.allow, "closed")
         if self._state == "open" and now < self._open_until:
             return Admission(Decision.deny, "open", self._open_until - now)
+        if self._state == "closed":
+            # One read for all the requests that find the closed state stale at once (they
+            # were a script call each, hundreds a second at 0 ms latency: #22); they then
+            # decide on what it read.
+            reading = self._reading
+            if reading is not None and not reading.done():
+                await asyncio.shield(reading)
+                return await self.admit()
+            self._reading = asyncio.ensure_future(self._ask(now))
+            return await asyncio.shield(self._reading)
+        return await self._ask(now)
+
+    async def _ask(self, now: float) -> Admission:
+        """The shared breaker's decision for one request (`health_admit.lua`)."""
         ttl_ms = int(self.config.probe_timeout_s * 1000)
         decision, state, open_until = await self._admit(
             keys=[self._keys[0], self._keys[2]], args=[now, ttl_ms, self._worker_id]

@@ -21,6 +21,7 @@ from schemas.config import EndpointConfig
 from workers.outcomes import NOTHING_OBSERVED, Observed
 from workers.protocol.keys import Keys
 from workers.protocol.scripts import Lua, register
+from workers.results import ScriptPipe
 
 
 class MustWait(Exception):
@@ -69,6 +70,8 @@ class Limiter:
         self._release = register(client, Lua.LIMIT_RELEASE)
         self._pause = register(client, Lua.LIMIT_PAUSE)
         self._client = client
+        #: Admits and releases of concurrent requests share one pipeline per loop turn.
+        self._pipe = ScriptPipe(client)
         self._base: Scopes = (
             list(self.keys.limit(endpoint)),
             [cfg.rpm or 0, cfg.tpm or 0, cfg.max_concurrency or 0],
@@ -113,7 +116,7 @@ class Limiter:
                 tokens,
                 int(self.announces),
             ]
-            ok, wait_ms, probe = await self._admit(keys=scopes[0], args=[*args, *scopes[1]])
+            ok, wait_ms, probe = await self._pipe.call(self._admit, scopes[0], [*args, *scopes[1]])
             if int(ok):
                 lease.probe = bool(int(probe))
                 lease.admitted_ms = now_ms
@@ -157,7 +160,7 @@ class Limiter:
             lease.admitted_ms,
             *limits,
         ]
-        await self._release(keys=keys, args=args)
+        await self._pipe.call(self._release, keys, args)
         if answered:
             self._pause_value = None
 
