@@ -8,10 +8,8 @@ from typing import Annotated
 
 import redis
 import typer
-from aiohttp import web
 from rich.console import Console
 
-from producers.gateway import create_app, load_gateway_config
 from schemas.config import ConfigError
 from schemas.settings import Settings
 from workers.logs import setup_logging
@@ -38,6 +36,11 @@ def gateway(
     ] = 30.0,
 ) -> None:
     """Serve the OpenAI-compatible Files/Batches API and native jobs over HTTP."""
+    # Imported here: every other command (`run` above all) starts without the gateway (#22).
+    from aiohttp import web
+
+    from producers.gateway import create_app, load_gateway_config
+
     settings = Settings()
     setup_logging(settings)
     if not settings.redis_url:
