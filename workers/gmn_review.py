@@ -112,9 +112,11 @@ def review(job: Job, result: LLMResult) -> Review:
     return structured.review(job, result)
 
 
-def validate(answer: str, request: LLMRequest, options: dict[str, Any]) -> Verdict:
-    """The `gmn` validator as a plain callable."""
-    return GMN(answer, request, options)
+#: The entry point's earlier value (`workers.gmn_review:validate`): an install whose entry
+#: points predate the plugin (an editable install keeps its pyproject's, and an `.egg-info`
+#: on PYTHONPATH wins) still gets the plugin, not a bare validator without GMN's words,
+#: schema and record.
+validate = GMN
 
 
 _STEP = re.compile(r"\.([^.\[]+)|\[(\d+)\]")

@@ -72,3 +72,13 @@ def test_gmn_is_a_validator_with_its_own_codes_at_json_pointers() -> None:
     assert not verdict.valid
     assert ("/edges", "GMN010") in {(e.pointer, e.code) for e in verdict.errors}
     assert gmn_pointer("$.nodes[2].id") == "/nodes/2/id" and gmn_pointer("line 3") == ""
+
+
+def test_the_gmn_entry_points_earlier_value_still_loads_the_plugin() -> None:
+    # An install whose entry points predate the plugin names `workers.gmn_review:validate`.
+    from importlib.metadata import EntryPoint
+
+    from workers.gmn_review import GMNValidator
+
+    old = EntryPoint("gmn", "workers.gmn_review:validate", "batchyard.validators").load()
+    assert isinstance(old, GMNValidator)
