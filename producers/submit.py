@@ -151,6 +151,8 @@ class ChunkBuilder:
         if self.envelopes.has_task:
             return None
         opts = request.batchyard
+        if opts is None and "response_format" not in request.body:
+            return None  # the common plain line: no validator named, no schema asked for
         name = opts.validator if opts is not None else None
         options = opts.options if opts is not None else {}
         cid = request.custom_id
