@@ -78,7 +78,9 @@ class GMNValidator(Plugin):
     def records(
         self, record: StructuredRecord, verdict: Verdict, options: dict[str, Any]
     ) -> dict[str, Any]:
-        """`extra["gmn"]`: the record GMN output lines and reports are built from."""
+        """`extra["gmn"]` only: the record GMN output lines and reports are built from (the
+        generic `structured` record, with every round's answer, would double the result's
+        size; `batchyard report` and the dashboard read `gmn` as well)."""
         checked = verdict.native
         usage, cost = summed(record.history)
         document = checked.document if isinstance(checked, Checked) else verdict.value

@@ -96,8 +96,7 @@ def review(job: Job, result: LLMResult) -> Review:
     # totals (and budgets) count the refine rounds too.
     result.usage, result.cost_usd = summed(state.history)
     result.output = answer
-    own = check.records(record, verdict, state.options)
-    result.extra = {**result.extra, "structured": record.model_dump(mode="json"), **own}
+    result.extra = {**result.extra, **check.records(record, verdict, state.options)}
     return Review(result=result)
 
 

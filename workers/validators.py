@@ -87,8 +87,9 @@ class Plugin:
     def records(
         self, record: StructuredRecord, verdict: Verdict, options: dict[str, Any]
     ) -> dict[str, Any]:
-        """Entries added to the final result's `extra` beside `structured`."""
-        return {}
+        """What the final result's `extra` gets: by default `structured` (the verdict and every
+        round's answer, errors, usage); a plugin may store its own record instead."""
+        return {"structured": record.model_dump(mode="json")}
 
 
 class _Plain(Plugin):
