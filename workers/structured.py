@@ -55,6 +55,11 @@ def review(job: Job, result: LLMResult) -> Review:
         if again.valid:
             answer, verdict = other, again
     _record(state, task.round, answer, verdict, len(drawn), result)
+    kept = state.history[-1].answer
+    if kept is not None and kept != answer:
+        # An earlier draw of this round was kept (fewer errors): the next round refines it.
+        answer = kept
+        verdict = check.check(answer, request, state.options, Reply(None, reply.max_tokens))
     if not verdict.valid and task.round == 1 and state.history[-1].candidates < state.candidates:
         # Best-of-k where the endpoint gave one answer: the same request again, same round.
         task.data = state.model_dump(mode="json", exclude_defaults=True)

@@ -217,3 +217,28 @@ def test_report_counts_validity_per_agent_type_and_round_and_rule_violations() -
     ]  # fmt: skip
     assert data["violations_all_rounds"] == {"GMN046": 4, "GMN050": 1}
     assert data["violations_final"] == {"GMN046": 1}
+
+
+def test_best_of_k_draws_keep_the_answer_with_fewest_errors_and_refine_that_one() -> None:
+    # Given best-of-3 on an endpoint without n: a one-error answer, then prose, then another,
+    first = job(candidates=3)
+    assert first.task is not None
+    first.task.data = {"validator": "gmn", "options": {"agent_type": "explorer"}, "candidates": 3}
+    first.task.kind = "structured"
+    one_error = broken_text()
+    step = review(first, answer(one_error))
+    assert step.next_request is not None and step.same_round
+    second = Executor._next_round(first, step.next_request, same=True)
+    assert second.task is not None and second.task.round == 1
+    step = review(second, answer("I would rather describe it in words."))
+    third = Executor._next_round(second, step.next_request, same=True)  # type: ignore[arg-type]
+    step = review(third, answer("Still prose."))
+    # then round 2 refines the one-error answer, and round 1's record counts three draws.
+    assert step.next_request is not None and not step.same_round
+    messages = step.next_request.messages
+    assert messages[2].content == one_error and "GMN046" in messages[3].content
+    nxt = Executor._next_round(third, step.next_request)
+    assert nxt.task is not None and nxt.task.round == 2
+    [record] = nxt.task.data["history"]
+    assert (record["candidates"], record["codes"], record["answer"]) == (3, ["GMN046"], one_error)
+    assert record["usage"] == {"input_tokens": 300, "output_tokens": 150}
