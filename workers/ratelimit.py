@@ -10,6 +10,7 @@ loop; a wait longer than `max_inline_wait_s` is handed back to the caller to req
 from __future__ import annotations
 
 import asyncio
+import itertools
 import time
 import uuid
 from dataclasses import dataclass
@@ -72,6 +73,10 @@ class Limiter:
         self._client = client
         #: Admits and releases of concurrent requests share one pipeline per loop turn.
         self._pipe = ScriptPipe(client)
+        #: Lease ids: unique per process by a random prefix, then a counter (a uuid4 per
+        #: request cost an os.urandom call each).
+        self._lease_prefix = uuid.uuid4().hex[:16]
+        self._lease_ids = itertools.count()
         self._base: Scopes = (
             list(self.keys.limit(endpoint)),
             [cfg.rpm or 0, cfg.tpm or 0, cfg.max_concurrency or 0],
@@ -105,7 +110,7 @@ class Limiter:
         scopes = self._scopes(model)
         if not (self.limited or self.learning) and not await self._pause_set():
             return Lease("", tokens, scopes)
-        lease = Lease(uuid.uuid4().hex, tokens, scopes)
+        lease = Lease(f"{self._lease_prefix}{next(self._lease_ids)}", tokens, scopes)
         deadline = time.monotonic() + self.cfg.max_inline_wait_s
         while True:
             now_ms = time.time() * 1000
