@@ -11,7 +11,10 @@ notation so refine rounds deal only with the rest.
 
 `gmn_json_schema(decoding=True)` leaves out keywords grammar-based decoders (llama.cpp's
 json_schema, vLLM's guided decoding backends) commonly reject or ignore: `contains`,
-`uniqueItems` and unanchored patterns.
+`uniqueItems` and unanchored patterns. It bounds every array instead (`maxItems`): under a
+grammar a small model that starts repeating nodes or matrix rows cannot close the array until
+`max_tokens` cuts the answer off (seen with a 0.5B model on llama.cpp: GMN080 was the most
+frequent final code); the bounds sit well above every example and prompt constraint.
 """
 
 from __future__ import annotations
@@ -26,6 +29,11 @@ from ._common import EDGE_TYPES, MAX_DIMENSION, MAX_ID_LEN, MAX_NAME_LEN, NODE_O
 SCHEMA_ID: Final = "https://batchyard.dev/schemas/gmn/v1.json"
 _NULL: Final[dict[str, Any]] = {"type": "null"}
 _RESERVED: Final = ("matrix", "distribution", "vector", "preferred_observation")
+#: Decoding bounds: the examples have at most 11 nodes, 11 edges and 9 items per array; the
+#: prompts ask for at most 25 states.
+DECODED_NODES: Final = 24
+DECODED_EDGES: Final = 40
+DECODED_ITEMS: Final = 32
 
 
 def _nullable(schema: dict[str, Any]) -> dict[str, Any]:
@@ -33,8 +41,13 @@ def _nullable(schema: dict[str, Any]) -> dict[str, Any]:
     return {"anyOf": [schema, _NULL]}
 
 
-def _array(items: dict[str, Any]) -> dict[str, Any]:
-    return {"type": "array", "minItems": 1, "items": items}
+def _array(items: dict[str, Any], decoding: bool) -> dict[str, Any]:
+    return _bounded({"type": "array", "minItems": 1, "items": items}, DECODED_ITEMS, decoding)
+
+
+def _bounded(array: dict[str, Any], most: int, decoding: bool) -> dict[str, Any]:
+    """The array with `maxItems` when decoding (a grammar cannot then loop until cut off)."""
+    return array | {"maxItems": most} if decoding else array
 
 
 def _non_blank(decoding: bool) -> dict[str, Any]:
@@ -47,7 +60,9 @@ def _properties(kind: str, decoding: bool) -> tuple[dict[str, Any], list[str]]:
     """The `properties` object of one node type and its required keys."""
     probability = {"type": "number", "minimum": 0}
     size = {"type": "integer", "minimum": 1, "maximum": MAX_DIMENSION}
-    names: dict[str, Any] = {"type": "array", "items": {"type": "string", "minLength": 1}}
+    names = _bounded(
+        {"type": "array", "items": {"type": "string", "minLength": 1}}, DECODED_ITEMS, decoding
+    )
     if not decoding:
         names["uniqueItems"] = True
     props: dict[str, Any] = {key: _NULL for key in _RESERVED}
@@ -63,13 +78,15 @@ def _properties(kind: str, decoding: bool) -> tuple[dict[str, Any], list[str]]:
         props[names_key] = _nullable(names)
         required.append(dim)
     elif kind == "likelihood":
-        props["matrix"] = _nullable(_array(_array(probability)))
+        props["matrix"] = _nullable(_array(_array(probability, decoding), decoding))
     elif kind == "transition":
-        props["matrix"] = _nullable(_array(_array(_array(probability))))
+        props["matrix"] = _nullable(
+            _array(_array(_array(probability, decoding), decoding), decoding)
+        )
     elif kind == "belief":
-        props["distribution"] = _nullable(_array(probability))
+        props["distribution"] = _nullable(_array(probability, decoding))
     elif kind == "preference":
-        props["vector"] = _nullable(_array({"type": "number"}))
+        props["vector"] = _nullable(_array({"type": "number"}, decoding))
         props["preferred_observation"] = _nullable({"type": "integer", "minimum": 0})
     elif kind == "llm_query":
         props["prompt_template"] = _non_blank(decoding)
@@ -107,11 +124,15 @@ def _has(kind: str) -> dict[str, Any]:
 
 def gmn_json_schema(decoding: bool = False) -> dict[str, Any]:
     """The schema as a fresh dict; `decoding` drops what grammar-based decoders reject."""
-    nodes: dict[str, Any] = {
-        "type": "array",
-        "minItems": 1,
-        "items": {"anyOf": [_node(kind, decoding) for kind in NODE_ORDER]},
-    }
+    nodes: dict[str, Any] = _bounded(
+        {
+            "type": "array",
+            "minItems": 1,
+            "items": {"anyOf": [_node(kind, decoding) for kind in NODE_ORDER]},
+        },
+        DECODED_NODES,
+        decoding,
+    )
     if not decoding:
         nodes["allOf"] = [_has(kind) for kind in ("state", "observation", "action")]
     edge = {
@@ -138,7 +159,7 @@ def gmn_json_schema(decoding: bool = False) -> dict[str, Any]:
             "version": {"type": "string"},
             "metadata": {"type": "object"},
             "nodes": nodes,
-            "edges": {"type": "array", "items": edge},
+            "edges": _bounded({"type": "array", "items": edge}, DECODED_EDGES, decoding),
         },
         "required": ["nodes", "edges"],
         "additionalProperties": False,

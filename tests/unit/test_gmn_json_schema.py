@@ -71,3 +71,27 @@ def test_what_the_schema_states() -> None:
     assert errors(top__name=" ") and not schema_errors({**base, "name": " "}, decoding=True), (
         "decoding leaves the blank-name pattern to the validator"
     )
+
+
+def test_decoding_bounds_every_array_so_a_repeating_model_must_close_it() -> None:
+    from schemas.gmn.json_schema import DECODED_ITEMS, DECODED_NODES
+
+    base = orjson.loads(EXAMPLES["explorer"][1])
+    looping = {**base, "nodes": base["nodes"] + [base["nodes"][0]] * DECODED_NODES}
+    assert any(e.startswith("/nodes: ") for e in schema_errors(looping, decoding=True))
+    assert not any(e.startswith("/nodes: ") for e in schema_errors(looping)), (
+        "the validation schema leaves sizes to the validator"
+    )
+
+    def arrays(schema: object) -> list[dict[str, object]]:
+        if isinstance(schema, dict):
+            own = [schema] if schema.get("type") == "array" else []
+            return own + [a for value in schema.values() for a in arrays(value)]
+        if isinstance(schema, list):
+            return [a for value in schema for a in arrays(value)]
+        return []
+
+    decoded = arrays(gmn_json_schema(decoding=True))
+    assert decoded and all("maxItems" in a for a in decoded)
+    assert not any("maxItems" in a for a in arrays(gmn_json_schema()))
+    assert DECODED_ITEMS >= 25, "a prompt asks for up to 25 states"
