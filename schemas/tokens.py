@@ -16,6 +16,8 @@ import orjson
 
 from schemas.request import LLMRequest
 
+#: Characters a token of English prose, the estimate's one default.
+CHARS_PER_TOKEN = 4
 #: Output budget counted for a request that sets no limit of its own.
 DEFAULT_OUTPUT_TOKENS = 512
 #: An image whose size cannot be read cheaply is counted as 1024x1024 at high detail.
@@ -36,9 +38,10 @@ _PDF_BYTES_PER_PAGE = 48_000
 _PDF_PAGE = re.compile(rb"/Type\s*/Page(?![A-Za-z])")
 
 
-def estimate_tokens(text: str) -> int:
-    """Rough token count of a text: 4 characters a token, at least 1."""
-    return max(1, (len(text) + 3) // 4)
+def estimate_tokens(text: str, chars_per_token: int = CHARS_PER_TOKEN) -> int:
+    """Rough token count of a text, rounded up, at least 1. Text that tokenizes densely (JSON
+    full of digits) is counted with fewer characters a token where an overestimate is safer."""
+    return max(1, -(-len(text) // chars_per_token))
 
 
 def image_tokens(width: int, height: int, detail: str = "high") -> int:

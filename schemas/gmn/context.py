@@ -1,12 +1,11 @@
 """GMN's context fitting is the generic one (`schemas.refine.context`)."""
 
 from schemas.refine.context import (
-    CHARS_PER_TOKEN,
+    CONTEXT_CHARS_PER_TOKEN,
     MESSAGE_OVERHEAD,
     MIN_OUTPUT_TOKENS,
     Fitted,
     Turn,
-    estimate_tokens,
     fit_first,
     fit_round,
     prompt_tokens,
@@ -15,12 +14,11 @@ from schemas.refine.context import (
 )
 
 __all__ = [
-    "CHARS_PER_TOKEN",
+    "CONTEXT_CHARS_PER_TOKEN",
     "MESSAGE_OVERHEAD",
     "MIN_OUTPUT_TOKENS",
     "Fitted",
     "Turn",
-    "estimate_tokens",
     "fit_first",
     "fit_round",
     "prompt_tokens",

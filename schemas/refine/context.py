@@ -10,14 +10,16 @@ with many numbers tokenizes densely, so the estimate is deliberately pessimistic
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final, Generic, TypeVar
 
-#: Characters per token for the estimate: below the 4 of English prose because GMN is JSON
-#: full of digits, which tokenizers split finely.
-CHARS_PER_TOKEN: Final = 3.0
+from schemas.tokens import estimate_tokens
+
+#: Characters per token for fitting a round: below the default 4 of English prose
+#: (`schemas.tokens`) because answers are JSON full of digits, which tokenizers split finely,
+#: and a round that overflows the context fails where one trimmed a little too much does not.
+CONTEXT_CHARS_PER_TOKEN: Final = 3
 #: Per-message overhead of chat templates (role markers, separators).
 MESSAGE_OVERHEAD: Final = 8
 #: Below this `max_tokens` no GMN document (nor most structured answers) fits: better to drop
@@ -28,11 +30,6 @@ Turn = tuple[str, str]
 #: What a conversation may hold: (role, text) pairs or chat message dicts.
 Turns = Sequence[Turn] | Sequence[Mapping[str, Any]]
 T = TypeVar("T", Turn, dict[str, Any])
-
-
-def estimate_tokens(text: str) -> int:
-    """A pessimistic token estimate of a text."""
-    return math.ceil(len(text) / CHARS_PER_TOKEN)
 
 
 def text_of(turn: Turn | Mapping[str, Any]) -> str:
@@ -50,7 +47,9 @@ def text_of(turn: Turn | Mapping[str, Any]) -> str:
 
 def prompt_tokens(turns: Turns) -> int:
     """Estimated tokens of a conversation, template overhead included."""
-    return sum(estimate_tokens(text_of(turn)) + MESSAGE_OVERHEAD for turn in turns)
+    return sum(
+        estimate_tokens(text_of(turn), CONTEXT_CHARS_PER_TOKEN) + MESSAGE_OVERHEAD for turn in turns
+    )
 
 
 def room(turns: Turns, context_tokens: int) -> int:

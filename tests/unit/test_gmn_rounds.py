@@ -9,7 +9,7 @@ from typing import Any
 import orjson
 
 from providers.mock_gmn import build_document
-from schemas.gmn.context import estimate_tokens, fit_round, prompt_tokens, room
+from schemas.gmn.context import MESSAGE_OVERHEAD, fit_round, prompt_tokens, room
 from schemas.gmn.examples import EXPLORER
 from schemas.gmn.prompts import GMNConstraints, RoundVerdict, parse_prompt_line
 from schemas.gmn.rounds import FRESH_HEAD, base_turns, first_round, is_follow_up
@@ -219,7 +219,8 @@ def test_refine_rounds_trim_the_error_list_first_then_the_earlier_answer() -> No
     assert squeezed.fits and squeezed.max_tokens == 300
     hopeless = fit_round(build, 50, 500, 100)
     assert not hopeless.fits
-    assert estimate_tokens("x" * 30) == 10
+    # Context fitting counts 3 characters a token (pessimistic for JSON), plus the overhead.
+    assert prompt_tokens([("user", "x" * 30)]) == 10 + MESSAGE_OVERHEAD
 
 
 def test_the_reviewer_keeps_refine_rounds_inside_a_2048_token_context() -> None:

@@ -61,6 +61,13 @@ def test_image_sizes_are_read_from_data_url_headers() -> None:
     assert image_size("https://example.com/x.png") is None
 
 
+def test_one_estimate_rounds_up_at_four_characters_unless_told_fewer() -> None:
+    assert [estimate_tokens(t) for t in ("", "x", "x" * 4, "x" * 5)] == [1, 1, 1, 2]
+    # Dense text (JSON full of digits) is counted pessimistically where overflow would fail.
+    assert estimate_tokens("x" * 30, chars_per_token=3) == 10
+    assert estimate_tokens("x" * 31, chars_per_token=3) == 11
+
+
 def test_inputs_count_text_images_tools_and_every_embedding_input() -> None:
     text = chat({"role": "user", "content": "x" * 40})
     assert input_tokens(text) == 10
