@@ -18,7 +18,7 @@ from providers import answers
 from providers.base import Capabilities, Provider, ProviderConfig, ProviderResponse
 from providers.errors import BY_CODE, ProviderError, RateLimited
 from providers.mock_gmn import INVALID_KINDS, GMNMock, InvalidKind
-from schemas.config import EndpointConfig
+from schemas.config import EndpointConfig, Regex
 from schemas.request import LLMRequest
 from schemas.result import Usage
 from schemas.tokens import estimate_tokens, input_tokens
@@ -44,17 +44,8 @@ class MockReply(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    pattern: str
+    pattern: Regex
     reply: str
-
-    @field_validator("pattern")
-    @classmethod
-    def _compiles(cls, value: str) -> str:
-        try:
-            re.compile(value)
-        except re.error as exc:
-            raise ValueError(f"not a valid regex: {exc}") from None
-        return value
 
 
 class MockUsage(BaseModel):

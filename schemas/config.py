@@ -6,10 +6,18 @@ import os
 import re
 import tomllib
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    model_validator,
+)
 
 from schemas.request import RouteHop, Tier
 from schemas.structured import StructuredDefaults
@@ -199,23 +207,26 @@ class EndpointConfig(BaseModel):
         return self.model or self.models.get("basic")
 
 
+def _compiles(pattern: str) -> str:
+    try:
+        re.compile(pattern)
+    except re.error as exc:
+        raise ValueError(f"invalid regular expression {pattern!r}: {exc}") from None
+    return pattern
+
+
+#: A regular expression in a config, checked when the config is read, not at its first use.
+Regex = Annotated[str, AfterValidator(_compiles)]
+
+
 class TierRule(BaseModel):
     """Picks `advanced` for requests that name neither a tier nor a model, when the prompt
     matches `pattern` or is at least `min_chars` long; `basic` otherwise."""
 
     model_config = ConfigDict(extra="forbid")
 
-    pattern: str | None = None
+    pattern: Regex | None = None
     min_chars: int | None = Field(default=None, ge=1)
-
-    @model_validator(mode="after")
-    def _compiles(self) -> TierRule:
-        if self.pattern is not None:
-            try:
-                re.compile(self.pattern)
-            except re.error as exc:
-                raise ValueError(f"invalid regular expression {self.pattern!r}: {exc}") from None
-        return self
 
     def pick(self, prompt: str) -> Tier:
         """The tier for a prompt."""

@@ -23,7 +23,7 @@ def test_unknown_plugin_lists_known_ones() -> None:
 def test_unknown_option_and_bad_regex_name_the_field() -> None:
     with pytest.raises(ConfigError, match=r"plugin 'cache', field 'ttl'"):
         check_plugins({"cache": {"ttl": 5}})
-    with pytest.raises(ConfigError, match=r"plugin 'redact', field 'patterns'.*invalid regular"):
+    with pytest.raises(ConfigError, match=r"plugin 'redact', field 'patterns\.0'.*invalid regular"):
         check_plugins({"redact": {"patterns": ["(unclosed"]}})
 
 

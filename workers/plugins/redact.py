@@ -7,9 +7,10 @@ import re
 from functools import cached_property
 from typing import Any
 
-from pydantic import Field, field_validator
+from pydantic import Field
 
 from providers.base import ProviderResponse
+from schemas.config import Regex
 from workers.plugins import CallContext, Plugin, PluginConfig
 
 EMAIL = r"[\w.+-]+@[\w-]+(?:\.[\w-]+)+"
@@ -33,19 +34,9 @@ TEXT_KEYS = frozenset(
 class RedactConfig(PluginConfig):
     """Regular expressions to mask, and the mask."""
 
-    patterns: list[str] = Field(default_factory=lambda: [EMAIL], min_length=1)
+    patterns: list[Regex] = Field(default_factory=lambda: [EMAIL], min_length=1)
     replacement: str = "[REDACTED]"
     outputs: bool = True
-
-    @field_validator("patterns")
-    @classmethod
-    def _compiles(cls, value: list[str]) -> list[str]:
-        for pattern in value:
-            try:
-                re.compile(pattern)
-            except re.error as exc:
-                raise ValueError(f"invalid regular expression {pattern!r}: {exc}") from None
-        return value
 
 
 class Redactor(Plugin):
