@@ -25,21 +25,27 @@ class Task(BaseModel):
     data: dict[str, Any] = Field(default_factory=dict)
 
 
-class Job(BaseModel):
-    """What producers enqueue and workers execute; validated at both ends."""
+class Work(BaseModel):
+    """A request, the endpoints it may try and its follow-up task: what a job runs, and what a
+    failed request's dead letter keeps to run it again (`workers.protocol.dead_letter`)."""
 
     model_config = ConfigDict(extra="forbid")
 
-    batch_id: str
-    key: str
     request: LLMRequest
     route: list[RouteHop] = Field(min_length=1)
+    task: Task | None = None
+
+
+class Job(Work):
+    """What producers enqueue and workers execute; validated at both ends."""
+
+    batch_id: str
+    key: str
     hop: int = Field(default=0, ge=0)
     attempts: list[Attempt] = Field(default_factory=list)
     enqueued_at: float
     deadline: float | None = None
     trace: dict[str, str] = Field(default_factory=dict)
-    task: Task | None = None
     #: Which of the endpoint's queues ("lanes") the batch uses: "" or "@1".."@3" for normal
     #: batches, "@high" / "@low" by priority. Kept across failover hops and retries.
     lane: str = Field(default="", pattern=r"^(@[0-9a-z]{1,8})?$")

@@ -9,8 +9,7 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from schemas.job import Job, Task
-from schemas.request import LLMRequest, RouteHop
+from schemas.job import Job, Work
 
 
 class _RequestHead(BaseModel):
@@ -27,16 +26,11 @@ class _Head(BaseModel):
     request: _RequestHead = Field(default_factory=_RequestHead)
 
 
-class DeadLetter(BaseModel):
+class DeadLetter(Work):
     """A failed request, its route and task, and why it failed."""
-
-    model_config = ConfigDict(extra="forbid")
 
     status: str
     code: str
-    request: LLMRequest
-    route: list[RouteHop] = Field(min_length=1)
-    task: Task | None = None
 
     @classmethod
     def of(cls, job: Job, status: str, code: str) -> bytes:
