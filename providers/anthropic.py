@@ -83,9 +83,8 @@ class AnthropicProvider(HTTPProvider):
     name = "anthropic"
     capabilities = Capabilities(
         kinds=frozenset({"chat", "messages"}),
-        images=True,
-        files=True,
-        tools=True,
+        # No response_format in the Messages API; audio inputs have no equivalent.
+        features=frozenset({"images", "files", "tools"}),
         max_context_tokens=200_000,
     )
     Config = AnthropicConfig

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import Any, ClassVar
+from typing import Any, ClassVar, get_args
 
 import aiohttp
 from pydantic import BaseModel, ConfigDict, Field
@@ -15,6 +15,8 @@ from schemas.features import Feature, needs
 from schemas.request import EndpointKind, LLMRequest
 from schemas.result import Usage
 
+#: Every feature: an adapter that accepts whatever a request may carry.
+ALL_FEATURES: frozenset[Feature] = frozenset(get_args(Feature))
 #: How a missing capability is named in the `unsupported` error.
 _FEATURE_TEXT: dict[Feature, str] = {
     "images": "image inputs",
@@ -30,17 +32,15 @@ class Capabilities(BaseModel):
     """What an adapter can serve; the router skips an endpoint that lacks what a request needs
     (error `unsupported`, no call made) and tries the next hop."""
 
-    model_config = ConfigDict(frozen=True)
+    # An unknown field (an adapter written against the earlier flags, `images=True`...) is an
+    # error, not a capability silently dropped.
+    model_config = ConfigDict(frozen=True, extra="forbid")
 
     #: Endpoint kinds it answers, natively or by translating the request.
     kinds: frozenset[EndpointKind] = frozenset({"chat"})
-    images: bool = False
-    audio: bool = False
-    files: bool = False
-    tools: bool = False
-    #: `response_format` json_object / json_schema.
-    json_mode: bool = False
-    json_schema: bool = False
+    #: What it accepts beyond plain text, in the words `schemas.features.needs` finds in a
+    #: request (image, audio and file inputs, tools, `response_format` json_object/json_schema).
+    features: frozenset[Feature] = frozenset()
     #: Whether the endpoint decodes under a JSON Schema sent with the request, so the answer
     #: cannot leave it (OpenAI `strict`, llama.cpp/vLLM `json_schema`, Ollama `format`). A
     #: structured request's schema is then sent with `strict: true`; elsewhere it is left off
@@ -54,15 +54,7 @@ class Capabilities(BaseModel):
     def missing(self, request: LLMRequest) -> list[str]:
         """What the request needs that this adapter cannot give, in words; empty if none."""
         out = [] if request.kind in self.kinds else [f"{request.kind} requests"]
-        flags = {
-            "images": self.images,
-            "audio": self.audio,
-            "files": self.files,
-            "tools": self.tools,
-            "json_object": self.json_mode,
-            "json_schema": self.json_schema,
-        }
-        out += [_FEATURE_TEXT[f] for f in sorted(needs(request)) if not flags[f]]
+        out += [_FEATURE_TEXT[f] for f in sorted(needs(request) - self.features)]
         return out
 
 

@@ -15,7 +15,7 @@ import orjson
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from providers import answers
-from providers.base import Capabilities, Provider, ProviderConfig, ProviderResponse
+from providers.base import ALL_FEATURES, Capabilities, Provider, ProviderConfig, ProviderResponse
 from providers.errors import BY_CODE, ProviderError, RateLimited
 from providers.mock_gmn import INVALID_KINDS, GMNMock, InvalidKind
 from schemas.config import EndpointConfig, Regex
@@ -136,12 +136,7 @@ class MockProvider(Provider):
         kinds=frozenset(
             {"chat", "embeddings", "responses", "completions", "moderations", "messages"}
         ),
-        images=True,
-        audio=True,
-        files=True,
-        tools=True,
-        json_mode=True,
-        json_schema=True,
+        features=ALL_FEATURES,
         max_context_tokens=128_000,
     )
     Config = MockConfig

@@ -73,10 +73,7 @@ class OllamaProvider(HTTPProvider):
     name = "ollama"
     capabilities = Capabilities(
         kinds=frozenset({"chat", "embeddings"}),
-        images=True,
-        tools=True,
-        json_mode=True,
-        json_schema=True,
+        features=frozenset({"images", "tools", "json_object", "json_schema"}),
         strict_schema=True,
         max_context_tokens=8192,
     )

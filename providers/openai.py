@@ -8,7 +8,13 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
-from providers.base import Capabilities, HealthStatus, ProviderConfig, ProviderResponse
+from providers.base import (
+    ALL_FEATURES,
+    Capabilities,
+    HealthStatus,
+    ProviderConfig,
+    ProviderResponse,
+)
 from providers.errors import (
     ContentFiltered,
     ContextTooLong,
@@ -152,12 +158,7 @@ class OpenAIProvider(HTTPProvider):
     name = "openai"
     capabilities = Capabilities(
         kinds=frozenset(PATHS),
-        images=True,
-        audio=True,
-        files=True,
-        tools=True,
-        json_mode=True,
-        json_schema=True,
+        features=ALL_FEATURES,
         strict_schema=True,
         n_choices=True,
         max_context_tokens=128_000,

@@ -213,7 +213,7 @@ def prepare(
             request = request.with_body(
                 response_format={"type": "json_schema", "json_schema": spec}
             )
-    request = wire_request(request, constrained, caps.json_mode)
+    request = wire_request(request, constrained, "json_object" in caps.features)
     takes_n = settings.structured.n_choices
     k = task.data.get("candidates", 1)
     if (

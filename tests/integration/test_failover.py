@@ -303,7 +303,7 @@ def test_json_mode_requests_skip_endpoints_that_cannot_honour_it(
 ) -> None:
     server = fake_server()
     config = two_endpoints({})
-    # Anthropic's Messages API has no response_format: the adapter declares json_mode=False.
+    # Anthropic's Messages API has no response_format: the adapter does not declare json_object.
     config["endpoints"]["primary"] = {
         "provider": "anthropic",
         "base_url": server.url,

@@ -8,8 +8,9 @@ import zlib
 
 import orjson
 import pytest
+from pydantic import ValidationError
 
-from providers.base import Capabilities
+from providers.base import ALL_FEATURES, Capabilities
 from schemas.features import needs
 from schemas.request import LLMRequest
 from schemas.tokens import (
@@ -202,3 +203,9 @@ def test_needs_and_the_capabilities_that_serve_them() -> None:
     assert text_only.missing(json_tools) == ["response_format json_schema", "tools"]
     embeddings = LLMRequest(custom_id="e", kind="embeddings", body={"input": "x"})
     assert text_only.missing(embeddings) == ["embeddings requests"]
+    tools_only = Capabilities(features=frozenset({"tools"}))
+    assert tools_only.missing(json_tools) == ["response_format json_schema"]
+    assert Capabilities(features=ALL_FEATURES).missing(json_tools) == []
+    # An adapter still declaring the earlier flags fails at import, not silently.
+    with pytest.raises(ValidationError, match="images"):
+        Capabilities(images=True)  # type: ignore[call-arg]
