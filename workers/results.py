@@ -4,6 +4,10 @@ Writes are coalesced: while one script call is in flight, results that finish me
 and go together in the next call. At low load every result is written at once; under load a
 single round trip carries hundreds, which is where most of a worker's Redis time went. The
 same `Coalescer` pipelines the pre-call result checks and the rate limiter's script calls.
+
+Those go through `exchange`, not redis-py's pipeline: its pipeline asks SCRIPT EXISTS for its
+scripts before every execute (a second round trip per flush) and wraps each one in a stack of
+bookkeeping; a worker at 0 ms paid more for that than for the commands (#22).
 """
 
 from __future__ import annotations
@@ -12,7 +16,9 @@ import asyncio
 from typing import Any, Generic, TypeVar
 
 import redis.asyncio as aioredis
+from redis.asyncio.connection import AbstractConnection
 from redis.commands.core import AsyncScript
+from redis.exceptions import NoScriptError, ResponseError
 from redis.typing import EncodableT
 
 from schemas.result import LLMResult
@@ -24,6 +30,44 @@ T = TypeVar("T")
 
 #: Results per script call; bounds the Lua run time (Redis is single-threaded).
 MAX_PER_CALL = 500
+
+#: One Redis command as sent: its name, then its arguments.
+Command = tuple[EncodableT, ...]
+
+
+async def exchange(client: aioredis.Redis, commands: list[Command]) -> list[Any]:
+    """Send `commands` in one write on one pooled connection and read every reply; a
+    command Redis refused answers with its `ResponseError` (the others still ran).
+
+    A connection error is retried as redis-py retries a pipeline (the client's `Retry`,
+    reconnecting first), and otherwise raised.
+    """
+    pool = client.connection_pool
+    conn = await pool.get_connection()  # type: ignore[no-untyped-call]
+    try:
+        return list(
+            await conn.retry.call_with_retry(
+                lambda: _exchange(conn, commands), lambda _error: conn.disconnect()
+            )
+        )
+    finally:
+        await pool.release(conn)
+
+
+async def _exchange(conn: AbstractConnection, commands: list[Command]) -> list[Any]:
+    await conn.send_packed_command(conn.pack_commands(commands))
+    replies: list[Any] = []
+    try:
+        for _ in commands:
+            try:
+                replies.append(await conn.read_response())
+            except ResponseError as exc:
+                replies.append(exc)
+    except BaseException:
+        # Replies still on the socket would reach the connection's next user.
+        await conn.disconnect(nowait=True)
+        raise
+    return replies
 
 
 class Coalescer(Generic[T]):
@@ -57,7 +101,11 @@ class Coalescer(Generic[T]):
                         future.set_exception(exc)
                 continue
             for (_, future), answer in zip(group, answers, strict=True):
-                if not future.done():
+                if future.done():
+                    continue
+                if isinstance(answer, ResponseError):  # this item's own failure
+                    future.set_exception(answer)
+                else:
                     future.set_result(answer)
 
 
@@ -98,10 +146,8 @@ class ResultCheck(Coalescer[tuple[str, str]]):
         return bool(await self._ask((batch_id, key)))
 
     async def _send(self, items: list[tuple[str, str]]) -> list[Any]:
-        async with self.client.pipeline(transaction=False) as pipe:
-            for batch_id, key in items:
-                pipe.hexists(self.keys.done(batch_id), key)
-            return list(await pipe.execute())
+        done = self.keys.done
+        return await exchange(self.client, [("HEXISTS", done(b), key) for b, key in items])
 
 
 class ScriptPipe(Coalescer[tuple[AsyncScript, list[str], list[EncodableT]]]):
@@ -120,7 +166,16 @@ class ScriptPipe(Coalescer[tuple[AsyncScript, list[str], list[EncodableT]]]):
     async def _send(
         self, items: list[tuple[AsyncScript, list[str], list[EncodableT]]]
     ) -> list[Any]:
-        async with self.client.pipeline(transaction=False) as pipe:
-            for script, keys, args in items:
-                await script(keys=keys, args=args, client=pipe)
-            return list(await pipe.execute())
+        def evalsha(item: tuple[AsyncScript, list[str], list[EncodableT]]) -> Command:
+            script, keys, args = item
+            return ("EVALSHA", script.sha, len(keys), *keys, *args)
+
+        replies = await exchange(self.client, [evalsha(item) for item in items])
+        missing = [i for i, reply in enumerate(replies) if isinstance(reply, NoScriptError)]
+        if missing:  # first use, or Redis restarted: those did not run, so they run now
+            for script in {id(items[i][0]): items[i][0] for i in missing}.values():
+                script.sha = await self.client.script_load(script.script)
+            again = await exchange(self.client, [evalsha(items[i]) for i in missing])
+            for i, reply in zip(missing, again, strict=True):
+                replies[i] = reply
+        return replies
