@@ -33,6 +33,7 @@ from schemas.gmn.prompts import (
     GMNPrompt,
     GMNRecord,
     GMNTaskData,
+    Profile,
     RoundVerdict,
     check_constraints,
     first_request,
@@ -70,6 +71,9 @@ class GMNOptions(TypedDict, total=False):
     #: Best-of-k: answers drawn in the first round (`n` where the endpoint takes it, else
     #: up to k calls), the first valid one kept; default 1.
     candidates: int
+    #: `lean`: ask for sizes and graph only, under a skeleton schema (`schemas.gmn.lean`);
+    #: default `full`.
+    profile: Profile
 
 
 class BatchOptions(GMNOptions, total=False):
@@ -168,6 +172,7 @@ class GMNChunkBuilder(ChunkBuilder):
             json_mode=opts.get("json_mode", False),
             example=opts.get("example", "explorer"),
             context_tokens=opts.get("context_tokens") or context_limit(self.config, self.route),
+            profile=opts.get("profile", "full"),
         )
         return PreparedJob(request, data)
 

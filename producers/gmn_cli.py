@@ -59,6 +59,13 @@ class ExampleOption(StrEnum):
     none = "none"
 
 
+class ProfileOption(StrEnum):
+    """`--profile`: the choices of `schemas.gmn.prompts.Profile`."""
+
+    full = "full"
+    lean = "lean"
+
+
 def gmn_config(settings: Settings, stack: ExitStack, console: Console) -> Settings:
     """Settings whose config is GMN-ready: the built-in default becomes the mock in GMN mode."""
     if load_config(settings.config) != parse_config(DEFAULT_CONFIG, "default config"):
@@ -110,6 +117,14 @@ def generate(
             "to k calls); the first valid one is kept, all count in tokens and cost.",
         ),
     ] = 1,
+    profile: Annotated[
+        ProfileOption,
+        typer.Option(
+            help="full: SPEC documents with matrices; lean: sizes and graph only (consumers "
+            "use default matrices), under a skeleton schema where the endpoint decodes under "
+            "one — for small models.",
+        ),
+    ] = ProfileOption.full,
 ) -> None:
     """Generate one validated GMN document per prompt, refining invalid answers in rounds."""
     started = time.monotonic()
@@ -143,6 +158,7 @@ def generate(
             example=example.value,
             context_tokens=context_tokens,
             candidates=candidates,
+            profile=profile.value,
         )
         report = write_outcomes(client, batch_id, output, local.supervisor, timeout, err)
     summary = report.to_dict()

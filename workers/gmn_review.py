@@ -70,7 +70,16 @@ class GMNValidator(Plugin):
         return GMNFeedback(feedback if isinstance(feedback, str) else None)
 
     def wire_schema(self, options: dict[str, Any]) -> dict[str, Any] | None:
-        """The GMN JSON Schema without the keywords grammar-based decoders reject."""
+        """The GMN JSON Schema without the keywords grammar-based decoders reject; for the lean
+        profile, the request's skeleton schema (sizes within its constraints)."""
+        try:
+            data = check_data(options)
+        except ValidationError:
+            return None  # the reviewer reports bad options (`problem`)
+        if data.profile == "lean":
+            from schemas.gmn.lean import lean_json_schema
+
+            return lean_json_schema(data.agent_type, data.constraints)
         from schemas.gmn.json_schema import gmn_json_schema
 
         return gmn_json_schema(decoding=True)

@@ -109,13 +109,28 @@ SYNTAX_ONLY: Final = (
 )
 
 
-def examples_for(agent_type: str, choice: ExampleChoice) -> list[str]:
-    """Which complete examples (keys of `EXAMPLES`) a prompt for this agent type shows."""
+#: Marks an example key as shown in the lean form (`lean.lean_document`): `lean:trader`.
+LEAN_KEY: Final = "lean:"
+
+
+def examples_for(agent_type: str, choice: ExampleChoice, lean: bool = False) -> list[str]:
+    """Which complete examples (keys of `EXAMPLES`, `lean:` before them when shown in the
+    lean form) a prompt for this agent type shows."""
     if choice == "none":
         return []
-    if choice == "contrast":
-        return [_CONTRAST.get(agent_type, "coordinator")]
-    return ["explorer"]
+    key = _CONTRAST.get(agent_type, "coordinator") if choice == "contrast" else "explorer"
+    return [f"{LEAN_KEY}{key}" if lean else key]
+
+
+def _example(key: str) -> tuple[str, str] | None:
+    """(label, document text) of an example key, the lean form derived from the full one."""
+    lean = key.startswith(LEAN_KEY)
+    found = EXAMPLES.get(key.removeprefix(LEAN_KEY))
+    if found is None or not lean:
+        return found
+    from .lean import lean_document
+
+    return found[0], orjson.dumps(lean_document(orjson.loads(found[1]))).decode()
 
 
 def example_block(keys: list[str]) -> str:
@@ -124,7 +139,10 @@ def example_block(keys: list[str]) -> str:
         return SYNTAX_ONLY
     parts = []
     for key in keys:
-        label, text = EXAMPLES[key]
+        found = _example(key)
+        if found is None:
+            continue
+        label, text = found
         parts.append(f"Example ({label}):\n{text}")
     return "\n".join(parts)
 
@@ -133,7 +151,8 @@ def example_documents(keys: list[str]) -> list[tuple[str, dict[str, Any]]]:
     """(name, document) of each example shown, as the copy check compares them."""
     out = []
     for key in keys:
-        if key in EXAMPLES:
-            doc = orjson.loads(EXAMPLES[key][1])
+        found = _example(key)
+        if found is not None:
+            doc = orjson.loads(found[1])
             out.append((str(doc.get("name", key)), doc))
     return out

@@ -16,6 +16,10 @@ from .feedback import group_errors, render_groups
 from .model import GMNError
 
 AgentType = Literal["explorer", "trader", "coordinator", "general"]
+#: What a document must hold: `full` (SPEC §1 with matrices) or `lean` (sizes and graph
+#: only, under a skeleton schema where the endpoint decodes under one: `lean.py`).
+Profile = Literal["full", "lean"]
+PROFILES: Final[tuple[str, ...]] = ("full", "lean")
 AGENT_TYPES: Final[tuple[str, ...]] = ("explorer", "trader", "coordinator", "general")
 MIN_PROMPT_CHARS: Final = 10
 MAX_PROMPT_CHARS: Final = 2000
@@ -129,6 +133,8 @@ class GMNTaskData(BaseModel):
     history: list[RoundVerdict] = Field(default_factory=list)
     #: Complete examples the prompt showed (keys of `examples.EXAMPLES`): copies are GMN091.
     examples: list[str] = Field(default_factory=lambda: ["explorer"])
+    #: `lean`: the prompt asks for sizes and graph only, and the decoding schema is a skeleton.
+    profile: Profile = "full"
     #: The smallest context window of the route's endpoints, when configured.
     context_tokens: int | None = Field(default=None, ge=1)
     #: Length of the user's own prompt in the user turn, so notes added to it can be dropped.
@@ -217,11 +223,21 @@ _CONSTRAINT_TEXT: Final[dict[str, str]] = {
 
 
 def system_prompt(
-    agent_type: str, constraints: GMNConstraints, example: ExampleChoice = "explorer"
+    agent_type: str,
+    constraints: GMNConstraints,
+    example: ExampleChoice = "explorer",
+    profile: Profile = "full",
 ) -> str:
-    """The rules, an example (SPEC §7; see `examples_for`), the agent-type hint, constraints."""
-    block = example_block(examples_for(agent_type, example))
-    lines = [_RULES + block, "", f"Agent type: {agent_type}. Model {_HINTS[agent_type]}"]
+    """The rules, an example (SPEC §7; see `examples_for`), the agent-type hint, constraints;
+    the lean profile's rules ask for sizes and graph only (`lean.LEAN_RULES`)."""
+    lean = profile == "lean"
+    rules = _RULES
+    if lean:
+        from . import lean as lean_profile
+
+        rules = lean_profile.LEAN_RULES
+    block = example_block(examples_for(agent_type, example, lean))
+    lines = [rules + block, "", f"Agent type: {agent_type}. Model {_HINTS[agent_type]}"]
     limits = constraints.model_dump(exclude_defaults=True)
     if limits:
         lines.append("Constraints:")
@@ -254,9 +270,10 @@ def first_request(
     max_tokens: int | None = None,
     json_mode: bool = False,
     example: ExampleChoice = "explorer",
+    profile: Profile = "full",
 ) -> LLMRequest:
     """Round 1 of a generation: system rules + the user's prompt; never a "```" stop sequence."""
-    system = system_prompt(spec.agent_type, spec.constraints, example)
+    system = system_prompt(spec.agent_type, spec.constraints, example, profile)
     return LLMRequest.chat(
         spec.custom_id,
         [

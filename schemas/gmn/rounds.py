@@ -32,6 +32,7 @@ from .prompts import (
     MAX_LISTED_ERRORS,
     GMNPrompt,
     GMNTaskData,
+    Profile,
     check_constraints,
     first_request,
 )
@@ -182,10 +183,16 @@ def first_round(
     json_mode: bool = False,
     example: ExampleChoice = "explorer",
     context_tokens: int | None = None,
+    profile: Profile = "full",
 ) -> tuple[LLMRequest, GMNTaskData]:
     """Round 1 and its task data, fitted into the context: a lower max_tokens, else no example."""
     request = first_request(
-        spec, temperature=temperature, max_tokens=max_tokens, json_mode=json_mode, example=example
+        spec,
+        temperature=temperature,
+        max_tokens=max_tokens,
+        json_mode=json_mode,
+        example=example,
+        profile=profile,
     )
     budget, fits = fit_first(_turns(request), max_tokens, context_tokens)
     if not fits and example != "none":
@@ -195,13 +202,15 @@ def first_round(
             max_tokens=max_tokens,
             json_mode=json_mode,
             example="none",
+            profile=profile,
         )
         example = "none"
         budget, _ = fit_first(_turns(request), max_tokens, context_tokens)
     data = GMNTaskData(
         agent_type=spec.agent_type,
         constraints=spec.constraints,
-        examples=examples_for(spec.agent_type, example),
+        examples=examples_for(spec.agent_type, example, profile == "lean"),
+        profile=profile,
         context_tokens=context_tokens,
         prompt_chars=len(spec.prompt),
     )

@@ -1,0 +1,166 @@
+"""The lean profile: a skeleton decoding schema whose every instance is a valid GMN document
+(when its ids resolve), sizes bounded by the prompt, copies of the lean example flagged."""
+
+from __future__ import annotations
+
+import itertools
+from typing import Any
+
+import orjson
+import pytest
+from jsonschema import Draft202012Validator
+
+from schemas.gmn import validate_gmn
+from schemas.gmn.examples import EXAMPLES
+from schemas.gmn.lean import (
+    LEAN_MAX_SIZE,
+    LEAN_RULES,
+    SKELETONS,
+    lean_document,
+    lean_json_schema,
+    skeletons_for,
+)
+from schemas.gmn.prompts import AGENT_TYPES, GMNConstraints, GMNPrompt
+from schemas.gmn.rounds import check_answer, first_round
+from schemas.gmn.task import gmn_options
+from workers.gmn_review import GMN
+
+CONSTRAINTS = [
+    GMNConstraints(),
+    GMNConstraints(max_states=3, max_observations=2, max_actions=1),
+    GMNConstraints(max_nodes=7, require_preferences=True),
+]
+
+
+def instance(name: str, sizes: dict[str, int]) -> dict[str, Any]:
+    """The skeleton filled in as a model would: ids = prefix + a word, sizes from `sizes`."""
+    slots, edges = SKELETONS[name]
+    ids = [f"{prefix}_x" for _, prefix in slots]
+    nodes: list[dict[str, Any]] = []
+    for (kind, _), node_id in zip(slots, ids, strict=True):
+        node: dict[str, Any] = {"id": node_id, "type": kind}
+        if kind in ("state", "observation", "action"):
+            key = {"state": "num_states", "observation": "num_observations"}.get(
+                kind, "num_actions"
+            )
+            node["properties"] = {key: sizes[kind]}
+        if kind == "llm_query":
+            node["properties"] = {"prompt_template": "What next?"}
+        nodes.append(node)
+    wires = [{"source": ids[s], "target": ids[t], "type": k} for s, t, k in edges]
+    return {"name": name, "nodes": nodes, "edges": wires}
+
+
+def schema_minimum(schema: dict[str, Any], kind: str) -> int:
+    """The smallest size the schema allows a node type in its first skeleton."""
+    doc = schema["anyOf"][0] if "anyOf" in schema else schema
+    for node in doc["properties"]["nodes"]["prefixItems"]:
+        if node["properties"]["type"]["const"] == kind:
+            (dim,) = node["properties"]["properties"]["properties"].values()
+            return int(dim["minimum"])
+    raise AssertionError(kind)
+
+
+@pytest.mark.parametrize(
+    ("agent_type", "constraints"), list(itertools.product(AGENT_TYPES, CONSTRAINTS))
+)
+def test_every_schema_instance_with_resolving_ids_is_a_valid_document(
+    agent_type: str, constraints: GMNConstraints
+) -> None:
+    schema = lean_json_schema(agent_type, constraints)
+    Draft202012Validator.check_schema(schema)
+    check = Draft202012Validator(schema)
+    sizes = {kind: schema_minimum(schema, kind) for kind in ("state", "observation", "action")}
+    spec = GMNPrompt(
+        custom_id="c",
+        prompt="model some agent please",
+        agent_type=agent_type,  # type: ignore[arg-type]
+    )
+    spec.constraints = constraints
+    _, data = first_round(spec, profile="lean", example="none")
+    for name in skeletons_for(constraints):
+        doc = instance(name, sizes)
+        assert list(check.iter_errors(doc)) == [], name
+        assert validate_gmn(orjson.dumps(doc)).valid, name
+        assert check_answer(orjson.dumps(doc).decode(), data).codes == [], (name, agent_type)
+
+
+def test_sizes_are_bounded_by_the_constraints_and_raised_by_the_agent_type() -> None:
+    check = Draft202012Validator(lean_json_schema("trader", GMNConstraints(max_states=9)))
+    assert not list(
+        check.iter_errors(instance("core", {"state": 9, "observation": 3, "action": 3}))
+    )
+    too_many = instance("core", {"state": 10, "observation": 3, "action": 3})
+    one_action = instance("core", {"state": 3, "observation": 3, "action": 1})
+    huge = instance("core", {"state": 3, "observation": LEAN_MAX_SIZE + 1, "action": 3})
+    for doc in (too_many, one_action, huge):
+        assert list(check.iter_errors(doc))
+    general = Draft202012Validator(lean_json_schema("general", GMNConstraints()))
+    assert not list(general.iter_errors(one_action))
+    # a coordinator hearing one yes/no report is not enough (GMN095): 3 values, or two sensors
+    coordinator = Draft202012Validator(lean_json_schema("coordinator", GMNConstraints()))
+    two = {"state": 3, "observation": 2, "action": 3}
+    assert list(coordinator.iter_errors(instance("belief", two)))
+    assert not list(coordinator.iter_errors(instance("two_sensors", two)))
+
+
+def test_max_nodes_leaves_out_the_skeletons_that_are_too_big() -> None:
+    assert skeletons_for(GMNConstraints(max_nodes=8)) == ["core", "belief"]
+    assert skeletons_for(GMNConstraints(max_nodes=2)) == ["core"]
+    assert skeletons_for(GMNConstraints()) == list(SKELETONS)
+    one = lean_json_schema("general", GMNConstraints(max_nodes=6))
+    assert "anyOf" not in one and len(one["properties"]["nodes"]["prefixItems"]) == 6
+
+
+def test_the_schema_pins_the_edges_to_the_slots_they_join() -> None:
+    check = Draft202012Validator(lean_json_schema("explorer", GMNConstraints()))
+    doc = instance("core", {"state": 4, "observation": 4, "action": 3})
+    doc["edges"][1]["type"] = "depends_on"  # lik -> obs must be generates (GMN052)
+    assert list(check.iter_errors(doc))
+    doc = instance("core", {"state": 4, "observation": 4, "action": 3})
+    doc["edges"][0]["source"] = "act_x"  # the state's edge from an action (GMN052/056)
+    assert list(check.iter_errors(doc))
+    doc = instance("core", {"state": 4, "observation": 4, "action": 3})
+    doc["nodes"][3]["properties"] = {"matrix": [[1.0]]}  # no matrices in the lean form
+    assert list(check.iter_errors(doc))
+
+
+@pytest.mark.parametrize("key", sorted(EXAMPLES))
+def test_the_lean_examples_fit_their_skeleton_and_are_valid(key: str) -> None:
+    doc = lean_document(orjson.loads(EXAMPLES[key][1]))
+    assert validate_gmn(orjson.dumps(doc)).valid
+    agent = {"explorer": "explorer", "trader": "trader", "coordinator": "coordinator"}[key]
+    assert not list(
+        Draft202012Validator(lean_json_schema(agent, GMNConstraints())).iter_errors(doc)
+    )
+
+
+def test_the_lean_prompt_shows_the_lean_example_and_a_copy_of_it_is_gmn091() -> None:
+    spec = GMNPrompt(
+        custom_id="t", prompt="A trader that buys or sells for profit.", agent_type="trader"
+    )
+    request, data = first_round(spec, profile="lean", example="contrast")
+    system = request.messages[0].text
+    assert system.startswith(LEAN_RULES) and "matrix" not in system.split("Example")[1]
+    assert data.profile == "lean" and data.examples == ["lean:coordinator"]
+    copy = lean_document(orjson.loads(EXAMPLES["coordinator"][1]))
+    assert check_answer(orjson.dumps(copy).decode(), data).codes == ["GMN091"]
+    renamed = orjson.loads(orjson.dumps(copy).replace(b"planner", b"advisor"))
+    assert check_answer(orjson.dumps(renamed).decode(), data).codes == ["GMN091"]
+    other = instance("llm_advice", {"state": 5, "observation": 3, "action": 4})
+    assert check_answer(orjson.dumps(other).decode(), data).codes == []
+
+
+def test_the_validator_sends_the_lean_schema_only_for_the_lean_profile() -> None:
+    spec = GMNPrompt(
+        custom_id="t", prompt="A trader that buys or sells for profit.", agent_type="trader"
+    )
+    spec.constraints = GMNConstraints(max_states=4)
+    _, lean = first_round(spec, profile="lean")
+    _, full = first_round(spec)
+    schema = GMN.wire_schema(gmn_options(lean))
+    assert schema == lean_json_schema("trader", GMNConstraints(max_states=4))
+    full_schema = GMN.wire_schema(gmn_options(full))
+    assert full_schema is not None and "anyOf" not in full_schema
+    assert full_schema["properties"]["nodes"]["items"]["anyOf"]
+    assert GMN.wire_schema({"agent_type": "nobody"}) is None
