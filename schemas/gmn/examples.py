@@ -133,10 +133,18 @@ def _example(key: str) -> tuple[str, str] | None:
     return found[0], orjson.dumps(lean_document(orjson.loads(found[1]))).decode()
 
 
-def example_block(keys: list[str]) -> str:
+#: `SYNTAX_ONLY` in the lean form (prefixed ids, sizes only).
+LEAN_SYNTAX_ONLY: Final = (
+    "Syntax (not a complete document): a node looks like "
+    '{"id": "state_where", "type": "state", "properties": {"num_states": 3}} and an edge like '
+    '{"source": "state_where", "target": "lik_where_sensor", "type": "depends_on"}.'
+)
+
+
+def example_block(keys: list[str], lean: bool = False) -> str:
     """The example part of a system prompt: each named example on its own line, or the syntax."""
     if not keys:
-        return SYNTAX_ONLY
+        return LEAN_SYNTAX_ONLY if lean else SYNTAX_ONLY
     parts = []
     for key in keys:
         found = _example(key)

@@ -46,7 +46,7 @@ PREFIX: Final[dict[str, str]] = {
 }
 #: Largest size the lean schema lets a model write (the prompts need at most 25).
 LEAN_MAX_SIZE: Final = 100
-_SUFFIX: Final = "[a-z0-9_]{1,30}"
+_SUFFIX: Final = "[a-z][a-z_]{2,29}"
 _SIZES: Final[dict[str, tuple[str, str]]] = {
     "state": ("num_states", "max_states"),
     "observation": ("num_observations", "max_observations"),

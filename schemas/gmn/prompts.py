@@ -236,7 +236,7 @@ def system_prompt(
         from . import lean as lean_profile
 
         rules = lean_profile.LEAN_RULES
-    block = example_block(examples_for(agent_type, example, lean))
+    block = example_block(examples_for(agent_type, example, lean), lean)
     lines = [rules + block, "", f"Agent type: {agent_type}. Model {_HINTS[agent_type]}"]
     limits = constraints.model_dump(exclude_defaults=True)
     if limits:

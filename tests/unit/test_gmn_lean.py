@@ -11,7 +11,7 @@ import pytest
 from jsonschema import Draft202012Validator
 
 from schemas.gmn import validate_gmn
-from schemas.gmn.examples import EXAMPLES
+from schemas.gmn.examples import EXAMPLES, LEAN_SYNTAX_ONLY
 from schemas.gmn.lean import (
     LEAN_MAX_SIZE,
     LEAN_RULES,
@@ -164,3 +164,11 @@ def test_the_validator_sends_the_lean_schema_only_for_the_lean_profile() -> None
     assert full_schema is not None and "anyOf" not in full_schema
     assert full_schema["properties"]["nodes"]["items"]["anyOf"]
     assert GMN.wire_schema({"agent_type": "nobody"}) is None
+
+
+def test_without_an_example_the_lean_prompt_shows_the_lean_syntax() -> None:
+    spec = GMNPrompt(
+        custom_id="t", prompt="A trader that buys or sells for profit.", agent_type="trader"
+    )
+    request, data = first_round(spec, profile="lean", example="none")
+    assert LEAN_SYNTAX_ONLY in request.messages[0].text and data.examples == []
