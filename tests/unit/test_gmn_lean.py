@@ -35,7 +35,7 @@ CONSTRAINTS = [
 def instance(name: str, sizes: dict[str, int]) -> dict[str, Any]:
     """The skeleton filled in as a model would: ids = prefix + a word, sizes from `sizes`."""
     slots, edges = SKELETONS[name]
-    ids = [f"{prefix}_x" for _, prefix in slots]
+    ids = [f"{prefix}_thing" for _, prefix in slots]
     nodes: list[dict[str, Any]] = []
     for (kind, _), node_id in zip(slots, ids, strict=True):
         node: dict[str, Any] = {"id": node_id, "type": kind}
@@ -118,7 +118,7 @@ def test_the_schema_pins_the_edges_to_the_slots_they_join() -> None:
     doc["edges"][1]["type"] = "depends_on"  # lik -> obs must be generates (GMN052)
     assert list(check.iter_errors(doc))
     doc = instance("core", {"state": 4, "observation": 4, "action": 3})
-    doc["edges"][0]["source"] = "act_x"  # the state's edge from an action (GMN052/056)
+    doc["edges"][0]["source"] = "act_thing"  # the state's edge from an action (GMN052/056)
     assert list(check.iter_errors(doc))
     doc = instance("core", {"state": 4, "observation": 4, "action": 3})
     doc["nodes"][3]["properties"] = {"matrix": [[1.0]]}  # no matrices in the lean form
