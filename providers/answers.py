@@ -215,6 +215,23 @@ def text_completion(
     }
 
 
+def text_body(
+    kind: str, model: str, text: str, input_tokens: int, output_tokens: int, finish: str = "stop"
+) -> dict[str, Any] | None:
+    """The body of a text answer to a `responses` or `completions` request (a `length` finish
+    is an incomplete response); None for other kinds, whose answers are built elsewhere."""
+    if kind == "responses":
+        status = "incomplete" if finish == "length" else "completed"
+        return response_object(
+            model, text, input_tokens=input_tokens, output_tokens=output_tokens, status=status
+        )
+    if kind == "completions":
+        return text_completion(
+            model, text, prompt_tokens=input_tokens, completion_tokens=output_tokens, finish=finish
+        )
+    return None
+
+
 MODERATION_CATEGORIES = (
     "harassment",
     "harassment/threatening",

@@ -188,27 +188,13 @@ class MockProvider(Provider):
         )
         calls = answers.forced_tool_calls(body) if kind == "chat" else None
         finish = "tool_calls" if calls else "stop"
-        # A chat or Messages answer's body would hold nothing its fields do not: output lines
-        # build it from them (schemas.batch_output), so the mock keeps none and stays cheap.
-        answer: dict[str, Any] | None = None
         if kind == "messages":
             blocks = answers.forced_tool_use(body)
             if blocks:
                 finish, calls = "tool_calls", _tool_calls(blocks)
-        if kind == "responses":
-            answer = answers.response_object(
-                model,
-                text,
-                input_tokens=usage.input_tokens,
-                output_tokens=usage.output_tokens,
-            )
-        elif kind == "completions":
-            answer = answers.text_completion(
-                model,
-                text,
-                prompt_tokens=usage.input_tokens,
-                completion_tokens=usage.output_tokens,
-            )
+        # A chat or Messages answer's body would hold nothing its fields do not: output lines
+        # build it from them (schemas.batch_output), so the mock keeps none and stays cheap.
+        answer = answers.text_body(kind, model, text, usage.input_tokens, usage.output_tokens)
         return ProviderResponse(
             text="" if calls else text,
             finish_reason=finish,

@@ -135,25 +135,16 @@ class OpenAIWire(Wire):
         prompt = fault.input_tokens if fault.input_tokens is not None else call.input_tokens
         output = fault.output_tokens if fault.output_tokens is not None else estimate_tokens(text)
         body = call.body
+        answer: dict[str, Any] | None
         if call.kind == "embeddings":
             dims = body.get("dimensions") or self.embedding_dimensions
             fmt = body.get("encoding_format") or "float"
             answer = answers.embeddings_list(call.model, call.inputs, dims, fmt)
         elif call.kind == "moderations":
             answer = answers.moderation(call.model, call.inputs)
-        elif call.kind == "completions":
-            answer = answers.text_completion(
-                call.model,
-                text,
-                prompt_tokens=prompt,
-                completion_tokens=output,
-                finish=fault.finish_reason or "stop",
-            )
-        elif call.kind == "responses":
-            status = "incomplete" if fault.finish_reason == "length" else "completed"
-            answer = answers.response_object(
-                call.model, text, input_tokens=prompt, output_tokens=output, status=status
-            )
+        elif call.kind in ("completions", "responses"):
+            finish = fault.finish_reason or "stop"
+            answer = answers.text_body(call.kind, call.model, text, prompt, output, finish)
         else:
             answer = self._chat(call, fault, text, prompt, output)
         rid = request_id()
