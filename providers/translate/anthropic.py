@@ -16,6 +16,7 @@ from providers.errors import Unsupported
 from providers.translate.common import (
     arguments_object,
     arguments_string,
+    carry,
     data_url,
     first_choice,
     parse_data_url,
@@ -97,9 +98,7 @@ def to_messages(chat: dict[str, Any], model: str, default_max_tokens: int) -> di
     user = chat.get("user") or chat.get("safety_identifier")
     if isinstance(user, str):
         out["metadata"] = {"user_id": user}
-    for key in _ANTHROPIC_ONLY:
-        if key in chat:
-            out[key] = chat[key]
+    carry(chat, out, _ANTHROPIC_ONLY)
     effort = chat.get("reasoning_effort")
     budget = THINKING_BUDGETS.get(effort) if isinstance(effort, str) else None
     if budget is not None and "thinking" not in out and _can_think(out, budget):
@@ -322,9 +321,7 @@ def to_chat(params: dict[str, Any], model: str) -> dict[str, Any]:
     out: dict[str, Any] = {"model": model, "messages": messages}
     if params.get("max_tokens"):
         out["max_tokens"] = params["max_tokens"]
-    for key in ("temperature", "top_p"):
-        if key in params:
-            out[key] = params[key]
+    carry(params, out, ("temperature", "top_p"))
     if params.get("stop_sequences"):
         out["stop"] = params["stop_sequences"]
     _chat_tools(params, out)

@@ -9,6 +9,13 @@ import orjson
 from providers.errors import Unsupported
 
 
+def carry(source: dict[str, Any], out: dict[str, Any], keys: tuple[str, ...]) -> None:
+    """Copy those of `keys` that `source` holds, as they are: fields both formats spell alike."""
+    for key in keys:
+        if key in source:
+            out[key] = source[key]
+
+
 def parse_data_url(url: str) -> tuple[str, str] | None:
     """(media type, base64 data) of a `data:<type>;base64,<data>` URL, else None."""
     if not url.startswith("data:"):

@@ -14,6 +14,7 @@ from providers.errors import Unsupported
 from providers.translate.common import (
     arguments_object,
     arguments_string,
+    carry,
     parse_data_url,
     part_texts,
 )
@@ -191,9 +192,7 @@ def to_embed(body: dict[str, Any], model: str, options: dict[str, Any]) -> dict[
     out: dict[str, Any] = {"model": model, "input": value}
     if body.get("dimensions"):
         out["dimensions"] = body["dimensions"]
-    for key in ("truncate", "keep_alive"):
-        if key in body:
-            out[key] = body[key]
+    carry(body, out, ("truncate", "keep_alive"))
     if options:
         out["options"] = options
     return out
