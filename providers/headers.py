@@ -20,9 +20,10 @@ import math
 import re
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
+from typing import NamedTuple
 
 from multidict import CIMultiDict
 
@@ -35,9 +36,16 @@ _UNIT_S = {"h": 3600.0, "m": 60.0, "s": 1.0, "ms": 1e-3, "us": 1e-6, "µs": 1e-6
 _EPOCH_S = 1e9
 _SHOWN_CHARS = 60
 
-#: (limit, remaining, reset_s) of one limit.
-_Family = tuple[int | None, int | None, float | None]
-_NONE: _Family = (None, None, None)
+
+class Limit(NamedTuple):
+    """One announced limit: its size, what is left of it, and seconds until it is full again."""
+
+    limit: int | None = None
+    remaining: int | None = None
+    reset_s: float | None = None
+
+
+_NONE = Limit()
 
 
 def parse_duration_s(text: str) -> float | None:
@@ -90,39 +98,30 @@ def _until_s(text: str, now_s: float, *, http_date: bool) -> float | None:
 class RateLimits:
     """What an endpoint announced in `x-ratelimit-*` or `anthropic-ratelimit-*` headers.
 
-    `*_tokens` is the combined token limit (OpenAI's only one; Anthropic's `tokens` family, the
+    `tokens` is the combined token limit (OpenAI's only one; Anthropic's `tokens` family, the
     most restrictive in effect, or its input family when `tokens` is absent); Anthropic's
     separate input and output limits are kept as well. Resets are seconds from the response
-    until the bucket is full again. Fields the server did not send, or sent garbled, are None.
+    until the bucket is full again. Values the server did not send, or sent garbled, are None.
     """
 
-    limit_requests: int | None = None
-    limit_tokens: int | None = None
-    remaining_requests: int | None = None
-    remaining_tokens: int | None = None
-    reset_requests_s: float | None = None
-    reset_tokens_s: float | None = None
-    limit_input_tokens: int | None = None
-    remaining_input_tokens: int | None = None
-    reset_input_tokens_s: float | None = None
-    limit_output_tokens: int | None = None
-    remaining_output_tokens: int | None = None
-    reset_output_tokens_s: float | None = None
+    requests: Limit = _NONE
+    tokens: Limit = _NONE
+    input_tokens: Limit = _NONE
+    output_tokens: Limit = _NONE
+
+    @property
+    def families(self) -> tuple[Limit, Limit, Limit, Limit]:
+        """Requests, tokens, input tokens, output tokens."""
+        return self.requests, self.tokens, self.input_tokens, self.output_tokens
 
     def __bool__(self) -> bool:
-        return any(getattr(self, f.name) is not None for f in fields(self))
+        return any(family != _NONE for family in self.families)
 
     def wait_s(self) -> float | None:
         """How long until the exhausted limit resets (the longest of the known ones if unsure)."""
-        pairs = (
-            (self.remaining_requests, self.reset_requests_s),
-            (self.remaining_tokens, self.reset_tokens_s),
-            (self.remaining_input_tokens, self.reset_input_tokens_s),
-            (self.remaining_output_tokens, self.reset_output_tokens_s),
-        )
-        exhausted = [reset for left, reset in pairs if left == 0 and reset is not None]
-        known = exhausted or [reset for _, reset in pairs if reset is not None]
-        return max(known) if known else None
+        resets = [(f.remaining, f.reset_s) for f in self.families if f.reset_s is not None]
+        exhausted = [reset for left, reset in resets if left == 0]
+        return max(exhausted or [reset for _, reset in resets], default=None)
 
 
 class _Reader:
@@ -156,13 +155,13 @@ class _Reader:
             _ignored(name, raw)
         return seconds
 
-    def family(self, prefix: str, kind: str) -> _Family:
-        """(limit, remaining, reset_s) of one limit, e.g. prefix "x-ratelimit-", kind "tokens"."""
+    def family(self, prefix: str, kind: str) -> Limit:
+        """One limit, e.g. prefix "x-ratelimit-", kind "tokens"."""
         if prefix.startswith("x-"):
             names = (f"{prefix}limit-{kind}", f"{prefix}remaining-{kind}", f"{prefix}reset-{kind}")
         else:
             names = (f"{prefix}{kind}-limit", f"{prefix}{kind}-remaining", f"{prefix}{kind}-reset")
-        return self.count(names[0]), self.count(names[1]), self.reset_s(names[2])
+        return Limit(self.count(names[0]), self.count(names[1]), self.reset_s(names[2]))
 
 
 def rate_limits(headers: Mapping[str, str], *, now_s: float | None = None) -> RateLimits:
@@ -176,27 +175,8 @@ def rate_limits(headers: Mapping[str, str], *, now_s: float | None = None) -> Ra
         tokens = r.family(p, "tokens")
         if tokens == _NONE:
             tokens = inputs
-        return _limits(requests, tokens, inputs, outputs)
-    return _limits(r.family("x-ratelimit-", "requests"), r.family("x-ratelimit-", "tokens"))
-
-
-def _limits(
-    requests: _Family, tokens: _Family, inputs: _Family = _NONE, outputs: _Family = _NONE
-) -> RateLimits:
-    return RateLimits(
-        limit_requests=requests[0],
-        remaining_requests=requests[1],
-        reset_requests_s=requests[2],
-        limit_tokens=tokens[0],
-        remaining_tokens=tokens[1],
-        reset_tokens_s=tokens[2],
-        limit_input_tokens=inputs[0],
-        remaining_input_tokens=inputs[1],
-        reset_input_tokens_s=inputs[2],
-        limit_output_tokens=outputs[0],
-        remaining_output_tokens=outputs[1],
-        reset_output_tokens_s=outputs[2],
-    )
+        return RateLimits(requests, tokens, inputs, outputs)
+    return RateLimits(r.family("x-ratelimit-", "requests"), r.family("x-ratelimit-", "tokens"))
 
 
 def retry_after_s(headers: Mapping[str, str], *, now_s: float | None = None) -> float | None:

@@ -273,7 +273,7 @@ class HTTPProvider(Provider):
         """The limits a response's headers state, for ProviderResponse.rate_limits; None
         unless they state an RPM or a TPM."""
         limits = rate_limits(resp.headers)
-        if limits.limit_requests is None and limits.limit_tokens is None:
+        if limits.requests.limit is None and limits.tokens.limit is None:
             return None
         return limits
 

@@ -56,7 +56,7 @@ def learned_limits(resp: ProviderResponse) -> tuple[int, int]:
     limits = resp.rate_limits
     if limits is None:
         return 0, 0
-    return limits.limit_requests or 0, limits.limit_tokens or 0
+    return limits.requests.limit or 0, limits.tokens.limit or 0
 
 
 #: (limit, remaining, reset ms) of the request bucket, then of the token bucket; -1 unknown.
@@ -72,11 +72,12 @@ def observed(limits: RateLimits | None) -> Observed:
     def v(x: float | None, scale: float = 1.0) -> float:
         return -1 if x is None else x * scale
 
+    requests, tokens = limits.requests, limits.tokens
     return (
-        v(limits.limit_requests),
-        v(limits.remaining_requests),
-        v(limits.reset_requests_s, 1000),
-        v(limits.limit_tokens),
-        v(limits.remaining_tokens),
-        v(limits.reset_tokens_s, 1000),
+        v(requests.limit),
+        v(requests.remaining),
+        v(requests.reset_s, 1000),
+        v(tokens.limit),
+        v(tokens.remaining),
+        v(tokens.reset_s, 1000),
     )

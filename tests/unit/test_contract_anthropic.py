@@ -206,10 +206,10 @@ async def test_enforced_limit_sends_anthropic_ratelimit_headers(
         with pytest.raises(RateLimited) as caught:
             await provider.generate(request(), "m")
     assert first.rate_limits is not None
-    assert (first.rate_limits.limit_requests, first.rate_limits.limit_tokens) == (1, 100_000)
+    assert (first.rate_limits.requests.limit, first.rate_limits.tokens.limit) == (1, 100_000)
     limits = caught.value.limits
-    assert (limits.limit_requests, limits.remaining_requests) == (1, 0)
-    assert limits.limit_tokens == 100_000
+    assert (limits.requests.limit, limits.requests.remaining) == (1, 0)
+    assert limits.tokens.limit == 100_000
     assert caught.value.retry_after_s is not None and 0 < caught.value.retry_after_s <= 60
 
 

@@ -226,7 +226,7 @@ async def test_retry_hint_from_x_ratelimit_reset_headers(
     with pytest.raises(RateLimited) as caught:
         await make(server.openai_url, session).generate(request(), "m")
     assert caught.value.retry_after_s == pytest.approx(wait_s)
-    assert caught.value.limits.remaining_requests == (0 if fault.reset_requests_s else None)
+    assert caught.value.limits.requests.remaining == (0 if fault.reset_requests_s else None)
 
 
 async def test_no_retry_hint_means_none(server: FakeServer, session: aiohttp.ClientSession) -> None:
@@ -240,12 +240,12 @@ async def test_enforced_rpm_answers_429_with_limits(session: aiohttp.ClientSessi
     async with FakeServer(rpm=1) as server:
         provider = make(server.openai_url, session)
         first = await provider.generate(request(), "m")
-        assert first.rate_limits is not None and first.rate_limits.limit_requests == 1
+        assert first.rate_limits is not None and first.rate_limits.requests.limit == 1
         with pytest.raises(RateLimited) as caught:
             await provider.generate(request(), "m")
     exc = caught.value
     assert exc.retry_after_s is not None and 0 < exc.retry_after_s <= 60
-    assert exc.limits.remaining_requests == 0
+    assert exc.limits.requests.remaining == 0
     assert "requests per min" in exc.message
 
 

@@ -83,8 +83,8 @@ async def test_openai_headers_announce_the_bucket_and_429_says_when(
         after = await post(session, server)
     assert [a[0] for a in answers] == [200, 200, 200, 429]
     first = rate_limits(answers[0][2])
-    assert (first.limit_requests, first.remaining_requests) == (3, 2)
-    assert first.limit_tokens == 1000 and first.reset_requests_s == pytest.approx(20)
+    assert (first.requests.limit, first.requests.remaining) == (3, 2)
+    assert first.tokens.limit == 1000 and first.requests.reset_s == pytest.approx(20)
     limited = answers[3][2]
     assert limited["retry-after"] == "20" and limited["retry-after-ms"] == "20000"
     assert limited["x-ratelimit-remaining-requests"] == "0"
@@ -111,8 +111,8 @@ async def test_a_knob_picks_the_header_format(
         limited = await post(session, server, path)
     for status, _, headers in (ok, limited):
         assert present in headers and absent not in headers, (status, dict(headers))
-    assert rate_limits(ok[2]).limit_requests == 1
-    assert rate_limits(limited[2]).remaining_requests == 0
+    assert rate_limits(ok[2]).requests.limit == 1
+    assert rate_limits(limited[2]).requests.remaining == 0
 
 
 async def test_without_headers_the_limit_is_still_enforced(

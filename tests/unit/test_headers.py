@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from providers.headers import RateLimits, parse_duration_s, rate_limits, retry_after_s
+from providers.headers import Limit, RateLimits, parse_duration_s, rate_limits, retry_after_s
 
 NOW = 1_740_435_930.0  # 2025-02-24T22:25:30Z
 LOGGER = "batchyard.providers.headers"
@@ -49,18 +49,14 @@ def test_openai_headers_as_documented() -> None:
         }
     )
     assert limits == RateLimits(
-        limit_requests=60,
-        limit_tokens=150000,
-        remaining_requests=59,
-        remaining_tokens=149984,
-        reset_requests_s=1.0,
-        reset_tokens_s=360.0,
+        requests=Limit(limit=60, remaining=59, reset_s=1.0),
+        tokens=Limit(limit=150000, remaining=149984, reset_s=360.0),
     )
 
 
 def test_header_names_are_case_insensitive() -> None:
     limits = rate_limits({"X-RateLimit-Remaining-Requests": "7", "X-RATELIMIT-RESET-TOKENS": "2s"})
-    assert (limits.remaining_requests, limits.reset_tokens_s) == (7, 2.0)
+    assert (limits.requests.remaining, limits.tokens.reset_s) == (7, 2.0)
 
 
 def test_anthropic_headers_every_family() -> None:
@@ -83,14 +79,14 @@ def test_anthropic_headers_every_family() -> None:
         now_s=NOW,
     )
     # then the combined family is the token limit, and input and output are kept apart.
-    assert (limits.limit_requests, limits.remaining_requests) == (1000, 999)
-    assert limits.reset_requests_s == 0.0
-    assert (limits.limit_tokens, limits.remaining_tokens) == (96000, 90000)
-    assert limits.reset_tokens_s == pytest.approx(2.0)
-    assert (limits.limit_input_tokens, limits.remaining_input_tokens) == (80000, 78000)
-    assert limits.reset_input_tokens_s == pytest.approx(2.0)
-    assert (limits.limit_output_tokens, limits.remaining_output_tokens) == (16000, 12000)
-    assert limits.reset_output_tokens_s == pytest.approx(17.0)
+    assert (limits.requests.limit, limits.requests.remaining) == (1000, 999)
+    assert limits.requests.reset_s == 0.0
+    assert (limits.tokens.limit, limits.tokens.remaining) == (96000, 90000)
+    assert limits.tokens.reset_s == pytest.approx(2.0)
+    assert (limits.input_tokens.limit, limits.input_tokens.remaining) == (80000, 78000)
+    assert limits.input_tokens.reset_s == pytest.approx(2.0)
+    assert (limits.output_tokens.limit, limits.output_tokens.remaining) == (16000, 12000)
+    assert limits.output_tokens.reset_s == pytest.approx(17.0)
 
 
 def test_anthropic_without_the_tokens_family_uses_the_input_one() -> None:
@@ -102,9 +98,9 @@ def test_anthropic_without_the_tokens_family_uses_the_input_one() -> None:
         },
         now_s=NOW,
     )
-    assert (limits.limit_tokens, limits.remaining_tokens) == (40000, 39000)
-    assert limits.reset_tokens_s == pytest.approx(10.0)
-    assert limits.limit_output_tokens is None
+    assert (limits.tokens.limit, limits.tokens.remaining) == (40000, 39000)
+    assert limits.tokens.reset_s == pytest.approx(10.0)
+    assert limits.output_tokens.limit is None
 
 
 @pytest.mark.parametrize(
@@ -119,12 +115,12 @@ def test_anthropic_without_the_tokens_family_uses_the_input_one() -> None:
 )
 def test_anthropic_rfc3339_resets(stamp: str, seconds: float) -> None:
     limits = rate_limits({"anthropic-ratelimit-requests-reset": stamp}, now_s=NOW)
-    assert limits.reset_requests_s == pytest.approx(seconds)
+    assert limits.requests.reset_s == pytest.approx(seconds)
 
 
 def test_a_reset_given_as_a_unix_timestamp_is_a_moment_not_a_delay() -> None:
     limits = rate_limits({"x-ratelimit-reset-requests": str(int(NOW + 30))}, now_s=NOW)
-    assert limits.reset_requests_s == pytest.approx(30.0)
+    assert limits.requests.reset_s == pytest.approx(30.0)
 
 
 @pytest.mark.parametrize(
@@ -189,8 +185,8 @@ def test_garbage_is_ignored_with_a_debug_log(
         limits = rate_limits(headers, now_s=NOW)
         wait = retry_after_s(headers, now_s=NOW)
     # then the garbled value reads as absent, the good one still counts,
-    assert limits.remaining_requests is None and limits.reset_requests_s is None
-    assert limits.limit_tokens == 1000
+    assert limits.requests.remaining is None and limits.requests.reset_s is None
+    assert limits.tokens.limit == 1000
     assert wait is None
     # and a debug line names the header.
     assert any(name in r.getMessage() and r.levelno == logging.DEBUG for r in caplog.records)
@@ -226,5 +222,5 @@ def test_no_header_value_can_raise(headers: dict[str, str]) -> None:
     assert wait is None or wait >= 0
     assert all(
         v is None or v >= 0
-        for v in (limits.remaining_requests, limits.reset_requests_s, limits.limit_requests)
+        for v in (limits.requests.remaining, limits.requests.reset_s, limits.requests.limit)
     )

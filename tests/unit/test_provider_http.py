@@ -124,10 +124,10 @@ def test_openai_limit_headers() -> None:
             )
         )
     )
-    assert (limits.limit_requests, limits.limit_tokens) == (5000, 160000)
-    assert (limits.remaining_requests, limits.remaining_tokens) == (4999, 159976)
-    assert limits.reset_requests_s == pytest.approx(0.012)
-    assert limits.reset_tokens_s == pytest.approx(0.009)
+    assert (limits.requests.limit, limits.tokens.limit) == (5000, 160000)
+    assert (limits.requests.remaining, limits.tokens.remaining) == (4999, 159976)
+    assert limits.requests.reset_s == pytest.approx(0.012)
+    assert limits.tokens.reset_s == pytest.approx(0.009)
     assert limits
 
 
@@ -142,9 +142,9 @@ def test_anthropic_limit_headers_and_absent_ones() -> None:
         },
         now_s=NOW,
     )
-    assert (limits.limit_requests, limits.remaining_requests) == (50, 49)
-    assert limits.reset_requests_s == pytest.approx(10.0)
-    assert (limits.limit_tokens, limits.remaining_tokens) == (40000, 39000)
+    assert (limits.requests.limit, limits.requests.remaining) == (50, 49)
+    assert limits.requests.reset_s == pytest.approx(10.0)
+    assert (limits.tokens.limit, limits.tokens.remaining) == (40000, 39000)
     assert not rate_limits({"content-type": "application/json"})
 
 
