@@ -1,5 +1,5 @@
 """`python -m batchyard` runs the CLI."""
 
-from producers.cli import main
+from batchyard.launch import main
 
 main()

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import dramatiq
+import orjson
 from dramatiq.asyncio import get_event_loop_thread
 from dramatiq.brokers.redis import RedisBroker
 
@@ -29,6 +30,7 @@ from workers.lifetime import (
     PARENT_PID_ENV,
     SignalLatch,
     exit_after,
+    exit_now,
     set_parent_death_signal,
     watch_parent,
 )
@@ -36,6 +38,7 @@ from workers.logs import setup_logging
 from workers.protocol.connection import wait_for_redis
 from workers.protocol.lanes import LANES
 from workers.tracing import setup_tracing, shutdown_tracing
+from workers.warm import HANDOFF_FLAG
 
 log = logging.getLogger("batchyard.worker")
 
@@ -145,5 +148,17 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def await_handoff() -> int:
+    """A prestarted worker (`workers.warm`): imports are done; wait for the arguments and
+    environment of a cold start on stdin, then run as one. EOF: nobody needs us, exit."""
+    line = sys.stdin.buffer.readline()
+    if not line.strip():
+        return 0
+    spec = orjson.loads(line)
+    os.environ.clear()
+    os.environ.update(spec["env"])
+    return main(list(spec["argv"]))
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    exit_now(await_handoff() if sys.argv[1:] == [HANDOFF_FLAG] else main())

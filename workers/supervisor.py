@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from workers import warm
 from workers.lifetime import PARENT_PID_ENV
 
 log = logging.getLogger("batchyard.supervisor")
@@ -82,7 +83,8 @@ class Supervisor:
             cmd += ["--config", str(self.config)]
         # The child arms its parent-death signal and watches this pid (workers.lifetime).
         env = {**self.env, PARENT_PID_ENV: str(os.getpid())}
-        self.children[slot] = subprocess.Popen(cmd, env=env)
+        # A worker prestarted by `batchyard run` has done its imports already.
+        self.children[slot] = warm.claim(cmd[3:], env) or subprocess.Popen(cmd, env=env)
         self._started_at[slot] = time.monotonic()
 
     def start(self) -> None:

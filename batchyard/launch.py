@@ -1,0 +1,33 @@
+"""The `batchyard` command's entry point: light on purpose.
+
+`batchyard run` starts its first worker process here, before the CLI's own imports, so the two
+start-ups overlap (`workers.warm`, #22). The process ends through `exit_now`, which skips the
+interpreter's teardown once output is flushed.
+"""
+
+from __future__ import annotations
+
+import sys
+
+from workers import warm
+from workers.lifetime import exit_now
+
+
+def main() -> None:
+    """Console-script entry point (also `python -m batchyard`)."""
+    if sys.argv[1:2] == ["run"]:
+        warm.prestart()
+    code: int = 0
+    try:
+        from producers.cli import app
+
+        app()
+    except SystemExit as exc:
+        if isinstance(exc.code, str):
+            print(exc.code, file=sys.stderr)
+            code = 1
+        else:
+            code = exc.code or 0
+    finally:
+        warm.discard_all()
+    exit_now(code)

@@ -1,0 +1,94 @@
+"""Prestarted worker processes (`workers.warm`): they run as a cold start would once claimed,
+and end when nobody claims them or their parent dies (#22)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import psutil
+import pytest
+
+from producers.client import Client
+from tests.conftest import ROOT, openai_line, wait_until
+from workers import warm
+from workers.lifetime import PARENT_PID_ENV
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(autouse=True)
+def checkout_on_path(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Prestarted workers import this checkout; none is left over after a test."""
+    monkeypatch.setenv("PYTHONPATH", str(ROOT))
+    yield
+    warm.discard_all()
+
+
+def cold_env(**extra: str) -> dict[str, str]:
+    """The environment the supervisor gives a worker it starts (see `Supervisor._spawn`)."""
+    return {**os.environ, PARENT_PID_ENV: str(os.getpid()), **extra}
+
+
+def test_an_unclaimed_worker_exits_quietly() -> None:
+    warm.prestart()
+    proc = warm._waiting[0].proc
+    warm.discard_all()
+    assert proc.returncode == 0
+    assert not warm._waiting
+
+
+def test_a_claim_that_changes_import_time_settings_starts_cold(tmp_path: Path) -> None:
+    # Given a worker prestarted without content capture (read when tracing is imported),
+    warm.prestart()
+    proc = warm._waiting[0].proc
+    # when the claim asks for it, the prestarted worker is not used, and it ends.
+    got = warm.claim(["--concurrency", "1"], cold_env(BATCHYARD_TRACE_CONTENT="1"))
+    assert got is None
+    assert proc.returncode == 0
+
+
+def test_a_claimed_worker_runs_jobs_and_stops_on_sigterm(
+    redis_url: str, write_config: Callable[[dict[str, object]], Path]
+) -> None:
+    config = write_config({"endpoints": {"mock": {"provider": "mock"}}})
+    warm.prestart()
+    proc = warm.claim(
+        ["--concurrency", "4", "--config", str(config)], cold_env(REDIS_URL=redis_url)
+    )
+    assert proc is not None
+    try:
+        with Client(redis_url) as client:
+            batch_id = client.submit_many([openai_line(f"w-{i}", "x") for i in range(5)]).batch_id
+            wait_until(lambda: client.batch(batch_id).finished, 60, "the batch to finish")
+            assert client.batch(batch_id).counts.completed == 5
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=30)
+    assert proc.returncode == 0
+
+
+def test_a_waiting_worker_ends_with_its_parent() -> None:
+    # Given a parent that prestarts a worker and is then killed,
+    code = (
+        "import os, signal; from workers import warm; warm.prestart(); "
+        "print(warm._waiting[0].proc.pid, flush=True); os.kill(os.getpid(), signal.SIGKILL)"
+    )
+    parent = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert parent.returncode == -signal.SIGKILL
+    child = int(parent.stdout.split()[0])
+    # the worker it left waiting ends too (EOF on its stdin).
+    wait_until(lambda: not _alive(child), 30, "the orphaned prestarted worker to exit")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
