@@ -37,6 +37,11 @@ from workers.protocol.keys import Keys
 from workers.redis_server import RedisServer
 from workers.supervisor import Supervisor, preflight
 
+#: Shortest time between two steps of the follow loop (read progress, write results) ...
+STEP_S = 0.2
+#: ... and in its first second, when a small batch may be about to end.
+FIRST_STEP_S = 0.02
+
 #: `<output><STATE_SUFFIX>/` holds a run's Redis data and `run.json` until the batch completes.
 STATE_SUFFIX = ".batchyard"
 
@@ -302,6 +307,11 @@ class _Writer:
         self.errors = errors
         self.report = CollectReport(0, 0, 0, "0-0")
 
+    def wait(self, seconds: float) -> None:
+        """Block until a result arrives past what was written, at most `seconds`."""
+        stream: dict[Any, Any] = {self.client.keys.stream(self.batch_id): self.report.cursor}
+        self.client.redis.xread(stream, count=1, block=max(1, int(seconds * 1000)))
+
     def step(self) -> None:
         got = collect(self.client, self.batch_id, self.output, self.errors)
         self.report.written += got.written
@@ -319,7 +329,8 @@ def _follow(
     latch: SignalLatch,
     writer: _Writer,
 ) -> Batch:
-    deadline = None if timeout_s is None else time.monotonic() + timeout_s
+    followed_at = time.monotonic()
+    deadline = None if timeout_s is None else followed_at + timeout_s
     columns = (
         TextColumn("[bold]{task.description}"),
         BarColumn(),
@@ -345,4 +356,10 @@ def _follow(
                 raise RunFailed(supervisor.failed)
             if deadline is not None and time.monotonic() > deadline:
                 raise RunFailed(f"batch {batch_id} not finished after {timeout_s:.0f}s")
-            latch.event.wait(0.2)
+            # Step at the next result, not a fixed poll later (a small batch's end is seen at
+            # once), but at most every STEP_S once the run is under way: each step reads the
+            # record and fsyncs the output. A signal is seen within the block time.
+            stepped = time.monotonic()
+            writer.wait(0.2)
+            gap = FIRST_STEP_S if stepped - followed_at < 1.0 else STEP_S
+            time.sleep(max(0.0, stepped + gap - time.monotonic()))
