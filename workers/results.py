@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
+from importlib import import_module
 from typing import Any, Generic, TypeVar, cast
 
 import redis.asyncio as aioredis
@@ -38,11 +39,9 @@ MAX_PER_CALL = 500
 Command = tuple[EncodableT, ...]
 
 pack_command: Callable[[Command], bytes] | None
-try:
-    import hiredis
-
-    pack_command = cast(Callable[[Command], bytes], hiredis.pack_command)
-except ImportError:  # hiredis is a dependency; without it redis-py packs
+try:  # by name: a venv installed before hiredis became a dependency still type-checks
+    pack_command = cast(Callable[[Command], bytes], import_module("hiredis").pack_command)
+except ImportError:  # without it redis-py packs
     pack_command = None
 
 
