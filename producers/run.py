@@ -77,7 +77,7 @@ class LocalWorkers:
 
     def stop(self) -> None:
         """Stop taking messages and wait while in-flight calls finish (within the grace)."""
-        self.supervisor.stop()
+        self.supervisor.stop(wake=True)
         self.runner.join()
 
 

@@ -17,7 +17,9 @@ import contextlib
 import ctypes
 import logging
 import os
+import select
 import signal
+import subprocess
 import sys
 import threading
 import time
@@ -172,3 +174,25 @@ def exit_now(code: int) -> NoReturn:
         with contextlib.suppress(OSError, ValueError):
             stream.flush()
     os._exit(code)
+
+
+def wait_exit(proc: subprocess.Popen[bytes], timeout_s: float) -> bool:
+    """Wait up to `timeout_s` for `proc` to exit and reap it; False if it is still running.
+
+    Woken by the exit itself (a pidfd, Linux 5.3+): `Popen.wait(timeout)` polls with sleeps
+    growing to 50 ms, which a short-lived stop paid at each process it waited for."""
+    if proc.poll() is not None:
+        return True
+    try:
+        fd = os.pidfd_open(proc.pid)
+    except (AttributeError, OSError):  # not Linux, or an old kernel: poll as Popen does
+        try:
+            proc.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            return False
+        return True
+    try:
+        select.select([fd], [], [], max(0.0, timeout_s))
+    finally:
+        os.close(fd)
+    return proc.poll() is not None

@@ -8,12 +8,13 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import Any
 
 from workers import warm
-from workers.lifetime import PARENT_PID_ENV
+from workers.lifetime import PARENT_PID_ENV, wait_exit
 
 log = logging.getLogger("batchyard.supervisor")
 
@@ -59,6 +60,8 @@ class Supervisor:
         # A plain flag, not an Event: `stop()` is called from signal handlers, which must not
         # take locks (a second signal inside `Event.set` would deadlock on its condition).
         self._stopping = False
+        #: Wakes `run()` at once for a `stop()` from ordinary code (`wake=True`).
+        self._wake = threading.Event()
         #: Set when a child fails at start-up with a user error: restarting would not help.
         self.failed: str | None = None
 
@@ -157,7 +160,7 @@ class Supervisor:
             left = deadline - time.monotonic()
             if left <= 0:
                 return False
-            time.sleep(min(left, 0.05))
+            self._wake.wait(min(left, 0.05))
         return True
 
     @property
@@ -165,10 +168,13 @@ class Supervisor:
         """True once `stop()` was called."""
         return self._stopping
 
-    def stop(self) -> None:
+    def stop(self, *, wake: bool = False) -> None:
         """Ask `run()` to stop and drain the children. Safe in a signal handler: it only
-        stores a flag, however many signals arrive and however they nest."""
+        stores a flag, however many signals arrive and however they nest. Ordinary code
+        passes `wake=True` so `run()` starts the drain now, not at its next poll."""
         self._stopping = True
+        if wake:
+            self._wake.set()
 
     def shutdown(self) -> None:
         """SIGTERM every child, wait for the grace period, SIGKILL what is left."""
@@ -177,9 +183,7 @@ class Supervisor:
             child.send_signal(signal.SIGTERM)
         deadline = time.monotonic() + self.grace_s + 5
         for child in live:
-            try:
-                child.wait(timeout=max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
+            if not wait_exit(child, max(0.1, deadline - time.monotonic())):
                 log.warning("worker process %d did not stop in time; killing it", child.pid)
                 child.kill()
                 child.wait()
