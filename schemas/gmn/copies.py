@@ -242,10 +242,25 @@ def check_copy(doc: Any, examples: list[tuple[str, dict[str, Any]]]) -> list[GMN
     else:
         message = (
             f"the document has exactly the nodes, edges and sizes of the example {name!r} "
-            "with only names changed; design the states, observations and actions this "
-            "prompt needs"
+            f"with only names changed{_sizes_text(doc)}; design the states, observations and "
+            "actions this prompt needs: count what its agent tells apart and can do"
         )
     return [GMNError(code=COPY_CODE, path="$", message=message)]
+
+
+def _sizes_text(doc: dict[str, Any]) -> str:
+    """`(3 states, 3 observations, 3 actions, as in the example)`: the numbers to change (a
+    weak model told only "design your own" answered the same sizes again)."""
+    parts = []
+    for node in doc.get("nodes", []):
+        kind = node.get("type") if isinstance(node, dict) else None
+        props = node.get("properties") if kind in DIMENSIONS else None
+        size = props.get(DIMENSIONS[kind][0]) if isinstance(props, dict) and kind else None
+        if is_integer(size):
+            parts.append(f"{size} {kind}s")
+    if not parts:
+        return ""
+    return f" ({', '.join(parts)}, as in the example)"
 
 
 class StructureIndex:

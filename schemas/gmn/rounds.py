@@ -14,7 +14,7 @@ from schemas.refine.context import Turn, fit_first
 from schemas.request import LLMRequest
 from schemas.structured import Verdict
 
-from .copies import check_copy
+from .copies import COPY_CODE, check_copy
 from .examples import ExampleChoice, example_documents, examples_for
 from .feedback import (
     RULES,
@@ -129,6 +129,10 @@ def fresh_note(checked: Checked, feedback: str | None) -> str:
     lines = [f"{FRESH_HEAD} Make sure yours follows these rules:"]
     for code in checked.codes:
         lines.append(f"- {code}: {RULES.get(code, 'see the rules above')}")
+        if code == COPY_CODE:
+            # Which sizes were the example's: "design your own" alone got the same ones again.
+            copied = next(e for e in checked.errors if e.code == code)
+            lines.append(f"  (the rejected answer: {copied.message})")
     if feedback:
         lines.append(f"Change requested: {feedback.strip()}")
     return "\n".join(lines)

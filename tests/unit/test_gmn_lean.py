@@ -21,7 +21,7 @@ from schemas.gmn.lean import (
     skeletons_for,
 )
 from schemas.gmn.prompts import AGENT_TYPES, GMNConstraints, GMNPrompt
-from schemas.gmn.rounds import check_answer, first_round
+from schemas.gmn.rounds import check_answer, first_round, fresh_note
 from schemas.gmn.task import gmn_options
 from workers.gmn_review import GMN
 
@@ -172,3 +172,19 @@ def test_without_an_example_the_lean_prompt_shows_the_lean_syntax() -> None:
     )
     request, data = first_round(spec, profile="lean", example="none")
     assert LEAN_SYNTAX_ONLY in request.messages[0].text and data.examples == []
+
+
+def test_copy_feedback_names_the_sizes_to_change_in_refine_and_fresh_rounds() -> None:
+    spec = GMNPrompt(
+        custom_id="t", prompt="An explorer that walks a maze to the exit.", agent_type="explorer"
+    )
+    _, data = first_round(spec, profile="lean", example="contrast")
+    copy = lean_document(orjson.loads(EXAMPLES["trader"][1]))
+    copy["nodes"][0]["id"] = "state_where"
+    for edge in copy["edges"]:
+        edge["source"] = "state_where" if edge["source"] == "state_holding" else edge["source"]
+    checked = check_answer(orjson.dumps(copy).decode(), data)
+    assert checked.codes == ["GMN091"]
+    assert "(3 states, 3 observations, 3 actions, as in the example)" in checked.errors[0].message
+    note = fresh_note(checked, None)
+    assert "3 states, 3 observations, 3 actions" in note
