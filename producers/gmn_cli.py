@@ -250,6 +250,19 @@ def _print_verdict(console: Console, name: str, report: ValidationReport) -> Non
 
 # --- report -------------------------------------------------------------------------------------
 
+_NUMBERS = ("matrix", "distribution", "vector")
+
+
+def has_numbers(document: dict[str, Any]) -> bool:
+    """Whether any node of a document carries a matrix, distribution or vector."""
+    nodes = document.get("nodes")
+    return isinstance(nodes, list) and any(
+        isinstance(node, dict)
+        and isinstance(props := node.get("properties"), dict)
+        and any(props.get(key) is not None for key in _NUMBERS)
+        for node in nodes
+    )
+
 
 @dataclass
 class GMNReport(RoundCounts):
@@ -266,6 +279,9 @@ class GMNReport(RoundCounts):
     #: Per strategy (`schemas.gmn.strategy`): rounds run with it, and documents it fixed.
     strategy_rounds: Counter[str] = field(default_factory=Counter)
     strategy_fixed: Counter[str] = field(default_factory=Counter)
+    #: Valid final documents with no matrix, distribution or vector (the lean profile's, or
+    #: a full answer that left them out): valid GMN, but consumers use default numbers.
+    without_numbers: int = 0
 
     def add(self, item: gmn.GMNOutcome) -> None:
         """Count one output line."""
@@ -294,6 +310,7 @@ class GMNReport(RoundCounts):
             self.only_copies += codes == {COPY_CODE}
         if item.valid and item.document is not None:
             self.structures.add(item.document, item.rounds or 1)
+            self.without_numbers += not has_numbers(item.document)
 
     @property
     def sent(self) -> int:
@@ -334,6 +351,7 @@ class GMNReport(RoundCounts):
             "distinct_valid": self.structures.distinct,
             "copies": self.copies,
             "valid_if_copies_counted": self.valid + self.only_copies,
+            "valid_without_numbers": self.without_numbers,
             "tokens": self.tokens,
             "by_agent_type": agents,
             "by_round": rounds,
@@ -370,6 +388,12 @@ def render_report(console: Console, data: dict[str, Any]) -> None:
         f"{data['copies']} copies of the example; {data['tokens']:,} tokens",
         highlight=False,
     )
+    if data.get("valid_without_numbers"):
+        console.print(
+            f"{data['valid_without_numbers']} of the valid documents have no matrix, "
+            "distribution or vector (consumers use default numbers)",
+            highlight=False,
+        )
     agents = Table("agent_type", "prompts", "rejected", "valid", "validity", title="by agent type")
     for name, row in data["by_agent_type"].items():
         agents.add_row(

@@ -188,3 +188,20 @@ def test_copy_feedback_names_the_sizes_to_change_in_refine_and_fresh_rounds() ->
     assert "(3 states, 3 observations, 3 actions, as in the example)" in checked.errors[0].message
     note = fresh_note(checked, None)
     assert "3 states, 3 observations, 3 actions" in note
+
+
+def test_the_report_counts_valid_documents_without_numbers_and_lean_distinct_structures() -> None:
+    from producers.gmn import GMNOutcome
+    from producers.gmn_cli import GMNReport, has_numbers
+
+    full = orjson.loads(EXAMPLES["explorer"][1])
+    lean = instance("core", {"state": 5, "observation": 5, "action": 4})
+    same = instance("core", {"state": 5, "observation": 5, "action": 4})
+    same["name"] = "another"
+    other = instance("core", {"state": 9, "observation": 5, "action": 4})
+    assert has_numbers(full) and not has_numbers(lean)
+    report = GMNReport()
+    for i, doc in enumerate((full, lean, same, other)):
+        report.add(GMNOutcome(custom_id=str(i), valid=True, rounds=1, document=doc))
+    data = report.to_dict()
+    assert (data["valid"], data["distinct_valid"], data["valid_without_numbers"]) == (4, 3, 3)
