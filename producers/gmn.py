@@ -118,6 +118,8 @@ class GMNOutcome(BaseModel):
 
     custom_id: str | None
     agent_type: str | None = None
+    #: `full` or `lean` (`schemas.gmn.lean`): what the prompt asked the model to write.
+    profile: str | None = None
     document: dict[str, Any] | None = None
     valid: bool = False
     errors: list[GMNError] = []
@@ -259,6 +261,7 @@ def outcome(result: LLMResult, dead_letter: bytes | str | None = None) -> GMNOut
             errors=[GMNError(code=code, path="$", message=message)],
             rounds=task.round if task else 0,
             agent_type=check_data(state.options).agent_type if state else None,
+            profile=check_data(state.options).profile if state else None,
             tokens=token_counts(usage),
             cost_usd=cost,
             history=verdicts(state.history) if state else [],

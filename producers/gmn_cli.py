@@ -253,6 +253,19 @@ def _print_verdict(console: Console, name: str, report: ValidationReport) -> Non
 _NUMBERS = ("matrix", "distribution", "vector")
 
 
+def without_sizes(document: dict[str, Any]) -> dict[str, Any]:
+    """The graph of a document, node types and edges only (no sizes, no numbers)."""
+    nodes = document.get("nodes")
+    return {
+        "nodes": [
+            {"id": n.get("id"), "type": n.get("type")}
+            for n in (nodes if isinstance(nodes, list) else [])
+            if isinstance(n, dict)
+        ],
+        "edges": document.get("edges"),
+    }
+
+
 def has_numbers(document: dict[str, Any]) -> bool:
     """Whether any node of a document carries a matrix, distribution or vector."""
     nodes = document.get("nodes")
@@ -282,6 +295,10 @@ class GMNReport(RoundCounts):
     #: Valid final documents with no matrix, distribution or vector (the lean profile's, or
     #: a full answer that left them out): valid GMN, but consumers use default numbers.
     without_numbers: int = 0
+    #: Prompts per profile (`full`, `lean`), and valid documents' distinct graphs with sizes
+    #: left out: 22 lean documents on one skeleton would be one graph, however sized.
+    profiles: Counter[str] = field(default_factory=Counter)
+    graphs: StructureIndex = field(default_factory=StructureIndex)
 
     def add(self, item: gmn.GMNOutcome) -> None:
         """Count one output line."""
@@ -294,6 +311,7 @@ class GMNReport(RoundCounts):
             agent["rejected"] += 1
             return
         agent["sent"] += 1
+        self.profiles[item.profile or "unknown"] += 1
         self.call_failed += item.status != "succeeded"
         self.valid += item.valid
         agent["valid"] += item.valid
@@ -311,6 +329,7 @@ class GMNReport(RoundCounts):
         if item.valid and item.document is not None:
             self.structures.add(item.document, item.rounds or 1)
             self.without_numbers += not has_numbers(item.document)
+            self.graphs.add(without_sizes(item.document))
 
     @property
     def sent(self) -> int:
@@ -352,6 +371,8 @@ class GMNReport(RoundCounts):
             "copies": self.copies,
             "valid_if_copies_counted": self.valid + self.only_copies,
             "valid_without_numbers": self.without_numbers,
+            "distinct_graphs": self.graphs.distinct,
+            "profiles": dict(sorted(self.profiles.items())),
             "tokens": self.tokens,
             "by_agent_type": agents,
             "by_round": rounds,
@@ -388,6 +409,13 @@ def render_report(console: Console, data: dict[str, Any]) -> None:
         f"{data['copies']} copies of the example; {data['tokens']:,} tokens",
         highlight=False,
     )
+    if data.get("profiles"):
+        profiles = ", ".join(f"{name} {count}" for name, count in data["profiles"].items())
+        console.print(
+            f"profiles: {profiles}; valid documents: {data['distinct_valid']} distinct by graph "
+            f"and sizes, {data['distinct_graphs']} distinct graphs with sizes left out",
+            highlight=False,
+        )
     if data.get("valid_without_numbers"):
         console.print(
             f"{data['valid_without_numbers']} of the valid documents have no matrix, "

@@ -99,6 +99,7 @@ class GMNValidator(Plugin):
             errors=checked.errors if isinstance(checked, Checked) else [],
             rounds=record.rounds,
             agent_type=check_data(options).agent_type,
+            profile=check_data(options).profile,
             tokens=token_counts(usage),
             cost_usd=cost,
             history=verdicts(record.history),

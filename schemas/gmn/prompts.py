@@ -151,6 +151,8 @@ class GMNRecord(BaseModel):
     errors: list[GMNError] = Field(default_factory=list)
     rounds: int = Field(ge=0)
     agent_type: str | None = None
+    #: The profile asked for (`full`, `lean`); None for lines rejected before a request.
+    profile: str | None = None
     #: Summed over every round: input_tokens, output_tokens, total_tokens.
     tokens: dict[str, int] = Field(default_factory=lambda: token_counts(Usage()))
     cost_usd: float | None = None

@@ -202,6 +202,12 @@ def test_the_report_counts_valid_documents_without_numbers_and_lean_distinct_str
     assert has_numbers(full) and not has_numbers(lean)
     report = GMNReport()
     for i, doc in enumerate((full, lean, same, other)):
-        report.add(GMNOutcome(custom_id=str(i), valid=True, rounds=1, document=doc))
+        profile = "full" if doc is full else "lean"
+        report.add(
+            GMNOutcome(custom_id=str(i), valid=True, rounds=1, document=doc, profile=profile)
+        )
     data = report.to_dict()
     assert (data["valid"], data["distinct_valid"], data["valid_without_numbers"]) == (4, 3, 3)
+    # the three lean documents are one graph (the core skeleton), whatever their sizes
+    assert data["distinct_graphs"] == 2
+    assert data["profiles"] == {"full": 1, "lean": 3}
