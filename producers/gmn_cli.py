@@ -64,6 +64,7 @@ class ProfileOption(StrEnum):
 
     full = "full"
     lean = "lean"
+    auto = "auto"
 
 
 def gmn_config(settings: Settings, stack: ExitStack, console: Console) -> Settings:
@@ -122,7 +123,8 @@ def generate(
         typer.Option(
             help="full: SPEC documents with matrices; lean: sizes and graph only (consumers "
             "use default matrices), under a skeleton schema where the endpoint decodes under "
-            "one — for small models.",
+            "one — for small models; auto: full, then lean from the round after a cut-off "
+            "answer or a numbers/shape fault.",
         ),
     ] = ProfileOption.full,
 ) -> None:

@@ -24,7 +24,7 @@ from schemas.result import ErrorInfo, LLMResult
 from schemas.structured import Issue, StructuredRecord, Verdict, summed
 from workers import structured
 from workers.tasks import Review
-from workers.validators import MAX_ISSUES, Plugin, Reply, pointer
+from workers.validators import MAX_ISSUES, Plugin, Reply, Switch, pointer
 
 
 class GMNValidator(Plugin):
@@ -83,6 +83,21 @@ class GMNValidator(Plugin):
         from schemas.gmn.json_schema import gmn_json_schema
 
         return gmn_json_schema(decoding=True)
+
+    def switch(self, options: dict[str, Any], verdict: Verdict) -> Switch | None:
+        """`auto` jobs: the lean profile after a cut-off answer or a numbers/shape fault."""
+        from schemas.gmn.lean import lean_system, simplified, simplify_note
+        from schemas.gmn.task import gmn_options
+
+        try:
+            data = check_data(options)
+        except ValidationError:
+            return None
+        lean = simplified(data, verdict.codes, verdict.truncated)
+        if lean is None:
+            return None
+        note = simplify_note(verdict.codes, verdict.truncated)
+        return Switch(gmn_options(lean), lean_system(lean), note)
 
     def records(
         self, record: StructuredRecord, verdict: Verdict, options: dict[str, Any]

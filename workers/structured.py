@@ -17,7 +17,15 @@ from pydantic import ValidationError
 from providers.base import Capabilities
 from schemas.config import EndpointConfig
 from schemas.job import Job, Task
-from schemas.refine import REFINE_HEAD, REFINE_TAIL, plan_next_round
+from schemas.refine import (
+    REFINE_HEAD,
+    REFINE_TAIL,
+    NextRound,
+    base_messages,
+    noted,
+    plan_next_round,
+)
+from schemas.refine.context import fit_round
 from schemas.request import LLMRequest
 from schemas.result import ErrorInfo, LLMResult
 from schemas.structured import (
@@ -29,7 +37,7 @@ from schemas.structured import (
     summed,
 )
 from workers.tasks import Review
-from workers.validators import Plugin, Reply, UnknownValidator, plugin
+from workers.validators import Plugin, Reply, Switch, UnknownValidator, plugin
 
 
 def review(job: Job, result: LLMResult) -> Review:
@@ -79,6 +87,10 @@ def review(job: Job, result: LLMResult) -> Review:
             endpoints=len(job.route),
             context_tokens=state.context_tokens,
         )
+        switch = check.switch(state.options, verdict)
+        if switch is not None:
+            plan = _simplified(request, state, switch, plan.temperature, _budget(request))
+            state.options = switch.options
         state.strategy = plan.strategy
         # The executor copies `task` into the next round's job: what is stored here carries over.
         task.data = state.model_dump(mode="json", exclude_defaults=True)
@@ -103,6 +115,23 @@ def review(job: Job, result: LLMResult) -> Review:
     result.output = answer
     result.extra = {**result.extra, **check.records(record, verdict, state.options)}
     return Review(result=result)
+
+
+def _simplified(
+    request: LLMRequest,
+    state: TaskState,
+    switch: Switch,
+    temperature: float | None,
+    max_tokens: int | None,
+) -> NextRound:
+    """A `simplify` round: the user's own turns under the switch's system message, its note
+    after the prompt, without the failed answer (it answered another target)."""
+    base = base_messages(request.body.get("messages") or [], state.turns, state.prompt_chars)
+    system = {"role": "system", "content": switch.system}
+    own = base[1:] if base and base[0].get("role") == "system" else base
+    turns = noted([system, *own], switch.note)
+    fitted = fit_round(lambda _n, _a: turns, 0, max_tokens, state.context_tokens)
+    return NextRound(fitted.turns, "simplify", temperature, fitted.max_tokens, fits=fitted.fits)
 
 
 def _invalid(result: LLMResult, why: str) -> Review:

@@ -54,6 +54,16 @@ class Reply:
     output_tokens: int | None = None
 
 
+@dataclass(frozen=True)
+class Switch:
+    """A simpler target for the next round (`Plugin.switch`): the validator's new options, the
+    system message that asks for it, and a note after the user's prompt on why."""
+
+    options: dict[str, Any]
+    system: str
+    note: str
+
+
 class Plugin:
     """A validator that also words its refine rounds, may give a JSON Schema for constrained
     decoding and adds its own record to the result. Subclasses override `check` and may
@@ -78,6 +88,12 @@ class Plugin:
 
     def wire_schema(self, options: dict[str, Any]) -> dict[str, Any] | None:
         """A JSON Schema to decode under where the endpoint can (the request carries none)."""
+        return None
+
+    def switch(self, options: dict[str, Any], verdict: Verdict) -> Switch | None:
+        """A simpler target for the next round after this invalid verdict (the round's
+        strategy is then `simplify`: a fresh attempt under the new system message and
+        options), or None to refine as usual."""
         return None
 
     #: Whether `wire_schema` meets OpenAI's strict mode (every property required, no extra

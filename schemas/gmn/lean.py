@@ -30,7 +30,7 @@ from typing import Any, Final
 
 import orjson
 
-from .prompts import GMNConstraints
+from .prompts import ANSWER_INSTRUCTION, GMNConstraints, GMNTaskData, system_text
 
 #: Node type -> id prefix (a second slot of the same type gets a digit: `obs2_`).
 PREFIX: Final[dict[str, str]] = {
@@ -297,3 +297,39 @@ Choose the sizes from the description: count the positions, regimes, levels or p
 agent tells apart (a 5x5 grid has 25 positions), the readings it can observe and the moves or \
 choices it has.
 """
+
+
+#: Faults the `auto` profile answers by switching to lean (`simplify`): a cut-off answer and
+#: the numbers and shapes a small model gets wrong (names lists, matrices, distributions,
+#: vectors; their shapes against the linked sizes). In the real-model runs no refine round
+#: fixed one of these.
+SIMPLIFY_CODES: Final = frozenset(
+    {"GMN080", "GMN043", "GMN044", "GMN045", "GMN046"} | {f"GMN06{i}" for i in range(6)}
+)
+SIMPLIFY_HEAD: Final = "Your earlier answer was rejected"
+
+
+def simplified(data: GMNTaskData, codes: list[str], truncated: bool) -> GMNTaskData | None:
+    """The task data of an `auto` job switched to lean after these faults, or None to refine
+    as usual (another profile, or faults that are not about numbers, shapes or length)."""
+    if data.profile != "auto" or not (truncated or SIMPLIFY_CODES.intersection(codes)):
+        return None
+    keys = [key if key.startswith("lean:") else f"lean:{key}" for key in data.examples]
+    return data.model_copy(update={"profile": "lean", "examples": keys})
+
+
+def simplify_note(codes: list[str], truncated: bool) -> str:
+    """Why the next round asks for the short form."""
+    shown = [c for c in codes if c in SIMPLIFY_CODES]
+    why = (
+        "it was cut off" if truncated else f"its numbers or shapes were wrong ({', '.join(shown)})"
+    )
+    return (
+        f"{SIMPLIFY_HEAD}: {why}. Write the short form described above instead: sizes and "
+        f"graph only, no matrices, distributions, vectors or name lists.\n{ANSWER_INSTRUCTION}"
+    )
+
+
+def lean_system(data: GMNTaskData) -> str:
+    """The lean system message for a job's agent type, constraints and (lean) examples."""
+    return system_text(data.agent_type, data.constraints, data.examples, lean=True)

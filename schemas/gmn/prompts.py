@@ -16,10 +16,11 @@ from .feedback import group_errors, render_groups
 from .model import GMNError
 
 AgentType = Literal["explorer", "trader", "coordinator", "general"]
-#: What a document must hold: `full` (SPEC §1 with matrices) or `lean` (sizes and graph
-#: only, under a skeleton schema where the endpoint decodes under one: `lean.py`).
-Profile = Literal["full", "lean"]
-PROFILES: Final[tuple[str, ...]] = ("full", "lean")
+#: What a document must hold: `full` (SPEC §1 with matrices), `lean` (sizes and graph
+#: only, under a skeleton schema where the endpoint decodes under one: `lean.py`), or `auto`
+#: (full, and lean from the round after a cut-off or a shape fault: `simplify`).
+Profile = Literal["full", "lean", "auto"]
+PROFILES: Final[tuple[str, ...]] = ("full", "lean", "auto")
 AGENT_TYPES: Final[tuple[str, ...]] = ("explorer", "trader", "coordinator", "general")
 MIN_PROMPT_CHARS: Final = 10
 MAX_PROMPT_CHARS: Final = 2000
@@ -233,12 +234,17 @@ def system_prompt(
     """The rules, an example (SPEC §7; see `examples_for`), the agent-type hint, constraints;
     the lean profile's rules ask for sizes and graph only (`lean.LEAN_RULES`)."""
     lean = profile == "lean"
+    return system_text(agent_type, constraints, examples_for(agent_type, example, lean), lean)
+
+
+def system_text(agent_type: str, constraints: GMNConstraints, keys: list[str], lean: bool) -> str:
+    """`system_prompt` for the examples `keys` (`examples.examples_for`)."""
     rules = _RULES
     if lean:
         from . import lean as lean_profile
 
         rules = lean_profile.LEAN_RULES
-    block = example_block(examples_for(agent_type, example, lean), lean)
+    block = example_block(keys, lean)
     lines = [rules + block, "", f"Agent type: {agent_type}. Model {_HINTS[agent_type]}"]
     limits = constraints.model_dump(exclude_defaults=True)
     if limits:

@@ -10,7 +10,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Final, Literal, Protocol
 
-Strategy = Literal["first", "refine", "fresh", "hotter", "other_endpoint", "more_tokens"]
+Strategy = Literal[
+    "first", "refine", "fresh", "hotter", "other_endpoint", "more_tokens", "simplify"
+]
 STRATEGIES: Final[tuple[str, ...]] = (
     "first",
     "refine",
@@ -18,6 +20,7 @@ STRATEGIES: Final[tuple[str, ...]] = (
     "hotter",
     "other_endpoint",
     "more_tokens",
+    "simplify",
 )
 #: What each strategy does, for docs and reports.
 MEANING: Final[dict[str, str]] = {
@@ -28,6 +31,8 @@ MEANING: Final[dict[str, str]] = {
     "other_endpoint": "the last answer and its errors, on the next endpoint of the route",
     "more_tokens": "a new attempt after a cut-off answer, with more max_tokens if the "
     "context allows",
+    "simplify": "a new attempt for a simpler target the validator offers (GMN `auto`: the "
+    "lean profile after a cut-off or a shape fault)",
 }
 #: Temperature added by each `hotter` round, and its ceiling.
 TEMPERATURE_STEP: Final = 0.4

@@ -211,3 +211,98 @@ def test_the_report_counts_valid_documents_without_numbers_and_lean_distinct_str
     # the three lean documents are one graph (the core skeleton), whatever their sizes
     assert data["distinct_graphs"] == 2
     assert data["profiles"] == {"full": 1, "lean": 3}
+
+
+def auto_job(profile: str = "auto") -> Any:
+    from schemas.gmn.task import new_state
+    from schemas.job import Job, Task
+    from schemas.request import RouteHop
+    from schemas.structured import TASK_KIND
+
+    spec = GMNPrompt(
+        custom_id="a", prompt="A trader that buys or sells for profit.", agent_type="trader"
+    )
+    request, data = first_round(spec, profile=profile, example="contrast", max_tokens=600)  # type: ignore[arg-type]
+    state = new_state(data)
+    return Job(
+        batch_id="batch_a",
+        key="a",
+        request=request,
+        route=[RouteHop(endpoint="llama")],
+        enqueued_at=0.0,
+        task=Task(kind=TASK_KIND, max_rounds=3, data=state.model_dump(mode="json")),
+    )
+
+
+def reply(text: str, finish_reason: str | None = "stop") -> Any:
+    from schemas.result import LLMResult, Usage
+
+    return LLMResult(
+        custom_id="a",
+        batch_id="batch_a",
+        status="succeeded",
+        output=text,
+        endpoint="llama",
+        model="qwen",
+        finish_reason=finish_reason,
+        usage=Usage(input_tokens=900, output_tokens=600),
+    )
+
+
+def test_auto_switches_to_lean_after_a_cut_off_answer() -> None:
+    from workers import structured
+    from workers.execute import Executor
+
+    first = auto_job()
+    system = first.request.messages[0].text
+    assert "matrix indexed A[observation][state]" in system  # round 1 is the full notation
+    cut = '{"name": "t", "nodes": [{"id": "holding", "type": "state", "properties": {"num'
+    review = structured.review(first, reply(cut, "length"))
+    assert review.result is None and review.next_request is not None
+    messages = review.next_request.messages
+    # a fresh attempt under the lean rules, told why, without the cut-off answer
+    assert [m.role for m in messages] == ["system", "user"]
+    assert messages[0].text.startswith(LEAN_RULES)
+    assert "Your earlier answer was rejected: it was cut off" in messages[1].text
+    assert messages[1].text.startswith("A trader that buys or sells for profit.")
+    second = Executor._next_round(first, review.next_request)
+    assert second.task is not None
+    assert second.task.data["strategy"] == "simplify"
+    options = second.task.data["options"]
+    assert (options["profile"], options["examples"]) == ("lean", ["lean:coordinator"])
+    # the next round decodes under the lean skeleton, and its answer is checked as lean
+    assert GMN.wire_schema(options) == lean_json_schema("trader", GMNConstraints())
+    doc = instance("core", {"state": 3, "observation": 2, "action": 3})
+    final = structured.review(second, reply(orjson.dumps(doc).decode()))
+    assert final.result is not None
+    record = final.result.extra["gmn"]
+    assert (record["valid"], record["profile"], record["rounds"]) == (True, "lean", 2)
+    assert [h["strategy"] for h in record["history"]] == ["first", "simplify"]
+
+
+@pytest.mark.parametrize(
+    ("profile", "fault", "strategy"),
+    [
+        ("auto", "GMN046", "simplify"),  # a likelihood column that does not sum to 1
+        ("auto", "GMN052", "refine"),  # structure: refined in the full notation
+        ("full", "GMN046", "refine"),  # full never switches
+    ],
+)
+def test_auto_switches_only_on_numbers_and_shapes(profile: str, fault: str, strategy: str) -> None:
+    from workers import structured
+    from workers.execute import Executor
+
+    doc = orjson.loads(EXAMPLES["trader"][1])
+    if fault == "GMN046":
+        doc["nodes"][3]["properties"]["matrix"][0][0] = 0.9
+    else:
+        doc["edges"][0]["type"] = "generates"
+    first = auto_job(profile)
+    review = structured.review(first, reply(orjson.dumps(doc).decode()))
+    assert review.next_request is not None
+    second = Executor._next_round(first, review.next_request)
+    assert second.task is not None
+    assert fault in second.task.data["history"][0]["codes"]
+    assert second.task.data["strategy"] == strategy
+    lean = second.task.data["options"].get("profile") == "lean"
+    assert lean == (strategy == "simplify")
