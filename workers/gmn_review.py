@@ -70,8 +70,9 @@ class GMNValidator(Plugin):
         return GMNFeedback(feedback if isinstance(feedback, str) else None)
 
     def wire_schema(self, options: dict[str, Any]) -> dict[str, Any] | None:
-        """The GMN JSON Schema without the keywords grammar-based decoders reject; for the lean
-        profile, the request's skeleton schema (sizes within its constraints)."""
+        """The GMN JSON Schema without the keywords grammar-based decoders reject, its sizes
+        bounded by the request (constraints, agent type); for the lean profile, the request's
+        skeleton schema."""
         try:
             data = check_data(options)
         except ValidationError:
@@ -80,9 +81,9 @@ class GMNValidator(Plugin):
             from schemas.gmn.lean import lean_json_schema
 
             return lean_json_schema(data.agent_type, data.constraints)
-        from schemas.gmn.json_schema import gmn_json_schema
+        from schemas.gmn.json_schema import grounded_schema
 
-        return gmn_json_schema(decoding=True)
+        return grounded_schema(data.agent_type, data.constraints)
 
     def switch(self, options: dict[str, Any], verdict: Verdict) -> Switch | None:
         """`auto` jobs: the lean profile after a cut-off answer or a numbers/shape fault."""

@@ -179,3 +179,19 @@ def schema_errors(document: Any, decoding: bool = False) -> list[str]:
         _validator(decoding).iter_errors(document), key=lambda e: [str(p) for p in e.path]
     )
     return [f"/{'/'.join(str(p) for p in e.path)}: {e.message}" for e in found]
+
+
+def grounded_schema(agent_type: str, constraints: Any) -> dict[str, Any]:
+    """The decoding schema with the request's size bounds: `max_states` etc. as `maximum`
+    (GMN090), and for explorer/trader/coordinator at least 2 states and 2 actions (GMN096,
+    GMN092) unless a constraint rules that out. `constraints` is a `GMNConstraints`."""
+    from .lean import size_bounds
+
+    schema = gmn_json_schema(decoding=True)
+    for node in schema["properties"]["nodes"]["items"]["anyOf"]:
+        kind = node["properties"]["type"]["const"]
+        props = node["properties"]["properties"]["properties"]
+        for dim in [key for key in props if key.startswith("num_")]:
+            least, most = size_bounds(kind, agent_type, constraints, observations=2)
+            props[dim] = props[dim] | {"minimum": least, "maximum": min(most, MAX_DIMENSION)}
+    return schema

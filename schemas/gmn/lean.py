@@ -30,6 +30,7 @@ from typing import Any, Final
 
 import orjson
 
+from ._common import MAX_DIMENSION
 from .prompts import ANSWER_INSTRUCTION, GMNConstraints, GMNTaskData, system_text
 
 #: Node type -> id prefix (a second slot of the same type gets a digit: `obs2_`).
@@ -152,11 +153,19 @@ def _id_pattern(prefix: str) -> dict[str, Any]:
 
 
 def _bounds(kind: str, agent_type: str, c: GMNConstraints, observations: int) -> tuple[int, int]:
+    """(minimum, maximum) of a lean node's size (at most `LEAN_MAX_SIZE`)."""
+    least, most = size_bounds(kind, agent_type, c, observations)
+    return least, min(most, LEAN_MAX_SIZE)
+
+
+def size_bounds(
+    kind: str, agent_type: str, c: GMNConstraints, observations: int
+) -> tuple[int, int]:
     """(minimum, maximum) of a variable node's size: the constraint caps it; what the agent
     type implies (GMN092/095/096) raises the floor unless the constraint rules that out."""
     _, limit_key = _SIZES[kind]
     limit = getattr(c, limit_key)
-    most = min(LEAN_MAX_SIZE, limit) if limit is not None else LEAN_MAX_SIZE
+    most = limit if limit is not None else MAX_DIMENSION
     least = 1
     if agent_type in ("explorer", "trader", "coordinator") and kind in ("state", "action"):
         least = 2

@@ -306,3 +306,26 @@ def test_auto_switches_only_on_numbers_and_shapes(profile: str, fault: str, stra
     assert second.task.data["strategy"] == strategy
     lean = second.task.data["options"].get("profile") == "lean"
     assert lean == (strategy == "simplify")
+
+
+def test_the_full_decoding_schema_carries_the_request_size_bounds() -> None:
+    from schemas.gmn.json_schema import grounded_schema
+
+    def sizes(schema: dict[str, Any]) -> dict[str, tuple[int, int]]:
+        found = {}
+        for node in schema["properties"]["nodes"]["items"]["anyOf"]:
+            for key, value in node["properties"]["properties"]["properties"].items():
+                if key.startswith("num_"):
+                    found[key] = (value["minimum"], value["maximum"])
+        return found
+
+    trader = grounded_schema("trader", GMNConstraints(max_states=9, max_actions=1))
+    Draft202012Validator.check_schema(trader)
+    assert sizes(trader) == {
+        "num_states": (2, 9),
+        "num_observations": (1, 100_000),
+        "num_actions": (1, 1),  # max_actions 1 wins over "a trader chooses"
+    }
+    assert sizes(grounded_schema("general", GMNConstraints()))["num_states"] == (1, 100_000)
+    check = Draft202012Validator(grounded_schema("explorer", GMNConstraints()))
+    assert not list(check.iter_errors(orjson.loads(EXAMPLES["explorer"][1])))
