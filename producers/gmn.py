@@ -118,8 +118,6 @@ class GMNOutcome(BaseModel):
 
     custom_id: str | None
     agent_type: str | None = None
-    #: `full` or `lean` (`schemas.gmn.lean`): what the prompt asked the model to write.
-    profile: str | None = None
     document: dict[str, Any] | None = None
     valid: bool = False
     errors: list[GMNError] = []
@@ -134,6 +132,8 @@ class GMNOutcome(BaseModel):
     #: Input line number, for lines rejected before anything was sent.
     line: int | None = None
     history: list[RoundVerdict] = []
+    #: `full` or `lean` (`schemas.gmn.lean`): what the model was asked to write, in the end.
+    profile: str | None = None
 
 
 class GMNChunkBuilder(ChunkBuilder):

@@ -186,7 +186,9 @@ def test_a_copying_model_gets_no_credit_for_copies(
     assert third["messages"][1]["content"] == (
         f"{lines[0]['prompt']}\n\n{FRESH_HEAD} Make sure yours follows these rules:\n"
         "- GMN091: the answer models this prompt's agent; it is not the example from the "
-        "instructions\nAnswer with exactly one JSON object that follows these rules. "
+        "instructions\n  (the rejected answer: the document is the example "
+        "'grid_explorer_2x2' from the instructions, copied; model the agent the prompt "
+        "describes instead)\nAnswer with exactly one JSON object that follows these rules. "
         "No prose, no comments, no markdown fences."
     )
     assert third["temperature"] == first["temperature"]

@@ -19,7 +19,7 @@ from producers import gmn
 from producers.client import Client
 from providers.fake_server import Call, FakeServer, Fault
 from providers.mock_gmn import build_document
-from schemas.gmn.json_schema import gmn_json_schema
+from schemas.gmn.json_schema import grounded_schema
 from schemas.gmn.prompts import GMNConstraints
 from tests.conftest import WorkerPool
 
@@ -89,7 +89,11 @@ def test_the_gmn_schema_reaches_endpoints_that_decode_under_one(
     # (response_format.json_schema.schema), not strict (it is no OpenAI strict-mode schema),
     assert sent["tiny"]["response_format"] == {
         "type": "json_schema",
-        "json_schema": {"name": "gmn", "schema": gmn_json_schema(decoding=True), "strict": False},
+        "json_schema": {
+            "name": "gmn",
+            "schema": grounded_schema("explorer", GMNConstraints()),
+            "strict": False,
+        },
     }
     # and the other endpoint gets JSON mode only, its answers validated after the fact.
     assert sent["plain"]["response_format"] == {"type": "json_object"}
