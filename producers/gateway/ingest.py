@@ -23,13 +23,13 @@ import redis.asyncio as aioredis
 
 from producers.client import AsyncClient
 from producers.gateway.config import GatewayConfig
-from producers.gateway.keys import MOVE_PHASE, GatewayKeys
 from producers.gateway.storage import FileStore, StoredFile
 from producers.gateway.views import text
 from producers.submit import kinds_for
 from schemas.batch_lines import CHAT_URL, LineError, parse_line
 from schemas.config import AppConfig
 from schemas.request import EndpointKind, LLMRequest
+from workers.protocol.gateway import GatewayKeys
 from workers.protocol.lanes import Priority
 from workers.protocol.scripts import Lua, register
 
@@ -103,7 +103,7 @@ class Ingest:
         self.store = store
         self.endpoints = set(app_config.endpoints)
         self.config = config
-        self._move = self.redis.register_script(MOVE_PHASE)
+        self._move = register(self.redis, Lua.MOVE_PHASE)
         self._seal = register(self.redis, Lua.SEAL)
         #: Set when the gateway's shutdown grace is over: running ingestions give up.
         self.stopping = asyncio.Event()

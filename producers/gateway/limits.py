@@ -14,11 +14,12 @@ from aiohttp.typedefs import Handler, Middleware
 from producers.gateway.auth import PRINCIPAL
 from producers.gateway.config import GatewayConfig
 from producers.gateway.errors import ApiError
-from producers.gateway.keys import RATE_ADMIT, GatewayKeys
 from producers.gateway.metrics import Metrics
 from schemas.config import AppConfig
+from workers.protocol.gateway import GatewayKeys
 from workers.protocol.keys import Keys
 from workers.protocol.lanes import endpoint_queues
+from workers.protocol.scripts import Lua, register
 
 RATE_LIMIT = "rate_limit_error"
 
@@ -37,7 +38,7 @@ class RateLimiter:
         self.keys = keys
         self.default_rpm = config.rate_per_min
         self.metrics = metrics
-        self._admit = redis.register_script(RATE_ADMIT)
+        self._admit = register(redis, Lua.RATE_ADMIT)
 
     def middleware(self) -> Middleware:
         """429 with Retry-After once a key is over its rate; runs after authentication."""

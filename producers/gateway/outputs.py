@@ -11,9 +11,9 @@ import orjson
 from aiohttp import web
 
 from producers.client import AsyncClient
-from producers.gateway.keys import GatewayKeys
 from producers.gateway.views import FINISHED, BatchState, OutputKind, output_file_id
 from schemas.batch_output import to_openai_line
+from workers.protocol.gateway import GatewayKeys
 
 
 async def chunks(client: AsyncClient, batch_id: str, kind: OutputKind) -> AsyncIterator[bytes]:

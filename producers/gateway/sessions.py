@@ -17,8 +17,8 @@ from dataclasses import dataclass
 import redis.asyncio as aioredis
 from aiohttp import web
 
-from producers.gateway.keys import GatewayKeys
 from producers.gateway.views import text
+from workers.protocol.gateway import GatewayKeys
 
 COOKIE = "batchyard_session"
 CSRF_HEADER = "X-CSRF-Token"

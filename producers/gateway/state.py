@@ -17,7 +17,6 @@ from producers.gateway.auth import KeyRing, principal
 from producers.gateway.config import GatewayConfig
 from producers.gateway.errors import not_found
 from producers.gateway.ingest import Ingest
-from producers.gateway.keys import MOVE_PHASE, GatewayKeys
 from producers.gateway.limits import Backpressure, RateLimiter
 from producers.gateway.metrics import Metrics
 from producers.gateway.sessions import SessionStore
@@ -26,6 +25,7 @@ from producers.gateway.timeline import Timeline
 from producers.gateway.views import BatchState, load_batch
 from schemas.config import AppConfig
 from schemas.settings import Settings
+from workers.protocol.gateway import GatewayKeys
 from workers.protocol.keys import Keys
 
 log = logging.getLogger("batchyard.gateway")
@@ -111,12 +111,8 @@ class Gateway:
         return self.client.redis
 
     async def move_phase(self, batch_id: str, old: str, new: str, **fields: Any) -> bool:
-        """Change a batch's gateway phase only if it is still `old` (see `MOVE_PHASE`)."""
-        args: list[Any] = [old, new]
-        for name, value in fields.items():
-            args += [name, value]
-        moved = await self.redis.eval(MOVE_PHASE, 1, self.gkeys.batch(batch_id), *args)
-        return bool(moved)
+        """Change a batch's gateway phase only if it is still `old` (`lua/move_phase.lua`)."""
+        return await self.ingest.move(batch_id, old, new, **fields)
 
     def spawn(self, coro: Coroutine[Any, Any, Any], name: str) -> asyncio.Task[Any]:
         """Run work past the request that started it; shutdown waits for it."""

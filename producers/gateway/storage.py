@@ -21,9 +21,9 @@ from typing import Any, BinaryIO
 import redis.asyncio as aioredis
 from aiohttp import web
 
-from producers.gateway.keys import GatewayKeys, valid_id
 from producers.gateway.limits import too_large
 from producers.gateway.views import text
+from workers.protocol.gateway import GatewayKeys, valid_id
 
 log = logging.getLogger("batchyard.gateway")
 

@@ -11,7 +11,7 @@ import time
 
 import redis.asyncio as aioredis
 
-from producers.gateway.keys import GatewayKeys
+from workers.protocol.gateway import GatewayKeys
 
 #: Samples kept per batch (the oldest are dropped).
 MAX_SAMPLES = 2000

@@ -11,7 +11,7 @@ from typing import Any, Literal
 import orjson
 import redis.asyncio as aioredis
 
-from producers.gateway.keys import GatewayKeys, valid_id
+from workers.protocol.gateway import GatewayKeys, valid_id
 from workers.protocol.keys import Keys
 
 FINISHED = frozenset({"completed", "failed", "expired", "cancelled"})

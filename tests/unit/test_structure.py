@@ -2,13 +2,15 @@
 
 One client API (same methods and parameters, sync and async), the gateway on the async client
 only, no private cross-module calls in the producers, no import cycles, no module over 500
-lines, and producers that load without dramatiq.
+lines, producers that load without dramatiq, and one Redis protocol (`workers/protocol`) that
+imports only `schemas` and holds every key name and Lua script the producers and gateway use.
 """
 
 from __future__ import annotations
 
 import ast
 import inspect
+import re
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -156,6 +158,78 @@ def test_producers_load_without_dramatiq() -> None:
     code = (
         "import producers.client, producers.collect, producers.submit, sys; "
         "assert 'dramatiq' not in sys.modules, 'dramatiq was imported'"
+    )
+    run = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr
+
+
+#: `f"{prefix}:file:{file_id}"`: a formatted value followed by `:word` builds a Redis key.
+_KEY_AFTER_VALUE = re.compile(r"^:[A-Za-z_]+(:|$)")
+#: `"batchyard:gw:ingesting"`: a plain key name.
+_KEY_LITERAL = re.compile(r"^[A-Za-z_]+(:[A-Za-z_]+)+:?$")
+_LUA_WORDS = ("redis.call", "KEYS[", "ARGV[")
+_SCRIPT_CALLS = ("register_script", "eval", "evalsha", "script_load")
+
+
+def _own_redis_protocol(source: str, name: str) -> list[str]:
+    """Key names, Lua source or ad-hoc script calls in a module's code."""
+    found = []
+    for node in ast.walk(ast.parse(source, name)):
+        if isinstance(node, ast.JoinedStr):
+            for before, part in zip(node.values, node.values[1:], strict=False):
+                if (
+                    isinstance(before, ast.FormattedValue)
+                    and isinstance(part, ast.Constant)
+                    and _KEY_AFTER_VALUE.match(str(part.value))
+                ):
+                    found.append(f"{name}:{node.lineno} key name {ast.unparse(node)}")
+                    break
+        elif isinstance(node, ast.Constant) and isinstance(node.value, str):
+            if any(word in node.value for word in _LUA_WORDS):
+                found.append(f"{name}:{node.lineno} Lua source")
+            elif _KEY_LITERAL.match(node.value):
+                found.append(f"{name}:{node.lineno} key name {node.value!r}")
+        elif (
+            isinstance(node, ast.Call)
+            and isinstance(node.func, ast.Attribute)
+            and node.func.attr in _SCRIPT_CALLS
+        ):
+            found.append(f"{name}:{node.lineno} script call {ast.unparse(node.func)}")
+    return found
+
+
+def test_producers_and_the_gateway_hold_no_redis_key_name_or_lua_of_their_own() -> None:
+    # The check sees what it looks for (the shapes the gateway's keys.py had before the move).
+    sample = (
+        'PREFIX = "batchyard:gw:ingesting"\n'
+        'def f(p, i): return f"{p}:file:{i}"\n'
+        "LUA = \"return redis.call('get', KEYS[1])\"\n"
+        "r.eval(LUA, 1, 'k')\n"
+    )
+    assert len(_own_redis_protocol(sample, "sample")) == 4
+    offenders = [
+        hit
+        for name, path in _modules("producers")
+        for hit in _own_redis_protocol(path.read_text(), name)
+    ]
+    assert not offenders, "move these into workers/protocol:\n" + "\n".join(offenders)
+
+
+def test_the_protocol_imports_only_schemas() -> None:
+    modules = dict(_modules(*PACKAGES))
+    protocol = {name: path for name, path in modules.items() if name.startswith("workers.protocol")}
+    assert "workers.protocol.gateway" in protocol
+    for name, path in protocol.items():
+        outside = {
+            dep
+            for dep in _imports(path, set(modules))
+            if not dep.startswith(("schemas", "workers.protocol"))
+        }
+        assert not outside, f"{name} imports {sorted(outside)}"
+    code = (
+        f"import sys, {', '.join(sorted(protocol))}; "
+        "loaded = {m.split('.')[0] for m in sys.modules}; "
+        "assert not loaded & {'dramatiq', 'aiohttp', 'providers', 'producers'}, loaded"
     )
     run = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
     assert run.returncode == 0, run.stderr

@@ -4,7 +4,8 @@ Imports only `schemas` (and redis, orjson, pydantic, tenacity) — never dramati
 adapter — so producers and the gateway reach Redis through it without loading a worker.
 
 - `keys`: every key name;        `lanes`: queues, lanes, actors, priorities;
-- `scripts` + `lua/`: the Lua scripts, every key through KEYS;
+- `gateway`: the HTTP gateway's own key names, under `<namespace>:gw:`;
+- `scripts` + `lua/`: the Lua scripts (the gateway's too), every key through KEYS;
 - `batch_record`: the batch hash; `envelope`: the dramatiq message of a `Job`;
 - `dead_letter`: a failed request kept for `retry --failed`;
 - `blob`: messages packed for the enqueue scripts; `results`: result writes and the stream;

@@ -34,6 +34,8 @@ class Lua(StrEnum):
     LIMIT_ADMIT = "limit_admit"
     LIMIT_RELEASE = "limit_release"
     LIMIT_PAUSE = "limit_pause"
+    RATE_ADMIT = "rate_admit"
+    MOVE_PHASE = "move_phase"
 
 
 class ScriptCall(TypedDict):

@@ -1,7 +1,8 @@
-"""Redis key names and Lua scripts of the HTTP gateway, all under `<namespace>:gw:`.
+"""Redis key names of the HTTP gateway, all under `<namespace>:gw:`.
 
 The batches themselves live under the keys of `workers.protocol.keys`; these only record who owns
-what, uploaded files, and the validation phase that OpenAI-style batches go through first.
+what, uploaded files, and the validation phase that OpenAI-style batches go through first. The
+gateway's scripts are `lua/rate_admit.lua` and `lua/move_phase.lua` (`scripts.Lua`).
 """
 
 from __future__ import annotations
@@ -63,28 +64,3 @@ class GatewayKeys:
     def rate(self, key_name: str) -> str:
         """String: the GCRA theoretical arrival time (epoch ms) of one API key's requests."""
         return f"{self.prefix}:rate:{key_name}"
-
-
-#: KEYS: a key's rate state. ARGV: now (ms), emission interval (ms), burst window (ms).
-#: GCRA over a sliding window: up to window/interval requests at once, then one per interval,
-#: never more than that many in any window, whatever the clock minute. Returns 0 when the
-#: request is admitted, else the ms until one would be.
-RATE_ADMIT = """
-local now, interval, window = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
-local tat = tonumber(redis.call('get', KEYS[1]) or '0')
-if tat < now then tat = now end
-local wait = tat + interval - now - window
-if wait > 0 then return math.ceil(wait) end
-redis.call('set', KEYS[1], tostring(tat + interval), 'PX', math.ceil(tat + interval - now) + 1000)
-return 0
-"""
-
-#: KEYS: gateway batch hash. ARGV: expected phase, new phase, then field/value pairs.
-#: Moves a batch between phases only from the expected one, so a cancel and the end of
-#: validation cannot both win. Returns 1 when moved, 0 otherwise.
-MOVE_PHASE = """
-if redis.call('hget', KEYS[1], 'phase') ~= ARGV[1] then return 0 end
-redis.call('hset', KEYS[1], 'phase', ARGV[2])
-for i = 3, #ARGV, 2 do redis.call('hset', KEYS[1], ARGV[i], ARGV[i + 1]) end
-return 1
-"""
