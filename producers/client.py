@@ -19,6 +19,7 @@ from producers import gmn
 from producers.core import (
     ClientCore,
     FailedRequest,
+    RawResultPage,
     Record,
     ResultPage,
     Route,
@@ -42,6 +43,7 @@ __all__ = [
     "Client",
     "FailedRequest",
     "GMNLimits",
+    "RawResultPage",
     "ResultPage",
     "Route",
     "SubmitOptions",
@@ -123,6 +125,12 @@ class Client(_Shell):
     ) -> ResultPage:
         """Up to `count` results after the stream id `after`: (stream id, key, result)."""
         return self._run(self.core.results(batch_id, after, count=count, block_ms=block_ms))
+
+    def raw_results(
+        self, batch_id: str, after: str = "0-0", *, count: int = 1000, block_ms: int | None = None
+    ) -> RawResultPage:
+        """`results` with each result as its stored JSON (bytes), unparsed."""
+        return self._run(self.core.raw_results(batch_id, after, count=count, block_ms=block_ms))
 
     def iter_results(
         self, batch_id: str, after: str = "0-0", *, follow: bool = False
@@ -256,6 +264,14 @@ class AsyncClient(_Shell):
     ) -> ResultPage:
         """See `Client.results`."""
         return await self._run(self.core.results(batch_id, after, count=count, block_ms=block_ms))
+
+    async def raw_results(
+        self, batch_id: str, after: str = "0-0", *, count: int = 1000, block_ms: int | None = None
+    ) -> RawResultPage:
+        """See `Client.raw_results`."""
+        return await self._run(
+            self.core.raw_results(batch_id, after, count=count, block_ms=block_ms)
+        )
 
     async def iter_results(
         self, batch_id: str, after: str = "0-0", *, follow: bool = False

@@ -18,7 +18,12 @@ import orjson
 import redis
 
 from producers.client import Client
-from schemas.batch_output import native_line, to_anthropic_line, to_openai_line
+from schemas.batch_output import (
+    native_line,
+    stored_openai_success,
+    to_anthropic_line,
+    to_openai_line,
+)
 from schemas.result import LLMResult
 from workers.protocol.batch_record import BatchNotFound
 from workers.protocol.connection import wait_for_redis
@@ -45,6 +50,18 @@ def render(result: LLMResult, key: str, fmt: Format) -> dict[str, Any]:
     if fmt == "anthropic":
         return to_anthropic_line(result)
     return to_openai_line(result, key)
+
+
+def render_stored(raw: bytes, key: str, fmt: Format) -> tuple[bytes, bool]:
+    """The output line (with its newline) of a result as stored, and whether it belongs in
+    the output file (else the error file). An OpenAI-format success skips the model."""
+    if fmt == "openai":
+        line = stored_openai_success(orjson.loads(raw), key)
+        if line is not None:
+            return orjson.dumps(line) + b"\n", True
+    result = LLMResult.model_validate_json(raw)
+    line_bytes = orjson.dumps(render(result, key, fmt)) + b"\n"
+    return line_bytes, result.status == "succeeded" or fmt == "anthropic"
 
 
 class Cursor:
@@ -181,14 +198,14 @@ def _collect(
         after = cursor.stream_id
         while True:
             try:
-                page = client.results(
+                page = client.raw_results(
                     batch_id, after, block_ms=int(poll_s * 1000) if follow else None
                 )
                 if not page.read:
                     if not follow:
                         break
                     batch = client.batch(batch_id)
-                    if batch.finished and not client.results(batch_id, after, count=1).read:
+                    if batch.finished and not client.raw_results(batch_id, after, count=1).read:
                         break
                     continue
             except (redis.ConnectionError, redis.TimeoutError) as exc:
@@ -200,9 +217,9 @@ def _collect(
                     client, "lost Redis while following %s (%s); reconnecting", batch_id, exc
                 )
                 continue
-            for _sid, key, result in page.entries:
-                line = orjson.dumps(render(result, key, fmt)) + b"\n"
-                if result.status == "succeeded" or fmt == "anthropic":
+            for _sid, key, raw in page.entries:
+                line, ok = render_stored(raw, key, fmt)
+                if ok:
                     out.write(line)
                     report.succeeded += 1
                 else:

@@ -34,6 +34,13 @@ def answer_body(result: LLMResult) -> dict[str, Any] | None:
     return body
 
 
+def _success_line(
+    line_id: str, custom_id: str | None, request_id: str | None, body: dict[str, Any]
+) -> dict[str, Any]:
+    response = {"status_code": 200, "request_id": request_id or line_id, "body": body}
+    return {"id": line_id, "custom_id": custom_id, "response": response, "error": None}
+
+
 def to_openai_line(result: LLMResult, key: str) -> dict[str, Any]:
     """One line of an OpenAI batch output file (success) or error file (anything else)."""
     line_id = request_line_id(result.batch_id, key)
@@ -41,8 +48,7 @@ def to_openai_line(result: LLMResult, key: str) -> dict[str, Any]:
         body = answer_body(result) if result.kind != "messages" else None
         if body is None:
             body = chat_completion(result, line_id)
-        response = {"status_code": 200, "request_id": result.request_id or line_id, "body": body}
-        return {"id": line_id, "custom_id": result.custom_id, "response": response, "error": None}
+        return _success_line(line_id, result.custom_id, result.request_id, body)
     error = result.error
     if error is not None and error.status is not None:  # the provider answered with an error
         response = {
@@ -57,6 +63,23 @@ def to_openai_line(result: LLMResult, key: str) -> dict[str, Any]:
     if error is not None and error.line is not None:
         out["line"] = error.line
     return {"id": line_id, "custom_id": result.custom_id, "response": None, "error": out}
+
+
+def stored_openai_success(data: dict[str, Any], key: str) -> dict[str, Any] | None:
+    """`to_openai_line` of a stored result read as plain JSON (`LLMResult` fields), for the
+    common case only: a success whose body is kept as the provider sent it. None otherwise
+    (build the model and use `to_openai_line`). Skips the model's validation, which was most
+    of a collector's CPU per line."""
+    body = data.get("body")
+    if (
+        data.get("status") != "succeeded"
+        or data.get("kind", "chat") == "messages"
+        or data.get("vectors") == "float"
+        or not isinstance(body, dict)
+    ):
+        return None
+    line_id = request_line_id(data["batch_id"], key)
+    return _success_line(line_id, data.get("custom_id"), data.get("request_id"), body)
 
 
 #: OpenAI's error `type` by HTTP status, for a provider error body not in OpenAI's shape.

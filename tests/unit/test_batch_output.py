@@ -125,3 +125,46 @@ def test_error_maps_to_openai_error_line_with_line_number() -> None:
     assert out["response"] is None
     assert out["error"] == {"code": "invalid_line", "message": "line 3: boom", "line": 3}
     assert orjson.loads(orjson.dumps(out)) == out
+
+
+def test_a_stored_result_is_written_as_its_model_would_be_in_every_format() -> None:
+    # Given stored results of every shape the collector meets (the fast path takes only
+    # OpenAI-format successes with a body as received; the rest go through the model),
+    from producers.collect import render, render_stored
+
+    floats = {"object": "list", "data": [{"index": 0, "embedding": [0.5, -0.25]}]}
+    packed, fmt = vectors.pack(floats)
+    body = {"id": "chatcmpl-1", "object": "chat.completion", "choices": [], "x": {"y": [1]}}
+    results = [
+        LLMResult(custom_id="a", batch_id="b", status="succeeded", body=body, request_id="r"),
+        LLMResult(custom_id=None, batch_id="b", status="succeeded", body=body),
+        LLMResult(custom_id="c", batch_id="b", status="succeeded", output="hi", model="m"),
+        LLMResult(
+            custom_id="d", batch_id="b", status="succeeded", kind="messages", body={"id": "m"}
+        ),
+        LLMResult(
+            custom_id="e",
+            batch_id="b",
+            status="succeeded",
+            kind="embeddings",
+            body=packed,
+            vectors=fmt,
+        ),
+        LLMResult(
+            custom_id="f",
+            batch_id="b",
+            status="errored",
+            error=ErrorInfo(code="bad", message="no", status=400, body={"error": {"m": 1}}),
+        ),
+        LLMResult(custom_id="g", batch_id="b", status="cancelled"),
+    ]
+    for result in results:
+        raw = result.model_dump_json().encode()
+        for out_fmt in ("openai", "anthropic", "native"):
+            # when it is written from its stored JSON,
+            line, ok = render_stored(raw, "key-1", out_fmt)  # type: ignore[arg-type]
+            # the line and its file are those of the parsed model.
+            stored = LLMResult.model_validate_json(raw)
+            assert orjson.loads(line) == render(stored, "key-1", out_fmt)  # type: ignore[arg-type]
+            assert line.endswith(b"\n") and line.count(b"\n") == 1
+            assert ok == (result.status == "succeeded" or out_fmt == "anthropic")

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, TypeVar
 
 from schemas.result import LLMResult
 from workers.protocol.blob import SEP
@@ -20,6 +20,9 @@ from workers.protocol.scripts import ScriptCall
 ResultItem = tuple[str, LLMResult, bool, bytes]
 #: (stream id, result key, result).
 ResultEntry = tuple[str, str, LLMResult]
+#: (stream id, result key, the result's JSON as stored): for writers that only re-encode it.
+RawEntry = tuple[str, str, bytes]
+_Entry = TypeVar("_Entry", ResultEntry, RawEntry)
 
 
 def write_call(keys: Keys, ttl_s: int, items: Sequence[ResultItem]) -> ScriptCall:
@@ -63,13 +66,24 @@ def read_stream(raw: Any, after: str) -> tuple[list[ResultEntry], str]:
     return out, (out[-1][0] if out else after)
 
 
+def read_raw_stream(raw: Any, after: str) -> tuple[list[RawEntry], str]:
+    """`read_stream` without parsing the results (`LLMResult` JSON bytes)."""
+    out: list[RawEntry] = []
+    for _stream, items in raw or []:
+        out += [
+            (sid.decode() if isinstance(sid, bytes) else sid, fields[b"k"].decode(), fields[b"r"])
+            for sid, fields in items
+        ]
+    return out, (out[-1][0] if out else after)
+
+
 def entry(sid: bytes | str, fields: dict[bytes, bytes]) -> ResultEntry:
     """One stream entry as (stream id, result key, result)."""
     stream_id = sid.decode() if isinstance(sid, bytes) else sid
     return stream_id, fields[b"k"].decode(), LLMResult.model_validate_json(fields[b"r"])
 
 
-def current(entries: list[ResultEntry], markers: Sequence[Any]) -> list[ResultEntry]:
+def current(entries: list[_Entry], markers: Sequence[Any]) -> list[_Entry]:
     """The entries that are still their key's stored result (`markers`: HMGET of the done
     hash for the entries' keys)."""
     return [
