@@ -86,8 +86,15 @@ class GMNValidator(Plugin):
         return grounded_schema(data.agent_type, data.constraints)
 
     def switch(self, options: dict[str, Any], verdict: Verdict) -> Switch | None:
-        """`auto` jobs: the lean profile after a cut-off answer or a numbers/shape fault."""
-        from schemas.gmn.lean import lean_system, simplified, simplify_note
+        """`auto` jobs: the lean profile after a cut-off answer or a numbers/shape fault; lean
+        jobs whose answer copied the example: no example from then on."""
+        from schemas.gmn.lean import (
+            lean_system,
+            no_example_note,
+            simplified,
+            simplify_note,
+            unexampled,
+        )
         from schemas.gmn.task import gmn_options
 
         try:
@@ -95,10 +102,16 @@ class GMNValidator(Plugin):
         except ValidationError:
             return None
         lean = simplified(data, verdict.codes, verdict.truncated)
-        if lean is None:
-            return None
-        note = simplify_note(verdict.codes, verdict.truncated)
-        return Switch(gmn_options(lean), lean_system(lean), note)
+        if lean is not None:
+            note = simplify_note(verdict.codes, verdict.truncated)
+            return Switch(gmn_options(lean), lean_system(lean), note)
+        bare = unexampled(data, verdict.codes)
+        if bare is not None:
+            copied = next((e.message for e in verdict.errors if e.code == "GMN091"), "")
+            copied = copied.removeprefix("GMN091: ")
+            note = no_example_note(copied)
+            return Switch(gmn_options(bare), lean_system(bare), note, "no_example")
+        return None
 
     def records(
         self, record: StructuredRecord, verdict: Verdict, options: dict[str, Any]

@@ -124,14 +124,17 @@ def _simplified(
     temperature: float | None,
     max_tokens: int | None,
 ) -> NextRound:
-    """A `simplify` round: the user's own turns under the switch's system message, its note
-    after the prompt, without the failed answer (it answered another target)."""
+    """A `simplify` (or `no_example`) round: the user's own turns under the switch's system
+    message, its note after the prompt, without the failed answer (it answered another
+    target, or copied what is no longer shown)."""
     base = base_messages(request.body.get("messages") or [], state.turns, state.prompt_chars)
     system = {"role": "system", "content": switch.system}
     own = base[1:] if base and base[0].get("role") == "system" else base
     turns = noted([system, *own], switch.note)
     fitted = fit_round(lambda _n, _a: turns, 0, max_tokens, state.context_tokens)
-    return NextRound(fitted.turns, "simplify", temperature, fitted.max_tokens, fits=fitted.fits)
+    return NextRound(
+        fitted.turns, switch.strategy, temperature, fitted.max_tokens, fits=fitted.fits
+    )
 
 
 def _invalid(result: LLMResult, why: str) -> Review:

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from schemas.refine import Feedback, PointerFeedback
+from schemas.refine.strategy import Strategy
 from schemas.request import LLMRequest
 from schemas.structured import Issue, StructuredRecord, Verdict
 
@@ -62,6 +63,8 @@ class Switch:
     options: dict[str, Any]
     system: str
     note: str
+    #: How the history names the round (`schemas.refine.strategy.STRATEGIES`).
+    strategy: Strategy = "simplify"
 
 
 class Plugin:

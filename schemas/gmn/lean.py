@@ -341,4 +341,28 @@ def simplify_note(codes: list[str], truncated: bool) -> str:
 
 def lean_system(data: GMNTaskData) -> str:
     """The lean system message for a job's agent type, constraints and (lean) examples."""
-    return system_text(data.agent_type, data.constraints, data.examples, lean=True)
+    keys = [] if data.hidden_examples else data.examples
+    return system_text(data.agent_type, data.constraints, keys, lean=True)
+
+
+NO_EXAMPLE_HEAD: Final = "Your earlier answer copied the example from the instructions"
+
+
+def unexampled(data: GMNTaskData, codes: list[str]) -> GMNTaskData | None:
+    """A lean job whose answer copied the example: the next rounds show none (a 0.5B model
+    told "design your own" in refine and fresh rounds answered the example's sizes again in
+    every round); copies of it still count. None when this does not apply."""
+    if data.profile != "lean" or data.hidden_examples or not data.examples:
+        return None
+    if "GMN091" not in codes:
+        return None
+    return data.model_copy(update={"hidden_examples": True})
+
+
+def no_example_note(message: str) -> str:
+    """Why the next round shows no example."""
+    return (
+        f"{NO_EXAMPLE_HEAD} ({message}); it is left out now. Model the agent this prompt "
+        f"describes: choose the skeleton and the sizes from the description.\n"
+        f"{ANSWER_INSTRUCTION}"
+    )

@@ -136,6 +136,9 @@ class GMNTaskData(BaseModel):
     examples: list[str] = Field(default_factory=lambda: ["explorer"])
     #: `lean`: the prompt asks for sizes and graph only, and the decoding schema is a skeleton.
     profile: Profile = "full"
+    #: The examples are no longer shown (the model copied one: `no_example` rounds); a copy
+    #: of them is still GMN091.
+    hidden_examples: bool = False
     #: The smallest context window of the route's endpoints, when configured.
     context_tokens: int | None = Field(default=None, ge=1)
     #: Length of the user's own prompt in the user turn, so notes added to it can be dropped.

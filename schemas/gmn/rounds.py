@@ -25,7 +25,7 @@ from .feedback import (
     truncation_note,
 )
 from .grounding import check_agent_type
-from .lean import SIMPLIFY_HEAD
+from .lean import NO_EXAMPLE_HEAD, SIMPLIFY_HEAD
 from .model import GMNError
 from .prompts import (
     ANSWER_INSTRUCTION,
@@ -114,7 +114,7 @@ def refine_text(
 #: How each note a round adds to the user's prompt begins (`is_follow_up` looks for them).
 FRESH_HEAD = "An earlier answer to this prompt was rejected."
 LEFT_OUT_HEAD = "Your previous answer is left out here to save room."
-_HEADS = (FRESH_HEAD, LEFT_OUT_HEAD, TRUNCATION_HEAD, SIMPLIFY_HEAD)
+_HEADS = (FRESH_HEAD, LEFT_OUT_HEAD, TRUNCATION_HEAD, SIMPLIFY_HEAD, NO_EXAMPLE_HEAD)
 
 
 def is_follow_up(turns: list[Turn]) -> bool:

@@ -12,7 +12,9 @@ from .prompts import GMNTaskData, RoundVerdict
 
 VALIDATOR = "gmn"
 #: The `GMNTaskData` fields the `gmn` validator reads (its options).
-OPTION_FIELDS = frozenset({"agent_type", "constraints", "feedback", "examples", "profile"})
+OPTION_FIELDS = frozenset(
+    {"agent_type", "constraints", "feedback", "examples", "profile", "hidden_examples"}
+)
 
 
 def gmn_options(data: GMNTaskData) -> dict[str, Any]:

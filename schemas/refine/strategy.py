@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from typing import Final, Literal, Protocol
 
 Strategy = Literal[
-    "first", "refine", "fresh", "hotter", "other_endpoint", "more_tokens", "simplify"
+    "first", "refine", "fresh", "hotter", "other_endpoint", "more_tokens", "simplify", "no_example"
 ]
 STRATEGIES: Final[tuple[str, ...]] = (
     "first",
@@ -21,6 +21,7 @@ STRATEGIES: Final[tuple[str, ...]] = (
     "other_endpoint",
     "more_tokens",
     "simplify",
+    "no_example",
 )
 #: What each strategy does, for docs and reports.
 MEANING: Final[dict[str, str]] = {
@@ -33,6 +34,7 @@ MEANING: Final[dict[str, str]] = {
     "context allows",
     "simplify": "a new attempt for a simpler target the validator offers (GMN `auto`: the "
     "lean profile after a cut-off or a shape fault)",
+    "no_example": "a new attempt without the example the last answer copied (GMN lean)",
 }
 #: Temperature added by each `hotter` round, and its ceiling.
 TEMPERATURE_STEP: Final = 0.4

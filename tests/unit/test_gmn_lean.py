@@ -329,3 +329,30 @@ def test_the_full_decoding_schema_carries_the_request_size_bounds() -> None:
     assert sizes(grounded_schema("general", GMNConstraints()))["num_states"] == (1, 100_000)
     check = Draft202012Validator(grounded_schema("explorer", GMNConstraints()))
     assert not list(check.iter_errors(orjson.loads(EXAMPLES["explorer"][1])))
+
+
+def test_a_lean_copy_of_the_example_is_answered_by_rounds_without_the_example() -> None:
+    from workers import structured
+    from workers.execute import Executor
+
+    first = auto_job("lean")  # a trader shown the coordinator example (contrast)
+    assert "Example (a coordinator)" in first.request.messages[0].text
+    copy = lean_document(orjson.loads(EXAMPLES["coordinator"][1]))
+    review = structured.review(first, reply(orjson.dumps(copy).decode()))
+    assert review.next_request is not None
+    messages = review.next_request.messages
+    assert [m.role for m in messages] == ["system", "user"]
+    assert "Example (" not in messages[0].text and LEAN_SYNTAX_ONLY in messages[0].text
+    assert "Your earlier answer copied the example from the instructions" in messages[1].text
+    second = Executor._next_round(first, review.next_request)
+    assert second.task is not None and second.task.data["strategy"] == "no_example"
+    options = second.task.data["options"]
+    assert options["hidden_examples"] is True and options["examples"] == ["lean:coordinator"]
+    # the example is no longer shown, but answering it again is still a copy, refined as usual
+    again = structured.review(second, reply(orjson.dumps(copy).decode()))
+    assert again.next_request is not None
+    third = Executor._next_round(second, again.next_request)
+    assert third.task is not None
+    assert third.task.data["history"][1]["codes"] == ["GMN091"]
+    assert third.task.data["strategy"] == "fresh"  # the same code again
+    assert "Example (" not in again.next_request.messages[0].text
