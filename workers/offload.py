@@ -14,8 +14,8 @@ process at a time; the lease expires if its holder dies and another takes it):
 - cancels a vendor batch not over by its earliest request's deadline minus the fall back
   margin, then collects what it finished and sends the rest to the next hop.
 
-Keys (under the namespace): offload:<endpoint>:pending (list of job JSON),
-offload:<endpoint>:lease, offload:<endpoint>:open (set of vendor ids), offload:vb:<id> (hash).
+Keys: `Keys.offload` (per endpoint: pending jobs, lease, open vendor batches) and
+`Keys.vendor_batch` (one vendor batch's record).
 """
 
 from __future__ import annotations
@@ -43,6 +43,7 @@ from schemas.request import LLMRequest
 from schemas.result import Attempt, ErrorInfo, LLMResult, Timings
 from workers.offload_vendor import BatchAdapter, Line, VendorBatchAPI
 from workers.outcomes import cost_of
+from workers.protocol.keys import Keys
 
 log = logging.getLogger("batchyard.offload")
 
@@ -83,7 +84,7 @@ class Offload:
         succeeded: Succeeded,
     ) -> None:
         self.redis = redis
-        self.ns = ns
+        self.keys = Keys(ns)
         self.endpoints = endpoints
         self.write = write
         self.enqueue = enqueue
@@ -91,12 +92,6 @@ class Offload:
         self.token = secrets.token_hex(8)
         self._polled: dict[str, float] = {}
         self._task: asyncio.Task[None] | None = None
-
-    def key(self, endpoint: str, what: str) -> str:
-        return f"{self.ns}:offload:{endpoint}:{what}"
-
-    def vb(self, vendor_id: str) -> str:
-        return f"{self.ns}:offload:vb:{vendor_id}"
 
     def handles(self, job: Job) -> bool:
         """True when the job's current hop is a batch-mode endpoint."""
@@ -106,8 +101,8 @@ class Offload:
         """Hold the job for the endpoint's next vendor batch (durable in Redis)."""
         endpoint = job.current.endpoint
         async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.rpush(self.key(endpoint, "pending"), job.model_dump_json())
-            pipe.set(self.key(endpoint, "since"), time.time(), nx=True)
+            pipe.rpush(self.keys.offload(endpoint, "pending"), job.model_dump_json())
+            pipe.set(self.keys.offload(endpoint, "since"), time.time(), nx=True)
             await pipe.execute()
         self.start()
 
@@ -135,7 +130,7 @@ class Offload:
 
     async def _lease(self, endpoint: str) -> bool:
         cfg = self.endpoints[endpoint][0].batch
-        key, ttl = self.key(endpoint, "lease"), int(cfg.lease_s * 1000)
+        key, ttl = self.keys.offload(endpoint, "lease"), int(cfg.lease_s * 1000)
         if await self.redis.set(key, self.token, nx=True, px=ttl):
             return True
         holder = await self.redis.get(key)
@@ -151,14 +146,14 @@ class Offload:
         now = time.time()
         if now - self._polled.get(endpoint, 0.0) >= cfg.poll_s:
             self._polled[endpoint] = now
-            for raw in await self.redis.smembers(self.key(endpoint, "open")):
+            for raw in await self.redis.smembers(self.keys.offload(endpoint, "open")):
                 await self.poll(endpoint, raw.decode() if isinstance(raw, bytes) else raw)
 
     async def flush(self, endpoint: str, force: bool = False) -> str | None:
         """Create a vendor batch from the parked jobs when one is due; its vendor id."""
         cfg, provider = self.endpoints[endpoint]
-        pending = self.key(endpoint, "pending")
-        since = await self.redis.get(self.key(endpoint, "since"))
+        pending = self.keys.offload(endpoint, "pending")
+        since = await self.redis.get(self.keys.offload(endpoint, "since"))
         count = await self.redis.llen(pending)
         if count == 0:
             return None
@@ -189,7 +184,7 @@ class Offload:
         )
         async with self.redis.pipeline(transaction=True) as pipe:
             pipe.hset(
-                self.vb(vendor_id),
+                self.keys.vendor_batch(vendor_id),
                 mapping={
                     "endpoint": endpoint,
                     "jobs": orjson.dumps([orjson.loads(r) for r in jobs]),
@@ -198,12 +193,12 @@ class Offload:
                     "state": "open",
                 },
             )
-            pipe.sadd(self.key(endpoint, "open"), vendor_id)
+            pipe.sadd(self.keys.offload(endpoint, "open"), vendor_id)
             pipe.ltrim(pending, len(jobs), -1)
-            pipe.delete(self.key(endpoint, "since"))
+            pipe.delete(self.keys.offload(endpoint, "since"))
             await pipe.execute()
         if count > len(jobs):
-            await self.redis.set(self.key(endpoint, "since"), time.time(), nx=True)
+            await self.redis.set(self.keys.offload(endpoint, "since"), time.time(), nx=True)
         log.info(
             "vendor batch %s created with %d requests",
             vendor_id,
@@ -222,9 +217,9 @@ class Offload:
     async def poll(self, endpoint: str, vendor_id: str) -> None:
         """Read one open vendor batch; collect it when over, cancel it when out of time."""
         cfg, provider = self.endpoints[endpoint]
-        record = await self.redis.hgetall(self.vb(vendor_id))
+        record = await self.redis.hgetall(self.keys.vendor_batch(vendor_id))
         if not record:
-            await self.redis.srem(self.key(endpoint, "open"), vendor_id)
+            await self.redis.srem(self.keys.offload(endpoint, "open"), vendor_id)
             return
         api = VendorBatchAPI(provider)
         status = await api.status(vendor_id)
@@ -232,7 +227,7 @@ class Offload:
             late = time.time() >= float(record[b"fallback_at"])
             if record[b"state"] == b"open" and (late or await self._all_cancelled(record)):
                 await api.cancel(vendor_id)
-                await self.redis.hset(self.vb(vendor_id), "state", "cancelling")
+                await self.redis.hset(self.keys.vendor_batch(vendor_id), "state", "cancelling")
                 why = "out of time" if late else "its batches were cancelled"
                 log.info("vendor batch %s cancelled: %s", vendor_id, why)
                 status = await api.status(vendor_id)
@@ -244,8 +239,8 @@ class Offload:
             line = lines.get(f"q{i}") or Line(error=f"batch_{status.status}")
             await self._settle(job, line, cfg, provider, vendor_id)
         async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.srem(self.key(endpoint, "open"), vendor_id)
-            pipe.delete(self.vb(vendor_id))
+            pipe.srem(self.keys.offload(endpoint, "open"), vendor_id)
+            pipe.delete(self.keys.vendor_batch(vendor_id))
             await pipe.execute()
         log.info("vendor batch %s collected (%s)", vendor_id, status.status)
 
@@ -253,7 +248,7 @@ class Offload:
         """True when every batchyard batch with a request in this vendor batch is cancelled."""
         ids = {j["batch_id"] for j in orjson.loads(record[b"jobs"])}
         for batch_id in ids:
-            status = await self.redis.hget(f"{self.ns}:batch:{batch_id}", "status")
+            status = await self.redis.hget(self.keys.batch(batch_id), "status")
             if status not in (b"cancelling", b"cancelled"):
                 return False
         return True

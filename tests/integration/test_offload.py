@@ -148,7 +148,7 @@ def test_killed_workers_lose_no_vendor_batch(
         batch_id = client.submit_many(rows, completion_window_s=86_400).batch_id
         wait_until(lambda: len(server.batches.batches) >= 1, 30, "a vendor batch")
         wait_until(
-            lambda: client.redis.llen(f"{client.keys.ns}:offload:vendor-batch:pending") == 0,
+            lambda: client.redis.llen(client.keys.offload("vendor-batch", "pending")) == 0,
             30,
             "every request in a vendor batch",
         )

@@ -233,3 +233,15 @@ def test_the_protocol_imports_only_schemas() -> None:
     )
     run = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
     assert run.returncode == 0, run.stderr
+
+
+def test_workers_name_redis_keys_only_through_the_protocol() -> None:
+    # dramatiq_ext spells dramatiq's own keys (heartbeats, acks): dramatiq's layout, not ours.
+    offenders = [
+        hit
+        for name, path in _modules("workers")
+        if not name.startswith(("workers.protocol", "workers.dramatiq_ext"))
+        for hit in _own_redis_protocol(path.read_text(), name)
+        if " key name " in hit
+    ]
+    assert not offenders, "name these in workers/protocol/keys.py:\n" + "\n".join(offenders)

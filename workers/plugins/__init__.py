@@ -20,6 +20,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 from providers.base import ProviderResponse
 from schemas.config import ConfigError
 from schemas.request import LLMRequest
+from workers.protocol.keys import Keys
 
 GROUP = "batchyard.plugins"
 
@@ -50,6 +51,8 @@ class Plugin:
         self.config = config
         self.redis = redis
         self.namespace = namespace
+        #: Key names under that namespace; a plugin's own keys belong in `Keys` too.
+        self.keys = Keys(namespace)
 
     async def before_call(self, ctx: CallContext) -> ProviderResponse | None:
         """Return a response to answer without calling the provider (and without using any

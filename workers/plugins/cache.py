@@ -41,14 +41,10 @@ class ResponseCache(Plugin):
     Config = CacheConfig
     config: CacheConfig
 
-    def _keys(self, digest: str) -> tuple[str, str]:
-        base = f"{self.namespace}:cache:{digest}"
-        return base, base + ":lock"
-
     async def before_call(self, ctx: CallContext) -> ProviderResponse | None:
         """A cached answer, or None after taking the lock (or giving up waiting for it)."""
         digest = cache_key(ctx)
-        key, lock = self._keys(digest)
+        key, lock = self.keys.cache(digest)
         ctx.state["cache_key"] = digest
         deadline = time.monotonic() + self.config.wait_s
         delay = 0.02
@@ -72,7 +68,7 @@ class ResponseCache(Plugin):
 
     async def after_call(self, ctx: CallContext, response: ProviderResponse) -> ProviderResponse:
         """Store the answer and let waiting duplicates have it."""
-        key, lock = self._keys(ctx.state["cache_key"])
+        key, lock = self.keys.cache(ctx.state["cache_key"])
         pipe = self.redis.pipeline(transaction=True)
         pipe.set(key, response.model_dump_json(), ex=self.config.ttl_s)
         pipe.delete(lock)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import Literal, NamedTuple
 
 #: Channel (after the dramatiq namespace) on which enqueue scripts name the queues they filled.
 WAKE_CHANNEL = "__wake__"
@@ -79,6 +79,26 @@ class Keys:
         """The limiter keys of an endpoint, or of one model of it."""
         base = f"{self.ns}:rl:{endpoint}"
         return LimitKeys.of(base if model is None else f"{base}:model:{model}")
+
+    def offload(self, endpoint: str, part: OffloadPart) -> str:
+        """A batch-mode endpoint's offload state (`workers.offload`): `pending` list of parked
+        job JSON, `since` when the oldest was parked, `lease` the flushing worker's lease,
+        `open` set of its vendor batch ids."""
+        return f"{self.ns}:offload:{endpoint}:{part}"
+
+    def vendor_batch(self, vendor_id: str) -> str:
+        """Hash: one vendor batch's endpoint, state and jobs in line order (`workers.offload`)."""
+        return f"{self.ns}:offload:vb:{vendor_id}"
+
+    def cache(self, digest: str) -> tuple[str, str]:
+        """The response cache plugin's keys for one request digest: the stored answer, and the
+        lock its first caller holds while the others wait for that answer."""
+        answer = f"{self.ns}:cache:{digest}"
+        return answer, f"{answer}:lock"
+
+
+#: The parts of a batch-mode endpoint's offload state (`Keys.offload`).
+OffloadPart = Literal["pending", "since", "lease", "open"]
 
 
 class LimitKeys(NamedTuple):
