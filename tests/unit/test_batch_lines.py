@@ -319,3 +319,23 @@ def test_requests_queued_by_earlier_versions_still_validate() -> None:
         "messages": [{"role": "user", "content": "hi"}],
         "seed": 3,
     }
+
+
+def test_chunk_prefixes_are_unique_in_a_process_and_across_a_fork() -> None:
+    import os
+
+    from producers.submit import chunk_prefix
+
+    first, second = chunk_prefix(), chunk_prefix()
+    assert first != second and len(first) == len(second) == 24
+    int(first, 16)  # hex digits only
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child draws its own random part, not the parent's next counter value
+        os.write(write, chunk_prefix().encode())
+        os._exit(0)
+    os.close(write)
+    child = os.read(read, 64).decode()
+    os.close(read)
+    os.waitpid(pid, 0)
+    assert child[:16] != first[:16]
