@@ -124,7 +124,7 @@ def generate(
             help="full: SPEC documents with matrices; lean: sizes and graph only (consumers "
             "use default matrices), under a skeleton schema where the endpoint decodes under "
             "one — for small models; auto: full, then lean from the round after a cut-off "
-            "answer or a numbers/shape fault.",
+            "answer or any fault but a copy of the example.",
         ),
     ] = ProfileOption.full,
 ) -> None:

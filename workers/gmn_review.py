@@ -86,7 +86,7 @@ class GMNValidator(Plugin):
         return grounded_schema(data.agent_type, data.constraints)
 
     def switch(self, options: dict[str, Any], verdict: Verdict) -> Switch | None:
-        """`auto` jobs: the lean profile after a cut-off answer or a numbers/shape fault; lean
+        """`auto` jobs: the lean profile after a cut-off answer or any fault but a copy; lean
         jobs whose answer copied the example: no example from then on."""
         from schemas.gmn.lean import (
             lean_system,

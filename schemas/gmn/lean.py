@@ -308,20 +308,19 @@ choices it has.
 """
 
 
-#: Faults the `auto` profile answers by switching to lean (`simplify`): a cut-off answer and
-#: the numbers and shapes a small model gets wrong (names lists, matrices, distributions,
-#: vectors; their shapes against the linked sizes). In the real-model runs no refine round
-#: fixed one of these.
-SIMPLIFY_CODES: Final = frozenset(
-    {"GMN080", "GMN043", "GMN044", "GMN045", "GMN046"} | {f"GMN06{i}" for i in range(6)}
-)
+#: The one fault `auto` refines in the full notation: a copy of the example (the lean
+#: example is as easy to copy). Every other fault — cut-off answers, numbers and shapes,
+#: and graph rules (edge table, required types, connection counts, cycles, agent type) — the
+#: lean skeleton rules out, and in the real-model runs no full-notation refine round fixed
+#: one (6 prompts, 3 rounds, best-of-3: 0 of 15 refine/fresh rounds).
+KEPT_CODES: Final = frozenset({"GMN091"})
 SIMPLIFY_HEAD: Final = "Your earlier answer was rejected"
 
 
 def simplified(data: GMNTaskData, codes: list[str], truncated: bool) -> GMNTaskData | None:
     """The task data of an `auto` job switched to lean after these faults, or None to refine
-    as usual (another profile, or faults that are not about numbers, shapes or length)."""
-    if data.profile != "auto" or not (truncated or SIMPLIFY_CODES.intersection(codes)):
+    as usual (another profile, or only a copy of the example)."""
+    if data.profile != "auto" or not (truncated or set(codes) - KEPT_CODES):
         return None
     keys = [key if key.startswith("lean:") else f"lean:{key}" for key in data.examples]
     return data.model_copy(update={"profile": "lean", "examples": keys})
@@ -329,10 +328,8 @@ def simplified(data: GMNTaskData, codes: list[str], truncated: bool) -> GMNTaskD
 
 def simplify_note(codes: list[str], truncated: bool) -> str:
     """Why the next round asks for the short form."""
-    shown = [c for c in codes if c in SIMPLIFY_CODES]
-    why = (
-        "it was cut off" if truncated else f"its numbers or shapes were wrong ({', '.join(shown)})"
-    )
+    shown = [c for c in codes if c not in KEPT_CODES]
+    why = "it was cut off" if truncated else f"it broke rules ({', '.join(shown)})"
     return (
         f"{SIMPLIFY_HEAD}: {why}. Write the short form described above instead: sizes and "
         f"graph only, no matrices, distributions, vectors or name lists.\n{ANSWER_INSTRUCTION}"

@@ -18,7 +18,7 @@ from .model import GMNError
 AgentType = Literal["explorer", "trader", "coordinator", "general"]
 #: What a document must hold: `full` (SPEC §1 with matrices), `lean` (sizes and graph
 #: only, under a skeleton schema where the endpoint decodes under one: `lean.py`), or `auto`
-#: (full, and lean from the round after a cut-off or a shape fault: `simplify`).
+#: (full, and lean from the round after a cut-off or any fault but a copy: `simplify`).
 Profile = Literal["full", "lean", "auto"]
 PROFILES: Final[tuple[str, ...]] = ("full", "lean", "auto")
 AGENT_TYPES: Final[tuple[str, ...]] = ("explorer", "trader", "coordinator", "general")

@@ -33,7 +33,7 @@ MEANING: Final[dict[str, str]] = {
     "more_tokens": "a new attempt after a cut-off answer, with more max_tokens if the "
     "context allows",
     "simplify": "a new attempt for a simpler target the validator offers (GMN `auto`: the "
-    "lean profile after a cut-off or a shape fault)",
+    "lean profile after a cut-off answer or any fault but a copy)",
     "no_example": "a new attempt without the example the last answer copied (GMN lean)",
 }
 #: Temperature added by each `hotter` round, and its ceiling.

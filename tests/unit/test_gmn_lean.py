@@ -284,19 +284,22 @@ def test_auto_switches_to_lean_after_a_cut_off_answer() -> None:
     ("profile", "fault", "strategy"),
     [
         ("auto", "GMN046", "simplify"),  # a likelihood column that does not sum to 1
-        ("auto", "GMN052", "refine"),  # structure: refined in the full notation
+        ("auto", "GMN052", "simplify"),  # an edge type not allowed between its node types
+        ("auto", "GMN091", "refine"),  # a copy of the example: refined in the full notation
         ("full", "GMN046", "refine"),  # full never switches
     ],
 )
-def test_auto_switches_only_on_numbers_and_shapes(profile: str, fault: str, strategy: str) -> None:
+def test_auto_switches_on_every_fault_but_a_copy(profile: str, fault: str, strategy: str) -> None:
     from workers import structured
     from workers.execute import Executor
 
     doc = orjson.loads(EXAMPLES["trader"][1])
     if fault == "GMN046":
         doc["nodes"][3]["properties"]["matrix"][0][0] = 0.9
-    else:
+    elif fault == "GMN052":
         doc["edges"][0]["type"] = "generates"
+    else:
+        doc = orjson.loads(EXAMPLES["coordinator"][1])  # what the trader prompt shows
     first = auto_job(profile)
     review = structured.review(first, reply(orjson.dumps(doc).decode()))
     assert review.next_request is not None
