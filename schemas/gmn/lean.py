@@ -312,7 +312,7 @@ choices it has.
 #: example is as easy to copy). Every other fault — cut-off answers, numbers and shapes,
 #: and graph rules (edge table, required types, connection counts, cycles, agent type) — the
 #: lean skeleton rules out, and in the real-model runs no full-notation refine round fixed
-#: one (6 prompts, 3 rounds, best-of-3: 0 of 15 refine/fresh rounds).
+#: one (6 prompts, 3 rounds, best-of-3: 0 of 8 refine/fresh rounds in the full notation).
 KEPT_CODES: Final = frozenset({"GMN091"})
 SIMPLIFY_HEAD: Final = "Your earlier answer was rejected"
 
