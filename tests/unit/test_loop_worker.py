@@ -199,3 +199,32 @@ def test_a_wake_notice_ends_an_idle_consumers_longest_wait(redis_server: RedisSe
         assert fetched == [None] and consumer.misses == 0
     finally:
         broker.close()
+
+
+def test_stop_ends_an_idle_consumers_longest_wait(redis_server: RedisServer) -> None:
+    broker = build_broker(Settings(redis_url=redis_server.url, idle_poll_ms=60_000))
+    assert isinstance(broker, LaneBroker)
+
+    async def fn(payload: dict[str, Any]) -> None:
+        return None
+
+    dramatiq.Actor(fn, broker=broker, actor_name="t", queue_name="q", priority=0, options={})
+    worker = LoopWorker(broker, fn, concurrency=1, worker_timeout=60_000)
+    worker.start()
+    stopper = threading.Thread(target=lambda: worker.stop(timeout=30_000), daemon=True)
+    try:
+        # Given an idle consumer backed off to its longest wait (30 to 60 s),
+        consumers = [t for t in worker.consumers.values() if t.queue_name == "q"]
+        wait_for(lambda: getattr(consumers[0], "consumer", None) is not None)
+        consumer = consumers[0].consumer
+        consumer.misses = 40
+        wait_for(lambda: consumer.misses == 41)  # it went back to sleep with that backoff
+        # when the worker stops,
+        stopper.start()
+        # then the consumer ends at once instead of sleeping out its backoff.
+        stopper.join(timeout=10)
+        assert not stopper.is_alive(), "stop waited for the idle consumer's backoff"
+    finally:
+        if stopper.ident is None:
+            worker.stop(timeout=10_000)
+        broker.close()

@@ -12,6 +12,7 @@ its middleware hooks and its ack/nack path.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import threading
 import time
@@ -24,7 +25,7 @@ import dramatiq
 from dramatiq.asyncio import get_event_loop_thread
 from dramatiq.broker import Broker, MessageProxy
 from dramatiq.middleware import SkipMessage
-from dramatiq.worker import WorkerThread
+from dramatiq.worker import ConsumerThread, WorkerThread
 
 from workers.dramatiq_ext.outage import OUTAGE, is_outage
 
@@ -60,6 +61,25 @@ class LoopWorker(dramatiq.Worker):
         feeder = LoopFeeder(self)
         feeder.start()
         self.workers.append(feeder)
+
+    def stop(self, timeout: int = 600000) -> None:
+        """dramatiq's stop, with each idle consumer woken once it is told to stop.
+
+        dramatiq stops consumer threads by clearing their `running` flag; an idle consumer
+        sees it only when its backoff wait ends (up to the worker timeout). That was 0.15-0.23 s
+        at the end of every `batchyard run` (#22). The consumer threads' `stop` is wrapped here
+        so the wake event is set right after the flag is cleared.
+        """
+        for thread in self.consumers.values():
+            thread.stop = functools.partial(_stop_and_wake, thread, thread.stop)  # type: ignore[method-assign]
+        super().stop(timeout)
+
+
+def _stop_and_wake(thread: ConsumerThread, stop: Callable[[], None]) -> None:
+    stop()
+    wake = getattr(getattr(thread, "consumer", None), "wake", None)
+    if isinstance(wake, threading.Event):
+        wake.set()
 
 
 class LoopFeeder(WorkerThread):

@@ -117,6 +117,20 @@ HOOKS: tuple[Hook, ...] = (
         "start() calls _add_worker() once per worker thread: LoopWorker adds its one feeder",
     ),
     Hook(
+        "dramatiq.worker:Worker.stop",
+        "workers.dramatiq_ext.loop_worker:LoopWorker.stop",
+        "relies",
+        "828e9d76a1b6c270",
+        "stop() calls stop() on each thread in self.consumers; LoopWorker wraps it to wake them",
+    ),
+    Hook(
+        "dramatiq.worker:ConsumerThread.stop",
+        "workers.dramatiq_ext.loop_worker:LoopWorker.stop",
+        "relies",
+        "c59d813e360bb8de",
+        "stop() only clears running; the thread's .consumer (ours) then waits out its wake event",
+    ),
+    Hook(
         "dramatiq.worker:ConsumerThread.run",
         "workers.dramatiq_ext.broker:LaneBroker.consume",
         "relies",
