@@ -181,7 +181,9 @@ class Executor:
 
     async def run(self, payload: dict[str, Any]) -> None:
         """Execute one message: store its result, or queue its next hop. Infra errors propagate."""
-        writer, requeuer = await self._start()
+        writer, requeuer = self._writer, self._requeuer
+        if writer is None or requeuer is None:  # only the first messages: no await after
+            writer, requeuer = await self._start()
         job = Job.model_validate(payload)
         started = time.time()
         if await self._has_result(job):

@@ -159,8 +159,24 @@ class ResultCheck(Coalescer[tuple[str, str]]):
         return bool(await self._ask((batch_id, key)))
 
     async def _send(self, items: list[tuple[str, str]]) -> list[Any]:
-        done = self.keys.done
-        return await exchange(self.client, [("HEXISTS", done(b), key) for b, key in items])
+        # One HMGET per batch, not a HEXISTS per item: each reply read is an await with its
+        # own timeout, which at 0 ms cost more than the commands. A stored result's field
+        # holds its stream id (or '' while written), so "not nil" is HEXISTS's answer.
+        groups: dict[str, list[int]] = {}
+        for i, (batch_id, _) in enumerate(items):
+            groups.setdefault(batch_id, []).append(i)
+        commands: list[Command] = [
+            ("HMGET", self.keys.done(b), *[items[i][1] for i in at]) for b, at in groups.items()
+        ]
+        answers: list[Any] = [None] * len(items)
+        for at, reply in zip(groups.values(), await exchange(self.client, commands), strict=True):
+            if isinstance(reply, ResponseError):
+                for i in at:
+                    answers[i] = reply
+            else:
+                for i, value in zip(at, reply, strict=True):
+                    answers[i] = value is not None
+        return answers
 
 
 class ScriptPipe(Coalescer[tuple[AsyncScript, list[str], list[EncodableT]]]):
