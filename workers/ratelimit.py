@@ -87,10 +87,22 @@ class Limiter:
         self.announces = learning
         self._pause_value: bytes | str | None = None
         self._pause_checked = 0.0
+        self._scope_cache: dict[str, Scopes] = {}
 
     def _scopes(self, model: str) -> Scopes:
         """The endpoint's scope, then the model's: configured model limits, and the limits
-        the provider announces (learned per model, as OpenAI and Anthropic set them)."""
+        the provider announces (learned per model, as OpenAI and Anthropic set them).
+
+        Built once per model (nothing changes them; the scripts only read them): every
+        request asks, limited endpoint or not."""
+        scopes = self._scope_cache.get(model)
+        if scopes is None:
+            if len(self._scope_cache) >= 1024:  # bounded whatever models requests name
+                self._scope_cache.clear()
+            scopes = self._scope_cache[model] = self._build_scopes(model)
+        return scopes
+
+    def _build_scopes(self, model: str) -> Scopes:
         extra = self.cfg.model_limits.get(model)
         keys, limits = self._base
         return (
