@@ -206,7 +206,7 @@ class Executor:
             f"process llm.{hop.endpoint}",
             context=extract(job.trace) if trace_enabled() else None,
             kind=SpanKind.CONSUMER,
-            attributes={
+            attributes=lambda: {  # built only when tracing records
                 "messaging.system": "redis",
                 "batchyard.batch_id": job.batch_id,
                 "batchyard.custom_id": job.key,
@@ -214,11 +214,8 @@ class Executor:
             },
         ):
             result = await self._execute(job, started)
-        context = {
-            "batch_id": job.batch_id,
-            "custom_id": job.key,
-            "trace_id": trace_id_of(job.trace),
-        }
+        trace_id = trace_id_of(job.trace)
+        context = {"batch_id": job.batch_id, "custom_id": job.key, "trace_id": trace_id}
         if isinstance(result, Move):
             await requeuer.enqueue(job, delay_ms=result.delay_ms)
             log.debug(
@@ -242,7 +239,7 @@ class Executor:
                 )
                 return
             result = review.result or result
-        result.trace_id = trace_id_of(job.trace)
+        result.trace_id = trace_id
         result.timings = Timings(
             enqueued_at=job.enqueued_at, started_at=started, finished_at=time.time()
         )
