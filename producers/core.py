@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import TypedDict
+from typing import Any, TypedDict, TypeVar
 
 from typing_extensions import Unpack
 
@@ -46,6 +46,8 @@ from workers.protocol.results import (
     write_call,
 )
 from workers.protocol.scripts import Lua
+
+_Entry = TypeVar("_Entry", ResultEntry, RawEntry)
 
 Route = str | list[RouteHop] | None
 #: What a batch record holds before it is written (`workers.protocol.batch_record`).
@@ -265,26 +267,33 @@ class ClientCore:
         self, batch_id: str, after: str = "0-0", *, count: int = 1000, block_ms: int | None = None
     ) -> Operation[ResultPage]:
         """Up to `count` results after the stream id `after`."""
-        stream = {self.keys.stream(batch_id): after}
-        raw = yield cmd("xread", stream, count=count, block=block_ms)
-        entries, cursor = read_stream(raw, after)
-        if not entries:
-            return ResultPage([], cursor, 0)
-        markers = yield cmd("hmget", self.keys.done(batch_id), [k for _, k, _ in entries])
-        return ResultPage(current(entries, markers), cursor, len(entries))
+        page = yield from self._page(batch_id, after, count, block_ms, read_stream)
+        return ResultPage(*page)
 
     def raw_results(
         self, batch_id: str, after: str = "0-0", *, count: int = 1000, block_ms: int | None = None
     ) -> Operation[RawResultPage]:
         """`results` with each result as its stored JSON, not parsed (a writer that only
         re-encodes it saves the model's validation: most of `collect`'s CPU per line)."""
+        page = yield from self._page(batch_id, after, count, block_ms, read_raw_stream)
+        return RawResultPage(*page)
+
+    def _page(
+        self,
+        batch_id: str,
+        after: str,
+        count: int,
+        block_ms: int | None,
+        read: Callable[[Any, str], tuple[list[_Entry], str]],
+    ) -> Operation[tuple[list[_Entry], str, int]]:
+        """Read up to `count` stream entries with `read`; (the current ones, cursor, read)."""
         stream = {self.keys.stream(batch_id): after}
         raw = yield cmd("xread", stream, count=count, block=block_ms)
-        entries, cursor = read_raw_stream(raw, after)
+        entries, cursor = read(raw, after)
         if not entries:
-            return RawResultPage([], cursor, 0)
-        markers = yield cmd("hmget", self.keys.done(batch_id), [k for _, k, _ in entries])
-        return RawResultPage(current(entries, markers), cursor, len(entries))
+            return [], cursor, 0
+        markers = yield cmd("hmget", self.keys.done(batch_id), [e[1] for e in entries])
+        return current(entries, markers), cursor, len(entries)
 
     def next_results(
         self, batch_id: str, after: str, follow: bool
