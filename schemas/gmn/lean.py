@@ -54,48 +54,32 @@ _SIZES: Final[dict[str, tuple[str, str]]] = {
     "action": ("num_actions", "max_actions"),
 }
 
+Slots = tuple[tuple[str, str], ...]
+Edges = tuple[tuple[int, int, str], ...]
+
+#: Slots 0-4 of most skeletons: state, observation, action, and the likelihood and transition
+#: that tie them (edges as (source slot, target slot, edge type)).
+_BASE: Final[tuple[Slots, Edges]] = (
+    (
+        ("state", "state"),
+        ("observation", "obs"),
+        ("action", "act"),
+        ("likelihood", "lik"),
+        ("transition", "trans"),
+    ),
+    ((0, 3, "depends_on"), (3, 1, "generates"), (0, 4, "depends_on"), (2, 4, "depends_on")),
+)
+#: The base + an initial belief over the state (slot 5) and a preference (slot 6).
+_BELIEF: Final[tuple[Slots, Edges]] = (
+    _BASE[0] + (("belief", "belief"), ("preference", "pref")),
+    _BASE[1] + ((5, 0, "depends_on"), (6, 1, "depends_on")),
+)
+
 #: name -> (slots as (type, prefix), edges as (source slot, target slot, edge type)).
-SKELETONS: Final[
-    dict[str, tuple[tuple[tuple[str, str], ...], tuple[tuple[int, int, str], ...]]]
-] = {
-    # state, observation, action, likelihood, transition, preference
-    "core": (
-        (
-            ("state", "state"),
-            ("observation", "obs"),
-            ("action", "act"),
-            ("likelihood", "lik"),
-            ("transition", "trans"),
-            ("preference", "pref"),
-        ),
-        (
-            (0, 3, "depends_on"),
-            (3, 1, "generates"),
-            (0, 4, "depends_on"),
-            (2, 4, "depends_on"),
-            (5, 1, "depends_on"),
-        ),
-    ),
-    # core + an initial belief over the state
-    "belief": (
-        (
-            ("state", "state"),
-            ("observation", "obs"),
-            ("action", "act"),
-            ("likelihood", "lik"),
-            ("transition", "trans"),
-            ("belief", "belief"),
-            ("preference", "pref"),
-        ),
-        (
-            (0, 3, "depends_on"),
-            (3, 1, "generates"),
-            (0, 4, "depends_on"),
-            (2, 4, "depends_on"),
-            (5, 0, "depends_on"),
-            (6, 1, "depends_on"),
-        ),
-    ),
+SKELETONS: Final[dict[str, tuple[Slots, Edges]]] = {
+    # the base + a preference over the observation
+    "core": (_BASE[0] + (("preference", "pref"),), _BASE[1] + ((5, 1, "depends_on"),)),
+    "belief": _BELIEF,
     # two observation modalities of one state, each through its own likelihood
     "two_sensors": (
         (
@@ -122,28 +106,8 @@ SKELETONS: Final[
     ),
     # belief + an llm_query asked on the observation, updating a policy that steers the action
     "llm_advice": (
-        (
-            ("state", "state"),
-            ("observation", "obs"),
-            ("action", "act"),
-            ("likelihood", "lik"),
-            ("transition", "trans"),
-            ("belief", "belief"),
-            ("preference", "pref"),
-            ("policy", "policy"),
-            ("llm_query", "query"),
-        ),
-        (
-            (0, 3, "depends_on"),
-            (3, 1, "generates"),
-            (0, 4, "depends_on"),
-            (2, 4, "depends_on"),
-            (5, 0, "depends_on"),
-            (6, 1, "depends_on"),
-            (1, 8, "queries"),
-            (8, 7, "updates"),
-            (7, 2, "influences"),
-        ),
+        _BELIEF[0] + (("policy", "policy"), ("llm_query", "query")),
+        _BELIEF[1] + ((1, 8, "queries"), (8, 7, "updates"), (7, 2, "influences")),
     ),
 }
 
