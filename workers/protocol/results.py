@@ -8,7 +8,7 @@ result, so a result superseded by `retry --failed` is recognised and skipped.
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
 from schemas.result import LLMResult
@@ -60,27 +60,33 @@ def write_call(keys: Keys, ttl_s: int, items: Sequence[ResultItem]) -> ScriptCal
 
 def read_stream(raw: Any, after: str) -> tuple[list[ResultEntry], str]:
     """Entries of an XREAD/XRANGE-style reply, and the cursor after them (`after` if none)."""
-    out: list[ResultEntry] = []
-    for _stream, items in raw or []:
-        out += [entry(sid, fields) for sid, fields in items]
-    return out, (out[-1][0] if out else after)
+    return _read(raw, after, entry)
 
 
 def read_raw_stream(raw: Any, after: str) -> tuple[list[RawEntry], str]:
     """`read_stream` without parsing the results (`LLMResult` JSON bytes)."""
-    out: list[RawEntry] = []
+    return _read(raw, after, raw_entry)
+
+
+def _read(
+    raw: Any, after: str, make: Callable[[bytes | str, dict[bytes, bytes]], _Entry]
+) -> tuple[list[_Entry], str]:
+    out: list[_Entry] = []
     for _stream, items in raw or []:
-        out += [
-            (sid.decode() if isinstance(sid, bytes) else sid, fields[b"k"].decode(), fields[b"r"])
-            for sid, fields in items
-        ]
+        out += [make(sid, fields) for sid, fields in items]
     return out, (out[-1][0] if out else after)
+
+
+def raw_entry(sid: bytes | str, fields: dict[bytes, bytes]) -> RawEntry:
+    """One stream entry as (stream id, result key, the result's stored JSON)."""
+    stream_id = sid.decode() if isinstance(sid, bytes) else sid
+    return stream_id, fields[b"k"].decode(), fields[b"r"]
 
 
 def entry(sid: bytes | str, fields: dict[bytes, bytes]) -> ResultEntry:
     """One stream entry as (stream id, result key, result)."""
-    stream_id = sid.decode() if isinstance(sid, bytes) else sid
-    return stream_id, fields[b"k"].decode(), LLMResult.model_validate_json(fields[b"r"])
+    stream_id, key, raw = raw_entry(sid, fields)
+    return stream_id, key, LLMResult.model_validate_json(raw)
 
 
 def current(entries: list[_Entry], markers: Sequence[Any]) -> list[_Entry]:
