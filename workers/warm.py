@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 import orjson
 
-from workers.lifetime import PARENT_PID_ENV
+from workers.lifetime import PARENT_PID_ENV, wait_exit
 
 #: `python -m workers.process HANDOFF_FLAG`: import, then read `{"argv", "env"}` from stdin.
 HANDOFF_FLAG = "--await-handoff"
@@ -55,9 +55,7 @@ class WarmWorker:
         if self.proc.stdin is not None and not self.proc.stdin.closed:
             with contextlib.suppress(BrokenPipeError):
                 self.proc.stdin.close()
-        try:
-            self.proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
+        if not wait_exit(self.proc, 10):
             self.proc.kill()
             self.proc.wait()
 
