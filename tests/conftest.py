@@ -23,10 +23,16 @@ from workers.redis_server import RedisServer
 ROOT = Path(__file__).resolve().parents[1]
 
 
+def fixture_redis(*, appendonly: bool = False) -> RedisServer:
+    """A started redis-server on a free port that ends with this process however it ends: a
+    pytest killed by SIGTERM or SIGKILL runs no teardown, and its Redis would outlive it."""
+    return RedisServer(appendonly=appendonly, die_with_parent=True).start()
+
+
 @pytest.fixture
 def redis_server() -> Iterator[RedisServer]:
     """A fresh redis-server on a free port, killed after the test."""
-    server = RedisServer().start()
+    server = fixture_redis()
     try:
         yield server
     finally:

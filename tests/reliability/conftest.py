@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 
+from tests.conftest import fixture_redis
 from workers.redis_server import RedisServer
 
 #: name -> value; tests add to it through the `figures` fixture.
@@ -59,7 +60,7 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
 @pytest.fixture
 def aof_redis() -> Iterator[RedisServer]:
     """A redis-server with `appendonly yes` and `appendfsync everysec`, restartable in place."""
-    server = RedisServer(appendonly=True).start()
+    server = fixture_redis(appendonly=True)
     try:
         yield server
     finally:

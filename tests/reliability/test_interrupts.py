@@ -287,3 +287,24 @@ def test_a_worker_whose_redis_is_gone_still_honours_sigterm(
     pool.proc.send_signal(signal.SIGTERM)
     wait_exit(pool.proc, 3 + 5)
     wait_all_gone(children, 5, "the worker processes to exit")
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("signum", [signal.SIGKILL, signal.SIGTERM])
+def test_a_test_fixtures_redis_ends_with_the_killed_test_process(signum: int) -> None:
+    """The fixtures' Redis (`die_with_parent=True`) goes with a pytest killed before teardown."""
+    code = (
+        "import sys, time; sys.path.insert(0, sys.argv[1])\n"
+        "from tests.conftest import fixture_redis\n"
+        "server = fixture_redis()\n"
+        "print(server.proc.pid, flush=True)\n"
+        "time.sleep(60)\n"
+    )
+    root = str(Path(__file__).resolve().parents[2])
+    proc = subprocess.Popen([sys.executable, "-c", code, root], stdout=subprocess.PIPE)
+    assert proc.stdout is not None
+    redis = psutil.Process(int(proc.stdout.readline()))
+    assert redis.name() == "redis-server"
+    proc.send_signal(signum)
+    proc.wait()
+    wait_all_gone([redis], 10, "the fixture's redis-server to exit")
