@@ -24,10 +24,8 @@ from providers.http import (
     HTTPConfig,
     HTTPProvider,
     HTTPResponse,
-    error_for_status,
-    parse_body,
+    VendorError,
     rate_limited,
-    vendor_error,
 )
 from providers.translate import anthropic as claude
 from providers.translate.anthropic import FINISH_REASONS
@@ -132,12 +130,12 @@ class AnthropicProvider(HTTPProvider):
             "POST", "/v1/messages", self.headers(request.custom_id), self.body(request, model)
         )
         if not resp.ok:
-            raise self.with_body(self.error(resp), resp)
+            raise self.failure(resp)
         return self.answer(request, resp, model)
 
     def answer(self, request: LLMRequest, resp: HTTPResponse, model: str) -> ProviderResponse:
         """The message in a successful response (a live call's, or a batch result's)."""
-        data, message = parse_body(resp, _Message, self.endpoint)
+        data, message = self.parse_body(resp, _Message)
         request_id = resp.headers.get("request-id") or message.id
         if message.stop_reason == "refusal":
             raise ContentFiltered(
@@ -174,10 +172,10 @@ class AnthropicProvider(HTTPProvider):
             body=claude.to_chat_answer(data) if request.kind == "chat" else data,
         )
 
-    def error(self, resp: HTTPResponse) -> ProviderError:
-        """Map an error as Anthropic documents it: the error type first, the status second."""
-        err = vendor_error(resp.body)
-        message = self.describe(resp, err)
+    def classify(
+        self, resp: HTTPResponse, err: VendorError, message: str, model: str
+    ) -> ProviderError | None:
+        """Anthropic's documented error types (its statuses are mostly generic)."""
         status = resp.status
         if err.code in _QUOTA_CODES or err.type == "billing_error":
             return QuotaExceeded(message, status=status)
@@ -193,7 +191,7 @@ class AnthropicProvider(HTTPProvider):
             return Overloaded(message, status=status)
         if err.type == "api_error" and status >= 500:
             return ServerError(message, status=status)
-        return error_for_status(message, resp)
+        return None
 
     async def health(self) -> HealthStatus:
         """GET {base_url}/v1/models: reachable, and the key is accepted."""

@@ -21,7 +21,7 @@ class ProviderError(Exception):
         super().__init__(message)
         self.message = message
         self.status = status
-        #: The provider's JSON error body, when it answered with one (`providers.http.with_body`).
+        #: The provider's JSON error body, when it answered with one (`HTTPProvider.failure`).
         self.body: dict[str, Any] | None = None
 
 

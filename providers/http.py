@@ -155,20 +155,6 @@ def translate_errors(endpoint: str, timeout_s: float | None = None) -> Iterator[
         ) from None
 
 
-def parse_body(resp: HTTPResponse, model: type[M], endpoint: str) -> tuple[dict[str, Any], M]:
-    """A success body as received, and the fields batchyard reads from it checked against the
-    vendor's documented shape; ProtocolError when it is neither JSON nor that shape."""
-    try:
-        with translate_errors(endpoint):
-            data = orjson.loads(resp.body)
-            if not isinstance(data, dict):
-                raise ProtocolError(f"endpoint {endpoint!r}: the answer is not a JSON object")
-            return data, model.model_validate(data)
-    except ProtocolError as exc:
-        exc.status = resp.status
-        raise
-
-
 def _check_base_url(value: str) -> str:
     url = URL(value.strip())
     if url.scheme not in ("http", "https"):
@@ -214,9 +200,13 @@ class HTTPProvider(Provider):
                 text = text.replace(secret, "***")
         return text
 
-    def with_body(self, exc: ProviderError, resp: HTTPResponse) -> ProviderError:
-        """`exc` carrying the provider's JSON error body (secrets removed), for error files
-        that show it as the provider sent it."""
+    def failure(self, resp: HTTPResponse, model: str = "") -> ProviderError:
+        """The error a non-2xx answer means, carrying the vendor's JSON body (secrets removed)
+        for error files that show it as sent: what the vendor's documented types and codes
+        say (`classify`) first, the status second."""
+        err = vendor_error(resp.body)
+        message = self.describe(resp, err)
+        exc = self.classify(resp, err, message, model) or error_for_status(message, resp)
         if len(resp.body) <= _BODY_KEPT:
             try:
                 data = orjson.loads(self.redact(resp.body.decode("utf-8", "replace")))
@@ -225,6 +215,28 @@ class HTTPProvider(Provider):
             if isinstance(data, dict):
                 exc.body = data
         return exc
+
+    def classify(
+        self, resp: HTTPResponse, err: VendorError, message: str, model: str
+    ) -> ProviderError | None:
+        """The error the vendor's own types and codes name, beyond what the status says;
+        None leaves it to the status. Each adapter reads its vendor's documentation here."""
+        return None
+
+    def parse_body(self, resp: HTTPResponse, model: type[M]) -> tuple[dict[str, Any], M]:
+        """A success body as received, and the fields batchyard reads from it checked against
+        the vendor's documented shape; ProtocolError when it is neither JSON nor that shape."""
+        try:
+            with translate_errors(self.endpoint):
+                data = orjson.loads(resp.body)
+                if not isinstance(data, dict):
+                    raise ProtocolError(
+                        f"endpoint {self.endpoint!r}: the answer is not a JSON object"
+                    )
+                return data, model.model_validate(data)
+        except ProtocolError as exc:
+            exc.status = resp.status
+            raise
 
     def base_headers(self, custom_id: str | None = None) -> dict[str, str]:
         """Content type, configured extra headers and the custom-id header."""

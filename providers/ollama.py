@@ -16,9 +16,7 @@ from providers.http import (
     HTTPConfig,
     HTTPProvider,
     HTTPResponse,
-    error_for_status,
-    parse_body,
-    vendor_error,
+    VendorError,
 )
 from providers.translate import ollama
 from schemas.request import LLMRequest
@@ -123,9 +121,9 @@ class OllamaProvider(HTTPProvider):
             del body["think"]
             resp = await self.send("POST", path, self.headers(request.custom_id), body)
         if not resp.ok:
-            raise self.with_body(self.error(resp, model), resp)
+            raise self.failure(resp, model)
         if request.kind == "embeddings":
-            data, embed = parse_body(resp, _EmbedResponse, self.endpoint)
+            data, embed = self.parse_body(resp, _EmbedResponse)
             fmt = request.body.get("encoding_format") or "float"
             return ProviderResponse(
                 finish_reason=None,
@@ -134,7 +132,7 @@ class OllamaProvider(HTTPProvider):
                 rate_limits=self.announced(resp),
                 body=ollama.to_embeddings_answer(data, model, fmt),
             )
-        data, chat = parse_body(resp, _ChatResponse, self.endpoint)
+        data, chat = self.parse_body(resp, _ChatResponse)
         completion = ollama.to_chat_answer(data, model)
         choice = completion["choices"][0]
         return ProviderResponse(
@@ -149,10 +147,11 @@ class OllamaProvider(HTTPProvider):
             body=completion,
         )
 
-    def error(self, resp: HTTPResponse, model: str) -> ProviderError:
-        """Ollama errors are `{"error": "..."}`: the status decides, the text refines."""
-        err = vendor_error(resp.body)
-        message = self.describe(resp, err)
+    def classify(
+        self, resp: HTTPResponse, err: VendorError, message: str, model: str
+    ) -> ProviderError | None:
+        """Ollama errors are `{"error": "..."}`: the text refines a 404 (how to pull the
+        model) and a 400 (context); the status decides the rest."""
         if resp.status == 404:
             found = _MISSING_MODEL.search(err.message)
             name = found.group(1) if found else model
@@ -162,7 +161,7 @@ class OllamaProvider(HTTPProvider):
             )
         if resp.status == 400 and _CONTEXT_TEXT.search(err.message):
             return ContextTooLong(message, status=400)
-        return error_for_status(message, resp)
+        return None
 
     async def health(self) -> HealthStatus:
         """GET {base_url}/api/tags: the server is up and lists its models."""

@@ -28,9 +28,6 @@ from providers.http import (
     HTTPProvider,
     HTTPResponse,
     VendorError,
-    error_for_status,
-    parse_body,
-    vendor_error,
 )
 from providers.translate import anthropic as claude
 from schemas.request import EndpointKind, LLMRequest
@@ -211,7 +208,7 @@ class OpenAIProvider(HTTPProvider):
             "POST", PATHS[request.kind], self.headers(request.custom_id), self.body(request, model)
         )
         if not resp.ok:
-            raise self.with_body(self.error(resp), resp)
+            raise self.failure(resp)
         return self.answer(request, resp, model)
 
     def answer(self, request: LLMRequest, resp: HTTPResponse, model: str) -> ProviderResponse:
@@ -223,7 +220,7 @@ class OpenAIProvider(HTTPProvider):
         return answer
 
     def _chat(self, resp: HTTPResponse, model: str) -> ProviderResponse:
-        data, completion = parse_body(resp, _Completion, self.endpoint)
+        data, completion = self.parse_body(resp, _Completion)
         choice = completion.choices[0]
         request_id = resp.headers.get("x-request-id") or completion.id
         if choice.finish_reason == "content_filter" or choice.message.refusal:
@@ -240,7 +237,7 @@ class OpenAIProvider(HTTPProvider):
         )
 
     def _completions(self, resp: HTTPResponse, model: str) -> ProviderResponse:
-        data, completion = parse_body(resp, _TextCompletion, self.endpoint)
+        data, completion = self.parse_body(resp, _TextCompletion)
         choice = completion.choices[0]
         return ProviderResponse(
             text=choice.text or "",
@@ -252,7 +249,7 @@ class OpenAIProvider(HTTPProvider):
         )
 
     def _embeddings(self, resp: HTTPResponse, model: str) -> ProviderResponse:
-        data, answer = parse_body(resp, _Embeddings, self.endpoint)
+        data, answer = self.parse_body(resp, _Embeddings)
         usage = answer.usage or _Usage()
         return ProviderResponse(
             finish_reason=None,
@@ -263,7 +260,7 @@ class OpenAIProvider(HTTPProvider):
         )
 
     def _moderations(self, resp: HTTPResponse, model: str) -> ProviderResponse:
-        data, answer = parse_body(resp, _Moderation, self.endpoint)
+        data, answer = self.parse_body(resp, _Moderation)
         return ProviderResponse(
             finish_reason=None,
             model=answer.model or model,
@@ -272,7 +269,7 @@ class OpenAIProvider(HTTPProvider):
         )
 
     def _responses(self, resp: HTTPResponse, model: str) -> ProviderResponse:
-        data, answer = parse_body(resp, _Response, self.endpoint)
+        data, answer = self.parse_body(resp, _Response)
         request_id = resp.headers.get("x-request-id") or answer.id
         if answer.status == "failed":
             detail = (answer.error or {}).get("message") or "status failed"
@@ -314,17 +311,17 @@ class OpenAIProvider(HTTPProvider):
             body=data,
         )
 
-    def error(self, resp: HTTPResponse) -> ProviderError:
-        """Map a non-2xx answer as OpenAI documents its codes; the status decides the rest."""
-        err = vendor_error(resp.body)
-        message = self.describe(resp, err)
+    def classify(
+        self, resp: HTTPResponse, err: VendorError, message: str, model: str
+    ) -> ProviderError | None:
+        """OpenAI's documented codes that say more than the status: quota, context, filter."""
         if resp.status == 429 and _is_quota(err):
             return QuotaExceeded(message, status=resp.status)
         if resp.status in (400, 413) and _is_context(err):
             return ContextTooLong(message, status=resp.status)
         if resp.status == 400 and err.code == "content_filter":  # Azure OpenAI's prompt filter
             return ContentFiltered(message, status=resp.status)
-        return error_for_status(message, resp)
+        return None
 
     async def health(self) -> HealthStatus:
         """GET {base_url}/models: reachable, and the key is accepted."""

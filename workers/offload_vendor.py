@@ -47,7 +47,7 @@ class Status:
 
 def _check(resp: HTTPResponse, provider: BatchAdapter, what: str) -> Any:
     if not resp.ok:
-        raise provider.with_body(provider.error(resp), resp)
+        raise provider.failure(resp)
     try:
         return orjson.loads(resp.body)
     except orjson.JSONDecodeError:
@@ -130,7 +130,7 @@ class VendorBatchAPI:
             path = "/v1/messages/batches/" + str(status.info["id"]) + "/results"
             resp = await p.send("GET", path, p.headers())
             if not resp.ok:
-                raise p.with_body(p.error(resp), resp)
+                raise p.failure(resp)
             for line in _jsonl(resp.body):
                 result = line.get("result") or {}
                 kind = result.get("type")
@@ -145,7 +145,7 @@ class VendorBatchAPI:
                 continue
             resp = await p.send("GET", f"/files/{file_id}/content", p.headers())
             if not resp.ok:
-                raise p.with_body(p.error(resp), resp)
+                raise p.failure(resp)
             for line in _jsonl(resp.body):
                 response = line.get("response") or {}
                 code = response.get("status_code")
