@@ -9,13 +9,12 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import redis
 import redis.asyncio as aioredis
 from typing_extensions import Unpack
 
-from producers import gmn
 from producers.core import (
     ClientCore,
     FailedRequest,
@@ -30,13 +29,22 @@ from producers.redis_ops import AsyncDriver, SyncDriver
 from producers.submit import ChunkBuilder, Item
 from schemas.batch import Batch, BatchStatus
 from schemas.config import AppConfig
-from schemas.gmn import ValidationReport
-from schemas.gmn.prompts import GMNConstraints
 from schemas.request import RouteHop
 from schemas.settings import Settings
+from schemas.structured import DEFAULT_ROUNDS
 from workers.protocol import lanes as L
 from workers.protocol.health import HealthSnapshot
 from workers.protocol.results import ResultEntry
+
+# GMN's modules (`producers.gmn`, `schemas.gmn`) load in the GMN methods, on first use: every
+# client would otherwise pay their import, `batchyard run` included (#22).
+if TYPE_CHECKING:
+    from producers import gmn
+    from schemas.gmn import ValidationReport
+    from schemas.gmn.prompts import GMNConstraints
+
+    GMNLimits = GMNConstraints | dict[str, Any] | None
+    GMNFollow = tuple[int, int, list[gmn.GMNOutcome]]
 
 __all__ = [
     "AsyncClient",
@@ -50,8 +58,15 @@ __all__ = [
     "SubmitReport",
 ]
 
-GMNLimits = GMNConstraints | dict[str, Any] | None
-GMNFollow = tuple[int, int, list[gmn.GMNOutcome]]
+
+def __getattr__(name: str) -> Any:
+    """`GMNLimits`, built on first use: the GMN modules load when GMN is used, not with every
+    client (`batchyard run` never needs them, #22)."""
+    if name == "GMNLimits":
+        from schemas.gmn.prompts import GMNConstraints
+
+        return GMNConstraints | dict[str, Any] | None
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 class _Shell:
@@ -172,10 +187,12 @@ class Client(_Shell):
         prompt: str,
         agent_type: str = "general",
         constraints: GMNLimits = None,
-        rounds: int = gmn.DEFAULT_ROUNDS,
+        rounds: int = DEFAULT_ROUNDS,
         **options: Unpack[gmn.GMNOptions],
     ) -> gmn.GMNOutcome:
         """One GMN document, validated and refined in queued rounds; waits (bounded) for it."""
+        from producers import gmn
+
         return self._run(gmn.generate(self.core, prompt, agent_type, constraints, rounds, options))
 
     def refine_gmn(
@@ -184,12 +201,16 @@ class Client(_Shell):
         """Repair an existing document (errors found here when None), optionally changing it
         as `feedback` says; `gmn.Refine` lists the options (`prompt`, `agent_type`,
         `constraints`, `rounds` and every GMN request option)."""
+        from producers import gmn
+
         return self._run(gmn.refine(self.core, document, errors, options))
 
     def validate_gmn(
         self, document: gmn.Document, constraints: GMNLimits = None
     ) -> ValidationReport:
         """Validate a document or an LLM reply (and constraints) locally, without any Redis."""
+        from producers import gmn
+
         return gmn.check(document, constraints)
 
     def generate_gmn_batch(
@@ -198,12 +219,16 @@ class Client(_Shell):
         """Enqueue a prompts file or lines as one GMN batch; bad lines become error entries.
         `gmn.BatchOptions` lists the options: `rounds`, `completion_window_s`, `priority` and
         every GMN request option."""
+        from producers import gmn
+
         operation = gmn.submit_batch(self.core, lines, **options)
         return self._run(operation).batch_id
 
     def follow_gmn(self, batch_id: str, *, poll_s: float = 0.2) -> Iterator[GMNFollow]:
         """(done, total, new outcomes) as results arrive, until the batch finished and all are
         read."""
+        from producers import gmn
+
         after = "0-0"
         while True:
             step = self._run(gmn.follow_step(self.core, batch_id, after, poll_s))
@@ -316,10 +341,12 @@ class AsyncClient(_Shell):
         prompt: str,
         agent_type: str = "general",
         constraints: GMNLimits = None,
-        rounds: int = gmn.DEFAULT_ROUNDS,
+        rounds: int = DEFAULT_ROUNDS,
         **options: Unpack[gmn.GMNOptions],
     ) -> gmn.GMNOutcome:
         """See `Client.generate_gmn`."""
+        from producers import gmn
+
         operation = gmn.generate(self.core, prompt, agent_type, constraints, rounds, options)
         return await self._run(operation)
 
@@ -327,23 +354,31 @@ class AsyncClient(_Shell):
         self, document: gmn.Document, errors: gmn.Errors = None, **options: Unpack[gmn.Refine]
     ) -> gmn.GMNOutcome:
         """See `Client.refine_gmn`."""
+        from producers import gmn
+
         return await self._run(gmn.refine(self.core, document, errors, options))
 
     async def validate_gmn(
         self, document: gmn.Document, constraints: GMNLimits = None
     ) -> ValidationReport:
         """See `Client.validate_gmn` (local, CPU only)."""
+        from producers import gmn
+
         return gmn.check(document, constraints)
 
     async def generate_gmn_batch(
         self, lines: Iterable[Any] | Path, **options: Unpack[gmn.BatchOptions]
     ) -> str:
         """See `Client.generate_gmn_batch`."""
+        from producers import gmn
+
         operation = gmn.submit_batch(self.core, lines, **options)
         return (await self._run(operation)).batch_id
 
     async def follow_gmn(self, batch_id: str, *, poll_s: float = 0.2) -> AsyncIterator[GMNFollow]:
         """See `Client.follow_gmn`."""
+        from producers import gmn
+
         after = "0-0"
         while True:
             step = await self._run(gmn.follow_step(self.core, batch_id, after, poll_s))

@@ -46,14 +46,13 @@ from schemas.gmn.task import check_data, new_state, task_state, verdicts
 from schemas.job import Task
 from schemas.request import LLMRequest, RouteHop
 from schemas.result import LLMResult, Usage
-from schemas.structured import TASK_KIND, TaskState, summed
+from schemas.structured import DEFAULT_ROUNDS, TASK_KIND, TaskState, summed
 from workers.protocol.batch_record import new_record
 from workers.protocol.dead_letter import DeadLetter
 from workers.protocol.lanes import Priority
 from workers.protocol.results import ResultEntry
 
 Document = dict[str, Any] | str | bytes
-DEFAULT_ROUNDS = 3
 
 
 class GMNOptions(TypedDict, total=False):
