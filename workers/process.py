@@ -6,6 +6,7 @@ Run by the supervisor as `python -m workers.process --concurrency M`.
 from __future__ import annotations
 
 import argparse
+import gc
 import logging
 import os
 import signal
@@ -44,6 +45,21 @@ log = logging.getLogger("batchyard.worker")
 
 #: Drain time of a worker whose supervisor died (it must be gone within 10 s of that).
 ORPHAN_GRACE_S = 5.0
+
+#: Net container allocations between young-generation collections (CPython's default: 700).
+#: With hundreds of jobs in flight, each holding a few hundred live objects, a collection
+#: every 700 found them alive and promoted them, so full collections kept walking them: GC
+#: was ~17 % of a worker's CPU at 0 ms (#22). Cyclic garbage still goes, 50,000 allocations
+#: later instead of 700.
+GC_THRESHOLD = 50_000
+
+
+def quiet_gc() -> None:
+    """Collect less often, and never walk again what exists once the worker has started
+    (modules, config, adapters: `gc.freeze`)."""
+    gc.freeze()
+    _, older, oldest = gc.get_threshold()
+    gc.set_threshold(GC_THRESHOLD, older, oldest)
 
 
 @dataclass
@@ -112,6 +128,7 @@ def serve(settings: Settings, concurrency: int, grace_s: float) -> None:
     if stop.is_set():
         return
     running = start(settings, config, concurrency)
+    quiet_gc()
     queues = ", ".join(sorted(running.broker.queues))
     log.info("worker ready: concurrency %d on %s", concurrency, queues)
     stop.wait()
