@@ -11,9 +11,14 @@ from typing import Any
 
 from providers.headers import RateLimits
 
+#: Every error an endpoint's call can end in, by its `code`: each class joins it where it is
+#: declared (except the ones found before a call: Unsupported, the breaker's CircuitOpen).
+BY_CODE: dict[str, type[ProviderError]] = {}
+
 
 class ProviderError(Exception):
-    """Base of all provider failures. `code` is the stable name stored in results."""
+    """Base of all provider failures. `code` is the stable name stored in results; a subclass
+    names its own in its declaration: `class Overloaded(ProviderError, code="overloaded")`."""
 
     code = "provider_error"
 
@@ -24,11 +29,17 @@ class ProviderError(Exception):
         #: The provider's JSON error body, when it answered with one (`HTTPProvider.failure`).
         self.body: dict[str, Any] | None = None
 
+    def __init_subclass__(cls, *, code: str, before_call: bool = False, **kwargs: Any) -> None:
+        """Set the subclass's `code` (required: none inherits its parent's by omission) and
+        enter it in BY_CODE unless it is found `before_call`."""
+        super().__init_subclass__(**kwargs)
+        cls.code = code
+        if not before_call:
+            BY_CODE[code] = cls
 
-class RateLimited(ProviderError):
+
+class RateLimited(ProviderError, code="rate_limited"):
     """429: the endpoint asks us to slow down, optionally saying for how long."""
-
-    code = "rate_limited"
 
     def __init__(
         self,
@@ -44,80 +55,42 @@ class RateLimited(ProviderError):
         self.limits = limits or RateLimits()
 
 
-class Overloaded(ProviderError):
+class Overloaded(ProviderError, code="overloaded"):
     """The provider is temporarily out of capacity (Anthropic 529, OpenAI 503 'overloaded')."""
 
-    code = "overloaded"
 
-
-class Timeout(ProviderError):
+class Timeout(ProviderError, code="timeout"):
     """No (complete) answer within the configured time."""
 
-    code = "timeout"
 
-
-class ServerError(ProviderError):
+class ServerError(ProviderError, code="server_error"):
     """5xx or a dropped connection."""
 
-    code = "server_error"
 
-
-class ProtocolError(ProviderError):
+class ProtocolError(ProviderError, code="protocol_error"):
     """The provider answered something that is not its documented wire format."""
 
-    code = "protocol_error"
 
-
-class ContextTooLong(ProviderError):
+class ContextTooLong(ProviderError, code="context_too_long"):
     """The prompt plus max_tokens does not fit this endpoint's model: try a larger one."""
 
-    code = "context_too_long"
 
-
-class InvalidRequest(ProviderError):
+class InvalidRequest(ProviderError, code="invalid_request"):
     """The request itself is wrong; no endpoint will accept it."""
 
-    code = "invalid_request"
 
-
-class AuthError(ProviderError):
+class AuthError(ProviderError, code="auth_error"):
     """Bad or missing credentials, or no quota left: this endpoint cannot serve at all."""
 
-    code = "auth_error"
 
-
-class QuotaExceeded(AuthError):
+class QuotaExceeded(AuthError, code="insufficient_quota"):
     """The account has no quota left (OpenAI `insufficient_quota`)."""
 
-    code = "insufficient_quota"
 
-
-class ContentFiltered(ProviderError):
+class ContentFiltered(ProviderError, code="content_filtered"):
     """The provider refused the content."""
 
-    code = "content_filtered"
 
-
-class Unsupported(ProviderError):
+class Unsupported(ProviderError, code="unsupported", before_call=True):
     """The endpoint cannot serve this request (its kind, or a feature it uses, has no
     equivalent there): skipped before any call, the next hop is tried."""
-
-    code = "unsupported"
-
-
-#: Every error an endpoint's call can end in, by its `code` (Unsupported is found before one).
-BY_CODE: dict[str, type[ProviderError]] = {
-    cls.code: cls
-    for cls in (
-        RateLimited,
-        Overloaded,
-        Timeout,
-        ServerError,
-        ProtocolError,
-        ContextTooLong,
-        InvalidRequest,
-        AuthError,
-        QuotaExceeded,
-        ContentFiltered,
-    )
-}

@@ -11,10 +11,8 @@ from schemas.config import Price
 from workers import metrics
 
 
-class CircuitOpen(ProviderError):
+class CircuitOpen(ProviderError, code="circuit_open", before_call=True):
     """The endpoint's shared breaker is open: do not call it now."""
-
-    code = "circuit_open"
 
     def __init__(self, endpoint: str, retry_in_s: float) -> None:
         super().__init__(f"circuit breaker of {endpoint!r} is open")

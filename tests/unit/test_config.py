@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import gc
 from pathlib import Path
 
 import pytest
 
-from providers.errors import ProviderError
+from providers.errors import BY_CODE, ProviderError
 from providers.registry import check_config, provider_class
 from schemas.config import (
     DEFAULT_ACTIONS,
@@ -118,6 +119,21 @@ def test_every_error_class_has_a_policy_action() -> None:
     codes = {c.code for c in _error_classes(ProviderError) if c is not ProviderError}
     assert "circuit_open" in codes
     assert codes <= set(DEFAULT_ACTIONS), codes - set(DEFAULT_ACTIONS)
+
+
+def test_an_error_class_declares_its_code_and_joins_by_code_unless_found_before_a_call() -> None:
+    import workers.outcomes  # noqa: F401  (CircuitOpen: found before a call, as Unsupported)
+
+    codes = {c.code for c in _error_classes(ProviderError) if c is not ProviderError}
+    assert set(BY_CODE) == codes - {"unsupported", "circuit_open"}
+    assert all(cls.code == code for code, cls in BY_CODE.items())
+    with pytest.raises(TypeError, match="code"):
+
+        class Nameless(ProviderError):  # would have passed for its parent in results
+            pass
+
+    gc.collect()  # the half-made class leaves ProviderError.__subclasses__() for other tests
+    assert "Nameless" not in {c.__name__ for c in _error_classes(ProviderError)}
 
 
 def test_policy_overrides_the_default_action_of_one_class() -> None:
