@@ -93,10 +93,19 @@ def test_forty_percent_invalid_first_answers_converge_within_three_rounds(
     assert data["validity"] >= 0.99
     assert set(data["by_agent_type"]) == set(AGENTS)
     assert {"GMN046", "GMN050", "GMN053", "GMN001"} <= set(data["violations_all_rounds"])
-    refined = [r for r in rows if r.rounds == 2]
-    once = [r for r in rows if r.rounds == 1]
-    mean = lambda rs: sum(r.tokens["total_tokens"] for r in rs) / len(rs)  # noqa: E731
-    assert mean(refined) > 1.5 * mean(once), "tokens are summed over rounds"
+    # Tokens are summed over rounds: a refined prompt costs more than the same kind of
+    # prompt answered at once (compared per kind: the grid a prompt states sizes its
+    # document, so documents differ in size across kinds).
+    kinds: dict[tuple[Any, ...], dict[int, list[int]]] = {}
+    for r in rows:
+        i = int((r.custom_id or "p-0")[2:])
+        kind = kinds.setdefault((i % 4, i % 3, i % 5 == 0), {1: [], 2: []})
+        if r.rounds in (1, 2):
+            kind[r.rounds].append(r.tokens["total_tokens"])
+    ratios = sorted(
+        (sum(k[2]) / len(k[2])) / (sum(k[1]) / len(k[1])) for k in kinds.values() if k[1] and k[2]
+    )
+    assert ratios and ratios[len(ratios) // 2] > 1.5, "tokens are summed over rounds"
     assert all(r.document is not None for r in rows if r.valid)
 
 
