@@ -133,6 +133,9 @@ class GMNOutcome(BaseModel):
     history: list[RoundVerdict] = []
     #: `full` or `lean` (`schemas.gmn.lean`): what the model was asked to write, in the end.
     profile: str | None = None
+    #: The document keeps the sizes the prompt states (`schemas.gmn.stated`; true when it
+    #: states none); null without a document or from versions before the check.
+    grounded: bool | None = None
 
 
 class GMNChunkBuilder(ChunkBuilder):

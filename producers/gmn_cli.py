@@ -301,6 +301,10 @@ class GMNReport(RoundCounts):
     #: left out: 22 lean documents on one skeleton would be one graph, however sized.
     profiles: Counter[str] = field(default_factory=Counter)
     graphs: StructureIndex = field(default_factory=StructureIndex)
+    #: Valid documents that keep the sizes the prompt states (`grounded`), and valid ones
+    #: whose line does not say (written before the check).
+    grounded_valid: int = 0
+    grounded_unknown: int = 0
 
     def add(self, item: gmn.GMNOutcome) -> None:
         """Count one output line."""
@@ -328,6 +332,9 @@ class GMNReport(RoundCounts):
         if COPY_CODE in codes:
             self.copies += 1
             self.only_copies += codes == {COPY_CODE}
+        if item.valid:
+            self.grounded_valid += item.grounded is True
+            self.grounded_unknown += item.grounded is None
         if item.valid and item.document is not None:
             self.structures.add(item.document, item.rounds or 1)
             self.without_numbers += not has_numbers(item.document)
@@ -374,6 +381,9 @@ class GMNReport(RoundCounts):
             "valid_if_copies_counted": self.valid + self.only_copies,
             "valid_without_numbers": self.without_numbers,
             "distinct_graphs": self.graphs.distinct,
+            "grounded_valid": self.grounded_valid,
+            "grounded_validity": rate(self.grounded_valid, self.sent),
+            "grounded_unknown": self.grounded_unknown,
             "profiles": dict(sorted(self.profiles.items())),
             "tokens": self.tokens,
             "by_agent_type": agents,
@@ -416,6 +426,14 @@ def render_report(console: Console, data: dict[str, Any]) -> None:
         console.print(
             f"profiles: {profiles}; valid documents: {data['distinct_valid']} distinct by graph "
             f"and sizes, {data['distinct_graphs']} distinct graphs with sizes left out",
+            highlight=False,
+        )
+    if "grounded_valid" in data:
+        unknown = data.get("grounded_unknown") or 0
+        console.print(
+            f"grounded valid: {data['grounded_valid']} ({pct(data['grounded_validity'])} of "
+            "sent) keep the sizes the prompt states"
+            + (f"; {unknown} valid lines do not say (written before the check)" if unknown else ""),
             highlight=False,
         )
     if data.get("valid_without_numbers"):

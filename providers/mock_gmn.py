@@ -17,6 +17,7 @@ import orjson
 
 from schemas.gmn.prompts import GMNConstraints, read_system_prompt
 from schemas.gmn.rounds import is_follow_up
+from schemas.gmn.stated import stated_sizes
 from schemas.request import LLMRequest
 
 InvalidKind = Literal[
@@ -58,6 +59,8 @@ class Shape:
     state_label: str
     observation_label: str
     action_label: str
+    #: Observation nodes: one per sensor the prompt names (`N sensors`).
+    sensors: int = 1
 
 
 def _count(prompt: str) -> int | None:
@@ -98,15 +101,30 @@ def shape_for(prompt: str, agent_type: str, constraints: GMNConstraints) -> Shap
         actions = ["act", "wait", "observe"]
         labels = ("situation", "signal", "choice")
     states = _cap(min(states, _DEFAULT_MAX_STATES), c.max_states)
+    obs = _cap(min(obs, _DEFAULT_MAX_STATES), c.max_observations)
     n_actions = _cap(len(actions), c.max_actions)
+    sensors = 1
+    for size in stated_sizes(prompt, c):  # what the prompt states wins (GMN097/098)
+        if size.kind == "state":
+            states = size.least
+        elif size.kind == "observation":
+            obs = size.least
+        elif size.kind == "action":
+            n_actions = size.least
+        elif size.kind == "agents":
+            obs = max(obs, size.least)
+        else:
+            sensors = size.least
+    names = (actions + [f"{labels[2]}_{i}" for i in range(len(actions), n_actions)])[:n_actions]
     return Shape(
         states=states,
-        observations=_cap(min(obs, _DEFAULT_MAX_STATES), c.max_observations),
+        observations=obs,
         actions=n_actions,
-        action_names=actions[:n_actions],
+        action_names=names,
         state_label=labels[0],
         observation_label=labels[1],
         action_label=labels[2],
+        sensors=sensors,
     )
 
 
@@ -182,6 +200,15 @@ def build_document(
         )
     else:
         edges.append({"source": s, "target": o, "type": "generates"})
+    for k in range(2, shape.sensors + 1 if "likelihood" in kept else 1):
+        add(f"{o}{k}", "observation", {"num_observations": n_o})
+        add(
+            f"{o}{k}_model",
+            "likelihood",
+            {"matrix": _likelihood(n_o, n_s)},
+            (s, f"{o}{k}_model", "depends_on"),
+            (f"{o}{k}_model", f"{o}{k}", "generates"),
+        )
     if "transition" in kept:
         add(
             f"{s}_dynamics",

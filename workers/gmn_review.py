@@ -80,7 +80,7 @@ class GMNValidator(Plugin):
         if data.profile == "lean":
             from schemas.gmn.lean import lean_json_schema
 
-            return lean_json_schema(data.agent_type, data.constraints)
+            return lean_json_schema(data.agent_type, data.constraints, data.stated, data.layouts)
         from schemas.gmn.json_schema import grounded_schema
 
         return grounded_schema(data.agent_type, data.constraints)
@@ -120,18 +120,22 @@ class GMNValidator(Plugin):
         generic `structured` record, with every round's answer, would double the result's
         size; `batchyard report` and the dashboard read `gmn` as well)."""
         checked = verdict.native
+        from schemas.gmn.stated import grounded
+
         usage, cost = summed(record.history)
         document = checked.document if isinstance(checked, Checked) else verdict.value
+        data = check_data(options)
         gmn = GMNRecord(
             document=document if isinstance(document, dict) else None,
             valid=verdict.valid,
             errors=checked.errors if isinstance(checked, Checked) else [],
             rounds=record.rounds,
-            agent_type=check_data(options).agent_type,
-            profile=check_data(options).profile,
+            agent_type=data.agent_type,
+            profile=data.profile,
             tokens=token_counts(usage),
             cost_usd=cost,
             history=verdicts(record.history),
+            grounded=grounded(document, data.stated),
         )
         return {"gmn": gmn.model_dump(mode="json")}
 

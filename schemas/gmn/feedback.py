@@ -75,6 +75,10 @@ RULES: Final[dict[str, str]] = {
     "GMN094": "actions change the state: a transition fed by depends_on from a state and an action",
     "GMN095": "a coordinator hears several agents: 2+ observation nodes or one with 3+ values",
     "GMN096": "an explorer, trader or coordinator tracks something: a state with 2+ values",
+    "GMN097": "sizes the prompt states are kept: a 5x5 grid is 25 states, 'heat, cool or idle' "
+    "3 actions",
+    "GMN098": "the agents or sensors the prompt names are heard: one observation node each (or "
+    "one with a value per agent)",
 }
 
 #: Most basic first: reply faults, decoding, shape, missing node types, disallowed edges,

@@ -31,7 +31,10 @@ from typing import Any, Final
 import orjson
 
 from ._common import MAX_DIMENSION
+from .layouts import SKELETONS as SKELETONS
+from .layouts import layout, slot_id
 from .prompts import ANSWER_INSTRUCTION, GMNConstraints, GMNTaskData, system_text
+from .stated import StatedSize
 
 #: Node type -> id prefix (a second slot of the same type gets a digit: `obs2_`).
 PREFIX: Final[dict[str, str]] = {
@@ -52,63 +55,6 @@ _SIZES: Final[dict[str, tuple[str, str]]] = {
     "state": ("num_states", "max_states"),
     "observation": ("num_observations", "max_observations"),
     "action": ("num_actions", "max_actions"),
-}
-
-Slots = tuple[tuple[str, str], ...]
-Edges = tuple[tuple[int, int, str], ...]
-
-#: Slots 0-4 of most skeletons: state, observation, action, and the likelihood and transition
-#: that tie them (edges as (source slot, target slot, edge type)).
-_BASE: Final[tuple[Slots, Edges]] = (
-    (
-        ("state", "state"),
-        ("observation", "obs"),
-        ("action", "act"),
-        ("likelihood", "lik"),
-        ("transition", "trans"),
-    ),
-    ((0, 3, "depends_on"), (3, 1, "generates"), (0, 4, "depends_on"), (2, 4, "depends_on")),
-)
-#: The base + an initial belief over the state (slot 5) and a preference (slot 6).
-_BELIEF: Final[tuple[Slots, Edges]] = (
-    _BASE[0] + (("belief", "belief"), ("preference", "pref")),
-    _BASE[1] + ((5, 0, "depends_on"), (6, 1, "depends_on")),
-)
-
-#: name -> (slots as (type, prefix), edges as (source slot, target slot, edge type)).
-SKELETONS: Final[dict[str, tuple[Slots, Edges]]] = {
-    # the base + a preference over the observation
-    "core": (_BASE[0] + (("preference", "pref"),), _BASE[1] + ((5, 1, "depends_on"),)),
-    "belief": _BELIEF,
-    # two observation modalities of one state, each through its own likelihood
-    "two_sensors": (
-        (
-            ("state", "state"),
-            ("observation", "obs"),
-            ("observation", "obs2"),
-            ("action", "act"),
-            ("likelihood", "lik"),
-            ("likelihood", "lik2"),
-            ("transition", "trans"),
-            ("belief", "belief"),
-            ("preference", "pref"),
-        ),
-        (
-            (0, 4, "depends_on"),
-            (4, 1, "generates"),
-            (0, 5, "depends_on"),
-            (5, 2, "generates"),
-            (0, 6, "depends_on"),
-            (3, 6, "depends_on"),
-            (7, 0, "depends_on"),
-            (8, 1, "depends_on"),
-        ),
-    ),
-    # belief + an llm_query asked on the observation, updating a policy that steers the action
-    "llm_advice": (
-        _BELIEF[0] + (("policy", "policy"), ("llm_query", "query")),
-        _BELIEF[1] + ((1, 8, "queries"), (8, 7, "updates"), (7, 2, "influences")),
-    ),
 }
 
 
@@ -138,18 +84,38 @@ def size_bounds(
     return min(least, most), most
 
 
-def _node(kind: str, prefix: str, agent_type: str, c: GMNConstraints, obs: int) -> dict[str, Any]:
+def stated_bounds(least: int, most: int, stated: StatedSize | None) -> tuple[int, int]:
+    """A slot's size bounds narrowed to what the prompt states (the statement wins over the
+    agent type's floor; `stated_sizes` already dropped what the constraints rule out)."""
+    if stated is None:
+        return least, most
+    high = most if stated.most is None else min(most, stated.most)
+    low = max(least, stated.least)
+    if low > high:
+        low = stated.least
+        high = max(low, high)
+    return low, high
+
+
+def _size(least: int, most: int) -> dict[str, Any]:
+    """Integer bounds (llama.cpp honours them; a stated size has minimum = maximum)."""
+    return {"type": "integer", "minimum": least, "maximum": most}
+
+
+def _node(
+    kind: str,
+    ident: dict[str, Any],
+    bounds: tuple[int, int] | None,
+) -> dict[str, Any]:
     node: dict[str, Any] = {
         "type": "object",
-        "properties": {"id": _id_pattern(prefix), "type": {"const": kind}},
+        "properties": {"id": ident, "type": {"const": kind}},
         "required": ["id", "type"],
         "additionalProperties": False,
     }
     props: dict[str, Any] | None = None
-    if kind in _SIZES:
-        dim = _SIZES[kind][0]
-        least, most = _bounds(kind, agent_type, c, obs)
-        props = {dim: {"type": "integer", "minimum": least, "maximum": most}}
+    if kind in _SIZES and bounds is not None:
+        props = {_SIZES[kind][0]: _size(*bounds)}
     elif kind == "llm_query":
         props = {"prompt_template": {"type": "string", "minLength": 1, "maxLength": 120}}
     if props is not None:
@@ -163,14 +129,10 @@ def _node(kind: str, prefix: str, agent_type: str, c: GMNConstraints, obs: int) 
     return node
 
 
-def _edge(source: str, target: str, kind: str) -> dict[str, Any]:
+def _edge(source: dict[str, Any], target: dict[str, Any], kind: str) -> dict[str, Any]:
     return {
         "type": "object",
-        "properties": {
-            "source": _id_pattern(source),
-            "target": _id_pattern(target),
-            "type": {"const": kind},
-        },
+        "properties": {"source": source, "target": target, "type": {"const": kind}},
         "required": ["source", "target", "type"],
         "additionalProperties": False,
     }
@@ -190,21 +152,64 @@ def skeletons_for(c: GMNConstraints) -> list[str]:
     return names or ["core"]
 
 
-def lean_json_schema(agent_type: str, constraints: GMNConstraints) -> dict[str, Any]:
-    """The lean decoding schema for one request: one of its skeletons, sizes within bounds."""
-    schema: dict[str, Any] = orjson.loads(_lean_schema(agent_type, constraints.model_dump_json()))
+def layouts_for(c: GMNConstraints, layouts: list[str]) -> list[str]:
+    """The suggested layouts that exist and that `max_nodes` allows, else `skeletons_for`'s
+    smallest."""
+    names = []
+    for name in layouts:
+        found = layout(name)
+        if found is not None and (c.max_nodes is None or len(found[0]) <= c.max_nodes):
+            names.append(name)
+    return names or skeletons_for(c)[:1]
+
+
+def lean_json_schema(
+    agent_type: str,
+    constraints: GMNConstraints,
+    stated: list[StatedSize] | None = None,
+    layouts: list[str] | None = None,
+) -> dict[str, Any]:
+    """The lean decoding schema for one request: one of its skeletons, sizes within bounds.
+
+    With `layouts` (a grounded request: `stated.suggested_layouts`), the document is one of
+    those layouts, every node id is fixed per slot (`slot_id`, so edges name them by `const`
+    and cannot dangle) and the first slot of each kind carries the size the prompt states;
+    without, one of `SKELETONS`, ids chosen by the model under their slot's prefix."""
+    key = orjson.dumps([s.model_dump() for s in stated or []]).decode()
+    grounded = None if layouts is None else ",".join(layouts)
+    raw = _lean_schema(agent_type, constraints.model_dump_json(), key, grounded)
+    schema: dict[str, Any] = orjson.loads(raw)
     return schema
 
 
 @cache
-def _lean_schema(agent_type: str, constraints_json: str) -> bytes:
+def _lean_schema(
+    agent_type: str, constraints_json: str, stated_json: str, layouts: str | None
+) -> bytes:
     c = GMNConstraints.model_validate_json(constraints_json)
+    stated: dict[str, StatedSize] = {
+        s.kind: s for s in (StatedSize.model_validate(x) for x in orjson.loads(stated_json))
+    }
+    names = skeletons_for(c) if layouts is None else layouts_for(c, layouts.split(","))
     documents = []
-    for name in skeletons_for(c):
-        slots, edges = SKELETONS[name]
+    for name in names:
+        found = layout(name)
+        assert found is not None
+        slots, edges = found
         obs = sum(1 for kind, _ in slots if kind == "observation")
-        nodes = [_node(kind, prefix, agent_type, c, obs) for kind, prefix in slots]
-        wires = [_edge(slots[s][1], slots[t][1], kind) for s, t, kind in edges]
+        if layouts is None:
+            ids = [_id_pattern(prefix) for _, prefix in slots]
+        else:
+            ids = [{"const": slot_id(name, prefix, kind, agent_type)} for kind, prefix in slots]
+        nodes = []
+        seen: set[str] = set()
+        for (kind, _), ident in zip(slots, ids, strict=True):
+            bounds = _bounds(kind, agent_type, c, obs) if kind in _SIZES else None
+            if bounds is not None and kind not in seen:
+                seen.add(kind)
+                bounds = stated_bounds(*bounds, _stated_for(kind, stated, obs))
+            nodes.append(_node(kind, ident, bounds))
+        wires = [_edge(ids[s], ids[t], kind) for s, t, kind in edges]
         documents.append(
             {
                 "type": "object",
@@ -226,6 +231,17 @@ def _lean_schema(agent_type: str, constraints_json: str) -> bytes:
     else:
         schema["anyOf"] = documents
     return orjson.dumps(schema)
+
+
+def _stated_for(kind: str, stated: dict[str, StatedSize], observations: int) -> StatedSize | None:
+    """What the prompt states for the first slot of a kind: its size, or for the only
+    observation slot, at least one value per agent it names."""
+    if kind in stated:
+        return stated[kind]
+    agents = stated.get("agents")
+    if kind == "observation" and agents is not None and observations < agents.least:
+        return StatedSize(kind="observation", least=agents.least, words=agents.words)
+    return None
 
 
 def lean_document(doc: dict[str, Any]) -> dict[str, Any]:
@@ -303,7 +319,7 @@ def simplify_note(codes: list[str], truncated: bool) -> str:
 def lean_system(data: GMNTaskData) -> str:
     """The lean system message for a job's agent type, constraints and (lean) examples."""
     keys = [] if data.hidden_examples else data.examples
-    return system_text(data.agent_type, data.constraints, keys, lean=True)
+    return system_text(data.agent_type, data.constraints, keys, lean=True, stated=data.stated)
 
 
 NO_EXAMPLE_HEAD: Final = "Your earlier answer copied the example from the instructions"

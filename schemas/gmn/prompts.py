@@ -14,6 +14,7 @@ from schemas.result import Usage
 from .examples import ExampleChoice, example_block, examples_for
 from .feedback import group_errors, render_groups
 from .model import GMNError
+from .stated import StatedSize, stated_lines
 
 AgentType = Literal["explorer", "trader", "coordinator", "general"]
 #: What a document must hold: `full` (SPEC §1 with matrices), `lean` (sizes and graph
@@ -145,6 +146,12 @@ class GMNTaskData(BaseModel):
     prompt_chars: int | None = Field(default=None, ge=0)
     #: Strategy of the round being answered; the reviewer sets the next one.
     strategy: str = "first"
+    #: Sizes the prompt states (`stated.stated_sizes`): checked (GMN097/098) and, in the
+    #: lean schema, decoded as the first slot of their kind.
+    stated: list[StatedSize] = Field(default_factory=list)
+    #: Lean layouts the prompt suggests (`stated.suggested_layouts`); None: the classic
+    #: skeletons with ids chosen by the model (jobs queued before grounding).
+    layouts: list[str] | None = None
 
 
 class GMNRecord(BaseModel):
@@ -161,6 +168,9 @@ class GMNRecord(BaseModel):
     tokens: dict[str, int] = Field(default_factory=lambda: token_counts(Usage()))
     cost_usd: float | None = None
     history: list[RoundVerdict] = Field(default_factory=list)
+    #: Whether the document keeps the sizes the prompt states (True when it states none,
+    #: `stated.grounded`); None without a document or in records made before the check.
+    grounded: bool | None = None
 
 
 def token_counts(usage: Usage) -> dict[str, int]:
@@ -233,15 +243,25 @@ def system_prompt(
     constraints: GMNConstraints,
     example: ExampleChoice = "explorer",
     profile: Profile = "full",
+    stated: list[StatedSize] | None = None,
 ) -> str:
-    """The rules, an example (SPEC §7; see `examples_for`), the agent-type hint, constraints;
-    the lean profile's rules ask for sizes and graph only (`lean.LEAN_RULES`)."""
+    """The rules, an example (SPEC §7; see `examples_for`), the agent-type hint, constraints,
+    the sizes the description states; the lean profile's rules ask for sizes and graph only
+    (`lean.LEAN_RULES`)."""
     lean = profile == "lean"
-    return system_text(agent_type, constraints, examples_for(agent_type, example, lean), lean)
+    keys = examples_for(agent_type, example, lean)
+    return system_text(agent_type, constraints, keys, lean, stated)
 
 
-def system_text(agent_type: str, constraints: GMNConstraints, keys: list[str], lean: bool) -> str:
-    """`system_prompt` for the examples `keys` (`examples.examples_for`)."""
+def system_text(
+    agent_type: str,
+    constraints: GMNConstraints,
+    keys: list[str],
+    lean: bool,
+    stated: list[StatedSize] | None = None,
+) -> str:
+    """`system_prompt` for the examples `keys` (`examples.examples_for`), naming the sizes the
+    description states."""
     rules = _RULES
     if lean:
         from . import lean as lean_profile
@@ -257,6 +277,9 @@ def system_text(agent_type: str, constraints: GMNConstraints, keys: list[str], l
                 lines.append("- require_preferences: true (include at least one preference node)")
             else:
                 lines.append(f"- {key}: {value} ({_CONSTRAINT_TEXT[key].format(value)})")
+    if stated:
+        lines.append("Sizes the description states (use them):")
+        lines.extend(stated_lines(stated))
     lines.append(ANSWER_INSTRUCTION)
     return "\n".join(lines)
 
@@ -282,9 +305,10 @@ def first_request(
     json_mode: bool = False,
     example: ExampleChoice = "explorer",
     profile: Profile = "full",
+    stated: list[StatedSize] | None = None,
 ) -> LLMRequest:
     """Round 1 of a generation: system rules + the user's prompt; never a "```" stop sequence."""
-    system = system_prompt(spec.agent_type, spec.constraints, example, profile)
+    system = system_prompt(spec.agent_type, spec.constraints, example, profile, stated)
     return LLMRequest.chat(
         spec.custom_id,
         [

@@ -38,6 +38,7 @@ from .prompts import (
     first_request,
 )
 from .reply import read_reply
+from .stated import check_stated, stated_sizes, suggested_layouts
 
 
 @dataclass
@@ -63,12 +64,14 @@ def check_answer(
     max_tokens: int | None = None,
     output_tokens: int | None = None,
 ) -> Checked:
-    """Validator, constraints (GMN090), agent-type rules (GMN092-096) and copies (GMN091)."""
+    """Validator, constraints (GMN090), agent-type rules (GMN092-096), the sizes the prompt
+    states (GMN097/098) and copies (GMN091)."""
     reading = read_reply(text, finish_reason, max_tokens, output_tokens)
     errors = list(reading.errors)
     if reading.fault is None:
         errors += check_constraints(reading.document, data.constraints)
         errors += check_agent_type(reading.document, data.agent_type, data.constraints)
+        errors += check_stated(reading.document, data.stated)
         if not errors:
             errors += check_copy(reading.document, example_documents(data.examples))
     errors.sort(key=lambda e: rank(e.code))
@@ -190,7 +193,9 @@ def first_round(
     context_tokens: int | None = None,
     profile: Profile = "full",
 ) -> tuple[LLMRequest, GMNTaskData]:
-    """Round 1 and its task data, fitted into the context: a lower max_tokens, else no example."""
+    """Round 1 and its task data, fitted into the context: a lower max_tokens, else no example.
+    The sizes the prompt states, and the lean layouts it suggests, go into the task data."""
+    stated = stated_sizes(spec.prompt, spec.constraints)
     request = first_request(
         spec,
         temperature=temperature,
@@ -198,6 +203,7 @@ def first_round(
         json_mode=json_mode,
         example=example,
         profile=profile,
+        stated=stated,
     )
     budget, fits = fit_first(_turns(request), max_tokens, context_tokens)
     if not fits and example != "none":
@@ -208,6 +214,7 @@ def first_round(
             json_mode=json_mode,
             example="none",
             profile=profile,
+            stated=stated,
         )
         example = "none"
         budget, _ = fit_first(_turns(request), max_tokens, context_tokens)
@@ -218,6 +225,10 @@ def first_round(
         profile=profile,
         context_tokens=context_tokens,
         prompt_chars=len(spec.prompt),
+        stated=stated,
+        layouts=None
+        if profile == "full"
+        else suggested_layouts(spec.prompt, spec.agent_type, stated),
     )
     return request.with_body(max_tokens=budget), data
 

@@ -13,7 +13,10 @@ from .prompts import GMNTaskData, RoundVerdict
 VALIDATOR = "gmn"
 #: The `GMNTaskData` fields the `gmn` validator reads (its options).
 OPTION_FIELDS = frozenset(
-    {"agent_type", "constraints", "feedback", "examples", "profile", "hidden_examples"}
+    {
+        *("agent_type", "constraints", "feedback", "examples", "profile", "hidden_examples"),
+        *("stated", "layouts"),
+    }
 )
 
 

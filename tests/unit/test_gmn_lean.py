@@ -22,6 +22,7 @@ from schemas.gmn.lean import (
 )
 from schemas.gmn.prompts import AGENT_TYPES, GMNConstraints, GMNPrompt
 from schemas.gmn.rounds import check_answer, first_round, fresh_note
+from schemas.gmn.stated import StatedSize
 from schemas.gmn.task import gmn_options
 from workers.gmn_review import GMN
 
@@ -159,7 +160,10 @@ def test_the_validator_sends_the_lean_schema_only_for_the_lean_profile() -> None
     _, lean = first_round(spec, profile="lean")
     _, full = first_round(spec)
     schema = GMN.wire_schema(gmn_options(lean))
-    assert schema == lean_json_schema("trader", GMNConstraints(max_states=4))
+    assert lean.layouts is not None  # a grounded request: layouts the prompt suggests
+    assert schema == lean_json_schema(
+        "trader", GMNConstraints(max_states=4), lean.stated, lean.layouts
+    )
     full_schema = GMN.wire_schema(gmn_options(full))
     assert full_schema is not None and "anyOf" not in full_schema
     assert full_schema["properties"]["nodes"]["items"]["anyOf"]
@@ -271,7 +275,10 @@ def test_auto_switches_to_lean_after_a_cut_off_answer() -> None:
     options = second.task.data["options"]
     assert (options["profile"], options["examples"]) == ("lean", ["lean:coordinator"])
     # the next round decodes under the lean skeleton, and its answer is checked as lean
-    assert GMN.wire_schema(options) == lean_json_schema("trader", GMNConstraints())
+    stated, layouts = options.get("stated", []), options["layouts"]
+    assert GMN.wire_schema(options) == lean_json_schema(
+        "trader", GMNConstraints(), [StatedSize.model_validate(s) for s in stated], layouts
+    )
     doc = instance("core", {"state": 3, "observation": 2, "action": 3})
     final = structured.review(second, reply(orjson.dumps(doc).decode()))
     assert final.result is not None

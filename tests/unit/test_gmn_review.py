@@ -155,10 +155,18 @@ def test_builder_rejects_bad_lines_and_gives_each_good_line_its_own_task() -> No
     assert [(t.kind, t.round, t.max_rounds) for t in tasks] == [("structured", 1, 4)] * 2
     assert tasks[0].data == {
         "validator": "gmn",
-        "options": {"agent_type": "trader", "examples": ["explorer"]},
+        "options": {
+            "agent_type": "trader",
+            "examples": ["explorer"],
+            "stated": [{"kind": "state", "least": 4, "most": 4, "words": "2x2 grid"}],
+        },
         "prompt_chars": len(PROMPT),
     }
-    assert tasks[1].data["options"] == {"constraints": {"max_nodes": 9}, "examples": ["explorer"]}
+    assert tasks[1].data["options"] == {
+        "constraints": {"max_nodes": 9},
+        "examples": ["explorer"],
+        "stated": [{"kind": "state", "least": 4, "most": 4, "words": "2x2 grid"}],
+    }
     assert jobs[0].request.response_format == {"type": "json_object"}
 
 
