@@ -19,6 +19,7 @@ def main() -> None:
         warm.prestart()
     code: int = 0
     try:
+        import workers.lean_redis  # noqa: F401  (before anything imports redis-py)
         from producers.cli import app
 
         app()

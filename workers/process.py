@@ -5,6 +5,9 @@ Run by the supervisor as `python -m workers.process --concurrency M`.
 
 from __future__ import annotations
 
+import workers.lean_redis  # noqa: F401  (first: redis-py without the OTel metrics SDK)
+
+# isort: split
 import argparse
 import gc
 import logging

@@ -1,0 +1,55 @@
+"""`workers.lean_redis`: batchyard's processes import redis-py without the OpenTelemetry
+metrics SDK, and nothing else changes (#22). Each case runs in a fresh interpreter, since the
+effect is on what a process has imported."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+from tests.conftest import ROOT
+
+
+def _run(code: str) -> str:
+    done = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    return done.stdout.strip()
+
+
+def test_redis_imports_without_the_metrics_sdk_and_the_sdk_still_imports_after() -> None:
+    code = (
+        "import sys, workers.lean_redis\n"
+        "import redis.observability.providers as p\n"
+        "print('opentelemetry.sdk.metrics' in sys.modules, p.MeterProvider)\n"
+        "from opentelemetry.sdk.metrics import MeterProvider\n"
+        "print(MeterProvider.__name__)\n"
+    )
+    assert _run(code).splitlines() == ["False None", "MeterProvider"]
+
+
+def test_the_worker_process_imports_it_first() -> None:
+    code = "import sys, workers.process\nprint('opentelemetry.sdk.metrics' in sys.modules)\n"
+    assert _run(code) == "False"
+
+
+def test_the_cli_imports_it_before_its_commands() -> None:
+    code = (
+        "import atexit, sys\n"
+        "atexit.register(lambda: print('redis' in sys.modules,"
+        " 'opentelemetry.sdk.metrics' in sys.modules))\n"
+        "sys.argv = ['batchyard', 'status', '--help']\n"
+        "from batchyard.launch import main\n"
+        "main()\n"
+    )
+    assert _run(code).splitlines()[-1] == "True False"
+
+
+def test_a_program_that_imported_the_sdk_or_redis_first_is_left_as_it_was() -> None:
+    code = (
+        "import sys, opentelemetry.sdk.metrics, workers.lean_redis\n"
+        "import redis.observability.providers as p\n"
+        "print(p.MeterProvider is opentelemetry.sdk.metrics.MeterProvider)\n"
+    )
+    assert _run(code) == "True"
