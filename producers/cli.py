@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
-import signal
 import sys
 import time
 from collections import Counter
@@ -27,6 +26,7 @@ from producers.structured_report import StructuredReport
 from producers.structured_report import render as render_report
 from schemas.config import AppConfig, load_config
 from schemas.settings import Settings
+from workers.lifetime import SignalLatch
 from workers.logs import setup_logging
 from workers.protocol.lanes import Priority
 from workers.protocol.learned import FIELDS as LEARNED_FIELDS
@@ -397,8 +397,7 @@ def worker(
     )
     with user_errors():
         sup.preflight()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: sup.stop())
+    sup.stop_on(SignalLatch().install())
     logging.getLogger("batchyard").info("supervising %d worker process(es)", processes)
     sup.run()
     if sup.failed:

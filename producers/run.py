@@ -165,13 +165,19 @@ class RunState:
 def _requeue_orphans(url: str, settings: Settings) -> None:
     """Messages fetched by the workers of an interrupted run sit in their ack sets: mark those
     workers dead so the first maintenance round puts the messages back on their queues now,
-    rather than after the heartbeat timeout. Only safe on a Redis no other worker uses."""
+    rather than after the heartbeat timeout; and drop the concurrency leases their calls held
+    (a cut call's lease would hold its place under adaptive concurrency for the lease's whole
+    TTL). Only safe on a Redis no other worker uses."""
     client = redis.Redis.from_url(url)
     try:
-        key = heartbeats_key(Keys(settings.namespace).dramatiq_ns)
+        keys = Keys(settings.namespace)
+        key = heartbeats_key(keys.dramatiq_ns)
         workers: list[Any] = list(client.zrange(key, 0, -1))
         if workers:
             client.zadd(key, dict.fromkeys(workers, 0.0))
+        leases = list(client.scan_iter(keys.all_leases(), count=1000))
+        if leases:
+            client.delete(*leases)
     finally:
         client.close()
 
@@ -240,6 +246,8 @@ def run_batch(
             ) as local,
             Client(local.url, settings=settings, config=config) as client,
         ):
+            if latch.installed:
+                local.supervisor.stop_on(latch)
             batch_id = _start_batch(client, file, state, saved, print_fp, output, console)
             writer = _Writer(client, batch_id, output, errors)
             try:
@@ -248,8 +256,8 @@ def run_batch(
                 )
             except RunInterrupted:
                 console.print(
-                    f"[yellow]stopping: letting calls in flight finish (up to {grace_s:.0f}s)"
-                    "[/yellow]"
+                    f"[yellow]stopping: letting calls in flight finish (up to {grace_s:.0f}s);"
+                    " press Ctrl-C again to stop now[/yellow]"
                 )
                 local.stop()
                 writer.step()

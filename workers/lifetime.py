@@ -82,23 +82,35 @@ class SignalLatch:
     """Records SIGTERM/SIGINT without taking any lock; `event` is set soon after the first.
 
     `signum` is the first signal received (what the exit code reports), `count` how many
-    arrived in all (a second SIGINT may mean "now").
+    arrived in all. `urgent` is set when a SIGINT comes at least `REPEAT_S` after the first
+    signal: a person pressing Ctrl-C again, who wants the process to stop now rather than
+    drain. Repeated SIGTERMs, and signals in one burst (a terminal's SIGINT to the group
+    followed by a process manager's SIGTERM, as honcho and foreman send), never make it urgent.
     """
 
     SIGNALS = (signal.SIGTERM, signal.SIGINT)
+    #: A SIGINT this long after the first signal is a second Ctrl-C, not part of one burst.
+    REPEAT_S = 0.5
 
     def __init__(self, poll_s: float = 0.02) -> None:
         self.signum: int | None = None
         self.count = 0
         self.event = threading.Event()
+        self.urgent = threading.Event()
+        self._first_at = 0.0
+        self._again = False
         self._poll_s = poll_s
         self._previous: dict[int, object] = {}
         self._watcher: threading.Thread | None = None
 
     def _handle(self, signum: int, _frame: FrameType | None) -> None:
         # Plain attribute stores only: no lock, no I/O, safe however signals nest.
+        now = time.monotonic()
         if self.signum is None:
             self.signum = signum
+            self._first_at = now
+        elif signum == signal.SIGINT and now - self._first_at >= self.REPEAT_S:
+            self._again = True
         self.count += 1
 
     def install(self) -> SignalLatch:
@@ -123,6 +135,14 @@ class SignalLatch:
         while self.signum is None:
             time.sleep(self._poll_s)
         self.event.set()
+        while not self._again:
+            time.sleep(self._poll_s)
+        self.urgent.set()
+
+    @property
+    def installed(self) -> bool:
+        """True once `install` ran (only then do signals reach the latch)."""
+        return self._watcher is not None
 
     @property
     def received(self) -> bool:
@@ -147,13 +167,16 @@ def watch_parent(parent_pid: int, on_orphaned: Callable[[], None], poll_s: float
     threading.Thread(target=watch, name="batchyard-parent-watch", daemon=True).start()
 
 
-def exit_after(seconds: float, code: int = 1) -> None:
+def exit_after(seconds: float, code: int = 1, *, now: threading.Event | None = None) -> None:
     """Hard stop: end the process `seconds` from now whatever it is doing (a drain stuck on
-    a Redis that is gone must not keep a stopped worker alive)."""
+    a Redis that is gone must not keep a stopped worker alive), or as soon as `now` is set
+    (a second Ctrl-C: what is not acknowledged yet is redelivered, results stored stay)."""
 
     def expire() -> None:
-        time.sleep(seconds)
-        log.warning("still stopping after %.0fs; exiting now", seconds)
+        if (now or threading.Event()).wait(seconds):
+            log.warning("interrupted again; exiting now without finishing the calls in flight")
+        else:
+            log.warning("still stopping after %.0fs; exiting now", seconds)
         os._exit(code)
 
     threading.Thread(target=expire, name="batchyard-exit-deadline", daemon=True).start()

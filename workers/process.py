@@ -140,8 +140,9 @@ def serve(settings: Settings, concurrency: int, grace_s: float) -> None:
         # for this drain. Finish quickly; whatever is not acked is redelivered.
         grace_s = min(grace_s, ORPHAN_GRACE_S)
     log.info("stopping: draining in-flight jobs (grace %.0fs)", grace_s)
-    # The drain talks to Redis; if Redis is gone it could wait on it past the grace.
-    exit_after(grace_s + 2)
+    # The drain talks to Redis; if Redis is gone it could wait on it past the grace. A second
+    # Ctrl-C ends it at once: unacknowledged jobs are redelivered, stored results stay.
+    exit_after(grace_s + 2, now=latch.urgent)
     running.stop(grace_s)
     shutdown_tracing()  # export what the drained jobs recorded before the process exits
 

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from workers import warm
-from workers.lifetime import PARENT_PID_ENV, wait_exit
+from workers.lifetime import PARENT_PID_ENV, SignalLatch, wait_exit
 
 log = logging.getLogger("batchyard.supervisor")
 
@@ -60,6 +60,8 @@ class Supervisor:
         # A plain flag, not an Event: `stop()` is called from signal handlers, which must not
         # take locks (a second signal inside `Event.set` would deadlock on its condition).
         self._stopping = False
+        #: Set by `stop(now=True)`: kill the children instead of waiting for their drain.
+        self._now = False
         #: Wakes `run()` at once for a `stop()` from ordinary code (`wake=True`).
         self._wake = threading.Event()
         #: Set when a child fails at start-up with a user error: restarting would not help.
@@ -168,25 +170,48 @@ class Supervisor:
         """True once `stop()` was called."""
         return self._stopping
 
-    def stop(self, *, wake: bool = False) -> None:
+    def stop(self, *, wake: bool = False, now: bool = False) -> None:
         """Ask `run()` to stop and drain the children. Safe in a signal handler: it only
         stores a flag, however many signals arrive and however they nest. Ordinary code
-        passes `wake=True` so `run()` starts the drain now, not at its next poll."""
+        passes `wake=True` so `run()` starts the drain now, not at its next poll; `now=True`
+        (a second Ctrl-C) cuts the drain short: the children are killed, their unacknowledged
+        jobs are redelivered and the results they stored stay."""
         self._stopping = True
-        if wake:
+        self._now = self._now or now
+        if wake or now:
             self._wake.set()
 
+    def stop_on(self, latch: SignalLatch) -> None:
+        """Drain on the latch's first signal, and stop now on an urgent one (a second Ctrl-C)."""
+
+        def watch() -> None:
+            latch.event.wait()
+            self.stop(wake=True)
+            latch.urgent.wait()
+            self.stop(now=True)
+
+        threading.Thread(target=watch, name="batchyard-supervisor-signals", daemon=True).start()
+
     def shutdown(self) -> None:
-        """SIGTERM every child, wait for the grace period, SIGKILL what is left."""
-        live = [c for c in self.children if c is not None and c.poll() is None]
-        for child in live:
+        """SIGTERM every child, wait for the grace period (or `stop(now=True)`), SIGKILL what
+        is left."""
+        pending = [c for c in self.children if c is not None and c.poll() is None]
+        for child in pending:
             child.send_signal(signal.SIGTERM)
         deadline = time.monotonic() + self.grace_s + 5
-        for child in live:
-            if not wait_exit(child, max(0.1, deadline - time.monotonic())):
+        while pending and not self._now:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                break
+            if wait_exit(pending[0], min(left, 0.1)):
+                pending.pop(0)
+        for child in pending:
+            if self._now:
+                log.warning("interrupted again; killing worker process %d", child.pid)
+            else:
                 log.warning("worker process %d did not stop in time; killing it", child.pid)
-                child.kill()
-                child.wait()
+            child.kill()
+            child.wait()
         if self._metrics_server is not None:
             self._metrics_server.shutdown()
         if self._metrics_dir is not None:

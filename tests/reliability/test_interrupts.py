@@ -20,6 +20,7 @@ from producers.client import Client
 from schemas.config import load_config
 from tests.conftest import WorkerPool, cli_env, openai_line, read_jsonl, wait_until, write_jsonl
 from tests.reliability.conftest import Figures
+from workers.lifetime import SignalLatch
 from workers.redis_server import RedisServer
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -308,3 +309,61 @@ def test_a_test_fixtures_redis_ends_with_the_killed_test_process(signum: int) ->
     proc.send_signal(signum)
     proc.wait()
     wait_all_gone([redis], 10, "the fixture's redis-server to exit")
+
+
+@pytest.mark.timeout(180)
+def test_a_second_ctrl_c_stops_the_run_now_and_the_rerun_pays_only_what_was_cut(
+    tmp_path: Path, write_config: Callable[..., Path], fake_server: Callable[..., Any]
+) -> None:
+    # Given calls that take far longer than anyone waits (after the first, which tells the
+    # limiter the endpoint's limits) and a grace long enough to cover them,
+    server = fake_server()
+    server.faults.push("slow:0", *["slow:120000"] * (N - 1))
+    config = fake_config(write_config, server)
+    write_jsonl(tmp_path / "in.jsonl", [openai_line(f"r-{i}", f"q{i}") for i in range(N)])
+    run = start_run(tmp_path, config, "--grace", "150")
+    wait_until(lambda: server.requests_arrived > CONCURRENCY, 60, "calls in flight")
+    children = descendants(run.pid)
+    # when Ctrl-C is pressed, and again a moment later,
+    os.killpg(run.pid, signal.SIGINT)
+    time.sleep(SignalLatch.REPEAT_S + 0.3)  # the spacing under test: a second press, not a burst
+    os.killpg(run.pid, signal.SIGINT)
+    # the run ends without waiting for the calls in flight: it hung up on every one of them,
+    assert wait_exit(run, 60) == 130
+    cut = server.requests_arrived
+    wait_until(lambda: server.requests_seen == cut, 30, "the server to see the hang-ups")
+    assert [r.fault for r in server.requests].count("abandoned") == cut - 1
+    wait_all_gone(children, 15, "the run's children to exit")
+    stderr = run.stderr.read().decode() if run.stderr else ""
+    assert "press Ctrl-C again to stop now" in stderr
+    assert "run the same command again to resume" in stderr
+    # and the same command again finishes the batch, every custom_id exactly once, calling
+    # again only what was in flight when it was cut.
+    server.faults.clear()
+    again = start_run(tmp_path, config)
+    assert wait_exit(again, 120) == 0, again.stderr.read().decode() if again.stderr else ""
+    assert custom_ids(tmp_path / "out.jsonl") == Counter({f"r-{i}": 1 for i in range(N)})
+    assert server.requests_arrived == cut + N - 1
+
+
+@pytest.mark.timeout(60)
+def test_only_a_later_sigint_makes_a_signal_latch_urgent() -> None:
+    latch = SignalLatch()
+    latch.install()
+    try:
+        # A burst (a terminal's SIGINT, a process manager's SIGTERMs) only asks for a drain,
+        latch.trigger(signal.SIGINT)
+        for _ in range(3):
+            latch.trigger(signal.SIGTERM)
+        latch.trigger(signal.SIGINT)
+        assert latch.event.wait(10)
+        assert latch.count == 5 and latch.exit_code == 130
+        assert not latch.urgent.is_set()
+        # a SIGTERM however late still only drains,
+        latch._first_at -= SignalLatch.REPEAT_S
+        latch.trigger(signal.SIGTERM)
+        # and a SIGINT after REPEAT_S (a second Ctrl-C) means now.
+        latch.trigger(signal.SIGINT)
+        assert latch.urgent.wait(10)
+    finally:
+        latch.restore()

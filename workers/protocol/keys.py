@@ -80,6 +80,10 @@ class Keys:
         base = f"{self.ns}:rl:{endpoint}"
         return LimitKeys.of(base if model is None else f"{base}:model:{model}")
 
+    def all_leases(self) -> str:
+        """A SCAN pattern for every limiter scope's concurrency leases (`LimitKeys.leases`)."""
+        return f"{glob_escape(self.ns)}:rl:*:leases"
+
     def offload(self, endpoint: str, part: OffloadPart) -> str:
         """A batch-mode endpoint's offload state (`workers.offload`): `pending` list of parked
         job JSON, `since` when the oldest was parked, `lease` the flushing worker's lease,
@@ -95,6 +99,11 @@ class Keys:
         lock its first caller holds while the others wait for that answer."""
         answer = f"{self.ns}:cache:{digest}"
         return answer, f"{answer}:lock"
+
+
+def glob_escape(text: str) -> str:
+    """`text` with Redis glob characters escaped, to start a SCAN pattern with."""
+    return "".join("\\" + c if c in "*?[]\\" else c for c in text)
 
 
 #: The parts of a batch-mode endpoint's offload state (`Keys.offload`).

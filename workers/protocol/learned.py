@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
+from workers.protocol.keys import glob_escape
+
 #: The state-hash fields of the request bucket, then of the token bucket.
 FIELDS = (
     "lr_lim",
@@ -61,7 +63,7 @@ MAX_SCOPES = 20
 
 def scan_pattern(model_prefix: str) -> str:
     """A SCAN pattern for the state hashes under `model_prefix` (glob characters escaped)."""
-    return "".join("\\" + c if c in "*?[]\\" else c for c in model_prefix) + "*"
+    return glob_escape(model_prefix) + "*"
 
 
 def state_keys(found: Iterable[bytes | str], model_prefix: str) -> list[str]:
