@@ -2,7 +2,8 @@
 
 `batchyard run` starts its first worker process here, before the CLI's own imports, so the two
 start-ups overlap (`workers.warm`, #22). The process ends through `exit_now`, which skips the
-interpreter's teardown once output is flushed.
+interpreter's teardown once output is flushed. `run` imports its own command only
+(`producers.run_cli`), not the whole command line.
 """
 
 from __future__ import annotations
@@ -15,14 +16,21 @@ from workers.lifetime import exit_now
 
 def main() -> None:
     """Console-script entry point (also `python -m batchyard`)."""
-    if sys.argv[1:2] == ["run"]:
+    running = sys.argv[1:2] == ["run"]
+    if running:
         warm.prestart()
     code: int = 0
     try:
         import workers.lean_redis  # noqa: F401  (before anything imports redis-py)
-        from producers.cli import app
 
-        app()
+        if running:  # the run's app: `run` without the other commands' imports
+            from producers.run_cli import run_app
+
+            run_app()()
+        else:
+            from producers.cli import app
+
+            app()
     except SystemExit as exc:
         if isinstance(exc.code, str):
             print(exc.code, file=sys.stderr)

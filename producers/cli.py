@@ -21,7 +21,7 @@ from producers.console import err, out, user_errors
 from producers.gateway_cli import gateway as gateway_cmd
 from producers.gmn_cli import gmn_app
 from producers.progress import describe
-from producers.run import RunInterrupted, run_batch
+from producers.run_cli import ConfigOpt, new_app, run
 from producers.structured_report import StructuredReport
 from producers.structured_report import render as render_report
 from schemas.config import AppConfig, load_config
@@ -32,32 +32,10 @@ from workers.protocol.lanes import Priority
 from workers.protocol.learned import FIELDS as LEARNED_FIELDS
 from workers.protocol.learned import learned, scan_pattern, show, state_keys
 from workers.supervisor import Supervisor
-from workers.tracing import setup_tracing, shutdown_tracing
 
-app = typer.Typer(
-    name="batchyard",
-    help="Batch LLM jobs on Redis queues: global rate limits, failover, exactly-once results.",
-    no_args_is_help=True,
-    pretty_exceptions_enable=False,
-    add_completion=False,
-)
+app = new_app()
 app.command(name="gateway")(gateway_cmd)
-
-
-@app.callback()
-def _entry(ctx: typer.Context) -> None:
-    """Trace as a producer when the OTEL_* environment asks for it (see `setup_tracing`):
-    `submit`, `run`, `retry`, `gateway` and `gmn` open a span per request they enqueue, so
-    workers continue sampled traces. The exporter is flushed when the command ends. `worker`
-    only supervises: its processes set up tracing themselves."""
-    command = ctx.invoked_subcommand
-    if command is not None and command != "worker" and setup_tracing(f"batchyard-{command}"):
-        ctx.call_on_close(shutdown_tracing)
-
-
-ConfigOpt = Annotated[
-    Path | None, typer.Option("--config", "-c", help="Endpoints/routes file (YAML or TOML).")
-]
+app.command()(run)
 
 
 def _settings(config: Path | None) -> Settings:
@@ -72,56 +50,6 @@ def _client(config: Path | None) -> Client:
     if not settings.redis_url:
         raise ValueError("REDIS_URL is not set (use `batchyard run` for an embedded Redis)")
     return Client(settings=settings)
-
-
-@app.command()
-def run(
-    file: Annotated[Path, typer.Argument(help="Input JSONL (OpenAI batch, Anthropic or native).")],
-    output: Annotated[Path, typer.Option("--output", "-o")] = Path("results.jsonl"),
-    errors: Annotated[Path | None, typer.Option("--errors", "-e")] = None,
-    processes: Annotated[int, typer.Option("--processes", "-p", min=1)] = 1,
-    concurrency: Annotated[int, typer.Option("--concurrency", min=1, max=5000)] = 64,
-    config: ConfigOpt = None,
-    timeout: Annotated[float | None, typer.Option(help="Give up after this many seconds.")] = None,
-    grace: Annotated[
-        float,
-        typer.Option(min=0, help="On Ctrl-C/SIGTERM: seconds calls in flight get to finish."),
-    ] = 10.0,
-    fresh: Annotated[
-        bool, typer.Option("--fresh", help="Discard an interrupted run's state; start over.")
-    ] = False,
-    keep_state: Annotated[
-        bool,
-        typer.Option("--keep-state", help="Keep <output>.batchyard/ (Redis data) when done."),
-    ] = False,
-) -> None:
-    """Run a whole batch here: embedded Redis if REDIS_URL is unset, workers, progress, output.
-
-    Interrupted (Ctrl-C, SIGTERM, kill, reboot), the same command resumes where it stopped."""
-    try:
-        with user_errors():
-            report = run_batch(
-                file,
-                output,
-                errors,
-                processes=processes,
-                concurrency=concurrency,
-                config_path=config,
-                timeout_s=timeout,
-                console=err,
-                grace_s=grace,
-                fresh=fresh,
-                keep_state=keep_state,
-            )
-    except RunInterrupted as exc:
-        raise typer.Exit(exc.code) from None
-    c = report.batch.counts
-    errors_path = errors or output.with_name(output.stem + ".errors" + output.suffix)
-    out.print(
-        f"{report.batch.id}: {c.completed} succeeded, {c.failed} failed of {c.total} "
-        f"in {report.seconds:.1f}s ({c.done / max(report.seconds, 1e-9):.0f}/s)\n"
-        f"output: {output}\nerrors: {errors_path}"
-    )
 
 
 @app.command()

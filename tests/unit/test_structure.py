@@ -138,7 +138,13 @@ def test_no_import_cycles_between_modules() -> None:
 
 
 def test_each_of_these_modules_loads_alone_in_a_fresh_interpreter() -> None:
-    for name in ("producers.cli", "producers.gmn_cli", "producers.client", "producers.gmn"):
+    for name in (
+        "producers.cli",
+        "producers.run_cli",
+        "producers.gmn_cli",
+        "producers.client",
+        "producers.gmn",
+    ):
         run = subprocess.run(
             [sys.executable, "-c", f"import {name}"], cwd=ROOT, capture_output=True, text=True
         )
