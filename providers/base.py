@@ -111,6 +111,13 @@ class Provider(ABC):
         self.settings = settings
         self.options = options
         self.session = session
+        self.setup()
+
+    def setup(self) -> None:
+        """Build what the adapter derives from its options (random generators, compiled
+        patterns, counters), once, at the end of `__init__`: adapters extend this instead of
+        repeating the constructor's signature."""
+        return None
 
     @abstractmethod
     async def generate(self, request: LLMRequest, model: str) -> ProviderResponse:

@@ -10,7 +10,6 @@ import uuid
 from collections import Counter
 from typing import Any, Literal
 
-import aiohttp
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -18,7 +17,7 @@ from providers import answers
 from providers.base import ALL_FEATURES, Capabilities, Provider, ProviderConfig, ProviderResponse
 from providers.errors import BY_CODE, ProviderError, RateLimited
 from providers.mock_gmn import INVALID_KINDS, GMNMock, InvalidKind
-from schemas.config import EndpointConfig, Regex
+from schemas.config import Regex
 from schemas.request import LLMRequest
 from schemas.result import Usage
 from schemas.tokens import estimate_tokens, input_tokens
@@ -142,14 +141,8 @@ class MockProvider(Provider):
     Config = MockConfig
     options: MockConfig
 
-    def __init__(
-        self,
-        endpoint: str,
-        settings: EndpointConfig,
-        options: ProviderConfig,
-        session: aiohttp.ClientSession | None = None,
-    ) -> None:
-        super().__init__(endpoint, settings, options, session)
+    def setup(self) -> None:
+        """Random generators (seeded by the options), the scripted replies compiled, counters."""
         seed = self.options.seed
         self._rng = random.Random(seed)
         self._fault_rng = random.Random(None if seed is None else f"faults:{seed}")
