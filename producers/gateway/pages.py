@@ -112,15 +112,9 @@ def _environment() -> jinja2.Environment:
         lstrip_blocks=True,
         auto_reload=False,
     )
-    env.filters.update(
-        fmt_int=fmt_int,
-        fmt_rate=fmt_rate,
-        fmt_eta=fmt_eta,
-        fmt_cost=fmt_cost,
-        fmt_ms=fmt_ms,
-        fmt_share=fmt_share,
-        utc=utc,
-    )
+    # Each filter goes by its function's name.
+    filters = (fmt_int, fmt_rate, fmt_eta, fmt_cost, fmt_ms, fmt_share, utc)
+    env.filters.update({f.__name__: f for f in filters})
     env.globals.update(
         DASH=DASH,
         CSRF_FIELD=CSRF_FIELD,
@@ -192,16 +186,17 @@ class Pager:
 class Page:
     """What every template's layout (`base.html`) reads."""
 
-    #: The template that renders this page.
-    template: ClassVar[str]
-    #: `<body data-page>`: the script picks its behaviour by it; the nav marks it current.
+    #: `<body data-page>`: the script picks its behaviour by it; the nav marks it current; the
+    #: page renders through the template of that name (`<name>.html`).
     name: ClassVar[str]
+    #: The title of a page whose title does not depend on what it shows.
+    fixed_title: ClassVar[str]
     viewer: Viewer | None = None
 
     @property
     def title(self) -> str:
-        """The document title, before `· batchyard`."""
-        raise NotImplementedError
+        """The document title, before `· batchyard`: `fixed_title`, unless the page words it."""
+        return self.fixed_title
 
     @property
     def csrf(self) -> str:
@@ -218,22 +213,16 @@ class Page:
 class LoginPage(Page):
     """The login form."""
 
-    template = "login.html"
     name = "login"
+    fixed_title = "Log in"
     next_path: str
     error: str | None = None
-
-    @property
-    def title(self) -> str:
-        """Fixed."""
-        return "Log in"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ErrorPage(Page):
     """An API error shown as a page."""
 
-    template = "error.html"
     name = "error"
     status: int
     message: str
@@ -248,8 +237,8 @@ class ErrorPage(Page):
 class BatchesPage(Page):
     """The batch list."""
 
-    template = "batches.html"
     name = "batches"
+    fixed_title = "Batches"
     rows: Sequence[BatchSummary]
     #: The `after` this page was asked for (the script streams the same page).
     after: str | None
@@ -258,11 +247,6 @@ class BatchesPage(Page):
 
     #: The endpoints a batch can be created for, offered by the search.
     endpoints: ClassVar[tuple[str, ...]] = tuple(sorted(URL_KINDS))
-
-    @property
-    def title(self) -> str:
-        """Fixed."""
-        return "Batches"
 
     @property
     def body_data(self) -> Mapping[str, str]:
@@ -277,7 +261,6 @@ class BatchesPage(Page):
 class BatchPage(Page):
     """One batch."""
 
-    template = "batch.html"
     name = "batch"
     batch: BatchDetail
     #: A line after an action, e.g. how many requests a retry queued.
@@ -344,21 +327,16 @@ class ProvidersPage(Page):
     and health (endpoints are shared by every tenant, so their names, models, limits and
     call counts are not for everyone)."""
 
-    template = "providers.html"
     name = "providers"
+    fixed_title = "Providers"
     usage: TenantUsage
     #: Empty unless the viewer is an operator.
     endpoints: Sequence[EndpointStats] = ()
 
-    @property
-    def title(self) -> str:
-        """Fixed."""
-        return "Providers"
-
 
 def render(page: Page) -> str:
     """The whole HTML document of `page`."""
-    return ENV.get_template(page.template).render(page=page)
+    return ENV.get_template(f"{page.name}.html").render(page=page)
 
 
 def _rows(macro: str, items: Sequence[object], sep: str) -> str:
