@@ -9,7 +9,7 @@ import sys
 from tests.conftest import ROOT
 
 #: Modules, with their submodules, a run does not use: the other commands, GMN, the gateway,
-#: OTLP exporters, redis-py's unused metrics SDK.
+#: and OpenTelemetry's SDK (imported where tracing is set up: `workers.tracing`).
 NOT_FOR_RUN = (
     "producers.cli",
     "producers.gmn",
@@ -18,16 +18,15 @@ NOT_FOR_RUN = (
     "producers.structured_report",
     "schemas.gmn",
     "opentelemetry.exporter",
-    "opentelemetry.sdk.metrics",
+    "opentelemetry.sdk",
 )
 
 
-def test_the_run_command_imports_none_of_the_other_commands() -> None:
+def _unused(setup: str, names: tuple[str, ...]) -> str:
+    """The modules of `names` a fresh interpreter holds after running `setup`."""
     code = (
-        "import sys, workers.lean_redis\n"
-        "from producers.run_cli import run_app\n"
-        "run_app()\n"
-        f"names = {NOT_FOR_RUN!r}\n"
+        f"import sys\n{setup}\n"
+        f"names = {names!r}\n"
         "subs = tuple(n + '.' for n in names)\n"
         "print(sorted(m for m in sys.modules if m in names or m.startswith(subs)))\n"
     )
@@ -35,4 +34,13 @@ def test_the_run_command_imports_none_of_the_other_commands() -> None:
         [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60
     )
     assert done.returncode == 0, done.stderr
-    assert done.stdout.strip() == "[]"
+    return done.stdout.strip()
+
+
+def test_the_run_command_imports_none_of_the_other_commands() -> None:
+    setup = "import workers.lean_redis\nfrom producers.run_cli import run_app\nrun_app()"
+    assert _unused(setup, NOT_FOR_RUN) == "[]"
+
+
+def test_a_worker_that_does_not_trace_imports_no_tracing_sdk() -> None:
+    assert _unused("import workers.process", ("opentelemetry.sdk", "psutil")) == "[]"

@@ -15,7 +15,8 @@ from opentelemetry.trace import (
     set_span_in_context,
 )
 
-from workers.tracing import env_sampler, extract
+from workers.sampling import env_sampler
+from workers.tracing import extract
 
 TRACE_ID = 0x4BF92F3577B34DA6A3CE929D0E0E4736
 
