@@ -23,7 +23,6 @@ from providers.fake_server.wire import (
     request_id,
     text_of,
 )
-from schemas.tokens import estimate_tokens
 
 #: kind -> (status, error.type, message) as the Anthropic errors page documents them.
 ERRORS: dict[str, tuple[int, str, str]] = {
@@ -112,8 +111,7 @@ class AnthropicWire(Wire):
 
     def success(self, call: Call, fault: Fault, text: str, window: WindowState | None) -> Reply:
         refused = fault.kind == "content_filter"
-        prompt = fault.input_tokens if fault.input_tokens is not None else call.input_tokens
-        output = fault.output_tokens if fault.output_tokens is not None else estimate_tokens(text)
+        prompt, output = call.usage(fault, text)
         finish = fault.finish_reason or "stop"
         content: list[dict[str, Any]] = []
         thinking = call.body.get("thinking")

@@ -20,7 +20,6 @@ from providers.fake_server.wire import (
     json_reply,
     text_of,
 )
-from schemas.tokens import estimate_tokens
 
 #: kind -> (status, error text). Ollama errors are only `{"error": "..."}`.
 ERRORS: dict[str, tuple[int, str]] = {
@@ -99,7 +98,7 @@ class OllamaWire(Wire):
         return auth.removeprefix("Bearer ").strip() or None
 
     def success(self, call: Call, fault: Fault, text: str, window: WindowState | None) -> Reply:
-        prompt = fault.input_tokens if fault.input_tokens is not None else call.input_tokens
+        prompt, output = call.usage(fault, text)
         if call.kind == "embeddings":
             dims = call.body.get("dimensions") or self.embedding_dimensions
             vectors = [answers.fake_vector(t, dims) for t in call.inputs]
@@ -113,7 +112,6 @@ class OllamaWire(Wire):
                     "prompt_eval_count": prompt,
                 },
             )
-        output = fault.output_tokens if fault.output_tokens is not None else estimate_tokens(text)
         done_reason = fault.finish_reason or ("stop" if call.messages else "load")
         message: dict[str, Any] = {"role": "assistant", "content": "" if call.stream else text}
         if fault.tool_calls:

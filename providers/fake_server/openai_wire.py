@@ -21,7 +21,6 @@ from providers.fake_server.wire import (
     request_id,
 )
 from schemas.bodies import BodyError, check_body
-from schemas.tokens import estimate_tokens
 
 #: kind -> (status, error.type, error.code, message) as OpenAI sends them.
 ERRORS: dict[str, tuple[int, str, str | None, str]] = {
@@ -132,8 +131,7 @@ class OpenAIWire(Wire):
         return auth.removeprefix("Bearer ").strip() or None
 
     def success(self, call: Call, fault: Fault, text: str, window: WindowState | None) -> Reply:
-        prompt = fault.input_tokens if fault.input_tokens is not None else call.input_tokens
-        output = fault.output_tokens if fault.output_tokens is not None else estimate_tokens(text)
+        prompt, output = call.usage(fault, text)
         body = call.body
         answer: dict[str, Any] | None
         if call.kind == "embeddings":

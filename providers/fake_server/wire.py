@@ -50,6 +50,13 @@ class Call:
         texts = [text for _, text in self.messages] + self.inputs
         return sum(estimate_tokens(text) for text in texts)
 
+    def usage(self, fault: Fault, text: str) -> tuple[int, int]:
+        """(input, output) tokens the answer `text` reports: the fault's scripted counts where
+        it sets them, else the prompt's and the text's estimates."""
+        prompt = fault.input_tokens if fault.input_tokens is not None else self.input_tokens
+        output = fault.output_tokens if fault.output_tokens is not None else estimate_tokens(text)
+        return prompt, output
+
     @property
     def budget_tokens(self) -> int:
         """What a TPM limit charges up front: prompt plus requested output (as OpenAI does)."""
