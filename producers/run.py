@@ -352,12 +352,16 @@ def _follow(
         while True:
             if latch.received:
                 raise RunInterrupted(latch.exit_code)
+            # Write what arrived, then read the record: a record read first could say "not
+            # finished" just before the last results came in, and the step after writing them
+            # waited out a whole block (up to 0.2 s at the end of every run) to learn that the
+            # batch had finished. What arrives after this read is written by the caller.
+            writer.step()
             batch = client.batch(batch_id)
             c = batch.counts
             bar.update(
                 task, total=c.total, completed=c.done, failed=c.failed, rate=pace(batch).rate_per_s
             )
-            writer.step()
             if batch.finished:
                 return batch
             if supervisor.failed:
