@@ -67,12 +67,10 @@ class Limiter:
         self.cfg = cfg
         self.keys = Keys(namespace)
         self.pause_key = self.keys.limit(endpoint).pause
-        self._admit = register(client, Lua.LIMIT_ADMIT)
-        self._release = register(client, Lua.LIMIT_RELEASE)
         self._pause = register(client, Lua.LIMIT_PAUSE)
         self._client = client
-        #: Admits and releases of concurrent requests share one pipeline per loop turn.
-        self._pipe = ScriptPipe(client)
+        #: Admits and releases of concurrent requests share one round trip per loop turn.
+        self._pipe = ScriptPipe(client, (Lua.LIMIT_RELEASE, Lua.LIMIT_ADMIT))
         #: Lease ids: unique per process by a random prefix, then a counter (a uuid4 per
         #: request cost an os.urandom call each).
         self._lease_prefix = uuid.uuid4().hex[:16]
@@ -133,7 +131,9 @@ class Limiter:
                 tokens,
                 int(self.announces),
             ]
-            ok, wait_ms, probe = await self._pipe.call(self._admit, scopes[0], [*args, *scopes[1]])
+            ok, wait_ms, probe = await self._pipe.call(
+                Lua.LIMIT_ADMIT, scopes[0], [*args, *scopes[1]]
+            )
             if int(ok):
                 lease.probe = bool(int(probe))
                 lease.admitted_ms = now_ms
@@ -177,7 +177,7 @@ class Limiter:
             lease.admitted_ms,
             *limits,
         ]
-        await self._pipe.call(self._release, keys, args)
+        await self._pipe.call(Lua.LIMIT_RELEASE, keys, args)
         if answered:
             self._pause_value = None
 

@@ -15,7 +15,7 @@ for the limiter's ~20-argument script calls was ~10% of a worker's CPU.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from importlib import import_module
 from typing import Any, Generic, TypeVar, cast
 
@@ -28,7 +28,7 @@ from redis.typing import EncodableT
 from schemas.result import LLMResult
 from workers.protocol.keys import Keys
 from workers.protocol.results import ResultItem, write_call
-from workers.protocol.scripts import Lua, register
+from workers.protocol.scripts import Lua, batch_args, batched, register
 
 T = TypeVar("T")
 
@@ -180,32 +180,49 @@ class ResultCheck(Coalescer[tuple[str, str]]):
         return answers
 
 
-class ScriptPipe(Coalescer[tuple[AsyncScript, list[str], list[EncodableT]]]):
-    """Script calls made while one pipeline is in flight go together in the next one (each
-    script still runs on its own, in call order): the rate limiter's admit and release cost
-    one round trip per loop turn instead of one per request (#22)."""
+class ScriptPipe(Coalescer[tuple[Lua, list[str], list[EncodableT]]]):
+    """Script calls made while one flush is in flight go together in the next one, as one
+    `batched` EVALSHA per script (each call still runs on its own, in call order within its
+    script): the rate limiter's admits and releases cost one round trip per loop turn, and
+    one reply each, instead of one per request (#22).
 
-    def __init__(self, client: aioredis.Redis) -> None:
+    Scripts run in the order given: the limiter's releases before its admits, so capacity
+    given back in a loop turn is there for that turn's admits.
+    """
+
+    def __init__(self, client: aioredis.Redis, scripts: Sequence[Lua]) -> None:
         super().__init__()
         self.client = client
+        self._batched = {s: client.register_script(batched(s)) for s in scripts}
 
-    async def call(self, script: AsyncScript, keys: list[str], args: list[EncodableT]) -> Any:
-        """The reply of `script(keys=keys, args=args)`."""
+    async def call(self, script: Lua, keys: list[str], args: list[EncodableT]) -> Any:
+        """The reply of `script` run with `keys` and `args`."""
         return await self._ask((script, keys, args))
 
-    async def _send(
-        self, items: list[tuple[AsyncScript, list[str], list[EncodableT]]]
-    ) -> list[Any]:
-        def evalsha(item: tuple[AsyncScript, list[str], list[EncodableT]]) -> Command:
-            script, keys, args = item
-            return ("EVALSHA", script.sha, len(keys), *keys, *args)
+    async def _send(self, items: list[tuple[Lua, list[str], list[EncodableT]]]) -> list[Any]:
+        groups: dict[Lua, list[int]] = {s: [] for s in self._batched}
+        for i, (script, _, _) in enumerate(items):
+            groups[script].append(i)
+        calls = [(self._batched[s], at) for s, at in groups.items() if at]
 
-        replies = await exchange(self.client, [evalsha(item) for item in items])
-        missing = [i for i, reply in enumerate(replies) if isinstance(reply, NoScriptError)]
+        def evalsha(script: AsyncScript, at: list[int]) -> Command:
+            call = batch_args([(items[i][1], items[i][2]) for i in at])
+            return ("EVALSHA", script.sha, len(call["keys"]), *call["keys"], *call["args"])
+
+        replies = await exchange(self.client, [evalsha(*c) for c in calls])
+        missing = [j for j, reply in enumerate(replies) if isinstance(reply, NoScriptError)]
         if missing:  # first use, or Redis restarted: those did not run, so they run now
-            for script in {id(items[i][0]): items[i][0] for i in missing}.values():
-                script.sha = await self.client.script_load(script.script)
-            again = await exchange(self.client, [evalsha(items[i]) for i in missing])
-            for i, reply in zip(missing, again, strict=True):
-                replies[i] = reply
-        return replies
+            for j in missing:
+                calls[j][0].sha = await self.client.script_load(calls[j][0].script)
+            again = await exchange(self.client, [evalsha(*calls[j]) for j in missing])
+            for j, reply in zip(missing, again, strict=True):
+                replies[j] = reply
+        answers: list[Any] = [None] * len(items)
+        for (_, at), reply in zip(calls, replies, strict=True):
+            if isinstance(reply, ResponseError):  # the whole call failed
+                for i in at:
+                    answers[i] = reply
+            else:  # a call's own failure is its ResponseError in the list
+                for i, answer in zip(at, reply, strict=True):
+                    answers[i] = answer
+        return answers

@@ -53,6 +53,51 @@ def source(script: Lua) -> str:
     return _INCLUDE.sub(lambda m: folder.joinpath("lib", f"{m[1]}.lua").read_text(), text)
 
 
+#: `batched(script)`: one EVALSHA running `script` once per call it packs. The script's text
+#: (with its includes) becomes the body of `one`, whose parameters shadow the globals, so
+#: each call sees its own KEYS and ARGV. ARGV: the number of calls, then per call its key
+#: count, its argument count and its arguments; KEYS: every call's keys in order. Replies
+#: are the calls' replies in order; a call that raised answers with its error (the calls
+#: before it kept their effects, as separate EVALSHAs would have).
+_BATCHED = """local function one(KEYS, ARGV)
+%s
+end
+local out, k, a = {}, 1, 2
+for n = 1, tonumber(ARGV[1]) do
+  local nk, na = tonumber(ARGV[a]), tonumber(ARGV[a + 1])
+  local keys, argv = {}, {}
+  for j = 1, nk do keys[j] = KEYS[k + j - 1] end
+  for j = 1, na do argv[j] = ARGV[a + 1 + j] end
+  k, a = k + nk, a + 2 + na
+  local ok, reply = pcall(one, keys, argv)
+  if ok then
+    out[n] = reply
+  else
+    out[n] = {err = type(reply) == 'table' and reply.err or tostring(reply)}
+  end
+end
+return out
+"""
+
+
+@cache
+def batched(script: Lua) -> str:
+    """`script` run once per packed call in a single script call (see `_BATCHED`): a
+    worker's limiter admits and releases every request of a loop turn with one EVALSHA
+    each, one reply to read instead of one per request (#22)."""
+    return _BATCHED % source(script)
+
+
+def batch_args(calls: list[tuple[list[str], list[EncodableT]]]) -> ScriptCall:
+    """The keys and arguments of one `batched` call packing `calls` (keys, args each)."""
+    keys: list[str] = []
+    args: list[EncodableT] = [len(calls)]
+    for call_keys, call_args in calls:
+        keys += call_keys
+        args += [len(call_keys), len(call_args), *call_args]
+    return {"keys": keys, "args": args}
+
+
 @overload
 def register(client: aioredis.Redis, script: Lua) -> AsyncScript: ...
 @overload

@@ -1,0 +1,52 @@
+"""The limiter's script pipe against a real Redis: a loop turn's calls go as one batched
+EVALSHA per script, releases before admits, and a call that fails fails alone."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+import redis.asyncio as aioredis
+from redis.exceptions import ResponseError
+
+from workers.protocol.keys import Keys
+from workers.protocol.scripts import Lua
+from workers.results import ScriptPipe
+
+pytestmark = pytest.mark.integration
+SCOPE = Keys("t").limit("ep")
+
+
+async def test_releases_of_a_turn_run_before_its_admits_and_a_failing_call_fails_alone(
+    redis_url: str,
+) -> None:
+    client = aioredis.Redis.from_url(redis_url)
+    try:
+        pipe = ScriptPipe(client, (Lua.LIMIT_RELEASE, Lua.LIMIT_ADMIT))
+        keys, now = list(SCOPE), time.time() * 1000
+
+        async def admit(lease: str, conc: object = 1) -> object:
+            # one scope: max concurrency 1, no rpm/tpm, no gate
+            return await pipe.call(Lua.LIMIT_ADMIT, keys, [now, lease, 60_000, 10, 0, 0, 0, conc])
+
+        def release(lease: str) -> list[object]:
+            return [now, lease, 0, 0, 0, 1, 0, 10, -1, -1, -1, -1, -1, -1, now, 0, 0, 1]
+
+        # Both scripts loaded first: a script Redis does not know yet runs after the others.
+        assert await pipe.call(Lua.LIMIT_RELEASE, keys, release("none")) == 1
+        assert await admit("a") == [1, b"0", 0]
+        b, released, bad, c = await asyncio.gather(
+            admit("b"),  # asked before the release, in the same turn: runs after it
+            pipe.call(Lua.LIMIT_RELEASE, keys, release("a")),
+            admit("bad", conc="x"),  # Lua compares nil with a number: this call's error
+            admit("c"),  # the lease is b's now
+            return_exceptions=True,
+        )
+        assert b == [1, b"0", 0]
+        assert released == 1
+        assert isinstance(bad, ResponseError)
+        assert isinstance(c, list) and c[0] == 0 and int(c[1]) > 0
+        assert await client.zrange(SCOPE.leases, 0, -1) == [b"b"]
+    finally:
+        await client.aclose()
