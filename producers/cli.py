@@ -5,19 +5,17 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
-import sys
 import time
 from collections import Counter
 from pathlib import Path
 from typing import Annotated
 
-import orjson
 import typer
 from rich.table import Table
 
 from producers.client import Client, FailedRequest
 from producers.collect import Format, collect
-from producers.console import err, out, user_errors
+from producers.console import JsonOpt, err, out, print_report, user_errors
 from producers.gateway_cli import gateway as gateway_cmd
 from producers.gmn_cli import gmn_app
 from producers.progress import describe
@@ -211,7 +209,7 @@ def _n(value: float | int | None) -> str:
 @app.command(name="report")
 def report_cmd(
     batch_id: str,
-    as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+    as_json: JsonOpt = False,
     top: Annotated[int, typer.Option(min=1, help="Errors to list.")] = 10,
     config: ConfigOpt = None,
 ) -> None:
@@ -221,11 +219,7 @@ def report_cmd(
     with user_errors(), _client(config) as client:
         for _, _, result in client.iter_results(batch_id):
             summary.add(result)
-    data = summary.to_dict(top)
-    if as_json:
-        sys.stdout.write(orjson.dumps(data, option=orjson.OPT_INDENT_2).decode() + "\n")
-        return
-    render_report(out, data)
+    print_report(summary.to_dict(top), as_json, render_report)
 
 
 @app.command()

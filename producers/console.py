@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from typing import Annotated, Any
 
+import orjson
 import redis
 import typer
 from rich.console import Console
@@ -18,6 +20,19 @@ from workers.protocol.batch_record import BatchNotFound
 err = Console(stderr=True, soft_wrap=True)
 # Piped output (scripts, CI) gets full-width tables instead of rich's 80-column default.
 out = Console(width=None if sys.stdout.isatty() else 200)
+
+#: The report commands' `--json`.
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print the report as JSON.")]
+
+
+def print_report(
+    data: dict[str, Any], as_json: bool, render: Callable[[Console, dict[str, Any]], None]
+) -> None:
+    """A report command's output: the report's dict as indented JSON, or rendered as tables."""
+    if as_json:
+        sys.stdout.write(orjson.dumps(data, option=orjson.OPT_INDENT_2).decode() + "\n")
+    else:
+        render(out, data)
 
 
 @contextmanager

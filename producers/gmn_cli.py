@@ -21,9 +21,10 @@ from rich.table import Table
 
 from producers import gmn
 from producers.client import Client
-from producers.console import err, out, user_errors
+from producers.console import JsonOpt, err, out, print_report, user_errors
 from producers.context_probe import route_context
 from producers.run import RunFailed, local_workers
+from producers.run_cli import ConfigOpt
 from producers.structured_report import (
     RoundCounts,
     errors_table,
@@ -85,7 +86,7 @@ def generate(
     rounds: Annotated[int, typer.Option(min=1, max=20, help="Answers per prompt, at most.")] = 3,
     processes: Annotated[int, typer.Option("--processes", "-p", min=1)] = 1,
     concurrency: Annotated[int, typer.Option("--concurrency", min=1, max=5000)] = 64,
-    config: Annotated[Path | None, typer.Option("--config", "-c")] = None,
+    config: ConfigOpt = None,
     route: Annotated[str | None, typer.Option(help="Named route from the config.")] = None,
     json_mode: Annotated[
         bool, typer.Option(help="Ask for the provider's JSON mode (every endpoint must have it).")
@@ -397,7 +398,7 @@ class GMNReport(RoundCounts):
 @gmn_app.command()
 def report(
     file: Annotated[Path, typer.Argument(help="Output of `batchyard gmn generate`.")],
-    as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+    as_json: JsonOpt = False,
     top: Annotated[int, typer.Option(min=1, help="Rule violations to list.")] = 10,
 ) -> None:
     """Validity per agent type and per round, and the most frequent rule violations."""
@@ -405,11 +406,7 @@ def report(
     with user_errors():
         for item in gmn.read_outcomes(file):
             summary.add(item)
-    data = summary.to_dict(top)
-    if as_json:
-        sys.stdout.write(orjson.dumps(data, option=orjson.OPT_INDENT_2).decode() + "\n")
-        return
-    render_report(out, data)
+    print_report(summary.to_dict(top), as_json, render_report)
 
 
 def render_report(console: Console, data: dict[str, Any]) -> None:
