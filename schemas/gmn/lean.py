@@ -31,8 +31,9 @@ from typing import Any, Final
 import orjson
 
 from ._common import MAX_DIMENSION
+from .copies import same_structure, structure
 from .layouts import SKELETONS as SKELETONS
-from .layouts import layout, slot_id
+from .layouts import Edges, Slots, layout, slot_id
 from .prompts import ANSWER_INSTRUCTION, GMNConstraints, GMNTaskData, system_text
 from .stated import StatedSize
 
@@ -161,6 +162,36 @@ def layouts_for(c: GMNConstraints, layouts: list[str]) -> list[str]:
         if found is not None and (c.max_nodes is None or len(found[0]) <= c.max_nodes):
             names.append(name)
     return names or skeletons_for(c)[:1]
+
+
+def _graph(slots: Slots, edges: Edges) -> dict[str, Any]:
+    """A layout as a document without sizes (ids by slot)."""
+    ids = [f"{prefix}_{i}" for i, (_, prefix) in enumerate(slots)]
+    return {
+        "nodes": [{"id": i, "type": kind} for i, (kind, _) in zip(ids, slots, strict=True)],
+        "edges": [{"source": ids[a], "target": ids[b], "type": k} for a, b, k in edges],
+    }
+
+
+def unlike_examples(layouts: list[str], examples: list[dict[str, Any]]) -> list[str]:
+    """The layouts whose graph is none of the shown examples' (a 0.5B model answers the
+    example's graph and sizes: a copy, GMN091); all of them if that leaves none."""
+    shown = []
+    for doc in examples:
+        bare = {
+            "nodes": [{"id": n.get("id"), "type": n.get("type")} for n in doc.get("nodes", [])],
+            "edges": doc.get("edges", []),
+        }
+        found = structure(bare)
+        if found is not None:
+            shown.append(found)
+    kept = []
+    for name in layouts:
+        found_layout = layout(name)
+        mine = structure(_graph(*found_layout)) if found_layout is not None else None
+        if mine is None or not any(same_structure(mine, other) for other in shown):
+            kept.append(name)
+    return kept or layouts
 
 
 def lean_json_schema(

@@ -25,7 +25,7 @@ from .feedback import (
     truncation_note,
 )
 from .grounding import check_agent_type
-from .lean import NO_EXAMPLE_HEAD, SIMPLIFY_HEAD
+from .lean import NO_EXAMPLE_HEAD, SIMPLIFY_HEAD, layouts_for, unlike_examples
 from .model import GMNError
 from .prompts import (
     ANSWER_INSTRUCTION,
@@ -218,17 +218,21 @@ def first_round(
         )
         example = "none"
         budget, _ = fit_first(_turns(request), max_tokens, context_tokens)
+    keys = examples_for(spec.agent_type, example, profile == "lean")
+    layouts = None
+    if profile != "full":  # what the lean schema offers: the prompt's layouts, no example's
+        suggested = suggested_layouts(spec.prompt, spec.agent_type, stated)
+        shown = [doc for _, doc in example_documents(keys)]
+        layouts = unlike_examples(layouts_for(spec.constraints, suggested), shown)
     data = GMNTaskData(
         agent_type=spec.agent_type,
         constraints=spec.constraints,
-        examples=examples_for(spec.agent_type, example, profile == "lean"),
+        examples=keys,
         profile=profile,
         context_tokens=context_tokens,
         prompt_chars=len(spec.prompt),
         stated=stated,
-        layouts=None
-        if profile == "full"
-        else suggested_layouts(spec.prompt, spec.agent_type, stated),
+        layouts=layouts,
     )
     return request.with_body(max_tokens=budget), data
 

@@ -269,3 +269,22 @@ def test_the_mock_keeps_the_sizes_the_prompt_states() -> None:
         document = build_document(prompt, agent, GMNConstraints(), _rng())
         assert validate_gmn(orjson.dumps(document)).valid
         assert check_stated(document, stated_sizes(prompt)) == [], prompt
+
+
+def test_the_layout_of_the_shown_example_is_not_offered_when_another_fits() -> None:
+    # an explorer (belief or core) shown the trader example (core): core would invite a copy
+    spec = GMNPrompt(
+        custom_id="x", prompt="A scout that prefers safe cells.", agent_type="explorer"
+    )
+    _, contrast = first_round(spec, profile="lean", example="contrast")
+    assert contrast.examples == ["lean:trader"] and contrast.layouts == ["belief"]
+    _, bare = first_round(spec, profile="lean", example="none")
+    assert bare.layouts == ["belief", "core"]
+    # the only layout a prompt suggests stays, even when it is the example's
+    talk = GMNPrompt(
+        custom_id="y", prompt="It may ask a language model for advice.", agent_type="general"
+    )
+    _, shown = first_round(talk, profile="lean", example="contrast")
+    assert shown.examples == ["lean:coordinator"] and shown.layouts == ["llm_advice"]
+    _, full = first_round(spec)
+    assert full.layouts is None  # the full notation has no layouts
