@@ -156,16 +156,22 @@ def collect(
     on_progress: Callable[[int], None] | None = None,
     poll_s: float = 1.0,
     wait_for_batch_s: float = 600.0,
+    known: bool = False,
 ) -> CollectReport:
-    """Append results not yet written to `output` (successes) and `errors` (the rest)."""
+    """Append results not yet written to `output` (successes) and `errors` (the rest).
+
+    `known`: the caller knows the batch exists (`batchyard run`, which reads its record each
+    step anyway), so the check for an unknown id, a round trip and a record read, is skipped.
+    """
     errors = errors or output.with_name(output.stem + ".errors" + output.suffix)
-    _await_batch(
-        client,
-        batch_id,
-        wait_s=wait_for_batch_s if follow else 0.0,
-        poll_s=poll_s,
-        follow=follow,
-    )
+    if not known:
+        _await_batch(
+            client,
+            batch_id,
+            wait_s=wait_for_batch_s if follow else 0.0,
+            poll_s=poll_s,
+            follow=follow,
+        )
     try:
         return _collect(client, batch_id, output, errors, follow, fmt, on_progress, poll_s)
     except ConnectionError:  # gave up waiting for Redis: not a file problem

@@ -321,7 +321,7 @@ class _Writer:
         self.client.redis.xread(stream, count=1, block=max(1, int(seconds * 1000)))
 
     def step(self) -> None:
-        got = collect(self.client, self.batch_id, self.output, self.errors)
+        got = collect(self.client, self.batch_id, self.output, self.errors, known=True)
         self.report.written += got.written
         self.report.succeeded += got.succeeded
         self.report.errored += got.errored
