@@ -26,7 +26,7 @@ from workers.protocol.blob import MessageBlob
 from workers.protocol.dead_letter import DeadLetter
 from workers.protocol.envelope import BatchEnvelopes
 from workers.protocol.keys import Keys
-from workers.tracing import enqueue_context
+from workers.tracing import enqueue_context, trace_enabled
 from workers.validators import schema_of
 
 Item = LLMRequest | dict[str, Any] | bytes | str
@@ -110,6 +110,8 @@ class ChunkBuilder:
         self.trace_link: SpanContext | None = None
         #: The endpoint kinds lines may address (None: any).
         self.kinds: frozenset[EndpointKind] | None = None
+        #: Whether tracing records spans, asked once per chunk (`build`).
+        self._tracing: bool | None = None
 
     def build(self, lines: list[tuple[int, Item]]) -> Chunk:
         """Validate every line of a chunk; bad lines become error results, never exceptions."""
@@ -117,6 +119,7 @@ class ChunkBuilder:
         now = time.time()
         # One prefix per chunk + a counter: unique ids without a uuid4 per message.
         prefix = chunk_prefix()
+        self._tracing = trace_enabled()
         for n, (number, item) in enumerate(lines):
             try:
                 request = self._request(item, number)
@@ -142,7 +145,9 @@ class ChunkBuilder:
         """Add the message of one line's first-hop job to the chunk's blob."""
         route = request.route
         endpoint = (route or self.route)[0].endpoint
-        trace = enqueue_context(endpoint, self.batch_id, self.trace_link, unique=redis_id)
+        trace = enqueue_context(
+            endpoint, self.batch_id, self.trace_link, unique=redis_id, enabled=self._tracing
+        )
         queue, _, data = self.envelopes.encode(
             key, request, trace, redis_id, now, route=route, task=task
         )

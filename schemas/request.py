@@ -116,6 +116,11 @@ class LLMRequest(BaseModel):
             body.update(params)
         return {**fields, "kind": "chat", "body": body}
 
+    @property
+    def is_plain(self) -> bool:
+        """Whether the request has none of batchyard's own fields (tier, route, options)."""
+        return self.tier is None and self.route is None and self.batchyard is None
+
     @classmethod
     def chat(
         cls,

@@ -198,15 +198,21 @@ def trace_id_of(carrier: Mapping[str, str]) -> str | None:
 
 
 def enqueue_context(
-    endpoint: str, batch_id: str, link: trace.SpanContext | None, *, unique: str | None = None
+    endpoint: str,
+    batch_id: str,
+    link: trace.SpanContext | None,
+    *,
+    unique: str | None = None,
+    enabled: bool | None = None,
 ) -> dict[str, str]:
     """Trace context for one enqueued request: a producer span when tracing is on.
 
     `unique`, 32 hex digits from a uuid4 (its version digit makes any 16 of them from the
     8th on non-zero), is used as the trace id when tracing is off: a producer already has
-    one per message, and it saves drawing random numbers on the submit path.
+    one per message, and it saves drawing random numbers on the submit path. `enabled` is
+    `trace_enabled()` when the caller asked it already (once per chunk, not per line).
     """
-    if not trace_enabled():
+    if not (trace_enabled() if enabled is None else enabled):
         if unique is not None:
             return {"traceparent": f"00-{unique}-{unique[8:24]}-00"}
         return random_traceparent()

@@ -277,6 +277,8 @@ USER = {"role": "user", "content": "hi"}
             "pattern",
         ),
         (line({"custom_id": "n", "kind": "images", "body": {}}), "kind", "unknown kind"),
+        (line(openai_line("x" * 513, "y")), "custom_id", "at most 512 characters"),
+        (line(openai_line("a\tb", "y")), "custom_id", "printable characters only"),
     ],
 )
 def test_bad_lines_name_the_line_and_the_field(

@@ -118,6 +118,23 @@ def test_batch_envelopes_equal_the_canonical_encoding(
     assert envelope.decode(got.data) == expected
 
 
+@pytest.mark.parametrize(
+    "req",
+    [
+        LLMRequest(custom_id="e-1", kind="embeddings", body={"model": "e", "input": ["a"]}),
+        # Values orjson does not encode go through pydantic's serializer, as before.
+        LLMRequest(custom_id="b-1", body={"messages": [], "raw": b"bytes", "ids": {1, 2}}),
+        LLMRequest(custom_id="t-1", tier="basic", body={"messages": []}),
+    ],
+)
+def test_batch_envelopes_write_every_request_as_pydantic_does(req: LLMRequest) -> None:
+    fast = BatchEnvelopes("batch_1", ROUTE)
+    got = fast.encode(req.custom_id, req, {}, "r" * 32, 1.0)
+    expected = orjson.loads(LLMRequest.__pydantic_serializer__.to_json(req, exclude_defaults=True))
+    assert orjson.loads(got.data)["args"][0]["request"] == expected
+    assert envelope.decode(got.data).request == LLMRequest.model_validate(expected)
+
+
 # --- dead letter --------------------------------------------------------------------------
 
 

@@ -123,7 +123,7 @@ class BatchEnvelopes:
         job = {
             **self._shared,
             "key": key,
-            "request": orjson.Fragment(_REQUEST_JSON(request, exclude_defaults=True)),
+            "request": _plain_json(request) if request.is_plain else _request_json(request),
             "enqueued_at": now,
             "trace": trace,
         }
@@ -134,4 +134,22 @@ class BatchEnvelopes:
         if task is not None:
             job["task"] = task
         options = {"redis_message_id": redis_id}
-        return Envelope(queue, redis_id, _message(queue, self.actor, job, options, now))
+        try:
+            data = _message(queue, self.actor, job, options, now)
+        except TypeError:  # a body value only pydantic serializes (bytes, a set, a model...)
+            job["request"] = _request_json(request)
+            data = _message(queue, self.actor, job, options, now)
+        return Envelope(queue, redis_id, data)
+
+
+def _request_json(request: LLMRequest) -> orjson.Fragment:
+    return orjson.Fragment(_REQUEST_JSON(request, exclude_defaults=True))
+
+
+def _plain_json(request: LLMRequest) -> dict[str, Any]:
+    """What `_request_json` writes for a request of three fields, as a dict that orjson
+    encodes with the envelope: a line's body is serialized once, not by pydantic first
+    (its serializer was ~10 % of a submitted line's cost)."""
+    if request.kind == "chat":  # the default, left out like `exclude_defaults` does
+        return {"custom_id": request.custom_id, "body": request.body}
+    return {"custom_id": request.custom_id, "kind": request.kind, "body": request.body}
