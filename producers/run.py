@@ -31,7 +31,6 @@ from producers.submit import new_batch_id
 from schemas.batch import Batch
 from schemas.config import AppConfig, load_config
 from schemas.settings import Settings
-from workers.dramatiq_ext.dispatch import heartbeats_key
 from workers.lifetime import SignalLatch
 from workers.protocol.keys import Keys
 from workers.redis_server import RedisServer
@@ -168,6 +167,10 @@ def _requeue_orphans(url: str, settings: Settings) -> None:
     rather than after the heartbeat timeout; and drop the concurrency leases their calls held
     (a cut call's lease would hold its place under adaptive concurrency for the lease's whole
     TTL). Only safe on a Redis no other worker uses."""
+    # Here, not at the top: it imports dramatiq, which only a resumed run needs in this
+    # process (the workers are other processes), #22.
+    from workers.dramatiq_ext.dispatch import heartbeats_key
+
     client = redis.Redis.from_url(url)
     try:
         keys = Keys(settings.namespace)

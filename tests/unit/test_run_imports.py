@@ -9,7 +9,8 @@ import sys
 from tests.conftest import ROOT
 
 #: Modules, with their submodules, a run does not use: the other commands, GMN, the gateway,
-#: and OpenTelemetry's SDK (imported where tracing is set up: `workers.tracing`).
+#: OpenTelemetry's SDK (imported where tracing is set up: `workers.tracing`), and dramatiq
+#: (the workers are other processes; a resumed run imports it to requeue orphans).
 NOT_FOR_RUN = (
     "producers.cli",
     "producers.gmn",
@@ -19,6 +20,7 @@ NOT_FOR_RUN = (
     "schemas.gmn",
     "opentelemetry.exporter",
     "opentelemetry.sdk",
+    "dramatiq",
 )
 
 
