@@ -64,8 +64,12 @@ def _id_pattern(prefix: str) -> dict[str, Any]:
 
 
 def _bounds(kind: str, agent_type: str, c: GMNConstraints, observations: int) -> tuple[int, int]:
-    """(minimum, maximum) of a lean node's size (at most `LEAN_MAX_SIZE`)."""
+    """(minimum, maximum) of a lean node's size (at most `LEAN_MAX_SIZE`); states and
+    observations at least 2 where the constraints allow (a real-model run answered a reader
+    with 1 state and 1 observation: nothing to tell apart, nothing to learn)."""
     least, most = size_bounds(kind, agent_type, c, observations)
+    if kind in ("state", "observation"):
+        least = max(least, min(2, most))
     return least, min(most, LEAN_MAX_SIZE)
 
 

@@ -288,3 +288,17 @@ def test_the_layout_of_the_shown_example_is_not_offered_when_another_fits() -> N
     assert shown.examples == ["lean:coordinator"] and shown.layouts == ["llm_advice"]
     _, full = first_round(spec)
     assert full.layouts is None  # the full notation has no layouts
+
+
+def test_lean_states_and_observations_have_two_values_unless_a_constraint_says_less() -> None:
+    schema = lean_json_schema("general", GMNConstraints(), [], ["core"])
+    check = Draft202012Validator(schema)
+    document = filled(schema, 0)
+    sizes = {n["type"]: n.get("properties") for n in document["nodes"]}
+    assert sizes["state"] == {"num_states": 2} and sizes["observation"] == {"num_observations": 2}
+    assert sizes["action"] == {"num_actions": 1}  # a general agent may have one action
+    next(n for n in document["nodes"] if n["type"] == "state")["properties"]["num_states"] = 1
+    assert list(check.iter_errors(document))
+    capped = lean_json_schema("general", GMNConstraints(max_states=1), [], ["core"])
+    one = filled(capped, 0)
+    assert next(n for n in one["nodes"] if n["type"] == "state")["properties"] == {"num_states": 1}
