@@ -37,6 +37,10 @@ DIMENSIONS: Final[dict[str, tuple[str, str]]] = {
     "observation": ("num_observations", "observation_names"),
     "action": ("num_actions", "action_names"),
 }
+#: Variable node type -> (its size property, the constraint that caps that size).
+SIZE_LIMITS: Final[dict[str, tuple[str, str]]] = {
+    kind: (dim, "max_" + dim.removeprefix("num_")) for kind, (dim, _) in DIMENSIONS.items()
+}
 # Reserved property -> node types allowed to carry it (SPEC §1.1).
 RESERVED: Final[dict[str, frozenset[str]]] = {
     "matrix": frozenset({"likelihood", "transition"}),

@@ -24,7 +24,14 @@ from typing import Any, Final
 
 from jsonschema import Draft202012Validator
 
-from ._common import EDGE_TYPES, MAX_DIMENSION, MAX_ID_LEN, MAX_NAME_LEN, NODE_ORDER
+from ._common import (
+    DIMENSIONS,
+    EDGE_TYPES,
+    MAX_DIMENSION,
+    MAX_ID_LEN,
+    MAX_NAME_LEN,
+    NODE_ORDER,
+)
 
 SCHEMA_ID: Final = "https://batchyard.dev/schemas/gmn/v1.json"
 _NULL: Final[dict[str, Any]] = {"type": "null"}
@@ -67,13 +74,8 @@ def _properties(kind: str, decoding: bool) -> tuple[dict[str, Any], list[str]]:
         names["uniqueItems"] = True
     props: dict[str, Any] = {key: _NULL for key in _RESERVED}
     required: list[str] = []
-    dimensions = {
-        "state": ("num_states", "state_names"),
-        "observation": ("num_observations", "observation_names"),
-        "action": ("num_actions", "action_names"),
-    }
-    if kind in dimensions:
-        dim, names_key = dimensions[kind]
+    if kind in DIMENSIONS:
+        dim, names_key = DIMENSIONS[kind]
         props[dim] = size
         props[names_key] = _nullable(names)
         required.append(dim)

@@ -40,27 +40,15 @@ SKELETONS: Final[dict[str, tuple[Slots, Edges]]] = {
     "belief": _BELIEF,
     # two observation modalities of one state, each through its own likelihood
     "two_sensors": (
-        (
-            ("state", "state"),
-            ("observation", "obs"),
+        _BASE[0]
+        + (
             ("observation", "obs2"),
-            ("action", "act"),
-            ("likelihood", "lik"),
             ("likelihood", "lik2"),
-            ("transition", "trans"),
             ("belief", "belief"),
             ("preference", "pref"),
         ),
-        (
-            (0, 4, "depends_on"),
-            (4, 1, "generates"),
-            (0, 5, "depends_on"),
-            (5, 2, "generates"),
-            (0, 6, "depends_on"),
-            (3, 6, "depends_on"),
-            (7, 0, "depends_on"),
-            (8, 1, "depends_on"),
-        ),
+        _BASE[1]
+        + ((0, 6, "depends_on"), (6, 5, "generates"), (7, 0, "depends_on"), (8, 1, "depends_on")),
     ),
     # belief + an llm_query asked on the observation, updating a policy that steers the action
     "llm_advice": (
@@ -75,28 +63,21 @@ EXTRA_LAYOUTS: Final[dict[str, tuple[Slots, Edges]]] = {
     # two state factors (a position and a resource, the market and a holding), each observed
     # through its own likelihood and moved by the one action through its own transition
     "two_factor": (
-        (
-            ("state", "state"),
+        _BASE[0]
+        + (
             ("state", "state2"),
-            ("observation", "obs"),
             ("observation", "obs2"),
-            ("action", "act"),
-            ("likelihood", "lik"),
             ("likelihood", "lik2"),
-            ("transition", "trans"),
             ("transition", "trans2"),
             ("preference", "pref"),
         ),
-        (
-            (0, 5, "depends_on"),
-            (5, 2, "generates"),
-            (1, 6, "depends_on"),
-            (6, 3, "generates"),
-            (0, 7, "depends_on"),
-            (4, 7, "depends_on"),
-            (1, 8, "depends_on"),
-            (4, 8, "depends_on"),
-            (9, 2, "depends_on"),
+        _BASE[1]
+        + (
+            (5, 7, "depends_on"),
+            (7, 6, "generates"),
+            (5, 8, "depends_on"),
+            (2, 8, "depends_on"),
+            (9, 1, "depends_on"),
         ),
     ),
     # a goal or context state above the moves (with its own belief) steering a policy that

@@ -30,7 +30,7 @@ from typing import Any, Final
 
 import orjson
 
-from ._common import MAX_DIMENSION
+from ._common import MAX_DIMENSION, SIZE_LIMITS
 from .copies import same_structure, structure
 from .layouts import SKELETONS as SKELETONS
 from .layouts import Edges, Slots, layout, slot_id
@@ -52,11 +52,6 @@ PREFIX: Final[dict[str, str]] = {
 #: Largest size the lean schema lets a model write (the prompts need at most 25).
 LEAN_MAX_SIZE: Final = 100
 _SUFFIX: Final = "[a-z][a-z_]{2,29}"
-_SIZES: Final[dict[str, tuple[str, str]]] = {
-    "state": ("num_states", "max_states"),
-    "observation": ("num_observations", "max_observations"),
-    "action": ("num_actions", "max_actions"),
-}
 
 
 def _id_pattern(prefix: str) -> dict[str, Any]:
@@ -78,7 +73,7 @@ def size_bounds(
 ) -> tuple[int, int]:
     """(minimum, maximum) of a variable node's size: the constraint caps it; what the agent
     type implies (GMN092/095/096) raises the floor unless the constraint rules that out."""
-    _, limit_key = _SIZES[kind]
+    _, limit_key = SIZE_LIMITS[kind]
     limit = getattr(c, limit_key)
     most = limit if limit is not None else MAX_DIMENSION
     least = 1
@@ -119,8 +114,8 @@ def _node(
         "additionalProperties": False,
     }
     props: dict[str, Any] | None = None
-    if kind in _SIZES and bounds is not None:
-        props = {_SIZES[kind][0]: _size(*bounds)}
+    if kind in SIZE_LIMITS and bounds is not None:
+        props = {SIZE_LIMITS[kind][0]: _size(*bounds)}
     elif kind == "llm_query":
         props = {"prompt_template": {"type": "string", "minLength": 1, "maxLength": 120}}
     if props is not None:
@@ -239,7 +234,7 @@ def _lean_schema(
         nodes = []
         seen: set[str] = set()
         for (kind, _), ident in zip(slots, ids, strict=True):
-            bounds = _bounds(kind, agent_type, c, obs) if kind in _SIZES else None
+            bounds = _bounds(kind, agent_type, c, obs) if kind in SIZE_LIMITS else None
             if bounds is not None and kind not in seen:
                 seen.add(kind)
                 bounds = stated_bounds(*bounds, _stated_for(kind, stated, obs))

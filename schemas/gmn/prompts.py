@@ -11,6 +11,7 @@ from schemas.batch_lines import LineError, json_object
 from schemas.request import CustomId, LLMRequest, Message
 from schemas.result import Usage
 
+from ._common import SIZE_LIMITS
 from .examples import ExampleChoice, example_block, examples_for
 from .feedback import group_errors, render_groups
 from .model import GMNError
@@ -363,12 +364,6 @@ def refine_request(
 
 # --- constraints (GMN090) ---------------------------------------------------------------------
 
-_LIMITED: Final[dict[str, tuple[str, str]]] = {
-    "state": ("num_states", "max_states"),
-    "observation": ("num_observations", "max_observations"),
-    "action": ("num_actions", "max_actions"),
-}
-
 
 def check_constraints(document: Any, constraints: GMNConstraints) -> list[GMNError]:
     """GMN090 errors for a decoded document that breaks the request's constraints."""
@@ -378,9 +373,9 @@ def check_constraints(document: Any, constraints: GMNConstraints) -> list[GMNErr
     errors: list[GMNError] = []
     limits = constraints.model_dump()
     for i, node in enumerate(nodes):
-        if not isinstance(node, dict) or node.get("type") not in _LIMITED:
+        if not isinstance(node, dict) or node.get("type") not in SIZE_LIMITS:
             continue
-        prop, limit_key = _LIMITED[node["type"]]
+        prop, limit_key = SIZE_LIMITS[node["type"]]
         props = node.get("properties")
         size = props.get(prop) if isinstance(props, dict) else None
         limit = limits[limit_key]

@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any, Final, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from ._common import SIZE_LIMITS
 from .model import GMNError
 
 if TYPE_CHECKING:
@@ -40,15 +41,9 @@ if TYPE_CHECKING:
 StatedKind = Literal["state", "observation", "action", "agents", "sensors"]
 SIZE_CODE: Final = "GMN097"
 COUNT_CODE: Final = "GMN098"
-_PROP: Final[dict[str, str]] = {
-    "state": "num_states",
-    "observation": "num_observations",
-    "action": "num_actions",
-}
+_PROP: Final[dict[str, str]] = {kind: prop for kind, (prop, _) in SIZE_LIMITS.items()}
 _CAP: Final[dict[str, str]] = {
-    "state": "max_states",
-    "observation": "max_observations",
-    "action": "max_actions",
+    **{kind: cap for kind, (_, cap) in SIZE_LIMITS.items()},
     "agents": "max_observations",
     "sensors": "max_nodes",
 }
