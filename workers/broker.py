@@ -27,7 +27,7 @@ from workers.protocol.lanes import ACTORS, LANES, queue_name
 log = logging.getLogger("batchyard.broker")
 
 
-def build_broker(settings: Settings, *, pool_size: int = 32, retries: int = 20) -> RedisBroker:
+def build_broker(settings: Settings, *, pool_size: int = 32, retries: int = 20) -> LaneBroker:
     """A RedisBroker whose dead-worker recovery takes seconds, not dramatiq's ~15 minutes."""
     if settings.redis_url is None:
         raise ValueError("REDIS_URL is not set")

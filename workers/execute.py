@@ -43,7 +43,7 @@ from workers.protocol.dead_letter import DeadLetter
 from workers.protocol.keys import Keys
 from workers.ratelimit import Limiter, MustWait
 from workers.requeue import Requeuer
-from workers.results import ResultCheck, ResultWriter
+from workers.results import FetchCheck, ResultCheck, ResultWriter
 from workers.structured import prepare
 from workers.tasks import Review, reviewer
 from workers.tracing import extract, span, trace_enabled, trace_id_of
@@ -79,6 +79,8 @@ class Executor:
         self._cancelled: set[str] = set()
         self._listener: asyncio.Task[None] | None = None
         self._checks: ResultCheck | None = None
+        #: Results checked by the consumer threads as messages are fetched (`FetchCheck`).
+        self.fetch_check: FetchCheck | None = None
 
     async def _start(self) -> tuple[ResultWriter, Requeuer]:
         if self._writer is None or self._requeuer is None:
@@ -255,6 +257,8 @@ class Executor:
 
     async def _has_result(self, job: Job) -> bool:
         """True when (batch, key) already has its result (checked before any call)."""
+        if self.fetch_check is not None and self.fetch_check.absent(job.batch_id, job.key):
+            return False  # checked as it was fetched
         if self._checks is None:
             assert self._redis is not None
             self._checks = ResultCheck(self._redis, self.keys)

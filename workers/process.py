@@ -41,6 +41,7 @@ from workers.lifetime import (
 from workers.logs import setup_logging
 from workers.protocol.connection import wait_for_redis
 from workers.protocol.lanes import LANES
+from workers.results import FetchCheck
 from workers.tracing import setup_tracing, shutdown_tracing
 from workers.warm import HANDOFF_FLAG
 
@@ -88,6 +89,9 @@ def start(settings: Settings, config: AppConfig, concurrency: int) -> RunningWor
     consumers = len(config.endpoints) * len(LANES) * 2  # a queue and its delay queue per lane
     broker = build_broker(settings, pool_size=consumers + 16)
     executor = Executor(settings, config, concurrency, broker)
+    # Results are checked as messages are fetched, in the consumer threads (`FetchCheck`).
+    executor.fetch_check = FetchCheck(broker.client, executor.keys)
+    broker.on_fetch = executor.fetch_check.fetched
 
     async def execute(payload: dict[str, Any]) -> None:
         await executor.run(payload)

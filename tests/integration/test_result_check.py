@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import asyncio
 
+import orjson
 import pytest
 import redis
 import redis.asyncio as aioredis
 
 from workers.protocol.keys import Keys
-from workers.results import ResultCheck
+from workers.results import FetchCheck, ResultCheck
 
 pytestmark = pytest.mark.integration
 KEYS = Keys("t")
@@ -33,3 +34,28 @@ def test_checks_of_several_batches_answer_per_key(redis_url: str) -> None:
             await client.aclose()
 
     assert asyncio.run(check()) == [True, False, True, True, False, False]
+
+
+def message(batch_id: str, key: str) -> bytes:
+    """A fetched dramatiq message whose first argument is a job."""
+    job = {"batch_id": batch_id, "key": key, "request": {}}
+    return orjson.dumps({"queue_name": "q", "actor_name": "a", "args": [job], "kwargs": {}})
+
+
+def test_a_fetch_check_remembers_each_key_without_a_result_once(redis_url: str) -> None:
+    sync = redis.Redis.from_url(redis_url)
+    sync.hset(KEYS.done("b1"), "a", "1-0")
+    sync.hset(KEYS.done("b1"), "b", "")
+    checks = FetchCheck(sync, KEYS)
+    # Given a fetch of stored, unstored and unreadable messages,
+    fetched = [message("b1", "a"), message("b1", "b"), message("b1", "c"), message("b2", "a")]
+    checks.fetched([*fetched, None, b"not json", orjson.dumps({"args": []})])
+    # only the keys without a result are absent, each once (a second delivery checks again),
+    assert [checks.absent(b, k) for b, k in [("b1", "a"), ("b1", "b")]] == [False, False]
+    assert [checks.absent(b, k) for b, k in [("b1", "c"), ("b2", "a")]] == [True, True]
+    assert not checks.absent("b1", "c") and not checks.absent("b2", "a")
+    # and a Redis that cannot answer leaves every key to the executor's own check.
+    sync.close()
+    down = FetchCheck(redis.Redis(port=1, socket_connect_timeout=0.2), KEYS)
+    down.fetched([message("b1", "c")])
+    assert not down.absent("b1", "c")

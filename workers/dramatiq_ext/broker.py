@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import threading
+from collections.abc import Callable
 from typing import Any
 
 import redis
@@ -76,6 +77,10 @@ class LaneBroker(RedisBroker):
         self.ack_owners: dict[str, dict[str, str]] = {}
         self.wake_events: dict[str, list[threading.Event]] = {}
         self.waker: Waker | None = None
+        #: Called in the consumer thread with each non-empty fetch (the messages' raw data),
+        #: before any of them is handed out: `workers.results.FetchCheck` asks Redis there
+        #: whether their results are stored, so the executor need not await that per message.
+        self.on_fetch: Callable[[list[bytes | None]], None] | None = None
 
     def consume(self, queue_name: str, prefetch: int = 1, timeout: int = 5000) -> Any:
         """A consumer of `queue_name` that backs off no longer than `idle_poll_ms` (in place

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 
 import redis
@@ -12,6 +13,8 @@ from dramatiq.errors import ConnectionClosed
 from dramatiq.message import Message
 
 from workers.dramatiq_ext.acks import AckBatcher
+
+log = logging.getLogger("batchyard.consumer")
 
 
 class BatchAckConsumer(_RedisConsumer):
@@ -55,6 +58,12 @@ class BatchAckConsumer(_RedisConsumer):
                     self.message_cache = messages = self.broker.do_fetch(
                         self.queue_name, self.prefetch - self.outstanding_message_count
                     )
+                    on_fetch = getattr(self.broker, "on_fetch", None)
+                    if messages and on_fetch is not None:
+                        try:
+                            on_fetch(messages)
+                        except Exception:  # a hint only: never lose fetched messages over it
+                            log.warning("fetch hook failed", exc_info=True)
                 if not messages:
                     self.misses, backoff_ms = compute_backoff(self.misses, max_backoff=self.timeout)
                     if self.wake.wait(backoff_ms / 1000):
