@@ -18,6 +18,7 @@ import pytest
 import redis
 import yaml
 
+from workers.lifetime import die_with_parent_preexec
 from workers.redis_server import RedisServer
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -104,7 +105,8 @@ def batchyard(*args: str, env: dict[str, str], cwd: Path, timeout_s: float = 120
 
 
 class WorkerPool:
-    """`batchyard worker` as a real subprocess, stopped with SIGTERM at the end."""
+    """`batchyard worker` as a real subprocess, stopped with SIGTERM at the end (or, when the
+    test process is killed before its teardown, by the parent-death signal)."""
 
     def __init__(self, env: dict[str, str], cwd: Path, *args: str) -> None:
         self.proc = subprocess.Popen(
@@ -112,6 +114,7 @@ class WorkerPool:
             env=env,
             cwd=cwd,
             start_new_session=True,
+            preexec_fn=die_with_parent_preexec(),
         )
 
     def children(self) -> list[int]:
