@@ -11,7 +11,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 import pytest
@@ -20,6 +20,10 @@ import yaml
 
 from workers.lifetime import die_with_parent_preexec
 from workers.redis_server import RedisServer
+
+if TYPE_CHECKING:
+    from producers.client import Client
+    from producers.gmn import GMNOutcome
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -227,3 +231,15 @@ def run_workers(
         return worker_pool(environ, "-p", str(processes), "--concurrency", str(concurrency))
 
     return start
+
+
+def gmn_outcomes(client: Client, rows: list[dict[str, Any]], **opts: Any) -> dict[str, GMNOutcome]:
+    """Run a GMN batch of `rows` (3 rounds) to the end; its outcomes by custom_id."""
+    batch_id = client.generate_gmn_batch(rows, rounds=3, **opts)
+    deadline = time.monotonic() + 60
+    found: dict[str, GMNOutcome] = {}
+    for _done, _total, items in client.follow_gmn(batch_id):
+        found.update((o.custom_id or "", o) for o in items)
+        assert time.monotonic() < deadline, f"batch {batch_id} not finished in 60s"
+    assert len(found) == len(rows)
+    return found

@@ -6,21 +6,19 @@ process, the fake OpenAI server; wire bodies asserted."""
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from typing import Any
 
 import orjson
 import pytest
 
-from producers import gmn
 from producers.client import Client
 from producers.gmn_cli import GMNReport
 from providers.fake_server import Call, FakeServer
 from schemas.gmn.lean import lean_json_schema
 from schemas.gmn.prompts import GMNConstraints
 from schemas.gmn.stated import stated_sizes, suggested_layouts
-from tests.conftest import WorkerPool
+from tests.conftest import WorkerPool, gmn_outcomes
 
 pytestmark = pytest.mark.integration
 
@@ -79,17 +77,6 @@ def generic_model(call: Call) -> str:
     return orjson.dumps(fill(schema, grounded=refined and not stubborn)).decode()
 
 
-def run(client: Client, rows: list[dict[str, Any]], **opts: Any) -> dict[str, gmn.GMNOutcome]:
-    batch_id = client.generate_gmn_batch(rows, rounds=3, **opts)
-    deadline = time.monotonic() + 60
-    found: dict[str, gmn.GMNOutcome] = {}
-    for _done, _total, items in client.follow_gmn(batch_id):
-        found.update((o.custom_id or "", o) for o in items)
-        assert time.monotonic() < deadline, f"batch {batch_id} not finished in 60s"
-    assert len(found) == len(rows)
-    return found
-
-
 def test_a_generic_model_is_grounded_by_the_schema_and_the_feedback(
     redis_url: str, run_workers: Callable[..., WorkerPool], fake_server: Callable[..., Any]
 ) -> None:
@@ -104,7 +91,7 @@ def test_a_generic_model_is_grounded_by_the_schema_and_the_feedback(
     }
     run_workers({"endpoints": {"llama": endpoint}, "routes": {"default": ["llama"]}})
     with Client(redis_url) as client:
-        found = run(client, ROWS, profile="lean", example="none")
+        found = gmn_outcomes(client, ROWS, profile="lean", example="none")
     # then the schema on the wire is the request's grounded lean schema: the grid's 25
     # states pinned (minimum = maximum) and every node id fixed per slot,
     first = server.calls(custom_id="grid")[0].body

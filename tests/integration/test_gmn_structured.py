@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import random
 import re
-import time
 from collections import Counter
 from collections.abc import Callable
 from typing import Any
@@ -15,13 +14,12 @@ from typing import Any
 import orjson
 import pytest
 
-from producers import gmn
 from producers.client import Client
 from providers.fake_server import Call, FakeServer, Fault
 from providers.mock_gmn import build_document
 from schemas.gmn.json_schema import grounded_schema
 from schemas.gmn.prompts import GMNConstraints
-from tests.conftest import WorkerPool
+from tests.conftest import WorkerPool, gmn_outcomes
 
 pytestmark = pytest.mark.integration
 
@@ -54,17 +52,6 @@ def lines(count: int) -> list[dict[str, Any]]:
     ]
 
 
-def run(client: Client, rows: list[dict[str, Any]], **opts: Any) -> dict[str, gmn.GMNOutcome]:
-    batch_id = client.generate_gmn_batch(rows, rounds=3, **opts)
-    deadline = time.monotonic() + 60
-    found: dict[str, gmn.GMNOutcome] = {}
-    for _done, _total, items in client.follow_gmn(batch_id):
-        found.update((o.custom_id or "", o) for o in items)
-        assert time.monotonic() < deadline, f"batch {batch_id} not finished in 60s"
-    assert len(found) == len(rows)
-    return found
-
-
 def test_the_gmn_schema_reaches_endpoints_that_decode_under_one(
     redis_url: str, run_workers: Callable[..., WorkerPool], fake_server: Callable[..., Any]
 ) -> None:
@@ -81,8 +68,8 @@ def test_the_gmn_schema_reaches_endpoints_that_decode_under_one(
         }
     )
     with Client(redis_url) as client:
-        strict = run(client, lines(2), json_mode=True)
-        loose = run(client, lines(1), json_mode=True, route="plain")
+        strict = gmn_outcomes(client, lines(2), json_mode=True)
+        loose = gmn_outcomes(client, lines(1), json_mode=True, route="plain")
     assert all(o.valid and o.rounds == 1 for o in [*strict.values(), *loose.values()])
     sent = {c.model: c.body for c in server.requests}
     # then the GMN JSON Schema goes over the wire in the OpenAI shape llama.cpp's server reads
@@ -132,7 +119,7 @@ def test_best_of_k_without_n_is_k_calls_in_round_one_and_keeps_the_first_valid(
         }
     )
     with Client(redis_url) as client:
-        found = run(client, lines(5), candidates=3)
+        found = gmn_outcomes(client, lines(5), candidates=3)
     # then no call asks for n,
     assert all("n" not in c.body for c in server.requests)
     # round 1 draws until a valid answer, at most 3 calls, and keeps the first valid one;
