@@ -143,3 +143,17 @@ def kind(value: Any) -> str:
 def err(code: str, path: str, message: str, node: str | None = None) -> GMNError:
     """Build one error record (SPEC §5)."""
     return GMNError(code=code, path=path, node=node, message=message)
+
+
+def nodes_of(doc: dict[str, Any], kind: str) -> list[tuple[int, dict[str, Any]]]:
+    """(index, node) of the document's nodes of type `kind`."""
+    return [
+        (i, n) for i, n in enumerate(doc["nodes"]) if isinstance(n, dict) and n.get("type") == kind
+    ]
+
+
+def int_property(node: dict[str, Any], prop: str) -> int | None:
+    """The node's property `prop` when it is an integer (not a bool), else None."""
+    props = node.get("properties")
+    value = props.get(prop) if isinstance(props, dict) else None
+    return value if type(value) is int else None

@@ -18,6 +18,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, Final
 
+from ._common import int_property, nodes_of
 from .model import GMNError
 from .prompts import GMNConstraints
 
@@ -35,22 +36,14 @@ _GOAL: Final[dict[str, str]] = {
 _NODES_FOR_ALL: Final = 5
 
 
-def _nodes(doc: dict[str, Any], kind: str) -> list[tuple[int, dict[str, Any]]]:
-    return [
-        (i, n) for i, n in enumerate(doc["nodes"]) if isinstance(n, dict) and n.get("type") == kind
-    ]
-
-
 def _size(node: dict[str, Any], prop: str) -> int:
-    props = node.get("properties")
-    value = props.get(prop) if isinstance(props, dict) else None
-    return value if type(value) is int else 0
+    return int_property(node, prop) or 0
 
 
 def _actions(doc: dict[str, Any], agent: str, c: GMNConstraints) -> list[GMNError]:
     if c.max_actions is not None and c.max_actions < 2:
         return []
-    actions = _nodes(doc, "action")
+    actions = nodes_of(doc, "action")
     if not actions or any(_size(n, "num_actions") >= 2 for _, n in actions):
         return []  # no action node at all is GMN053's to report
     i, node = actions[0]
@@ -62,7 +55,7 @@ def _actions(doc: dict[str, Any], agent: str, c: GMNConstraints) -> list[GMNErro
 
 
 def _preferences(doc: dict[str, Any], agent: str, c: GMNConstraints) -> list[GMNError]:
-    if _nodes(doc, "preference") or (c.max_nodes is not None and c.max_nodes < _NODES_FOR_ALL):
+    if nodes_of(doc, "preference") or (c.max_nodes is not None and c.max_nodes < _NODES_FOR_ALL):
         return []
     message = (
         f"a {agent} needs preferences for {_GOAL[agent]}: add a preference node with a "
@@ -94,7 +87,7 @@ def _transition(doc: dict[str, Any], agent: str, c: GMNConstraints) -> list[GMNE
 def _reports(doc: dict[str, Any], agent: str, c: GMNConstraints) -> list[GMNError]:
     if agent != "coordinator":
         return []
-    observations = _nodes(doc, "observation")
+    observations = nodes_of(doc, "observation")
     limit = c.max_observations
     if not observations or len(observations) >= 2 or (limit is not None and limit < 3):
         return []
@@ -109,7 +102,7 @@ def _reports(doc: dict[str, Any], agent: str, c: GMNConstraints) -> list[GMNErro
 
 
 def _states(doc: dict[str, Any], agent: str, c: GMNConstraints) -> list[GMNError]:
-    states = _nodes(doc, "state")
+    states = nodes_of(doc, "state")
     if not states or (c.max_states is not None and c.max_states < 2):
         return []
     if any(_size(n, "num_states") >= 2 for _, n in states):

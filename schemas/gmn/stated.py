@@ -24,12 +24,13 @@ agree on one number per kind.
 
 from __future__ import annotations
 
+import math
 import re
 from typing import TYPE_CHECKING, Any, Final, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from ._common import SIZE_LIMITS
+from ._common import SIZE_LIMITS, int_property, nodes_of
 from .model import GMNError
 
 if TYPE_CHECKING:
@@ -309,22 +310,12 @@ def _a(kind: str) -> str:
 def _sizes(doc: dict[str, Any], kind: str) -> list[tuple[int, str | None, int]]:
     """(index, id, size) of the nodes of a type whose size is an integer."""
     found = []
-    for i, node in enumerate(doc["nodes"]):
-        if not isinstance(node, dict) or node.get("type") != kind:
-            continue
-        props = node.get("properties")
-        value = props.get(_PROP[kind]) if isinstance(props, dict) else None
-        if type(value) is int:
+    for i, node in nodes_of(doc, kind):
+        value = int_property(node, _PROP[kind])
+        if value is not None:
             node_id = node.get("id")
             found.append((i, node_id if isinstance(node_id, str) else None, value))
     return found
-
-
-def _product(values: list[int]) -> int:
-    result = 1
-    for value in values:
-        result *= value
-    return result
 
 
 def _size_error(doc: dict[str, Any], size: StatedSize) -> GMNError | None:
@@ -334,7 +325,7 @@ def _size_error(doc: dict[str, Any], size: StatedSize) -> GMNError | None:
     values = [value for _, _, value in nodes]
     if any(size.allows(v) for v in values):
         return None
-    if size.kind == "state" and len(values) >= 2 and size.allows(_product(values)):
+    if size.kind == "state" and len(values) >= 2 and size.allows(math.prod(values)):
         return None  # state factors: 5 x 5 positions
     i, node_id, value = nodes[0]
     prop = _PROP[size.kind]
