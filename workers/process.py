@@ -16,7 +16,6 @@ import signal
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import dramatiq
 import orjson
@@ -93,9 +92,9 @@ def start(settings: Settings, config: AppConfig, concurrency: int) -> RunningWor
     executor.fetch_check = FetchCheck(broker.client, executor.keys)
     broker.on_fetch = executor.fetch_check.fetched
 
-    async def execute(payload: dict[str, Any]) -> None:
-        await executor.run(payload)
-
+    # The actors' body is the executor's `run` itself: a wrapper coroutine was one more frame
+    # every suspension of every job passed through (2.4 % of the event loop's CPU, #22).
+    execute = executor.run
     declare(broker, config, execute)
     broker.add_middleware(ExecutorLifecycle(executor))
     # dramatiq logs each consumer's connection error every second of an outage: once is enough.

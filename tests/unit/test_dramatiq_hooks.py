@@ -11,6 +11,7 @@ from __future__ import annotations
 import ast
 import inspect
 import re
+import textwrap
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -25,12 +26,13 @@ from dramatiq.brokers.redis import RedisBroker
 from dramatiq.brokers.stub import StubBroker
 from dramatiq.common import compute_backoff, dq_name
 from dramatiq.message import Message
-from dramatiq.middleware import Middleware, Retries
+from dramatiq.middleware import Middleware, Retries, SkipMessage
 
 from schemas.settings import Settings
 from workers.broker import build_broker
 from workers.dramatiq_ext import AckBatcher, Dispatch, LaneBroker, LoopWorker, WaitForRedis
 from workers.dramatiq_ext import dispatch as dispatch_mod
+from workers.dramatiq_ext.broker import implements
 from workers.dramatiq_ext.middleware import AsyncIOLoop
 from workers.dramatiq_ext.upstream import HOOKS, READ_FROM, Hook, digest, resolve, upstream_source
 from workers.redis_server import RedisServer
@@ -448,6 +450,104 @@ def test_after_hooks_run_in_reverse_and_swallow_errors() -> None:
     assert order == ["second", "first"], changed(
         "dramatiq.broker:Broker.emit_after", f"after_* hooks ran as {order}"
     )
+
+
+def lane_broker() -> LaneBroker:
+    """A LaneBroker on a Redis that is never reached (its emitters need no server)."""
+    broker = build_broker(Settings(redis_url="redis://127.0.0.1:1"))
+    assert isinstance(broker, LaneBroker)
+    return broker
+
+
+def recorders(calls: list[str]) -> list[Middleware]:
+    """Middleware implementing a few hooks each (one failing, one skipping), and a plain one."""
+
+    class Skips(Middleware):
+        def before_process_message(self, broker: dramatiq.Broker, message: Any) -> None:
+            calls.append("skips.before_process_message")
+            raise SkipMessage()
+
+    class Acks(Middleware):
+        def before_ack(self, broker: dramatiq.Broker, message: Any) -> None:
+            calls.append("acks.before_ack")
+
+        def after_ack(self, broker: dramatiq.Broker, message: Any) -> None:
+            calls.append("acks.after_ack")
+            raise RuntimeError("logged, not raised")
+
+    class Late(Middleware):
+        def after_ack(self, broker: dramatiq.Broker, message: Any) -> None:
+            calls.append("late.after_ack")
+
+    return [Acks(), Middleware(), Late(), Skips()]
+
+
+def emit_all(broker: dramatiq.Broker) -> None:
+    broker.emit_before("ack", None)
+    broker.emit_after("ack", None)
+    with pytest.raises(SkipMessage):
+        broker.emit_before("process_message", None)
+    broker.emit_after("process_message", None, result=1)
+
+
+def test_lane_broker_emits_what_dramatiqs_emitters_emit(caplog: pytest.LogCaptureFixture) -> None:
+    # Given the same middleware on dramatiq's broker and on a LaneBroker (after its own),
+    upstream: list[str] = []
+    stub = StubBroker(middleware=recorders(upstream))
+    ours: list[str] = []
+    broker = lane_broker()
+    for middleware in recorders(ours):
+        broker.add_middleware(middleware)
+    # when both emit the same signals,
+    emit_all(stub)
+    emit_all(broker)
+    broker.close()
+    # then the same hooks run in the same order, with errors logged and SkipMessage raised.
+    assert upstream == [
+        "acks.before_ack",
+        "late.after_ack",
+        "acks.after_ack",
+        "skips.before_process_message",
+    ], changed("dramatiq.broker:Broker.emit_before", f"dramatiq emitted {upstream}")
+    assert ours == upstream
+    failures = [r for r in caplog.records if "Unexpected failure in after_ack" in r.getMessage()]
+    assert len(failures) == 2
+
+
+def test_lane_broker_skips_only_middlewares_empty_hooks() -> None:
+    broker = lane_broker()
+    calls: list[str] = []
+    # A middleware added after the first emission is called from then on,
+    broker.emit_before("ack", None)
+    for middleware in recorders(calls):
+        broker.add_middleware(middleware)
+    broker.emit_before("ack", None)
+    # and a hook set on an instance counts, like one of its class.
+    plain = Middleware()
+    plain.before_ack = lambda broker, message: calls.append("instance.before_ack")  # type: ignore[method-assign]
+    broker.add_middleware(plain)
+    broker.emit_before("ack", None)
+    broker.close()
+    assert calls == ["acks.before_ack", "acks.before_ack", "instance.before_ack"]
+    assert not implements(Middleware(), "after_ack")
+    assert implements(object(), "after_ack")  # no hook at all: called, and its error logged
+
+
+def test_middlewares_hooks_are_empty() -> None:
+    hooks = [n for n in vars(Middleware) if n.startswith(("before_", "after_"))]
+    assert "before_process_message" in hooks and "after_ack" in hooks
+    for name in hooks:
+        tree = ast.parse(textwrap.dedent(inspect.getsource(getattr(Middleware, name))))
+        fn = tree.body[0]
+        assert isinstance(fn, ast.FunctionDef)
+        body = [
+            n
+            for n in fn.body
+            if not (isinstance(n, ast.Expr) and isinstance(n.value, ast.Constant))
+        ]
+        assert all(isinstance(n, ast.Pass) for n in body), changed(
+            "dramatiq.middleware.middleware:Middleware", f"Middleware.{name} now does something"
+        )
 
 
 def test_build_broker_puts_wait_for_redis_after_retries() -> None:

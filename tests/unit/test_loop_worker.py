@@ -78,6 +78,10 @@ def test_runs_every_message_on_the_loop_never_more_than_concurrency(broker: Lane
         loop.loop.call_soon_threadsafe(gate["open"].set)
         wait_for(lambda: len(done) == 300)
         assert broker.acks.flush(10)
+        # A finished job's task is not kept (each task drops its own entry as it ends).
+        feeder = worker.workers[0]
+        wait_for(lambda: feeder.running_count == 0)
+        assert feeder._tasks == {}
     finally:
         worker.stop(timeout=10_000)
         broker.close()

@@ -98,7 +98,8 @@ class LoopFeeder(WorkerThread):
         #: Messages handed to the loop and not yet acked or nacked.
         self.running_count = 0
         self._count_lock = threading.Lock()
-        self._tasks: set[asyncio.Task[None]] = set()
+        #: The running tasks by id of their message: the loop keeps only weak references.
+        self._tasks: dict[int, asyncio.Task[None]] = {}
         # Failure hooks may block (Retries re-enqueues, WaitForRedis waits for Redis).
         self._hooks = ThreadPoolExecutor(4, thread_name_prefix="batchyard-hooks")
 
@@ -144,10 +145,11 @@ class LoopFeeder(WorkerThread):
         return burst
 
     def _start_all(self, burst: list[MessageProxy]) -> None:
+        # Each task drops its own entry as it ends (`_process`): a done callback would cost
+        # one more loop callback per message.
+        create_task, tasks = asyncio.get_running_loop().create_task, self._tasks
         for message in burst:
-            task = asyncio.ensure_future(self._process(message))
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
+            tasks[id(message)] = create_task(self._process(message))
 
     async def _process(self, message: MessageProxy) -> None:
         """dramatiq's `WorkerThread.process_message`, awaiting the actor instead of blocking."""
@@ -179,6 +181,7 @@ class LoopFeeder(WorkerThread):
             else:
                 self.consumers[message.queue_name].post_process_message(message)
         finally:
+            self._tasks.pop(id(message), None)
             self.work_queue.task_done()
             message.clear_exception()
             with self._count_lock:

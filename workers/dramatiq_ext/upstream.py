@@ -152,11 +152,35 @@ HOOKS: tuple[Hook, ...] = (
         "a 5 s loop start timeout, and a shutdown that tolerates a loop that never started",
     ),
     Hook(
+        "dramatiq.broker:Broker.emit_before",
+        "workers.dramatiq_ext.broker:LaneBroker.emit_before",
+        "copy",
+        "ed466cf18c1273ac",
+        "same order and error handling, calling only the middleware that implement the hook",
+    ),
+    Hook(
         "dramatiq.broker:Broker.emit_after",
+        "workers.dramatiq_ext.broker:LaneBroker.emit_after, "
         "workers.dramatiq_ext.middleware:WaitForRedis",
-        "relies",
+        "copy",
         "ce7f062f618b1c95",
-        "after_* hooks run in reverse order: WaitForRedis, added after Retries, runs first",
+        "after_* hooks run in reverse order (WaitForRedis, added after Retries, runs first) "
+        "and their errors are logged; the copy calls only the middleware implementing the hook",
+    ),
+    Hook(
+        "dramatiq.broker:Broker.add_middleware",
+        "workers.dramatiq_ext.broker:LaneBroker.add_middleware",
+        "relies",
+        "e97023b9289a4a34",
+        "every middleware (those given to __init__ too) is added through it: the emitters' "
+        "cached lists are cleared there",
+    ),
+    Hook(
+        "dramatiq.middleware.middleware:Middleware",
+        "workers.dramatiq_ext.broker:implements",
+        "relies",
+        "454fa5c0dc604c2d",
+        "its before_*/after_* methods are empty: a middleware inheriting one need not be called",
     ),
     Hook(
         "dramatiq.middleware.retries:Retries.after_process_message",
