@@ -350,7 +350,11 @@ def _follow(
         TextColumn("{task.fields[rate]:.0f}/s"),
         TimeRemainingColumn(),
     )
-    with Progress(*columns, console=console, transient=False) as bar:
+    # The bar is drawn once per step, when its numbers change, not by rich's refresh thread
+    # (10 redraws a second); where stderr is no terminal only the final state is ever shown
+    # (at exit), so no step draws at all (#22).
+    draw = console.is_terminal
+    with Progress(*columns, console=console, transient=False, auto_refresh=False) as bar:
         task = bar.add_task(batch_id, total=None, failed=0, rate=0.0)
         while True:
             if latch.received:
@@ -363,7 +367,12 @@ def _follow(
             batch = client.batch(batch_id)
             c = batch.counts
             bar.update(
-                task, total=c.total, completed=c.done, failed=c.failed, rate=pace(batch).rate_per_s
+                task,
+                total=c.total,
+                completed=c.done,
+                failed=c.failed,
+                rate=pace(batch).rate_per_s,
+                refresh=draw,
             )
             if batch.finished:
                 return batch
