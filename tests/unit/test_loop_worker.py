@@ -115,6 +115,58 @@ def test_acks_piling_up_during_a_send_go_to_redis_in_one_call(
     broker.close()
 
 
+def test_acks_added_in_a_group_reach_redis_together_after_it(broker: LaneBroker) -> None:
+    # Given 50 fetched messages,
+    enqueue(broker, 50)
+    consumer = broker.consume("q", prefetch=50, timeout=100)
+    messages = [next(consumer) for _ in range(50)]
+    assert all(m is not None for m in messages)
+    # when they are acked in one group, nothing is sent while the group is open,
+    with broker.acks.group():
+        for m in messages:
+            consumer.ack(m)
+        assert (broker.acks.sent, broker.acks.calls) == (0, 0)
+    # and the whole group goes in one call once it is closed.
+    assert broker.acks.flush(10)
+    assert (broker.acks.sent, broker.acks.calls) == (50, 1)
+    assert leftovers(broker) == (0, 0, 0)
+    broker.close()
+
+
+def test_an_ack_that_fails_neither_blocks_its_slot_nor_the_others_acks(
+    broker: LaneBroker, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ran: list[int] = []
+    ack = dramatiq.worker.ConsumerThread.post_process_message
+
+    def flaky(thread: Any, message: Any) -> None:
+        if message.args[0]["i"] == 0:
+            raise RuntimeError("ack lost")
+        ack(thread, message)
+
+    monkeypatch.setattr(dramatiq.worker.ConsumerThread, "post_process_message", flaky)
+
+    async def fn(payload: dict[str, Any]) -> None:
+        ran.append(payload["i"])
+
+    dramatiq.Actor(fn, broker=broker, actor_name="t", queue_name="q", priority=0, options={})
+    # Given one slot and five messages, the first of which cannot be acked,
+    enqueue(broker, 5)
+    worker = LoopWorker(broker, fn, concurrency=1, worker_timeout=100)
+    worker.start()
+    try:
+        # then all five still run one after the other (the failed ack freed its slot),
+        wait_for(lambda: len(ran) == 5)
+        assert broker.acks.flush(10)
+        wait_for(lambda: worker.workers[0].running_count == 0)
+    finally:
+        worker.stop(timeout=10_000)
+        broker.close()
+    assert sorted(ran) == [0, 1, 2, 3, 4]
+    # and only the unacked one is left in the ack set (redelivered after a restart).
+    assert leftovers(broker) == (0, 1, 1)
+
+
 def test_a_failing_message_goes_through_dramatiq_retries(broker: LaneBroker) -> None:
     calls: dict[int, int] = {}
 

@@ -13,9 +13,11 @@ as with an ack lost in flight. The stored result makes the second run a no-op.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -61,6 +63,13 @@ class AckBatcher:
             self._pending.append((worker_id, queue_name, message_id))
             if len(self._pending) == 1:
                 self._cond.notify_all()
+
+    @contextlib.contextmanager
+    def group(self) -> Iterator[None]:
+        """Acks added inside reach the sending thread together, after the block: one wake-up
+        of it, not one per ack (the thread waits on the lock held here)."""
+        with self._cond:
+            yield
 
     def flush(self, timeout_s: float = 30.0) -> bool:
         """Wait until every queued ack is in Redis; False when that took longer than timeout_s."""

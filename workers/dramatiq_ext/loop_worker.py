@@ -12,6 +12,7 @@ its middleware hooks and its ack/nack path.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import logging
 import threading
@@ -27,6 +28,7 @@ from dramatiq.broker import Broker, MessageProxy
 from dramatiq.middleware import SkipMessage
 from dramatiq.worker import ConsumerThread, WorkerThread
 
+from workers.dramatiq_ext.acks import AckBatcher
 from workers.dramatiq_ext.outage import OUTAGE, is_outage
 
 log = logging.getLogger("batchyard.worker")
@@ -100,6 +102,12 @@ class LoopFeeder(WorkerThread):
         self._count_lock = threading.Lock()
         #: The running tasks by id of their message: the loop keeps only weak references.
         self._tasks: dict[int, asyncio.Task[None]] = {}
+        #: Succeeded messages not yet acked, and messages ended (acked, nacked or failed)
+        #: whose slots are not yet free: both wait for `_end_group`.
+        self._to_ack: list[MessageProxy] = []
+        self._ended = 0
+        acks = getattr(self.broker, "acks", None)
+        self._ack_group = acks.group if isinstance(acks, AckBatcher) else contextlib.nullcontext
         # Failure hooks may block (Retries re-enqueues, WaitForRedis waits for Redis).
         self._hooks = ThreadPoolExecutor(4, thread_name_prefix="batchyard-hooks")
 
@@ -174,19 +182,40 @@ class LoopFeeder(WorkerThread):
             else:
                 log.error("failed to process message %s", message.message_id, exc_info=True)
             failure = exc
+        loop = asyncio.get_running_loop()
         try:
             if failure is not None or message.failed:
-                loop = asyncio.get_running_loop()
                 await loop.run_in_executor(self._hooks, self._finish_failed, message, failure)
             else:
-                self.consumers[message.queue_name].post_process_message(message)
+                self._to_ack.append(message)
         finally:
             self._tasks.pop(id(message), None)
-            self.work_queue.task_done()
             message.clear_exception()
+            self._ended += 1
+            if self._ended == 1:  # the first of a group: end it once this loop pass is done
+                loop.call_soon(self._end_group)
+
+    def _end_group(self) -> None:
+        """Ack the messages that succeeded since the last call, then free the slots of all
+        that ended. Per message, the ack thread and the feeder were woken once each (and the
+        feeder then woke the loop for one message): per group, they are woken once (#22)."""
+        to_ack, self._to_ack = self._to_ack, []
+        ended, self._ended = self._ended, 0
+        try:
+            with self._ack_group():
+                for message in to_ack:
+                    try:
+                        self.consumers[message.queue_name].post_process_message(message)
+                    except Exception:  # not acked: it runs again after a restart, as before
+                        log.error(
+                            "failed to acknowledge message %s", message.message_id, exc_info=True
+                        )
+        finally:
+            for _ in range(ended):
+                self.work_queue.task_done()
             with self._count_lock:
-                self.running_count -= 1
-            self.slots.release()
+                self.running_count -= ended
+            self.slots.release(ended)
 
     def _finish_failed(self, message: MessageProxy, failure: BaseException | None) -> None:
         """After-hooks of a failed message (in a thread: they may block), then ack or nack."""
