@@ -11,7 +11,7 @@ import redis
 
 from schemas.job import Job
 from schemas.request import LLMRequest, RouteHop
-from schemas.result import LLMResult
+from schemas.result import LLMResult, ResultStatus, Usage
 from workers.protocol import envelope
 from workers.protocol.blob import MessageBlob
 from workers.protocol.dead_letter import DeadLetter
@@ -115,3 +115,39 @@ def test_results_of_two_batches_in_one_call_and_a_retry_of_the_failed_one(r: red
     assert r.hget(KEYS.done("b2"), "k") is None
     assert r.hmget(KEYS.batch("b2"), "failed", "n_errored") == [b"0", b"0"]
     assert r.llen(KEYS.queue("llm.a")) == 1
+
+
+def test_a_call_adds_its_results_counters_tokens_and_costs_to_each_batch(r: redis.Redis) -> None:
+    """Counters are summed per batch of a call: the totals are those of the stored results,
+    duplicates (in the call or stored before) adding nothing."""
+    write = register(r, Lua.WRITE_RESULTS)
+
+    def result(batch: str, status: ResultStatus, tokens: int, cost: float | None) -> LLMResult:
+        usage = Usage(input_tokens=tokens, output_tokens=2 * tokens, reasoning_tokens=1)
+        return LLMResult(custom_id=None, batch_id=batch, status=status, usage=usage, cost_usd=cost)
+
+    first = [
+        ("a", result("b1", "succeeded", 10, 0.25), True, b""),
+        ("b", result("b1", "errored", 3, None), False, b""),
+        ("a", result("b1", "succeeded", 99, 9.0), True, b""),  # a duplicate in the call
+        ("c", result("b2", "expired", 0, None), True, b""),
+        ("d", result("b1", "succeeded", 5, 0.5), True, b""),
+    ]
+    assert write(**write_call(KEYS, 60, first)) == [1, 1, 0, 1, 1]
+    again = [("d", result("b1", "succeeded", 7, 1.0), True, b"")]  # stored before
+    later = [("e", result("b1", "cancelled", 0, None), True, b"")]
+    assert write(**write_call(KEYS, 60, again + later)) == [0, 1]
+    fields = ("completed", "failed", "n_succeeded", "n_errored", "n_cancelled", "total")
+    tokens = ("input_tokens", "output_tokens", "cached_tokens", "reasoning_tokens")
+    assert r.hmget(KEYS.batch("b1"), [*fields, *tokens]) == [
+        *[b"2", b"2", b"2", b"1", b"1", b"3"],
+        *[b"18", b"36", None, b"4"],
+    ]
+    assert float(r.hget(KEYS.batch("b1"), "cost_usd") or 0) == pytest.approx(0.75)
+    assert r.hmget(KEYS.batch("b2"), "failed", "n_expired", "total", "completed") == [
+        b"1",
+        b"1",
+        b"1",
+        None,
+    ]
+    assert 0 < r.ttl(KEYS.batch("b1")) <= 60

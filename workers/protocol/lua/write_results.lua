@@ -11,40 +11,52 @@ local ttl, now = tonumber(ARGV[1]), ARGV[2]
 -- The batch's token totals, for the `usage` of its OpenAI batch object.
 local USAGE = {'input_tokens', 'output_tokens', 'cached_tokens', 'reasoning_tokens'}
 blob, pos = ARGV[3], 1
-local out, touched = {}, {}
+-- Per batch of the call, what its hash's counters gain (field -> amount): added once per
+-- call, not once per result (a call carries hundreds; the script is atomic either way).
+local out, gains = {}, {}
+local function gain(g, name, amount)
+  g[name] = (g[name] or 0) + amount
+end
 while pos <= #blob do
   local b = 4 * tonumber(field())
   local key, status, data = field(), field(), field()
   local count, dead, cost = field(), field(), field()
   local usage = {field(), field(), field(), field()}
-  local batch, done, stream, failed = KEYS[b + 1], KEYS[b + 2], KEYS[b + 3], KEYS[b + 4]
+  local done, stream, failed = KEYS[b + 2], KEYS[b + 3], KEYS[b + 4]
   if redis.call('hsetnx', done, key, '') == 0 then
     out[#out + 1] = 0
   else
     local sid = redis.call('xadd', stream, '*', 'k', key, 'r', data)
     redis.call('hset', done, key, sid)
+    local g = gains[b]
+    if g == nil then
+      g = {}
+      gains[b] = g
+    end
     if status == 'succeeded' then
-      redis.call('hincrby', batch, 'completed', 1)
+      gain(g, 'completed', 1)
     else
-      redis.call('hincrby', batch, 'failed', 1)
+      gain(g, 'failed', 1)
       if dead ~= '' then
         redis.call('hset', failed, key, dead)
         redis.call('expire', failed, ttl)
       end
     end
-    redis.call('hincrby', batch, 'n_' .. status, 1)
-    if count == '1' then redis.call('hincrby', batch, 'total', 1) end
-    if tonumber(cost) > 0 then redis.call('hincrbyfloat', batch, 'cost_usd', cost) end
+    gain(g, 'n_' .. status, 1)
+    if count == '1' then gain(g, 'total', 1) end
+    -- Each cost as sent, in order: HINCRBYFLOAT's own sum, as when added one by one.
+    if tonumber(cost) > 0 then redis.call('hincrbyfloat', KEYS[b + 1], 'cost_usd', cost) end
     for i, name in ipairs(USAGE) do
-      if usage[i] ~= '0' then redis.call('hincrby', batch, name, usage[i]) end
+      if usage[i] ~= '0' then gain(g, name, tonumber(usage[i])) end
     end
-    touched[b] = true
     out[#out + 1] = 1
   end
 end
-for b in pairs(touched) do
-  finish_if_done(KEYS[b + 1], now)
-  redis.call('expire', KEYS[b + 1], ttl)
+for b, g in pairs(gains) do
+  local batch = KEYS[b + 1]
+  for name, amount in pairs(g) do redis.call('hincrby', batch, name, amount) end
+  finish_if_done(batch, now)
+  redis.call('expire', batch, ttl)
   redis.call('expire', KEYS[b + 2], ttl)
   redis.call('expire', KEYS[b + 3], ttl)
 end
