@@ -272,3 +272,47 @@ def test_without_limit_headers_concurrency_grows_until_refused_then_backs_off(
     give(5, "b0", False, 4)  # refused: halved, 6 -> 3; a second refusal of that round is not
     give(5, "b1", False, 4)  # news
     assert float(r.hget(SCOPE.state, "aimd") or 0) == 3.0
+
+
+def test_an_endpoint_cap_and_the_models_adaptive_concurrency_hold_leases_in_their_scopes(
+    r: redis.Redis,
+) -> None:
+    # Two scopes as a worker sends them: the endpoint (max_concurrency 2), then its model,
+    # whose first answer had no limit headers (adaptive concurrency, starting at 4).
+    endpoint, model = LimitKeys.of("t:rl:two"), LimitKeys.of("t:rl:two:model:m")
+    keys = (*endpoint, *model)
+
+    def take(now_ms: float, lease: str) -> bool:
+        args = (now_ms, lease, 60_000, 1, 1, 0, 0, 2, 0, 0, 0)
+        return bool(int(r.eval(ADMIT, 2 * K, *keys, *args)[0]))
+
+    def give(now_ms: float, lease: str) -> None:
+        args = (now_ms, lease, 0, 0, 0, 1, 0, 0, -1, -1, -1, -1, -1, -1, 0, 0, 0, 2, 0, 0, 0)
+        r.eval(RELEASE, 2 * K, *keys, *args)
+
+    assert take(0, "first")
+    give(1, "first")
+    assert r.hget(model.state, "nohdr") == b"1"
+    assert take(2, "a") and take(2, "b") and not take(2, "c")  # the endpoint's cap
+    assert r.zcard(endpoint.leases) == 2 and r.zcard(model.leases) == 2
+    give(3, "a")  # the release frees both scopes' leases
+    assert r.zcard(endpoint.leases) == 1 and r.zcard(model.leases) == 1
+    assert take(4, "c") and not take(4, "d")
+
+
+def test_a_bucket_learned_in_the_model_scope_gates_the_requests_of_the_endpoint(
+    r: redis.Redis,
+) -> None:
+    # The endpoint scope has no limits; the model scope learned 2 requests left of 600.
+    endpoint, model = LimitKeys.of("t:rl:lb"), LimitKeys.of("t:rl:lb:model:m")
+    keys = (*endpoint, *model)
+    args = (0, "l", 0, 0, 0, 1, 0, 1, 600, 2, 60_000, -1, -1, -1, 0, 0, 0, 0, 0, 0, 0)
+    r.eval(RELEASE, 2 * K, *keys, *args)
+
+    def take(lease: str) -> float:
+        ok, wait, _ = r.eval(ADMIT, 2 * K, *keys, 0, lease, 1000, 1, 1, 0, 0, 0, 0, 0, 0)
+        return 0.0 if int(ok) else float(wait)
+
+    assert take("a") == 0 and take("b") == 0
+    assert take("c") > 0  # the bucket is empty until it refills
+    assert not r.exists(endpoint.state) or r.hget(endpoint.state, "lr_lim") is None

@@ -14,6 +14,14 @@
 -- include: learned
 -- include: aimd
 -- include: window
+-- include: state
+
+-- Concurrency leases in use in `leases`, expired ones (their worker died) dropped first.
+local function leases_in_use(leases, now)
+  redis.call('zremrangebyscore', leases, '-inf', now)
+  return redis.call('zcard', leases)
+end
+
 local now, lease, ttl, tokens = tonumber(ARGV[1]), ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4])
 local gate = ARGV[5] == '1'
 local wait, commit, probes = 0, {}, {}
@@ -30,41 +38,43 @@ for i, s in ipairs(all) do
       probes[#probes + 1] = {key = s.pause, len = pause.len}
     end
   end
-  local st = redis.call('hmget', s.p, 'learned_rpm', 'learned_tpm')
+  -- The state hash, read once: the learned buckets, then what a configured cap (its
+  -- window's token sum) and the first-answer gate need.
+  local capped, gated = s.rpm > 0 or s.tpm > 0, gate and i == #all
+  local f = read_state(s.p, capped, gated)
   local rpm, tpm = s.rpm, s.tpm
-  if st[1] and rpm > 0 then rpm = math.min(rpm, tonumber(st[1])) end
-  if st[2] and tpm > 0 then tpm = math.min(tpm, tonumber(st[2])) end
   local c = {p = s.p, leases = s.leases}
-  if rpm > 0 or tpm > 0 then
-    local n, sum = window_trim(s.log, s.p, now)
+  if capped then
+    if f.learned_rpm and rpm > 0 then rpm = math.min(rpm, tonumber(f.learned_rpm)) end
+    if f.learned_tpm and tpm > 0 then tpm = math.min(tpm, tonumber(f.learned_tpm)) end
+    local n, sum = window_trim(s.log, s.p, now, f.win_t)
     local over = window_wait(s.log, n, sum, rpm, tpm, math.min(tokens, tpm), now)
     if over > 0 then wait = math.max(wait, over) else c.log, c.sum = s.log, sum end
   end
-  local lr = redis.call('hmget', s.p, 'lr_lim', 'lr_rate', 'lr_lvl', 'lr_at')
-  local level, lim, rate = learned_level(lr, now)
+  local level, lim, rate = learned_level(f, now, 0)
   if level ~= nil then
     if level >= 1 then c.lr = level - 1 else wait = math.max(wait, (1 - level) / rate) end
   end
-  local lt = redis.call('hmget', s.p, 'lt_lim', 'lt_rate', 'lt_lvl', 'lt_at')
-  level, lim, rate = learned_level(lt, now)
+  level, lim, rate = learned_level(f, now, 4)
   if level ~= nil then
     local need = math.min(tokens, lim)
     if level >= need then c.lt = level - need else wait = math.max(wait, (need - level) / rate) end
   end
-  if gate and i == #all and level == nil then
-    local g = redis.call('hmget', s.p, 'lr_lim', 'nohdr', 'first_until', 'aimd')
-    if not g[1] and not g[2] then
-      if tonumber(g[3] or '0') > now then wait = math.max(wait, 50) else c.first = true end
-    elseif g[2] then
+  -- concurrency leases in use (expired ones dropped first), counted once per scope
+  local live = nil
+  if gated and level == nil then
+    if not f[1] and not f.nohdr then
+      if tonumber(f.first_until or '0') > now then wait = math.max(wait, 50) else c.first = true end
+    elseif f.nohdr then
       -- no limit headers: adaptive concurrency (lib/aimd), under max_concurrency
-      local limit = math.floor(tonumber(g[4] or AIMD_START))
-      redis.call('zremrangebyscore', s.leases, '-inf', now)
-      if redis.call('zcard', s.leases) >= limit then wait = math.max(wait, 50) else c.conc = true end
+      local limit = math.floor(tonumber(f.aimd or AIMD_START))
+      live = leases_in_use(s.leases, now)
+      if live >= limit then wait = math.max(wait, 50) else c.conc = true end
     end
   end
   if s.conc > 0 then
-    redis.call('zremrangebyscore', s.leases, '-inf', now)
-    if redis.call('zcard', s.leases) >= s.conc then
+    live = live or leases_in_use(s.leases, now)
+    if live >= s.conc then
       local first = redis.call('zrange', s.leases, 0, 0, 'WITHSCORES')
       wait = math.max(wait, math.min(50, tonumber(first[2]) - now))
     end

@@ -19,7 +19,9 @@ local learned_rpm, learned_tpm = tonumber(ARGV[4]), tonumber(ARGV[5])
 local answered, refunded, estimate = ARGV[6] == '1', ARGV[7] == '1', tonumber(ARGV[8])
 local all = scopes(16)
 for i, s in ipairs(all) do
-  redis.call('zrem', s.leases, lease)
+  -- an admission takes a lease where the scope caps concurrency, and in the last scope
+  -- (adaptive concurrency); the others never hold one
+  if s.conc > 0 or i == #all then redis.call('zrem', s.leases, lease) end
   if refunded then
     learned_add(s.p, 'lr_', 1, now)
     learned_add(s.p, 'lt_', estimate, now)
@@ -32,14 +34,17 @@ for i, s in ipairs(all) do
     if tonumber(ARGV[9]) > 0 or tonumber(ARGV[12]) > 0 then
       redis.call('hdel', s.p, 'first_until')
       redis.call('pexpire', s.p, 3600000)
-    elseif redis.call('hget', s.p, 'nohdr') then
-      local cap = all[1].conc > 0 and all[1].conc or 1024
-      if s.conc > 0 then cap = math.min(cap, s.conc) end
-      aimd_update(s.p, answered, cap, now, tonumber(ARGV[15]))
-    elseif redis.call('hdel', s.p, 'first_until') == 1 and answered then
-      -- the first answer had no limit headers (vLLM, llama.cpp): nothing to wait for; a
-      -- refusal without them lets the next request try (after the pause it set)
-      redis.call('hset', s.p, 'nohdr', 1)
+    else
+      local g = redis.call('hmget', s.p, 'nohdr', 'aimd', 'aimd_cut_at')
+      if g[1] then
+        local cap = all[1].conc > 0 and all[1].conc or 1024
+        if s.conc > 0 then cap = math.min(cap, s.conc) end
+        aimd_update(s.p, answered, cap, now, tonumber(ARGV[15]), g[2], g[3])
+      elseif redis.call('hdel', s.p, 'first_until') == 1 and answered then
+        -- the first answer had no limit headers (vLLM, llama.cpp): nothing to wait for; a
+        -- refusal without them lets the next request try (after the pause it set)
+        redis.call('hset', s.p, 'nohdr', 1)
+      end
     end
   end
   if answered then

@@ -5,15 +5,15 @@
 -- last cut says nothing new: one cut per congestion event.
 local AIMD_START, AIMD_CUT = 4, 0.8
 
-local function aimd_update(p, ok, cap, now, admitted)
-  local f = redis.call('hmget', p, 'aimd', 'aimd_cut_at')
-  local lim = tonumber(f[1] or AIMD_START)
+-- `limit` and `cut_at` are the hash's 'aimd' and 'aimd_cut_at' as read (false: absent).
+local function aimd_update(p, ok, cap, now, admitted, limit, cut_at)
+  local lim = tonumber(limit or AIMD_START)
   if ok then
-    if f[2] then lim = lim + 1 / lim else lim = lim + 0.5 end
+    if cut_at then lim = lim + 1 / lim else lim = lim + 0.5 end
     lim = math.min(lim, cap)
   else
-    if f[2] and admitted <= tonumber(f[2]) then return end
-    lim = math.max(1, lim * (f[2] and AIMD_CUT or 0.5))
+    if cut_at and admitted <= tonumber(cut_at) then return end
+    lim = math.max(1, lim * (cut_at and AIMD_CUT or 0.5))
     redis.call('hset', p, 'aimd_cut_at', now)
   end
   redis.call('hset', p, 'aimd', lim)

@@ -3,10 +3,13 @@
 -- refill rate (units per ms), level and the ms the level was computed at. Between answers the
 -- level refills at the rate; every answer sets it again from what the provider said is left.
 
--- The bucket's level now, or nil when nothing was learned.
-local function learned_level(f, now)
-  if not f[1] then return nil end
-  local lim, rate, lvl, at = tonumber(f[1]), tonumber(f[2]), tonumber(f[3]), tonumber(f[4])
+-- The bucket's level now, or nil when nothing was learned: its (limit, rate, level, at)
+-- fields are f[i + 1] .. f[i + 4] (i = 0 for a bucket's own HMGET).
+local function learned_level(f, now, i)
+  i = i or 0
+  if not f[i + 1] then return nil end
+  local lim, rate = tonumber(f[i + 1]), tonumber(f[i + 2])
+  local lvl, at = tonumber(f[i + 3]), tonumber(f[i + 4])
   return math.min(lim, lvl + math.max(0, now - at) * rate), lim, rate
 end
 

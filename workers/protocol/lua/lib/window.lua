@@ -8,10 +8,11 @@ local WINDOW_MS = 61000
 -- Oldest entries a token wait looks at (a shorter wait than the exact one is only a retry).
 local WINDOW_SCAN = 64
 
--- Drops the admissions older than the window; (requests, tokens) left in it.
-local function window_trim(log, p, now)
+-- Drops the admissions older than the window; (requests, tokens) left in it. `win_t` is the
+-- state hash's token sum as read (lib/state).
+local function window_trim(log, p, now, win_t)
   local cut = now - WINDOW_MS
-  local sum = tonumber(redis.call('hget', p, 'win_t') or '0')
+  local sum = tonumber(win_t or '0')
   local old = redis.call('zrangebyscore', log, '-inf', cut)
   if #old > 0 then
     for _, m in ipairs(old) do sum = sum - (tonumber(string.match(m, ' (%S+)$')) or 0) end
