@@ -93,9 +93,9 @@ class AnthropicProvider(HTTPProvider):
         """The Messages API authenticates every call with x-api-key."""
         return True
 
-    def headers(self, custom_id: str | None = None) -> dict[str, str]:
-        """Key and API version on top of the shared headers."""
-        headers = self.base_headers(custom_id)
+    def vendor_headers(self) -> dict[str, str]:
+        """Key and API version."""
+        headers = {}
         key = self.api_key()
         if key:
             headers["x-api-key"] = key

@@ -25,7 +25,7 @@ from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from typing import NamedTuple
 
-from multidict import CIMultiDict
+from multidict import CIMultiDict, CIMultiDictProxy
 
 log = logging.getLogger("batchyard.providers.headers")
 
@@ -124,11 +124,14 @@ class RateLimits:
         return max(exhausted or [reset for _, reset in resets], default=None)
 
 
+_NO_LIMITS = RateLimits()
+
+
 class _Reader:
     """Reads one response's headers, logging (at debug) every value it has to ignore."""
 
     def __init__(self, headers: Mapping[str, str], now_s: float) -> None:
-        self.h = CIMultiDict(headers)
+        self.h = _case_blind(headers)
         self.now_s = now_s
 
     def count(self, name: str) -> int | None:
@@ -164,10 +167,21 @@ class _Reader:
         return Limit(self.count(names[0]), self.count(names[1]), self.reset_s(names[2]))
 
 
+def _case_blind(headers: Mapping[str, str]) -> CIMultiDict[str] | CIMultiDictProxy[str]:
+    """The headers with case-insensitive lookups; a response's own are used as they are (a
+    copy of them was a step of every call, #22)."""
+    if isinstance(headers, CIMultiDict | CIMultiDictProxy):
+        return headers
+    return CIMultiDict(headers)
+
+
 def rate_limits(headers: Mapping[str, str], *, now_s: float | None = None) -> RateLimits:
     """Read the limit headers of any response; fields the server did not send stay None."""
+    names = [k.lower() for k in headers]
+    if not any(k.startswith(("x-ratelimit-", "anthropic-ratelimit-")) for k in names):
+        return _NO_LIMITS  # nothing to read: the common case of servers without limits
     r = _Reader(headers, time.time() if now_s is None else now_s)
-    if any(k.lower().startswith("anthropic-ratelimit-") for k in r.h):
+    if any(k.startswith("anthropic-ratelimit-") for k in names):
         p = "anthropic-ratelimit-"
         requests = r.family(p, "requests")
         inputs = r.family(p, "input-tokens")
@@ -181,7 +195,7 @@ def rate_limits(headers: Mapping[str, str], *, now_s: float | None = None) -> Ra
 
 def retry_after_s(headers: Mapping[str, str], *, now_s: float | None = None) -> float | None:
     """How long the server asks us to wait: retry-after-ms, retry-after, else the limit resets."""
-    h = CIMultiDict(headers)
+    h = _case_blind(headers)
     now = time.time() if now_s is None else now_s
     raw_ms = h.get("retry-after-ms")
     if raw_ms is not None:

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Mapping
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Annotated, Any, TypeVar
 from urllib.parse import quote
 
@@ -16,7 +16,7 @@ from multidict import CIMultiDictProxy
 from pydantic import AfterValidator, BaseModel, Field, SecretStr, ValidationError
 from yarl import URL
 
-from providers.base import HealthStatus, Provider, ProviderConfig
+from providers.base import CALLER_BOUNDS_TIME, HealthStatus, Provider, ProviderConfig
 from providers.errors import (
     AuthError,
     ContextTooLong,
@@ -126,33 +126,52 @@ def error_for_status(message: str, resp: HTTPResponse) -> ProviderError:
 _BODY_KEPT = 8192
 
 
-@contextmanager
-def translate_errors(endpoint: str, timeout_s: float | None = None) -> Iterator[None]:
+class _Translated:
+    """`translate_errors`' context manager: a class, not a generator, since it wraps every call
+    (a generator-based one cost a generator and its helper per use, twice per request)."""
+
+    __slots__ = ("endpoint", "timeout_s")
+
+    def __init__(self, endpoint: str, timeout_s: float | None) -> None:
+        self.endpoint = endpoint
+        self.timeout_s = timeout_s
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, _: Any) -> None:
+        if exc is None or isinstance(exc, ProviderError):
+            return
+        translated = _translated(exc, f"endpoint {self.endpoint!r}", self.timeout_s)
+        if translated is not None:
+            raise translated from None
+
+
+def _translated(exc: BaseException, where: str, timeout_s: float | None) -> ProviderError | None:
+    """The project's error for an aiohttp, socket or decoding failure; None for any other."""
+    if isinstance(exc, TimeoutError):  # aiohttp.ServerTimeoutError included; must precede OSError
+        limit = f" within {timeout_s:g}s" if timeout_s is not None else ""
+        return Timeout(f"{where}: no complete answer{limit}")
+    if isinstance(exc, aiohttp.ClientPayloadError):
+        return ServerError(f"{where}: response body cut short ({_snippet(str(exc))})")
+    if isinstance(exc, (aiohttp.ClientError, OSError)):
+        detail = f"{type(exc).__name__}: {_snippet(str(exc))}"
+        return ServerError(f"{where}: connection failed ({detail})")
+    if isinstance(exc, orjson.JSONDecodeError):
+        return ProtocolError(f"{where}: response is not valid JSON ({exc})")
+    if isinstance(exc, ValidationError):
+        first = exc.errors()[0]
+        loc = ".".join(str(p) for p in first["loc"]) or "body"
+        return ProtocolError(f"{where}: unexpected response shape at {loc}: {first['msg']}")
+    return None
+
+
+def translate_errors(endpoint: str, timeout_s: float | None = None) -> _Translated:
     """Turn aiohttp, socket and decoding failures into the project's error tree, in one place.
 
     Raised `from None`: aiohttp exceptions can hold request headers, so none travels upward.
     """
-    where = f"endpoint {endpoint!r}"
-    try:
-        yield
-    except ProviderError:
-        raise
-    except TimeoutError:  # aiohttp.ServerTimeoutError included; must precede OSError
-        limit = f" within {timeout_s:g}s" if timeout_s is not None else ""
-        raise Timeout(f"{where}: no complete answer{limit}") from None
-    except aiohttp.ClientPayloadError as exc:
-        raise ServerError(f"{where}: response body cut short ({_snippet(str(exc))})") from None
-    except (aiohttp.ClientError, OSError) as exc:
-        detail = f"{type(exc).__name__}: {_snippet(str(exc))}"
-        raise ServerError(f"{where}: connection failed ({detail})") from None
-    except orjson.JSONDecodeError as exc:
-        raise ProtocolError(f"{where}: response is not valid JSON ({exc})") from None
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        loc = ".".join(str(p) for p in first["loc"]) or "body"
-        raise ProtocolError(
-            f"{where}: unexpected response shape at {loc}: {first['msg']}"
-        ) from None
+    return _Translated(endpoint, timeout_s)
 
 
 def _check_base_url(value: str) -> str:
@@ -240,11 +259,46 @@ class HTTPProvider(Provider):
 
     def base_headers(self, custom_id: str | None = None) -> dict[str, str]:
         """Content type, configured extra headers and the custom-id header."""
-        headers = {"content-type": "application/json", "accept": "application/json"}
-        headers.update({k: v.get_secret_value() for k, v in self.options.extra_headers.items()})
+        headers = self._shared_headers.copy()
         if custom_id is not None and self.options.send_custom_id:
             headers[CUSTOM_ID_HEADER] = quote(custom_id, safe="-_.~:@/+=")
         return headers
+
+    def vendor_headers(self) -> dict[str, str]:
+        """What the vendor wants on every call after the shared headers (auth, API version);
+        read once per adapter, so it may only depend on the options."""
+        return {}
+
+    def headers(self, custom_id: str | None = None) -> dict[str, str]:
+        """Every header of a call: the shared ones, then the vendor's."""
+        headers = self.base_headers(custom_id)
+        headers.update(self._vendor_headers)
+        return headers
+
+    # The options do not change once the adapter is built, so neither do these: building
+    # them (secrets unwrapped, dicts merged) per call was a step of every request (#22).
+    @cached_property
+    def _shared_headers(self) -> dict[str, str]:
+        headers = {"content-type": "application/json", "accept": "application/json"}
+        headers.update({k: v.get_secret_value() for k, v in self.options.extra_headers.items()})
+        return headers
+
+    @cached_property
+    def _vendor_headers(self) -> dict[str, str]:
+        return self.vendor_headers()
+
+    @cached_property
+    def _timeout(self) -> aiohttp.ClientTimeout:
+        timeout_s = self.settings.timeout_s
+        return aiohttp.ClientTimeout(
+            total=timeout_s, sock_connect=min(self.options.connect_timeout_s, timeout_s)
+        )
+
+    @cached_property
+    def _connect_timeout(self) -> aiohttp.ClientTimeout:
+        """`_timeout` without its total, for calls whose caller holds that bound: aiohttp's
+        total timer was a loop timer armed and cancelled per call (#22)."""
+        return aiohttp.ClientTimeout(total=None, sock_connect=self._timeout.sock_connect)
 
     def describe(self, resp: HTTPResponse, err: VendorError) -> str:
         """One line for an error result: endpoint, status, vendor type/code and message."""
@@ -264,18 +318,14 @@ class HTTPProvider(Provider):
             raise RuntimeError(
                 f"{self!r} has no aiohttp session: pass the process's shared ClientSession"
             )
-        timeout_s = self.settings.timeout_s
-        timeout = aiohttp.ClientTimeout(
-            total=timeout_s, sock_connect=min(self.options.connect_timeout_s, timeout_s)
-        )
         data = orjson.dumps(payload) if payload is not None else None
-        with translate_errors(self.endpoint, timeout_s):
+        with translate_errors(self.endpoint, self.settings.timeout_s):
             async with self.session.request(
                 method,
                 self.options.base_url + path,
                 data=data,
                 headers=headers,
-                timeout=timeout,
+                timeout=self._connect_timeout if CALLER_BOUNDS_TIME.get() else self._timeout,
                 allow_redirects=False,
             ) as raw:
                 resp = HTTPResponse(raw.status, raw.headers, await raw.read())

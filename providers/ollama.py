@@ -78,9 +78,9 @@ class OllamaProvider(HTTPProvider):
     Config = OllamaConfig
     options: OllamaConfig
 
-    def headers(self, custom_id: str | None = None) -> dict[str, str]:
-        """Shared headers, plus Bearer auth when a key is set (ollama.com, proxies)."""
-        headers = self.base_headers(custom_id)
+    def vendor_headers(self) -> dict[str, str]:
+        """Bearer auth when a key is set (ollama.com, proxies)."""
+        headers = {}
         key = self.api_key()
         if key:
             headers["authorization"] = f"Bearer {key}"

@@ -168,9 +168,9 @@ class OpenAIProvider(HTTPProvider):
         """OpenAI's own API always does; local and self-hosted servers usually do not."""
         return isinstance(options, OpenAIConfig) and "api.openai.com" in str(options.base_url)
 
-    def headers(self, custom_id: str | None = None) -> dict[str, str]:
-        """Auth and organization headers on top of the shared ones."""
-        headers = self.base_headers(custom_id)
+    def vendor_headers(self) -> dict[str, str]:
+        """Auth and organization headers."""
+        headers = {}
         key = self.api_key()
         if key:
             headers["authorization"] = f"Bearer {key}"

@@ -33,13 +33,17 @@ class Decision(StrEnum):
     deny = "deny"
 
 
-@dataclass
+@dataclass(frozen=True, slots=True)
 class Admission:
     """A breaker decision; `retry_in_s` says when a denied endpoint may be tried again."""
 
     decision: Decision
     state: str
     retry_in_s: float = 0.0
+
+
+#: The answer of a closed breaker read recently: most calls get it, so it is built once.
+_ALLOWED = Admission(Decision.allow, "closed")
 
 
 class EndpointHealth:
@@ -76,9 +80,9 @@ class EndpointHealth:
 
     async def admit(self) -> Admission:
         """May a request be sent now? Reads Redis at most once per `state_ttl_s` when closed."""
-        now = time.time()
         if self._state == "closed" and time.monotonic() - self._checked_at < self.state_ttl_s:
-            return Admission(Decision.allow, "closed")
+            return _ALLOWED
+        now = time.time()
         if self._state == "open" and now < self._open_until:
             return Admission(Decision.deny, "open", self._open_until - now)
         if self._state == "closed":

@@ -8,6 +8,7 @@ from email.utils import formatdate
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from multidict import CIMultiDict, CIMultiDictProxy
 
 from providers.headers import Limit, RateLimits, parse_duration_s, rate_limits, retry_after_s
 
@@ -57,6 +58,14 @@ def test_openai_headers_as_documented() -> None:
 def test_header_names_are_case_insensitive() -> None:
     limits = rate_limits({"X-RateLimit-Remaining-Requests": "7", "X-RATELIMIT-RESET-TOKENS": "2s"})
     assert (limits.requests.remaining, limits.tokens.reset_s) == (7, 2.0)
+
+
+def test_a_responses_own_headers_are_read_as_they_are() -> None:
+    """aiohttp's CIMultiDictProxy is read without a copy, case-insensitively all the same."""
+    raw = CIMultiDict({"Content-Type": "application/json", "X-RateLimit-Limit-Tokens": "900"})
+    limits = rate_limits(CIMultiDictProxy(raw))
+    assert limits.tokens.limit == 900 and limits.requests == Limit()
+    assert not rate_limits(CIMultiDictProxy(CIMultiDict({"Content-Type": "text/plain"})))
 
 
 def test_anthropic_headers_every_family() -> None:
