@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from contextvars import ContextVar
 from typing import Any, ClassVar, get_args
 
 import aiohttp
@@ -26,6 +27,12 @@ _FEATURE_TEXT: dict[Feature, str] = {
     "json_object": "response_format json_object",
     "json_schema": "response_format json_schema",
 }
+
+
+#: True while the caller bounds the whole `generate` by the endpoint's `timeout_s` itself
+#: (`workers.calls` does, with asyncio.timeout): an adapter then arms no total-time timer of
+#: its own for the same bound, which could only fire after the caller's.
+CALLER_BOUNDS_TIME: ContextVar[bool] = ContextVar("batchyard_caller_bounds_time", default=False)
 
 
 class Capabilities(BaseModel):

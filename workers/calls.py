@@ -22,7 +22,7 @@ from collections.abc import Callable
 from opentelemetry.trace import SpanKind, StatusCode
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception
 
-from providers.base import Provider, ProviderResponse
+from providers.base import CALLER_BOUNDS_TIME, Provider, ProviderResponse
 from providers.errors import ProviderError, RateLimited, Timeout
 from schemas.config import PolicyConfig
 from schemas.job import Job
@@ -42,6 +42,17 @@ from workers.outcomes import (
 from workers.policy import BACKPRESSURE, ENDPOINT_FAULTS, NEUTRAL, backoff_s, charged, retry_fits
 from workers.ratelimit import Limiter
 from workers.tracing import genai_request, genai_response, operation_name, span
+
+
+async def _generate(provider: Provider, req: LLMRequest, model: str) -> ProviderResponse:
+    """One call, bounded by the endpoint's `timeout_s` here (TimeoutError past it), so the
+    adapter need not arm a timer of its own for the same bound."""
+    bounded = CALLER_BOUNDS_TIME.set(True)
+    try:
+        async with asyncio.timeout(provider.settings.timeout_s):
+            return await provider.generate(req, model)
+    finally:
+        CALLER_BOUNDS_TIME.reset(bounded)
 
 
 async def call_endpoint(
@@ -85,8 +96,7 @@ async def call_endpoint(
             attributes=lambda: genai_request(provider, model, req),
         ) as call_span:
             try:
-                async with asyncio.timeout(provider.settings.timeout_s):
-                    resp = await provider.generate(req, model)
+                resp = await _generate(provider, req, model)
             except TimeoutError:
                 in_flight.dec()
                 timeout_s = provider.settings.timeout_s

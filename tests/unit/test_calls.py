@@ -7,11 +7,15 @@ import time
 from collections.abc import AsyncIterator
 from typing import Any
 
+import aiohttp
 import pytest
 import redis.asyncio as aioredis
 
 from providers import errors
+from providers.base import CALLER_BOUNDS_TIME, Provider, ProviderResponse
+from providers.fake_server import FakeServer
 from providers.mock import MockProvider
+from providers.openai import OpenAIProvider
 from providers.registry import endpoint_options
 from schemas.config import EndpointConfig, PolicyConfig
 from schemas.job import Job
@@ -36,30 +40,43 @@ async def call(
     """Run one request whose provider answers `steps` in turn; the job and text or error."""
     settings = EndpointConfig.model_validate({"provider": "mock", "script": {"r-1": steps}})
     provider = MockProvider("m", settings, endpoint_options("m", settings))
-    request = LLMRequest.model_validate(
-        {"custom_id": "r-1", "messages": [{"role": "user", "content": "hi"}]}
-    )
-    job = Job(
-        batch_id="b",
-        key="r-1",
-        request=request,
-        route=[RouteHop(endpoint="m")],
-        enqueued_at=time.time(),
-        deadline=deadline,
-    )
+    job = new_job("m", deadline)
     try:
-        resp = await call_endpoint(
-            job,
-            provider,
-            "mock-1",
-            request,
-            health=EndpointHealth(client, "t", "m", settings.breaker),
-            limiter=Limiter(client, "t", "m", settings),
-            policy=PolicyConfig.model_validate({"backoff_base_s": 0.001, **policy}),
-        )
+        resp = await call_with(client, provider, job, "mock-1", backoff_base_s=0.001, **policy)
     except errors.ProviderError as exc:
         return job, exc
     return job, resp.text
+
+
+def new_job(endpoint: str, deadline: float | None = None) -> Job:
+    """A job of one request, `r-1`, routed to `endpoint`."""
+    request = LLMRequest.model_validate(
+        {"custom_id": "r-1", "messages": [{"role": "user", "content": "hi"}]}
+    )
+    return Job(
+        batch_id="b",
+        key="r-1",
+        request=request,
+        route=[RouteHop(endpoint=endpoint)],
+        enqueued_at=time.time(),
+        deadline=deadline,
+    )
+
+
+async def call_with(
+    client: aioredis.Redis, provider: Provider, job: Job, model: str, **policy: Any
+) -> ProviderResponse:
+    """`call_endpoint` of the job's request on `provider`, breaker and limiter in Redis."""
+    name, settings = provider.endpoint, provider.settings
+    return await call_endpoint(
+        job,
+        provider,
+        model,
+        job.request,
+        health=EndpointHealth(client, "t", name, settings.breaker),
+        limiter=Limiter(client, "t", name, settings),
+        policy=PolicyConfig.model_validate(policy),
+    )
 
 
 def tried(job: Job) -> list[str | None]:
@@ -126,3 +143,21 @@ async def test_the_request_budget_and_a_long_retry_after_stop_retrying(
     # (last: the 429 pauses the endpoint for 120 s)
     job, outcome = await call(client, ["rate_limited:120", "ok"], max_retry_wait_s=60)
     assert isinstance(outcome, errors.RateLimited) and len(job.attempts) == 1
+
+
+async def test_a_slow_http_endpoint_times_out_on_the_callers_timer(
+    client: aioredis.Redis, server: FakeServer, session: aiohttp.ClientSession
+) -> None:
+    """The adapter arms no total timer of its own under call_endpoint: the call's timeout is
+    the one `timeout_s` bound, raised as the call's Timeout and recorded on the attempt."""
+    url = server.openai_url
+    settings = EndpointConfig.model_validate(
+        {"provider": "openai", "base_url": url, "timeout_s": 0.2}
+    )
+    provider = OpenAIProvider("oa", settings, endpoint_options("oa", settings), session)
+    job = new_job("oa")
+    server.faults.push("slow:3000")
+    with pytest.raises(errors.Timeout, match=r"^no answer within 0\.2s$"):
+        await call_with(client, provider, job, "m")
+    assert tried(job) == ["timeout"]
+    assert not CALLER_BOUNDS_TIME.get(), "the bound is the call's only"

@@ -8,6 +8,7 @@ import aiohttp
 import pytest
 from pydantic import ValidationError
 
+from providers.base import CALLER_BOUNDS_TIME
 from providers.errors import (
     AuthError,
     ContentFiltered,
@@ -258,6 +259,24 @@ async def test_server_slower_than_timeout_is_timeout(
     # The client gave up before the server answered: the server saw it hang up mid-wait.
     await server.wait_for_requests(1)
     assert server.requests[-1].fault == "abandoned" and server.requests[-1].status is None
+
+
+async def test_a_caller_that_bounds_the_call_is_the_only_timer(
+    server: FakeServer, session: aiohttp.ClientSession
+) -> None:
+    """Under CALLER_BOUNDS_TIME (workers.calls) the adapter arms no total-time timer: an
+    answer later than timeout_s still arrives, since the caller's own timer decides."""
+    provider = make(server.openai_url, session, timeout_s=0.2)
+    server.faults.push("slow:400")
+    bounded = CALLER_BOUNDS_TIME.set(True)
+    try:
+        answer = await provider.generate(request(), "m")
+    finally:
+        CALLER_BOUNDS_TIME.reset(bounded)
+    assert answer.text
+    server.faults.push("slow:400")
+    with pytest.raises(Timeout, match=r"within 0\.2s"):
+        await provider.generate(request(), "m")
 
 
 async def test_connection_refused_is_server_error(session: aiohttp.ClientSession) -> None:
