@@ -31,6 +31,7 @@ from producers.submit import new_batch_id
 from schemas.batch import Batch
 from schemas.config import AppConfig, load_config
 from schemas.settings import Settings
+from workers import warm
 from workers.lifetime import SignalLatch
 from workers.protocol.keys import Keys
 from workers.redis_server import RedisServer
@@ -96,7 +97,10 @@ def local_workers(
     With `state_dir`, the embedded Redis keeps its data there (AOF on) for a later resume.
     `before_workers(url)` runs once Redis answers and before any worker starts.
     """
-    preflight(settings.config)  # a config error is one line now, not N crashing children later
+    # A config error is one line now, not N crashing children later. The prestarted worker
+    # has the adapters imported: its pass spares this process their imports (#22).
+    if not warm.check(settings.config):
+        preflight(settings.config)
     with ExitStack() as stack:
         url = settings.redis_url
         if not url:

@@ -9,6 +9,7 @@ import workers.lean_redis  # noqa: F401  (first: redis-py without the OTel metri
 
 # isort: split
 import argparse
+import contextlib
 import gc
 import logging
 import os
@@ -41,8 +42,9 @@ from workers.logs import setup_logging
 from workers.protocol.connection import wait_for_redis
 from workers.protocol.lanes import LANES
 from workers.results import FetchCheck
+from workers.supervisor import preflight
 from workers.tracing import setup_tracing, shutdown_tracing
-from workers.warm import HANDOFF_FLAG
+from workers.warm import FAILED, HANDOFF_FLAG, PASSED
 
 log = logging.getLogger("batchyard.worker")
 
@@ -172,17 +174,35 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def await_handoff() -> int:
-    """A prestarted worker (`workers.warm`): imports are done; wait for the arguments and
-    environment of a cold start on stdin, then run as one. EOF: nobody needs us, exit."""
-    line = sys.stdin.buffer.readline()
-    if not line.strip():
-        return 0
-    spec = orjson.loads(line)
+def await_handoff(replies: int) -> int:
+    """A prestarted worker (`workers.warm`): imports are done; check configs on request
+    (answered on the pipe `replies`) until the arguments and environment of a cold start
+    arrive on stdin, then run as one. EOF: nobody needs us, exit."""
+    while True:
+        line = sys.stdin.buffer.readline()
+        if not line.strip():
+            return 0
+        spec = orjson.loads(line)
+        if "check" not in spec:
+            break
+        answer = (PASSED if passes(spec["check"]) else FAILED) + b"\n"
+        with contextlib.suppress(BrokenPipeError):  # the asker gave up waiting
+            os.write(replies, answer)
+    os.close(replies)
     os.environ.clear()
     os.environ.update(spec["env"])
     return main(list(spec["argv"]))
 
 
+def passes(config: str | None) -> bool:
+    """Whether `config` passes the supervisor's start-up check (`preflight`)."""
+    try:
+        preflight(None if config is None else Path(config))
+    except Exception:  # any failure: the asker checks again itself and reports it
+        return False
+    return True
+
+
 if __name__ == "__main__":
-    exit_now(await_handoff() if sys.argv[1:] == [HANDOFF_FLAG] else main())
+    handoff = sys.argv[1:2] == [HANDOFF_FLAG]
+    exit_now(await_handoff(int(sys.argv[2])) if handoff else main())

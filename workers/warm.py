@@ -8,6 +8,11 @@ cold start would have had. `claim()` hands those over (the supervisor calls it i
 spawning); `discard_all()` closes the stdin of any left unclaimed, and they exit. A parent that
 dies closes the pipe too, so a waiting worker never outlives it.
 
+`check(config)` asks a waiting worker to check a config as `workers.supervisor.preflight` does:
+it has imported the adapters (and aiohttp) already, which that check cost `batchyard run`'s own
+process (~0.1-0.2 s of CPU, #22). Only a pass is taken from it; the caller checks a failing
+config itself, so the error it reports is the one it always reported.
+
 Only this module's light imports run in the caller before `prestart()`.
 """
 
@@ -15,16 +20,26 @@ from __future__ import annotations
 
 import contextlib
 import os
+import select
 import subprocess
 import sys
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import orjson
 
 from workers.lifetime import PARENT_PID_ENV, wait_exit
 
-#: `python -m workers.process HANDOFF_FLAG`: import, then read `{"argv", "env"}` from stdin.
+if TYPE_CHECKING:
+    from pathlib import Path
+
+#: `python -m workers.process HANDOFF_FLAG <fd>`: import, then read requests from stdin, one
+#: JSON line each: `{"check": config path or null}` is answered on the pipe `fd` (`PASSED` or
+#: `FAILED` and a newline); `{"argv", "env"}` hands the worker over.
 HANDOFF_FLAG = "--await-handoff"
+PASSED, FAILED = b"passed", b"failed"
+#: Longest wait for a prestarted worker's check (its imports included) before checking here.
+CHECK_WAIT_S = 60.0
 
 #: Environment a handoff may change: read when the worker starts serving, not at import time
 #: (PYTHON*, PROMETHEUS_MULTIPROC_DIR or BATCHYARD_TRACE_CONTENT are read at import).
@@ -37,6 +52,28 @@ class WarmWorker:
 
     proc: subprocess.Popen[bytes]
     env: dict[str, str]
+    #: Read end of the pipe the worker answers checks on.
+    replies: int
+
+    def check(self, config: Path | None) -> bool:
+        """Whether the worker found `config` fine (False: it failed, or could not answer)."""
+        if self.proc.poll() is not None or self.proc.stdin is None:
+            return False
+        try:
+            self.proc.stdin.write(
+                orjson.dumps({"check": None if config is None else str(config)}) + b"\n"
+            )
+            self.proc.stdin.flush()
+        except (BrokenPipeError, ValueError):
+            return False
+        answer = b""
+        while not answer.endswith(b"\n"):
+            ready, _, _ = select.select([self.replies], [], [], CHECK_WAIT_S)
+            chunk = os.read(self.replies, 64) if ready else b""
+            if not chunk:  # no answer in time, or the worker exited
+                return False
+            answer += chunk
+        return answer == PASSED + b"\n"
 
     def handoff(self, argv: list[str], env: dict[str, str]) -> bool:
         """Send the worker its arguments and environment; False if it cannot take them."""
@@ -50,8 +87,14 @@ class WarmWorker:
             return False
         return True
 
+    def close(self) -> None:
+        """Stop listening for checks (the worker's end closes when it is handed over)."""
+        with contextlib.suppress(OSError):
+            os.close(self.replies)
+
     def discard(self) -> None:
         """End the worker unused: EOF on its stdin makes it exit at once."""
+        self.close()
         if self.proc.stdin is not None and not self.proc.stdin.closed:
             with contextlib.suppress(BrokenPipeError):
                 self.proc.stdin.close()
@@ -66,8 +109,22 @@ _waiting: list[WarmWorker] = []
 def prestart() -> None:
     """Start one worker process now; it waits for `claim` (or `discard_all`)."""
     env = {**os.environ, PARENT_PID_ENV: str(os.getpid())}
-    cmd = [sys.executable, "-m", "workers.process", HANDOFF_FLAG]
-    _waiting.append(WarmWorker(subprocess.Popen(cmd, env=env, stdin=subprocess.PIPE), env))
+    replies, answer = os.pipe()
+    cmd = [sys.executable, "-m", "workers.process", HANDOFF_FLAG, str(answer)]
+    try:
+        proc = subprocess.Popen(cmd, env=env, stdin=subprocess.PIPE, pass_fds=(answer,))
+    except BaseException:
+        os.close(replies)
+        raise
+    finally:
+        os.close(answer)
+    _waiting.append(WarmWorker(proc, env, replies))
+
+
+def check(config: Path | None) -> bool:
+    """True if a prestarted worker checked `config` and found it fine; False if it did not
+    (no worker waiting, it failed, or it could not answer): then check it here."""
+    return bool(_waiting) and _waiting[-1].check(config)
 
 
 def claim(argv: list[str], env: dict[str, str]) -> subprocess.Popen[bytes] | None:
@@ -76,6 +133,7 @@ def claim(argv: list[str], env: dict[str, str]) -> subprocess.Popen[bytes] | Non
     while _waiting:
         warm = _waiting.pop()
         if warm.handoff(argv, env):
+            warm.close()
             return warm.proc
         warm.discard()
     return None

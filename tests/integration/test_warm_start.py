@@ -57,15 +57,21 @@ def test_a_claimed_worker_runs_jobs_and_stops_on_sigterm(
 ) -> None:
     config = write_config({"endpoints": {"mock": {"provider": "mock"}}})
     warm.prestart()
+    claim_and_run(config, redis_url, 5)
+
+
+def claim_and_run(config: Path, redis_url: str, jobs: int) -> None:
+    """Claim the waiting worker, see it run `jobs` jobs, and stop it with SIGTERM."""
     proc = warm.claim(
         ["--concurrency", "4", "--config", str(config)], cold_env(REDIS_URL=redis_url)
     )
     assert proc is not None
     try:
         with Client(redis_url) as client:
-            batch_id = client.submit_many([openai_line(f"w-{i}", "x") for i in range(5)]).batch_id
+            lines = [openai_line(f"w-{i}", "x") for i in range(jobs)]
+            batch_id = client.submit_many(lines).batch_id
             wait_until(lambda: client.batch(batch_id).finished, 60, "the batch to finish")
-            assert client.batch(batch_id).counts.completed == 5
+            assert client.batch(batch_id).counts.completed == jobs
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.wait(timeout=30)
@@ -92,3 +98,32 @@ def _alive(pid: int) -> bool:
         return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
     except psutil.NoSuchProcess:
         return False
+
+
+def test_a_waiting_worker_checks_configs_and_can_still_be_claimed(
+    redis_url: str, write_config: Callable[[dict[str, object]], Path], tmp_path: Path
+) -> None:
+    # Given a prestarted worker,
+    good = write_config({"endpoints": {"mock": {"provider": "mock"}}})
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("endpoints:\n  ep:\n    provider: mock\n    latency: 5\n")
+    warm.prestart()
+    # a config the supervisor's check passes passes its check, one with a mistake does not
+    # (the caller then checks it itself, to report the mistake),
+    assert warm.check(good)
+    assert not warm.check(bad)
+    assert not warm.check(tmp_path / "missing.yaml")
+    # and after checking, it is claimed and runs jobs as a cold start would.
+    claim_and_run(good, redis_url, 3)
+
+
+def test_no_worker_waiting_or_one_that_died_leaves_the_check_to_the_caller(
+    write_config: Callable[[dict[str, object]], Path],
+) -> None:
+    good = write_config({"endpoints": {"mock": {"provider": "mock"}}})
+    assert not warm.check(good)
+    warm.prestart()
+    waiting = warm._waiting[0]
+    waiting.proc.kill()
+    waiting.proc.wait()
+    assert not warm.check(good)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
 from tests.conftest import ROOT
 
@@ -46,3 +47,19 @@ def test_the_run_command_imports_none_of_the_other_commands() -> None:
 
 def test_a_worker_that_does_not_trace_imports_no_tracing_sdk() -> None:
     assert _unused("import workers.process", ("opentelemetry.sdk", "psutil")) == "[]"
+
+
+def test_a_run_with_a_prestarted_worker_leaves_the_adapters_imports_to_it(tmp_path: Path) -> None:
+    # The config check needs every adapter of the config imported (aiohttp with them): the
+    # prestarted worker, which imports them anyway, checks it for the run.
+    config = tmp_path / "config.yaml"
+    config.write_text(
+        "endpoints:\n  fake:\n    provider: openai\n"
+        "    base_url: http://127.0.0.1:9\n    api_key: sk-test\n"
+    )
+    setup = (
+        "from workers import warm\nwarm.prestart()\nimport workers.lean_redis\n"
+        "from pathlib import Path\nfrom producers.run_cli import run_app\nrun_app()\n"
+        f"assert warm.check(Path({str(config)!r}))\nwarm.discard_all()"
+    )
+    assert _unused(setup, ("aiohttp", "providers.http", "providers.openai")) == "[]"
