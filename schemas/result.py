@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
+import orjson
 from pydantic import BaseModel, ConfigDict, Field
 
 from schemas.request import EndpointKind
@@ -90,3 +91,29 @@ class LLMResult(BaseModel):
     error: ErrorInfo | None = None
     #: Output of a task reviewer (e.g. the GMN document, its validity and rounds used).
     extra: dict[str, Any] = Field(default_factory=dict)
+
+    def json_bytes(self) -> bytes:
+        """`model_dump_json()`'s document, as bytes: written by orjson from the fields, which
+        took a worker at 0 ms about half the CPU of pydantic's serializer (#22).
+
+        Anything orjson would write differently from pydantic (a datetime, a dataclass, a
+        model or a set inside `body` or `extra`, a key that is not a string, ...) is not
+        written by it: such a result takes pydantic's way.
+        """
+        try:
+            return orjson.dumps(self.__dict__, default=_nested, option=_PASS_ON)
+        except TypeError:
+            return self.__pydantic_serializer__.to_json(self)
+
+
+#: The models a result holds, written as their fields (in declaration order, as pydantic does).
+_NESTED = frozenset({Usage, ErrorInfo, Attempt, Timings})
+#: Types orjson writes itself in its own way go to `_nested` (and so to pydantic) instead.
+_PASS_ON = orjson.OPT_PASSTHROUGH_DATETIME | orjson.OPT_PASSTHROUGH_DATACLASS
+_PASS_ON |= orjson.OPT_PASSTHROUGH_SUBCLASS
+
+
+def _nested(value: Any) -> dict[str, Any]:
+    if type(value) in _NESTED:
+        return value.__dict__  # type: ignore[no-any-return]
+    raise TypeError(type(value).__name__)

@@ -44,7 +44,7 @@ def write_call(keys: Keys, ttl_s: int, items: Sequence[ResultItem]) -> ScriptCal
             index,
             key.encode(),
             result.status.encode(),
-            result.model_dump_json().encode(),
+            result.json_bytes(),
             b"1" if count else b"0",
             dead,
             repr(result.cost_usd or 0.0).encode(),
