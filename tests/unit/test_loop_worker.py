@@ -34,6 +34,17 @@ def enqueue(broker: LaneBroker, n: int, actor: str = "t", queue: str = "q") -> N
         broker.enqueue(Message(queue, actor, ({"i": i},), {}, {}))
 
 
+def run_jobs(
+    broker: LaneBroker, fn: Callable[[dict[str, Any]], Any], *, jobs: int, concurrency: int
+) -> LoopWorker:
+    """`fn` as actor "t" of queue "q", `jobs` messages queued, and a LoopWorker running them."""
+    dramatiq.Actor(fn, broker=broker, actor_name="t", queue_name="q", priority=0, options={})
+    enqueue(broker, jobs)
+    worker = LoopWorker(broker, fn, concurrency=concurrency, worker_timeout=100)
+    worker.start()
+    return worker
+
+
 def wait_for(cond: Callable[[], bool], timeout_s: float = 20.0) -> None:
     deadline = time.monotonic() + timeout_s
     while not cond():
@@ -62,10 +73,7 @@ def test_runs_every_message_on_the_loop_never_more_than_concurrency(broker: Lane
         state["now"] -= 1
         done.append(payload["i"])
 
-    dramatiq.Actor(fn, broker=broker, actor_name="t", queue_name="q", priority=0, options={})
-    enqueue(broker, 300)
-    worker = LoopWorker(broker, fn, concurrency=7, worker_timeout=100)
-    worker.start()
+    worker = run_jobs(broker, fn, jobs=300, concurrency=7)
     try:
         # Given 300 queued jobs that block, 7 run at once and no more start,
         wait_for(lambda: state["now"] >= 7)
@@ -149,11 +157,8 @@ def test_an_ack_that_fails_neither_blocks_its_slot_nor_the_others_acks(
     async def fn(payload: dict[str, Any]) -> None:
         ran.append(payload["i"])
 
-    dramatiq.Actor(fn, broker=broker, actor_name="t", queue_name="q", priority=0, options={})
     # Given one slot and five messages, the first of which cannot be acked,
-    enqueue(broker, 5)
-    worker = LoopWorker(broker, fn, concurrency=1, worker_timeout=100)
-    worker.start()
+    worker = run_jobs(broker, fn, jobs=5, concurrency=1)
     try:
         # then all five still run one after the other (the failed ack freed its slot),
         wait_for(lambda: len(ran) == 5)
@@ -176,10 +181,7 @@ def test_a_failing_message_goes_through_dramatiq_retries(broker: LaneBroker) -> 
         if i == 3 and calls[i] == 1:
             raise RuntimeError("first try fails")
 
-    dramatiq.Actor(fn, broker=broker, actor_name="t", queue_name="q", priority=0, options={})
-    enqueue(broker, 5)
-    worker = LoopWorker(broker, fn, concurrency=4, worker_timeout=100)
-    worker.start()
+    worker = run_jobs(broker, fn, jobs=5, concurrency=4)
     try:
         wait_for(lambda: calls.get(3) == 2)
         wait_for(lambda: leftovers(broker)[1] == 0)
@@ -199,10 +201,7 @@ def test_stop_lets_running_jobs_finish_and_puts_the_rest_back(broker: LaneBroker
         await asyncio.sleep(0.3)
         finished.append(payload["i"])
 
-    dramatiq.Actor(fn, broker=broker, actor_name="t", queue_name="q", priority=0, options={})
-    enqueue(broker, 20)
-    worker = LoopWorker(broker, fn, concurrency=3, worker_timeout=100)
-    worker.start()
+    worker = run_jobs(broker, fn, jobs=20, concurrency=3)
     wait_for(lambda: len(started) == 3)
     worker.stop(timeout=10_000)
     broker.close()
