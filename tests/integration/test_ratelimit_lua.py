@@ -316,3 +316,11 @@ def test_a_bucket_learned_in_the_model_scope_gates_the_requests_of_the_endpoint(
     assert take("a") == 0 and take("b") == 0
     assert take("c") > 0  # the bucket is empty until it refills
     assert not r.exists(endpoint.state) or r.hget(endpoint.state, "lr_lim") is None
+
+
+def test_an_admission_alone_sets_its_keys_ttls(r: redis.Redis) -> None:
+    # (a batched call sets them once for all its calls: tests/integration/test_script_pipe.py)
+    assert admit(r, 0, rpm=10, conc=2, lease="a", ttl_ms=5_000) == 0
+    assert 5_000 < r.pttl(SCOPE.leases) <= 10_000
+    assert LIMIT_WINDOW_MS < r.pttl(SCOPE.window) <= LIMIT_WINDOW_MS + 1_000
+    assert 60_000 < r.pttl(SCOPE.state) <= 120_000

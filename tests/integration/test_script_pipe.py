@@ -50,3 +50,24 @@ async def test_releases_of_a_turn_run_before_its_admits_and_a_failing_call_fails
         assert await client.zrange(SCOPE.leases, 0, -1) == [b"b"]
     finally:
         await client.aclose()
+
+
+async def test_a_turns_admits_set_each_keys_ttl_once_and_the_last_asked_wins(
+    redis_url: str,
+) -> None:
+    client = aioredis.Redis.from_url(redis_url)
+    try:
+        pipe = ScriptPipe(client, (Lua.LIMIT_RELEASE, Lua.LIMIT_ADMIT))
+        keys, now = list(SCOPE), time.time() * 1000
+
+        def admit(lease: str, ttl_ms: int) -> object:
+            return pipe.call(Lua.LIMIT_ADMIT, keys, [now, lease, ttl_ms, 10, 0, 0, 0, 5])
+
+        assert await admit("first", 60_000) == [1, b"0", 0]  # loads the script
+        assert 60_000 < await client.pttl(SCOPE.leases) <= 120_000
+        # one batched call: the leases' TTL is set once, as its last admission asked
+        assert await asyncio.gather(admit("a", 600_000), admit("b", 20_000)) == [[1, b"0", 0]] * 2
+        assert 20_000 < await client.pttl(SCOPE.leases) <= 40_000
+        assert await client.zcard(SCOPE.leases) == 3
+    finally:
+        await client.aclose()

@@ -58,10 +58,12 @@ def source(script: Lua) -> str:
 #: each call sees its own KEYS and ARGV. ARGV: the number of calls, then per call its key
 #: count, its argument count and its arguments; KEYS: every call's keys in order. Replies
 #: are the calls' replies in order; a call that raised answers with its error (the calls
-#: before it kept their effects, as separate EVALSHAs would have).
-_BATCHED = """local function one(KEYS, ARGV)
+#: before it kept their effects, as separate EVALSHAs would have). Each call gets the
+#: batch's key TTLs as its `...` (lib/expire): they are set once, after the last call.
+_BATCHED = """local function one(KEYS, ARGV, ...)
 %s
 end
+local ttls = {}
 local out, k, a = {}, 1, 2
 for n = 1, tonumber(ARGV[1]) do
   local nk, na = tonumber(ARGV[a]), tonumber(ARGV[a + 1])
@@ -69,13 +71,14 @@ for n = 1, tonumber(ARGV[1]) do
   for j = 1, nk do keys[j] = KEYS[k + j - 1] end
   for j = 1, na do argv[j] = ARGV[a + 1 + j] end
   k, a = k + nk, a + 2 + na
-  local ok, reply = pcall(one, keys, argv)
+  local ok, reply = pcall(one, keys, argv, ttls)
   if ok then
     out[n] = reply
   else
     out[n] = {err = type(reply) == 'table' and reply.err or tostring(reply)}
   end
 end
+for key, ms in pairs(ttls) do redis.call('pexpire', key, ms) end
 return out
 """
 

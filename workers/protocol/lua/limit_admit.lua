@@ -9,6 +9,7 @@
 -- Returns {1, 0, probe} when admitted (state committed, lease taken; probe = 1 when this
 -- request is the one that probes a scope whose pause has ended) or {0, wait_ms, 0}.
 -- Learned buckets (lib/learned) are checked in every scope that has them.
+-- include: expire
 -- include: scopes
 -- include: pause
 -- include: learned
@@ -91,8 +92,9 @@ for _, c in ipairs(commit) do
   if c.lt then redis.call('hset', c.p, 'lt_lvl', c.lt, 'lt_at', now) end
   if c.conc then
     redis.call('zadd', c.leases, now + ttl, lease)
-    redis.call('pexpire', c.leases, ttl * 2)
+    expire_later(c.leases, ttl * 2)
   end
-  redis.call('pexpire', c.p, (c.lr or c.lt) and 3600000 or 120000)
+  expire_later(c.p, (c.lr or c.lt) and 3600000 or 120000)
 end
+expire_noted()
 return {1, '0', #probes > 0 and 1 or 0}

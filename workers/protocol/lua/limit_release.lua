@@ -9,6 +9,7 @@
 -- ARGV: now_ms, lease_id, token_delta, learned_rpm, learned_tpm, answered, refunded,
 --       estimate, r_limit, r_remaining, r_reset_ms, t_limit, t_remaining, t_reset_ms,
 --       admitted_ms (when the lease was granted), then (rpm, tpm, conc) per scope.
+-- include: expire
 -- include: scopes
 -- include: pause
 -- include: learned
@@ -33,7 +34,7 @@ for i, s in ipairs(all) do
     learn(s.p, 'lt_', tonumber(ARGV[12]), tonumber(ARGV[13]), tonumber(ARGV[14]), now)
     if tonumber(ARGV[9]) > 0 or tonumber(ARGV[12]) > 0 then
       redis.call('hdel', s.p, 'first_until')
-      redis.call('pexpire', s.p, 3600000)
+      expire_later(s.p, 3600000)
     else
       local g = redis.call('hmget', s.p, 'nohdr', 'aimd', 'aimd_cut_at')
       if g[1] then
@@ -55,4 +56,5 @@ for i, s in ipairs(all) do
   if learned_rpm > 0 then redis.call('hset', s.p, 'learned_rpm', learned_rpm) end
   if learned_tpm > 0 then redis.call('hset', s.p, 'learned_tpm', learned_tpm) end
 end
+expire_noted()
 return 1

@@ -49,7 +49,7 @@ end
 local function window_add(log, p, lease, tokens, sum, now)
   redis.call('zadd', log, now, lease .. ' ' .. tokens)
   redis.call('hset', p, 'win_t', sum + tonumber(tokens))
-  redis.call('pexpire', log, WINDOW_MS + 1000)
+  expire_later(log, WINDOW_MS + 1000)
 end
 
 -- Corrects an admission still in the window from its estimate to the tokens really used.
