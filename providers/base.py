@@ -61,7 +61,8 @@ class Capabilities(BaseModel):
     def missing(self, request: LLMRequest) -> list[str]:
         """What the request needs that this adapter cannot give, in words; empty if none."""
         out = [] if request.kind in self.kinds else [f"{request.kind} requests"]
-        out += [_FEATURE_TEXT[f] for f in sorted(needs(request) - self.features)]
+        if self.features != ALL_FEATURES:  # else nothing it needs can be missing: no look
+            out += [_FEATURE_TEXT[f] for f in sorted(needs(request) - self.features)]
         return out
 
 

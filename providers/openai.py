@@ -338,10 +338,16 @@ _READERS = {
 }
 
 
+_NO_USAGE = _Usage()
+
+
 def _usage(usage: _Usage | None) -> Usage:
-    usage = usage or _Usage()
-    cached = (usage.prompt_tokens_details or _PromptDetails()).cached_tokens
-    reasoning = (usage.completion_tokens_details or _OutputDetails()).reasoning_tokens
+    # Absent parts read as None without building empty models for them (two model
+    # instances per answer that reports no details, #22).
+    usage = usage or _NO_USAGE
+    prompt, output = usage.prompt_tokens_details, usage.completion_tokens_details
+    cached = prompt.cached_tokens if prompt is not None else None
+    reasoning = output.reasoning_tokens if output is not None else None
     return Usage(
         input_tokens=usage.prompt_tokens or 0,
         output_tokens=usage.completion_tokens or 0,

@@ -23,9 +23,10 @@ from providers.errors import (
     Timeout,
 )
 from providers.fake_server import FakeServer, Fault
-from providers.openai import OpenAIProvider
+from providers.openai import OpenAIProvider, _Usage, _usage
 from schemas.config import EndpointConfig
 from schemas.request import LLMRequest
+from schemas.result import Usage
 
 KEY = "sk-test-SECRET-1234"
 PATH = "/v1/chat/completions"
@@ -323,3 +324,20 @@ def test_base_url_loses_its_trailing_slash_and_unknown_keys_fail() -> None:
     assert OpenAIProvider.Config(base_url="http://h:8080/v1/").base_url == "http://h:8080/v1"
     with pytest.raises(ValidationError, match="extra"):
         OpenAIProvider.validate_options({"base_url": "http://h", "bogus": 1})
+
+
+def test_usage_reads_absent_parts_as_zero() -> None:
+    assert _usage(None) == Usage()
+    plain = _Usage.model_validate({"prompt_tokens": 3, "completion_tokens": 2})
+    assert _usage(plain) == Usage(input_tokens=3, output_tokens=2)
+    detailed = _Usage.model_validate(
+        {
+            "prompt_tokens": 3,
+            "completion_tokens": 2,
+            "prompt_tokens_details": {"cached_tokens": 1},
+            "completion_tokens_details": {"reasoning_tokens": 2},
+        }
+    )
+    assert _usage(detailed) == Usage(
+        input_tokens=3, output_tokens=2, cached_tokens=1, reasoning_tokens=2
+    )

@@ -206,6 +206,7 @@ def test_needs_and_the_capabilities_that_serve_them() -> None:
     tools_only = Capabilities(features=frozenset({"tools"}))
     assert tools_only.missing(json_tools) == ["response_format json_schema"]
     assert Capabilities(features=ALL_FEATURES).missing(json_tools) == []
+    assert Capabilities(features=ALL_FEATURES).missing(embeddings) == ["embeddings requests"]
     # An adapter still declaring the earlier flags fails at import, not silently.
     with pytest.raises(ValidationError, match="images"):
         Capabilities(images=True)  # type: ignore[call-arg]
