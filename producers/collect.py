@@ -9,7 +9,8 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO, Literal
@@ -27,6 +28,7 @@ from schemas.batch_output import (
 from schemas.result import LLMResult
 from workers.protocol.batch_record import BatchNotFound
 from workers.protocol.connection import wait_for_redis
+from workers.protocol.results import RawEntry
 
 log = logging.getLogger("batchyard.producer")
 
@@ -106,11 +108,65 @@ class Cursor:
         os.replace(tmp, self.path)
 
 
+def errors_path(output: Path) -> Path:
+    """Where the results that are not successes go, by default: `<output stem>.errors<suffix>`."""
+    return output.with_name(output.stem + ".errors" + output.suffix)
+
+
 def _open(path: Path, size: int) -> BinaryIO:
     f = path.open("r+b" if path.exists() else "w+b")
     f.truncate(size)
     f.seek(size)
     return f
+
+
+class Export:
+    """The output and error files of a batch open for appending, from their cursor on.
+
+    `write` appends a page of results; `save` makes them durable (both files fsynced, then
+    the cursor). Lines written after the last save (all of them, if a `write` failed midway)
+    are rewritten by the next export, which truncates the files back to the cursor's sizes.
+    """
+
+    def __init__(self, output: Path, errors: Path, batch_id: str, fmt: Format) -> None:
+        self.cursor = Cursor(output.with_name(output.name + ".cursor"), batch_id)
+        sizes = self.cursor.sizes if self.cursor.load() else (0, 0)
+        self.fmt = fmt
+        #: The stream id the files hold every result up to.
+        self.after = self.cursor.stream_id
+        self.report = CollectReport(0, 0, 0, self.after)
+        self.out = _open(output, sizes[0])
+        try:
+            self.err = _open(errors, sizes[1])
+        except BaseException:
+            self.out.close()
+            raise
+
+    def write(self, entries: list[RawEntry], after: str) -> None:
+        """Append `entries` (read from the stream up to `after`) to their files."""
+        report = self.report
+        for _sid, key, raw in entries:
+            line, ok = render_stored(raw, key, self.fmt)
+            if ok:
+                self.out.write(line)
+                report.succeeded += 1
+            else:
+                self.err.write(line)
+                report.errored += 1
+        report.written += len(entries)
+        self.after = report.cursor = after
+
+    def save(self) -> None:
+        """Make what was written durable and move the cursor past it (if it moved)."""
+        if self.after != self.cursor.stream_id:
+            self.cursor.save(self.after, self.out, self.err)
+
+    def close(self) -> None:
+        """Close both files (what was not saved is rewritten by the next export)."""
+        try:
+            self.out.close()
+        finally:
+            self.err.close()
 
 
 class OutputError(RuntimeError):
@@ -163,7 +219,7 @@ def collect(
     `known`: the caller knows the batch exists (`batchyard run`, which reads its record each
     step anyway), so the check for an unknown id, a round trip and a record read, is skipped.
     """
-    errors = errors or output.with_name(output.stem + ".errors" + output.suffix)
+    errors = errors or errors_path(output)
     if not known:
         _await_batch(
             client,
@@ -172,8 +228,19 @@ def collect(
             poll_s=poll_s,
             follow=follow,
         )
+    with output_errors(output):
+        export = Export(output, errors, batch_id, fmt)
+        try:
+            return _collect(client, batch_id, export, follow, on_progress, poll_s)
+        finally:
+            export.close()
+
+
+@contextmanager
+def output_errors(output: Path) -> Iterator[None]:
+    """An output file that cannot be written becomes an `OutputError`: one line for the user."""
     try:
-        return _collect(client, batch_id, output, errors, follow, fmt, on_progress, poll_s)
+        yield
     except ConnectionError:  # gave up waiting for Redis: not a file problem
         raise
     except OSError as exc:
@@ -189,52 +256,32 @@ def collect(
 def _collect(
     client: Client,
     batch_id: str,
-    output: Path,
-    errors: Path,
+    export: Export,
     follow: bool,
-    fmt: Format,
     on_progress: Callable[[int], None] | None,
     poll_s: float,
 ) -> CollectReport:
-    cursor = Cursor(output.with_name(output.name + ".cursor"), batch_id)
-    resumed = cursor.load()
-    sizes = cursor.sizes if resumed else (0, 0)
-    report = CollectReport(0, 0, 0, cursor.stream_id)
-    with _open(output, sizes[0]) as out, _open(errors, sizes[1]) as err:
-        after = cursor.stream_id
-        while True:
-            try:
-                page = client.raw_results(
-                    batch_id, after, block_ms=int(poll_s * 1000) if follow else None
-                )
-                if not page.read:
-                    if not follow:
-                        break
-                    batch = client.batch(batch_id)
-                    if batch.finished and not client.raw_results(batch_id, after, count=1).read:
-                        break
-                    continue
-            except (redis.ConnectionError, redis.TimeoutError) as exc:
+    while True:
+        try:
+            page = client.raw_results(
+                batch_id, export.after, block_ms=int(poll_s * 1000) if follow else None
+            )
+            if not page.read:
                 if not follow:
-                    raise
-                # Following outlives a Redis restart: wait (bounded, with backoff) and go on
-                # from the cursor, which only ever moves past results already written.
-                _reconnect(
-                    client, "lost Redis while following %s (%s); reconnecting", batch_id, exc
-                )
+                    break
+                batch = client.batch(batch_id)
+                if batch.finished and not client.raw_results(batch_id, export.after, count=1).read:
+                    break
                 continue
-            for _sid, key, raw in page.entries:
-                line, ok = render_stored(raw, key, fmt)
-                if ok:
-                    out.write(line)
-                    report.succeeded += 1
-                else:
-                    err.write(line)
-                    report.errored += 1
-            after = page.cursor
-            cursor.save(after, out, err)
-            report.written += len(page.entries)
-            if on_progress is not None:
-                on_progress(report.written)
-        report.cursor = after
-    return report
+        except (redis.ConnectionError, redis.TimeoutError) as exc:
+            if not follow:
+                raise
+            # Following outlives a Redis restart: wait (bounded, with backoff) and go on
+            # from the cursor, which only ever moves past results already written.
+            _reconnect(client, "lost Redis while following %s (%s); reconnecting", batch_id, exc)
+            continue
+        export.write(page.entries, page.cursor)
+        export.save()
+        if on_progress is not None:
+            on_progress(export.report.written)
+    return export.report

@@ -25,7 +25,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
 from producers.client import Client
-from producers.collect import CollectReport, collect
+from producers.collect import CollectReport, Export, errors_path, output_errors
 from producers.progress import pace
 from producers.submit import new_batch_id
 from schemas.batch import Batch
@@ -41,6 +41,9 @@ from workers.supervisor import Supervisor, preflight
 STEP_S = 0.2
 #: ... and in its first second, when a small batch may be about to end.
 FIRST_STEP_S = 0.02
+
+#: Shortest time between two saves of the output files' cursor (`_Writer`).
+SAVE_S = 1.0
 
 #: `<output><STATE_SUFFIX>/` holds a run's Redis data and `run.json` until the batch completes.
 STATE_SUFFIX = ".batchyard"
@@ -256,26 +259,26 @@ def run_batch(
             if latch.installed:
                 local.supervisor.stop_on(latch)
             batch_id = _start_batch(client, file, state, saved, print_fp, output, console)
-            writer = _Writer(client, batch_id, output, errors)
-            try:
-                batch = _follow(
-                    client, batch_id, local.supervisor, timeout_s, console, latch, writer
-                )
-            except RunInterrupted:
-                console.print(
-                    f"[yellow]stopping: letting calls in flight finish (up to {grace_s:.0f}s);"
-                    " press Ctrl-C again to stop now[/yellow]"
-                )
-                local.stop()
-                writer.step()
-                done = client.batch(batch_id).counts
-                console.print(
-                    f"[yellow]interrupted:[/yellow] {done.done} of {done.total} results written "
-                    f"to {output}; run the same command again to resume "
-                    f"(state in {state.dir}; --fresh starts over)"
-                )
-                raise
-            writer.step()
+            with _Writer(client, batch_id, output, errors) as writer:
+                try:
+                    batch = _follow(
+                        client, batch_id, local.supervisor, timeout_s, console, latch, writer
+                    )
+                except RunInterrupted:
+                    console.print(
+                        f"[yellow]stopping: letting calls in flight finish (up to "
+                        f"{grace_s:.0f}s); press Ctrl-C again to stop now[/yellow]"
+                    )
+                    local.stop()
+                    writer.step(final=True)
+                    done = client.batch(batch_id).counts
+                    console.print(
+                        f"[yellow]interrupted:[/yellow] {done.done} of {done.total} results "
+                        f"written to {output}; run the same command again to resume "
+                        f"(state in {state.dir}; --fresh starts over)"
+                    )
+                    raise
+                writer.step(final=True)
         if not keep_state:
             state.remove()
     finally:
@@ -313,26 +316,48 @@ def _start_batch(
 
 
 class _Writer:
-    """Appends results to the output files as they arrive (resumable, see `collect`)."""
+    """Appends results to the output files as they arrive (resumable, see `collect`). The
+    files stay open for the whole run, and their cursor is saved at most every SAVE_S and when
+    the run stops: each save fsyncs both files and replaces the cursor file (~1 ms of CPU),
+    and every follow step made one (#22). Lines written after the last save are rewritten
+    by a resumed run, as after any crash."""
 
     def __init__(self, client: Client, batch_id: str, output: Path, errors: Path | None) -> None:
         self.client = client
         self.batch_id = batch_id
         self.output = output
-        self.errors = errors
-        self.report = CollectReport(0, 0, 0, "0-0")
+        with output_errors(output):
+            self.export = Export(output, errors or errors_path(output), batch_id, "openai")
+        self.saved_at = time.monotonic()
+
+    def __enter__(self) -> _Writer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        with output_errors(self.output):
+            self.export.close()
+
+    @property
+    def report(self) -> CollectReport:
+        """What this run wrote."""
+        return self.export.report
 
     def wait(self, seconds: float) -> None:
         """Block until a result arrives past what was written, at most `seconds`."""
-        stream: dict[Any, Any] = {self.client.keys.stream(self.batch_id): self.report.cursor}
+        stream: dict[Any, Any] = {self.client.keys.stream(self.batch_id): self.export.after}
         self.client.redis.xread(stream, count=1, block=max(1, int(seconds * 1000)))
 
-    def step(self) -> None:
-        got = collect(self.client, self.batch_id, self.output, self.errors, known=True)
-        self.report.written += got.written
-        self.report.succeeded += got.succeeded
-        self.report.errored += got.errored
-        self.report.cursor = got.cursor
+    def step(self, *, final: bool = False) -> None:
+        """Write every result that arrived; save when SAVE_S passed since the last save, and
+        always when `final`."""
+        export = self.export
+        with output_errors(self.output):
+            while (page := self.client.raw_results(self.batch_id, export.after)).read:
+                export.write(page.entries, page.cursor)
+            now = time.monotonic()
+            if final or now - self.saved_at >= SAVE_S:
+                export.save()
+                self.saved_at = now
 
 
 def _follow(

@@ -1,4 +1,5 @@
-"""`batchyard run`'s progress bar: drawn once per step at a terminal, only at the ends elsewhere."""
+"""`batchyard run`'s follow loop: its progress bar is drawn once per step at a terminal and only
+at the ends elsewhere; its output files' cursor is saved at most every SAVE_S and at the end."""
 
 from __future__ import annotations
 
@@ -7,11 +8,13 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
 from rich.console import Console
 from rich.progress import Progress
 
 from producers import run
+from producers.collect import Cursor
 from tests.conftest import openai_line, read_jsonl, write_jsonl
 
 pytestmark = pytest.mark.integration
@@ -24,21 +27,28 @@ def _run(
     monkeypatch: pytest.MonkeyPatch,
     *,
     terminal: bool,
-) -> tuple[int, int, str]:
-    """(bar draws, follow-loop steps, what the console showed) of one small run."""
-    counts = {"draws": 0, "steps": 0}
+) -> tuple[dict[str, int], str]:
+    """Bar draws, follow-loop steps and cursor saves of one small run, and what the console
+    showed."""
+    counts = {"draws": 0, "steps": 0, "saves": 0}
     draw = Progress.get_renderable
     step = run._Writer.step
+    save = Cursor.save
 
     def counted_draw(self: Progress) -> Any:
         counts["draws"] += 1
         return draw(self)
 
-    def counted_step(self: run._Writer) -> None:
+    def counted_step(self: run._Writer, **options: Any) -> None:
         counts["steps"] += 1
-        step(self)
+        step(self, **options)
+
+    def counted_save(self: Cursor, *args: Any) -> None:
+        counts["saves"] += 1
+        save(self, *args)
 
     monkeypatch.setenv("REDIS_URL", redis_url)
+    monkeypatch.setattr(Cursor, "save", counted_save)
     monkeypatch.setattr(Progress, "get_renderable", counted_draw)
     monkeypatch.setattr(run._Writer, "step", counted_step)
     name = "tty" if terminal else "plain"
@@ -55,25 +65,60 @@ def _run(
     )
     assert report.collected.succeeded == 20
     assert len(read_jsonl(tmp_path / f"{name}.out.jsonl")) == 20
-    return counts["draws"], counts["steps"], shown.getvalue()
+    return counts, shown.getvalue()
 
 
-def test_the_bar_is_drawn_per_step_at_a_terminal_and_only_at_the_ends_elsewhere(
+Run = Callable[..., tuple[dict[str, int], str]]
+
+
+@pytest.fixture
+def small_run(
     tmp_path: Path,
     redis_url: str,
     write_config: Callable[[dict[str, object]], Path],
     monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    # Given a batch that takes several follow steps (20 calls of 100 ms, two at a time),
+) -> Run:
+    """`_run` of a batch that takes several follow steps (20 calls of 100 ms, two at a time),
+    in `tmp_path` or a directory of it."""
     config = write_config({"endpoints": {"mock": {"provider": "mock", "latency_ms": 100}}})
-    # when it runs with stderr not a terminal, the bar is drawn when it starts and ends only
-    # (nothing of it shows in between), not on every step nor by a refresh thread;
-    draws, steps, shown = _run(tmp_path, redis_url, config, monkeypatch, terminal=False)
-    assert steps >= 5
-    assert draws <= 4
+
+    def go(*, terminal: bool = False, where: str = "") -> tuple[dict[str, int], str]:
+        (tmp_path / where).mkdir(exist_ok=True)
+        return _run(tmp_path / where, redis_url, config, monkeypatch, terminal=terminal)
+
+    return go
+
+
+def test_the_bar_is_drawn_per_step_at_a_terminal_and_only_at_the_ends_elsewhere(
+    small_run: Run,
+) -> None:
+    # Given a batch that takes several follow steps, when it runs with stderr not a terminal,
+    # the bar is drawn when it starts and ends only (nothing of it shows in between), not on
+    # every step nor by a refresh thread;
+    counts, shown = small_run(terminal=False)
+    assert counts["steps"] >= 5
+    assert counts["draws"] <= 4
     assert "20/20" in shown
     # and at a terminal, it is drawn on every step, so the numbers move as results arrive.
-    draws, steps, shown = _run(tmp_path, redis_url, config, monkeypatch, terminal=True)
-    assert steps >= 5
-    assert draws >= steps
+    counts, shown = small_run(terminal=True)
+    assert counts["steps"] >= 5
+    assert counts["draws"] >= counts["steps"]
     assert "20/20" in shown
+
+
+def test_the_cursor_is_saved_when_save_s_has_passed_and_when_the_run_ends(
+    small_run: Run, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given a run of several follow steps whose cursor may wait as long as it likes,
+    monkeypatch.setattr(run, "SAVE_S", 1e9)
+    counts, _ = small_run()
+    # the results are written on every step and the cursor saved once, at the end,
+    assert counts["steps"] >= 5
+    assert counts["saves"] == 1
+    # pointing past every line of the output.
+    cursor = orjson.loads((tmp_path / "plain.out.jsonl.cursor").read_bytes())
+    assert cursor["out_bytes"] == (tmp_path / "plain.out.jsonl").stat().st_size
+    # With no wait at all, each step that wrote something saves it.
+    monkeypatch.setattr(run, "SAVE_S", 0.0)
+    counts, _ = small_run(where="again")
+    assert counts["saves"] > 1
