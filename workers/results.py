@@ -30,7 +30,7 @@ from redis.typing import EncodableT
 from schemas.result import LLMResult
 from workers.protocol.keys import Keys
 from workers.protocol.results import ResultItem, write_call
-from workers.protocol.scripts import Lua, batch_args, batched, register
+from workers.protocol.scripts import Lua, ScriptCall, batch_args, batched, register
 
 T = TypeVar("T")
 
@@ -64,6 +64,27 @@ async def exchange(client: aioredis.Redis, commands: list[Command]) -> list[Any]
         )
     finally:
         await pool.release(conn)
+
+
+async def evalsha(client: aioredis.Redis, calls: list[tuple[AsyncScript, ScriptCall]]) -> list[Any]:
+    """Run each script call in one `exchange`; a call Redis refused with NOSCRIPT (the
+    script's first use, or Redis restarted) did not run, so it runs again once loaded.
+
+    redis-py's `Script.__call__` costs a worker more per call than this exchange (#22).
+    """
+
+    def command(script: AsyncScript, call: ScriptCall) -> Command:
+        return ("EVALSHA", script.sha, len(call["keys"]), *call["keys"], *call["args"])
+
+    replies = await exchange(client, [command(*c) for c in calls])
+    missing = [j for j, reply in enumerate(replies) if isinstance(reply, NoScriptError)]
+    if missing:
+        for j in missing:
+            calls[j][0].sha = await client.script_load(calls[j][0].script)
+        again = await exchange(client, [command(*calls[j]) for j in missing])
+        for j, reply in zip(missing, again, strict=True):
+            replies[j] = reply
+    return replies
 
 
 async def _exchange(conn: AbstractConnection, commands: list[Command]) -> list[Any]:
@@ -130,6 +151,7 @@ class ResultWriter(Coalescer[ResultItem]):
 
     def __init__(self, client: aioredis.Redis, keys: Keys, ttl_s: int) -> None:
         super().__init__()
+        self.client = client
         self.keys = keys
         self.ttl_s = ttl_s
         self._script = register(client, Lua.WRITE_RESULTS)
@@ -142,7 +164,12 @@ class ResultWriter(Coalescer[ResultItem]):
         return bool(await self._ask((key, result, False, dead)))
 
     async def _send(self, items: list[ResultItem]) -> list[Any]:
-        return list(await self._script(**write_call(self.keys, self.ttl_s, items)))
+        (reply,) = await evalsha(
+            self.client, [(self._script, write_call(self.keys, self.ttl_s, items))]
+        )
+        if isinstance(reply, ResponseError):
+            raise reply
+        return list(reply)
 
 
 class ResultCheck(Coalescer[tuple[str, str]]):
@@ -266,18 +293,10 @@ class ScriptPipe(Coalescer[tuple[Lua, list[str], list[EncodableT]]]):
             groups[script].append(i)
         calls = [(self._batched[s], at) for s, at in groups.items() if at]
 
-        def evalsha(script: AsyncScript, at: list[int]) -> Command:
-            call = batch_args([(items[i][1], items[i][2]) for i in at])
-            return ("EVALSHA", script.sha, len(call["keys"]), *call["keys"], *call["args"])
-
-        replies = await exchange(self.client, [evalsha(*c) for c in calls])
-        missing = [j for j, reply in enumerate(replies) if isinstance(reply, NoScriptError)]
-        if missing:  # first use, or Redis restarted: those did not run, so they run now
-            for j in missing:
-                calls[j][0].sha = await self.client.script_load(calls[j][0].script)
-            again = await exchange(self.client, [evalsha(*calls[j]) for j in missing])
-            for j, reply in zip(missing, again, strict=True):
-                replies[j] = reply
+        replies = await evalsha(
+            self.client,
+            [(s, batch_args([(items[i][1], items[i][2]) for i in at])) for s, at in calls],
+        )
         answers: list[Any] = [None] * len(items)
         for (_, at), reply in zip(calls, replies, strict=True):
             if isinstance(reply, ResponseError):  # the whole call failed
