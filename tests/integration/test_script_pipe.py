@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import AsyncIterator
 
 import pytest
 import redis.asyncio as aioredis
@@ -18,56 +19,60 @@ pytestmark = pytest.mark.integration
 SCOPE = Keys("t").limit("ep")
 
 
-async def test_releases_of_a_turn_run_before_its_admits_and_a_failing_call_fails_alone(
-    redis_url: str,
-) -> None:
+@pytest.fixture
+async def client(redis_url: str) -> AsyncIterator[aioredis.Redis]:
     client = aioredis.Redis.from_url(redis_url)
     try:
-        pipe = ScriptPipe(client, (Lua.LIMIT_RELEASE, Lua.LIMIT_ADMIT))
-        keys, now = list(SCOPE), time.time() * 1000
-
-        async def admit(lease: str, conc: object = 1) -> object:
-            # one scope: max concurrency 1, no rpm/tpm, no gate
-            return await pipe.call(Lua.LIMIT_ADMIT, keys, [now, lease, 60_000, 10, 0, 0, 0, conc])
-
-        def release(lease: str) -> list[object]:
-            return [now, lease, 0, 0, 0, 1, 0, 10, -1, -1, -1, -1, -1, -1, now, 0, 0, 1]
-
-        # Both scripts loaded first: a script Redis does not know yet runs after the others.
-        assert await pipe.call(Lua.LIMIT_RELEASE, keys, release("none")) == 1
-        assert await admit("a") == [1, b"0", 0]
-        b, released, bad, c = await asyncio.gather(
-            admit("b"),  # asked before the release, in the same turn: runs after it
-            pipe.call(Lua.LIMIT_RELEASE, keys, release("a")),
-            admit("bad", conc="x"),  # Lua compares nil with a number: this call's error
-            admit("c"),  # the lease is b's now
-            return_exceptions=True,
-        )
-        assert b == [1, b"0", 0]
-        assert released == 1
-        assert isinstance(bad, ResponseError)
-        assert isinstance(c, list) and c[0] == 0 and int(c[1]) > 0
-        assert await client.zrange(SCOPE.leases, 0, -1) == [b"b"]
+        yield client
     finally:
         await client.aclose()
+
+
+def limiter_pipe(client: aioredis.Redis) -> tuple[ScriptPipe, list[str], float]:
+    """The limiter's pipe, the keys of one scope and a now (ms) for its calls."""
+    return ScriptPipe(client, (Lua.LIMIT_RELEASE, Lua.LIMIT_ADMIT)), list(SCOPE), time.time() * 1000
+
+
+async def test_releases_of_a_turn_run_before_its_admits_and_a_failing_call_fails_alone(
+    client: aioredis.Redis,
+) -> None:
+    pipe, keys, now = limiter_pipe(client)
+
+    async def admit(lease: str, conc: object = 1) -> object:
+        # one scope: max concurrency 1, no rpm/tpm, no gate
+        return await pipe.call(Lua.LIMIT_ADMIT, keys, [now, lease, 60_000, 10, 0, 0, 0, conc])
+
+    def release(lease: str) -> list[object]:
+        return [now, lease, 0, 0, 0, 1, 0, 10, -1, -1, -1, -1, -1, -1, now, 0, 0, 1]
+
+    # Both scripts loaded first: a script Redis does not know yet runs after the others.
+    assert await pipe.call(Lua.LIMIT_RELEASE, keys, release("none")) == 1
+    assert await admit("a") == [1, b"0", 0]
+    b, released, bad, c = await asyncio.gather(
+        admit("b"),  # asked before the release, in the same turn: runs after it
+        pipe.call(Lua.LIMIT_RELEASE, keys, release("a")),
+        admit("bad", conc="x"),  # Lua compares nil with a number: this call's error
+        admit("c"),  # the lease is b's now
+        return_exceptions=True,
+    )
+    assert b == [1, b"0", 0]
+    assert released == 1
+    assert isinstance(bad, ResponseError)
+    assert isinstance(c, list) and c[0] == 0 and int(c[1]) > 0
+    assert await client.zrange(SCOPE.leases, 0, -1) == [b"b"]
 
 
 async def test_a_turns_admits_set_each_keys_ttl_once_and_the_last_asked_wins(
-    redis_url: str,
+    client: aioredis.Redis,
 ) -> None:
-    client = aioredis.Redis.from_url(redis_url)
-    try:
-        pipe = ScriptPipe(client, (Lua.LIMIT_RELEASE, Lua.LIMIT_ADMIT))
-        keys, now = list(SCOPE), time.time() * 1000
+    pipe, keys, now = limiter_pipe(client)
 
-        def admit(lease: str, ttl_ms: int) -> object:
-            return pipe.call(Lua.LIMIT_ADMIT, keys, [now, lease, ttl_ms, 10, 0, 0, 0, 5])
+    def admit(lease: str, ttl_ms: int) -> object:
+        return pipe.call(Lua.LIMIT_ADMIT, keys, [now, lease, ttl_ms, 10, 0, 0, 0, 5])
 
-        assert await admit("first", 60_000) == [1, b"0", 0]  # loads the script
-        assert 60_000 < await client.pttl(SCOPE.leases) <= 120_000
-        # one batched call: the leases' TTL is set once, as its last admission asked
-        assert await asyncio.gather(admit("a", 600_000), admit("b", 20_000)) == [[1, b"0", 0]] * 2
-        assert 20_000 < await client.pttl(SCOPE.leases) <= 40_000
-        assert await client.zcard(SCOPE.leases) == 3
-    finally:
-        await client.aclose()
+    assert await admit("first", 60_000) == [1, b"0", 0]  # loads the script
+    assert 60_000 < await client.pttl(SCOPE.leases) <= 120_000
+    # one batched call: the leases' TTL is set once, as its last admission asked
+    assert await asyncio.gather(admit("a", 600_000), admit("b", 20_000)) == [[1, b"0", 0]] * 2
+    assert 20_000 < await client.pttl(SCOPE.leases) <= 40_000
+    assert await client.zcard(SCOPE.leases) == 3
