@@ -8,10 +8,11 @@ interpreter's teardown once output is flushed. `run` imports its own command onl
 
 from __future__ import annotations
 
+import gc
 import sys
 
 from workers import warm
-from workers.lifetime import exit_now
+from workers.lifetime import exit_now, imports_done
 
 
 def main() -> None:
@@ -20,16 +21,19 @@ def main() -> None:
     if running:
         warm.prestart()
     code: int = 0
+    gc.disable()  # the command's imports: see `imports_done`, called once they are done
     try:
         import workers.lean_redis  # noqa: F401  (before anything imports redis-py)
 
         if running:  # the run's app: `run` without the other commands' imports
             from producers.run_cli import run_app
 
+            imports_done()
             run_app()()
         else:
             from producers.cli import app
 
+            imports_done()
             app()
     except SystemExit as exc:
         if isinstance(exc.code, str):

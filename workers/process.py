@@ -5,12 +5,16 @@ Run by the supervisor as `python -m workers.process --concurrency M`.
 
 from __future__ import annotations
 
+import gc
+
+if __name__ == "__main__":
+    gc.disable()  # a worker process starting: see `imports_done`, called once they are done
+
 import workers.lean_redis  # noqa: F401  (first: redis-py without the OTel metrics SDK)
 
 # isort: split
 import argparse
 import contextlib
-import gc
 import logging
 import os
 import signal
@@ -35,6 +39,7 @@ from workers.lifetime import (
     SignalLatch,
     exit_after,
     exit_now,
+    imports_done,
     set_parent_death_signal,
     watch_parent,
 )
@@ -204,5 +209,6 @@ def passes(config: str | None) -> bool:
 
 
 if __name__ == "__main__":
+    imports_done()
     handoff = sys.argv[1:2] == [HANDOFF_FLAG]
     exit_now(await_handoff(int(sys.argv[2])) if handoff else main())
