@@ -100,12 +100,9 @@ def local_workers(
     With `state_dir`, the embedded Redis keeps its data there (AOF on) for a later resume.
     `before_workers(url)` runs once Redis answers and before any worker starts.
     """
-    # A config error is one line now, not N crashing children later. The prestarted worker
-    # has the adapters imported: its pass spares this process their imports (#22).
-    if not warm.check(settings.config):
-        preflight(settings.config)
     with ExitStack() as stack:
         url = settings.redis_url
+        server = None
         if not url:
             redis_dir = None
             if state_dir is not None:
@@ -116,6 +113,13 @@ def local_workers(
             )
             stack.enter_context(server)
             url = server.url
+        # A config error is one line now, not N crashing children later. The prestarted
+        # worker has the adapters imported: its pass spares this process their imports
+        # (#22). Asked once the embedded Redis is up, which starts while the worker is still
+        # importing (on an error, that Redis just stops again, before anything is printed).
+        if not warm.check(settings.config):
+            preflight(settings.config)
+        if server is not None:
             console.print(f"[dim]embedded redis on {url}[/dim]")
         if before_workers is not None:
             before_workers(url)
