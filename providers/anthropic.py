@@ -6,9 +6,15 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from pydantic import BaseModel, Field
+from pydantic import Field
 
-from providers.base import Capabilities, HealthStatus, ProviderConfig, ProviderResponse
+from providers.base import (
+    Capabilities,
+    HealthStatus,
+    LazyModel,
+    ProviderConfig,
+    ProviderResponse,
+)
 from providers.errors import (
     AuthError,
     ContentFiltered,
@@ -46,7 +52,7 @@ class AnthropicConfig(HTTPConfig):
     default_max_tokens: int = Field(default=1024, ge=1, le=1_000_000)
 
 
-class _Block(BaseModel):
+class _Block(LazyModel):
     type: str
     text: str | None = None
     id: str | None = None
@@ -54,11 +60,11 @@ class _Block(BaseModel):
     input: Any = None
 
 
-class _OutputDetails(BaseModel):
+class _OutputDetails(LazyModel):
     thinking_tokens: int | None = None
 
 
-class _Usage(BaseModel):
+class _Usage(LazyModel):
     input_tokens: int | None = None
     output_tokens: int | None = None
     cache_read_input_tokens: int | None = None
@@ -66,7 +72,7 @@ class _Usage(BaseModel):
     output_tokens_details: _OutputDetails | None = None
 
 
-class _Message(BaseModel):
+class _Message(LazyModel):
     id: str | None = None
     model: str | None = None
     content: list[_Block]

@@ -35,6 +35,13 @@ _FEATURE_TEXT: dict[Feature, str] = {
 CALLER_BOUNDS_TIME: ContextVar[bool] = ContextVar("batchyard_caller_bounds_time", default=False)
 
 
+class LazyModel(BaseModel):
+    """A model most processes never use (an answer format of an API their config does not
+    call): pydantic builds its validator when it first validates, not at import (#22)."""
+
+    model_config = ConfigDict(defer_build=True)
+
+
 class Capabilities(BaseModel):
     """What an adapter can serve; the router skips an endpoint that lacks what a request needs
     (error `unsupported`, no call made) and tries the next hop."""

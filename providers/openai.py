@@ -12,6 +12,7 @@ from providers.base import (
     ALL_FEATURES,
     Capabilities,
     HealthStatus,
+    LazyModel,
     ProviderConfig,
     ProviderResponse,
 )
@@ -85,7 +86,7 @@ class _Choice(BaseModel):
     finish_reason: str | None = None
 
 
-class _TextChoice(BaseModel):
+class _TextChoice(LazyModel):
     text: str | None = None
     finish_reason: str | None = None
 
@@ -112,34 +113,34 @@ class _Completion(BaseModel):
     usage: _Usage | None = None
 
 
-class _TextCompletion(BaseModel):
+class _TextCompletion(LazyModel):
     id: str | None = None
     model: str | None = None
     choices: list[_TextChoice] = Field(min_length=1)
     usage: _Usage | None = None
 
 
-class _Embeddings(BaseModel):
+class _Embeddings(LazyModel):
     model: str | None = None
     #: Vectors are not validated one float at a time: a list of objects is enough here.
     data: list[dict[str, Any]] = Field(min_length=1)
     usage: _Usage | None = None
 
 
-class _Moderation(BaseModel):
+class _Moderation(LazyModel):
     id: str | None = None
     model: str | None = None
     results: list[dict[str, Any]] = Field(min_length=1)
 
 
-class _ResponseUsage(BaseModel):
+class _ResponseUsage(LazyModel):
     input_tokens: int | None = None
     output_tokens: int | None = None
     input_tokens_details: _PromptDetails | None = None
     output_tokens_details: _OutputDetails | None = None
 
 
-class _Response(BaseModel):
+class _Response(LazyModel):
     id: str | None = None
     model: str | None = None
     status: str | None = None

@@ -43,10 +43,14 @@ class StructuredDefaults(BaseModel):
     n_choices: bool | None = None
 
 
+# The models below serve structured requests only: pydantic builds each when first used, not in
+# every process's start-up (`defer_build`, #22).
+
+
 class Issue(BaseModel):
     """One reason an answer is not valid: where (a JSON pointer into the answer) and why."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, defer_build=True)
 
     pointer: str = ""
     message: str
@@ -57,7 +61,7 @@ class Issue(BaseModel):
 class Verdict(BaseModel):
     """What a validator says of one answer."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", defer_build=True)
 
     valid: bool
     errors: list[Issue] = Field(default_factory=list)
@@ -79,7 +83,7 @@ class Verdict(BaseModel):
 class RoundRecord(BaseModel):
     """One round of a structured request, as its result's history keeps it."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", defer_build=True)
 
     round: int
     valid: bool
@@ -99,7 +103,7 @@ class RoundRecord(BaseModel):
 class TaskState(BaseModel):
     """What a structured task carries from round to round (`Task.data`)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", defer_build=True)
 
     validator: str
     options: dict[str, Any] = Field(default_factory=dict)
@@ -119,7 +123,7 @@ class TaskState(BaseModel):
 class StructuredRecord(BaseModel):
     """`result.extra["structured"]`: the verdict over all rounds."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", defer_build=True)
 
     validator: str
     valid: bool

@@ -11,15 +11,17 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from schemas.job import Job, Work
 
+# Built when first used (a failed request's letter), not in every process's start-up (#22).
+
 
 class _RequestHead(BaseModel):
-    model_config = ConfigDict(extra="ignore")
+    model_config = ConfigDict(extra="ignore", defer_build=True)
 
     kind: str = "chat"
 
 
 class _Head(BaseModel):
-    model_config = ConfigDict(extra="ignore")
+    model_config = ConfigDict(extra="ignore", defer_build=True)
 
     status: str
     code: str
@@ -28,6 +30,8 @@ class _Head(BaseModel):
 
 class DeadLetter(Work):
     """A failed request, its route and task, and why it failed."""
+
+    model_config = ConfigDict(defer_build=True)
 
     status: str
     code: str
