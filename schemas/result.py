@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any, Literal
 
 import orjson
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from schemas.request import EndpointKind
 
@@ -23,6 +23,13 @@ class Usage(BaseModel):
     cached_tokens: int = Field(default=0, ge=0)
     #: Part of output_tokens spent on hidden reasoning (billed as output).
     reasoning_tokens: int = Field(default=0, ge=0)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _unknown_if_negative(cls, value: Any) -> Any:
+        """A negative count from a vendor reads as unknown (0): refusing it failed the whole
+        answer, already paid for, and sent it round dramatiq's retries to be paid again."""
+        return 0 if isinstance(value, int) and value < 0 else value
 
 
 class ErrorInfo(BaseModel):

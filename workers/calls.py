@@ -89,23 +89,22 @@ async def call_endpoint(
         job.attempts.append(attempt)
         t0 = time.perf_counter()
         in_flight = metrics.labeled(metrics.IN_FLIGHT, provider.endpoint)
-        in_flight.inc()
         with span(
             f"{operation_name(req)} {model}",
             kind=SpanKind.CLIENT,
             attributes=lambda: genai_request(provider, model, req),
         ) as call_span:
             try:
-                resp = await _generate(provider, req, model)
+                # Counted down however the call ends: a cancelled one (batch cancel, shutdown)
+                # left the gauge one higher for good.
+                with in_flight.track_inprogress():
+                    resp = await _generate(provider, req, model)
             except TimeoutError:
-                in_flight.dec()
                 timeout_s = provider.settings.timeout_s
                 exc: ProviderError = Timeout(f"no answer within {timeout_s:g}s")
             except ProviderError as err:
-                in_flight.dec()
                 exc = err
             else:
-                in_flight.dec()
                 if call_span is not None:
                     genai_response(call_span, resp)
                 attempt.latency_ms = (time.perf_counter() - t0) * 1000

@@ -3,6 +3,7 @@ which classes are retried; a real redis-server holds the breaker and the limiter
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -161,3 +162,25 @@ async def test_a_slow_http_endpoint_times_out_on_the_callers_timer(
         await call_with(client, provider, job, "m")
     assert tried(job) == ["timeout"]
     assert not CALLER_BOUNDS_TIME.get(), "the bound is the call's only"
+
+
+def in_flight(endpoint: str) -> float:
+    return metrics.labeled(metrics.IN_FLIGHT, endpoint)._value.get()  # type: ignore[attr-defined,no-any-return]
+
+
+async def test_a_cancelled_call_is_no_longer_counted_in_flight(client: aioredis.Redis) -> None:
+    # A call cancelled while it waits for its answer (a batch cancel, a shutdown)
+    settings = EndpointConfig.model_validate({"provider": "mock", "latency_ms": 5_000})
+    provider = MockProvider("slowm", settings, endpoint_options("slowm", settings))
+    before = in_flight("slowm")
+    task = asyncio.ensure_future(call_with(client, provider, new_job("slowm"), "mock-1"))
+    for _ in range(1000):  # up to 10 s for the call to start
+        if in_flight("slowm") != before:
+            break
+        await asyncio.sleep(0.01)
+    assert in_flight("slowm") == before + 1
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    # is counted down like one that ended.
+    assert in_flight("slowm") == before

@@ -341,3 +341,10 @@ def test_usage_reads_absent_parts_as_zero() -> None:
     assert _usage(detailed) == Usage(
         input_tokens=3, output_tokens=2, cached_tokens=1, reasoning_tokens=2
     )
+
+
+def test_a_negative_count_reads_as_unknown_and_keeps_the_answer() -> None:
+    # A server reporting a negative count: the answer (paid for) stands, the count reads 0.
+    odd = _Usage.model_validate({"prompt_tokens": -4, "completion_tokens": 2})
+    assert _usage(odd) == Usage(input_tokens=0, output_tokens=2)
+    assert Usage(input_tokens=-1, cached_tokens=-3) == Usage()
