@@ -394,6 +394,38 @@ def test_work_queue_items_carry_the_message_proxy() -> None:
     )
 
 
+def test_loop_workers_work_queue_takes_dramatiqs_items_and_serves_lanes_in_turn() -> None:
+    broker = StubBroker(middleware=[])
+    for name, queue, priority in [("n", "q", 10), ("n1", "q@1", 10), ("h", "q@high", 0)]:
+        dramatiq.Actor(
+            lambda: None,
+            broker=broker,
+            actor_name=name,
+            queue_name=queue,
+            priority=priority,
+            options={},
+        )
+    worker = LoopWorker(broker, lambda: None, concurrency=2)
+    threads = {
+        q: dramatiq.ConsumerThread(
+            broker=broker,
+            queue_name=q,
+            prefetch=1,
+            work_queue=worker.work_queue,
+            worker_timeout=100,
+        )
+        for q in ("q", "q@1", "q@high")
+    }
+    for queue, actor, n in [("q", "n", 4), ("q@1", "n1", 2), ("q@high", "h", 1)]:
+        for _ in range(n):  # as dramatiq's consumer thread hands each fetched message on
+            threads[queue].handle_message(MessageProxy(Message(queue, actor, (), {}, {})))
+    served = [worker.work_queue.get_nowait().message.queue_name for _ in range(7)]
+    assert served == ["q@high", "q", "q@1", "q", "q@1", "q", "q"], changed(
+        "dramatiq.worker:_WorkQueueItem",
+        f"items put by ConsumerThread.handle_message were served as {served}",
+    )
+
+
 def test_consumer_thread_asks_for_its_consumer_by_keyword() -> None:
     source = upstream_source("dramatiq.worker:ConsumerThread.run")
     call = re.search(r"self\.broker\.consume\((.*?)\)", source, re.S)

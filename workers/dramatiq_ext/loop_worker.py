@@ -5,7 +5,8 @@ the coroutine to the event loop and sleeps on a future until it is done. At a fe
 messages a second those hand-offs (and the GIL convoy of dozens of threads) cost more than
 the work. Here one feeder thread moves messages from dramatiq's work queue to the loop in
 bursts, at most `concurrency` at a time; everything else is dramatiq's: its consumer threads
-(fetch, prefetch, delayed messages, requeue on shutdown), its priority-ordered work queue,
+(fetch, prefetch, delayed messages, requeue on shutdown), its priority-ordered work queue
+(whose lanes of equal priority take turns: `work_queue.LaneQueue`),
 its middleware hooks and its ack/nack path.
 """
 
@@ -30,6 +31,7 @@ from dramatiq.worker import ConsumerThread, WorkerThread
 
 from workers.dramatiq_ext.acks import AckBatcher
 from workers.dramatiq_ext.outage import OUTAGE, is_outage
+from workers.dramatiq_ext.work_queue import LaneQueue
 
 log = logging.getLogger("batchyard.worker")
 
@@ -58,6 +60,8 @@ class LoopWorker(dramatiq.Worker):
         # dramatiq sizes prefetch from its thread count; ours is the concurrency.
         self.queue_prefetch = min(concurrency * 2, 65535)
         self.delay_prefetch = min(concurrency * 1000, 65535)
+        # Lanes of equal priority take turns, not first-fetched-first-served.
+        self.work_queue = LaneQueue()
 
     def _add_worker(self) -> None:
         feeder = LoopFeeder(self)

@@ -197,6 +197,13 @@ HOOKS: tuple[Hook, ...] = (
         "work queue items carry the MessageProxy as `.message`",
     ),
     Hook(
+        "dramatiq.worker:ConsumerThread.handle_message",
+        "workers.dramatiq_ext.work_queue:LaneQueue",
+        "relies",
+        "2847d6772b413e5f",
+        "a message without eta goes to `work_queue.put(_WorkQueueItem(actor.priority, message))`",
+    ),
+    Hook(
         "dramatiq.asyncio:EventLoopThread",
         "workers.dramatiq_ext.middleware:AsyncIOLoop",
         "relies",
