@@ -8,7 +8,7 @@ import random
 import re
 import uuid
 from collections import Counter
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Final, Literal, get_args
 
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -16,11 +16,13 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from providers import answers
 from providers.base import ALL_FEATURES, Capabilities, Provider, ProviderConfig, ProviderResponse
 from providers.errors import BY_CODE, ProviderError, RateLimited
-from providers.mock_gmn import INVALID_KINDS, GMNMock, InvalidKind
 from schemas.config import Regex
 from schemas.request import LLMRequest
 from schemas.result import Usage
 from schemas.tokens import estimate_tokens, input_tokens
+
+if TYPE_CHECKING:
+    from providers.mock_gmn import GMNMock
 
 #: Error codes (as stored in results) the mock can raise, and the real class behind each.
 ERRORS: dict[str, type[ProviderError]] = BY_CODE
@@ -36,6 +38,25 @@ ErrorCode = Literal[
     "insufficient_quota",
     "content_filtered",
 ]
+
+#: Ways the GMN mode breaks a first answer (`providers.mock_gmn.corrupt`). Named here, not in
+#: that module: it imports `schemas.gmn` (~20 modules, ~25 ms of CPU), which only the GMN mode
+#: needs, and the mock is the default endpoint that every `batchyard run` without a config
+#: checks and loads (#22).
+InvalidKind = Literal[
+    "unnormalized_likelihood",
+    "dangling_edge",
+    "missing_action",
+    "trailing_comma",
+    "prose_only",
+    "cycle",
+    "unknown_node_type",
+    "flat_properties",
+    "wrong_belief_length",
+    "isolated_node",
+    "truncated",
+]
+INVALID_KINDS: Final[tuple[InvalidKind, ...]] = get_args(InvalidKind)
 
 
 class MockReply(BaseModel):
@@ -152,7 +173,11 @@ class MockProvider(Provider):
         #: Calls seen per scripted custom_id (others are not counted: memory stays flat).
         self.calls: Counter[str] = Counter()
         opts = self.options
-        self._gmn = GMNMock(opts.gmn_invalid_rate, tuple(opts.gmn_invalid_kinds), seed)
+        self._gmn: GMNMock | None = None
+        if opts.mode == "gmn":
+            from providers.mock_gmn import GMNMock
+
+            self._gmn = GMNMock(opts.gmn_invalid_rate, tuple(opts.gmn_invalid_kinds), seed)
 
     async def generate(self, request: LLMRequest, model: str) -> ProviderResponse:
         """Sleep the scripted latency, raise the scripted fault or answer, without any I/O."""
@@ -256,7 +281,7 @@ class MockProvider(Provider):
         for pattern, reply in self._replies:
             if pattern.search(prompt):
                 return reply
-        if self.options.mode == "gmn":
+        if self._gmn is not None:
             return self._gmn.answer(request, self._rng)
         return prompt if self.options.mode == "echo" else self.options.reply
 

@@ -1,6 +1,6 @@
 """The mock model's GMN mode: plausible valid documents from a prompt, and named ways to fail.
 
-First answers are made invalid at a configured rate, in one of the `INVALID_KINDS`; a
+First answers are made invalid at a configured rate, in one of the mock's `INVALID_KINDS`; a
 refinement request (one that carries a previous answer) always gets a valid document, so the
 validate-and-refine loop converges offline. Every choice is drawn from a generator seeded by
 (seed, custom_id): a request gets the same answer whatever order the workers run it in.
@@ -11,7 +11,7 @@ from __future__ import annotations
 import random
 import re
 from dataclasses import dataclass
-from typing import Any, Final, Literal, get_args
+from typing import Any, Final
 
 import orjson
 
@@ -20,20 +20,6 @@ from schemas.gmn.rounds import is_follow_up
 from schemas.gmn.stated import stated_sizes
 from schemas.request import LLMRequest
 
-InvalidKind = Literal[
-    "unnormalized_likelihood",
-    "dangling_edge",
-    "missing_action",
-    "trailing_comma",
-    "prose_only",
-    "cycle",
-    "unknown_node_type",
-    "flat_properties",
-    "wrong_belief_length",
-    "isolated_node",
-    "truncated",
-]
-INVALID_KINDS: Final[tuple[InvalidKind, ...]] = get_args(InvalidKind)
 _DEFAULT_MAX_STATES: Final = 36
 _NUMBER_WORDS: Final = {
     w: i

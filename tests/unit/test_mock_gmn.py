@@ -9,8 +9,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from providers.mock import MockProvider
-from providers.mock_gmn import INVALID_KINDS, build_document, corrupt, render, shape_for
+from providers.mock import INVALID_KINDS, MockProvider
+from providers.mock_gmn import build_document, corrupt, render, shape_for
 from providers.registry import endpoint_options
 from schemas.config import ConfigError, EndpointConfig
 from schemas.gmn import GMNError, validate_gmn, validate_reply

@@ -63,3 +63,10 @@ def test_a_run_with_a_prestarted_worker_leaves_the_adapters_imports_to_it(tmp_pa
         f"assert warm.check(Path({str(config)!r}))\nwarm.discard_all()"
     )
     assert _unused(setup, ("aiohttp", "providers.http", "providers.openai")) == "[]"
+
+
+def test_the_default_endpoint_is_checked_without_gmn() -> None:
+    # `batchyard run` without a config runs on the mock, which the prestarted worker checks on
+    # the run's critical path: only the mock's GMN mode needs `schemas.gmn`.
+    setup = "import workers.process\nassert workers.process.passes(None)"
+    assert _unused(setup, ("schemas.gmn", "providers.mock_gmn")) == "[]"
