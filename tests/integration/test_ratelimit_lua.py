@@ -318,6 +318,27 @@ def test_a_bucket_learned_in_the_model_scope_gates_the_requests_of_the_endpoint(
     assert not r.exists(endpoint.state) or r.hget(endpoint.state, "lr_lim") is None
 
 
+def test_the_endpoints_pause_holds_its_models_requests_until_a_probe_answers(
+    r: redis.Redis,
+) -> None:
+    # Two scopes as a worker sends them; a 429 paused the endpoint (its scope) for 5 s.
+    endpoint, model = LimitKeys.of("t:rl:pz"), LimitKeys.of("t:rl:pz:model:m")
+    keys = (*endpoint, *model)
+    r.eval(PAUSE, 1, endpoint.pause, 5_000, 0)
+
+    def take(now_ms: float, lease: str) -> tuple[bool, float, bool]:
+        ok, wait, probes = r.eval(ADMIT, 2 * K, *keys, now_ms, lease, 1000, 1, 0, *[0] * 6)
+        return bool(int(ok)), float(wait), bool(int(probes))
+
+    assert take(1_000, "a") == (False, 4_000, False)
+    # after it, one request probes; its answer ends the pause for everyone.
+    assert take(5_000, "b") == (True, 0, True)
+    assert take(5_050, "c") == (False, 1_000, False)
+    r.eval(RELEASE, 2 * K, *keys, 5_100, "b", 0, 0, 0, 1, *NO_NEWS, *[0] * 6)
+    assert r.get(endpoint.pause) is None
+    assert take(5_200, "c") == (True, 0, False)
+
+
 def test_an_admission_alone_sets_its_keys_ttls(r: redis.Redis) -> None:
     # (a batched call sets them once for all its calls: tests/integration/test_script_pipe.py)
     assert admit(r, 0, rpm=10, conc=2, lease="a", ttl_ms=5_000) == 0

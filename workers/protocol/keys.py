@@ -120,7 +120,7 @@ class LimitKeys(NamedTuple):
     #: Zset lease id -> expiry (ms): the concurrency leases in use.
     leases: str
     #: String: the scope's Retry-After pause, "<until_ms> <len_ms> <probing>" (`lua/lib/pause`;
-    #: read it with `pause_until_s`).
+    #: read it with `pause_until_s`). Only an endpoint's scope is paused, not its models'.
     pause: str
     #: Zset "<lease> <tokens>" -> admission ms: the admissions of the configured rpm/tpm
     #: caps' sliding window (`lua/lib/window`).

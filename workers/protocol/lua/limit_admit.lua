@@ -8,7 +8,8 @@
 -- for its answer, so nobody overruns a bucket before the first answer describes it.
 -- Returns {1, 0, probe} when admitted (state committed, lease taken; probe = 1 when this
 -- request is the one that probes a scope whose pause has ended) or {0, wait_ms, 0}.
--- Learned buckets (lib/learned) are checked in every scope that has them.
+-- Only the first scope (the endpoint's) has a pause: limit_pause.lua sets no other. Only the
+-- last has learned buckets (lib/learned): limit_release.lua learns into no other.
 -- include: expire
 -- include: scopes
 -- include: pause
@@ -28,7 +29,7 @@ local gate = ARGV[5] == '1'
 local wait, commit, probes = 0, {}, {}
 local all = scopes(6)
 for i, s in ipairs(all) do
-  local pause = read_pause(s.pause)
+  local pause = i == 1 and read_pause(s.pause) or nil
   if pause ~= nil then
     if pause.until_ms > now then
       local left = pause.until_ms - now
@@ -42,7 +43,7 @@ for i, s in ipairs(all) do
   -- The state hash, read once: the learned buckets, then what a configured cap (its
   -- window's token sum) and the first-answer gate need.
   local capped, gated = s.rpm > 0 or s.tpm > 0, gate and i == #all
-  local f = read_state(s.p, capped, gated)
+  local f = read_state(s.p, capped, gated, i == #all)
   local rpm, tpm = s.rpm, s.tpm
   local c = {p = s.p, leases = s.leases}
   if capped then

@@ -23,13 +23,14 @@ for i, s in ipairs(all) do
   -- an admission takes a lease where the scope caps concurrency, and in the last scope
   -- (adaptive concurrency); the others never hold one
   if s.conc > 0 or i == #all then redis.call('zrem', s.leases, lease) end
-  if refunded then
-    learned_add(s.p, 'lr_', 1, now)
-    learned_add(s.p, 'lt_', estimate, now)
-  elseif delta ~= 0 then
-    learned_add(s.p, 'lt_', -delta, now)
-  end
   if i == #all then
+    -- the learned buckets live in the last scope only (`learn` below)
+    if refunded then
+      learned_add(s.p, 'lr_', 1, now)
+      learned_add(s.p, 'lt_', estimate, now)
+    elseif delta ~= 0 then
+      learned_add(s.p, 'lt_', -delta, now)
+    end
     learn(s.p, 'lr_', tonumber(ARGV[9]), tonumber(ARGV[10]), tonumber(ARGV[11]), now)
     learn(s.p, 'lt_', tonumber(ARGV[12]), tonumber(ARGV[13]), tonumber(ARGV[14]), now)
     if tonumber(ARGV[9]) > 0 or tonumber(ARGV[12]) > 0 then
@@ -48,7 +49,7 @@ for i, s in ipairs(all) do
       end
     end
   end
-  if answered then
+  if answered and i == 1 then  -- only the endpoint's scope is paused (limit_pause.lua)
     local p = read_pause(s.pause)
     if p ~= nil and (p.probing or p.until_ms <= now) then redis.call('del', s.pause) end
   end
