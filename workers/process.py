@@ -10,7 +10,9 @@ import gc
 if __name__ == "__main__":
     gc.disable()  # a worker process starting: see `imports_done`, called once they are done
 
-import workers.lean_redis  # noqa: F401  (first: redis-py without the OTel metrics SDK)
+# First: aiohttp without reading CA certificates at import, redis-py without the OTel SDK.
+import workers.lean_aiohttp
+import workers.lean_redis  # noqa: F401
 
 # isort: split
 import argparse
