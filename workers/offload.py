@@ -49,7 +49,7 @@ log = logging.getLogger("batchyard.offload")
 
 #: Writes one result exactly once; False when the request already had one.
 Write = Callable[[str, LLMResult], Awaitable[bool]]
-#: The live path's result of an answer (`workers.execute.succeeded`).
+#: The live path's result of an answer (`workers.outcomes.succeeded`).
 Succeeded = Callable[[Job, LLMRequest, ProviderResponse, float | None], LLMResult]
 #: Queues a job for its current hop.
 Enqueue = Callable[[Job], Awaitable[None]]
