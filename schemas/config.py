@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import os
 import re
-import tomllib
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-import yaml
 from pydantic import (
     AfterValidator,
     BaseModel,
@@ -357,12 +355,29 @@ def load_config(path: Path | None = None) -> AppConfig:
     except UnicodeDecodeError as exc:
         raise ConfigError(f"{path}: not UTF-8 text (byte {exc.start})") from None
     try:
-        data = tomllib.loads(text) if path.suffix == ".toml" else yaml.safe_load(text)
-    except (yaml.YAMLError, tomllib.TOMLDecodeError) as exc:
-        raise ConfigError(f"{path}: not valid {path.suffix.lstrip('.')}: {exc}") from None
+        data = _parse(text, path)
     except RecursionError:
         raise ConfigError(f"{path}: nested too deeply to be a config") from None
     try:
         return parse_config(data, str(path))
     except RecursionError:
         raise ConfigError(f"{path}: nested too deeply to be a config") from None
+
+
+def _parse(text: str, path: Path) -> Any:
+    """The file's data: TOML by its suffix, else YAML (JSON is YAML). Each parser is imported
+    here, when a file needs it: a run on the default config needs neither, and importing
+    PyYAML was ~10 ms of CPU in each of its processes (#22)."""
+    if path.suffix == ".toml":
+        import tomllib
+
+        try:
+            return tomllib.loads(text)
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{path}: not valid toml: {exc}") from None
+    import yaml
+
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid {path.suffix.lstrip('.')}: {exc}") from None

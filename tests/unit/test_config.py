@@ -81,6 +81,13 @@ def test_yaml_syntax_error_is_one_clear_line(tmp_path: Path) -> None:
         load_config(path)
 
 
+def test_toml_syntax_error_is_one_clear_line(tmp_path: Path) -> None:
+    path = tmp_path / "bad.toml"
+    path.write_text("[endpoints\n")
+    with pytest.raises(ConfigError, match=r"bad\.toml: not valid toml"):
+        load_config(path)
+
+
 def test_toml_config_is_accepted(tmp_path: Path) -> None:
     path = tmp_path / "batchyard.toml"
     path.write_text(

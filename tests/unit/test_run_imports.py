@@ -70,3 +70,12 @@ def test_the_default_endpoint_is_checked_without_gmn() -> None:
     # the run's critical path: only the mock's GMN mode needs `schemas.gmn`.
     setup = "import workers.process\nassert workers.process.passes(None)"
     assert _unused(setup, ("schemas.gmn", "providers.mock_gmn")) == "[]"
+
+
+def test_the_default_config_is_read_without_a_parser() -> None:
+    # PyYAML and tomllib are imported by the first config file that needs one.
+    setup = (
+        "import workers.process\nassert workers.process.passes(None)\n"
+        "from schemas.config import load_config\nload_config(None)"
+    )
+    assert _unused(setup, ("yaml", "tomllib")) == "[]"
