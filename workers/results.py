@@ -19,7 +19,6 @@ from collections.abc import Callable, Sequence
 from importlib import import_module
 from typing import Any, Generic, TypeVar, cast
 
-import orjson
 import redis
 import redis.asyncio as aioredis
 from redis.asyncio.connection import AbstractConnection
@@ -212,15 +211,15 @@ class ResultCheck(Coalescer[tuple[str, str]]):
 class FetchCheck:
     """Stored-result checks made as messages are fetched, so the executor need not await one.
 
-    The consumer thread calls `fetched` with each fetch's raw messages (`on_fetch` of the
-    broker) before handing any out: one pipelined HMGET per batch, while the messages wait
-    in the prefetch. A (batch, key) found without a result is remembered once; `absent`
-    takes it, and the executor then skips its own check. Awaiting that check per message
-    put a Redis round trip before every call: a 20 ms endpoint at concurrency 32 ran 10-25 %
-    fewer jobs/s than without it (#15 fairness). Whatever is not remembered (the check
-    failed, the message came some other way) is checked by `ResultCheck` as before; a
-    result stored between fetch and call is still caught by the write, which stores only
-    one result per key.
+    The consumer thread calls `fetched` with each fetch's jobs (`on_fetch` of the broker),
+    decoded once with their messages, before handing any out: one pipelined HMGET per batch,
+    while the messages wait in the prefetch. A (batch, key) found without a result is
+    remembered once; `absent` takes it, and the executor then skips its own check. Awaiting
+    that check per message put a Redis round trip before every call: a 20 ms endpoint at
+    concurrency 32 ran 10-25 % fewer jobs/s than without it (#15 fairness). Whatever is not
+    remembered (the check failed, the message came some other way) is checked by
+    `ResultCheck` as before; a result stored between fetch and call is still caught by the
+    write, which stores only one result per key.
     """
 
     #: More remembered keys than this (messages fetched and never run) are forgotten.
@@ -231,16 +230,13 @@ class FetchCheck:
         self.keys = keys
         self._absent: set[tuple[str, str]] = set()
 
-    def fetched(self, messages: Sequence[bytes | None]) -> None:
-        """Check the results of `messages` (dramatiq message JSON, a Job first argument)."""
+    def fetched(self, jobs: Sequence[Any]) -> None:
+        """Check the results of `jobs` (the first arguments of fetched messages, decoded)."""
         groups: dict[str, list[str]] = {}
-        for data in messages:
-            if data is None:
-                continue
+        for job in jobs:
             try:
-                job = orjson.loads(data)["args"][0]
                 groups.setdefault(job["batch_id"], []).append(job["key"])
-            except (orjson.JSONDecodeError, LookupError, TypeError):
+            except (LookupError, TypeError):
                 continue  # not a job: the executor checks (or rejects) it
         if not groups:
             return

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 
-import orjson
 import pytest
 import redis
 import redis.asyncio as aioredis
@@ -36,10 +35,9 @@ def test_checks_of_several_batches_answer_per_key(redis_url: str) -> None:
     assert asyncio.run(check()) == [True, False, True, True, False, False]
 
 
-def message(batch_id: str, key: str) -> bytes:
-    """A fetched dramatiq message whose first argument is a job."""
-    job = {"batch_id": batch_id, "key": key, "request": {}}
-    return orjson.dumps({"queue_name": "q", "actor_name": "a", "args": [job], "kwargs": {}})
+def job(batch_id: str, key: str) -> dict[str, object]:
+    """A fetched message's first argument: a job."""
+    return {"batch_id": batch_id, "key": key, "request": {}}
 
 
 def test_a_fetch_check_remembers_each_key_without_a_result_once(redis_url: str) -> None:
@@ -47,9 +45,9 @@ def test_a_fetch_check_remembers_each_key_without_a_result_once(redis_url: str) 
     sync.hset(KEYS.done("b1"), "a", "1-0")
     sync.hset(KEYS.done("b1"), "b", "")
     checks = FetchCheck(sync, KEYS)
-    # Given a fetch of stored, unstored and unreadable messages,
-    fetched = [message("b1", "a"), message("b1", "b"), message("b1", "c"), message("b2", "a")]
-    checks.fetched([*fetched, None, b"not json", orjson.dumps({"args": []})])
+    # Given a fetch of stored, unstored and unreadable jobs,
+    fetched = [job("b1", "a"), job("b1", "b"), job("b1", "c"), job("b2", "a")]
+    checks.fetched([*fetched, None, "not a job", {"key": "a"}, {"batch_id": [], "key": "a"}])
     # only the keys without a result are absent, each once (a second delivery checks again),
     assert [checks.absent(b, k) for b, k in [("b1", "a"), ("b1", "b")]] == [False, False]
     assert [checks.absent(b, k) for b, k in [("b1", "c"), ("b2", "a")]] == [True, True]
@@ -57,5 +55,5 @@ def test_a_fetch_check_remembers_each_key_without_a_result_once(redis_url: str) 
     # and a Redis that cannot answer leaves every key to the executor's own check.
     sync.close()
     down = FetchCheck(redis.Redis(port=1, socket_connect_timeout=0.2), KEYS)
-    down.fetched([message("b1", "c")])
+    down.fetched([job("b1", "c")])
     assert not down.absent("b1", "c")

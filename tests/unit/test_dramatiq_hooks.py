@@ -25,6 +25,7 @@ from dramatiq.broker import MessageProxy
 from dramatiq.brokers.redis import RedisBroker
 from dramatiq.brokers.stub import StubBroker
 from dramatiq.common import compute_backoff, dq_name
+from dramatiq.errors import DecodeError
 from dramatiq.message import Message
 from dramatiq.middleware import Middleware, Retries, SkipMessage
 
@@ -249,6 +250,24 @@ def test_ack_many_acks_each_message_in_the_set_it_was_fetched_into(
         "dramatiq.brokers.redis:dispatch.lua", "ack_many.lua left acked messages stored"
     )
     assert client.zscore(dispatch_mod.heartbeats_key("hk"), "renewed") is not None
+
+
+def test_a_consumer_decodes_each_message_once_and_hands_on_their_jobs(
+    redis_server: RedisServer,
+) -> None:
+    broker = build_broker(Settings(redis_url=redis_server.url))
+    seen: list[list[Any]] = []
+    broker.on_fetch = seen.append
+    for i in range(3):
+        broker.enqueue(Message("q", "a", ({"i": i},), {}, {}))
+    broker.do_enqueue("q", "bad", b"not json")  # dramatiq's own enqueue of broken data
+    consumer = broker.consume("q", prefetch=10, timeout=100)
+    got = [next(consumer) for _ in range(3)]
+    assert [m.args[0] for m in got if m is not None] == [{"i": 0}, {"i": 1}, {"i": 2}]
+    assert seen == [[{"i": 0}, {"i": 1}, {"i": 2}]]
+    with pytest.raises(DecodeError):  # at its turn, as dramatiq's consumer raises it
+        next(consumer)
+    broker.close()
 
 
 # --- broker attributes ------------------------------------------------------------------------

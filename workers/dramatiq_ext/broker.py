@@ -81,10 +81,11 @@ class LaneBroker(RedisBroker):
         self.ack_owners: dict[str, dict[str, str]] = {}
         self.wake_events: dict[str, list[threading.Event]] = {}
         self.waker: Waker | None = None
-        #: Called in the consumer thread with each non-empty fetch (the messages' raw data),
-        #: before any of them is handed out: `workers.results.FetchCheck` asks Redis there
-        #: whether their results are stored, so the executor need not await that per message.
-        self.on_fetch: Callable[[list[bytes | None]], None] | None = None
+        #: Called in the consumer thread with the first arguments (jobs) of each non-empty
+        #: fetch's messages, before any of them is handed out: `workers.results.FetchCheck`
+        #: asks Redis there whether their results are stored, so the executor need not await
+        #: that per message.
+        self.on_fetch: Callable[[list[Any]], None] | None = None
 
     def add_middleware(
         self,

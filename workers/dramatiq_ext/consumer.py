@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import logging
 import threading
+from typing import Any
 
 import redis
 from dramatiq.broker import MessageProxy
 from dramatiq.brokers.redis import RedisBroker, _RedisConsumer
 from dramatiq.common import compute_backoff
-from dramatiq.errors import ConnectionClosed
+from dramatiq.errors import ConnectionClosed, DecodeError
 from dramatiq.message import Message
 
 from workers.dramatiq_ext.acks import AckBatcher
@@ -38,32 +39,26 @@ class BatchAckConsumer(_RedisConsumer):
         self._owner = owners.setdefault(queue_name, {})
 
     def __next__(self) -> MessageProxy | None:
-        """dramatiq's `_RedisConsumer.__next__`, except that an idle consumer sleeps on
-        `wake` (set when a producer fills this queue) and that each message remembers the
-        worker id it was fetched under."""
+        """dramatiq's `_RedisConsumer.__next__`, except that messages are decoded once, by
+        `fetch`, that an idle consumer sleeps on `wake` (set when a producer
+        fills this queue) and that each message remembers the worker id it was fetched under."""
         try:
             while True:
                 if self.message_cache:
-                    data = self.message_cache.pop(0)
-                    if data is None:  # dramatiq #266; dramatiq skips these too
+                    message = self.message_cache.pop(0)
+                    if message is None:  # dramatiq #266; dramatiq skips these too
                         continue
                     self.misses = 0
-                    message = Message.decode(data)
+                    if not isinstance(message, Message):  # raises its DecodeError now
+                        message = Message.decode(message)
                     self.queued_message_ids.add(message.message_id)
                     self._owner[message.options["redis_message_id"]] = self._cache_owner
                     return MessageProxy(message)
                 messages = []
                 if self.outstanding_message_count < self.prefetch:
-                    self._cache_owner = self.broker.broker_id
-                    self.message_cache = messages = self.broker.do_fetch(
-                        self.queue_name, self.prefetch - self.outstanding_message_count
+                    self.message_cache = messages = self.fetch(
+                        self.prefetch - self.outstanding_message_count
                     )
-                    on_fetch = getattr(self.broker, "on_fetch", None)
-                    if messages and on_fetch is not None:
-                        try:
-                            on_fetch(messages)
-                        except Exception:  # a hint only: never lose fetched messages over it
-                            log.warning("fetch hook failed", exc_info=True)
                 if not messages:
                     self.misses, backoff_ms = compute_backoff(self.misses, max_backoff=self.timeout)
                     if self.wake.wait(backoff_ms / 1000):
@@ -72,6 +67,33 @@ class BatchAckConsumer(_RedisConsumer):
                     return None
         except redis.ConnectionError as e:
             raise ConnectionClosed(e) from None  # type: ignore[no-untyped-call]
+
+    def fetch(self, n: int) -> list[Message[Any] | bytes | None]:
+        """Up to `n` messages, each decoded once (one that does not decode stays bytes, and
+        `__next__` raises its DecodeError when its turn comes, as dramatiq's does); their
+        jobs go to the broker's `on_fetch` (the results' `FetchCheck`) first."""
+        self._cache_owner = self.broker.broker_id
+        fetched: list[Message[Any] | bytes | None] = []
+        jobs = []
+        for data in self.broker.do_fetch(self.queue_name, n):
+            if data is None:
+                fetched.append(None)
+                continue
+            try:
+                message = Message.decode(data)
+            except DecodeError:
+                fetched.append(data)
+                continue
+            fetched.append(message)
+            if message.args:
+                jobs.append(message.args[0])
+        on_fetch = getattr(self.broker, "on_fetch", None)
+        if jobs and on_fetch is not None:
+            try:
+                on_fetch(jobs)
+            except Exception:  # a hint only: never lose fetched messages over it
+                log.warning("fetch hook failed", exc_info=True)
+        return fetched
 
     def ack(self, message: MessageProxy) -> None:
         """Queue the ack (on the queue this consumer read it from, as dramatiq does)."""

@@ -37,7 +37,8 @@ HOOKS: tuple[Hook, ...] = (
         "workers.dramatiq_ext.consumer:BatchAckConsumer.__next__",
         "copy",
         "bc405a9576218e8f",
-        "idle consumers sleep on a wake event; each message remembers its fetch-time worker id",
+        "decodes each message once, at fetch (jobs to on_fetch); idle consumers sleep on a "
+        "wake event; each message remembers its fetch-time worker id",
     ),
     Hook(
         "dramatiq.brokers.redis:_RedisConsumer.ack",
