@@ -79,6 +79,8 @@ def check_plugins(
     configured: dict[str, dict[str, Any] | None],
 ) -> list[tuple[type[Plugin], PluginConfig]]:
     """Resolve and validate the configured plugins without starting them."""
+    if not configured:  # no scan of every installed package's entry points (#22)
+        return []
     found = {ep.name: ep for ep in entry_points(group=GROUP)}
     plugins: list[tuple[type[Plugin], PluginConfig]] = []
     for name, options in configured.items():
