@@ -16,7 +16,6 @@ import uuid
 from dataclasses import dataclass
 
 import redis.asyncio as aioredis
-from redis.typing import EncodableT
 
 from schemas.config import EndpointConfig
 from workers.outcomes import NOTHING_OBSERVED, Observed
@@ -46,9 +45,13 @@ class Lease:
     admitted_ms: float = 0.0
 
 
-#: The limiter scripts' view of a request's scopes: (state, leases, pause, window) keys and
-#: (rpm, tpm, max concurrency) per scope.
-Scopes = tuple[list[str], list[int]]
+#: The limiter scripts' view of a request's scopes: (state, leases, pause, window) keys per
+#: scope, and the scopes' (rpm, tpm, max concurrency) as the last words of a call's arguments
+#: (`ScriptPipe.call`: each followed by a space).
+Scopes = tuple[tuple[str, ...], str]
+
+#: `Observed` words of an answer that said nothing of the provider's buckets.
+_NOTHING_SEEN = "-1 " * len(NOTHING_OBSERVED)
 
 
 class Limiter:
@@ -75,9 +78,9 @@ class Limiter:
         #: request cost an os.urandom call each).
         self._lease_prefix = uuid.uuid4().hex[:16]
         self._lease_ids = itertools.count()
-        self._base: Scopes = (
-            list(self.keys.limit(endpoint)),
-            [cfg.rpm or 0, cfg.tpm or 0, cfg.max_concurrency or 0],
+        self._base = (
+            tuple(self.keys.limit(endpoint)),
+            (cfg.rpm or 0, cfg.tpm or 0, cfg.max_concurrency or 0),
         )
         self.limited = bool(cfg.rpm or cfg.tpm or cfg.max_concurrency or cfg.model_limits)
         #: The provider announced limits (to this process): every request goes through Redis.
@@ -103,17 +106,9 @@ class Limiter:
     def _build_scopes(self, model: str) -> Scopes:
         extra = self.cfg.model_limits.get(model)
         keys, limits = self._base
-        return (
-            [*keys, *self.keys.limit(self.endpoint, model)],
-            [
-                *limits,
-                *(
-                    (extra.rpm or 0, extra.tpm or 0, extra.max_concurrency or 0)
-                    if extra
-                    else (0, 0, 0)
-                ),
-            ],
-        )
+        caps = (extra.rpm or 0, extra.tpm or 0, extra.max_concurrency or 0) if extra else (0, 0, 0)
+        words = "".join(f"{n} " for n in (*limits, *caps))
+        return (*keys, *self.keys.limit(self.endpoint, model)), words
 
     async def acquire(self, model: str, tokens: int, lease_ttl_s: float) -> Lease:
         """Wait (asynchronously, bounded) for capacity; raise `MustWait` if it is far off."""
@@ -122,18 +117,11 @@ class Limiter:
             return Lease("", tokens, scopes)
         lease = Lease(f"{self._lease_prefix}{next(self._lease_ids)}", tokens, scopes)
         deadline = time.monotonic() + self.cfg.max_inline_wait_s
+        ttl_ms, gate = int(lease_ttl_s * 1000), int(self.announces)
         while True:
             now_ms = time.time() * 1000
-            args: list[EncodableT] = [
-                now_ms,
-                lease.id,
-                int(lease_ttl_s * 1000),
-                tokens,
-                int(self.announces),
-            ]
-            ok, wait_ms, probe = await self._pipe.call(
-                Lua.LIMIT_ADMIT, scopes[0], [*args, *scopes[1]]
-            )
+            words = f"{now_ms} {lease.id} {ttl_ms} {tokens} {gate} {scopes[1]}"
+            ok, wait_ms, probe = await self._pipe.call(Lua.LIMIT_ADMIT, scopes[0], words)
             if int(ok):
                 lease.probe = bool(int(probe))
                 lease.admitted_ms = now_ms
@@ -165,19 +153,13 @@ class Limiter:
             delta = max(delta, 0)
         keys, limits = lease.scopes
         now_ms = time.time() * 1000
-        args: list[EncodableT] = [
-            now_ms,
-            lease.id,
-            delta,
-            *learned,
-            int(answered),
-            int(refunded and bool(lease.id)),
-            lease.tokens if lease.id else 0,
-            *seen,
-            lease.admitted_ms,
-            *limits,
-        ]
-        await self._pipe.call(Lua.LIMIT_RELEASE, keys, args)
+        refund, estimate = (int(refunded), lease.tokens) if lease.id else (0, 0)
+        seen_words = _NOTHING_SEEN if seen is NOTHING_OBSERVED else "".join(f"{v} " for v in seen)
+        words = (
+            f"{now_ms} {lease.id} {delta} {learned[0]} {learned[1]} {int(answered)} {refund} "
+            f"{estimate} {seen_words}{lease.admitted_ms} {limits}"
+        )
+        await self._pipe.call(Lua.LIMIT_RELEASE, keys, words)
         if answered:
             self._pause_value = None
 

@@ -264,7 +264,7 @@ class FetchCheck:
         return True
 
 
-class ScriptPipe(Coalescer[tuple[Lua, list[str], list[EncodableT]]]):
+class ScriptPipe(Coalescer[tuple[Lua, tuple[str, ...], str]]):
     """Script calls made while one flush is in flight go together in the next one, as one
     `batched` EVALSHA per script (each call still runs on its own, in call order within its
     script): the rate limiter's admits and releases cost one round trip per loop turn, and
@@ -279,11 +279,12 @@ class ScriptPipe(Coalescer[tuple[Lua, list[str], list[EncodableT]]]):
         self.client = client
         self._batched = {s: client.register_script(batched(s)) for s in scripts}
 
-    async def call(self, script: Lua, keys: list[str], args: list[EncodableT]) -> Any:
-        """The reply of `script` run with `keys` and `args`."""
-        return await self._ask((script, keys, args))
+    async def call(self, script: Lua, keys: tuple[str, ...], words: str) -> Any:
+        """The reply of `script` run with `keys` and the arguments in `words`, each followed
+        by a space (`scripts.batch_args`)."""
+        return await self._ask((script, keys, words))
 
-    async def _send(self, items: list[tuple[Lua, list[str], list[EncodableT]]]) -> list[Any]:
+    async def _send(self, items: list[tuple[Lua, tuple[str, ...], str]]) -> list[Any]:
         groups: dict[Lua, list[int]] = {s: [] for s in self._batched}
         for i, (script, _, _) in enumerate(items):
             groups[script].append(i)

@@ -28,9 +28,19 @@ async def client(redis_url: str) -> AsyncIterator[aioredis.Redis]:
         await client.aclose()
 
 
-def limiter_pipe(client: aioredis.Redis) -> tuple[ScriptPipe, list[str], float]:
+def limiter_pipe(client: aioredis.Redis) -> tuple[ScriptPipe, tuple[str, ...], float]:
     """The limiter's pipe, the keys of one scope and a now (ms) for its calls."""
-    return ScriptPipe(client, (Lua.LIMIT_RELEASE, Lua.LIMIT_ADMIT)), list(SCOPE), time.time() * 1000
+    return ScriptPipe(client, (Lua.LIMIT_RELEASE, Lua.LIMIT_ADMIT)), SCOPE, time.time() * 1000
+
+
+def words(*args: object) -> str:
+    """A call's arguments as the pipe takes them: each followed by a space."""
+    return "".join(f"{a} " for a in args)
+
+
+def release(now: float, lease: str, *, headers: tuple[int, ...] = (-1,) * 6) -> str:
+    """A one-scope release (max concurrency 1) of an answer with these limit headers."""
+    return words(now, lease, 0, 0, 0, 1, 0, 10, *headers, now, 0, 0, 1)
 
 
 async def test_releases_of_a_turn_run_before_its_admits_and_a_failing_call_fails_alone(
@@ -40,17 +50,14 @@ async def test_releases_of_a_turn_run_before_its_admits_and_a_failing_call_fails
 
     async def admit(lease: str, conc: object = 1) -> object:
         # one scope: max concurrency 1, no rpm/tpm, no gate
-        return await pipe.call(Lua.LIMIT_ADMIT, keys, [now, lease, 60_000, 10, 0, 0, 0, conc])
-
-    def release(lease: str) -> list[object]:
-        return [now, lease, 0, 0, 0, 1, 0, 10, -1, -1, -1, -1, -1, -1, now, 0, 0, 1]
+        return await pipe.call(Lua.LIMIT_ADMIT, keys, words(now, lease, 60_000, 10, 0, 0, 0, conc))
 
     # Both scripts loaded first: a script Redis does not know yet runs after the others.
-    assert await pipe.call(Lua.LIMIT_RELEASE, keys, release("none")) == 1
+    assert await pipe.call(Lua.LIMIT_RELEASE, keys, release(now, "none")) == 1
     assert await admit("a") == [1, b"0", 0]
     b, released, bad, c = await asyncio.gather(
         admit("b"),  # asked before the release, in the same turn: runs after it
-        pipe.call(Lua.LIMIT_RELEASE, keys, release("a")),
+        pipe.call(Lua.LIMIT_RELEASE, keys, release(now, "a")),
         admit("bad", conc="x"),  # Lua compares nil with a number: this call's error
         admit("c"),  # the lease is b's now
         return_exceptions=True,
@@ -68,7 +75,7 @@ async def test_a_turns_admits_set_each_keys_ttl_once_and_the_last_asked_wins(
     pipe, keys, now = limiter_pipe(client)
 
     def admit(lease: str, ttl_ms: int) -> object:
-        return pipe.call(Lua.LIMIT_ADMIT, keys, [now, lease, ttl_ms, 10, 0, 0, 0, 5])
+        return pipe.call(Lua.LIMIT_ADMIT, keys, words(now, lease, ttl_ms, 10, 0, 0, 0, 5))
 
     assert await admit("first", 60_000) == [1, b"0", 0]  # loads the script
     assert 60_000 < await client.pttl(SCOPE.leases) <= 120_000
@@ -76,3 +83,31 @@ async def test_a_turns_admits_set_each_keys_ttl_once_and_the_last_asked_wins(
     assert await asyncio.gather(admit("a", 600_000), admit("b", 20_000)) == [[1, b"0", 0]] * 2
     assert 20_000 < await client.pttl(SCOPE.leases) <= 40_000
     assert await client.zcard(SCOPE.leases) == 3
+
+
+async def test_calls_of_a_turn_for_other_scopes_get_their_own_keys_and_empty_words_stay(
+    client: aioredis.Redis,
+) -> None:
+    pipe, keys, now = limiter_pipe(client)
+    other = Keys("t").limit("other")
+    assert await pipe.call(Lua.LIMIT_RELEASE, keys, release(now, "none")) == 1  # loads it
+
+    async def admit(scope: tuple[str, ...], lease: str) -> int:
+        ok, _, _ = await pipe.call(
+            Lua.LIMIT_ADMIT, scope, words(now, lease, 60_000, 10, 0, 0, 0, 1)
+        )
+        return int(ok)
+
+    # One turn, two scopes interleaved (their keys go once each): each admits its own first
+    # lease and refuses the second.
+    replies = await asyncio.gather(
+        admit(keys, "a"), admit(other, "x"), admit(keys, "b"), admit(other, "y")
+    )
+    assert replies == [1, 1, 0, 0]
+    assert await client.zrange(SCOPE.leases, 0, -1) == [b"a"]
+    assert await client.zrange(other.leases, 0, -1) == [b"x"]
+    # A release without a lease (an empty word: the provider announced limits to a process
+    # that holds none) still learns the headers that follow it: 5 of 60 requests left.
+    learned = release(now, "", headers=(60, 5, 1000, -1, -1, -1))
+    assert await pipe.call(Lua.LIMIT_RELEASE, keys, learned) == 1
+    assert await client.hmget(SCOPE.state, "lr_lim", "lr_lvl") == [b"60", b"5"]
