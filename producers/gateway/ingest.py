@@ -163,7 +163,8 @@ class Ingest:
             await self._release(batch_id)
             return
         lines = await self.store.read_lines(stored, self._max_line)
-        lease = asyncio.create_task(self._renew(batch_id), name=f"lease {batch_id}")
+        submitted = asyncio.Event()
+        lease = asyncio.create_task(self._renew(batch_id, submitted), name=f"lease {batch_id}")
         try:
             await self.client.submit_many(
                 self._unless_stopping(batch_id, lines),
@@ -175,9 +176,8 @@ class Ingest:
                 endpoint=endpoint,
             )
         finally:
-            lease.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await lease
+            submitted.set()
+            await lease  # before the release: a renewal after it would restore the lease
         await self.move(batch_id, "submitting", "submitted")
         if await self.redis.hget(self.keys.batch(batch_id), "cancel_requested"):
             await self.client.cancel(batch_id)
@@ -283,11 +283,19 @@ class Ingest:
         if current is None or text(current) != phase:
             raise Stopped(batch_id)
 
-    async def _renew(self, batch_id: str) -> None:
-        """Keep the lease of a batch being submitted until cancelled (submission ends)."""
-        while True:
+    async def _renew(self, batch_id: str, submitted: asyncio.Event) -> None:
+        """Keep the lease of a batch being submitted until `submitted` is set.
+
+        Ended by an event, never a cancel: on Python 3.11, `asyncio.wait_for` returns normally
+        when a cancel lands in the loop pass its future completes in, and redis-py writes every
+        command under one (`socket_timeout`). A cancel that met the first ZADD's write (a
+        one-round-trip submission ends that soon) was lost, and the lease renewed for ever,
+        the ingestion waiting on it past the gateway's shutdown.
+        """
+        while not submitted.is_set():
             await self.redis.zadd(self.keys.ingesting, {batch_id: time.time() + LEASE_S})
-            await asyncio.sleep(LEASE_S / 4)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(submitted.wait(), LEASE_S / 4)
 
     def _unless_stopping(self, batch_id: str, lines: Iterable[bytes]) -> Iterator[bytes]:
         for n, line in enumerate(lines):

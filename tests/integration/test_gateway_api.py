@@ -3,6 +3,7 @@ are written the way workers write them, so every test is fast and deterministic.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import time
 from collections.abc import Callable
@@ -17,6 +18,7 @@ from aiohttp.test_utils import TestClient
 from openai.types.chat import ChatCompletion
 
 from producers.client import Client
+from producers.core import SubmitReport
 from producers.gateway.state import GATEWAY
 from schemas.result import ErrorInfo, LLMResult
 from tests.integration.test_gateway_support import (
@@ -507,6 +509,40 @@ async def test_cancel_while_validating_and_interrupted_ingestions_end_the_batch(
     assert orphan["status"] == "failed"
     assert orphan["errors"]["data"][0]["code"] == "gateway_interrupted"
     assert r.zcard("batchyard:gw:ingesting") == 0
+    r.close()
+
+
+async def test_an_ingestion_ends_however_soon_its_submission_ends(
+    api: Api, redis_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A one-round-trip submission can end while the lease's first ZADD is being written: on
+    # Python 3.11 a cancel landing there was lost (redis-py writes under asyncio.wait_for),
+    # the lease renewed for ever and the ingestion waited on it past the gateway's shutdown.
+    client = await api()
+    gw = client.server.app[GATEWAY]
+    r = redis.Redis.from_url(redis_url)
+    file_id = (await (await upload(client, KEY_A, jsonl([chat_line("v")]))).json())["id"]
+    stored = await gw.store.get(file_id)
+    assert stored is not None
+    for passes in range(16):
+        # Given a validating batch whose submission ends `passes` loop passes after it starts,
+        batch_id = f"batch_quick{passes}"
+        record = {"kind": "batch", "owner": "tenant-a", "phase": "validating", "created_at": 1}
+        r.hset(f"batchyard:gw:batch:{batch_id}", mapping=record)
+
+        async def submit(lines: Any, *, batch_id: str, n: int = passes, **_: Any) -> SubmitReport:
+            for _ in range(n):
+                await asyncio.sleep(0)
+            return SubmitReport(batch_id, 1, 1, 0)
+
+        monkeypatch.setattr(gw.ingest.client, "submit_many", submit)
+        # when it is ingested, then the ingestion ends (the lease renews every 15 s: a lost
+        # stop shows well within the deadline), the batch submitted and its lease released.
+        ingestion = asyncio.create_task(gw.ingest.run(batch_id, stored, 3600.0, {}))
+        done, _ = await asyncio.wait({ingestion}, timeout=10)
+        assert done, f"ingestion still running; submission ended after {passes} passes"
+        assert r.hget(f"batchyard:gw:batch:{batch_id}", "phase") == b"submitted"
+        assert r.zscore("batchyard:gw:ingesting", batch_id) is None
     r.close()
 
 
