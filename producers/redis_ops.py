@@ -22,8 +22,9 @@ from typing import Any, TypeVar
 import redis
 import redis.asyncio as aioredis
 from redis.commands.core import AsyncScript, Script
+from redis.exceptions import NoScriptError
 
-from workers.protocol.scripts import Lua, ScriptCall, register
+from workers.protocol.scripts import Lua, ScriptCall, queue_known, register
 
 T = TypeVar("T")
 
@@ -111,12 +112,38 @@ class _Stepper:
             self.done, self.result = True, stop.value
 
 
-def _queue(batch: Any, op: Cmd | Eval, lua: dict[Lua, Any]) -> Any:
+def _queue(batch: Any, op: Cmd | Eval, lua: dict[Lua, Any], loaded: set[Lua]) -> Any:
     """Queue one command or script call on a pipeline (a script call returns a coroutine on
-    an asyncio pipeline, to await before queueing the next)."""
+    an asyncio pipeline, to await before queueing the next).
+
+    A script this driver has run before goes as a bare EVALSHA: through its `Script` object
+    redis-py's pipeline asks SCRIPT EXISTS before every execute, one more round trip per
+    pipe (a gateway job paid it on each enqueue). Should Redis have lost it since (SCRIPT
+    FLUSH, a failover), `_reload` runs the refused calls again once it is loaded."""
     if isinstance(op, Cmd):
         return getattr(batch, op.name)(*op.args, **op.kwargs)
+    if op.script in loaded:
+        return queue_known(batch, lua[op.script], op.call)
     return lua[op.script](**op.call, client=batch)
+
+
+def _refused(ops: tuple[Cmd | Eval, ...], replies: list[Any], loaded: set[Lua]) -> list[int]:
+    """The positions of script calls Redis did not know (NOSCRIPT), to run again; the
+    scripts of the others are known loaded from now on."""
+    again = [i for i, r in enumerate(replies) if isinstance(r, NoScriptError)]
+    if again:
+        loaded.clear()
+    else:
+        loaded.update(op.script for op in ops if isinstance(op, Eval))
+    return again
+
+
+def _raise_first(replies: list[Any]) -> list[Any]:
+    """The replies, or the first error among them raised (as `Pipeline.execute` does)."""
+    for reply in replies:
+        if isinstance(reply, Exception):
+            raise reply
+    return replies
 
 
 class SyncDriver:
@@ -125,6 +152,7 @@ class SyncDriver:
     def __init__(self, client: redis.Redis) -> None:
         self.redis = client
         self.lua: dict[Lua, Script] = {lua: register(client, lua) for lua in Lua}
+        self.loaded: set[Lua] = set()
 
     def run(self, operation: Operation[T]) -> T:
         """Run an operation to its end and return its result."""
@@ -147,8 +175,11 @@ class SyncDriver:
         if isinstance(step, Pipe):
             batch = self.redis.pipeline(transaction=False)
             for op in step.ops:
-                _queue(batch, op, self.lua)
-            return batch.execute()
+                _queue(batch, op, self.lua, self.loaded)
+            replies = batch.execute(raise_on_error=False)
+            for i in _refused(step.ops, replies, self.loaded):
+                replies[i] = self._do(step.ops[i], pool)
+            return _raise_first(replies)
         if isinstance(step, Spawn):
             return pool.submit(self.run, step.operation)
         if isinstance(step, Join):
@@ -164,6 +195,7 @@ class AsyncDriver:
     def __init__(self, client: aioredis.Redis) -> None:
         self.redis = client
         self.lua: dict[Lua, AsyncScript] = {lua: register(client, lua) for lua in Lua}
+        self.loaded: set[Lua] = set()
 
     async def run(self, operation: Operation[T]) -> T:
         """Run an operation to its end and return its result."""
@@ -195,10 +227,13 @@ class AsyncDriver:
         if isinstance(step, Pipe):
             batch = self.redis.pipeline(transaction=False)
             for op in step.ops:
-                queued = _queue(batch, op, self.lua)
-                if isinstance(op, Eval):
+                queued = _queue(batch, op, self.lua, self.loaded)
+                if isinstance(op, Eval) and op.script not in self.loaded:
                     await queued
-            return await batch.execute()
+            replies = await batch.execute(raise_on_error=False)
+            for i in _refused(step.ops, replies, self.loaded):
+                replies[i] = await self._do(step.ops[i], spawned)
+            return _raise_first(replies)
         if isinstance(step, Spawn):
             spawned.append(asyncio.create_task(self.run(step.operation)))
             return spawned[-1]

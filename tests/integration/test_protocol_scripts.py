@@ -76,6 +76,26 @@ def test_enqueue_fills_each_named_queue_skips_duplicates_and_wakes_idle_workers(
     assert {k.decode() for k in r.scan_iter("*")} == {KEYS.batch("b1"), KEYS.ids("b1"), *queues}
 
 
+def test_a_last_chunk_seals_its_batch_unless_it_held_a_duplicate(r: redis.Redis) -> None:
+    enqueue = register(r, Lua.ENQUEUE)
+    r.hset(KEYS.batch("b1"), mapping={"status": "in_progress", "total": 0, "sealed": 0})
+    assert enqueue(**blob_of(job("x", "a")).enqueue_call(KEYS, "b1", 60, seal_at=5.0)) == []
+    assert r.hmget(KEYS.batch("b1"), "sealed", "total", "status") == [b"1", b"1", b"in_progress"]
+    # A chunk with a duplicate leaves sealing to the producer, after the duplicate's result.
+    r.hset(KEYS.batch("b2"), mapping={"status": "in_progress", "total": 0, "sealed": 0})
+    blob = blob_of(job("x", "a"), job("x", "a"))
+    assert enqueue(**blob.enqueue_call(KEYS, "b2", 60, seal_at=5.0)) == [1]
+    assert r.hget(KEYS.batch("b2"), "sealed") == b"0"
+    # Sealing finishes a batch whose every line already has a result.
+    r.hset(KEYS.batch("b3"), mapping={"status": "in_progress", "total": 1, "failed": 1})
+    r.sadd(KEYS.ids("b3"), "x")  # its one line was an error result; the chunk adds nothing
+    assert enqueue(**blob_of(job("x", "a")).enqueue_call(KEYS, "b3", 60, seal_at=5.0)) == [0]
+    assert r.hget(KEYS.batch("b3"), "status") == b"in_progress"  # a duplicate: not sealed
+    r.hset(KEYS.batch("b4"), mapping={"status": "in_progress", "total": 1, "failed": 1})
+    assert enqueue(**MessageBlob().enqueue_call(KEYS, "b4", 60, seal_at=5.0)) == []
+    assert r.hmget(KEYS.batch("b4"), "status", "finished_at") == [b"completed", b"5.0"]
+
+
 def test_results_of_two_batches_in_one_call_and_a_retry_of_the_failed_one(r: redis.Redis) -> None:
     write = register(r, Lua.WRITE_RESULTS)
     ok = LLMResult(custom_id="k", batch_id="b1", status="succeeded")

@@ -202,7 +202,7 @@ def test_a_message_blob_names_each_queue_once_through_keys() -> None:
         "ns:dq:llm.b@1",
         "ns:dq:llm.b@1.msgs",
     ]
-    assert call["args"][0] == 60 and call["args"][2:] == ["llm.a", "llm.b@1"]
+    assert call["args"][:2] == [60, ""] and call["args"][3:] == ["llm.a", "llm.b@1"]
     assert blob.fields()[1::4] == [b"0", b"1", b"0"]
     retry = blob.retry_call(keys, "b1")
     assert retry["keys"][:4] == ["ns:batch:b1", "ns:batch:b1:done", "ns:batch:b1:failed", keys.wake]

@@ -5,9 +5,10 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from typing import Any
+from unittest.mock import ANY
 
-from producers.core import ClientCore
-from producers.redis_ops import Eval, Join, Pipe, Spawn
+from producers.core import ClientCore, Sent
+from producers.redis_ops import Eval, Join, Pipe, Spawn, cmd
 from producers.submit import ChunkBuilder
 from schemas.config import parse_config
 from schemas.settings import Settings
@@ -46,7 +47,7 @@ def drive(lines: int, chunk: int) -> list[str]:
             reply = handles
         elif isinstance(step, Join):
             log.append(f"join {step.handle}")
-            reply = (chunk, 0)
+            reply = Sent(chunk, 0, False)
         elif isinstance(step, Pipe):
             if any(isinstance(o, Eval) and o.script is Lua.ENQUEUE for o in step.ops):
                 log.append("inline send")
@@ -72,3 +73,42 @@ def test_a_one_chunk_batch_spawns_nothing() -> None:
 def test_a_last_full_chunk_is_joined_after_the_loop() -> None:
     log = drive(6, 3)
     assert log[-1] == "join 2" and "inline send" not in log
+
+
+def test_a_short_batch_is_created_enqueued_and_sealed_in_one_round_trip() -> None:
+    # A one-line batch (each gateway job) costs one round trip, not three (#15, #22):
+    core = ClientCore("redis://127.0.0.1:1", Settings(enqueue_chunk=10), CONFIG)
+    hops = core.route(None)
+
+    def submit(batch_id: str, lines: list[Any]) -> Any:
+        return core.submit_chunks(
+            ChunkBuilder(batch_id, core.keys, CONFIG, hops), new_record(hops), lines
+        )
+
+    op = submit("b1", [openai_line("k", "hi")])
+    step = op.send(None)
+    assert isinstance(step, Pipe)
+    names = [o.script if isinstance(o, Eval) else o.name for o in step.ops]
+    # the record's writes come first, before the messages they describe,
+    assert names == ["hset", "zadd", "zremrangebyscore", Lua.ENQUEUE]
+    # and the last chunk's enqueue seals the batch: no SEAL of its own.
+    enqueue = step.ops[-1]
+    assert isinstance(enqueue, Eval) and enqueue.call["args"][1] != ""
+    try:
+        op.send([0, 0, 0, []])
+        raise AssertionError("a SEAL round trip followed")
+    except StopIteration as stop:
+        assert stop.value.enqueued == 1
+    # A duplicate (the enqueue then does not seal) is written, then the batch sealed.
+    op = submit("b2", [openai_line("k", "hi")])
+    op.send(None)
+    write = op.send([0, 0, 0, [0]])
+    assert isinstance(write, Eval) and write.script is Lua.WRITE_RESULTS
+    seal = op.send(None)
+    assert isinstance(seal, Eval) and seal.script is Lua.SEAL
+    # With no line at all, the record is still created, then sealed.
+    op = submit("b3", [])
+    step = op.send(None)
+    assert isinstance(step, Pipe) and step.ops[0] == cmd("hset", core.keys.batch("b3"), mapping=ANY)
+    seal = op.send([0, 0, 0])
+    assert isinstance(seal, Eval) and seal.script is Lua.SEAL

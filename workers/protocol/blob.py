@@ -44,11 +44,14 @@ class MessageBlob:
             out += [keys.queue(queue), keys.queue_msgs(queue)]
         return out
 
-    def enqueue_call(self, keys: Keys, batch_id: str, ttl_s: int) -> ScriptCall:
-        """Keyword arguments of an `enqueue.lua` call that adds these messages to a batch."""
+    def enqueue_call(
+        self, keys: Keys, batch_id: str, ttl_s: int, seal_at: float | None = None
+    ) -> ScriptCall:
+        """Keyword arguments of an `enqueue.lua` call that adds these messages to a batch
+        (and, with `seal_at`, seals it: the batch's last chunk)."""
         return {
             "keys": [keys.batch(batch_id), keys.ids(batch_id), keys.wake, *self._queue_keys(keys)],
-            "args": [ttl_s, bytes(self.data), *self.queues],
+            "args": [ttl_s, "" if seal_at is None else seal_at, bytes(self.data), *self.queues],
         }
 
     def retry_call(self, keys: Keys, batch_id: str) -> ScriptCall:

@@ -12,7 +12,7 @@ from collections.abc import Iterable
 from enum import StrEnum
 from functools import cache
 from importlib.resources import files
-from typing import TypedDict, overload
+from typing import Any, TypedDict, overload
 
 import redis
 import redis.asyncio as aioredis
@@ -120,3 +120,10 @@ def register(client: redis.Redis, script: Lua) -> Script: ...
 def register(client: redis.Redis | aioredis.Redis, script: Lua) -> Script | AsyncScript:
     """A callable script on `client` (EVALSHA, loading it on first use)."""
     return client.register_script(source(script))
+
+
+def queue_known(pipeline: Any, script: Script | AsyncScript, call: ScriptCall) -> Any:
+    """Queue a call of a script Redis is known to hold on `pipeline` as a bare EVALSHA:
+    through the `Script` object, redis-py's pipeline asks SCRIPT EXISTS before each execute."""
+    keys = call["keys"]
+    return pipeline.evalsha(script.sha, len(keys), *keys, *call["args"])
