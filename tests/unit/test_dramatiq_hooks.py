@@ -252,6 +252,66 @@ def test_ack_many_acks_each_message_in_the_set_it_was_fetched_into(
     assert client.zscore(dispatch_mod.heartbeats_key("hk"), "renewed") is not None
 
 
+def fill(client: redis.Redis, ns: str, ids: list[str]) -> None:
+    """The same queue in namespace `ns`: ids queued in order, each with its data but the last
+    (an id whose data is gone: dispatch.lua answers nil for it, dramatiq #266)."""
+    for rid in ids:
+        client.rpush(dispatch_mod.queue_key(ns, "q"), rid)
+    for rid in ids[:-1]:
+        client.hset(dispatch_mod.msgs_key(ns, "q"), rid, f"data of {rid}")
+
+
+def state(client: redis.Redis, ns: str, worker: str) -> tuple[object, ...]:
+    return (
+        client.lrange(dispatch_mod.queue_key(ns, "q"), 0, -1),
+        client.smembers(dispatch_mod.acks_key(ns, worker, "q")),
+        client.hgetall(dispatch_mod.msgs_key(ns, "q")),
+        client.zscore(dispatch_mod.heartbeats_key(ns), worker) is not None,
+    )
+
+
+def test_fetch_many_leaves_what_dispatch_fetch_leaves(redis_server: RedisServer) -> None:
+    """fetch_many.lua against dispatch.lua's `fetch` on identical queues: same answers, same
+    queue, ack set, stored messages and heartbeat after each call (empty queue included)."""
+    client = redis.Redis.from_url(redis_server.url)
+    ids = [f"rid-{i}" for i in range(7)]
+    theirs = RedisBroker(url=redis_server.url, namespace="a", maintenance_chance=0)
+    ours = RedisBroker(url=redis_server.url, namespace="b", maintenance_chance=0)
+    fill(client, "a", ids)
+    fill(client, "b", ids)
+    fetch = dispatch_mod.Fetch(ours, "q")
+    for n in (3, 1, 5, 2):  # the last two run past the end of the queue, then on an empty one
+        expected = theirs.do_fetch("q", n)
+        got = fetch(ours.broker_id, n)
+        assert got == expected, changed(
+            "dramatiq.brokers.redis:dispatch.lua", f"fetch of {n} gave {expected}, ours {got}"
+        )
+        assert state(client, "b", ours.broker_id) == state(client, "a", theirs.broker_id), changed(
+            "dramatiq.brokers.redis:dispatch.lua", f"a fetch of {n} left other keys than ours"
+        )
+    for broker in (theirs, ours):
+        broker.client.close()
+    client.close()
+
+
+def test_a_fetch_that_draws_maintenance_runs_dramatiqs_with_it(ns_broker: RedisBroker) -> None:
+    client: redis.Redis = ns_broker.client
+    ns_broker.enqueue(Message("q", "a", (), {}, {}))
+    fetch = dispatch_mod.Fetch(ns_broker, "q")
+    (held,) = fetch("dead", 1)
+    client.zadd(dispatch_mod.heartbeats_key("hk"), {"dead": 0})  # silent since the epoch
+    ns_broker.maintenance_chance = 0
+    assert fetch("alive", 1) == []
+    ns_broker.maintenance_chance = 1_000_000  # every call draws maintenance
+    assert fetch("alive", 1) == [held], changed(
+        "dramatiq.brokers.redis:RedisBroker._should_do_maintenance",
+        "a draw of 1 did not send the fetch through dispatch.lua with maintenance",
+    )
+    assert client.smembers(dispatch_mod.acks_key("hk", "alive", "q")) == {
+        next(iter(client.hkeys(dispatch_mod.msgs_key("hk", "q"))))
+    }
+
+
 def test_a_consumer_decodes_each_message_once_and_hands_on_their_jobs(
     redis_server: RedisServer,
 ) -> None:

@@ -14,6 +14,7 @@ from dramatiq.errors import ConnectionClosed, DecodeError
 from dramatiq.message import Message
 
 from workers.dramatiq_ext.acks import AckBatcher
+from workers.dramatiq_ext.dispatch import Fetch
 
 log = logging.getLogger("batchyard.consumer")
 
@@ -37,10 +38,11 @@ class BatchAckConsumer(_RedisConsumer):
         # set (changed if Redis restarted), missed, and the messages ran a second time.
         owners: dict[str, dict[str, str]] = getattr(broker, "ack_owners", {})
         self._owner = owners.setdefault(queue_name, {})
+        self._fetch = Fetch(broker, queue_name)
 
     def __next__(self) -> MessageProxy | None:
-        """dramatiq's `_RedisConsumer.__next__`, except that messages are decoded once, by
-        `fetch`, that an idle consumer sleeps on `wake` (set when a producer
+        """dramatiq's `_RedisConsumer.__next__`, except that messages are fetched and decoded
+        by `fetch` (once each), that an idle consumer sleeps on `wake` (set when a producer
         fills this queue) and that each message remembers the worker id it was fetched under."""
         try:
             while True:
@@ -75,7 +77,7 @@ class BatchAckConsumer(_RedisConsumer):
         self._cache_owner = self.broker.broker_id
         fetched: list[Message[Any] | bytes | None] = []
         jobs = []
-        for data in self.broker.do_fetch(self.queue_name, n):
+        for data in self._fetch(self._cache_owner, n):
             if data is None:
                 fetched.append(None)
                 continue

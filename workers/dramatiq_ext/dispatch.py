@@ -9,11 +9,15 @@ tests/unit/test_dramatiq_hooks.py.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import redis.asyncio as aioredis
 from dramatiq.brokers.redis import RedisBroker
 from dramatiq.common import current_millis
+
+#: dispatch.lua's `fetch` in one pass (LRANGE+LTRIM, one SADD, one HMGET) on its key layout.
+FETCH_MANY = Path(__file__).with_name("fetch_many.lua").read_bytes()
 
 #: dispatch.lua's ARGV before each command's own arguments, in order.
 ARGV = (
@@ -92,6 +96,30 @@ class Dispatch:
         first requeue what dead workers held and drop expired dead letters of `queue`."""
         args = argv(self.broker, "qsize", queue, maintain=maintain)
         return int(self._script(keys=self._keys, args=args))
+
+
+class Fetch:
+    """dispatch.lua's `fetch` for one queue: `fetch_many.lua`, or dramatiq's own script on the
+    calls that draw dramatiq's random maintenance (it runs maintenance before the fetch)."""
+
+    def __init__(self, broker: RedisBroker, queue: str) -> None:
+        self.broker = broker
+        self.queue = queue
+        ns = broker.namespace
+        self._script: Any = broker.client.register_script(FETCH_MANY)
+        self._keys = [heartbeats_key(ns), queue_key(ns, queue), msgs_key(ns, queue), ""]
+        self._dispatch: Any = broker.scripts["dispatch"]
+
+    def __call__(self, worker_id: str, n: int) -> list[bytes | None]:
+        """Up to `n` messages of the queue, their ids now in `worker_id`'s ack set."""
+        n = min(n, max_unpack_size(self.broker))  # as dispatch.lua caps it
+        if self.broker._should_do_maintenance("fetch"):
+            args = argv(self.broker, "fetch", self.queue, n, maintain=True)
+            args[3] = worker_id
+            return list(self._dispatch(keys=[self.broker.namespace], args=args))
+        keys = self._keys.copy()
+        keys[3] = acks_key(self.broker.namespace, worker_id, self.queue)
+        return list(self._script(keys=keys, args=[current_millis(), worker_id, n]))
 
 
 class AsyncDispatch:

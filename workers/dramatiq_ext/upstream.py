@@ -37,8 +37,8 @@ HOOKS: tuple[Hook, ...] = (
         "workers.dramatiq_ext.consumer:BatchAckConsumer.__next__",
         "copy",
         "bc405a9576218e8f",
-        "decodes each message once, at fetch (jobs to on_fetch); idle consumers sleep on a "
-        "wake event; each message remembers its fetch-time worker id",
+        "fetches through dispatch.Fetch and decodes each message once (jobs to on_fetch); "
+        "idle consumers sleep on a wake event; each message remembers its fetch-time worker id",
     ),
     Hook(
         "dramatiq.brokers.redis:_RedisConsumer.ack",
@@ -56,10 +56,12 @@ HOOKS: tuple[Hook, ...] = (
     ),
     Hook(
         "dramatiq.brokers.redis:dispatch.lua",
-        "workers.dramatiq_ext.dispatch:ARGV, workers/dramatiq_ext/ack_many.lua",
+        "workers.dramatiq_ext.dispatch:ARGV, workers/dramatiq_ext/ack_many.lua, "
+        "workers/dramatiq_ext/fetch_many.lua",
         "copy",
         "ba4d872e4fb204eb",
-        "ARGV order and commands of Dispatch; ack_many.lua repeats its `ack` on its key layout",
+        "ARGV order and commands of Dispatch; ack_many.lua repeats its `ack` and fetch_many.lua "
+        "its `fetch` (without maintenance) on its key layout",
     ),
     Hook(
         "dramatiq.brokers.redis:RedisBroker._dispatch",
@@ -74,6 +76,14 @@ HOOKS: tuple[Hook, ...] = (
         "relies",
         "824d80def7187917",
         "the max_unpack_size ARGV value every dispatch call carries",
+    ),
+    Hook(
+        "dramatiq.brokers.redis:RedisBroker._should_do_maintenance",
+        "workers.dramatiq_ext.dispatch:Fetch",
+        "relies",
+        "1cf510009c987611",
+        "(command) -> 0/1, dramatiq's random maintenance draw: a fetch that draws 1 goes "
+        "through dispatch.lua with do_maintenance=1, as dramatiq's own fetch does",
     ),
     Hook(
         "dramatiq.brokers.redis:RedisBroker.enqueue",
