@@ -14,9 +14,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
-import ctypes
 import gc
-import logging
 import os
 import select
 import signal
@@ -26,9 +24,11 @@ import threading
 import time
 from collections.abc import Callable
 from types import FrameType
-from typing import NoReturn
+from typing import TYPE_CHECKING, NoReturn
 
-log = logging.getLogger("batchyard.lifetime")
+if TYPE_CHECKING:
+    import ctypes
+
 
 #: `prctl` option that asks the kernel for a signal when the parent thread exits.
 PR_SET_PDEATHSIG = 1
@@ -39,11 +39,21 @@ PARENT_PID_ENV = "BATCHYARD_PARENT_PID"
 _libc: ctypes.CDLL | None = None
 
 
+def _warn(message: str, *args: object) -> None:
+    # logging and ctypes (~9 ms of CPU) are imported where used: `batchyard run` imports this
+    # module before it starts its first worker (`workers.warm`).
+    import logging
+
+    logging.getLogger("batchyard.lifetime").warning(message, *args)
+
+
 def _prctl() -> Callable[..., int] | None:
     global _libc
     if not sys.platform.startswith("linux"):
         return None
     if _libc is None:
+        import ctypes
+
         try:
             # The running program's own symbols include libc's: no `find_library`, which runs
             # `ldconfig -p` in a subprocess (in every worker process and every `run`).
@@ -162,7 +172,7 @@ def watch_parent(parent_pid: int, on_orphaned: Callable[[], None], poll_s: float
     def watch() -> None:
         while os.getppid() == parent_pid:
             time.sleep(poll_s)
-        log.warning("supervisor %d is gone; stopping", parent_pid)
+        _warn("supervisor %d is gone; stopping", parent_pid)
         on_orphaned()
 
     threading.Thread(target=watch, name="batchyard-parent-watch", daemon=True).start()
@@ -175,9 +185,9 @@ def exit_after(seconds: float, code: int = 1, *, now: threading.Event | None = N
 
     def expire() -> None:
         if (now or threading.Event()).wait(seconds):
-            log.warning("interrupted again; exiting now without finishing the calls in flight")
+            _warn("interrupted again; exiting now without finishing the calls in flight")
         else:
-            log.warning("still stopping after %.0fs; exiting now", seconds)
+            _warn("still stopping after %.0fs; exiting now", seconds)
         os._exit(code)
 
     threading.Thread(target=expire, name="batchyard-exit-deadline", daemon=True).start()

@@ -13,7 +13,9 @@ it has imported the adapters (and aiohttp) already, which that check cost `batch
 process (~0.1-0.2 s of CPU, #22). Only a pass is taken from it; the caller checks a failing
 config itself, so the error it reports is the one it always reported.
 
-Only this module's light imports run in the caller before `prestart()`.
+Only this module's light imports run in the caller before `prestart()`: orjson (~11 ms of CPU
+with the dataclasses it pulls in) is imported by the first check or handoff, after the worker
+has started.
 """
 
 from __future__ import annotations
@@ -23,10 +25,7 @@ import os
 import select
 import subprocess
 import sys
-from dataclasses import dataclass
 from typing import TYPE_CHECKING
-
-import orjson
 
 from workers.lifetime import PARENT_PID_ENV, wait_exit
 
@@ -46,19 +45,21 @@ CHECK_WAIT_S = 60.0
 RUNTIME_ENV = frozenset({"REDIS_URL", "BATCHYARD_LOG_LEVEL"})
 
 
-@dataclass
 class WarmWorker:
     """A started `workers.process` waiting for its handoff."""
 
-    proc: subprocess.Popen[bytes]
-    env: dict[str, str]
-    #: Read end of the pipe the worker answers checks on.
-    replies: int
+    def __init__(self, proc: subprocess.Popen[bytes], env: dict[str, str], replies: int) -> None:
+        self.proc = proc
+        self.env = env
+        #: Read end of the pipe the worker answers checks on.
+        self.replies = replies
 
     def check(self, config: Path | None) -> bool:
         """Whether the worker found `config` fine (False: it failed, or could not answer)."""
         if self.proc.poll() is not None or self.proc.stdin is None:
             return False
+        import orjson
+
         try:
             self.proc.stdin.write(
                 orjson.dumps({"check": None if config is None else str(config)}) + b"\n"
@@ -80,6 +81,8 @@ class WarmWorker:
         changed = {k for k in env.keys() | self.env.keys() if env.get(k) != self.env.get(k)}
         if not changed <= RUNTIME_ENV or self.proc.poll() is not None or self.proc.stdin is None:
             return False
+        import orjson
+
         try:
             self.proc.stdin.write(orjson.dumps({"argv": argv, "env": env}) + b"\n")
             self.proc.stdin.close()

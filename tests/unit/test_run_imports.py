@@ -79,3 +79,10 @@ def test_the_default_config_is_read_without_a_parser() -> None:
         "from schemas.config import load_config\nload_config(None)"
     )
     assert _unused(setup, ("yaml", "tomllib")) == "[]"
+
+
+def test_the_entry_point_starts_the_worker_before_the_heavier_imports() -> None:
+    # `batchyard run` starts its first worker once `batchyard.launch` is imported: what that
+    # imports delays the worker, whose start-up is the critical path of a small batch.
+    heavy = ("orjson", "logging", "ctypes", "dataclasses")
+    assert _unused("import batchyard.launch", heavy) == "[]"
