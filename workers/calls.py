@@ -15,7 +15,6 @@ Retrying has three layers, each for what only it can do:
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import Callable
 
@@ -30,6 +29,7 @@ from schemas.request import LLMRequest
 from schemas.result import Attempt
 from schemas.tokens import request_tokens
 from workers import metrics
+from workers.deadlines import deadline
 from workers.health import Decision, EndpointHealth
 from workers.outcomes import (
     NOTHING_OBSERVED,
@@ -46,10 +46,11 @@ from workers.tracing import genai_request, genai_response, operation_name, span
 
 async def _generate(provider: Provider, req: LLMRequest, model: str) -> ProviderResponse:
     """One call, bounded by the endpoint's `timeout_s` here (TimeoutError past it), so the
-    adapter need not arm a timer of its own for the same bound."""
+    adapter need not arm a timer of its own for the same bound. The bound shares one loop
+    timer with every other call of that length (`workers.deadlines`)."""
     bounded = CALLER_BOUNDS_TIME.set(True)
     try:
-        async with asyncio.timeout(provider.settings.timeout_s):
+        async with deadline(provider.settings.timeout_s):
             return await provider.generate(req, model)
     finally:
         CALLER_BOUNDS_TIME.reset(bounded)
