@@ -22,7 +22,8 @@ from typing import Any, Generic, TypeVar, cast
 import redis
 import redis.asyncio as aioredis
 from redis.asyncio.connection import AbstractConnection
-from redis.commands.core import AsyncScript
+from redis.commands.core import AsyncScript, Script
+from redis.connection import Connection
 from redis.exceptions import NoScriptError, ResponseError
 from redis.typing import EncodableT
 
@@ -101,6 +102,59 @@ async def _exchange(conn: AbstractConnection, commands: list[Command]) -> list[A
     except BaseException:
         # Replies still on the socket would reach the connection's next user.
         await conn.disconnect(nowait=True)
+        raise
+    return replies
+
+
+def exchange_sync(client: redis.Redis, commands: list[Command]) -> list[Any]:
+    """`exchange` on a blocking client: the consumer threads' fetch and fetch-time check.
+
+    redis-py encodes each argument of a command in Python before hiredis packs it, and its
+    pipeline and `Script.__call__` add their own steps: for a 50-message fetch's HMGET of
+    the results, 1.5 us per message here against 0.5 us for one packed write (#22).
+    """
+    pool = client.connection_pool
+    conn = pool.get_connection()
+    try:
+        return list(
+            conn.retry.call_with_retry(
+                lambda: _exchange_sync(conn, commands),
+                lambda _error: conn.disconnect(),  # type: ignore[no-untyped-call]
+            )
+        )
+    finally:
+        pool.release(conn)
+
+
+def evalsha_sync(client: redis.Redis, script: Script, keys: list[str], args: list[Any]) -> Any:
+    """The reply of one script call through `exchange_sync`; a call refused with NOSCRIPT
+    (the script's first use, or Redis restarted) runs again once the script is loaded."""
+    command: Command = ("EVALSHA", script.sha, len(keys), *keys, *args)
+    (reply,) = exchange_sync(client, [command])
+    if isinstance(reply, NoScriptError):
+        script.sha = client.script_load(script.script)
+        (reply,) = exchange_sync(client, [("EVALSHA", script.sha, *command[2:])])
+    if isinstance(reply, ResponseError):
+        raise reply
+    return reply
+
+
+def _exchange_sync(conn: Connection, commands: list[Command]) -> list[Any]:
+    if pack_command is None:
+        packed: Any = conn.pack_commands(commands)  # type: ignore[no-untyped-call]
+    else:
+        packed = [b"".join([pack_command(c) for c in commands])]
+    conn.send_packed_command(packed)  # type: ignore[no-untyped-call]
+    replies: list[Any] = []
+    try:
+        for _ in commands:
+            try:
+                replies.append(conn.read_response())
+            except ResponseError as exc:
+                replies.append(exc)
+    except BaseException:
+        # Replies still on the socket would reach the connection's next user.
+        conn.disconnect()  # type: ignore[no-untyped-call]
         raise
     return replies
 
@@ -240,11 +294,11 @@ class FetchCheck:
                 continue  # not a job: the executor checks (or rejects) it
         if not groups:
             return
+        commands: list[Command] = [
+            ("HMGET", self.keys.done(batch_id), *keys) for batch_id, keys in groups.items()
+        ]
         try:
-            with self.client.pipeline(transaction=False) as pipe:
-                for batch_id, keys in groups.items():
-                    pipe.hmget(self.keys.done(batch_id), keys)
-                replies = pipe.execute(raise_on_error=False)
+            replies = exchange_sync(self.client, commands)
         except redis.RedisError:
             return  # the executor checks each of them itself
         if len(self._absent) > self.LIMIT:

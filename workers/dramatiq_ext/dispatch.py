@@ -16,6 +16,8 @@ import redis.asyncio as aioredis
 from dramatiq.brokers.redis import RedisBroker
 from dramatiq.common import current_millis
 
+from workers.results import evalsha_sync
+
 #: dispatch.lua's `fetch` in one pass (LRANGE+LTRIM, one SADD, one HMGET) on its key layout.
 FETCH_MANY = Path(__file__).with_name("fetch_many.lua").read_bytes()
 
@@ -106,6 +108,7 @@ class Fetch:
         self.broker = broker
         self.queue = queue
         ns = broker.namespace
+        self._client = broker.client
         self._script: Any = broker.client.register_script(FETCH_MANY)
         self._keys = [heartbeats_key(ns), queue_key(ns, queue), msgs_key(ns, queue), ""]
         self._dispatch: Any = broker.scripts["dispatch"]
@@ -119,7 +122,9 @@ class Fetch:
             return list(self._dispatch(keys=[self.broker.namespace], args=args))
         keys = self._keys.copy()
         keys[3] = acks_key(self.broker.namespace, worker_id, self.queue)
-        return list(self._script(keys=keys, args=[current_millis(), worker_id, n]))
+        return list(
+            evalsha_sync(self._client, self._script, keys, [current_millis(), worker_id, n])
+        )
 
 
 class AsyncDispatch:
