@@ -25,6 +25,10 @@ class Waker(threading.Thread):
     reconnecting costs at most one idle poll, never a message.
     """
 
+    #: Longest wait for a notice: how late the thread sees a stop, which a worker's exit
+    #: (the end of every `batchyard run`) waits for; 0.1 s was half of an idle worker's stop.
+    POLL_S = 0.02
+
     def __init__(self, broker: LaneBroker) -> None:
         super().__init__(name="batchyard-waker", daemon=True)
         self.broker = broker
@@ -37,7 +41,7 @@ class Waker(threading.Thread):
             try:
                 pubsub.subscribe(self.channel)
                 while not self.stopped.is_set():
-                    notice = pubsub.get_message(timeout=0.1)
+                    notice = pubsub.get_message(timeout=self.POLL_S)
                     if notice is not None:
                         self.wake(notice["data"])
             except redis.RedisError as exc:
@@ -54,7 +58,7 @@ class Waker(threading.Thread):
             event.set()
 
     def stop(self) -> None:
-        """Stop within a tenth of a second (a worker's exit waits for it)."""
+        """Stop within `POLL_S` (a worker's exit waits for it)."""
         self.stopped.set()
 
 
