@@ -231,23 +231,35 @@ def test_ack_many_acks_each_message_in_the_set_it_was_fetched_into(
     ns_broker: RedisBroker,
 ) -> None:
     client: redis.Redis = ns_broker.client
-    for i in range(3):
+    for i in range(5):
         ns_broker.enqueue(Message("q", "a", ({"i": i},), {}, {}))
     consumer = ns_broker.consume("q", prefetch=3, timeout=100)
     fetched = [next(consumer) for _ in range(3)]
     first_owner = ns_broker.broker_id
     ns_broker.broker_id = "renewed"  # what Heartbeat does after a Redis restart
+    later = ns_broker.consume("q", prefetch=1, timeout=100)
+    second = next(later)
+    (requeued,) = ns_broker.do_fetch("q", 1)  # its id is then taken out of the ack set,
+    rid = Message.decode(requeued).options["redis_message_id"]
+    client.srem(dispatch_mod.acks_key("hk", "renewed", "q"), rid)  # as maintenance does
     acks = AckBatcher(ns_broker)
-    for m in fetched:
-        assert m is not None
-        acks.add(first_owner, "q", m.options["redis_message_id"])
+    with acks.group():  # one call: two ack sets, and an id in neither
+        for m in fetched:
+            assert m is not None
+            acks.add(first_owner, "q", m.options["redis_message_id"])
+        assert second is not None
+        acks.add("renewed", "q", second.options["redis_message_id"])
+        acks.add("renewed", "q", rid)
     assert acks.flush(10)
     acks.close()
-    assert client.scard(dispatch_mod.acks_key("hk", first_owner, "q")) == 0, changed(
-        "dramatiq.brokers.redis:dispatch.lua", "ack_many.lua left ids in the fetch-time ack set"
-    )
-    assert client.hlen(dispatch_mod.msgs_key("hk", "q")) == 0, changed(
-        "dramatiq.brokers.redis:dispatch.lua", "ack_many.lua left acked messages stored"
+    assert acks.calls == 1
+    for owner in (first_owner, "renewed"):
+        assert client.scard(dispatch_mod.acks_key("hk", owner, "q")) == 0, changed(
+            "dramatiq.brokers.redis:dispatch.lua", "ack_many.lua left ids in the fetch-time ack set"
+        )
+    assert client.hkeys(dispatch_mod.msgs_key("hk", "q")) == [rid.encode()], changed(
+        "dramatiq.brokers.redis:dispatch.lua",
+        "ack_many.lua left acked messages stored, or deleted one no ack set held",
     )
     assert client.zscore(dispatch_mod.heartbeats_key("hk"), "renewed") is not None
 

@@ -26,6 +26,7 @@ from dramatiq.common import current_millis
 
 from workers.dramatiq_ext.dispatch import acks_key, heartbeats_key, msgs_key
 from workers.dramatiq_ext.outage import OUTAGE, is_outage
+from workers.results import evalsha_sync
 
 log = logging.getLogger("batchyard.acks")
 
@@ -128,10 +129,16 @@ class AckBatcher:
                 self._cond.notify_all()
 
     def _send(self, batch: list[tuple[str, str, str]]) -> None:
+        """One `ack_many.lua` call, the acks grouped by ack set (most batches are one group:
+        the keys go once, not twice per message) and sent by `evalsha_sync`."""
+        groups: dict[tuple[str, str], list[str]] = {}
+        for worker_id, queue_name, message_id in batch:
+            groups.setdefault((worker_id, queue_name), []).append(message_id)
         ns = self.broker.namespace
         keys = [heartbeats_key(ns)]
         args: list[Any] = [current_millis(), self.broker.broker_id]
-        for worker_id, queue_name, message_id in batch:
+        for (worker_id, queue_name), ids in groups.items():
             keys += (acks_key(ns, worker_id, queue_name), msgs_key(ns, queue_name))
-            args.append(message_id)
-        self._script(keys=keys, args=args)
+            args.append(len(ids))
+            args += ids
+        evalsha_sync(self.broker.client, self._script, keys, args)
