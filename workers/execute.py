@@ -7,7 +7,6 @@ Provider errors end here, as a result or a `Move` (failover or a delayed retry, 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from typing import Any
@@ -32,6 +31,7 @@ from schemas.structured import TASK_KIND as STRUCTURED
 from schemas.tokens import prompt_text, request_tokens
 from schemas.trusted import trusted
 from workers import metrics
+from workers.background import cancel_and_wait
 from workers.calls import call_endpoint
 from workers.health import EndpointHealth
 from workers.offload import Offload, batch_endpoints
@@ -166,9 +166,7 @@ class Executor:
         if self.offload is not None:
             await self.offload.aclose()
         if self._listener is not None:
-            self._listener.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._listener
+            await cancel_and_wait(self._listener)
         for health in self.health.values():
             try:
                 await health.flush()

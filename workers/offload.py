@@ -21,7 +21,6 @@ Keys: `Keys.offload` (per endpoint: pending jobs, lease, open vendor batches) an
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import secrets
 import time
@@ -41,6 +40,7 @@ from schemas.config import BatchConfig, EndpointConfig
 from schemas.job import Job
 from schemas.request import LLMRequest
 from schemas.result import Attempt, ErrorInfo, LLMResult, Timings
+from workers.background import cancel_and_wait
 from workers.offload_vendor import BatchAdapter, Line, VendorBatchAPI
 from workers.outcomes import cost_of
 from workers.protocol.keys import Keys
@@ -113,9 +113,7 @@ class Offload:
 
     async def aclose(self) -> None:
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            await cancel_and_wait(self._task)
 
     async def _loop(self) -> None:
         tick = min(1.0, *(cfg.batch.poll_s for cfg, _ in self.endpoints.values()))
