@@ -12,7 +12,7 @@ import redis.asyncio as aioredis
 from redis.exceptions import ResponseError
 
 from workers.protocol.keys import Keys
-from workers.protocol.scripts import Lua
+from workers.protocol.scripts import Lua, register
 from workers.results import ScriptPipe
 
 pytestmark = pytest.mark.integration
@@ -111,3 +111,29 @@ async def test_calls_of_a_turn_for_other_scopes_get_their_own_keys_and_empty_wor
     learned = release(now, "", headers=(60, 5, 1000, -1, -1, -1))
     assert await pipe.call(Lua.LIMIT_RELEASE, keys, learned) == 1
     assert await client.hmget(SCOPE.state, "lr_lim", "lr_lvl") == [b"60", b"5"]
+
+
+async def test_in_one_turn_after_a_pause_one_request_probes_and_the_rest_wait(
+    client: aioredis.Redis,
+) -> None:
+    pipe, keys, now = limiter_pipe(client)
+    assert await pipe.call(Lua.LIMIT_RELEASE, keys, release(now, "none")) == 1  # loads it
+    # Given a pause that ended a moment ago,
+    await register(client, Lua.LIMIT_PAUSE)(keys=[SCOPE.pause], args=[now - 1, now - 1_001])
+
+    async def admit(lease: str) -> tuple[int, int]:
+        ok, _, probe = await pipe.call(
+            Lua.LIMIT_ADMIT, keys, words(now, lease, 60_000, 10, 0, 0, 0, 0)
+        )
+        return int(ok), int(probe)
+
+    # when a turn's admits run in one batched call, the first probes and the others see its
+    # probe (the pause as it wrote it, not as the batch first read it) and wait;
+    assert await asyncio.gather(admit("p"), admit("q"), admit("r")) == [(1, 1), (0, 0), (0, 0)]
+    # its answer ends the pause, for the releases after it in the same turn too.
+    assert await asyncio.gather(
+        pipe.call(Lua.LIMIT_RELEASE, keys, release(now, "p")),
+        pipe.call(Lua.LIMIT_RELEASE, keys, release(now, "q")),
+    ) == [1, 1]
+    assert await client.get(SCOPE.pause) is None
+    assert await admit("s") == (1, 0)
