@@ -89,8 +89,13 @@ for _, p in ipairs(probes) do write_pause(p.key, now + p.len, p.len, true, now) 
 for _, c in ipairs(commit) do
   if c.log then window_add(c.log, c.p, lease, ARGV[4], c.sum, now) end
   if c.first then redis.call('hset', c.p, 'first_until', now + ttl) end
-  if c.lr then redis.call('hset', c.p, 'lr_lvl', c.lr, 'lr_at', now) end
-  if c.lt then redis.call('hset', c.p, 'lt_lvl', c.lt, 'lt_at', now) end
+  if c.lr and c.lt then
+    redis.call('hset', c.p, 'lr_lvl', c.lr, 'lr_at', now, 'lt_lvl', c.lt, 'lt_at', now)
+  elseif c.lr then
+    redis.call('hset', c.p, 'lr_lvl', c.lr, 'lr_at', now)
+  elseif c.lt then
+    redis.call('hset', c.p, 'lt_lvl', c.lt, 'lt_at', now)
+  end
   if c.conc then
     redis.call('zadd', c.leases, now + ttl, lease)
     expire_later(c.leases, ttl * 2)

@@ -31,8 +31,8 @@ for i, s in ipairs(all) do
     elseif delta ~= 0 then
       learned_add(s.p, 'lt_', -delta, now)
     end
-    learn(s.p, 'lr_', tonumber(ARGV[9]), tonumber(ARGV[10]), tonumber(ARGV[11]), now)
-    learn(s.p, 'lt_', tonumber(ARGV[12]), tonumber(ARGV[13]), tonumber(ARGV[14]), now)
+    learn(s.p, tonumber(ARGV[9]), tonumber(ARGV[10]), tonumber(ARGV[11]),
+          tonumber(ARGV[12]), tonumber(ARGV[13]), tonumber(ARGV[14]), now)
     if tonumber(ARGV[9]) > 0 or tonumber(ARGV[12]) > 0 then
       redis.call('hdel', s.p, 'first_until')
       expire_later(s.p, 3600000)
@@ -54,8 +54,13 @@ for i, s in ipairs(all) do
     if p ~= nil and (p.probing or p.until_ms <= now) then redis.call('del', s.pause) end
   end
   if s.tpm > 0 then window_correct(s.log, s.p, lease, ARGV[8], delta) end
-  if learned_rpm > 0 then redis.call('hset', s.p, 'learned_rpm', learned_rpm) end
-  if learned_tpm > 0 then redis.call('hset', s.p, 'learned_tpm', learned_tpm) end
+  if learned_rpm > 0 and learned_tpm > 0 then
+    redis.call('hset', s.p, 'learned_rpm', learned_rpm, 'learned_tpm', learned_tpm)
+  elseif learned_rpm > 0 then
+    redis.call('hset', s.p, 'learned_rpm', learned_rpm)
+  elseif learned_tpm > 0 then
+    redis.call('hset', s.p, 'learned_tpm', learned_tpm)
+  end
 end
 expire_noted()
 return 1

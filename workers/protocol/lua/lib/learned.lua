@@ -13,14 +13,14 @@ local function learned_level(f, now, i)
   return math.min(lim, lvl + math.max(0, now - at) * rate), lim, rate
 end
 
--- Folds one answer's (limit, remaining, reset_ms) into a bucket. The rate is what the reset
--- says ((limit - remaining) units come back in reset_ms), else limit per minute. What the
--- provider says is left wins when it is less than we thought (other clients, our estimates).
-local function learn(p, prefix, lim, rem, reset, now)
+-- Folds one answer's (limit, remaining, reset_ms) into a bucket whose fields as read are f[i
+-- + 1] .. f[i + 4], adding the fields to write to `out`. The rate is what the reset says
+-- ((limit - remaining) units come back in reset_ms), else limit per minute. What the provider
+-- says is left wins when it is less than we thought (other clients, our estimates).
+local function fold(f, i, prefix, lim, rem, reset, now, out)
   if lim <= 0 or rem < 0 then return end
-  local f = redis.call('hmget', p, prefix .. 'lim', prefix .. 'rate', prefix .. 'lvl', prefix .. 'at')
-  local rate = tonumber(f[2])
-  if f[1] and tonumber(f[1]) ~= lim then rate = nil end
+  local rate = tonumber(f[i + 2])
+  if f[i + 1] and tonumber(f[i + 1]) ~= lim then rate = nil end
   local deficit = lim - rem
   if reset > 0 and deficit >= math.max(2, lim * 0.02) then
     rate = (deficit - 0.5) / reset
@@ -28,12 +28,26 @@ local function learn(p, prefix, lim, rem, reset, now)
   rate = rate or lim / 60000
   -- `remaining` is a whole number: a level in [rem, rem + 1) agrees with it.
   local level = math.min(rem, lim)
-  local cur = learned_level(f, now)
+  local cur = learned_level(f, now, i)
   -- An answer that says more is left than we counted is older than our latest admissions
   -- (answers overtake each other): the refill, refunds and usage corrections raise the level.
   if cur ~= nil and cur < level + 1 then level = cur end
-  redis.call('hset', p, prefix .. 'lim', lim, prefix .. 'rate', rate, prefix .. 'lvl', level,
-             prefix .. 'at', now)
+  for _, v in ipairs({prefix .. 'lim', lim, prefix .. 'rate', rate, prefix .. 'lvl', level,
+                      prefix .. 'at', now}) do
+    out[#out + 1] = v
+  end
+end
+
+-- Learns what one answer said of both buckets (r: requests, t: tokens; limit, remaining,
+-- reset ms each, -1 unknown): one HMGET and one HSET for the two.
+local function learn(p, r_lim, r_rem, r_reset, t_lim, t_rem, t_reset, now)
+  if (r_lim <= 0 or r_rem < 0) and (t_lim <= 0 or t_rem < 0) then return end
+  local f = redis.call('hmget', p, 'lr_lim', 'lr_rate', 'lr_lvl', 'lr_at',
+                       'lt_lim', 'lt_rate', 'lt_lvl', 'lt_at')
+  local out = {}
+  fold(f, 0, 'lr_', r_lim, r_rem, r_reset, now, out)
+  fold(f, 4, 'lt_', t_lim, t_rem, t_reset, now, out)
+  redis.call('hset', p, unpack(out))
 end
 
 -- Adds `amount` (negative: takes) to a learned bucket, if there is one.
