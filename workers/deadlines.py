@@ -58,21 +58,30 @@ class Deadlines:
         self.loop = loop
         self.timeout_s = timeout_s
         self._bounds: deque[_Bound] = deque()
+        #: Bounds entered and not yet left.
+        self._live = 0
         self._timer: asyncio.TimerHandle | None = None
 
     def add(self, bound: _Bound) -> None:
         """Start `bound` now; arm the timer if none is armed (an armed one is due no later)."""
         bound.when = self.loop.time() + self.timeout_s
         self._bounds.append(bound)
+        self._live += 1
         if self._timer is None:
             self._timer = self.loop.call_at(bound.when, self._expire)
 
     def drop_ended(self) -> None:
         """Forget the ended bounds at the head: calls of one length mostly end in the order
-        they started, so the queue stays about as long as the calls in flight."""
+        they started, so the queue stays about as long as the calls in flight. A call that
+        hangs at the head (a provider that never answers, up to `timeout_s`) would keep every
+        later call's ended bound queued behind it, `timeout_s` x the call rate of them: once
+        ended bounds are half the queue, the queue is rebuilt from the live ones."""
         bounds = self._bounds
+        self._live -= 1
         while bounds and bounds[0]._task is None:
             bounds.popleft()
+        if len(bounds) > 2 * self._live + 64:
+            self._bounds = deque(b for b in bounds if b._task is not None)
 
     def _expire(self) -> None:
         self._timer = None

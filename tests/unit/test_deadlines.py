@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from workers.deadlines import deadline
+from workers.deadlines import _queues, deadline
 
 
 async def forever() -> None:
@@ -83,3 +83,29 @@ async def test_a_cancel_from_outside_stays_a_cancel() -> None:
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
+
+
+async def test_a_call_hanging_at_the_head_does_not_keep_the_ended_ones_behind_it() -> None:
+    hung = asyncio.Event()
+
+    async def hang() -> None:
+        async with deadline(3600.0):
+            hung.set()
+            await forever()
+
+    head = asyncio.ensure_future(hang())
+    await hung.wait()
+    queue = _queues[3600.0]
+    # Given one call that never answers, 10,000 later calls of the same length that end
+    for _ in range(10_000):
+        async with deadline(3600.0):
+            await asyncio.sleep(0)
+    # are not kept queued behind it until its bound runs out (an hour, here),
+    assert len(queue) <= 2 + 64
+    head.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await head
+    # and a call after that is bounded as before.
+    with pytest.raises(TimeoutError):
+        async with deadline(0.01):
+            await forever()
