@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
-from types import TracebackType
 
 
 class _Bound:
@@ -37,10 +36,7 @@ class _Bound:
         return self
 
     async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, _tb: object
     ) -> None:
         task, self._task = self._task, None  # an ended call is skipped by the timer
         self._queue.drop_ended()
