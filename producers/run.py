@@ -285,6 +285,9 @@ def run_batch(
                 writer.step(final=True)
         if not keep_state:
             state.remove()
+            # The cursor resumes the output files of this batch only: with its state gone,
+            # the same command starts a new batch and rewrites them from the start.
+            cursor_file.unlink(missing_ok=True)
     finally:
         latch.restore()
     return RunReport(batch, writer.report, time.monotonic() - started)

@@ -27,6 +27,7 @@ def _run(
     monkeypatch: pytest.MonkeyPatch,
     *,
     terminal: bool,
+    keep_state: bool = False,
 ) -> tuple[dict[str, int], str]:
     """Bar draws, follow-loop steps and cursor saves of one small run, and what the console
     showed."""
@@ -62,6 +63,7 @@ def _run(
         concurrency=2,
         config_path=config,
         console=console,
+        keep_state=keep_state,
     )
     assert report.collected.succeeded == 20
     assert len(read_jsonl(tmp_path / f"{name}.out.jsonl")) == 20
@@ -82,9 +84,14 @@ def small_run(
     in `tmp_path` or a directory of it."""
     config = write_config({"endpoints": {"mock": {"provider": "mock", "latency_ms": 100}}})
 
-    def go(*, terminal: bool = False, where: str = "") -> tuple[dict[str, int], str]:
+    def go(
+        *, terminal: bool = False, where: str = "", keep_state: bool = False
+    ) -> tuple[dict[str, int], str]:
         (tmp_path / where).mkdir(exist_ok=True)
-        return _run(tmp_path / where, redis_url, config, monkeypatch, terminal=terminal)
+        directory = tmp_path / where
+        return _run(
+            directory, redis_url, config, monkeypatch, terminal=terminal, keep_state=keep_state
+        )
 
     return go
 
@@ -111,11 +118,12 @@ def test_the_cursor_is_saved_when_save_s_has_passed_and_when_the_run_ends(
 ) -> None:
     # Given a run of several follow steps whose cursor may wait as long as it likes,
     monkeypatch.setattr(run, "SAVE_S", 1e9)
-    counts, _ = small_run()
+    counts, _ = small_run(keep_state=True)
     # the results are written on every step and the cursor saved once, at the end,
     assert counts["steps"] >= 5
     assert counts["saves"] == 1
-    # pointing past every line of the output.
+    # pointing past every line of the output (kept with the run's state; without it, a
+    # finished run removes both).
     cursor = orjson.loads((tmp_path / "plain.out.jsonl.cursor").read_bytes())
     assert cursor["out_bytes"] == (tmp_path / "plain.out.jsonl").stat().st_size
     # With no wait at all, each step that wrote something saves it.

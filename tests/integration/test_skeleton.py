@@ -51,6 +51,8 @@ def test_readme_example_runs_with_embedded_redis(tmp_path: Path) -> None:
         assert row["response"]["body"]["choices"][0]["message"]["content"]
     assert read_jsonl(tmp_path / "out.errors.jsonl") == []
     assert f"{len(inputs)} succeeded, 0 failed" in stdout
+    # A finished run leaves its output and error files, and nothing of its own state.
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.errors.jsonl", "out.jsonl"]
 
 
 @pytest.mark.slow
