@@ -87,11 +87,15 @@ async def evalsha(client: aioredis.Redis, calls: list[tuple[AsyncScript, ScriptC
     return replies
 
 
-async def _exchange(conn: AbstractConnection, commands: list[Command]) -> list[Any]:
+def _packed(conn: AbstractConnection | Connection, commands: list[Command]) -> list[bytes]:
+    """`commands` as one write: hiredis packs each (where installed), else redis-py does."""
     if pack_command is None:
-        await conn.send_packed_command(conn.pack_commands(commands))
-    else:
-        await conn.send_packed_command(b"".join([pack_command(c) for c in commands]))
+        return list(conn.pack_commands(commands))
+    return [b"".join([pack_command(c) for c in commands])]
+
+
+async def _exchange(conn: AbstractConnection, commands: list[Command]) -> list[Any]:
+    await conn.send_packed_command(_packed(conn, commands))
     replies: list[Any] = []
     try:
         for _ in commands:
@@ -140,11 +144,7 @@ def evalsha_sync(client: redis.Redis, script: Script, keys: list[str], args: lis
 
 
 def _exchange_sync(conn: Connection, commands: list[Command]) -> list[Any]:
-    if pack_command is None:
-        packed: Any = conn.pack_commands(commands)  # type: ignore[no-untyped-call]
-    else:
-        packed = [b"".join([pack_command(c) for c in commands])]
-    conn.send_packed_command(packed)  # type: ignore[no-untyped-call]
+    conn.send_packed_command(_packed(conn, commands))  # type: ignore[no-untyped-call]
     replies: list[Any] = []
     try:
         for _ in commands:
