@@ -118,7 +118,7 @@ class Fetch:
         n = min(n, max_unpack_size(self.broker))  # as dispatch.lua caps it
         if self.broker._should_do_maintenance("fetch"):
             args = argv(self.broker, "fetch", self.queue, n, maintain=True)
-            args[3] = worker_id
+            args[ARGV.index("worker_id")] = worker_id  # the id the consumer records as owner
             return list(self._dispatch(keys=[self.broker.namespace], args=args))
         keys = self._keys.copy()
         keys[3] = acks_key(self.broker.namespace, worker_id, self.queue)
