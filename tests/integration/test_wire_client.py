@@ -1,0 +1,329 @@
+"""`providers.wire.WirePool` over real sockets on 127.0.0.1: raw asyncio servers that answer
+the way vendor servers and proxies do (keep-alive, close, chunked, gzip, split, idle closes,
+hangs, TLS)."""
+
+from __future__ import annotations
+
+import asyncio
+import gzip
+import shutil
+import ssl
+import subprocess
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import pytest
+
+from providers.wire import Origin, WirePool, request_head
+from providers.wire_parse import BadResponse, BodyCutShort, ConnectionClosed, Reply
+
+OK = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
+#: A request's bytes as the server read them, and the connection's number.
+Seen = list[tuple[int, bytes]]
+Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter, int, Seen], Awaitable[None]]
+
+
+async def read_request(reader: asyncio.StreamReader) -> bytes | None:
+    """One request (head and Content-Length body), or None at the connection's end."""
+    try:
+        head = await reader.readuntil(b"\r\n\r\n")
+    except asyncio.IncompleteReadError:
+        return None
+    length = 0
+    for line in head.split(b"\r\n"):
+        if line.lower().startswith(b"content-length:"):
+            length = int(line.split(b":")[1])
+    return head + await reader.readexactly(length)
+
+
+@asynccontextmanager
+async def serving(
+    handler: Handler, context: ssl.SSLContext | None = None
+) -> AsyncIterator[tuple[Origin, Seen]]:
+    """A server on a free port whose connections `handler` serves; what it saw."""
+    seen: Seen = []
+    count = 0
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal count
+        count += 1
+        try:
+            await handler(reader, writer, count, seen)
+        except (ConnectionError, asyncio.IncompleteReadError):
+            pass
+        finally:
+            writer.close()
+
+    server = await asyncio.start_server(serve, "127.0.0.1", 0, ssl=context)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        yield Origin("https" if context else "http", "127.0.0.1", port), seen
+    finally:
+        server.close()
+
+
+def answering(*replies: bytes | None, close_after: bool = False) -> Handler:
+    """Answer each request on a connection with the next of `replies` (the last repeats):
+    None closes the connection before reading another request, b"" reads one unanswered."""
+
+    async def handler(
+        reader: asyncio.StreamReader, writer: asyncio.StreamWriter, conn: int, seen: Seen
+    ) -> None:
+        for i in range(1000):
+            reply = replies[min(i, len(replies) - 1)]
+            request = None if reply is None else await read_request(reader)
+            if reply is None or request is None:
+                return
+            seen.append((conn, request))
+            writer.write(reply)
+            await writer.drain()
+            if close_after:
+                return
+
+    return handler
+
+
+def request(origin: Origin, path: str = "/v1/x", body: bytes = b"{}") -> bytes:
+    made = request_head("POST", f"{origin.scheme}://127.0.0.1:{origin.port}{path}", {})
+    assert made is not None
+    return made[1] + b"Content-Length: %d\r\n\r\n" % len(body) + body
+
+
+async def call(pool: WirePool, origin: Origin, data: bytes | None = None) -> Reply:
+    return await pool.request(origin, data or request(origin), False, 5.0)
+
+
+async def test_sequential_calls_share_one_keep_alive_connection() -> None:
+    pool = WirePool(10)
+    async with serving(answering(OK)) as (origin, seen):
+        replies = [await call(pool, origin) for _ in range(5)]
+    pool.close()
+    assert [r.body for r in replies] == [b"ok"] * 5
+    assert {conn for conn, _ in seen} == {1}
+    first = seen[0][1]
+    assert first.startswith(b"POST /v1/x HTTP/1.1\r\nHost: 127.0.0.1:%d\r\n" % origin.port)
+    assert b"Accept-Encoding: gzip, deflate\r\n" in first and b"User-Agent: " in first
+    assert first.endswith(b"Content-Length: 2\r\n\r\n{}")
+
+
+@pytest.mark.parametrize(
+    "reply",
+    [
+        b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 2\r\n\r\nok",
+        b"HTTP/1.0 200 OK\r\nContent-Length: 2\r\n\r\nok",
+        b"HTTP/1.1 200 OK\r\n\r\nok",  # no length: the body runs to the close
+    ],
+    ids=["close", "http/1.0", "to-close"],
+)
+async def test_connections_the_server_ends_are_not_reused(reply: bytes) -> None:
+    pool = WirePool(10)
+    async with serving(answering(reply, close_after=True)) as (origin, seen):
+        replies = [await call(pool, origin) for _ in range(3)]
+    pool.close()
+    assert [r.body for r in replies] == [b"ok"] * 3
+    assert [conn for conn, _ in seen] == [1, 2, 3]
+
+
+async def test_chunked_gzip_split_into_single_bytes() -> None:
+    packed = gzip.compress(b'{"answer": 42}')
+    reply = (
+        b"HTTP/1.1 100 Continue\r\n\r\n"
+        b"HTTP/1.1 200 OK\r\nContent-Encoding: gzip\r\nTransfer-Encoding: chunked\r\n\r\n"
+        b"%x\r\n%s\r\n0\r\nx-trailer: t\r\n\r\n" % (len(packed), packed)
+    )
+
+    async def trickle(
+        reader: asyncio.StreamReader, writer: asyncio.StreamWriter, conn: int, seen: Seen
+    ) -> None:
+        while (req := await read_request(reader)) is not None:
+            seen.append((conn, req))
+            for i in range(len(reply)):
+                writer.write(reply[i : i + 1])
+                await writer.drain()
+                await asyncio.sleep(0)
+
+    pool = WirePool(10)
+    async with serving(trickle) as (origin, seen):
+        first, second = await call(pool, origin), await call(pool, origin)
+    pool.close()
+    assert first.body == second.body == b'{"answer": 42}'
+    assert [conn for conn, _ in seen] == [1, 1]
+
+
+async def test_a_reused_connection_closed_before_any_answer_byte_is_retried_once() -> None:
+    # The server reads the second request on a connection and closes it unanswered, as a
+    # server whose idle timeout raced the request does.
+    pool = WirePool(10)
+    async with serving(answering(OK, b"", None)) as (origin, seen):
+        first = await call(pool, origin)
+        second = await call(pool, origin)
+    pool.close()
+    assert first.body == second.body == b"ok"
+    # The request went out on connection 1, unanswered, then once on a new connection.
+    assert [conn for conn, _ in seen] == [1, 1, 2]
+
+
+async def test_a_connection_that_received_any_byte_is_never_retried() -> None:
+    pool = WirePool(10)
+    async with serving(answering(OK, b"HTTP/1.1 200 OK\r\n", None)) as (origin, seen):
+        await call(pool, origin)
+        with pytest.raises(BadResponse):
+            await call(pool, origin)
+    pool.close()
+    assert [conn for conn, _ in seen] == [1, 1]
+
+
+async def test_a_new_connection_closed_unanswered_is_not_retried() -> None:
+    pool = WirePool(10)
+    async with serving(answering(b"", None)) as (origin, seen):
+        with pytest.raises(ConnectionClosed):
+            await call(pool, origin)
+    pool.close()
+    assert len(seen) == 1
+
+
+async def test_a_body_cut_short_fails_and_the_next_call_uses_a_new_connection() -> None:
+    pool = WirePool(10)
+    cut = b'HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n{"partial'
+    async with serving(answering(cut, close_after=True)) as (origin, seen):
+        with pytest.raises(BodyCutShort):
+            await call(pool, origin)
+        with pytest.raises(BodyCutShort):
+            await call(pool, origin)
+    pool.close()
+    assert [conn for conn, _ in seen] == [1, 2]
+
+
+async def test_a_cancelled_call_closes_its_connection_and_frees_its_slot() -> None:
+    # Given a server that reads requests and never answers,
+    closed = asyncio.Event()
+
+    async def hung(
+        reader: asyncio.StreamReader, writer: asyncio.StreamWriter, conn: int, seen: Seen
+    ) -> None:
+        req = await read_request(reader)
+        assert req is not None
+        seen.append((conn, req))
+        if await reader.read() == b"":  # the client closed its end
+            closed.set()
+
+    pool = WirePool(1)
+    async with serving(hung) as (origin, seen):
+        # when the caller's deadline cancels the call,
+        with pytest.raises(TimeoutError):
+            await asyncio.wait_for(call(pool, origin), 0.2)
+        # then the server sees the connection closed, not left half-read in the pool,
+        await asyncio.wait_for(closed.wait(), 5)
+        # and the pool's one slot is free: the next call opens a new connection.
+        with pytest.raises(TimeoutError):
+            await asyncio.wait_for(call(pool, origin), 0.2)
+    pool.close()
+    assert [conn for conn, _ in seen] == [1, 2]
+
+
+async def test_at_most_limit_connections_are_in_use_and_waiters_go_in_order() -> None:
+    active = 0
+    peak = 0
+    release = asyncio.Event()
+    two = asyncio.Event()
+
+    async def slow(
+        reader: asyncio.StreamReader, writer: asyncio.StreamWriter, conn: int, seen: Seen
+    ) -> None:
+        nonlocal active, peak
+        while (req := await read_request(reader)) is not None:
+            seen.append((conn, req))
+            if len(seen) == 2:
+                two.set()
+            active += 1
+            peak = max(peak, active)
+            await release.wait()
+            active -= 1
+            writer.write(OK)
+            await writer.drain()
+
+    pool = WirePool(2)
+    async with serving(slow) as (origin, seen):
+        calls = [asyncio.ensure_future(call(pool, origin)) for _ in range(6)]
+        await asyncio.wait_for(two.wait(), 5)
+        assert (pool._active, len(pool._waiters)) == (2, 4)
+        release.set()
+        replies = await asyncio.gather(*calls)
+    pool.close()
+    assert [r.body for r in replies] == [b"ok"] * 6
+    assert peak == 2
+    assert len({conn for conn, _ in seen}) == 2
+
+
+async def test_a_cancelled_waiter_does_not_take_a_slot() -> None:
+    pool = WirePool(1)
+    gate = asyncio.Event()
+    arrived = asyncio.Event()
+
+    async def gated(
+        reader: asyncio.StreamReader, writer: asyncio.StreamWriter, conn: int, seen: Seen
+    ) -> None:
+        while (req := await read_request(reader)) is not None:
+            seen.append((conn, req))
+            arrived.set()
+            await gate.wait()
+            writer.write(OK)
+            await writer.drain()
+
+    async with serving(gated) as (origin, _):
+        holder = asyncio.ensure_future(call(pool, origin))
+        await asyncio.wait_for(arrived.wait(), 5)
+        waiter = asyncio.ensure_future(call(pool, origin))
+        await asyncio.sleep(0)  # the waiter runs up to its wait for a slot
+        assert len(pool._waiters) == 1
+        waiter.cancel()
+        gate.set()
+        assert (await holder).body == b"ok"
+        assert (await call(pool, origin)).body == b"ok"
+    pool.close()
+    assert waiter.cancelled()
+
+
+async def test_connection_refused_is_an_os_error() -> None:
+    server = await asyncio.start_server(lambda r, w: None, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    server.close()
+    await server.wait_closed()
+    pool = WirePool(10)
+    with pytest.raises(OSError):
+        await call(pool, Origin("http", "127.0.0.1", port))
+
+
+def self_signed(tmp: Path) -> tuple[Path, Path]:
+    cert, key = tmp / "cert.pem", tmp / "key.pem"
+    subprocess.run(
+        [
+            "openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+            "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
+            "-keyout", str(key), "-out", str(cert),
+        ],
+        check=True,
+        capture_output=True,
+    )  # fmt: skip
+    return cert, key
+
+
+@pytest.mark.skipif(shutil.which("openssl") is None, reason="no openssl to make a certificate")
+async def test_tls_verifies_the_server_against_the_ca_certificates(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cert, key = self_signed(tmp_path)
+    served = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    served.load_cert_chain(cert, key)
+    async with serving(answering(OK), served) as (origin, seen):
+        # An untrusted certificate is refused,
+        with pytest.raises(ssl.SSLCertVerificationError):
+            await call(WirePool(10), origin)
+        # and one the CA files name is accepted (SSL_CERT_FILE: read when the context is made).
+        monkeypatch.setenv("SSL_CERT_FILE", str(cert))
+        pool = WirePool(10)
+        replies = [await call(pool, origin) for _ in range(2)]
+    pool.close()
+    assert [r.body for r in replies] == [b"ok"] * 2
+    assert [conn for conn, _ in seen][-2:] == [seen[-1][0]] * 2  # kept alive over TLS
