@@ -15,6 +15,7 @@ from schemas.config import EndpointConfig
 from schemas.features import Feature, needs
 from schemas.request import EndpointKind, LLMRequest
 from schemas.result import Usage
+from schemas.trusted import trusted
 
 #: Every feature: an adapter that accepts whatever a request may carry.
 ALL_FEATURES: frozenset[Feature] = frozenset(get_args(Feature))
@@ -94,6 +95,36 @@ class ProviderResponse(BaseModel):
     body: dict[str, Any] | None = None
     #: Limits the provider announced (x-ratelimit-*), learned by the rate limiter.
     rate_limits: RateLimits | None = None
+
+
+#: The fields `answered` sets: `model_fields_set` as `ProviderResponse(...)` with them leaves it.
+_ANSWERED = frozenset(ProviderResponse.model_fields) - {"rate_limits"}
+
+
+def answered(
+    *,
+    text: str,
+    finish_reason: str | None,
+    tool_calls: list[dict[str, Any]] | None,
+    usage: Usage,
+    model: str,
+    request_id: str | None,
+    body: dict[str, Any] | None,
+) -> ProviderResponse:
+    """A `ProviderResponse` of values an adapter read from an answer it validated, built
+    without validating them again (~2 us of every call, #22). The caller hands over `body` and
+    `tool_calls`: fresh objects of this answer, which validation would have copied."""
+    fields = {
+        "text": text,
+        "finish_reason": finish_reason,
+        "tool_calls": tool_calls,
+        "usage": usage,
+        "model": model,
+        "request_id": request_id,
+        "body": body,
+        "rate_limits": None,
+    }
+    return trusted(ProviderResponse, fields, set(_ANSWERED))
 
 
 class HealthStatus(BaseModel):

@@ -177,9 +177,13 @@ def _case_blind(headers: Mapping[str, str]) -> CIMultiDict[str] | CIMultiDictPro
 
 def rate_limits(headers: Mapping[str, str], *, now_s: float | None = None) -> RateLimits:
     """Read the limit headers of any response; fields the server did not send stay None."""
+    # Nothing to read, the common case of servers without limits: told by one look at all
+    # the names at once (a quarter of the cost of the look at each name below, #22).
+    if "ratelimit-" not in "\n".join(headers).lower():
+        return _NO_LIMITS
     names = [k.lower() for k in headers]
     if not any(k.startswith(("x-ratelimit-", "anthropic-ratelimit-")) for k in names):
-        return _NO_LIMITS  # nothing to read: the common case of servers without limits
+        return _NO_LIMITS
     r = _Reader(headers, time.time() if now_s is None else now_s)
     if any(k.startswith("anthropic-ratelimit-") for k in names):
         p = "anthropic-ratelimit-"

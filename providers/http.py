@@ -7,13 +7,13 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import cached_property
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any, TypeVar, overload
 from urllib.parse import quote
 
 import aiohttp
 import orjson
 from multidict import CIMultiDictProxy
-from pydantic import AfterValidator, BaseModel, Field, SecretStr, ValidationError
+from pydantic import AfterValidator, BaseModel, Field, SecretStr, TypeAdapter, ValidationError
 from yarl import URL
 
 from providers.base import CALLER_BOUNDS_TIME, HealthStatus, Provider, ProviderConfig
@@ -38,6 +38,7 @@ _DETAIL_CHARS = 300
 _HTML_TITLE = re.compile(r"<title>(.*?)</title>", re.IGNORECASE | re.DOTALL)
 
 M = TypeVar("M", bound=BaseModel)
+T = TypeVar("T")
 
 
 def rate_limited(message: str, headers: Mapping[str, str], status: int = 429) -> RateLimited:
@@ -242,9 +243,16 @@ class HTTPProvider(Provider):
         None leaves it to the status. Each adapter reads its vendor's documentation here."""
         return None
 
-    def parse_body(self, resp: HTTPResponse, model: type[M]) -> tuple[dict[str, Any], M]:
+    @overload
+    def parse_body(self, resp: HTTPResponse, model: type[M]) -> tuple[dict[str, Any], M]: ...
+    @overload
+    def parse_body(self, resp: HTTPResponse, model: TypeAdapter[T]) -> tuple[dict[str, Any], T]: ...
+    def parse_body(
+        self, resp: HTTPResponse, model: type[BaseModel] | TypeAdapter[Any]
+    ) -> tuple[dict[str, Any], Any]:
         """A success body as received, and the fields batchyard reads from it checked against
-        the vendor's documented shape; ProtocolError when it is neither JSON nor that shape."""
+        the vendor's documented shape (a model, or a type adapter of typed dicts); ProtocolError
+        when it is neither JSON nor that shape."""
         try:
             with translate_errors(self.endpoint):
                 data = orjson.loads(resp.body)
@@ -252,6 +260,8 @@ class HTTPProvider(Provider):
                     raise ProtocolError(
                         f"endpoint {self.endpoint!r}: the answer is not a JSON object"
                     )
+                if isinstance(model, TypeAdapter):
+                    return data, model.validate_python(data)
                 return data, model.model_validate(data)
         except ProtocolError as exc:
             exc.status = resp.status

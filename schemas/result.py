@@ -8,6 +8,7 @@ import orjson
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from schemas.request import EndpointKind
+from schemas.trusted import trusted
 
 ResultStatus = Literal["succeeded", "errored", "expired", "cancelled"]
 
@@ -30,6 +31,30 @@ class Usage(BaseModel):
         """A negative count from a vendor reads as unknown (0): refusing it failed the whole
         answer, already paid for, and sent it round dramatiq's retries to be paid again."""
         return 0 if isinstance(value, int) and value < 0 else value
+
+    @classmethod
+    def counted(
+        cls,
+        input_tokens: int | None,
+        output_tokens: int | None,
+        cached_tokens: int | None = None,
+        reasoning_tokens: int | None = None,
+    ) -> Usage:
+        """The usage of counts an answer's validation already made `int | None`: None and
+        negative counts read as 0, as validating them does, without validating again (its
+        four validator calls were ~1.5 us of every answer, #22)."""
+        fields = {
+            "input_tokens": input_tokens if input_tokens and input_tokens > 0 else 0,
+            "output_tokens": output_tokens if output_tokens and output_tokens > 0 else 0,
+            "cached_tokens": cached_tokens if cached_tokens and cached_tokens > 0 else 0,
+            "reasoning_tokens": reasoning_tokens
+            if reasoning_tokens and reasoning_tokens > 0
+            else 0,
+        }
+        return trusted(cls, fields, set(_USAGE_FIELDS))
+
+
+_USAGE_FIELDS = tuple(Usage.model_fields)
 
 
 class ErrorInfo(BaseModel):

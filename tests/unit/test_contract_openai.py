@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import re
 import socket
 
 import aiohttp
+import orjson
 import pytest
+from multidict import CIMultiDict, CIMultiDictProxy
 from pydantic import ValidationError
 
-from providers.base import CALLER_BOUNDS_TIME
+from providers.base import CALLER_BOUNDS_TIME, ProviderResponse
 from providers.errors import (
     AuthError,
     ContentFiltered,
@@ -23,7 +26,8 @@ from providers.errors import (
     Timeout,
 )
 from providers.fake_server import FakeServer, Fault
-from providers.openai import OpenAIProvider, _Usage, _usage
+from providers.http import HTTPResponse
+from providers.openai import OpenAIProvider, _usage
 from schemas.config import EndpointConfig
 from schemas.request import LLMRequest
 from schemas.result import Usage
@@ -328,23 +332,112 @@ def test_base_url_loses_its_trailing_slash_and_unknown_keys_fail() -> None:
 
 def test_usage_reads_absent_parts_as_zero() -> None:
     assert _usage(None) == Usage()
-    plain = _Usage.model_validate({"prompt_tokens": 3, "completion_tokens": 2})
-    assert _usage(plain) == Usage(input_tokens=3, output_tokens=2)
-    detailed = _Usage.model_validate(
-        {
-            "prompt_tokens": 3,
-            "completion_tokens": 2,
-            "prompt_tokens_details": {"cached_tokens": 1},
-            "completion_tokens_details": {"reasoning_tokens": 2},
-        }
+    assert _usage({"prompt_tokens": 3, "completion_tokens": 2}) == Usage(
+        input_tokens=3, output_tokens=2
     )
+    detailed = {
+        "prompt_tokens": 3,
+        "completion_tokens": 2,
+        "prompt_tokens_details": {"cached_tokens": 1},
+        "completion_tokens_details": {"reasoning_tokens": 2},
+    }
     assert _usage(detailed) == Usage(
         input_tokens=3, output_tokens=2, cached_tokens=1, reasoning_tokens=2
     )
+    assert _usage({"prompt_tokens_details": None, "completion_tokens_details": {}}) == Usage()
 
 
 def test_a_negative_count_reads_as_unknown_and_keeps_the_answer() -> None:
     # A server reporting a negative count: the answer (paid for) stands, the count reads 0.
-    odd = _Usage.model_validate({"prompt_tokens": -4, "completion_tokens": 2})
-    assert _usage(odd) == Usage(input_tokens=0, output_tokens=2)
+    assert _usage({"prompt_tokens": -4, "completion_tokens": 2}) == Usage(
+        input_tokens=0, output_tokens=2
+    )
     assert Usage(input_tokens=-1, cached_tokens=-3) == Usage()
+    answer = chat_answer({"choices": [{"message": {"content": "a"}}], "usage": ODD_USAGE})
+    assert answer.usage == Usage(input_tokens=7, cached_tokens=2, reasoning_tokens=1)
+
+
+#: Counts as some servers write them: strings, floats, booleans, negatives, nulls.
+ODD_USAGE = {
+    "prompt_tokens": "7",
+    "completion_tokens": -3,
+    "prompt_tokens_details": {"cached_tokens": 2.0},
+    "completion_tokens_details": {"reasoning_tokens": True},
+}
+
+
+def chat_answer(body: object, headers: dict[str, str] | None = None) -> ProviderResponse:
+    """The adapter's reading of a 200 chat answer with this JSON body."""
+    raw = HTTPResponse(200, CIMultiDictProxy(CIMultiDict(headers or {})), orjson.dumps(body))
+    return make("http://127.0.0.1:9/v1", None).answer(request(), raw, "asked")
+
+
+def test_the_answer_is_read_as_validating_it_reads_it() -> None:
+    # Given a chat answer with tool calls, an id and a second choice
+    call = {"id": "c1", "type": "function", "function": {"name": "f", "arguments": "{}"}}
+    body = {
+        "id": "chatcmpl-1",
+        "model": "served",
+        "choices": [
+            {"message": {"content": None, "tool_calls": [call]}, "finish_reason": "tool_calls"},
+            {"message": {"content": "other"}},
+        ],
+        "usage": {"prompt_tokens": 5, "completion_tokens": 3},
+        "vendor_extra": {"kept": True},
+    }
+    # When the adapter reads it
+    answer = chat_answer(body)
+    # Then it holds what a validated ProviderResponse of those fields holds
+    fields = {
+        "text": "",
+        "finish_reason": "tool_calls",
+        "tool_calls": [call],
+        "usage": Usage(input_tokens=5, output_tokens=3),
+        "model": "served",
+        "request_id": "chatcmpl-1",
+        "body": body,
+    }
+    validated = ProviderResponse(**fields)
+    validated.rate_limits = None
+    assert answer == validated
+    assert list(answer.__dict__) == list(validated.__dict__)
+    assert answer.model_fields_set == validated.model_fields_set
+    assert answer.model_dump_json() == validated.model_dump_json()
+    # and the tool calls are its own, not the body's
+    assert answer.body is not None and answer.tool_calls is not None
+    assert answer.tool_calls[0] is not answer.body["choices"][0]["message"]["tool_calls"][0]
+    # An answer without the optional fields reads with their defaults
+    bare = chat_answer({"choices": [{"message": {}}]}, {"x-request-id": "req_9"})
+    assert (bare.text, bare.finish_reason, bare.tool_calls) == ("", "stop", None)
+    assert (bare.model, bare.request_id, bare.usage) == ("asked", "req_9", Usage())
+
+
+@pytest.mark.parametrize(
+    ("body", "where"),
+    [
+        ({}, "choices: Field required"),
+        ({"choices": []}, "choices: List should have at least 1 item"),
+        ({"choices": "x"}, "choices: Input should be a valid list"),
+        ({"choices": [{}]}, "choices.0.message: Field required"),
+        ({"choices": [{"message": None}]}, "choices.0.message: Input should be a valid dict"),
+        ({"choices": [{"message": {"content": 5}}]}, "choices.0.message.content: Input should"),
+        ({"choices": [{"message": {}}, "x"]}, "choices.1: Input should be a valid dictionary"),
+        ({"choices": [{"message": {"tool_calls": "no"}}]}, "choices.0.message.tool_calls: "),
+        ({"id": 5, "choices": [{"message": {}}]}, "id: Input should be a valid string"),
+        ({"choices": [{"message": {}}], "usage": []}, "usage: Input should be a valid dict"),
+        (
+            {"choices": [{"message": {}}], "usage": {"prompt_tokens": "x"}},
+            "usage.prompt_tokens: Input should be a valid integer",
+        ),
+        (
+            {
+                "choices": [{"message": {}}],
+                "usage": {"prompt_tokens_details": {"cached_tokens": []}},
+            },
+            "usage.prompt_tokens_details.cached_tokens: Input should be a valid integer",
+        ),
+    ],
+)
+def test_an_odd_answer_is_a_protocol_error_naming_its_field(body: object, where: str) -> None:
+    with pytest.raises(ProtocolError, match=f"unexpected response shape at {re.escape(where)}"):
+        chat_answer(body)

@@ -211,6 +211,9 @@ def test_a_huge_garbage_value_is_shortened_in_the_log(caplog: pytest.LogCaptureF
 def test_absent_headers_are_an_empty_picture() -> None:
     limits = rate_limits({"content-type": "application/json"})
     assert not limits and limits.wait_s() is None
+    # A name that holds "ratelimit-" without starting with a vendor's prefix is no limit
+    assert not rate_limits({"x-upstream-ratelimit-limit-requests": "5", "ratelimit-policy": "1"})
+    assert rate_limits({"Server": "x", "X-RateLimit-Limit-Requests": "5"}).requests.limit == 5
 
 
 NAMES = [

@@ -114,3 +114,18 @@ def test_a_success_is_the_result_validation_built(
         assert resp.tool_calls[0]["id"] == "c1"
     result.timings.started_at = 2.0
     assert succeeded(j, j.request, resp, cost).timings == Timings()
+
+
+@pytest.mark.parametrize(
+    "counts",
+    [(3, 2, 1, 4), (None, None, None, None), (0, 7, None, 0), (-4, 2, -1, None), (1, -1)],
+)
+def test_counted_usage_is_the_validated_usage(counts: tuple[int | None, ...]) -> None:
+    # Counts an answer's validation left as `int | None`, each read as validation reads it
+    names = ("input_tokens", "output_tokens", "cached_tokens", "reasoning_tokens")
+    before = Usage(**{name: n or 0 for name, n in zip(names, counts, strict=False)})
+    counted = Usage.counted(*counts)
+    assert counted == before and list(counted.__dict__) == list(before.__dict__)
+    assert counted.model_fields_set == set(names)
+    assert counted.model_dump_json() == before.model_dump_json()
+    assert all(type(v) is int for v in counted.__dict__.values())
