@@ -9,6 +9,7 @@ Private dramatiq names are reached through `upstream.resolve`, never imported.
 from __future__ import annotations
 
 import ast
+import asyncio
 import inspect
 import re
 import textwrap
@@ -34,7 +35,7 @@ from workers.broker import build_broker
 from workers.dramatiq_ext import AckBatcher, Dispatch, LaneBroker, LoopWorker, WaitForRedis
 from workers.dramatiq_ext import dispatch as dispatch_mod
 from workers.dramatiq_ext.broker import implements
-from workers.dramatiq_ext.middleware import AsyncIOLoop
+from workers.dramatiq_ext.middleware import AsyncIOLoop, new_event_loop
 from workers.dramatiq_ext.upstream import HOOKS, READ_FROM, Hook, digest, resolve, upstream_source
 from workers.redis_server import RedisServer
 
@@ -716,6 +717,38 @@ def test_async_io_loop_runs_a_loop_and_stops_it() -> None:
     )
     middleware.after_worker_shutdown(broker, None)
     assert dramatiq.asyncio.get_event_loop_thread() is None and not thread.is_alive()
+
+
+@pytest.mark.parametrize("choice", ["uvloop", "asyncio"])
+def test_async_io_loop_runs_jobs_on_the_chosen_loop(
+    choice: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The loop set on the thread before `start` is the one that runs: `run` runs `self.loop`."""
+    import uvloop
+
+    monkeypatch.setenv("BATCHYARD_EVENT_LOOP", choice)
+    broker = StubBroker(middleware=[])
+    middleware = AsyncIOLoop()
+    middleware.before_worker_boot(broker, None)
+    try:
+        thread = dramatiq.asyncio.get_event_loop_thread()
+        assert thread is not None
+
+        async def running() -> asyncio.AbstractEventLoop:
+            return asyncio.get_running_loop()
+
+        loop = asyncio.run_coroutine_threadsafe(running(), thread.loop).result(timeout=5)
+        assert isinstance(loop, uvloop.Loop) is (choice == "uvloop"), changed(
+            "dramatiq.asyncio:EventLoopThread", "run() did not run the .loop set before start"
+        )
+    finally:
+        middleware.after_worker_shutdown(broker, None)
+
+
+def test_event_loop_choice_is_checked(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("BATCHYARD_EVENT_LOOP", "tokio")
+    with pytest.raises(ValueError, match="BATCHYARD_EVENT_LOOP"):
+        new_event_loop()
 
 
 def test_loop_worker_runs_a_message_end_to_end(redis_server: RedisServer) -> None:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import os
 from collections.abc import Callable
 from typing import Any
 
@@ -15,13 +17,36 @@ from dramatiq.middleware import Middleware
 log = logging.getLogger("batchyard.broker")
 
 
+#: `BATCHYARD_EVENT_LOOP`: `uvloop` (the default, when it is installed) or `asyncio`.
+EVENT_LOOP_ENV = "BATCHYARD_EVENT_LOOP"
+
+
+def new_event_loop() -> asyncio.AbstractEventLoop:
+    """The loop jobs run on: uvloop's unless `BATCHYARD_EVENT_LOOP=asyncio` or it is not
+    installed. Every job's sockets, timers and task switches go through the loop, and
+    uvloop's run them in C: ~5 % less worker CPU per request on the 0 ms fake server (#22)."""
+    choice = os.environ.get(EVENT_LOOP_ENV, "uvloop").strip().lower()
+    if choice not in ("uvloop", "asyncio"):
+        raise ValueError(f"{EVENT_LOOP_ENV} must be 'uvloop' or 'asyncio', not {choice!r}")
+    if choice == "uvloop":
+        try:
+            import uvloop
+        except ImportError:  # an optional speed-up (no wheel for Windows)
+            log.debug("uvloop is not installed: jobs run on asyncio's loop")
+        else:
+            return uvloop.new_event_loop()
+    return asyncio.new_event_loop()
+
+
 class AsyncIOLoop(Middleware):
     """The event loop thread `LoopWorker` runs jobs on (dramatiq's AsyncIO middleware with a
-    5 s start timeout instead of 1 s, which a loaded machine can miss, and a shutdown that
-    tolerates a loop that never started)."""
+    5 s start timeout instead of 1 s, which a loaded machine can miss, a shutdown that
+    tolerates a loop that never started, and uvloop's loop: `new_event_loop`)."""
 
     def before_worker_boot(self, broker: Broker, worker: dramatiq.Worker) -> None:
         thread = EventLoopThread(log)
+        thread.loop.close()  # asyncio's, made by __init__; nothing ran on it
+        thread.loop = new_event_loop()
         thread.start(timeout=5.0)
         set_event_loop_thread(thread)
 

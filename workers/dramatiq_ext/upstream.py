@@ -219,7 +219,7 @@ HOOKS: tuple[Hook, ...] = (
         "workers.dramatiq_ext.middleware:AsyncIOLoop",
         "relies",
         "1ff80b8db0b67655",
-        "start(timeout=), stop(), .loop: the loop LoopFeeder hands messages to",
+        "start(timeout=), stop(), .loop (set before start): the loop LoopFeeder hands messages to",
     ),
     Hook(
         "dramatiq.common:compute_backoff",
