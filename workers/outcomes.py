@@ -36,7 +36,9 @@ class Move:
 
 
 def record_success(provider: Provider, resp: ProviderResponse, latency_ms: float) -> None:
-    """Latency, tokens and cost of a successful call, for /metrics."""
+    """Latency, tokens and cost of a successful call, for /metrics (when it is served)."""
+    if not metrics.RECORDING:
+        return
     name = provider.endpoint
     metrics.labeled(metrics.LATENCY, name).observe(latency_ms / 1000)
     metrics.labeled(metrics.TOKENS, name, "input").inc(resp.usage.input_tokens)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import aiohttp
@@ -26,6 +26,15 @@ from workers.calls import call_endpoint
 from workers.health import EndpointHealth
 from workers.ratelimit import Limiter
 from workers.redis_server import RedisServer
+
+
+@pytest.fixture(autouse=True)
+def recorded() -> Iterator[None]:
+    """Metrics are read here in-process, as a worker's served /metrics would read them."""
+    before = metrics.RECORDING
+    metrics.record(True)
+    yield
+    metrics.record(before)
 
 
 @pytest.fixture
