@@ -76,24 +76,26 @@ def _parts(script: Lua) -> tuple[str, str]:
 #: theirs. Replies are the calls' replies in order; a call that raised answers with its error
 #: (the calls before it kept their effects, as separate EVALSHAs would have). `make` gets the
 #: batch's key TTLs as its `...` (lib/expire): they are set once, after the last call.
+#:
+#: An include may define `group_calls(keys, calls)`: it gets each run of two or more
+#: consecutive calls with the same keys (their ARGV tables) and answers for all of them at
+#: once, with the replies running them one by one would give, or nil, before touching
+#: anything, when it cannot (then they run one by one). Should it raise, every call of the run
+#: answers with that error. lib/limit_groups: a loop turn's admits or releases of one endpoint
+#: and model read their scopes once, not once per request (#22).
 _BATCHED = """local function make(...)
 local KEYS, ARGV
+local group_calls
 %s
 return function(keys, argv)
 KEYS, ARGV = keys, argv
 %s
-end
+end, group_calls
 end
 local ttls = {}
-local one = make(ttls)
+local one, group_calls = make(ttls)
 local out, n = {}, 0
-for line in string.gmatch(ARGV[1], '([^\\n]*)\\n') do
-  local words = string.gmatch(line, '([^ ]*) ')
-  local k, nk = tonumber(words()), tonumber(words())
-  local keys, argv = {}, {}
-  for j = 1, nk do keys[j] = KEYS[k + j] end
-  for w in words do argv[#argv + 1] = w end
-  local ok, reply = pcall(one, keys, argv)
+local function answer(ok, reply)
   n = n + 1
   if ok then
     out[n] = reply
@@ -101,6 +103,37 @@ for line in string.gmatch(ARGV[1], '([^\\n]*)\\n') do
     out[n] = {err = type(reply) == 'table' and reply.err or tostring(reply)}
   end
 end
+local run_k, run_keys, run = nil, nil, {}
+local function flush_run()
+  local ok, replies = false, nil
+  if group_calls and #run > 1 then
+    ok, replies = pcall(group_calls, run_keys, run)
+    if not ok then
+      for _ = 1, #run do answer(false, replies) end
+      run = {}
+      return
+    end
+  end
+  if replies then
+    for _, reply in ipairs(replies) do answer(true, reply) end
+  else
+    for _, argv in ipairs(run) do answer(pcall(one, run_keys, argv)) end
+  end
+  run = {}
+end
+for line in string.gmatch(ARGV[1], '([^\\n]*)\\n') do
+  local words = string.gmatch(line, '([^ ]*) ')
+  local k, nk = tonumber(words()), tonumber(words())
+  if k ~= run_k then
+    flush_run()
+    run_k, run_keys = k, {}
+    for j = 1, nk do run_keys[j] = KEYS[k + j] end
+  end
+  local argv = {}
+  for w in words do argv[#argv + 1] = w end
+  run[#run + 1] = argv
+end
+flush_run()
 for key, ms in pairs(ttls) do redis.call('pexpire', key, ms) end
 return out
 """

@@ -17,12 +17,8 @@
 -- include: aimd
 -- include: window
 -- include: state
-
--- Concurrency leases in use in `leases`, expired ones (their worker died) dropped first.
-local function leases_in_use(leases, now)
-  redis.call('zremrangebyscore', leases, '-inf', now)
-  return redis.call('zcard', leases)
-end
+-- include: leases
+-- include: admit_group
 
 local now, lease, ttl, tokens = tonumber(ARGV[1]), ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4])
 local gate = ARGV[5] == '1'

@@ -15,6 +15,7 @@
 -- include: learned
 -- include: aimd
 -- include: window
+-- include: release_group
 local now, lease, delta = tonumber(ARGV[1]), ARGV[2], tonumber(ARGV[3])
 local learned_rpm, learned_tpm = tonumber(ARGV[4]), tonumber(ARGV[5])
 local answered, refunded, estimate = ARGV[6] == '1', ARGV[7] == '1', tonumber(ARGV[8])

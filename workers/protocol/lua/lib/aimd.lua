@@ -5,16 +5,21 @@
 -- last cut says nothing new: one cut per congestion event.
 local AIMD_START, AIMD_CUT = 4, 0.8
 
--- `limit` and `cut_at` are the hash's 'aimd' and 'aimd_cut_at' as read (false: absent).
-local function aimd_update(p, ok, cap, now, admitted, limit, cut_at)
+-- The limit after one answer, and the new cut time if it cut (nil: no change at all).
+-- `limit` and `cut_at` are the hash's 'aimd' and 'aimd_cut_at' (false: absent).
+local function aimd_next(ok, cap, now, admitted, limit, cut_at)
   local lim = tonumber(limit or AIMD_START)
   if ok then
     if cut_at then lim = lim + 1 / lim else lim = lim + 0.5 end
-    lim = math.min(lim, cap)
-  else
-    if cut_at and admitted <= tonumber(cut_at) then return end
-    lim = math.max(1, lim * (cut_at and AIMD_CUT or 0.5))
-    redis.call('hset', p, 'aimd_cut_at', now)
+    return math.min(lim, cap), nil
   end
+  if cut_at and admitted <= tonumber(cut_at) then return nil, nil end
+  return math.max(1, lim * (cut_at and AIMD_CUT or 0.5)), now
+end
+
+local function aimd_update(p, ok, cap, now, admitted, limit, cut_at)
+  local lim, cut = aimd_next(ok, cap, now, admitted, limit, cut_at)
+  if lim == nil then return end
+  if cut ~= nil then redis.call('hset', p, 'aimd_cut_at', cut) end
   redis.call('hset', p, 'aimd', lim)
 end
