@@ -331,6 +331,7 @@ class Executor:
                 limiter=self.limiters[hop.endpoint],
                 policy=self.policy,
                 cancelled=lambda: self.cancelled(job.batch_id),
+                tokens=needed if ctx.request is req else None,
             )
         except BaseException as exc:
             for plugin in self.plugins:

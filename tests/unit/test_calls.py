@@ -21,10 +21,12 @@ from providers.registry import endpoint_options
 from schemas.config import EndpointConfig, PolicyConfig
 from schemas.job import Job
 from schemas.request import LLMRequest, RouteHop
+from schemas.result import Attempt
+from schemas.tokens import request_tokens
 from workers import metrics
 from workers.calls import call_endpoint
 from workers.health import EndpointHealth
-from workers.ratelimit import Limiter
+from workers.ratelimit import Lease, Limiter
 from workers.redis_server import RedisServer
 
 
@@ -193,3 +195,53 @@ async def test_a_cancelled_call_is_no_longer_counted_in_flight(client: aioredis.
         await task
     # is counted down like one that ended.
     assert in_flight("slowm") == before
+
+
+async def test_each_attempt_and_its_lease_are_what_validation_and_counting_give(
+    client: aioredis.Redis,
+) -> None:
+    # Given a limiter that notes the tokens each admission asks for
+    asked: list[int] = []
+
+    class Noting(Limiter):
+        async def acquire(self, model: str, tokens: int, lease_ttl_s: float) -> Lease:
+            asked.append(tokens)
+            return await super().acquire(model, tokens, lease_ttl_s)
+
+    settings = EndpointConfig.model_validate({"provider": "mock", "script": {"r-1": ["ok"]}})
+    provider = MockProvider("m", settings, endpoint_options("m", settings))
+    job = new_job("m")
+    health = EndpointHealth(client, "t", "m", settings.breaker)
+    limiter = Noting(client, "t", "m", settings)
+    policy = PolicyConfig()
+    # When the caller has counted the request's tokens, and when it has not
+    await call_endpoint(
+        job,
+        provider,
+        "mock-1",
+        job.request,
+        health=health,
+        limiter=limiter,
+        policy=policy,
+        tokens=7,
+    )
+    await call_endpoint(
+        job, provider, "mock-1", job.request, health=health, limiter=limiter, policy=policy
+    )
+    # Then its count is used as given, else counted here
+    assert asked == [7, request_tokens(job.request)]
+    # and each attempt is the one validation builds, its latency and model set after the call
+    for attempt in job.attempts:
+        built = Attempt(endpoint="m", model="mock-1")
+        built.latency_ms, built.model = attempt.latency_ms, attempt.model
+        assert attempt == built and list(attempt.__dict__) == list(built.__dict__)
+        assert (
+            attempt.model_fields_set
+            == built.model_fields_set
+            == {
+                "endpoint",
+                "model",
+                "latency_ms",
+            }
+        )
+        assert attempt.model_dump_json() == built.model_dump_json()
