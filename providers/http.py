@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import cached_property
-from typing import Annotated, Any, TypeVar, overload
+from typing import Annotated, Any, NamedTuple, TypeVar, overload
 from urllib.parse import quote
 
 import aiohttp
@@ -30,6 +31,8 @@ from providers.errors import (
     Timeout,
 )
 from providers.headers import RateLimits, rate_limits, retry_after_s
+from providers.wire import Origin, WirePool, request_head
+from providers.wire_parse import BodyCutShort
 
 #: Sent with every call so fake servers, gateways and logs can tie a call to its request.
 CUSTOM_ID_HEADER = "x-batchyard-custom-id"
@@ -153,7 +156,7 @@ def _translated(exc: BaseException, where: str, timeout_s: float | None) -> Prov
     if isinstance(exc, TimeoutError):  # aiohttp.ServerTimeoutError included; must precede OSError
         limit = f" within {timeout_s:g}s" if timeout_s is not None else ""
         return Timeout(f"{where}: no complete answer{limit}")
-    if isinstance(exc, aiohttp.ClientPayloadError):
+    if isinstance(exc, (aiohttp.ClientPayloadError, BodyCutShort)):
         return ServerError(f"{where}: response body cut short ({_snippet(str(exc))})")
     if isinstance(exc, (aiohttp.ClientError, OSError)):
         detail = f"{type(exc).__name__}: {_snippet(str(exc))}"
@@ -201,10 +204,28 @@ class HTTPConfig(ProviderConfig):
     send_custom_id: bool = True
 
 
+class _Head(NamedTuple):
+    """A request head for `wire`: what it was built from, and its bytes."""
+
+    static: dict[str, str]
+    origin: Origin
+    prefix: bytes
+    custom_id: bytes
+
+
+#: Heads kept per adapter (paths with ids in them, as vendor batch calls have, vary).
+_WIRE_HEADS = 64
+#: Methods aiohttp sends `Content-Length: 0` with when there is no body.
+_BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
+
+
 class HTTPProvider(Provider):
-    """An adapter that talks HTTP over the process's one shared session."""
+    """An adapter that talks HTTP over the process's lean client (`wire`, set by workers)
+    or its one shared aiohttp session."""
 
     options: HTTPConfig
+    #: The worker's lean HTTP/1.1 client; None: every call goes through `session`.
+    wire: WirePool | None = None
 
     def api_key(self) -> str | None:
         """The endpoint's key in clear text, for a request header only."""
@@ -323,7 +344,12 @@ class HTTPProvider(Provider):
     async def send(
         self, method: str, path: str, headers: dict[str, str], payload: Any = None
     ) -> HTTPResponse:
-        """One request over the shared session, read completely, failures translated."""
+        """One request over the process's lean client (`wire`) or else its shared aiohttp
+        session, read completely, failures translated."""
+        if self.wire is not None:
+            head = self._wire_head(method, path, headers)
+            if head is not None:
+                return await self._send_wire(method, head, payload)
         if self.session is None:
             raise RuntimeError(
                 f"{self!r} has no aiohttp session: pass the process's shared ClientSession"
@@ -340,6 +366,58 @@ class HTTPProvider(Provider):
             ) as raw:
                 resp = HTTPResponse(raw.status, raw.headers, await raw.read())
         return resp
+
+    def _wire_head(self, method: str, path: str, headers: dict[str, str]) -> _Head | None:
+        """The request's head without its Content-Length, or None where `wire` does not
+        apply; built once per (method, path) while the headers other than the custom-id stay
+        the same, so a call only formats its custom-id line."""
+        custom_id = headers.get(CUSTOM_ID_HEADER)
+        if custom_id is not None and not custom_id.isprintable():
+            return None
+        key = (method, path)
+        cached = self._wire_heads.get(key)
+        if (
+            cached is None
+            or len(headers) != len(cached.static) + (custom_id is not None)
+            or not cached.static.items() <= headers.items()
+        ):
+            static = {k: v for k, v in headers.items() if k != CUSTOM_ID_HEADER}
+            built = request_head(method, self.options.base_url + path, static)
+            if built is None:
+                return None
+            cached = _Head(static, built[0], built[1], b"")
+            if len(self._wire_heads) < _WIRE_HEADS:
+                self._wire_heads[key] = cached
+        if custom_id is None:
+            return cached
+        line = f"{CUSTOM_ID_HEADER}: {custom_id}\r\n".encode()
+        return _Head(cached.static, cached.origin, cached.prefix, line)
+
+    async def _send_wire(self, method: str, head: _Head, payload: Any) -> HTTPResponse:
+        assert self.wire is not None
+        if payload is not None:
+            body = orjson.dumps(payload)
+            length = b"Content-Length: %d\r\n" % len(body)
+        else:
+            body = b""
+            length = b"Content-Length: 0\r\n" if method in _BODY_METHODS else b""
+        data = b"".join((head.prefix, length, head.custom_id, b"\r\n", body))
+        connect_s = self._connect_s
+        with translate_errors(self.endpoint, self.settings.timeout_s):
+            if CALLER_BOUNDS_TIME.get():
+                reply = await self.wire.request(head.origin, data, method == "HEAD", connect_s)
+            else:
+                async with asyncio.timeout(self.settings.timeout_s):
+                    reply = await self.wire.request(head.origin, data, method == "HEAD", connect_s)
+        return HTTPResponse(reply.status, CIMultiDictProxy(reply.headers), reply.body)
+
+    @cached_property
+    def _connect_s(self) -> float:
+        return min(self.options.connect_timeout_s, self.settings.timeout_s)
+
+    @cached_property
+    def _wire_heads(self) -> dict[tuple[str, str], _Head]:
+        return {}
 
     def announced(self, resp: HTTPResponse) -> RateLimits | None:
         """The limits a response's headers state, for ProviderResponse.rate_limits; None

@@ -30,7 +30,7 @@ import contextlib
 import ssl
 from collections import deque
 from collections.abc import Mapping
-from typing import NamedTuple
+from typing import NamedTuple, cast
 
 from yarl import URL
 
@@ -99,8 +99,8 @@ class _Connection(asyncio.Protocol):
         self.idle_since = 0.0
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        # uvloop's TCPTransport has a Transport's methods but is not its subclass.
+        self.transport = cast(asyncio.Transport, transport)
 
     def data_received(self, data: bytes) -> None:
         waiter = self.waiter
@@ -231,7 +231,6 @@ class WirePool:
                 origin.port,
                 ssl=context,
                 server_hostname=origin.host if context is not None else None,
-                happy_eyeballs_delay=0.25,
             )
         return conn
 

@@ -22,6 +22,7 @@ from opentelemetry.trace import SpanKind
 from providers.base import Provider
 from providers.errors import ProviderError, Unsupported
 from providers.registry import endpoint_options, provider_class
+from providers.wire import WirePool
 from schemas.config import AppConfig
 from schemas.job import Job
 from schemas.request import LLMRequest
@@ -68,6 +69,7 @@ class Executor:
         self.limiters: dict[str, Limiter] = {}
         self.plugins: list[Plugin] = []
         self._session: aiohttp.ClientSession | None = None
+        self._wire: WirePool | None = None
         self._redis: aioredis.Redis | None = None
         self._writer: ResultWriter | None = None
         self._requeuer: Requeuer | None = None
@@ -95,8 +97,10 @@ class Executor:
         return self._writer, self._requeuer
 
     def _open(self) -> None:
-        connector = aiohttp.TCPConnector(limit=max(100, self.concurrency), ttl_dns_cache=300)
+        limit = max(100, self.concurrency)
+        connector = aiohttp.TCPConnector(limit=limit, ttl_dns_cache=300)
         self._session = aiohttp.ClientSession(connector=connector)
+        self._wire = WirePool(limit)
         assert self.settings.redis_url is not None
         pool = aioredis.BlockingConnectionPool.from_url(
             self.settings.redis_url, max_connections=64, timeout=30
@@ -104,7 +108,10 @@ class Executor:
         self._redis = aioredis.Redis(connection_pool=pool)
         for name, cfg in self.config.endpoints.items():
             cls = provider_class(cfg.provider)
-            self.providers[name] = cls(name, cfg, endpoint_options(name, cfg), self._session)
+            provider = cls(name, cfg, endpoint_options(name, cfg), self._session)
+            if hasattr(provider, "wire"):  # an HTTPProvider (not imported: the mock is not one)
+                provider.wire = self._wire
+            self.providers[name] = provider
             self.health[name] = EndpointHealth(self._redis, self.keys.ns, name, cfg.breaker)
             self.limiters[name] = Limiter(
                 self._redis, self.keys.ns, name, cfg, learning=cls.announces_limits
@@ -174,6 +181,8 @@ class Executor:
                 log.warning("could not flush health of %s: %s", health.endpoint, exc)
         for provider in self.providers.values():
             await provider.aclose()
+        if self._wire is not None:
+            self._wire.close()
         if self._session is not None:
             await self._session.close()
         if self._redis is not None:

@@ -1,6 +1,6 @@
 """`providers.wire.WirePool` over real sockets on 127.0.0.1: raw asyncio servers that answer
 the way vendor servers and proxies do (keep-alive, close, chunked, gzip, split, idle closes,
-hangs, TLS)."""
+hangs, TLS), and the project's fake server through the OpenAI adapter."""
 
 from __future__ import annotations
 
@@ -15,8 +15,15 @@ from pathlib import Path
 
 import pytest
 
+from providers.base import CALLER_BOUNDS_TIME
+from providers.errors import ProviderError, RateLimited, ServerError, Timeout
+from providers.fake_server import FakeServer
+from providers.http import HTTPProvider
+from providers.registry import endpoint_options, provider_class
 from providers.wire import Origin, WirePool, request_head
 from providers.wire_parse import BadResponse, BodyCutShort, ConnectionClosed, Reply
+from schemas.config import AppConfig
+from schemas.request import LLMRequest
 
 OK = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
 #: A request's bytes as the server read them, and the connection's number.
@@ -295,6 +302,25 @@ async def test_connection_refused_is_an_os_error() -> None:
         await call(pool, Origin("http", "127.0.0.1", port))
 
 
+@pytest.mark.parametrize(
+    "case",
+    [
+        test_sequential_calls_share_one_keep_alive_connection,
+        test_chunked_gzip_split_into_single_bytes,
+        test_a_reused_connection_closed_before_any_answer_byte_is_retried_once,
+        test_a_connection_that_received_any_byte_is_never_retried,
+        test_a_cancelled_call_closes_its_connection_and_frees_its_slot,
+        test_at_most_limit_connections_are_in_use_and_waiters_go_in_order,
+    ],
+    ids=lambda case: case.__name__.removeprefix("test_"),
+)
+def test_on_uvloop(case: Callable[[], Awaitable[None]]) -> None:
+    """The same cases on uvloop's loop, which workers run jobs on when it is installed."""
+    uvloop = pytest.importorskip("uvloop")
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        runner.run(case())  # type: ignore[arg-type]
+
+
 def self_signed(tmp: Path) -> tuple[Path, Path]:
     cert, key = tmp / "cert.pem", tmp / "key.pem"
     subprocess.run(
@@ -327,3 +353,66 @@ async def test_tls_verifies_the_server_against_the_ca_certificates(
     pool.close()
     assert [r.body for r in replies] == [b"ok"] * 2
     assert [conn for conn, _ in seen][-2:] == [seen[-1][0]] * 2  # kept alive over TLS
+
+
+def openai_adapter(base_url: str, pool: WirePool, **settings: object) -> HTTPProvider:
+    """The OpenAI adapter of an endpoint at `base_url`, calling through `pool`."""
+    endpoint = {"provider": "openai", "base_url": base_url, "api_key": "sk-wire-secret"}
+    config = AppConfig.model_validate({"endpoints": {"e": {**endpoint, "model": "m", **settings}}})
+    cfg = config.endpoints["e"]
+    provider = provider_class("openai")("e", cfg, endpoint_options("e", cfg))
+    assert isinstance(provider, HTTPProvider)
+    provider.wire = pool
+    return provider
+
+
+async def test_requests_to_the_fake_server_through_the_openai_adapter() -> None:
+    pool = WirePool(10)
+    async with FakeServer(rpm=3, limit_algorithm="window") as server:
+        provider = openai_adapter(server.openai_url, pool)
+        CALLER_BOUNDS_TIME.set(True)
+        answers = []
+        for i in range(3):
+            request = LLMRequest.chat(f"id {i}/ü", [{"role": "user", "content": f"hi {i}"}])
+            answers.append(await provider.generate(request, "gpt-test"))
+        with pytest.raises(RateLimited) as limited:
+            await provider.generate(request, "gpt-test")
+        calls = server.calls()
+    pool.close()
+    assert [a.text for a in answers] == ["hi 0", "hi 1", "hi 2"]
+    assert [a.rate_limits.requests.limit for a in answers if a.rate_limits] == [3, 3, 3]
+    assert [c.custom_id for c in calls][:3] == ["id 0/ü", "id 1/ü", "id 2/ü"]
+    assert limited.value.retry_after_s is not None
+    assert "sk-wire-secret" not in repr(pool) + str(limited.value)
+
+
+@pytest.mark.parametrize(
+    ("reply", "error", "words"),
+    [
+        (b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n{", ServerError, "body cut short"),
+        (b"", ServerError, "connection failed"),  # closed unanswered
+        (b"HTTP/1.1 200 OK\r\nbad header\r\n\r\n", ServerError, "connection failed"),
+        (None, Timeout, "no complete answer within 0.3s"),  # never answers
+    ],
+    ids=["cut", "closed", "malformed", "hung"],
+)
+async def test_adapter_errors_map_as_over_aiohttp(
+    reply: bytes | None, error: type[ProviderError], words: str
+) -> None:
+    pool = WirePool(10)
+    handler = answering(b"") if reply is None else answering(reply, None)
+    async with serving(handler) as (origin, seen):
+        provider = openai_adapter(f"http://127.0.0.1:{origin.port}", pool, timeout_s=0.3)
+        with pytest.raises(ProviderError) as caught:
+            await provider.generate(LLMRequest.chat("c", [{"role": "user", "content": "x"}]), "m")
+    pool.close()
+    assert type(caught.value) is error
+    assert words in str(caught.value) and "sk-wire-secret" not in str(caught.value)
+    assert caught.value.__cause__ is None and len(seen) == 1
+
+
+@pytest.mark.skipif(shutil.which("openssl") is None, reason="no openssl to make a certificate")
+def test_tls_on_uvloop(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    uvloop = pytest.importorskip("uvloop")
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        runner.run(test_tls_verifies_the_server_against_the_ca_certificates(tmp_path, monkeypatch))
