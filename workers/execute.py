@@ -179,6 +179,8 @@ class Executor:
                 await health.flush()
             except Exception as exc:
                 log.warning("could not flush health of %s: %s", health.endpoint, exc)
+        for limiter in self.limiters.values():  # their last releases, before Redis closes
+            await limiter.aclose()
         for provider in self.providers.values():
             await provider.aclose()
         if self._wire is not None:

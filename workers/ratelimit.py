@@ -143,7 +143,11 @@ class Limiter:
     ) -> None:
         """Return the lease; correct the token estimate; learn what the provider's headers
         say of its buckets (`seen`). An answer that is not a refusal (`answered`) ends a
-        pause's probe phase; a refusal the provider did not count is `refunded`."""
+        pause's probe phase; a refusal the provider did not count is `refunded`.
+
+        Returns before Redis has it: the release goes with the pipe's next call, before any
+        admission asked after it, and its reply is not read (a failure is logged; the lease
+        then expires with its TTL). `aclose` waits for the releases still on their way."""
         learns = seen[0] > 0 or seen[3] > 0
         if not lease.id and not learns:
             return
@@ -159,9 +163,13 @@ class Limiter:
             f"{now_ms} {lease.id} {delta} {learned[0]} {learned[1]} {int(answered)} {refund} "
             f"{estimate} {seen_words}{lease.admitted_ms} {limits}"
         )
-        await self._pipe.call(Lua.LIMIT_RELEASE, keys, words)
+        self._pipe.post(Lua.LIMIT_RELEASE, keys, words)
         if answered:
             self._pause_value = None
+
+    async def aclose(self) -> None:
+        """Wait for the releases still on their way to Redis (before its client closes)."""
+        await self._pipe.drain()
 
     async def pause(self, retry_after_s: float) -> None:
         """A 429 said wait: stop every worker sending to this endpoint until then; after

@@ -15,6 +15,7 @@ for the limiter's ~20-argument script calls was ~10% of a worker's CPU.
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Callable, Sequence
 from importlib import import_module
 from typing import Any, Generic, TypeVar, cast
@@ -33,6 +34,7 @@ from workers.protocol.results import ResultItem, write_call
 from workers.protocol.scripts import Lua, ScriptCall, batch_args, batched, register
 
 T = TypeVar("T")
+log = logging.getLogger("batchyard.worker")
 
 #: Results per script call; bounds the Lua run time (Redis is single-threaded).
 MAX_PER_CALL = 500
@@ -161,10 +163,12 @@ def _exchange_sync(conn: Connection, commands: list[Command]) -> list[Any]:
 
 class Coalescer(Generic[T]):
     """Requests made while one Redis call is in flight wait and go together in the next
-    call (at most `MAX_PER_CALL` each); every waiter gets its own answer or the failure."""
+    call (at most `MAX_PER_CALL` each); every waiter gets its own answer or the failure.
+    A posted request (`_post`) has no waiter: its failure is logged."""
 
     def __init__(self) -> None:
-        self._pending: list[tuple[T, asyncio.Future[Any]]] = []
+        #: Requests not sent yet, each with its waiter's future (None: posted).
+        self._pending: list[tuple[T, asyncio.Future[Any] | None]] = []
         self._flusher: asyncio.Task[None] | None = None
 
     async def _send(self, items: list[T]) -> list[Any]:
@@ -179,6 +183,18 @@ class Coalescer(Generic[T]):
             self._flusher = asyncio.create_task(self._flush())
         return future
 
+    def _post(self, item: T) -> None:
+        """Send `item` with the next call, its answer unread: nobody waits for it (one future
+        and one task wake-up less per request), and a failure is logged, not raised."""
+        self._pending.append((item, None))
+        if self._flusher is None or self._flusher.done():
+            self._flusher = asyncio.create_task(self._flush())
+
+    async def drain(self) -> None:
+        """Wait until everything asked and posted so far has been sent and answered."""
+        while self._flusher is not None and not self._flusher.done():
+            await asyncio.wait({self._flusher})
+
     async def _flush(self) -> None:
         while self._pending:
             group = self._pending[:MAX_PER_CALL]
@@ -186,17 +202,20 @@ class Coalescer(Generic[T]):
             try:
                 answers = await self._send([item for item, _ in group])
             except Exception as exc:  # every waiter must learn about the failure
-                for _, future in group:
-                    if not future.done():
-                        future.set_exception(exc)
-                continue
+                answers = [exc] * len(group)
+            lost: BaseException | None = None
             for (_, future), answer in zip(group, answers, strict=True):
-                if future.done():
+                failed = isinstance(answer, Exception)  # the call's or this item's own
+                if future is None:
+                    lost = answer if failed else lost
+                elif future.done():
                     continue
-                if isinstance(answer, ResponseError):  # this item's own failure
+                elif failed:
                     future.set_exception(answer)
                 else:
                     future.set_result(answer)
+            if lost is not None:
+                log.warning("%s: a posted Redis call failed: %s", type(self).__name__, lost)
 
 
 class ResultWriter(Coalescer[ResultItem]):
@@ -337,6 +356,10 @@ class ScriptPipe(Coalescer[tuple[Lua, tuple[str, ...], str]]):
         """The reply of `script` run with `keys` and the arguments in `words`, each followed
         by a space (`scripts.batch_args`)."""
         return await self._ask((script, keys, words))
+
+    def post(self, script: Lua, keys: tuple[str, ...], words: str) -> None:
+        """`call` without waiting for its reply (`Coalescer._post`); `drain` waits for it."""
+        self._post((script, keys, words))
 
     async def _send(self, items: list[tuple[Lua, tuple[str, ...], str]]) -> list[Any]:
         groups: dict[Lua, list[int]] = {s: [] for s in self._batched}

@@ -11,8 +11,10 @@ import pytest
 import redis.asyncio as aioredis
 from redis.exceptions import ResponseError
 
+from schemas.config import EndpointConfig
 from workers.protocol.keys import Keys
 from workers.protocol.scripts import Lua, register
+from workers.ratelimit import Limiter
 from workers.results import ScriptPipe
 
 pytestmark = pytest.mark.integration
@@ -137,3 +139,37 @@ async def test_in_one_turn_after_a_pause_one_request_probes_and_the_rest_wait(
     ) == [1, 1]
     assert await client.get(SCOPE.pause) is None
     assert await admit("s") == (1, 0)
+
+
+async def test_a_posted_call_goes_before_the_admits_asked_after_it_and_drain_waits_for_it(
+    client: aioredis.Redis, caplog: pytest.LogCaptureFixture
+) -> None:
+    pipe, keys, now = limiter_pipe(client)
+
+    def admit(lease: str) -> object:  # one scope, max concurrency 1
+        return pipe.call(Lua.LIMIT_ADMIT, keys, words(now, lease, 60_000, 10, 0, 0, 0, 1))
+
+    assert await pipe.call(Lua.LIMIT_RELEASE, keys, release(now, "none")) == 1  # loads it
+    assert await admit("a") == [1, b"0", 0]
+    # a's release, its reply unread: the next admission finds the lease free
+    pipe.post(Lua.LIMIT_RELEASE, keys, release(now, "a"))
+    assert await admit("b") == [1, b"0", 0]
+    # a posted call that fails is logged; drain returns once it has been answered
+    pipe.post(Lua.LIMIT_RELEASE, keys, words(now, "a", *[0] * 12, now, 0, 0, "x"))
+    pipe.post(Lua.LIMIT_RELEASE, keys, release(now, "b"))
+    await pipe.drain()
+    assert await client.zcard(SCOPE.leases) == 0
+    assert "ScriptPipe: a posted Redis call failed" in caplog.text
+
+
+async def test_a_release_does_not_wait_for_redis_and_aclose_waits_for_the_releases(
+    client: aioredis.Redis,
+) -> None:
+    cfg = EndpointConfig(provider="openai", base_url="http://127.0.0.1:9/v1", max_concurrency=2)
+    limiter = Limiter(client, "t", "ep", cfg)
+    leases = [await limiter.acquire("m", 10, 60) for _ in range(2)]
+    assert await client.zcard(SCOPE.leases) == 2
+    for lease in leases:
+        await limiter.release(lease, 12, (0, 0))
+    await limiter.aclose()
+    assert await client.zcard(SCOPE.leases) == 0
