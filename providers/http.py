@@ -212,6 +212,9 @@ class _Head(NamedTuple):
     prefix: bytes
     custom_id: bytes
 
+    def __repr__(self) -> str:  # its headers and bytes hold the endpoint's key
+        return f"<_Head {self.origin.scheme}://{self.origin.host}:{self.origin.port}>"
+
 
 #: Heads kept per adapter (paths with ids in them, as vendor batch calls have, vary).
 _WIRE_HEADS = 64

@@ -19,6 +19,8 @@ else (gateway, checks, uploads) and for calls this client does not take (`reques
   do; a connection that received any byte of the answer is never retried.
 - TLS: `loop.create_connection(ssl=..., server_hostname=host)` with a verifying default
   context, built (and the CA certificates read) at the first https connection only.
+- DNS: a host is looked up once per `DNS_TTL_S`, however many connections open at once, and
+  its addresses are tried in turn (uvloop's `create_connection` has no happy eyeballs).
 - Request headers: Accept-Encoding `gzip, deflate` and aiohttp's User-Agent, as aiohttp's
   session sent them, so vendors see the same request; gzip/deflate answers are decoded.
 """
@@ -27,10 +29,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import socket
 import ssl
 from collections import deque
 from collections.abc import Mapping
-from typing import NamedTuple, cast
+from typing import Any, NamedTuple, cast
 
 from yarl import URL
 
@@ -38,6 +41,8 @@ from providers.wire_parse import ConnectionClosed, Reply, ResponseParser
 
 #: Seconds an idle connection is kept (aiohttp's `keepalive_timeout` default).
 KEEPALIVE_S = 15.0
+#: Seconds a host's addresses are kept (the `ttl_dns_cache` workers gave aiohttp).
+DNS_TTL_S = 300.0
 #: Sent unless the caller sets them: what aiohttp 3's session sends (its `SERVER_SOFTWARE`).
 DEFAULT_HEADERS = {"Accept-Encoding": "gzip, deflate", "User-Agent": "Python/3.11 aiohttp/3"}
 _DEFAULT_PORTS = {"http": 80, "https": 443}
@@ -84,6 +89,12 @@ def request_head(method: str, url: str, headers: Mapping[str, str]) -> tuple[Ori
             return None
         lines.append(f"{name}: {value}")
     return Origin(u.scheme, host, port), ("\r\n".join(lines) + "\r\n").encode()
+
+
+def _retrieved(lookup: asyncio.Task[list[Any]]) -> None:
+    """Mark a look-up's failure seen when every caller was cancelled before it ended."""
+    if not lookup.cancelled():
+        lookup.exception()
 
 
 class _Connection(asyncio.Protocol):
@@ -159,6 +170,8 @@ class WirePool:
         self._idle: dict[Origin, list[_Connection]] = {}
         self._ssl: ssl.SSLContext | None = None
         self._closed = False
+        #: host -> (when it expires, its look-up)
+        self._dns: dict[str, tuple[float, asyncio.Task[list[Any]]]] = {}
 
     def __repr__(self) -> str:
         return f"<WirePool limit={self.limit} in_use={self._active}>"
@@ -222,17 +235,41 @@ class WirePool:
         return None
 
     async def _connect(self, origin: Origin, timeout_s: float) -> _Connection:
+        """A new connection: the host's addresses tried in turn, within `timeout_s`."""
         loop = asyncio.get_running_loop()
         context = self._context() if origin.scheme == "https" else None
+        hostname = origin.host if context is not None else None
         async with asyncio.timeout(timeout_s):
-            _, conn = await loop.create_connection(
-                _Connection,
-                origin.host,
-                origin.port,
-                ssl=context,
-                server_hostname=origin.host if context is not None else None,
-            )
-        return conn
+            failed: OSError | None = None
+            for address in await self._addresses(origin.host, origin.port):
+                try:
+                    _, conn = await loop.create_connection(
+                        _Connection, address, origin.port, ssl=context, server_hostname=hostname
+                    )
+                except OSError as exc:
+                    failed = exc
+                    continue
+                return conn
+        assert failed is not None
+        raise failed
+
+    async def _addresses(self, host: str, port: int) -> list[str]:
+        """The host's addresses, looked up once per `DNS_TTL_S` however many connections
+        open at once (aiohttp's ttl_dns_cache); a failed look-up is not kept."""
+        loop = asyncio.get_running_loop()
+        entry = self._dns.get(host)
+        if entry is None or entry[0] < loop.time():
+            lookup = loop.create_task(loop.getaddrinfo(host, port, type=socket.SOCK_STREAM))
+            lookup.add_done_callback(_retrieved)
+            entry = (loop.time() + DNS_TTL_S, lookup)
+            self._dns[host] = entry
+        try:
+            infos = await asyncio.shield(entry[1])
+        except OSError:
+            if self._dns.get(host) is entry:
+                del self._dns[host]
+            raise
+        return list(dict.fromkeys(str(info[4][0]) for info in infos))
 
     def _context(self) -> ssl.SSLContext:
         """The verifying default context, made (CA certificates read) at first use."""

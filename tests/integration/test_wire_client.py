@@ -12,6 +12,7 @@ import subprocess
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -156,6 +157,52 @@ async def test_chunked_gzip_split_into_single_bytes() -> None:
     pool.close()
     assert first.body == second.body == b'{"answer": 42}'
     assert [conn for conn, _ in seen] == [1, 1]
+
+
+async def test_bytes_past_the_answer_are_not_read_as_the_next_calls_answer() -> None:
+    # A server that sends two answers to one request (we never pipeline): the second must
+    # not be taken for the answer to the next request on that connection.
+    other = b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nstale"
+    pool = WirePool(10)
+    async with serving(answering(OK + other, OK)) as (origin, seen):
+        first, second = await call(pool, origin), await call(pool, origin)
+    pool.close()
+    assert first.body == second.body == b"ok"
+    assert [conn for conn, _ in seen] == [1, 2]
+
+
+async def test_a_host_is_looked_up_once_for_the_connections_opened_together() -> None:
+    loop = asyncio.get_running_loop()
+    lookups: list[str] = []
+    getaddrinfo = loop.getaddrinfo
+
+    async def counted(host: str, *args: Any, **kwargs: Any) -> Any:
+        lookups.append(host)
+        return await getaddrinfo(host, *args, **kwargs)
+
+    loop.getaddrinfo = counted  # type: ignore[method-assign]
+    three = asyncio.Event()
+
+    async def gathered(
+        reader: asyncio.StreamReader, writer: asyncio.StreamWriter, conn: int, seen: Seen
+    ) -> None:
+        while (req := await read_request(reader)) is not None:
+            seen.append((conn, req))
+            if len(seen) == 3:
+                three.set()
+            await three.wait()
+            writer.write(OK)
+            await writer.drain()
+
+    pool = WirePool(10)
+    async with serving(gathered) as (origin, seen):
+        # "localhost" may name ::1 first, where nothing listens: the next address is tried.
+        named = origin._replace(host="localhost")
+        replies = await asyncio.gather(*(call(pool, named, request(origin)) for _ in range(3)))
+    pool.close()
+    assert [r.body for r in replies] == [b"ok"] * 3
+    assert len({conn for conn, _ in seen}) == 3
+    assert lookups == ["localhost"]
 
 
 async def test_a_reused_connection_closed_before_any_answer_byte_is_retried_once() -> None:
@@ -383,7 +430,7 @@ async def test_requests_to_the_fake_server_through_the_openai_adapter() -> None:
     assert [a.rate_limits.requests.limit for a in answers if a.rate_limits] == [3, 3, 3]
     assert [c.custom_id for c in calls][:3] == ["id 0/ü", "id 1/ü", "id 2/ü"]
     assert limited.value.retry_after_s is not None
-    assert "sk-wire-secret" not in repr(pool) + str(limited.value)
+    assert "sk-wire-secret" not in repr(pool) + repr(provider._wire_heads) + str(limited.value)
 
 
 @pytest.mark.parametrize(
