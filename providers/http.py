@@ -285,7 +285,9 @@ class HTTPProvider(Provider):
                         f"endpoint {self.endpoint!r}: the answer is not a JSON object"
                     )
                 if isinstance(model, TypeAdapter):
-                    return data, model.validate_python(data)
+                    # its validator itself: TypeAdapter.validate_python's Python wrapper
+                    # took 0.8 us of the 1.9 it cost a chat answer (#22)
+                    return data, model.validator.validate_python(data)
                 return data, model.model_validate(data)
         except ProtocolError as exc:
             exc.status = resp.status

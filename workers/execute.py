@@ -50,6 +50,9 @@ from workers.tasks import Review, reviewer
 from workers.tracing import extract, span, trace_enabled, trace_id_of
 
 log = logging.getLogger("batchyard.worker")
+#: `Job.model_validate` without its Python wrapper (~0.5 us of its ~3.8 per message, #22):
+#: the same validator, called with the same (default) options.
+_validate_job = Job.__pydantic_validator__.validate_python
 
 
 class Executor:
@@ -195,7 +198,7 @@ class Executor:
         writer, requeuer = self._writer, self._requeuer
         if writer is None or requeuer is None:  # only the first messages: no await after
             writer, requeuer = await self._start()
-        job = Job.model_validate(payload)
+        job: Job = _validate_job(payload)
         started = time.time()
         if await self._has_result(job):
             # A redelivery (a worker killed before its ack, a Redis restart, a resumed run):
