@@ -36,6 +36,7 @@ from workers.lifetime import SignalLatch
 from workers.protocol.keys import Keys
 from workers.redis_server import RedisServer
 from workers.supervisor import Supervisor, preflight
+from workers.tracing import trace_enabled
 
 #: Shortest time between two steps of the follow loop (read progress, write results) ...
 STEP_S = 0.2
@@ -81,6 +82,11 @@ class LocalWorkers:
     def stop(self) -> None:
         """Stop taking messages and wait while in-flight calls finish (within the grace)."""
         self.supervisor.stop(wake=True)
+        self.runner.join()
+
+    def discard(self) -> None:
+        """End the workers now, with no drain (see `Supervisor.discard`)."""
+        self.supervisor.discard()
         self.runner.join()
 
 
@@ -283,6 +289,11 @@ def run_batch(
                     )
                     raise
                 writer.step(final=True)
+            if embedded and not keep_state and not _may_trace():
+                # The batch is complete, and its Redis is removed below with its state: a
+                # drain (~40 ms at the end of every run, #22) would only write acks and
+                # health counters to it.
+                local.discard()
         if not keep_state:
             state.remove()
             # The cursor resumes the output files of this batch only: with its state gone,
@@ -291,6 +302,12 @@ def run_batch(
     finally:
         latch.restore()
     return RunReport(batch, writer.report, time.monotonic() - started)
+
+
+def _may_trace() -> bool:
+    """Whether the workers may have spans to export when they stop (then they drain): this
+    process traces, or the environment they share with it has an OTEL_* variable."""
+    return trace_enabled() or any(name.startswith("OTEL_") for name in os.environ)
 
 
 def _start_batch(

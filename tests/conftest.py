@@ -95,7 +95,14 @@ def cli_env(redis_url: str | None = None, **extra: str) -> dict[str, str]:
 
 
 def batchyard(*args: str, env: dict[str, str], cwd: Path, timeout_s: float = 120) -> str:
-    """Run the CLI to completion; fail the test with its stderr if it fails."""
+    """Run the CLI to completion; fail the test with its stderr if it fails. Its stdout."""
+    return batchyard_done(*args, env=env, cwd=cwd, timeout_s=timeout_s).stdout
+
+
+def batchyard_done(
+    *args: str, env: dict[str, str], cwd: Path, timeout_s: float = 120
+) -> subprocess.CompletedProcess[str]:
+    """`batchyard`, returning the finished process (its stdout and stderr)."""
     proc = subprocess.run(
         [sys.executable, "-m", "batchyard", *args],
         env=env,
@@ -105,7 +112,7 @@ def batchyard(*args: str, env: dict[str, str], cwd: Path, timeout_s: float = 120
         timeout=timeout_s,
     )
     assert proc.returncode == 0, f"batchyard {' '.join(args)} failed:\n{proc.stderr}"
-    return proc.stdout
+    return proc
 
 
 class WorkerPool:

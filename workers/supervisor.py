@@ -62,6 +62,8 @@ class Supervisor:
         self._stopping = False
         #: Set by `stop(now=True)`: kill the children instead of waiting for their drain.
         self._now = False
+        #: Set by `discard()`: kill the children at once, with no SIGTERM and no warning.
+        self._discard = False
         #: Wakes `run()` at once for a `stop()` from ordinary code (`wake=True`).
         self._wake = threading.Event()
         #: Set when a child fails at start-up with a user error: restarting would not help.
@@ -181,6 +183,14 @@ class Supervisor:
         if wake or now:
             self._wake.set()
 
+    def discard(self) -> None:
+        """Stop `run()` and end the children at once (SIGKILL), with no drain: only for
+        workers whose Redis, and all they would still write to it while draining (acks,
+        health counters), is about to be thrown away, as a finished `batchyard run`'s
+        embedded Redis is."""
+        self._discard = True
+        self.stop(wake=True)
+
     def stop_on(self, latch: SignalLatch) -> None:
         """Drain on the latch's first signal, and stop now on an urgent one (a second Ctrl-C)."""
 
@@ -196,6 +206,12 @@ class Supervisor:
         """SIGTERM every child, wait for the grace period (or `stop(now=True)`), SIGKILL what
         is left."""
         pending = [c for c in self.children if c is not None and c.poll() is None]
+        if self._discard:
+            for child in pending:
+                child.kill()
+            for child in pending:
+                child.wait()
+            pending = []
         for child in pending:
             child.send_signal(signal.SIGTERM)
         deadline = time.monotonic() + self.grace_s + 5

@@ -19,6 +19,7 @@ from tests.conftest import (
     ROOT,
     WorkerPool,
     batchyard,
+    batchyard_done,
     cli_env,
     openai_line,
     read_jsonl,
@@ -53,6 +54,26 @@ def test_readme_example_runs_with_embedded_redis(tmp_path: Path) -> None:
     assert f"{len(inputs)} succeeded, 0 failed" in stdout
     # A finished run leaves its output and error files, and nothing of its own state.
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out.errors.jsonl", "out.jsonl"]
+
+
+def test_a_finished_run_ends_its_workers_without_a_drain_unless_it_keeps_its_state(
+    tmp_path: Path,
+) -> None:
+    # Workers log their start and their drain at INFO.
+    env = cli_env(BATCHYARD_LOG_LEVEL="INFO")
+    hello = str(ROOT / "examples" / "hello.jsonl")
+    inputs = read_jsonl(ROOT / "examples" / "hello.jsonl")
+
+    def run(*extra: str) -> str:
+        proc = batchyard_done("run", hello, "-o", "out.jsonl", *extra, env=env, cwd=tmp_path)
+        assert len(read_jsonl(tmp_path / "out.jsonl")) == len(inputs)
+        assert "worker ready" in proc.stderr
+        return proc.stderr
+
+    # A finished run throws its embedded Redis away: its workers end at once, undrained.
+    assert "draining" not in run()
+    # One that keeps that Redis (its state) lets them drain into it, as before.
+    assert "draining" in run("--keep-state")
 
 
 @pytest.mark.slow
