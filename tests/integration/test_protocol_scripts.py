@@ -76,6 +76,25 @@ def test_enqueue_fills_each_named_queue_skips_duplicates_and_wakes_idle_workers(
     assert {k.decode() for k in r.scan_iter("*")} == {KEYS.batch("b1"), KEYS.ids("b1"), *queues}
 
 
+def test_a_chunks_messages_go_in_order_with_one_hset_and_rpush_per_queue_and_500(
+    r: redis.Redis,
+) -> None:
+    enqueue = register(r, Lua.ENQUEUE)
+    blob = MessageBlob()
+    for i in range(1_201):  # interleaved over two queues: 601 and 600 messages
+        blob.add(f"k{i}", f"llm.q{i % 2}", f"m{i}", b"data %d" % i)
+    r.config_resetstat()
+    assert enqueue(**blob.enqueue_call(KEYS, "b1", 60)) == []
+    stats = r.info("commandstats")
+    assert stats["cmdstat_hset"]["calls"] == stats["cmdstat_rpush"]["calls"] == 2 + 2
+    for q in (0, 1):
+        ids = [f"m{i}".encode() for i in range(q, 1_201, 2)]
+        assert r.lrange(KEYS.queue(f"llm.q{q}"), 0, -1) == ids
+        assert r.hmget(KEYS.queue_msgs(f"llm.q{q}"), ids) == [
+            b"data %d" % i for i in range(q, 1_201, 2)
+        ]
+
+
 def test_a_last_chunk_seals_its_batch_unless_it_held_a_duplicate(r: redis.Redis) -> None:
     enqueue = register(r, Lua.ENQUEUE)
     r.hset(KEYS.batch("b1"), mapping={"status": "in_progress", "total": 0, "sealed": 0})
