@@ -49,28 +49,43 @@ except ImportError:  # without it redis-py packs
     pack_command = None
 
 
-async def exchange(client: aioredis.Redis, commands: list[Command]) -> list[Any]:
+async def exchange(
+    client: aioredis.Redis, commands: list[Command], conn: AbstractConnection | None = None
+) -> list[Any]:
     """Send `commands` in one write on one pooled connection and read every reply; a
-    command Redis refused answers with its `ResponseError` (the others still ran).
+    command Redis refused answers with its `ResponseError` (the others still ran). `conn`:
+    a connection of the client's pool that the caller keeps (`Coalescer._connection`), used
+    instead of one taken from the pool and given back.
 
     A connection error is retried as redis-py retries a pipeline (the client's `Retry`,
     reconnecting first), and otherwise raised.
     """
+    if conn is not None:
+        return await _retried(conn, commands)
     pool = client.connection_pool
     conn = await pool.get_connection()  # type: ignore[no-untyped-call]
     try:
-        return list(
-            await conn.retry.call_with_retry(
-                lambda: _exchange(conn, commands), lambda _error: conn.disconnect()
-            )
-        )
+        return await _retried(conn, commands)
     finally:
         await pool.release(conn)
 
 
-async def evalsha(client: aioredis.Redis, calls: list[tuple[AsyncScript, ScriptCall]]) -> list[Any]:
-    """Run each script call in one `exchange`; a call Redis refused with NOSCRIPT (the
-    script's first use, or Redis restarted) did not run, so it runs again once loaded.
+async def _retried(conn: AbstractConnection, commands: list[Command]) -> list[Any]:
+    return list(
+        await conn.retry.call_with_retry(
+            lambda: _exchange(conn, commands), lambda _error: conn.disconnect()
+        )
+    )
+
+
+async def evalsha(
+    client: aioredis.Redis,
+    calls: list[tuple[AsyncScript, ScriptCall]],
+    conn: AbstractConnection | None = None,
+) -> list[Any]:
+    """Run each script call in one `exchange` (on `conn`, if given); a call Redis refused
+    with NOSCRIPT (the script's first use, or Redis restarted) did not run, so it runs again
+    once loaded.
 
     redis-py's `Script.__call__` costs a worker more per call than this exchange (#22).
     """
@@ -78,12 +93,12 @@ async def evalsha(client: aioredis.Redis, calls: list[tuple[AsyncScript, ScriptC
     def command(script: AsyncScript, call: ScriptCall) -> Command:
         return ("EVALSHA", script.sha, len(call["keys"]), *call["keys"], *call["args"])
 
-    replies = await exchange(client, [command(*c) for c in calls])
+    replies = await exchange(client, [command(*c) for c in calls], conn)
     missing = [j for j, reply in enumerate(replies) if isinstance(reply, NoScriptError)]
     if missing:
         for j in missing:
             calls[j][0].sha = await client.script_load(calls[j][0].script)
-        again = await exchange(client, [command(*calls[j]) for j in missing])
+        again = await exchange(client, [command(*calls[j]) for j in missing], conn)
         for j, reply in zip(missing, again, strict=True):
             replies[j] = reply
     return replies
@@ -170,6 +185,16 @@ class Coalescer(Generic[T]):
         #: Requests not sent yet, each with its waiter's future (None: posted).
         self._pending: list[tuple[T, asyncio.Future[Any] | None]] = []
         self._flusher: asyncio.Task[None] | None = None
+        self._conn: AbstractConnection | None = None
+
+    async def _connection(self, client: aioredis.Redis) -> AbstractConnection:
+        """This coalescer's own connection of `client`'s pool, taken at its first call and
+        kept: its calls run one at a time (one flush at a time), and taking a connection from
+        the pool and giving it back cost ~15-40 us of the worker's loop per call (the pool
+        checks the socket for stray replies every time, #22). The pool still closes it."""
+        if self._conn is None:
+            self._conn = await client.connection_pool.get_connection()  # type: ignore[no-untyped-call]
+        return self._conn
 
     async def _send(self, items: list[T]) -> list[Any]:
         raise NotImplementedError
@@ -236,9 +261,9 @@ class ResultWriter(Coalescer[ResultItem]):
         return bool(await self._ask((key, result, False, dead)))
 
     async def _send(self, items: list[ResultItem]) -> list[Any]:
-        (reply,) = await evalsha(
-            self.client, [(self._script, write_call(self.keys, self.ttl_s, items))]
-        )
+        call = write_call(self.keys, self.ttl_s, items)
+        conn = await self._connection(self.client)
+        (reply,) = await evalsha(self.client, [(self._script, call)], conn)
         if isinstance(reply, ResponseError):
             raise reply
         return list(reply)
@@ -271,7 +296,8 @@ class ResultCheck(Coalescer[tuple[str, str]]):
             ("HMGET", self.keys.done(b), *[items[i][1] for i in at]) for b, at in groups.items()
         ]
         answers: list[Any] = [None] * len(items)
-        for at, reply in zip(groups.values(), await exchange(self.client, commands), strict=True):
+        replies = await exchange(self.client, commands, await self._connection(self.client))
+        for at, reply in zip(groups.values(), replies, strict=True):
             if isinstance(reply, ResponseError):
                 for i in at:
                     answers[i] = reply
@@ -370,6 +396,7 @@ class ScriptPipe(Coalescer[tuple[Lua, tuple[str, ...], str]]):
         replies = await evalsha(
             self.client,
             [(s, batch_args([(items[i][1], items[i][2]) for i in at])) for s, at in calls],
+            await self._connection(self.client),
         )
         answers: list[Any] = [None] * len(items)
         for (_, at), reply in zip(calls, replies, strict=True):
