@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator
+from typing import Any
 
 import pytest
 import redis.asyncio as aioredis
@@ -171,5 +172,36 @@ async def test_a_release_does_not_wait_for_redis_and_aclose_waits_for_the_releas
     assert await client.zcard(SCOPE.leases) == 2
     for lease in leases:
         await limiter.release(lease, 12, (0, 0))
+    await limiter.aclose()
+    assert await client.zcard(SCOPE.leases) == 0
+
+
+async def test_a_release_wakes_a_request_waiting_for_its_slot(
+    client: aioredis.Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A request refused for a slot is admitted when a release in its process frees one, not
+    at the end of the scripts' 50 ms poll: with every short timer held back (the poll's
+    included), only the release can wake it."""
+    cfg = EndpointConfig(provider="openai", base_url="http://127.0.0.1:9/v1", max_concurrency=1)
+    limiter = Limiter(client, "t", "ep", cfg)
+    first = await limiter.acquire("m", 10, 60)
+    loop = asyncio.get_running_loop()
+    call_later = loop.call_later
+    held = asyncio.Event()
+
+    def no_short_timers(delay: float, *args: Any, **kwargs: Any) -> asyncio.TimerHandle:
+        if 0 < delay <= 1.0:
+            held.set()
+            delay = 3600.0
+        return call_later(delay, *args, **kwargs)
+
+    monkeypatch.setattr(loop, "call_later", no_short_timers)
+    second = asyncio.ensure_future(limiter.acquire("m", 10, 60))
+    await asyncio.wait_for(held.wait(), 10)  # refused: waiting for its slot
+    assert not second.done()
+    await limiter.release(first, 12, (0, 0))
+    lease = await asyncio.wait_for(second, 10)
+    assert lease.id and lease.id != first.id
+    await limiter.release(lease, 12, (0, 0))
     await limiter.aclose()
     assert await client.zcard(SCOPE.leases) == 0
