@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from contextvars import ContextVar
-from typing import Any, ClassVar, get_args
+from typing import TYPE_CHECKING, Any, ClassVar, get_args
 
-import aiohttp
 from pydantic import BaseModel, ConfigDict, Field
 
 from providers.errors import Unsupported
@@ -16,6 +16,9 @@ from schemas.features import Feature, needs
 from schemas.request import EndpointKind, LLMRequest
 from schemas.result import Usage
 from schemas.trusted import trusted
+
+if TYPE_CHECKING:  # imported by whoever makes a session: a worker whose calls all go over
+    import aiohttp  # `providers.wire` never imports it (~80 ms of CPU at start, #22)
 
 #: Every feature: an adapter that accepts whatever a request may carry.
 ALL_FEATURES: frozenset[Feature] = frozenset(get_args(Feature))
@@ -156,8 +159,22 @@ class Provider(ABC):
         self.endpoint = endpoint
         self.settings = settings
         self.options = options
-        self.session = session
+        self._session = session
+        #: Makes the process's shared session at the adapter's first use of `session`, where
+        #: the caller passed none (workers: most never need one).
+        self.sessions: Callable[[], aiohttp.ClientSession] | None = None
         self.setup()
+
+    @property
+    def session(self) -> aiohttp.ClientSession | None:
+        """The process's shared aiohttp session: the one passed in, else `sessions()`'s."""
+        if self._session is None and self.sessions is not None:
+            self._session = self.sessions()
+        return self._session
+
+    @session.setter
+    def session(self, session: aiohttp.ClientSession | None) -> None:
+        self._session = session
 
     def setup(self) -> None:
         """Build what the adapter derives from its options (random generators, compiled

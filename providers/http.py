@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import re
+import sys
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import cached_property
-from typing import Annotated, Any, NamedTuple, TypeVar, overload
+from typing import TYPE_CHECKING, Annotated, Any, NamedTuple, TypeVar, overload
 from urllib.parse import quote
 
-import aiohttp
 import orjson
 from multidict import CIMultiDictProxy
 from pydantic import AfterValidator, BaseModel, Field, SecretStr, TypeAdapter, ValidationError
@@ -33,6 +33,9 @@ from providers.errors import (
 from providers.headers import RateLimits, rate_limits, retry_after_s
 from providers.wire import Origin, WirePool, request_head
 from providers.wire_parse import BodyCutShort
+
+if TYPE_CHECKING:  # imported where a session is made (`Provider.sessions`)
+    import aiohttp
 
 #: Sent with every call so fake servers, gateways and logs can tie a call to its request.
 CUSTOM_ID_HEADER = "x-batchyard-custom-id"
@@ -156,9 +159,14 @@ def _translated(exc: BaseException, where: str, timeout_s: float | None) -> Prov
     if isinstance(exc, TimeoutError):  # aiohttp.ServerTimeoutError included; must precede OSError
         limit = f" within {timeout_s:g}s" if timeout_s is not None else ""
         return Timeout(f"{where}: no complete answer{limit}")
-    if isinstance(exc, (aiohttp.ClientPayloadError, BodyCutShort)):
+    # aiohttp's errors only where it is imported: a worker whose calls all go over `wire`
+    # never imports it, so none of its errors can be raised there
+    client = sys.modules.get("aiohttp")
+    cut = (client.ClientPayloadError, BodyCutShort) if client is not None else BodyCutShort
+    if isinstance(exc, cut):
         return ServerError(f"{where}: response body cut short ({_snippet(str(exc))})")
-    if isinstance(exc, (aiohttp.ClientError, OSError)):
+    failed = (client.ClientError, OSError) if client is not None else OSError
+    if isinstance(exc, failed):
         detail = f"{type(exc).__name__}: {_snippet(str(exc))}"
         return ServerError(f"{where}: connection failed ({detail})")
     if isinstance(exc, orjson.JSONDecodeError):
@@ -325,6 +333,8 @@ class HTTPProvider(Provider):
 
     @cached_property
     def _timeout(self) -> aiohttp.ClientTimeout:
+        import aiohttp  # a session exists: it is imported
+
         timeout_s = self.settings.timeout_s
         return aiohttp.ClientTimeout(
             total=timeout_s, sock_connect=min(self.options.connect_timeout_s, timeout_s)
@@ -334,6 +344,8 @@ class HTTPProvider(Provider):
     def _connect_timeout(self) -> aiohttp.ClientTimeout:
         """`_timeout` without its total, for calls whose caller holds that bound: aiohttp's
         total timer was a loop timer armed and cancelled per call (#22)."""
+        import aiohttp
+
         return aiohttp.ClientTimeout(total=None, sock_connect=self._timeout.sock_connect)
 
     def describe(self, resp: HTTPResponse, err: VendorError) -> str:

@@ -29,8 +29,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
+import importlib.metadata
 import socket
 import ssl
+import sys
 from collections import deque
 from collections.abc import Mapping
 from typing import Any, NamedTuple, cast
@@ -43,7 +46,8 @@ from providers.wire_parse import ConnectionClosed, Reply, ResponseParser
 KEEPALIVE_S = 15.0
 #: Seconds a host's addresses are kept (the `ttl_dns_cache` workers gave aiohttp).
 DNS_TTL_S = 300.0
-#: Sent unless the caller sets them: what aiohttp 3's session sends (its `SERVER_SOFTWARE`).
+#: Sent unless the caller sets them: what aiohttp 3's session sends (`default_headers` puts
+#: in its `SERVER_SOFTWARE`).
 DEFAULT_HEADERS = {"Accept-Encoding": "gzip, deflate", "User-Agent": "Python/3.11 aiohttp/3"}
 _DEFAULT_PORTS = {"http": 80, "https": 443}
 
@@ -57,14 +61,18 @@ class Origin(NamedTuple):
 
 
 def _user_agent() -> str:
+    """aiohttp's `SERVER_SOFTWARE`, read from its installed version without importing it."""
     try:
-        from aiohttp.http import SERVER_SOFTWARE
-    except ImportError:  # pragma: no cover - aiohttp is a dependency
+        version = importlib.metadata.version("aiohttp")
+    except importlib.metadata.PackageNotFoundError:  # pragma: no cover - a dependency
         return DEFAULT_HEADERS["User-Agent"]
-    return SERVER_SOFTWARE
+    return f"Python/{sys.version_info[0]}.{sys.version_info[1]} aiohttp/{version}"
 
 
-DEFAULT_HEADERS["User-Agent"] = _user_agent()
+@functools.cache
+def default_headers() -> dict[str, str]:
+    """`DEFAULT_HEADERS` with aiohttp's User-Agent, read at the first request head."""
+    return {**DEFAULT_HEADERS, "User-Agent": _user_agent()}
 
 
 def request_head(method: str, url: str, headers: Mapping[str, str]) -> tuple[Origin, bytes] | None:
@@ -83,7 +91,7 @@ def request_head(method: str, url: str, headers: Mapping[str, str]) -> tuple[Ori
     given = {name.lower() for name in headers}
     if "host" in given or "content-length" in given or "transfer-encoding" in given:
         return None
-    defaults = [(k, v) for k, v in DEFAULT_HEADERS.items() if k.lower() not in given]
+    defaults = [(k, v) for k, v in default_headers().items() if k.lower() not in given]
     for name, value in (*headers.items(), *defaults):
         if not name.isprintable() or ":" in name or " " in name or not value.isprintable():
             return None

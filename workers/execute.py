@@ -9,9 +9,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import aiohttp
 import redis
 import redis.asyncio as aioredis
 from dramatiq.asyncio import get_event_loop_thread
@@ -48,6 +47,9 @@ from workers.results import FetchCheck, ResultCheck, ResultWriter
 from workers.structured import prepare
 from workers.tasks import Review, reviewer
 from workers.tracing import extract, span, trace_enabled, trace_id_of
+
+if TYPE_CHECKING:
+    import aiohttp
 
 log = logging.getLogger("batchyard.worker")
 #: `Job.model_validate` without its Python wrapper (~0.5 us of its ~3.8 per message, #22):
@@ -99,11 +101,22 @@ class Executor:
         assert self._writer is not None and self._requeuer is not None
         return self._writer, self._requeuer
 
+    def _shared_session(self) -> aiohttp.ClientSession:
+        """The process's aiohttp session, made (aiohttp imported) at first use: calls go over
+        `providers.wire`, so most workers never need one (its import cost ~80 ms, #22)."""
+        if self._session is None:
+            from workers.lean_aiohttp import import_aiohttp
+
+            import_aiohttp()  # aiohttp without reading CA certificates at import
+            import aiohttp
+
+            limit = max(100, self.concurrency)
+            connector = aiohttp.TCPConnector(limit=limit, ttl_dns_cache=300)
+            self._session = aiohttp.ClientSession(connector=connector)
+        return self._session
+
     def _open(self) -> None:
-        limit = max(100, self.concurrency)
-        connector = aiohttp.TCPConnector(limit=limit, ttl_dns_cache=300)
-        self._session = aiohttp.ClientSession(connector=connector)
-        self._wire = WirePool(limit)
+        self._wire = WirePool(max(100, self.concurrency))
         assert self.settings.redis_url is not None
         pool = aioredis.BlockingConnectionPool.from_url(
             self.settings.redis_url, max_connections=64, timeout=30
@@ -111,7 +124,8 @@ class Executor:
         self._redis = aioredis.Redis(connection_pool=pool)
         for name, cfg in self.config.endpoints.items():
             cls = provider_class(cfg.provider)
-            provider = cls(name, cfg, endpoint_options(name, cfg), self._session)
+            provider = cls(name, cfg, endpoint_options(name, cfg))
+            provider.sessions = self._shared_session
             if hasattr(provider, "wire"):  # an HTTPProvider (not imported: the mock is not one)
                 provider.wire = self._wire
             self.providers[name] = provider

@@ -14,7 +14,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-import aiohttp
 import orjson
 
 from providers.anthropic import AnthropicProvider
@@ -83,6 +82,8 @@ class VendorBatchAPI:
         return str(_check(resp, p, "create batch")["id"])
 
     async def _upload(self, data: bytes) -> str:
+        import aiohttp  # imported by the session `p.session` makes, if not before
+
         p = self.provider
         assert p.session is not None
         form = aiohttp.FormData()

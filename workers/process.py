@@ -10,8 +10,8 @@ import gc
 if __name__ == "__main__":
     gc.disable()  # a worker process starting: see `imports_done`, called once they are done
 
-# First: aiohttp without reading CA certificates at import, redis-py without the OTel SDK.
-import workers.lean_aiohttp
+# First: redis-py without the OTel SDK. aiohttp is imported only if a session is made
+# (`Executor._shared_session`), and then without reading CA certificates at import.
 import workers.lean_redis  # noqa: F401
 
 # isort: split

@@ -1,6 +1,7 @@
-"""`workers.lean_aiohttp`: a worker imports aiohttp without reading the CA certificates, and
-an https call still verifies the server against them (#22). Each case runs in a fresh
-interpreter, since the effect is on what a process has imported."""
+"""`workers.lean_aiohttp`: a worker imports aiohttp only when it makes a session, and then
+without reading the CA certificates, and an https call still verifies the server against them
+(#22). Each case runs in a fresh interpreter, since the effect is on what a process has
+imported."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any, cast
 
 import pytest
 
@@ -19,7 +21,7 @@ from tests.unit.test_lean_redis import _run
 #: the worker's aiohttp: prints the status, or the error's class.
 CALL = """
 import asyncio, ssl, sys
-import workers.process
+import workers.lean_aiohttp
 import aiohttp
 from aiohttp import web
 
@@ -46,9 +48,21 @@ asyncio.run(main())
 """
 
 
+#: What a worker's `Executor._shared_session` runs before it imports aiohttp.
+LEAN = "import ssl\nfrom workers.lean_aiohttp import import_aiohttp\nimport_aiohttp()\n"
+
+
+def test_a_worker_does_not_import_aiohttp_until_it_makes_a_session() -> None:
+    code = (
+        "import sys, workers.process, workers.execute\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] == 'aiohttp'))\n"
+    )
+    assert _run(code) == "[]"
+
+
 def test_a_worker_imports_aiohttp_without_reading_ca_certificates() -> None:
     code = (
-        "import ssl, workers.process\n"
+        LEAN + "import workers.process\n"
         "from aiohttp import connector\n"
         "for c in (connector._SSL_CONTEXT_VERIFIED, connector._SSL_CONTEXT_UNVERIFIED):\n"
         "    print(c.cert_store_stats()['x509_ca'])\n"
@@ -59,7 +73,7 @@ def test_a_worker_imports_aiohttp_without_reading_ca_certificates() -> None:
 
 def test_the_first_wrap_reads_them_as_the_import_would_have() -> None:
     code = (
-        "import ssl, workers.process\n"
+        LEAN + "import workers.process\n"
         "from aiohttp import connector\n"
         "ctx = connector._SSL_CONTEXT_VERIFIED\n"
         "ctx.wrap_bio(ssl.MemoryBIO(), ssl.MemoryBIO(), server_hostname='example.com')\n"
@@ -115,3 +129,27 @@ def test_an_https_call_verifies_the_server(certificate: tuple[Path, Path], tmp_p
     cert, key = certificate
     assert _call(cert, key, str(cert)) == "200 hi"
     assert _call(cert, key, str(tmp_path / "none.pem")) == "ClientConnectorCertificateError"
+
+
+def test_an_adapter_makes_the_shared_session_at_its_first_use() -> None:
+    """A worker's adapters get a session maker (`Provider.sessions`), not a session: it runs
+    once, when an adapter first needs the session, and a session passed in is used as is."""
+    from providers.registry import endpoint_options, provider_class
+    from schemas.config import EndpointConfig
+
+    cfg = EndpointConfig(provider="openai", base_url="http://127.0.0.1:9/v1", api_key="sk-x")
+    cls = provider_class("openai")
+    made: list[object] = []
+
+    def sessions() -> Any:
+        made.append(object())
+        return made[-1]
+
+    adapter = cls("e", cfg, endpoint_options("e", cfg))
+    adapter.sessions = sessions
+    assert made == []
+    assert adapter.session is made[0] and adapter.session is made[0]
+    assert len(made) == 1
+    given = cls("e", cfg, endpoint_options("e", cfg), session=cast(Any, "given"))
+    given.sessions = sessions
+    assert given.session == "given" and len(made) == 1
