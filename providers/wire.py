@@ -231,15 +231,20 @@ class WirePool:
         idle = self._idle.get(origin)
         if not idle:
             return None
+        # Oldest first (released in that order): those past KEEPALIVE_S are closed, not only
+        # skipped, so the sockets a busy pool never reaches down to do not stay open.
         now = asyncio.get_running_loop().time()
+        stale = 0
+        while stale < len(idle) and (
+            idle[stale].closed or now - idle[stale].idle_since > KEEPALIVE_S
+        ):
+            idle[stale].abort()
+            stale += 1
+        del idle[:stale]
         while idle:
             conn = idle.pop()
-            if conn.closed:
-                continue
-            if now - conn.idle_since > KEEPALIVE_S:
-                conn.abort()
-                continue
-            return conn
+            if not conn.closed:
+                return conn
         return None
 
     async def _connect(self, origin: Origin, timeout_s: float) -> _Connection:

@@ -21,7 +21,7 @@ from providers.errors import ProviderError, RateLimited, ServerError, Timeout
 from providers.fake_server import FakeServer
 from providers.http import HTTPProvider
 from providers.registry import endpoint_options, provider_class
-from providers.wire import Origin, WirePool, request_head
+from providers.wire import KEEPALIVE_S, Origin, WirePool, request_head
 from providers.wire_parse import BadResponse, BodyCutShort, ConnectionClosed, Reply
 from schemas.config import AppConfig
 from schemas.request import LLMRequest
@@ -157,6 +157,22 @@ async def test_chunked_gzip_split_into_single_bytes() -> None:
     pool.close()
     assert first.body == second.body == b'{"answer": 42}'
     assert [conn for conn, _ in seen] == [1, 1]
+
+
+async def test_idle_connections_past_the_keep_alive_are_closed_when_the_pool_is_next_used() -> None:
+    # Given three connections, idle in the pool, the two oldest past KEEPALIVE_S,
+    pool = WirePool(10)
+    async with serving(answering(OK)) as (origin, seen):
+        await asyncio.gather(*(call(pool, origin) for _ in range(3)))
+        stale, newest = pool._idle[origin][:2], pool._idle[origin][2]
+        for conn in stale:
+            conn.idle_since -= KEEPALIVE_S + 1
+        # when the next call takes a connection, it takes the newest and closes the two stale.
+        await call(pool, origin)
+        assert pool._idle[origin] == [newest]
+        assert all(conn.closed for conn in stale) and not newest.closed
+        pool.close()
+    assert len({conn for conn, _ in seen}) == 3
 
 
 async def test_bytes_past_the_answer_are_not_read_as_the_next_calls_answer() -> None:
