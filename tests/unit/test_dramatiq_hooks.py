@@ -346,6 +346,34 @@ def test_a_consumer_decodes_each_message_once_and_hands_on_their_jobs(
     broker.close()
 
 
+def test_a_fetched_messages_fields_are_read_without_the_proxys_getattr(
+    redis_server: RedisServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """dramatiq's proxy reaches every field through `__getattr__` (~12 reads per message,
+    each after a failed look-up); a fetched message holds them, equal to its message's."""
+    broker = build_broker(Settings(redis_url=redis_server.url))
+    broker.enqueue(Message("q", "a", ({"i": 1},), {"k": 2}, {"o": 3}))
+    consumer = broker.consume("q", prefetch=10, timeout=100)
+    got = next(consumer)
+    broker.close()
+    assert got is not None and isinstance(got, MessageProxy)
+    reached: list[str] = []
+    original = MessageProxy.__getattr__
+
+    def counted(self: MessageProxy, name: str) -> Any:
+        reached.append(name)
+        return original(self, name)
+
+    monkeypatch.setattr(MessageProxy, "__getattr__", counted)
+    message = got._message
+    for name in ("queue_name", "actor_name", "args", "kwargs", "options", "message_id"):
+        assert getattr(got, name) == getattr(message, name)
+    assert got.message_timestamp == message.message_timestamp
+    assert got.options is message.options  # one dict: what a hook writes there, both see
+    assert reached == []
+    assert not got.failed and got == message
+
+
 # --- broker attributes ------------------------------------------------------------------------
 
 

@@ -19,6 +19,18 @@ from workers.dramatiq_ext.dispatch import Fetch
 log = logging.getLogger("batchyard.consumer")
 
 
+class FetchedMessage(MessageProxy):
+    """dramatiq's `MessageProxy` with its message's fields (a frozen dataclass's, so they never
+    change) copied into the proxy. dramatiq reads them through `MessageProxy.__getattr__`,
+    which Python calls only after the normal look-up has failed and raised AttributeError:
+    ~0.85 us per read, against ~0.08 for an instance attribute, and a message's fields are
+    read about a dozen times between its fetch and its ack (#22)."""
+
+    def __init__(self, message: Message[Any]) -> None:
+        super().__init__(message)
+        self.__dict__.update(message.__dict__)
+
+
 class BatchAckConsumer(_RedisConsumer):
     """dramatiq's Redis consumer with acks handed to an `AckBatcher`, each in the ack set of
     the worker id the message was fetched under (the id changes when Redis restarts: see
@@ -55,7 +67,7 @@ class BatchAckConsumer(_RedisConsumer):
                         message = Message.decode(message)
                     self.queued_message_ids.add(message.message_id)
                     self._owner[message.options["redis_message_id"]] = self._cache_owner
-                    return MessageProxy(message)
+                    return FetchedMessage(message)
                 messages = []
                 if self.outstanding_message_count < self.prefetch:
                     self.message_cache = messages = self.fetch(

@@ -55,6 +55,21 @@ HOOKS: tuple[Hook, ...] = (
         "the copied __next__ uses message_cache, queued_message_ids, misses, prefetch, timeout",
     ),
     Hook(
+        "dramatiq.broker:MessageProxy",
+        "workers.dramatiq_ext.consumer:FetchedMessage",
+        "relies",
+        "cc402f18708ac074",
+        "__init__ sets failed, _message, _exception; the message's fields are reached through "
+        "__getattr__, so instance attributes of the same names stand in for it",
+    ),
+    Hook(
+        "dramatiq.message:Message",
+        "workers.dramatiq_ext.consumer:FetchedMessage",
+        "relies",
+        "02a5f9d1eb9d377d",
+        "a frozen dataclass without slots: its __dict__ is exactly its fields, never changed",
+    ),
+    Hook(
         "dramatiq.brokers.redis:dispatch.lua",
         "workers.dramatiq_ext.dispatch:ARGV, workers/dramatiq_ext/ack_many.lua, "
         "workers/dramatiq_ext/fetch_many.lua",
