@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
@@ -19,6 +19,7 @@ from schemas.config import parse_config
 from schemas.settings import Settings
 from tests.conftest import openai_line, wait_until
 from tests.reliability.conftest import Figures
+from workers import metrics
 from workers.process import start
 
 pytestmark = pytest.mark.integration
@@ -45,7 +46,17 @@ def span_text(span: Any) -> str:
     return " ".join(parts)
 
 
+@pytest.fixture
+def served_metrics() -> Iterator[None]:
+    """Metrics recorded as a served worker records them (labels included), then as before."""
+    before = metrics.RECORDING
+    metrics.record(True)
+    yield
+    metrics.record(before)
+
+
 def test_api_keys_leak_into_no_span_metric_log_result_or_redis_value(
+    served_metrics: None,
     redis_url: str,
     fake_server: Callable[..., Any],
     caplog: pytest.LogCaptureFixture,

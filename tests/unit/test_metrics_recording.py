@@ -74,3 +74,23 @@ def test_unserved_metrics_record_nothing_and_served_ones_count(restore: None) ->
     assert gauge._value.get() == 0
     assert tokens("rec") == 5
     assert metrics.COST.labels("rec")._value.get() == pytest.approx(5e-6)  # type: ignore[attr-defined]
+
+
+def test_a_worker_imports_prometheus_client_only_once_it_records() -> None:
+    code = (
+        "import sys, workers.process\n"
+        "from workers import metrics\n"
+        "print('prometheus_client' in sys.modules)\n"
+        "metrics.labeled(metrics.JOBS, 'e', 'succeeded').inc()\n"
+        "print('prometheus_client' in sys.modules)\n"
+        "metrics.record(True)\n"
+        "metrics.labeled(metrics.JOBS, 'e', 'succeeded').inc()\n"
+        "from prometheus_client import REGISTRY\n"
+        "labels = {'endpoint': 'e', 'status': 'succeeded'}\n"
+        "print(REGISTRY.get_sample_value('batchyard_jobs_total', labels))\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "PROMETHEUS_MULTIPROC_DIR"}
+    done = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, check=True
+    )
+    assert done.stdout.split() == ["False", "False", "1.0"]
