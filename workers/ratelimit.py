@@ -61,9 +61,12 @@ WAKE_S = 0.05
 WAKES_PER_RELEASE = 2
 
 
-def _wake(waiter: asyncio.Future[None]) -> None:
-    if not waiter.done():
-        waiter.set_result(None)
+def _wake(waiter: asyncio.Future[None]) -> bool:
+    """Wake `waiter`; False when it was done already (timed out or cancelled)."""
+    if waiter.done():
+        return False
+    waiter.set_result(None)
+    return True
 
 
 class Limiter:
@@ -204,10 +207,7 @@ class Limiter:
             self._pause_value = None
         woken, waiting = 0, self._waiting
         while waiting and woken < WAKES_PER_RELEASE:
-            waiter = waiting.popleft()
-            if not waiter.done():  # else it timed out or was cancelled
-                waiter.set_result(None)
-                woken += 1
+            woken += _wake(waiting.popleft())
 
     async def aclose(self) -> None:
         """Wait for the releases still on their way to Redis (before its client closes)."""
