@@ -203,15 +203,17 @@ class Coalescer(Generic[T]):
         """A future of `item`'s answer (the reply of its part of the call). A plain function,
         not a coroutine: callers await the future itself, one frame less per request."""
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        self._pending.append((item, future))
-        if self._flusher is None or self._flusher.done():
-            self._flusher = asyncio.create_task(self._flush())
+        self._queue(item, future)
         return future
 
     def _post(self, item: T) -> None:
         """Send `item` with the next call, its answer unread: nobody waits for it (one future
         and one task wake-up less per request), and a failure is logged, not raised."""
-        self._pending.append((item, None))
+        self._queue(item, None)
+
+    def _queue(self, item: T, future: asyncio.Future[Any] | None) -> None:
+        """Add `item` to the next call, and start the flusher if none is running."""
+        self._pending.append((item, future))
         if self._flusher is None or self._flusher.done():
             self._flusher = asyncio.create_task(self._flush())
 
