@@ -206,27 +206,25 @@ class Supervisor:
         """SIGTERM every child, wait for the grace period (or `stop(now=True)`), SIGKILL what
         is left."""
         pending = [c for c in self.children if c is not None and c.poll() is None]
-        if self._discard:
+        if not self._discard:  # discarded: killed below, with no drain and no warning
             for child in pending:
-                child.kill()
-            for child in pending:
-                child.wait()
-            pending = []
+                child.send_signal(signal.SIGTERM)
+            deadline = time.monotonic() + self.grace_s + 5
+            while pending and not self._now:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    break
+                if wait_exit(pending[0], min(left, 0.1)):
+                    pending.pop(0)
         for child in pending:
-            child.send_signal(signal.SIGTERM)
-        deadline = time.monotonic() + self.grace_s + 5
-        while pending and not self._now:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                break
-            if wait_exit(pending[0], min(left, 0.1)):
-                pending.pop(0)
-        for child in pending:
-            if self._now:
+            if self._discard:
+                pass
+            elif self._now:
                 log.warning("interrupted again; killing worker process %d", child.pid)
             else:
                 log.warning("worker process %d did not stop in time; killing it", child.pid)
             child.kill()
+        for child in pending:
             child.wait()
         if self._metrics_server is not None:
             self._metrics_server.shutdown()
