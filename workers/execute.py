@@ -67,6 +67,7 @@ class Executor:
         self.config = config
         self.policy = config.policy
         self.concurrency = concurrency
+        self._connections = max(100, concurrency)  # open at once, lean client or aiohttp
         self.broker = broker
         self.keys = Keys(settings.namespace)
         self.providers: dict[str, Provider] = {}
@@ -110,13 +111,12 @@ class Executor:
             import_aiohttp()  # aiohttp without reading CA certificates at import
             import aiohttp
 
-            limit = max(100, self.concurrency)
-            connector = aiohttp.TCPConnector(limit=limit, ttl_dns_cache=300)
+            connector = aiohttp.TCPConnector(limit=self._connections, ttl_dns_cache=300)
             self._session = aiohttp.ClientSession(connector=connector)
         return self._session
 
     def _open(self) -> None:
-        self._wire = WirePool(max(100, self.concurrency))
+        self._wire = WirePool(self._connections)
         assert self.settings.redis_url is not None
         pool = aioredis.BlockingConnectionPool.from_url(
             self.settings.redis_url, max_connections=64, timeout=30
