@@ -11,7 +11,6 @@ import logging
 import time
 from typing import TYPE_CHECKING, Any
 
-import redis
 import redis.asyncio as aioredis
 from dramatiq.asyncio import get_event_loop_thread
 from dramatiq.brokers.redis import RedisBroker
@@ -31,14 +30,13 @@ from schemas.structured import TASK_KIND as STRUCTURED
 from schemas.tokens import prompt_text, request_tokens
 from schemas.trusted import trusted
 from workers import metrics
-from workers.background import cancel_and_wait
+from workers.batch_watch import BatchWatch
 from workers.calls import call_endpoint
 from workers.health import EndpointHealth
 from workers.offload import Offload, batch_endpoints
 from workers.outcomes import BatchCancelled, CircuitOpen, Move, cost_of, succeeded
 from workers.plugins import CallContext, Plugin, load_plugins
 from workers.policy import BACKPRESSURE, backpressure_s, charged, compact, final_error
-from workers.protocol.batch_record import WORKER_FIELDS, BatchState
 from workers.protocol.dead_letter import DeadLetter
 from workers.protocol.keys import Keys
 from workers.ratelimit import Limiter, MustWait
@@ -80,12 +78,8 @@ class Executor:
         self._writer: ResultWriter | None = None
         self._requeuer: Requeuer | None = None
         self._ready: asyncio.Lock | None = None
-        self._batch_status: dict[str, tuple[float, BatchState]] = {}
-        self._batch_reads: dict[str, asyncio.Task[BatchState]] = {}
+        self._watch: BatchWatch | None = None
         self.offload: Offload | None = None
-        #: Batches cancelled since this process subscribed to `Keys.cancels`.
-        self._cancelled: set[str] = set()
-        self._listener: asyncio.Task[None] | None = None
         self._checks: ResultCheck | None = None
         #: Results checked by the consumer threads as messages are fetched (`FetchCheck`).
         self.fetch_check: FetchCheck | None = None
@@ -96,9 +90,8 @@ class Executor:
             async with self._ready:
                 if self._writer is None:
                     self._open()
-                    self._listener = asyncio.get_running_loop().create_task(
-                        self._listen_for_cancels(), name="cancel listener"
-                    )
+                    assert self._watch is not None
+                    self._watch.start()
         assert self._writer is not None and self._requeuer is not None
         return self._writer, self._requeuer
 
@@ -122,6 +115,7 @@ class Executor:
             self.settings.redis_url, max_connections=64, timeout=30
         )
         self._redis = aioredis.Redis(connection_pool=pool)
+        self._watch = BatchWatch(self._redis, self.keys, self.settings.cancel_poll_s)
         for name, cfg in self.config.endpoints.items():
             cls = provider_class(cfg.provider)
             provider = cls(name, cfg, endpoint_options(name, cfg))
@@ -154,43 +148,16 @@ class Executor:
         if self.offload is not None:
             self.offload.start()
 
-    async def _listen_for_cancels(self) -> None:
-        """Learn of every cancel as it happens (pub/sub), so a request of a cancelled batch
-        is not sent even when its message was fetched before the cancel. Should the
-        subscription drop, the batch status read every `cancel_poll_s` still stops them."""
-        assert self._redis is not None
-        lost = False  # said once, not every second of an outage
-        while True:
-            try:
-                async with self._redis.pubsub(ignore_subscribe_messages=True) as pubsub:
-                    await pubsub.subscribe(self.keys.cancels)
-                    lost = False
-                    async for message in pubsub.listen():
-                        data = message.get("data")
-                        if isinstance(data, bytes):
-                            if len(self._cancelled) > 10_000:
-                                self._cancelled.clear()
-                            self._cancelled.add(data.decode())
-            except (redis.RedisError, OSError) as exc:
-                if not lost:
-                    log.warning("cancel subscription lost, resubscribing: %s", exc)
-                lost = True
-                await asyncio.sleep(1.0)
-
     def cancelled(self, batch_id: str) -> bool:
-        """Whether the batch is known cancelled, without a Redis read: a published cancel,
-        or the last status read (`_batch_state`)."""
-        if batch_id in self._cancelled:
-            return True
-        cached = self._batch_status.get(batch_id)
-        return cached is not None and cached[1].status in ("cancelling", "cancelled")
+        """Whether the batch is known cancelled, without a Redis read (`BatchWatch`)."""
+        return self._watch is not None and self._watch.cancelled(batch_id)
 
     async def aclose(self) -> None:
         """Flush health counters, close adapters, the shared session and the Redis pool."""
         if self.offload is not None:
             await self.offload.aclose()
-        if self._listener is not None:
-            await cancel_and_wait(self._listener)
+        if self._watch is not None:
+            await self._watch.aclose()
         for health in self.health.values():
             try:
                 await health.flush()
@@ -393,8 +360,9 @@ class Executor:
                 return self._final(job, "errored", ErrorInfo(code=last, message=why))
             why = "the batch's completion window ended before it was sent"
             return self._final(job, "expired", ErrorInfo(code="batch_expired", message=why))
-        state = await self._batch_state(job.batch_id)
-        if job.batch_id in self._cancelled or state.status in ("cancelling", "cancelled"):
+        assert self._watch is not None
+        state = await self._watch.state(job.batch_id)
+        if self._watch.published(job.batch_id) or state.status in ("cancelling", "cancelled"):
             why = "the batch was cancelled before this request was sent"
             return self._final(job, "cancelled", ErrorInfo(code="batch_cancelled", message=why))
         if state.budget_usd is not None and state.cost_usd >= state.budget_usd:
@@ -460,28 +428,6 @@ class Executor:
             error=final_error(job.attempts, error),
             model=job.attempts[-1].model if job.attempts else None,
         )
-
-    async def _batch_state(self, batch_id: str) -> BatchState:
-        """Status, cost and budget of a batch; one Redis read per poll interval per process,
-        however many of its requests are in flight."""
-        cached = self._batch_status.get(batch_id)
-        if cached is not None and time.monotonic() - cached[0] <= self.settings.cancel_poll_s:
-            return cached[1]
-        task = self._batch_reads.get(batch_id)
-        if task is None:
-            task = asyncio.create_task(self._read_batch_state(batch_id))
-            self._batch_reads[batch_id] = task
-            task.add_done_callback(lambda _: self._batch_reads.pop(batch_id, None))
-        return await asyncio.shield(task)
-
-    async def _read_batch_state(self, batch_id: str) -> BatchState:
-        assert self._redis is not None
-        raw = await self._redis.hmget(self.keys.batch(batch_id), list(WORKER_FIELDS))
-        state = BatchState.parse(raw)
-        if len(self._batch_status) > 10_000:
-            self._batch_status.clear()
-        self._batch_status[batch_id] = (time.monotonic(), state)
-        return state
 
 
 class ExecutorLifecycle(Middleware):
