@@ -94,3 +94,35 @@ def test_a_run_the_group_cannot_decide_runs_call_by_call(r: redis.Redis) -> None
     replies = run(r, Lua.LIMIT_ADMIT, keys, admits)
     assert [int(ok) for ok, _, _ in replies] == [1, 0, 0]  # type: ignore[misc]
     assert r.zcard(keys[5]) == 0 and r.hget(keys[4], "first_until") == b"61000"
+
+
+def test_calls_that_differ_where_a_group_needs_them_equal_leave_what_one_by_one_leaves(
+    r: redis.Redis,
+) -> None:
+    # A group reads each call's words with one match: calls whose ttls differ, and releases
+    # whose answers carried limit headers or announced limits, must still come out as the
+    # calls one by one would leave them.
+    grouped, single = scopes("mix"), scopes("one")
+    for keys in (grouped, single):
+        r.hset(keys[4], mapping={"nohdr": 1, "aimd": 50})
+    admits = [f"{1000 + i}.5 m{i} {60000 + (i % 2) * 5000} 8 1 0 0 0 0 0 0 " for i in range(6)]
+    assert run(r, Lua.LIMIT_ADMIT, grouped, admits) == [
+        run(r, Lua.LIMIT_ADMIT, single, [words])[0] for words in admits
+    ]
+    nothing = "-1 " * 6
+
+    def release(now: int, lease: str, news: str, heard: str) -> str:
+        return f"{now} {lease} 3 {news}1 0 8 {heard}{now - 10} 0 0 0 0 0 0 "
+
+    releases = [
+        release(2000, "m0", "0 0 ", nothing),
+        release(2001, "m1", "0 0 ", "100 99 60000 -1 -1 -1 "),  # limit headers
+        release(2002, "m2", "60 0 ", nothing),  # an announced limit
+        release(2003, "m3", "0 0 ", nothing),
+    ]
+    assert run(r, Lua.LIMIT_RELEASE, grouped, releases) == [1] * 4
+    for words in releases:
+        assert run(r, Lua.LIMIT_RELEASE, single, [words]) == [1]
+    assert state(r, grouped)[1:] == state(r, single)[1:]
+    for keys in (grouped, single):  # the last admission's ttl, doubled
+        assert 125_000 < r.pttl(keys[5]) <= 130_000

@@ -5,44 +5,58 @@
 -- with one ZADD (#22). The replies and what is written are those of the calls one by one,
 -- except that expired leases are dropped once, as of the run's first call.
 -- Anything else: nil, before anything is written (the calls then run one by one).
-local function group_calls(keys, calls)
-  KEYS, ARGV = keys, calls[1]
-  local gate, n = ARGV[5], #ARGV
-  for _, c in ipairs(calls) do
-    if #c ~= n or c[5] ~= gate or not (tonumber(c[1]) and tonumber(c[3])) then return nil end
-    for j = 6, n do
-      if c[j] ~= ARGV[j] then return nil end
-    end
-  end
+
+-- A call's words: now, lease id, ttl, then the tokens (not needed: no tpm) and the gate and
+-- limits, which must be the run's first call's. One match per call, not a table of words.
+local ADMIT_WORDS = '^(%S+) (%S*) (%S+) %S* (.*)$'
+local ADMITTED = {1, '0', 0}
+
+local function group_calls(keys, calls, m)
+  local now_s, lease, ttl_s, same = string.match(calls[1], ADMIT_WORDS)
+  if not same then return nil end
+  KEYS, ARGV = keys, split(calls[1])
   local all = scopes(6)
   for _, s in ipairs(all) do
     if s.rpm ~= 0 or s.tpm ~= 0 or s.conc == nil then return nil end
   end
+  local gate = ARGV[5]
   if read_pause(all[1].pause) ~= nil then return nil end
   local gated = gate == '1'
   local f = read_state(all[#all].p, false, gated, true)
   if f[1] or f[5] or (gated and not f.nohdr) then return nil end
-  local first_now = tonumber(ARGV[1])
+  -- the calls' (now, lease, expiry), checked before anything is written
+  local nows, ids, ends, ttls = {}, {}, {}, {}
+  local last_ttl_s, ttl = nil, nil
+  for j = 1, m do
+    local rest
+    now_s, lease, ttl_s, rest = string.match(calls[j], ADMIT_WORDS)
+    if rest ~= same then return nil end
+    if ttl_s ~= last_ttl_s then last_ttl_s, ttl = ttl_s, tonumber(ttl_s) end
+    local now = tonumber(now_s)
+    if not (now and ttl) then return nil end
+    nows[j], ids[j], ends[j], ttls[j] = now, lease, now + ttl, ttl
+  end
+  local first_now = nows[1]
   -- the scopes that hold leases: those with a max concurrency, and the last one when gated
   -- (adaptive concurrency, lib/aimd)
   local held = {}
   for i, s in ipairs(all) do
     local aimd = gated and i == #all
     if s.conc > 0 or aimd then
-      held[#held + 1] = {s = s, live = leases_in_use(s.leases, first_now), add = {},
+      held[#held + 1] = {s = s, live = leases_in_use(s.leases, first_now), add = {}, k = 0,
                          aimd = aimd and math.floor(tonumber(f.aimd or AIMD_START)) or nil}
     end
   end
-  local out, ttl = {}, nil
-  for j, c in ipairs(calls) do
-    local now, wait = tonumber(c[1]), 0
+  local out, last = {}, nil
+  for j = 1, m do
+    local now, wait = nows[j], 0
     for _, h in ipairs(held) do
       if h.aimd and h.live >= h.aimd then wait = math.max(wait, 50) end
       if h.s.conc > 0 and h.live >= h.s.conc then
         if h.first == nil then  -- the lease that expires first, as the call would read it
           local e = redis.call('zrange', h.s.leases, 0, 0, 'WITHSCORES')
           h.first = tonumber(e[2]) or math.huge
-          for k = 1, #h.add, 2 do h.first = math.min(h.first, h.add[k]) end
+          for k = 1, h.k, 2 do h.first = math.min(h.first, h.add[k]) end
         end
         wait = math.max(wait, math.min(50, h.first - now))
       end
@@ -50,22 +64,22 @@ local function group_calls(keys, calls)
     if wait > 0 then
       out[j] = {0, tostring(math.ceil(wait)), 0}
     else
-      ttl = tonumber(c[3])
+      last = j
+      local e = ends[j]
       for _, h in ipairs(held) do
         h.live = h.live + 1
-        h.add[#h.add + 1] = now + ttl
-        h.add[#h.add + 1] = c[2]
-        if h.first ~= nil then h.first = math.min(h.first, now + ttl) end
+        h.add[h.k + 1], h.add[h.k + 2], h.k = e, ids[j], h.k + 2
+        if h.first ~= nil then h.first = math.min(h.first, e) end
       end
-      out[j] = {1, '0', 0}
+      out[j] = ADMITTED
     end
   end
-  if ttl == nil then return out end
+  if last == nil then return out end
   for _, h in ipairs(held) do
-    for k = 1, #h.add, 1000 do
-      redis.call('zadd', h.s.leases, unpack(h.add, k, math.min(k + 999, #h.add)))
+    for k = 1, h.k, 1000 do
+      redis.call('zadd', h.s.leases, unpack(h.add, k, math.min(k + 999, h.k)))
     end
-    expire_later(h.s.leases, ttl * 2)
+    expire_later(h.s.leases, ttls[last] * 2)
   end
   for _, s in ipairs(all) do expire_later(s.p, 120000) end
   return out
