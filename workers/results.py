@@ -290,7 +290,7 @@ class ResultCheck(Coalescer[tuple[str, str]]):
     async def _send(self, items: list[tuple[str, str]]) -> list[Any]:
         # One HMGET per batch, not a HEXISTS per item: each reply read is an await with its
         # own timeout, which at 0 ms cost more than the commands. A stored result's field
-        # holds its stream id (or '' while written), so "not nil" is HEXISTS's answer.
+        # holds its stream id, so "not nil" is HEXISTS's answer.
         groups: dict[str, list[int]] = {}
         for i, (batch_id, _) in enumerate(items):
             groups.setdefault(batch_id, []).append(i)

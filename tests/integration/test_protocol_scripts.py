@@ -136,6 +136,33 @@ def test_results_of_two_batches_in_one_call_and_a_retry_of_the_failed_one(r: red
     assert r.llen(KEYS.queue("llm.a")) == 1
 
 
+def test_a_calls_done_marks_are_read_and_written_once_per_batch_in_slices(r: redis.Redis) -> None:
+    """One HMGET and one HSET of the done hash per batch and call, not an HSETNX and an HSET
+    per result; past Lua's unpack limit (8,000 values) they go in slices of 4,000 values."""
+    write = register(r, Lua.WRITE_RESULTS)
+    r.hset(KEYS.done("b1"), "k7", "1-1")  # stored before
+    n = 4_500
+    items = [
+        (f"k{i}", LLMResult(custom_id=f"k{i}", batch_id="b1", status="succeeded"), True, b"")
+        for i in range(n)
+    ]
+    r.config_resetstat()
+    replies = write(**write_call(KEYS, 60, [*items, items[0]]))  # k0 twice in the call
+    stats = r.info("commandstats")
+    assert replies == [int(i != 7) for i in range(n)] + [0]
+    assert "cmdstat_hsetnx" not in stats
+    assert stats["cmdstat_hmget"]["calls"] == 2 + 1  # 4,500 keys; and the finished check
+    assert stats["cmdstat_hset"]["calls"] == 3  # 2 x 4,499 values
+    assert stats["cmdstat_xadd"]["calls"] == n - 1
+    marks = {k.decode(): v.decode() for k, v in r.hgetall(KEYS.done("b1")).items()}
+    entries = r.xrange(KEYS.stream("b1"))
+    assert {e[1][b"k"].decode(): e[0].decode() for e in entries} == {
+        k: v for k, v in marks.items() if k != "k7"
+    }
+    assert marks["k7"] == "1-1"
+    assert r.hmget(KEYS.batch("b1"), "completed", "n_succeeded", "total") == [b"4499"] * 3
+
+
 def test_a_call_adds_its_results_counters_tokens_and_costs_to_each_batch(r: redis.Redis) -> None:
     """Counters are summed per batch of a call: the totals are those of the stored results,
     duplicates (in the call or stored before) adding nothing."""

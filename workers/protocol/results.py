@@ -28,34 +28,40 @@ _Entry = TypeVar("_Entry", ResultEntry, RawEntry)
 def write_call(keys: Keys, ttl_s: int, items: Sequence[ResultItem]) -> ScriptCall:
     """Keyword arguments of one `write_results.lua` call storing `items` (of any batches).
 
-    One blob instead of seven arguments per result: packing those cost workers more CPU than
-    the script itself.
+    One blob instead of five arguments per result (packing those cost workers more CPU than
+    the script itself), then each result's JSON as an argument of its own. A result's counts
+    go as one word, its ledger: the script adds up each distinct ledger once per call, and
+    most of a call's results have the same (#22).
     """
     batches: dict[str, bytes] = {}
     script_keys: list[str] = []
-    blob = bytearray()
+    parts: list[bytes] = []
+    data: list[bytes] = []
     for key, result, count, dead in items:
         index = batches.get(result.batch_id)
         if index is None:
             index = batches[result.batch_id] = b"%d" % len(batches)
             script_keys += keys.results(result.batch_id)
         usage = result.usage
-        fields = (
+        cost = result.cost_usd
+        ledger = b"%s %d %d %d %d %d" % (
+            result.status.encode(),
+            count,
+            usage.input_tokens,
+            usage.output_tokens,
+            usage.cached_tokens,
+            usage.reasoning_tokens,
+        )
+        data.append(result.json_bytes())
+        parts += (
             index,
             key.encode(),
-            result.status.encode(),
-            result.json_bytes(),
-            b"1" if count else b"0",
             dead,
-            repr(result.cost_usd or 0.0).encode(),
-            b"%d" % usage.input_tokens,
-            b"%d" % usage.output_tokens,
-            b"%d" % usage.cached_tokens,
-            b"%d" % usage.reasoning_tokens,
-            b"",
+            repr(cost).encode() if cost and cost > 0 else b"",
+            ledger,
         )
-        blob += SEP.join(fields)
-    return {"keys": script_keys, "args": [ttl_s, time.time(), bytes(blob)]}
+    blob = SEP.join(parts) + SEP if parts else b""
+    return {"keys": script_keys, "args": [ttl_s, time.time(), blob, *data]}
 
 
 def read_stream(raw: Any, after: str) -> tuple[list[ResultEntry], str]:
