@@ -34,6 +34,7 @@ from schemas.settings import Settings
 from workers.broker import build_broker
 from workers.dramatiq_ext import AckBatcher, Dispatch, LaneBroker, LoopWorker, WaitForRedis
 from workers.dramatiq_ext import dispatch as dispatch_mod
+from workers.dramatiq_ext.acks import ACK_MANY
 from workers.dramatiq_ext.broker import implements
 from workers.dramatiq_ext.middleware import AsyncIOLoop, new_event_loop
 from workers.dramatiq_ext.upstream import HOOKS, READ_FROM, Hook, digest, resolve, upstream_source
@@ -263,6 +264,28 @@ def test_ack_many_acks_each_message_in_the_set_it_was_fetched_into(
         "ack_many.lua left acked messages stored, or deleted one no ack set held",
     )
     assert client.zscore(dispatch_mod.heartbeats_key("hk"), "renewed") is not None
+
+
+def test_ack_many_sends_one_command_of_each_kind_per_ack_set(ns_broker: RedisBroker) -> None:
+    """One SMISMEMBER, one SREM and one HDEL per ack set and call, not an SREM per message
+    (#22); an id acked twice in one call is acked once."""
+    client: redis.Redis = ns_broker.client
+    for i in range(50):
+        ns_broker.enqueue(Message("q", "a", ({"i": i},), {}, {}))
+    consumer = ns_broker.consume("q", prefetch=50, timeout=100)
+    rids = [m.options["redis_message_id"] for m in (next(consumer) for _ in range(50)) if m]
+    keys = [
+        dispatch_mod.heartbeats_key("hk"),
+        dispatch_mod.acks_key("hk", ns_broker.broker_id, "q"),
+        dispatch_mod.msgs_key("hk", "q"),
+    ]
+    client.config_resetstat()
+    script = client.register_script(ACK_MANY)
+    assert script(keys=keys, args=[1, ns_broker.broker_id, 51, *rids, rids[0]]) == 50
+    stats = client.info("commandstats")
+    assert [stats[f"cmdstat_{c}"]["calls"] for c in ("smismember", "srem", "hdel")] == [1, 1, 1]
+    assert client.scard(keys[1]) == 0
+    assert client.hlen(keys[2]) == 0
 
 
 def fill(client: redis.Redis, ns: str, ids: list[str]) -> None:

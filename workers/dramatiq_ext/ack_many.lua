@@ -1,7 +1,8 @@
 -- Acks many messages in one call: dramatiq's dispatch.lua `ack` command, once per message,
 -- each in the ack set the message was fetched into (its worker id at fetch time). Messages
--- come grouped by that set: one SREM each (its answer says whether to delete the data, as in
--- dispatch.lua), then one HDEL for the group's acked ids.
+-- come grouped by that set: one SMISMEMBER, one SREM and one HDEL per group, for the ids its
+-- set still holds (dispatch.lua deletes a message's data only when its SREM removed it), not
+-- a script-to-Redis call per message (#22).
 -- KEYS[1]: dramatiq's heartbeat zset; then for group g (g = 1..m):
 --   KEYS[2g]: the ack set of (the group's fetch-time worker id, its queue), KEYS[2g+1]: its
 --   queue's .msgs hash
@@ -11,16 +12,22 @@
 redis.call("zadd", KEYS[1], ARGV[1], ARGV[2])
 local done, pos = 0, 3
 for k = 2, #KEYS, 2 do
-    local last = pos + tonumber(ARGV[pos])
-    local acked = {}
-    for i = pos + 1, last do
-        if redis.call("srem", KEYS[k], ARGV[i]) > 0 then
-            acked[#acked + 1] = ARGV[i]
+    local first, last = pos + 1, pos + tonumber(ARGV[pos])
+    if last >= first then
+        local held = redis.call("smismember", KEYS[k], unpack(ARGV, first, last))
+        local acked, seen = {}, {}
+        for i, member in ipairs(held) do
+            local id = ARGV[pos + i]
+            if member == 1 and not seen[id] then
+                seen[id] = true
+                acked[#acked + 1] = id
+            end
         end
-    end
-    if #acked > 0 then
-        redis.call("hdel", KEYS[k + 1], unpack(acked))
-        done = done + #acked
+        if #acked > 0 then
+            redis.call("srem", KEYS[k], unpack(acked))
+            redis.call("hdel", KEYS[k + 1], unpack(acked))
+            done = done + #acked
+        end
     end
     pos = last + 1
 end
