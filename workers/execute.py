@@ -33,7 +33,6 @@ from workers import metrics
 from workers.batch_watch import BatchWatch
 from workers.calls import call_endpoint
 from workers.health import EndpointHealth
-from workers.offload import Offload, batch_endpoints
 from workers.outcomes import BatchCancelled, CircuitOpen, Move, cost_of, succeeded
 from workers.plugins import CallContext, Plugin, load_plugins
 from workers.policy import BACKPRESSURE, backpressure_s, charged, compact, final_error
@@ -48,6 +47,8 @@ from workers.tracing import extract, span, trace_enabled, trace_id_of
 
 if TYPE_CHECKING:
     import aiohttp
+
+    from workers.offload import Offload
 
 log = logging.getLogger("batchyard.worker")
 #: `Job.model_validate` without its Python wrapper (~0.5 us of its ~3.8 per message, #22):
@@ -130,6 +131,12 @@ class Executor:
         self._requeuer = Requeuer(self._redis, self.broker)
         self.plugins = load_plugins(self.config.plugins, self._redis, self.keys.ns)
         self._writer = ResultWriter(self._redis, self.keys, self.settings.result_ttl_s)
+        if not any(cfg.offloaded for cfg in self.config.endpoints.values()):
+            return
+        # Here, not at the top: it imports the OpenAI and Anthropic adapters and their
+        # translations, which a worker with no `mode: batch` endpoint may never use (#22).
+        from workers.offload import Offload, batch_endpoints
+
         offloaded = batch_endpoints(self.config.endpoints, self.providers)
         if offloaded:
             writer, requeuer = self._writer, self._requeuer

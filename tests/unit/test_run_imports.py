@@ -49,6 +49,12 @@ def test_a_worker_that_does_not_trace_imports_no_tracing_sdk() -> None:
     assert _unused("import workers.process", ("opentelemetry.sdk", "psutil")) == "[]"
 
 
+def test_a_worker_imports_batch_offload_only_for_an_endpoint_in_batch_mode() -> None:
+    # The Executor imports it when its config has a `mode: batch` endpoint (test_offload).
+    offload = ("workers.offload", "workers.offload_vendor", "providers.anthropic")
+    assert _unused("import workers.process", offload) == "[]"
+
+
 def test_a_run_with_a_prestarted_worker_leaves_the_adapters_imports_to_it(tmp_path: Path) -> None:
     # The config check needs every adapter of the config imported (aiohttp with them): the
     # prestarted worker, which imports them anyway, checks it for the run.
