@@ -18,10 +18,10 @@ from workers.lifetime import exit_now, imports_done
 def main() -> None:
     """Console-script entry point (also `python -m batchyard`)."""
     running = sys.argv[1:2] == ["run"]
-    if running:
-        warm.prestart()
-    code: int = 0
     gc.disable()  # the command's imports: see `imports_done`, called once they are done
+    if running:
+        warm.prestart(fork=True)
+    code: int = 0
     try:
         import workers.lean_redis  # noqa: F401  (before anything imports redis-py)
 

@@ -21,8 +21,10 @@ import logging
 import os
 import signal
 import sys
+import threading
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO, NoReturn
 
 import dramatiq
 import orjson
@@ -181,12 +183,13 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def await_handoff(replies: int) -> int:
+def await_handoff(replies: int, requests: BinaryIO | None = None) -> int:
     """A prestarted worker (`workers.warm`): imports are done; check configs on request
     (answered on the pipe `replies`) until the arguments and environment of a cold start
-    arrive on stdin, then run as one. EOF: nobody needs us, exit."""
+    arrive on `requests` (stdin by default), then run as one. EOF: nobody needs us, exit."""
+    source = sys.stdin.buffer if requests is None else requests
     while True:
-        line = sys.stdin.buffer.readline()
+        line = source.readline()
         if not line.strip():
             return 0
         spec = orjson.loads(line)
@@ -199,6 +202,21 @@ def await_handoff(replies: int) -> int:
     os.environ.clear()
     os.environ.update(spec["env"])
     return main(list(spec["argv"]))
+
+
+def run_forked(replies: int, requests: BinaryIO) -> NoReturn:
+    """A worker forked by `workers.warm.prestart(fork=True)`: what `python -m workers.process
+    --await-handoff` runs, with its requests on a pipe of their own. Never returns into the
+    code it was forked from."""
+    imports_done()
+    try:
+        exit_now(await_handoff(replies, requests))
+    except SystemExit as exc:  # a non-daemon thread is alive: wait, as an interpreter's exit does
+        main = threading.main_thread()
+        for thread in threading.enumerate():
+            if thread is not main and not thread.daemon:
+                thread.join()
+        exit_now(exc.code if isinstance(exc.code, int) else 1)
 
 
 def passes(config: str | None) -> bool:

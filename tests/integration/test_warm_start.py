@@ -42,6 +42,19 @@ def test_an_unclaimed_worker_exits_quietly() -> None:
     assert not warm._waiting
 
 
+def test_an_unclaimed_forked_worker_exits_quietly() -> None:
+    code = (
+        "from workers import warm; warm.prestart(fork=True); proc = warm._waiting[0].proc; "
+        "warm.discard_all(); print(type(proc).__name__, proc.returncode)"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["Forked", "0"]
+    assert done.stderr == ""
+
+
 def test_a_claim_that_changes_import_time_settings_starts_cold(tmp_path: Path) -> None:
     # Given a worker prestarted without content capture (read when tracing is imported),
     warm.prestart()
@@ -78,10 +91,53 @@ def claim_and_run(config: Path, redis_url: str, jobs: int) -> None:
     assert proc.returncode == 0
 
 
-def test_a_waiting_worker_ends_with_its_parent() -> None:
-    # Given a parent that prestarts a worker and is then killed,
+#: A `batchyard run` process's start, in short: fork the worker, have it check the config,
+#: hand it over, submit. Prints what it saw; the test reads it.
+FORKED = """
+import os, signal
+from pathlib import Path
+import psutil
+from workers import warm
+from workers.lifetime import PARENT_PID_ENV
+warm.prestart(fork=True)
+proc = warm._waiting[0].proc
+# A fork runs this same program, where a spawned worker runs `python -m workers.process`.
+same = psutil.Process(proc.pid).cmdline() == psutil.Process().cmdline()
+print("forked" if isinstance(proc, warm.Forked) and same else "spawned")
+print("passed" if warm.check(Path(CONFIG)) else "failed")
+env = {**os.environ, PARENT_PID_ENV: str(os.getpid()), "REDIS_URL": URL}
+assert warm.claim(["--concurrency", "4", "--config", CONFIG], env) is proc
+from producers.client import Client
+from tests.conftest import openai_line, wait_until
+with Client(URL) as client:
+    batch_id = client.submit_many([openai_line(f"f-{i}", "x") for i in range(3)]).batch_id
+    wait_until(lambda: client.batch(batch_id).finished, 60, "the batch to finish")
+    print(client.batch(batch_id).counts.completed)
+proc.send_signal(signal.SIGTERM)
+print(proc.wait(timeout=30))
+"""
+
+
+def test_a_forked_worker_checks_configs_is_claimed_and_runs_as_a_spawned_one(
+    redis_url: str, write_config: Callable[[dict[str, object]], Path]
+) -> None:
+    # Given a process that forks its prestarted worker (as `batchyard run` does),
+    config = write_config({"endpoints": {"mock": {"provider": "mock"}}})
+    code = f"CONFIG, URL = {str(config)!r}, {redis_url!r}\n" + FORKED
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=False
+    )
+    # the worker is a fork of it; it checks the config, runs the jobs once claimed, and
+    # drains and exits 0 on SIGTERM.
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["forked", "passed", "3", "0"]
+
+
+@pytest.mark.parametrize("fork", [False, True])
+def test_a_waiting_worker_ends_with_its_parent(fork: bool) -> None:
+    # Given a parent that prestarts a worker (spawned, or forked) and is then killed,
     code = (
-        "import os, signal; from workers import warm; warm.prestart(); "
+        f"import os, signal; from workers import warm; warm.prestart(fork={fork}); "
         "print(warm._waiting[0].proc.pid, flush=True); os.kill(os.getpid(), signal.SIGKILL)"
     )
     parent = subprocess.run(
