@@ -29,9 +29,24 @@ def test_redis_imports_without_the_metrics_sdk_and_the_sdk_still_imports_after()
     assert _run(code).splitlines() == ["False None", "MeterProvider"]
 
 
+def test_redis_imports_without_the_metrics_api_and_the_api_still_imports_after() -> None:
+    code = (
+        "import sys, workers.lean_redis\n"
+        "import redis.observability.metrics as m\n"
+        "print('opentelemetry.metrics' in sys.modules, m.OTEL_AVAILABLE)\n"
+        "from opentelemetry.metrics import Meter\n"
+        "print(Meter.__name__)\n"
+    )
+    assert _run(code).splitlines() == ["False False", "Meter"]
+
+
 def test_the_worker_process_imports_it_first() -> None:
-    code = "import sys, workers.process\nprint('opentelemetry.sdk.metrics' in sys.modules)\n"
-    assert _run(code) == "False"
+    code = (
+        "import sys, workers.process\n"
+        "print('opentelemetry.sdk.metrics' in sys.modules,"
+        " 'opentelemetry.metrics' in sys.modules)\n"
+    )
+    assert _run(code) == "False False"
 
 
 def test_the_cli_imports_it_before_its_commands() -> None:
