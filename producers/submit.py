@@ -13,7 +13,7 @@ from typing import Any
 
 from opentelemetry.trace import SpanContext
 
-from schemas.batch_lines import LineError, parse_line, parse_object
+from schemas.batch_lines import LineError, parse_line, parse_object, plain_line
 from schemas.bodies import BodyError, check_body
 from schemas.config import AppConfig
 from schemas.job import Task
@@ -120,7 +120,20 @@ class ChunkBuilder:
         # One prefix per chunk + a counter: unique ids without a uuid4 per message.
         prefix = chunk_prefix()
         self._tracing = trace_enabled()
+        # A plain line (the common one) goes the short way: checked by `plain_line`, written
+        # by `plain_writer`, without a request model; spans need the long way.
+        plain = None if self._tracing else self.envelopes.plain_writer(now)
+        queue, add, has_task = self.envelopes.queue, chunk.blob.add, self.envelopes.has_task
         for n, (number, item) in enumerate(lines):
+            if plain is not None and type(item) is bytes:
+                line = plain_line(item, self.kinds)
+                if line is not None and (has_task or "response_format" not in line[2]):
+                    cid, kind, body = line
+                    redis_id = f"{prefix}{n:08x}"
+                    add(cid, queue, redis_id, plain(cid, kind, body, redis_id))
+                    chunk.enqueued_lines.append(number)
+                    chunk.enqueued_ids.append(cid)
+                    continue
             try:
                 request = self._request(item, number)
                 self._check_route(request.route, number, request.custom_id)

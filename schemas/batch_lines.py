@@ -10,7 +10,14 @@ import orjson
 from pydantic import ValidationError
 
 from schemas.bodies import BodyError, check_body
-from schemas.request import EXTENSIONS, KIND_URLS, URL_KINDS, EndpointKind, LLMRequest
+from schemas.request import (
+    CUSTOM_ID_MAX,
+    EXTENSIONS,
+    KIND_URLS,
+    URL_KINDS,
+    EndpointKind,
+    LLMRequest,
+)
 
 CHAT_URL = KIND_URLS["chat"]
 _LINE_KEYS = frozenset({"custom_id", "method", "url", "body"})
@@ -41,6 +48,39 @@ def parse_line(
     `kinds` limits the endpoints a line may address (an OpenAI batch runs one `endpoint`).
     """
     return parse_object(json_object(raw, line), line, kinds)
+
+
+def plain_line(
+    raw: bytes, kinds: Collection[EndpointKind] | None = None
+) -> tuple[str, EndpointKind, dict[str, Any]] | None:
+    """The line in its most common form, an OpenAI batch line (custom_id, method POST, url,
+    body) with none of batchyard's extensions, decoded and checked: (custom_id, kind, body),
+    as `parse_line` would make its request. None for any other line, good or bad:
+    `parse_line` reads it then, and names what is wrong. Skips the request model and the
+    layers `parse_line` goes through, most of a submitted line's CPU (#22)."""
+    try:
+        obj = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return None
+    if type(obj) is not dict or len(obj) != 4 or obj.get("method") != "POST":
+        return None
+    custom_id, url, body = obj.get("custom_id"), obj.get("url"), obj.get("body")
+    kind = URL_KINDS.get(url) if type(url) is str else None
+    if (
+        kind is None
+        or (kinds is not None and kind not in kinds)
+        or type(custom_id) is not str
+        or not 0 < len(custom_id) <= CUSTOM_ID_MAX
+        or not custom_id.isprintable()
+        or type(body) is not dict
+        or not EXTENSIONS.isdisjoint(body)
+    ):
+        return None
+    try:
+        check_body(kind, body)
+    except BodyError:
+        return None
+    return custom_id, kind, body
 
 
 def json_object(item: Any, line: int) -> dict[str, Any]:

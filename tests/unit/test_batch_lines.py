@@ -8,7 +8,7 @@ from typing import Any
 import orjson
 import pytest
 
-from schemas.batch_lines import LineError, parse_line
+from schemas.batch_lines import LineError, parse_line, plain_line
 from schemas.job import Job
 from tests.conftest import openai_line
 
@@ -284,6 +284,7 @@ USER = {"role": "user", "content": "hi"}
 def test_bad_lines_name_the_line_and_the_field(
     raw: bytes, field: str | None, fragment: str
 ) -> None:
+    assert plain_line(raw) is None  # the short way leaves every bad line to parse_line
     with pytest.raises(LineError) as info:
         parse_line(raw, 42)
     err = info.value
@@ -341,3 +342,42 @@ def test_chunk_prefixes_are_unique_in_a_process_and_across_a_fork() -> None:
     os.close(read)
     os.waitpid(pid, 0)
     assert child[:16] != first[:16]
+
+
+@pytest.mark.parametrize(
+    "obj",
+    [
+        openai_line("x", "hi"),
+        openai_line("x\u00e9 y", "hi", max_tokens=3, response_format={"type": "json_object"}),
+        batch_line("e", "/v1/embeddings", {"model": "e", "input": ["a", "b"]}),
+        batch_line("c", "/v1/completions", {"model": "c", "prompt": "p", "x-vendor": [1]}),
+        batch_line("r", "/v1/responses", {"model": "r", "input": "i"}),
+        batch_line("m", "/v1/moderations", {"input": "i"}),
+    ],
+)
+def test_a_plain_line_is_the_request_parse_line_makes(obj: dict[str, Any]) -> None:
+    request = parse_line(line(obj), 1)
+    assert plain_line(line(obj)) == (request.custom_id, request.kind, request.body)
+
+
+@pytest.mark.parametrize(
+    "obj",
+    [
+        openai_line("x", "hi", tier="basic"),
+        openai_line("x", "hi", route=[{"endpoint": "a"}]),
+        openai_line("x", "hi", batchyard={"validator": "v"}),
+        {"custom_id": "x", "url": "/v1/chat/completions", "body": {"messages": [USER]}},
+        {"custom_id": "a", "params": {"messages": [USER]}},
+        {"custom_id": "n", "kind": "chat", "body": {"messages": [USER]}},
+        {"custom_id": "f", "messages": [USER]},
+    ],
+)
+def test_any_other_good_line_goes_the_long_way(obj: dict[str, Any]) -> None:
+    parse_line(line(obj), 1)  # good
+    assert plain_line(line(obj)) is None
+
+
+def test_a_plain_line_for_another_endpoint_goes_the_long_way() -> None:
+    raw = line(openai_line("x", "hi"))
+    assert plain_line(raw, kinds={"chat", "messages"}) is not None
+    assert plain_line(raw, kinds={"embeddings"}) is None

@@ -119,6 +119,37 @@ def test_batch_envelopes_equal_the_canonical_encoding(
 
 
 @pytest.mark.parametrize(
+    ("deadline", "task", "lane", "kind"),
+    [
+        (None, None, "", "chat"),
+        (99.0, Task(kind="gmn", max_rounds=3, data={"x": [1]}), "@2", "chat"),
+        (None, None, "@low", "embeddings"),
+        (None, None, "@1", "responses"),
+    ],
+)
+def test_a_chunk_s_plain_messages_are_the_canonical_ones(
+    deadline: float | None, task: Task | None, lane: str, kind: str
+) -> None:
+    body = {"model": "m", "input": ["a", '\u00e9"\n'], "messages": [{"role": "user"}], "n": 1.5}
+    req = LLMRequest.model_validate({"custom_id": 'k-"1\u00e9', "kind": kind, "body": body})
+    envelopes = BatchEnvelopes("batch_1", ROUTE, deadline=deadline, task=task, lane=lane)
+    redis_id = "0123456789abcdef" * 2
+    got = envelopes.plain_writer(1796558475.225884)(req.custom_id, kind, body, redis_id)
+    expected = job(
+        key=req.custom_id,
+        request=req,
+        deadline=deadline,
+        task=task,
+        lane=lane,
+        enqueued_at=1796558475.225884,
+        trace={"traceparent": f"00-{redis_id}-{redis_id[8:24]}-00"},
+    )
+    canonical = envelope.encode(expected, redis_id=redis_id, now=1796558475.225884)
+    assert orjson.loads(got) == orjson.loads(canonical.data)
+    assert envelope.decode(got) == expected
+
+
+@pytest.mark.parametrize(
     "req",
     [
         LLMRequest(custom_id="e-1", kind="embeddings", body={"model": "e", "input": ["a"]}),
