@@ -161,14 +161,19 @@ def batch_args(calls: Iterable[tuple[tuple[str, ...], str]]) -> ScriptCall:
     word holds a space or a newline). One string for the whole batch, not ~20 arguments a
     call: packing those was 2.4-3.7 % of a worker's loop (#22)."""
     keys: list[str] = []
-    first: dict[tuple[str, ...], int] = {}
+    heads: dict[tuple[str, ...], str] = {}
     lines: list[str] = []
+    last: tuple[str, ...] | None = None
+    head = ""
     for call_keys, words in calls:
-        k = first.get(call_keys)
-        if k is None:
-            k = first[call_keys] = len(keys)
-            keys += call_keys
-        lines.append(f"{k} {len(call_keys)} {words}\n")
+        if call_keys is not last:  # a turn's calls mostly share one tuple: no hash of it
+            last = call_keys
+            found = heads.get(call_keys)
+            if found is None:
+                found = heads[call_keys] = f"{len(keys)} {len(call_keys)} "
+                keys += call_keys
+            head = found
+        lines.append(f"{head}{words}\n")
     return {"keys": keys, "args": ["".join(lines)]}
 
 
