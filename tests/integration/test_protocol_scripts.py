@@ -87,12 +87,31 @@ def test_a_chunks_messages_go_in_order_with_one_hset_and_rpush_per_queue_and_500
     assert enqueue(**blob.enqueue_call(KEYS, "b1", 60)) == []
     stats = r.info("commandstats")
     assert stats["cmdstat_hset"]["calls"] == stats["cmdstat_rpush"]["calls"] == 2 + 2
+    # custom_ids are looked up and added 1,000 at a time, not with an SADD each
+    assert stats["cmdstat_smismember"]["calls"] == stats["cmdstat_sadd"]["calls"] == 2
     for q in (0, 1):
         ids = [f"m{i}".encode() for i in range(q, 1_201, 2)]
         assert r.lrange(KEYS.queue(f"llm.q{q}"), 0, -1) == ids
         assert r.hmget(KEYS.queue_msgs(f"llm.q{q}"), ids) == [
             b"data %d" % i for i in range(q, 1_201, 2)
         ]
+
+
+def test_duplicates_are_found_in_the_batch_and_in_the_chunk_across_lookups(
+    r: redis.Redis,
+) -> None:
+    enqueue = register(r, Lua.ENQUEUE)
+    r.sadd(KEYS.ids("b1"), "k5", "k1100")  # submitted before
+    blob = MessageBlob()
+    for i in range(1_200):
+        blob.add(f"k{i}", "llm.q", f"m{i}", b"data %d" % i)
+    for i, key in enumerate(["k3", "k1199", "new", "new"]):  # again, past the first 1,000
+        blob.add(key, "llm.q", f"again{i}", b"again")
+    assert enqueue(**blob.enqueue_call(KEYS, "b1", 60)) == [5, 1100, 1200, 1201, 1203]
+    assert r.hget(KEYS.batch("b1"), "total") == b"1199"
+    queued = r.lrange(KEYS.queue("llm.q"), 0, -1)
+    assert len(queued) == 1199 and b"m5" not in queued and queued[-1] == b"again2"
+    assert r.scard(KEYS.ids("b1")) == 1201
 
 
 def test_a_last_chunk_seals_its_batch_unless_it_held_a_duplicate(r: redis.Redis) -> None:
