@@ -132,9 +132,7 @@ class AnthropicProvider(HTTPProvider):
 
     async def generate(self, request: LLMRequest, model: str) -> ProviderResponse:
         """One message; a `refusal` stop reason raises ContentFiltered."""
-        resp = await self.send(
-            "POST", "/v1/messages", self.headers(request.custom_id), self.body(request, model)
-        )
+        resp = await self.post("/v1/messages", request.custom_id, self.body(request, model))
         if not resp.ok:
             raise self.failure(resp)
         return self.answer(request, resp, model)

@@ -226,6 +226,8 @@ class _Head(NamedTuple):
 
 #: Heads kept per adapter (paths with ids in them, as vendor batch calls have, vary).
 _WIRE_HEADS = 64
+#: Characters a custom-id header value keeps as they are (the others are %-encoded).
+_CUSTOM_ID_SAFE = "-_.~:@/+="
 #: Methods aiohttp sends `Content-Length: 0` with when there is no body.
 _BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
 
@@ -305,7 +307,7 @@ class HTTPProvider(Provider):
         """Content type, configured extra headers and the custom-id header."""
         headers = self._shared_headers.copy()
         if custom_id is not None and self.options.send_custom_id:
-            headers[CUSTOM_ID_HEADER] = quote(custom_id, safe="-_.~:@/+=")
+            headers[CUSTOM_ID_HEADER] = quote(custom_id, safe=_CUSTOM_ID_SAFE)
         return headers
 
     def vendor_headers(self) -> dict[str, str]:
@@ -383,6 +385,36 @@ class HTTPProvider(Provider):
             ) as raw:
                 resp = HTTPResponse(raw.status, raw.headers, await raw.read())
         return resp
+
+    async def post(self, path: str, custom_id: str | None, payload: Any) -> HTTPResponse:
+        """`send("POST", path, self.headers(custom_id), payload)`: a call's request. On the
+        lean client its head (every header but the custom-id) is built once per path, so a
+        call neither builds its headers' dict nor compares it with a cached head's (#22)."""
+        heads = self._post_heads
+        if heads is None or self.wire is None:
+            return await self.send("POST", path, self.headers(custom_id), payload)
+        if path in heads:
+            head = heads[path]
+        else:
+            head = self._wire_head("POST", path, self.headers())
+            if len(heads) < _WIRE_HEADS:
+                heads[path] = head
+        if head is None:  # a head `wire` does not take
+            return await self.send("POST", path, self.headers(custom_id), payload)
+        if custom_id is not None and self.options.send_custom_id:
+            # quoted, the value is printable ASCII, all `_wire_head` asks of a custom-id
+            value = quote(custom_id, safe=_CUSTOM_ID_SAFE)
+            line = f"{CUSTOM_ID_HEADER}: {value}\r\n".encode()
+            head = _Head(head.static, head.origin, head.prefix, line)
+        return await self._send_wire("POST", head, payload)
+
+    @cached_property
+    def _post_heads(self) -> dict[str, _Head | None] | None:
+        """`post`'s heads by path; None for an adapter whose `headers` are its own (they may
+        differ per call in more than the custom-id)."""
+        if type(self).headers is not HTTPProvider.headers:
+            return None
+        return {}
 
     def _wire_head(self, method: str, path: str, headers: dict[str, str]) -> _Head | None:
         """The request's head without its Content-Length, or None where `wire` does not

@@ -115,11 +115,11 @@ class OllamaProvider(HTTPProvider):
         """One chat turn or one embedding call; a missing model says how to pull it."""
         path = "/api/embed" if request.kind == "embeddings" else "/api/chat"
         body = self.body(request, model)
-        resp = await self.send("POST", path, self.headers(request.custom_id), body)
+        resp = await self.post(path, request.custom_id, body)
         if resp.status == 400 and "think" in body and _NO_THINKING in resp.body:
             # reasoning_effort is a hint: a model that cannot think answers without it.
             del body["think"]
-            resp = await self.send("POST", path, self.headers(request.custom_id), body)
+            resp = await self.post(path, request.custom_id, body)
         if not resp.ok:
             raise self.failure(resp, model)
         if request.kind == "embeddings":

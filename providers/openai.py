@@ -213,9 +213,7 @@ class OpenAIProvider(HTTPProvider):
 
     async def generate(self, request: LLMRequest, model: str) -> ProviderResponse:
         """One call; content_filter and refusals raise ContentFiltered."""
-        resp = await self.send(
-            "POST", PATHS[request.kind], self.headers(request.custom_id), self.body(request, model)
-        )
+        resp = await self.post(PATHS[request.kind], request.custom_id, self.body(request, model))
         if not resp.ok:
             raise self.failure(resp)
         return self.answer(request, resp, model)

@@ -55,18 +55,6 @@ def _started(endpoint: str, model: str) -> Attempt:
     return trusted(Attempt, fields, set(_STARTED))
 
 
-async def _generate(provider: Provider, req: LLMRequest, model: str) -> ProviderResponse:
-    """One call, bounded by the endpoint's `timeout_s` here (TimeoutError past it), so the
-    adapter need not arm a timer of its own for the same bound. The bound shares one loop
-    timer with every other call of that length (`workers.deadlines`)."""
-    bounded = CALLER_BOUNDS_TIME.set(True)
-    try:
-        async with deadline(provider.settings.timeout_s):
-            return await provider.generate(req, model)
-    finally:
-        CALLER_BOUNDS_TIME.reset(bounded)
-
-
 async def call_endpoint(
     job: Job,
     provider: Provider,
@@ -87,7 +75,8 @@ async def call_endpoint(
     """
     probe = False
     estimate = request_tokens(req) if tokens is None else tokens
-    lease_ttl_s = provider.settings.timeout_s + 5
+    timeout_s = provider.settings.timeout_s
+    lease_ttl_s = timeout_s + 5
 
     async def once() -> ProviderResponse:
         nonlocal probe
@@ -108,13 +97,15 @@ async def call_endpoint(
             kind=SpanKind.CLIENT,
             attributes=lambda: genai_request(provider, model, req),
         ) as call_span:
+            bounded = CALLER_BOUNDS_TIME.set(True)
             try:
-                # Counted down however the call ends: a cancelled one (batch cancel, shutdown)
-                # left the gauge one higher for good.
-                with in_flight.track_inprogress():
-                    resp = await _generate(provider, req, model)
+                # The gauge is counted down however the call ends: a cancelled one (batch
+                # cancel, shutdown) left it one higher for good. The endpoint's `timeout_s` is
+                # bounded here (TimeoutError past it; the adapter, told so, arms no timer of
+                # its own), on one loop timer for all calls of that length (`workers.deadlines`).
+                with in_flight.track_inprogress(), deadline(timeout_s):
+                    resp = await provider.generate(req, model)
             except TimeoutError:
-                timeout_s = provider.settings.timeout_s
                 exc: ProviderError = Timeout(f"no answer within {timeout_s:g}s")
             except ProviderError as err:
                 exc = err
@@ -129,6 +120,8 @@ async def call_endpoint(
                 record_success(provider, resp, attempt.latency_ms)
                 await health.success(attempt.latency_ms, probe=probe, tokens=used)
                 return resp
+            finally:
+                CALLER_BOUNDS_TIME.reset(bounded)
             if call_span is not None:
                 call_span.set_attribute("error.type", exc.code)
                 call_span.set_status(StatusCode.ERROR, exc.code)

@@ -15,7 +15,7 @@ from collections import deque
 
 
 class _Bound:
-    """One call's bound: `async with deadline(timeout_s):`."""
+    """One call's bound: `with deadline(timeout_s):` in a task."""
 
     __slots__ = ("_cancelling", "_queue", "_task", "expired", "when")
 
@@ -26,7 +26,7 @@ class _Bound:
         self.when = 0.0
         self.expired = False
 
-    async def __aenter__(self) -> _Bound:
+    def __enter__(self) -> _Bound:
         task = asyncio.current_task()
         if task is None:
             raise RuntimeError("deadline() should be used inside a task")
@@ -35,7 +35,7 @@ class _Bound:
         self._queue.add(self)
         return self
 
-    async def __aexit__(
+    def __exit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, _tb: object
     ) -> None:
         task, self._task = self._task, None  # an ended call is skipped by the timer
@@ -45,6 +45,16 @@ class _Bound:
             alone = task.uncancel() <= self._cancelling
             if alone and exc_type is asyncio.CancelledError:
                 raise TimeoutError from exc
+
+    # Entering and leaving wait for nothing: `async with` works too, as with asyncio.timeout,
+    # but costs a coroutine each way.
+    async def __aenter__(self) -> _Bound:
+        return self.__enter__()
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, _tb: object
+    ) -> None:
+        self.__exit__(exc_type, exc, _tb)
 
 
 class Deadlines:

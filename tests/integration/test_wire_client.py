@@ -479,3 +479,30 @@ def test_tls_on_uvloop(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     uvloop = pytest.importorskip("uvloop")
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
         runner.run(test_tls_verifies_the_server_against_the_ca_certificates(tmp_path, monkeypatch))
+
+
+async def test_a_posted_call_sends_the_bytes_send_does_with_its_head_built_once() -> None:
+    ok = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}"
+    pool = WirePool(10)
+    async with serving(answering(ok)) as (origin, seen):
+        provider = openai_adapter(f"http://127.0.0.1:{origin.port}/v1", pool)
+        built = 0
+        base_headers = provider.base_headers
+
+        def counted(custom_id: str | None = None) -> dict[str, str]:
+            nonlocal built
+            built += 1
+            return base_headers(custom_id)
+
+        provider.base_headers = counted  # type: ignore[method-assign]
+        body = {"model": "m", "messages": []}
+        for custom_id in ("id 0/ü", "id 1/ü", "id 2/ü"):
+            await provider.post("/chat/completions", custom_id, body)
+        posted = built
+        await provider.send("POST", "/chat/completions", provider.headers("id 2/ü"), body)
+    pool.close()
+    # Given three posts and a send of the third's request, when the server reads them,
+    # then the send's bytes are the third post's, and the posts built their headers once.
+    assert [request for _, request in seen][2] == seen[3][1]
+    assert b"x-batchyard-custom-id: id%200/%C3%BC\r\n" in seen[0][1]
+    assert posted == 1

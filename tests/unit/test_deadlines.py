@@ -109,3 +109,12 @@ async def test_a_call_hanging_at_the_head_does_not_keep_the_ended_ones_behind_it
     with pytest.raises(TimeoutError):
         async with deadline(0.01):
             await forever()
+
+
+async def test_a_plain_with_bounds_its_block_as_async_with_does() -> None:
+    with pytest.raises(TimeoutError), deadline(0.01):
+        await forever()
+    task = asyncio.current_task()
+    assert task is not None and task.cancelling() == 0
+    with deadline(60.0):
+        await asyncio.sleep(0)
