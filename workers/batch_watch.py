@@ -78,12 +78,21 @@ class BatchWatch:
         cached = self._states.get(batch_id)
         return cached is not None and cached[1].status in ("cancelling", "cancelled")
 
-    async def state(self, batch_id: str) -> BatchState:
-        """Status, cost and budget of a batch; one Redis read per poll interval per process,
-        however many of its requests are in flight."""
+    def fresh(self, batch_id: str) -> BatchState | None:
+        """The batch's state as `state` would return it at once, read within the poll
+        interval; None when `state` must read it. Most requests are told here, without a
+        coroutine (#22)."""
         cached = self._states.get(batch_id)
         if cached is not None and time.monotonic() - cached[0] <= self.poll_s:
             return cached[1]
+        return None
+
+    async def state(self, batch_id: str) -> BatchState:
+        """Status, cost and budget of a batch; one Redis read per poll interval per process,
+        however many of its requests are in flight."""
+        cached = self.fresh(batch_id)
+        if cached is not None:
+            return cached
         task = self._reads.get(batch_id)
         if task is None:
             task = asyncio.create_task(self._read(batch_id))

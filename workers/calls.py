@@ -80,10 +80,13 @@ async def call_endpoint(
 
     async def once() -> ProviderResponse:
         nonlocal probe
-        admission = await health.admit()
-        if admission.decision is Decision.deny:
-            raise CircuitOpen(provider.endpoint, admission.retry_in_s)
-        probe = admission.decision is Decision.probe
+        if health.allows():  # most calls: no coroutine to ask
+            probe = False
+        else:
+            admission = await health.admit()
+            if admission.decision is Decision.deny:
+                raise CircuitOpen(provider.endpoint, admission.retry_in_s)
+            probe = admission.decision is Decision.probe
         lease = await limiter.acquire(model, estimate, lease_ttl_s)
         if cancelled is not None and cancelled():  # no call: its tokens go back
             await limiter.release(lease, 0, (0, 0), answered=False, refunded=True)
@@ -118,7 +121,10 @@ async def call_endpoint(
                 seen = observed(resp.rate_limits)
                 await limiter.release(lease, used or None, learned_limits(resp), seen)
                 record_success(provider, resp, attempt.latency_ms)
-                await health.success(attempt.latency_ms, probe=probe, tokens=used)
+                if probe:
+                    await health.success(attempt.latency_ms, probe=True, tokens=used)
+                else:
+                    health.counted(attempt.latency_ms, used)
                 return resp
             finally:
                 CALLER_BOUNDS_TIME.reset(bounded)

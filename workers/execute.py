@@ -36,6 +36,7 @@ from workers.health import EndpointHealth
 from workers.outcomes import BatchCancelled, CircuitOpen, Move, cost_of, succeeded
 from workers.plugins import CallContext, Plugin, load_plugins
 from workers.policy import BACKPRESSURE, backpressure_s, charged, compact, final_error
+from workers.protocol.batch_record import BatchState
 from workers.protocol.dead_letter import DeadLetter
 from workers.protocol.keys import Keys
 from workers.ratelimit import Limiter, MustWait
@@ -288,7 +289,12 @@ class Executor:
 
     async def _execute(self, job: Job, started: float) -> LLMResult | Move:
         """The result, or a `Move` (job.hop and job.attempts are updated in place)."""
-        stop = await self._precheck(job, started)
+        assert self._watch is not None
+        state = self._watch.fresh(job.batch_id)  # most requests: no coroutine to read it
+        if state is None:
+            stop = await self._precheck(job, started)
+        else:
+            stop = self._stop(job, started, state)
         if stop is not None:
             return stop
         hop = job.current
@@ -360,6 +366,12 @@ class Executor:
 
     async def _precheck(self, job: Job, started: float) -> LLMResult | None:
         """End a request unsent when its batch is out of time, cancelled or out of budget."""
+        expired = job.deadline is not None and started > job.deadline
+        assert self._watch is not None
+        return self._stop(job, started, None if expired else await self._watch.state(job.batch_id))
+
+    def _stop(self, job: Job, started: float, state: BatchState | None) -> LLMResult | None:
+        """`_precheck` with the batch's state read (None: not needed, its window has ended)."""
         if job.deadline is not None and started > job.deadline:
             last = job.attempts[-1].error if job.attempts else None
             if last in BACKPRESSURE:  # it was refused, waited, and ran out of window
@@ -367,8 +379,7 @@ class Executor:
                 return self._final(job, "errored", ErrorInfo(code=last, message=why))
             why = "the batch's completion window ended before it was sent"
             return self._final(job, "expired", ErrorInfo(code="batch_expired", message=why))
-        assert self._watch is not None
-        state = await self._watch.state(job.batch_id)
+        assert state is not None and self._watch is not None
         if self._watch.published(job.batch_id) or state.status in ("cancelling", "cancelled"):
             why = "the batch was cancelled before this request was sent"
             return self._final(job, "cancelled", ErrorInfo(code="batch_cancelled", message=why))

@@ -78,9 +78,14 @@ class EndpointHealth:
         self._flush_task: asyncio.Task[None] | None = None
         self._reading: asyncio.Future[Admission] | None = None
 
+    def allows(self) -> bool:
+        """Whether `admit` would allow at once, without a Redis read: the closed state, read
+        within `state_ttl_s`. Most calls are told here, without a coroutine (#22)."""
+        return self._state == "closed" and time.monotonic() - self._checked_at < self.state_ttl_s
+
     async def admit(self) -> Admission:
         """May a request be sent now? Reads Redis at most once per `state_ttl_s` when closed."""
-        if self._state == "closed" and time.monotonic() - self._checked_at < self.state_ttl_s:
+        if self.allows():
             return _ALLOWED
         now = time.time()
         if self._state == "open" and now < self._open_until:
@@ -113,12 +118,21 @@ class EndpointHealth:
     async def success(self, latency_ms: float, *, probe: bool = False, tokens: int = 0) -> None:
         """Count a call that shows the endpoint works (including the caller's own 4xx), and
         the tokens it used (for the tokens-per-minute figure operators see)."""
+        if probe:
+            self._ok += 1
+            self._tokens += tokens
+            self._latencies.append(latency_ms)
+            await self.flush()
+        else:
+            self.counted(latency_ms, tokens)
+
+    def counted(self, latency_ms: float, tokens: int = 0) -> None:
+        """`success` of a call that was no probe: counted here and flushed in the background,
+        so it needs no coroutine (#22)."""
         self._ok += 1
         self._tokens += tokens
         self._latencies.append(latency_ms)
-        if probe:
-            await self.flush()
-        elif time.monotonic() - self._flushed_at >= self.flush_s and self._flush_task is None:
+        if time.monotonic() - self._flushed_at >= self.flush_s and self._flush_task is None:
             self._flush_task = asyncio.create_task(self._background_flush())
 
     async def failure(self, latency_ms: float) -> None:
