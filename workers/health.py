@@ -119,9 +119,7 @@ class EndpointHealth:
         """Count a call that shows the endpoint works (including the caller's own 4xx), and
         the tokens it used (for the tokens-per-minute figure operators see)."""
         if probe:
-            self._ok += 1
-            self._tokens += tokens
-            self._latencies.append(latency_ms)
+            self._count(latency_ms, tokens)
             await self.flush()
         else:
             self.counted(latency_ms, tokens)
@@ -129,11 +127,14 @@ class EndpointHealth:
     def counted(self, latency_ms: float, tokens: int = 0) -> None:
         """`success` of a call that was no probe: counted here and flushed in the background,
         so it needs no coroutine (#22)."""
+        self._count(latency_ms, tokens)
+        if time.monotonic() - self._flushed_at >= self.flush_s and self._flush_task is None:
+            self._flush_task = asyncio.create_task(self._background_flush())
+
+    def _count(self, latency_ms: float, tokens: int) -> None:
         self._ok += 1
         self._tokens += tokens
         self._latencies.append(latency_ms)
-        if time.monotonic() - self._flushed_at >= self.flush_s and self._flush_task is None:
-            self._flush_task = asyncio.create_task(self._background_flush())
 
     async def failure(self, latency_ms: float) -> None:
         """Count a call that suggests the endpoint is down; may open the breaker."""
