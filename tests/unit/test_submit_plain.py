@@ -30,10 +30,17 @@ LINES: list[dict[str, Any]] = [
 
 
 def build(
-    items: list[Item], task: Task | None, monkeypatch: pytest.MonkeyPatch
+    items: list[Item],
+    task: Task | None,
+    monkeypatch: pytest.MonkeyPatch,
+    *,
+    tracing: bool = False,
 ) -> tuple[Chunk, list[int]]:
-    """The chunk of `items`, and the numbers of the lines that went the long way."""
+    """The chunk of `items`, and the numbers of the lines that went the long way. Tracing is
+    set here, not left to the process: an earlier test may have installed a tracer provider
+    (OpenTelemetry's global is set once per process)."""
     monkeypatch.setattr(submit, "chunk_prefix", lambda: "f" * 24)
+    monkeypatch.setattr(submit, "trace_enabled", lambda: tracing)
     builder = ChunkBuilder("batch_1", Keys("by"), CONFIG, task=task, lane="@1")
     long_way = builder._request
     seen: list[int] = []
@@ -75,3 +82,11 @@ def test_plain_lines_make_the_chunk_the_long_way_makes(
     # the structured line (unless the batch's task decides), the extended and the bad ones
     assert short_way == ([4] if task is None else []) + [5, 6, 8]
     assert long_way == list(range(1, 9))
+
+
+def test_with_tracing_on_every_line_goes_the_long_way(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A traced batch's messages carry their trace context, which only the long way adds."""
+    chunk, long_way = build([orjson.dumps(obj) for obj in LINES], None, monkeypatch, tracing=True)
+    assert long_way == list(range(1, 9))
+    messages = [f for i, f in enumerate(fields(chunk)) if i % 4 == 3]
+    assert messages and all("trace" in m["args"][0] for m in messages)
