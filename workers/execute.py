@@ -366,13 +366,13 @@ class Executor:
 
     async def _precheck(self, job: Job, started: float) -> LLMResult | None:
         """End a request unsent when its batch is out of time, cancelled or out of budget."""
-        expired = job.deadline is not None and started > job.deadline
         assert self._watch is not None
-        return self._stop(job, started, None if expired else await self._watch.state(job.batch_id))
+        ended = _window_ended(job, started)
+        return self._stop(job, started, None if ended else await self._watch.state(job.batch_id))
 
     def _stop(self, job: Job, started: float, state: BatchState | None) -> LLMResult | None:
         """`_precheck` with the batch's state read (None: not needed, its window has ended)."""
-        if job.deadline is not None and started > job.deadline:
+        if _window_ended(job, started):
             last = job.attempts[-1].error if job.attempts else None
             if last in BACKPRESSURE:  # it was refused, waited, and ran out of window
                 why = f"{last} until the batch's completion window ended"
@@ -446,6 +446,11 @@ class Executor:
             error=final_error(job.attempts, error),
             model=job.attempts[-1].model if job.attempts else None,
         )
+
+
+def _window_ended(job: Job, started: float) -> bool:
+    """Whether the batch's completion window had ended when the request started."""
+    return job.deadline is not None and started > job.deadline
 
 
 class ExecutorLifecycle(Middleware):

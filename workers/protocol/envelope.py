@@ -183,7 +183,7 @@ class BatchEnvelopes:
         return write
 
 
-#: A request's `kind` as `_plain_json` writes it (the default, chat, left out).
+#: A request's `kind` as `plain_writer` writes it (the default, chat, left out).
 _KINDS = {
     kind: b"" if kind == "chat" else b',"kind":"%b"' % kind.encode()
     for kind in get_args(EndpointKind)
