@@ -98,6 +98,54 @@ def test_runs_every_message_on_the_loop_never_more_than_concurrency(broker: Lane
     assert leftovers(broker) == (0, 0, 0)
 
 
+def test_slots_that_end_go_to_waiting_messages_from_the_loop(
+    broker: LaneBroker, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from workers.dramatiq_ext.loop_worker import LoopFeeder
+
+    fed: list[int] = []
+    take = LoopFeeder._take
+
+    def counted(feeder: LoopFeeder) -> list[Any]:
+        burst = take(feeder)
+        fed.append(len(burst))
+        return burst
+
+    monkeypatch.setattr(LoopFeeder, "_take", counted)
+    state = {"now": 0, "peak": 0}
+    done: list[int] = []
+    gate: dict[str, asyncio.Event] = {}
+
+    async def fn(payload: dict[str, Any]) -> None:
+        state["now"] += 1
+        state["peak"] = max(state["peak"], state["now"])
+        await gate.setdefault("open", asyncio.Event()).wait()
+        await asyncio.sleep(0)
+        state["now"] -= 1
+        done.append(payload["i"])
+
+    # Given 300 queued jobs, 5 slots, and the work queue filled while the first 5 hold them,
+    worker = run_jobs(broker, fn, jobs=300, concurrency=5)
+    try:
+        wait_for(lambda: state["now"] >= 5)
+        wait_for(lambda: worker.work_queue.qsize() >= 5)
+        # when the jobs may finish,
+        loop = get_event_loop_thread()
+        assert loop is not None
+        loop.loop.call_soon_threadsafe(gate["open"].set)
+        wait_for(lambda: len(done) == 300)
+    finally:
+        worker.stop(timeout=10_000)
+        broker.close()
+    # then all 300 ran, never more than 5 at a time, and the loop started most of them as
+    # slots ended: the feeder thread handed over only those it found slots for (the first
+    # ones, and any that arrived while the work queue was empty).
+    assert sorted(done) == list(range(300))
+    assert state["peak"] == 5
+    assert sum(fed) < 300
+    assert leftovers(broker) == (0, 0, 0)
+
+
 def test_acks_piling_up_during_a_send_go_to_redis_in_one_call(
     broker: LaneBroker, redis_server: RedisServer
 ) -> None:

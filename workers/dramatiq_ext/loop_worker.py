@@ -3,8 +3,10 @@
 dramatiq runs an async actor by parking a worker thread on every message: the thread hands
 the coroutine to the event loop and sleeps on a future until it is done. At a few thousand
 messages a second those hand-offs (and the GIL convoy of dozens of threads) cost more than
-the work. Here one feeder thread moves messages from dramatiq's work queue to the loop in
-bursts, at most `concurrency` at a time; everything else is dramatiq's: its consumer threads
+the work. Here at most `concurrency` messages run at a time: the slots of messages that end go,
+on the loop itself, to messages waiting in dramatiq's work queue, and one feeder thread moves
+messages to the loop in bursts only when slots are free and none were waiting. Everything else
+is dramatiq's: its consumer threads
 (fetch, prefetch, delayed messages, requeue on shutdown), its priority-ordered work queue
 (whose lanes of equal priority take turns: `work_queue.LaneQueue`),
 its middleware hooks and its ack/nack path.
@@ -201,9 +203,10 @@ class LoopFeeder(WorkerThread):
                 loop.call_soon(self._end_group)
 
     def _end_group(self) -> None:
-        """Ack the messages that succeeded since the last call, then free the slots of all
-        that ended. Per message, the ack thread and the feeder were woken once each (and the
-        feeder then woke the loop for one message): per group, they are woken once (#22)."""
+        """Ack the messages that succeeded since the last call, then give the slots of all
+        that ended to messages waiting, or free them. Per message, the ack thread and the
+        feeder were woken once each (and the feeder then woke the loop for one message): per
+        group, the ack thread is woken once, and the feeder only when no message waits (#22)."""
         to_ack, self._to_ack = self._to_ack, []
         ended, self._ended = self._ended, 0
         try:
@@ -218,9 +221,25 @@ class LoopFeeder(WorkerThread):
         finally:
             for _ in range(ended):
                 self.work_queue.task_done()
+            # A feeder's hand-off costs a wake-up of its thread and then of the loop, each
+            # waiting for the GIL the loop holds: ~1,200 of each per 10k requests (#22).
+            burst = self._take_now(ended)
             with self._count_lock:
-                self.running_count -= ended
-            self.slots.release(ended)
+                self.running_count -= ended - len(burst)
+            if len(burst) < ended:
+                self.slots.release(ended - len(burst))
+            if burst:
+                self._start_all(burst)
+
+    def _take_now(self, n: int) -> list[MessageProxy]:
+        """Up to `n` messages the work queue holds now (none once stopping or paused)."""
+        burst: list[MessageProxy] = []
+        if self.running and not self.paused:
+            get = self.work_queue.get_nowait
+            with contextlib.suppress(Empty):
+                while len(burst) < n:
+                    burst.append(get().message)
+        return burst
 
     def _finish_failed(self, message: MessageProxy, failure: BaseException | None) -> None:
         """After-hooks of a failed message (in a thread: they may block), then ack or nack."""
