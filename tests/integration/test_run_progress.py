@@ -130,3 +130,17 @@ def test_the_cursor_is_saved_when_save_s_has_passed_and_when_the_run_ends(
     monkeypatch.setattr(run, "SAVE_S", 0.0)
     counts, _ = small_run(where="again")
     assert counts["saves"] > 1
+
+
+def test_the_follow_loop_steps_often_in_its_first_second_and_near_the_end() -> None:
+    from producers.progress import Pace
+
+    # In the first second a small batch may be about to end: step often.
+    assert run.step_gap(Pace(0.0, None), 0.5) == run.FIRST_STEP_S
+    # Under way with most of it left: step every STEP_S (each step reads and fsyncs).
+    assert run.step_gap(Pace(1000.0, 30.0), 5.0) == run.STEP_S
+    assert run.step_gap(Pace(0.0, None), 5.0) == run.STEP_S
+    # When the rest should be done within two steps, step often again: its end is seen at
+    # once, not up to a whole STEP_S late.
+    assert run.step_gap(Pace(4000.0, 0.3), 5.0) == run.FIRST_STEP_S
+    assert run.step_gap(Pace(4000.0, 2 * run.STEP_S), 5.0) == run.STEP_S
