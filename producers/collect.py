@@ -57,10 +57,8 @@ def render(result: LLMResult, key: str, fmt: Format) -> dict[str, Any]:
 def render_stored(raw: bytes, key: str, fmt: Format) -> tuple[bytes, bool]:
     """The output line (with its newline) of a result as stored, and whether it belongs in
     the output file (else the error file). An OpenAI-format success skips the model."""
-    if fmt == "openai":
-        line = stored_openai_success(orjson.loads(raw), key)
-        if line is not None:
-            return orjson.dumps(line) + b"\n", True
+    if fmt == "openai" and (line := stored_openai_success(raw, key)) is not None:
+        return line, True
     result = LLMResult.model_validate_json(raw)
     line_bytes = orjson.dumps(render(result, key, fmt)) + b"\n"
     return line_bytes, result.status == "succeeded" or fmt == "anthropic"

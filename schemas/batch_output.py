@@ -65,21 +65,58 @@ def to_openai_line(result: LLMResult, key: str) -> dict[str, Any]:
     return {"id": line_id, "custom_id": result.custom_id, "response": None, "error": out}
 
 
-def stored_openai_success(data: dict[str, Any], key: str) -> dict[str, Any] | None:
-    """`to_openai_line` of a stored result read as plain JSON (`LLMResult` fields), for the
+#: A stored result (`LLMResult.json_bytes`: every field, in declaration order) around its body:
+#: the fields before it, and the fields after it.
+_FIELDS = tuple(LLMResult.model_fields)
+_HEAD = _FIELDS[: _FIELDS.index("body")]
+_TAIL = _FIELDS[_FIELDS.index("body") + 1 :]
+_BODY_KEY = b',"body":{'
+_AFTER_BODY_KEY = b',"%s":' % _TAIL[0].encode()
+#: `_success_line` as orjson writes it: id, custom_id, request_id, body.
+_SUCCESS_LINE = (
+    b'{"id":"%s","custom_id":%s,"response":{"status_code":200,"request_id":%s,"body":%s},'
+    b'"error":null}\n'
+)
+
+
+def stored_openai_success(raw: bytes, key: str) -> bytes | None:
+    """`to_openai_line` of a stored result as its JSON line (newline included), for the
     common case only: a success whose body is kept as the provider sent it. None otherwise
-    (build the model and use `to_openai_line`). Skips the model's validation, which was most
-    of a collector's CPU per line."""
-    body = data.get("body")
+    (build the model and use `to_openai_line`).
+
+    The body's bytes go into the line as stored: parsing and writing them again was most of
+    a collector's CPU per line (#22). orjson would write them back as they are, as they were
+    written from a dict by orjson (or by pydantic, which writes strings and floats alike); the
+    exception, an integer past 64 bits (orjson reads it as a float), is in no body read by
+    orjson, as every provider's is. Only the fields around the body are parsed: the document
+    cut before its "body" key, and from the key after it on. A cut is JSON only at the
+    document's top level, so the body is the text between (a document written from a model
+    has each key once). A document of other fields or another order gives None.
+    """
+    start = raw.find(_BODY_KEY)
+    end = raw.rfind(_AFTER_BODY_KEY)
+    if start < 0 or end < start:
+        return None
+    try:
+        head = orjson.loads(raw[:start] + b"}")
+        tail = orjson.loads(b"{" + raw[end + 1 :])
+    except orjson.JSONDecodeError:
+        return None
     if (
-        data.get("status") != "succeeded"
-        or data.get("kind", "chat") == "messages"
-        or data.get("vectors") == "float"
-        or not isinstance(body, dict)
+        tuple(head) != _HEAD
+        or tuple(tail) != _TAIL
+        or head["status"] != "succeeded"
+        or head["kind"] == "messages"
+        or tail["vectors"] == "float"
     ):
         return None
-    line_id = request_line_id(data["batch_id"], key)
-    return _success_line(line_id, data.get("custom_id"), data.get("request_id"), body)
+    line_id = request_line_id(head["batch_id"], key)
+    return _SUCCESS_LINE % (
+        line_id.encode(),
+        orjson.dumps(head["custom_id"]),
+        orjson.dumps(tail["request_id"] or line_id),
+        raw[start + len(_BODY_KEY) - 1 : end],
+    )
 
 
 #: OpenAI's error `type` by HTTP status, for a provider error body not in OpenAI's shape.
