@@ -144,3 +144,14 @@ def test_the_follow_loop_steps_often_in_its_first_second_and_near_the_end() -> N
     # once, not up to a whole STEP_S late.
     assert run.step_gap(Pace(4000.0, 0.3), 5.0) == run.FIRST_STEP_S
     assert run.step_gap(Pace(4000.0, 2 * run.STEP_S), 5.0) == run.STEP_S
+
+
+def test_the_follow_loop_steps_every_end_step_once_every_request_left_is_in_flight() -> None:
+    from producers.progress import Pace
+
+    # Given no more requests left than calls in flight (a 12-line batch from its start, a
+    # large one's last few hundred), any result may be the last: step every END_STEP_S,
+    # whatever the pace says or how long the loop has run.
+    assert run.step_gap(Pace(0.0, None), 0.1, all_in_flight=True) == run.END_STEP_S
+    assert run.step_gap(Pace(10.0, 30.0), 5.0, all_in_flight=True) == run.END_STEP_S
+    assert run.END_STEP_S < run.FIRST_STEP_S
