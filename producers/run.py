@@ -123,8 +123,9 @@ def local_workers(
             url = server.url
         # A config error is one line now, not N crashing children later. The prestarted
         # worker has the adapters imported: its pass spares this process their imports
-        # (#22). Asked once the embedded Redis is up, which starts while the worker is still
-        # importing (on an error, that Redis just stops again, before anything is printed).
+        # (#22). Its answer is read once the embedded Redis is up, which starts while the
+        # worker is still importing or checking (on an error, that Redis just stops again,
+        # before anything is printed).
         if not warm.check(settings.config):
             preflight(settings.config)
         if server is not None:
@@ -225,6 +226,9 @@ def run_batch(
     settings = Settings()
     if config_path is not None:
         settings = settings.model_copy(update={"config": config_path})
+    # The prestarted worker checks the config while this process reads it, reads the state
+    # and starts Redis (`local_workers` takes the answer), not after them (#22).
+    warm.ask(settings.config)
     config = load_config(settings.config)
     started = time.monotonic()
     state = RunState(output)

@@ -99,9 +99,12 @@ class WarmWorker:
         self.env = env
         #: Read end of the pipe the worker answers checks on.
         self.replies = replies
+        #: The configs asked about (`ask`) whose answers are not read yet, in order.
+        self.asked: list[Path | None] = []
+        self._unread = b""
 
-    def check(self, config: Path | None) -> bool:
-        """Whether the worker found `config` fine (False: it failed, or could not answer)."""
+    def ask(self, config: Path | None) -> bool:
+        """Have the worker check `config` now; `check` reads its answer (False: not sent)."""
         if self.proc.poll() is not None or self.proc.stdin is None:
             return False
         import orjson
@@ -113,14 +116,33 @@ class WarmWorker:
             self.proc.stdin.flush()
         except (BrokenPipeError, ValueError):
             return False
-        answer = b""
-        while not answer.endswith(b"\n"):
+        self.asked.append(config)
+        return True
+
+    def check(self, config: Path | None) -> bool:
+        """Whether the worker found `config` fine (False: it failed, or could not answer),
+        asking it now unless `ask` did."""
+        if config not in self.asked and not self.ask(config):
+            return False
+        while self.asked:
+            answer = self._answer()
+            if answer is None:  # no answer in time, or the worker exited
+                self.asked.clear()
+                return False
+            if self.asked.pop(0) == config:
+                return answer == PASSED
+        return False
+
+    def _answer(self) -> bytes | None:
+        """The worker's next answer line, without its newline."""
+        while b"\n" not in self._unread:
             ready, _, _ = select.select([self.replies], [], [], CHECK_WAIT_S)
             chunk = os.read(self.replies, 64) if ready else b""
-            if not chunk:  # no answer in time, or the worker exited
-                return False
-            answer += chunk
-        return answer == PASSED + b"\n"
+            if not chunk:
+                return None
+            self._unread += chunk
+        answer, _, self._unread = self._unread.partition(b"\n")
+        return answer
 
     def handoff(self, argv: list[str], env: dict[str, str]) -> bool:
         """Send the worker its arguments and environment; False if it cannot take them."""
@@ -198,6 +220,13 @@ def _fork(env: dict[str, str]) -> WarmWorker:
     os.close(answer)
     os.close(requests)
     return WarmWorker(Forked(pid, ask), env, replies)
+
+
+def ask(config: Path | None) -> None:
+    """Have a prestarted worker start checking `config` now, while this process does other
+    things; `check(config)` then reads its answer."""
+    if _waiting:
+        _waiting[-1].ask(config)
 
 
 def check(config: Path | None) -> bool:

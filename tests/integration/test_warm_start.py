@@ -173,6 +173,26 @@ def test_a_waiting_worker_checks_configs_and_can_still_be_claimed(
     claim_and_run(good, redis_url, 3)
 
 
+def test_a_check_asked_ahead_is_answered_when_taken(
+    redis_url: str, write_config: Callable[[dict[str, object]], Path], tmp_path: Path
+) -> None:
+    # Given a prestarted worker asked ahead about a good config and a bad one,
+    good = write_config({"endpoints": {"mock": {"provider": "mock"}}})
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("endpoints:\n  ep:\n    provider: mock\n    latency: 5\n")
+    warm.prestart()
+    warm.ask(good)
+    warm.ask(bad)
+    # each check takes the answer for its own config, in whatever order they are taken (an
+    # answer read past is dropped, and that config is asked again when it is checked),
+    assert not warm.check(bad)
+    assert not warm._waiting[0].asked
+    assert warm.check(good)
+    assert not warm.check(tmp_path / "missing.yaml")
+    # and the worker is then claimed and runs jobs as a cold start would.
+    claim_and_run(good, redis_url, 3)
+
+
 def test_no_worker_waiting_or_one_that_died_leaves_the_check_to_the_caller(
     write_config: Callable[[dict[str, object]], Path],
 ) -> None:
