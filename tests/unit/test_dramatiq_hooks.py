@@ -608,6 +608,122 @@ def test_post_process_message_acks_through_the_thread_s_consumer() -> None:
     )
 
 
+def test_a_message_without_ack_hooks_is_acked_by_the_consumer_alone() -> None:
+    # post_process_message of a message that did not fail: the two ack hooks around the
+    # consumer's ack, nothing else. LoopFeeder._end_group skips it when there are no hooks.
+    calls: list[str] = []
+
+    class Hooked(Middleware):
+        def before_ack(self, broker: Any, message: Any) -> None:
+            calls.append("before")
+
+        def after_ack(self, broker: Any, message: Any) -> None:
+            calls.append("after")
+
+    class Recorder(dramatiq.Consumer):
+        def ack(self, message: MessageProxy) -> None:
+            calls.append("ack")
+
+        def nack(self, message: MessageProxy) -> None:
+            calls.append("nack")
+
+    thread = dramatiq.ConsumerThread(
+        broker=StubBroker(middleware=[Hooked()]),
+        queue_name="q",
+        prefetch=1,
+        work_queue=PriorityQueue(),
+        worker_timeout=100,
+    )
+    thread.consumer = Recorder()
+    thread.post_process_message(MessageProxy(Message("q", "a", (), {}, {})))
+    assert calls == ["before", "ack", "after"], changed(
+        "dramatiq.worker:ConsumerThread.post_process_message", f"did {calls}"
+    )
+
+
+def test_the_delay_scan_moves_only_items_due_and_is_skipped_when_empty() -> None:
+    from workers.dramatiq_ext.loop_worker import _delayed_if_any
+
+    broker = StubBroker(middleware=[])
+    dramatiq.Actor(
+        lambda: None, broker=broker, actor_name="a", queue_name="q", priority=0, options={}
+    )
+    work: PriorityQueue[Any] = PriorityQueue()
+    thread = dramatiq.ConsumerThread(
+        broker=broker, queue_name="q.DQ", prefetch=1, work_queue=work, worker_timeout=100
+    )
+    scans: list[int] = []
+
+    def scan() -> None:
+        scans.append(1)
+        thread.handle_delayed_messages()
+
+    # An empty delay queue: the scan is not even started.
+    _delayed_if_any(thread, scan)
+    assert scans == []
+    # A message not yet due stays where it is; dramatiq's scan puts it back.
+    item = resolve("dramatiq.worker:_WorkQueueItem")
+    later = MessageProxy(Message("q.DQ", "a", (), {}, {"eta": 2**62}))
+    thread.delay_queue.put(item(2**62, later))
+    _delayed_if_any(thread, scan)
+    assert scans == [1] and thread.delay_queue.qsize() == 1, changed(
+        "dramatiq.worker:ConsumerThread.handle_delayed_messages", "an item not due was moved"
+    )
+
+
+def test_loop_worker_gives_every_consumer_thread_the_delay_fast_path(
+    redis_server: RedisServer,
+) -> None:
+    broker = build_broker(Settings(redis_url=redis_server.url))
+
+    async def fn(payload: dict[str, Any]) -> None:
+        return None
+
+    dramatiq.Actor(fn, broker=broker, actor_name="t", queue_name="q", priority=0, options={})
+    worker = LoopWorker(broker, fn, concurrency=1, worker_timeout=100)
+    worker.start()
+    try:
+        assert set(worker.consumers) >= {"q", "q.DQ"}, changed(
+            "dramatiq.worker:Worker._add_consumer", f"consumers {sorted(worker.consumers)}"
+        )
+        for name, thread in worker.consumers.items():
+            assert "handle_delayed_messages" in vars(thread), name
+    finally:
+        worker.stop(timeout=10_000)
+        broker.close()
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        Message("q", "a", ({"i": 1, "s": "ü"},), {"k": [1, 2]}, {"eta": 5}).encode(),
+        Message("q", "a", (), {}, {}).encode(),
+        b"not json",
+        b"[1, 2]",
+        b'{"queue_name": "q"}',
+        b'{"queue_name":"q","actor_name":"a","args":{},"kwargs":{},"options":{},'
+        b'"message_id":"x","message_timestamp":1}',
+        b'{"queue_name":"q","actor_name":"a","args":[],"kwargs":{},"options":{},'
+        b'"message_id":"x","message_timestamp":1,"extra":1}',
+    ],
+)
+def test_the_consumers_decode_is_dramatiqs(data: bytes) -> None:
+    from workers.dramatiq_ext.consumer import decode
+
+    try:
+        expected: Any = Message.decode(data)
+    except DecodeError:
+        with pytest.raises(DecodeError):
+            decode(data)
+        return
+    got = decode(data)
+    assert type(got) is Message
+    assert got == expected and got.asdict() == expected.asdict(), changed(
+        "dramatiq.message:Message.decode", f"{got!r} != {expected!r}"
+    )
+    assert type(got.args) is tuple
+
+
 # --- middleware -------------------------------------------------------------------------------
 
 

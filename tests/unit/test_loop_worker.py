@@ -18,7 +18,7 @@ from dramatiq.message import Message
 from schemas.settings import Settings
 from tests.conftest import wait_for_aof
 from workers.broker import build_broker
-from workers.dramatiq_ext import LaneBroker, LoopWorker
+from workers.dramatiq_ext import BatchAckConsumer, LaneBroker, LoopWorker
 from workers.redis_server import RedisServer
 
 
@@ -193,14 +193,14 @@ def test_an_ack_that_fails_neither_blocks_its_slot_nor_the_others_acks(
     broker: LaneBroker, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     ran: list[int] = []
-    ack = dramatiq.worker.ConsumerThread.post_process_message
+    ack = BatchAckConsumer.ack
 
-    def flaky(thread: Any, message: Any) -> None:
+    def flaky(consumer: BatchAckConsumer, message: Any) -> None:
         if message.args[0]["i"] == 0:
             raise RuntimeError("ack lost")
-        ack(thread, message)
+        ack(consumer, message)
 
-    monkeypatch.setattr(dramatiq.worker.ConsumerThread, "post_process_message", flaky)
+    monkeypatch.setattr(BatchAckConsumer, "ack", flaky)
 
     async def fn(payload: dict[str, Any]) -> None:
         ran.append(payload["i"])

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
 from typing import Any
 
+import orjson
 import redis
 from dramatiq.broker import MessageProxy
 from dramatiq.brokers.redis import RedisBroker, _RedisConsumer
@@ -29,6 +31,27 @@ class FetchedMessage(MessageProxy):
     def __init__(self, message: Message[Any]) -> None:
         super().__init__(message)
         self.__dict__.update(message.__dict__)
+
+
+#: The fields of a dramatiq `Message`, all of which its encoding has.
+FIELDS = frozenset(f.name for f in dataclasses.fields(Message))
+
+
+def decode(data: bytes) -> Message[Any]:
+    """`Message.decode(data)`, without the frozen dataclass's `__init__` when `data` has
+    exactly a message's fields: its `object.__setattr__` per field and the keyword call were
+    ~2 us of a consumer thread's ~12 us per message (#22). Anything else goes through
+    `Message.decode`, which raises its `DecodeError` as before."""
+    try:
+        fields = orjson.loads(data)
+    except orjson.JSONDecodeError:
+        fields = None
+    if type(fields) is not dict or fields.keys() != FIELDS or type(fields["args"]) is not list:
+        return Message.decode(data)
+    fields["args"] = tuple(fields["args"])
+    message: Message[Any] = object.__new__(Message)
+    message.__dict__.update(fields)
+    return message
 
 
 class BatchAckConsumer(_RedisConsumer):
@@ -94,7 +117,7 @@ class BatchAckConsumer(_RedisConsumer):
                 fetched.append(None)
                 continue
             try:
-                message = Message.decode(data)
+                message = decode(data)
             except DecodeError:
                 fetched.append(data)
                 continue

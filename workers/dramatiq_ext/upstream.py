@@ -165,10 +165,36 @@ HOOKS: tuple[Hook, ...] = (
     ),
     Hook(
         "dramatiq.worker:ConsumerThread.post_process_message",
-        "workers.dramatiq_ext.loop_worker:LoopFeeder._process",
+        "workers.dramatiq_ext.loop_worker:LoopFeeder._end_group",
         "relies",
         "6825a135ce61973f",
-        "the feeder acks or nacks through it, like a WorkerThread",
+        "the feeder acks or nacks through it, like a WorkerThread; for a message that did not "
+        "fail it is emit_before('ack'), consumer.ack, emit_after('ack'): with no ack hooks and "
+        "a consumer whose ack only queues, _end_group calls the consumer's ack directly",
+    ),
+    Hook(
+        "dramatiq.worker:Worker._add_consumer",
+        "workers.dramatiq_ext.loop_worker:LoopWorker._add_consumer",
+        "relies",
+        "e8eb96f10bd1a24d",
+        "it makes (and starts) the ConsumerThread of a queue as self.consumers[queue_name], "
+        "which LoopWorker then gives its delay-queue fast path",
+    ),
+    Hook(
+        "dramatiq.worker:ConsumerThread.handle_delayed_messages",
+        "workers.dramatiq_ext.loop_worker:_delayed_if_any",
+        "relies",
+        "9b27ee97868e2f0f",
+        "it only moves items of self.delay_queue whose eta passed, so an empty delay queue "
+        "means nothing to do; only the consumer thread itself puts into that queue",
+    ),
+    Hook(
+        "dramatiq.message:Message.decode",
+        "workers.dramatiq_ext.consumer:decode",
+        "copy",
+        "16e6b6943c3fc9dc",
+        "fields = the encoder's decode(data), args made a tuple, cls(**fields), any error a "
+        "DecodeError; the copy fills a Message's __dict__ when data has exactly its fields",
     ),
     Hook(
         "dramatiq.middleware.asyncio:AsyncIO",
