@@ -27,7 +27,7 @@ from workers.protocol.dead_letter import DeadLetter
 from workers.protocol.envelope import BatchEnvelopes
 from workers.protocol.keys import Keys
 from workers.protocol.results import write_call
-from workers.protocol.scripts import Lua, source
+from workers.protocol.scripts import Lua, batch_args, source
 from workers.redis_server import free_port
 
 ROUTE = [RouteHop(endpoint="a", model="m1"), RouteHop(endpoint="b")]
@@ -73,6 +73,19 @@ def test_every_script_documents_its_keys_and_argv(script: Lua) -> None:
 
 
 # --- envelope -----------------------------------------------------------------------------
+
+
+def test_a_batched_call_writes_each_run_s_keys_once_in_a_head_line_with_its_length() -> None:
+    # Given a turn's calls for scopes a, a (an equal tuple, not the same one), b, then a again,
+    a, b = ("a1", "a2"), ("b1",)
+    calls = [(a, "1 x "), (tuple(list(a)), "2 y "), (b, "3 "), (a, " ")]
+    # each run of calls with the same keys has one head line (its first key's index in KEYS,
+    # its key count, its number of calls), each distinct tuple of keys goes once, and every
+    # call's words (an empty word included) are a line of their own.
+    assert batch_args(calls) == {
+        "keys": ["a1", "a2", "b1"],
+        "args": ["0 2 2\n1 x \n2 y \n2 1 1\n3 \n0 2 1\n \n"],
+    }
 
 
 def test_an_envelope_carries_its_job_to_the_queue_and_actor_of_its_hop_and_lane() -> None:

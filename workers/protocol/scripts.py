@@ -69,13 +69,17 @@ def _parts(script: Lua) -> tuple[str, str]:
 #: of Redis CPU per admit and release), so they must keep no state of a call's own (only
 #: lib/expire's TTLs, which are the batch's); the script's own text becomes the body of the
 #: function it returns, `one`, which points `KEYS` and `ARGV` (locals the includes see too) at
-#: each call's own. ARGV[1] is every call's arguments in one string (`batch_args`): per call a
-#: line, "\n"-terminated, of " "-terminated words: the index of its first key in KEYS, its key
-#: count, then its arguments (an empty word is an empty argument). KEYS holds each call's
-#: keys, once per distinct tuple of keys: a loop turn's calls for one endpoint and model share
-#: theirs. Replies are the calls' replies in order; a call that raised answers with its error
-#: (the calls before it kept their effects, as separate EVALSHAs would have). `make` gets the
-#: batch's key TTLs as its `...` (lib/expire): they are set once, after the last call.
+#: each call's own. ARGV[1] is every call's arguments in one string (`batch_args`), in runs of
+#: consecutive calls with the same keys: per run a head line, "k n m\n" (the index of its first
+#: key in KEYS, its key count, its number of calls), then per call a line, "\n"-terminated, of
+#: " "-terminated words, its arguments (an empty word is an empty argument). The lines are
+#: read with plain finds: a pattern's character class cost Redis's Lua ~90 instructions a
+#: character, and keys written once per run need no compare per call (#22). KEYS holds each
+#: call's keys, once per distinct tuple of keys: a loop turn's calls for one endpoint and
+#: model share theirs. Replies are the calls' replies in order; a call that raised answers
+#: with its error (the calls before it kept their effects, as separate EVALSHAs would have).
+#: `make` gets the batch's key TTLs as its `...` (lib/expire): they are set once, after the
+#: last call.
 #:
 #: An include may define `group_calls(keys, calls, m)`: it gets each run of m >= 2
 #: consecutive calls with the same keys, as their unsplit argument words (`split(words)` makes
@@ -113,7 +117,7 @@ local function answer(ok, reply)
     out[n] = {err = type(reply) == 'table' and reply.err or tostring(reply)}
   end
 end
-local run_k, run_keys, run, m = nil, nil, {}, 0
+local run_keys, run, m = nil, {}, 0
 local function flush_run()
   local ok, replies = false, nil
   if group_calls and m > 1 then
@@ -125,23 +129,28 @@ local function flush_run()
     end
   end
   if replies then
-    for j = 1, m do answer(true, replies[j]) end
+    for j = 1, m do out[n + j] = replies[j] end
+    n = n + m
   else
     for j = 1, m do answer(pcall(one, run_keys, split(run[j]))) end
   end
   run, m = {}, 0
 end
-for k, nk, words in string.gmatch(ARGV[1], '(%%d+) (%%d+) ([^\\n]*)\\n') do
-  if k ~= run_k then
-    flush_run()
-    run_k, run_keys = k, {}
-    local first = tonumber(k)
-    for j = 1, tonumber(nk) do run_keys[j] = KEYS[first + j] end
+local lines, at = ARGV[1], 1
+while true do
+  local stop = string.find(lines, '\\n', at, true)
+  if not stop then break end
+  local first, nk, calls = string.match(lines, '^(%%d+) (%%d+) (%%d+)', at)
+  run_keys, at = {}, stop + 1
+  for j = 1, tonumber(nk) do run_keys[j] = KEYS[tonumber(first) + j] end
+  for j = 1, tonumber(calls) do
+    stop = string.find(lines, '\\n', at, true)
+    run[j] = string.sub(lines, at, stop - 1)
+    at = stop + 1
   end
-  m = m + 1
-  run[m] = words
+  m = tonumber(calls)
+  flush_run()
 end
-flush_run()
 for key, ms in pairs(ttls) do redis.call('pexpire', key, ms) end
 return out
 """
@@ -164,7 +173,7 @@ def batch_args(calls: Iterable[tuple[tuple[str, ...], str]]) -> ScriptCall:
     heads: dict[tuple[str, ...], str] = {}
     lines: list[str] = []
     last: tuple[str, ...] | None = None
-    head = ""
+    head, at = "", 0  # the run's head, and where its head line goes in `lines`
     for call_keys, words in calls:
         if call_keys is not last:  # a turn's calls mostly share one tuple: no hash of it
             last = call_keys
@@ -172,8 +181,14 @@ def batch_args(calls: Iterable[tuple[tuple[str, ...], str]]) -> ScriptCall:
             if found is None:
                 found = heads[call_keys] = f"{len(keys)} {len(call_keys)} "
                 keys += call_keys
-            head = found
-        lines.append(f"{head}{words}\n")
+            if found is not head:  # a new run
+                if head:
+                    lines[at] = f"{head}{len(lines) - at - 1}\n"
+                head, at = found, len(lines)
+                lines.append("")
+        lines.append(f"{words}\n")
+    if head:
+        lines[at] = f"{head}{len(lines) - at - 1}\n"
     return {"keys": keys, "args": ["".join(lines)]}
 
 

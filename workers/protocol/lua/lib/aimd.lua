@@ -6,19 +6,21 @@
 local AIMD_START, AIMD_CUT = 4, 0.8
 
 -- The limit after one answer, and the new cut time if it cut (nil: no change at all).
--- `limit` and `cut_at` are the hash's 'aimd' and 'aimd_cut_at' (false: absent).
-local function aimd_next(ok, cap, now, admitted, limit, cut_at)
-  local lim = tonumber(limit or AIMD_START)
+-- `lim` is the hash's 'aimd' as a number (AIMD_START when absent), `cut_at` its
+-- 'aimd_cut_at' (false: absent). A clean answer makes no C call (a release group runs this
+-- once per request, #22).
+local function aimd_next(ok, cap, now, admitted, lim, cut_at)
   if ok then
     if cut_at then lim = lim + 1 / lim else lim = lim + 0.5 end
-    return math.min(lim, cap), nil
+    if lim > cap then return cap, nil end
+    return lim, nil
   end
   if cut_at and admitted <= tonumber(cut_at) then return nil, nil end
   return math.max(1, lim * (cut_at and AIMD_CUT or 0.5)), now
 end
 
 local function aimd_update(p, ok, cap, now, admitted, limit, cut_at)
-  local lim, cut = aimd_next(ok, cap, now, admitted, limit, cut_at)
+  local lim, cut = aimd_next(ok, cap, now, admitted, tonumber(limit or AIMD_START), cut_at)
   if lim == nil then return end
   if cut ~= nil then redis.call('hset', p, 'aimd_cut_at', cut) end
   redis.call('hset', p, 'aimd', lim)
