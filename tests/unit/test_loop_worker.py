@@ -60,30 +60,41 @@ def leftovers(broker: LaneBroker, queue: str = "q") -> tuple[int, int, int]:
     return client.llen(f"{ns}:{queue}"), client.hlen(f"{ns}:{queue}.msgs"), acks
 
 
+class Gated:
+    """A job that holds its slot until `open()`, counting how many run at once."""
+
+    def __init__(self) -> None:
+        self.now = self.peak = 0
+        self.done: list[int] = []
+        self.gate: asyncio.Event | None = None
+
+    async def __call__(self, payload: dict[str, Any]) -> None:
+        self.now += 1
+        self.peak = max(self.peak, self.now)
+        if self.gate is None:
+            self.gate = asyncio.Event()  # made on the loop that waits for it
+        await self.gate.wait()
+        self.now -= 1
+        self.done.append(payload["i"])
+
+    def open(self) -> None:
+        loop = get_event_loop_thread()
+        assert loop is not None and self.gate is not None
+        loop.loop.call_soon_threadsafe(self.gate.set)
+
+
 def test_runs_every_message_on_the_loop_never_more_than_concurrency(broker: LaneBroker) -> None:
-    state = {"now": 0, "peak": 0}
-    done: list[int] = []
-    gate: dict[str, asyncio.Event] = {}
-
-    async def fn(payload: dict[str, Any]) -> None:
-        state["now"] += 1
-        state["peak"] = max(state["peak"], state["now"])
-        # Jobs hold their slot until the test has seen the bound reached.
-        await gate.setdefault("open", asyncio.Event()).wait()
-        state["now"] -= 1
-        done.append(payload["i"])
-
-    worker = run_jobs(broker, fn, jobs=300, concurrency=7)
+    jobs = Gated()
+    done = jobs.done
+    worker = run_jobs(broker, jobs, jobs=300, concurrency=7)
     try:
         # Given 300 queued jobs that block, 7 run at once and no more start,
-        wait_for(lambda: state["now"] >= 7)
+        wait_for(lambda: jobs.now >= 7)
         wait_for(lambda: leftovers(broker)[0] < 300 - 7)  # more than 7 are fetched
-        assert state == {"now": 7, "peak": 7}
+        assert (jobs.now, jobs.peak) == (7, 7)
         assert done == []
         # and once they may finish, all 300 run, still at most 7 at a time.
-        loop = get_event_loop_thread()
-        assert loop is not None
-        loop.loop.call_soon_threadsafe(gate["open"].set)
+        jobs.open()
         wait_for(lambda: len(done) == 300)
         assert broker.acks.flush(10)
         # A finished job's task is not kept (each task drops its own entry as it ends).
@@ -94,7 +105,7 @@ def test_runs_every_message_on_the_loop_never_more_than_concurrency(broker: Lane
         worker.stop(timeout=10_000)
         broker.close()
     assert sorted(done) == list(range(300))
-    assert state["peak"] == 7
+    assert jobs.peak == 7
     assert leftovers(broker) == (0, 0, 0)
 
 
@@ -112,27 +123,15 @@ def test_slots_that_end_go_to_waiting_messages_from_the_loop(
         return burst
 
     monkeypatch.setattr(LoopFeeder, "_take", counted)
-    state = {"now": 0, "peak": 0}
-    done: list[int] = []
-    gate: dict[str, asyncio.Event] = {}
-
-    async def fn(payload: dict[str, Any]) -> None:
-        state["now"] += 1
-        state["peak"] = max(state["peak"], state["now"])
-        await gate.setdefault("open", asyncio.Event()).wait()
-        await asyncio.sleep(0)
-        state["now"] -= 1
-        done.append(payload["i"])
-
+    jobs = Gated()
+    done = jobs.done
     # Given 300 queued jobs, 5 slots, and the work queue filled while the first 5 hold them,
-    worker = run_jobs(broker, fn, jobs=300, concurrency=5)
+    worker = run_jobs(broker, jobs, jobs=300, concurrency=5)
     try:
-        wait_for(lambda: state["now"] >= 5)
+        wait_for(lambda: jobs.now >= 5)
         wait_for(lambda: worker.work_queue.qsize() >= 5)
         # when the jobs may finish,
-        loop = get_event_loop_thread()
-        assert loop is not None
-        loop.loop.call_soon_threadsafe(gate["open"].set)
+        jobs.open()
         wait_for(lambda: len(done) == 300)
     finally:
         worker.stop(timeout=10_000)
@@ -141,7 +140,7 @@ def test_slots_that_end_go_to_waiting_messages_from_the_loop(
     # slots ended: the feeder thread handed over only those it found slots for (the first
     # ones, and any that arrived while the work queue was empty).
     assert sorted(done) == list(range(300))
-    assert state["peak"] == 5
+    assert jobs.peak == 5
     assert sum(fed) < 300
     assert leftovers(broker) == (0, 0, 0)
 
