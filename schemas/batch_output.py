@@ -72,6 +72,9 @@ _HEAD = _FIELDS[: _FIELDS.index("body")]
 _TAIL = _FIELDS[_FIELDS.index("body") + 1 :]
 _BODY_KEY = b',"body":{'
 _AFTER_BODY_KEY = b',"%s":' % _TAIL[0].encode()
+#: The fields after the body read from the stored JSON (up to request_id), and the next key.
+_TAIL_READ = _TAIL[: _TAIL.index("request_id") + 1]
+_CUT_KEY = b',"%s":' % _TAIL[len(_TAIL_READ)].encode()
 #: `_success_line` as orjson writes it: id, custom_id, request_id, body.
 _SUCCESS_LINE = (
     b'{"id":"%s","custom_id":%s,"response":{"status_code":200,"request_id":%s,"body":%s},'
@@ -89,22 +92,26 @@ def stored_openai_success(raw: bytes, key: str) -> bytes | None:
     written from a dict by orjson (or by pydantic, which writes strings and floats alike); the
     exception, an integer past 64 bits (orjson reads it as a float), is in no body read by
     orjson, as every provider's is. Only the fields around the body are parsed: the document
-    cut before its "body" key, and from the key after it on. A cut is JSON only at the
-    document's top level, so the body is the text between (a document written from a model
-    has each key once). A document of other fields or another order gives None.
+    cut before its first `,"body":{` (JSON only if cut at its top level, not in a tool call),
+    and the fields from the key after the body up to request_id. A document written from a
+    model holds its fields in order, each once, so the body ends where the next field's key
+    is, when that key is nowhere else after the body's start (else None: a nested key of that
+    name in the body, the error or the extras). A document of other fields or another order
+    gives None.
     """
     start = raw.find(_BODY_KEY)
-    end = raw.rfind(_AFTER_BODY_KEY)
-    if start < 0 or end < start:
+    end = raw.find(_AFTER_BODY_KEY, start + 1)
+    cut = raw.find(_CUT_KEY, end)
+    if start < 0 or end < 0 or cut < 0 or raw.find(_AFTER_BODY_KEY, end + 1) >= 0:
         return None
     try:
         head = orjson.loads(raw[:start] + b"}")
-        tail = orjson.loads(b"{" + raw[end + 1 :])
+        tail = orjson.loads(b"{" + raw[end + 1 : cut] + b"}")
     except orjson.JSONDecodeError:
         return None
     if (
         tuple(head) != _HEAD
-        or tuple(tail) != _TAIL
+        or tuple(tail) != _TAIL_READ
         or head["status"] != "succeeded"
         or head["kind"] == "messages"
         or tail["vectors"] == "float"

@@ -114,10 +114,11 @@ def test_the_short_way_takes_every_success_with_a_body_as_received() -> None:
 def test_the_short_way_leaves_every_other_document_to_the_model() -> None:
     # Given stored JSON that is not a success with its body as received, or not a document
     # as the writers write it (fields reordered, an unknown field, spaces, a "body" key in
-    # the tool calls before the body),
+    # the tool calls before the body), or one with the key after the body inside the body,
     plain = orjson.loads(success().json_bytes())
     reordered = {"body": plain["body"], **{k: v for k, v in plain.items() if k != "body"}}
-    unknown = {**plain, "vectors": None, "z": 1}
+    unknown = {"z": 1, **plain}
+    moved = {**{k: v for k, v in plain.items() if k != "request_id"}, "request_id": "r"}
     nested = success(tool_calls=[{"id": "c", "body": {"a": 1}}]).json_bytes()
     others = [
         success(status="errored").json_bytes(),
@@ -132,8 +133,10 @@ def test_the_short_way_leaves_every_other_document_to_the_model() -> None:
         ).json_bytes(),
         orjson.dumps(reordered),
         orjson.dumps(unknown),
+        orjson.dumps(moved),
         orjson.dumps(plain, option=orjson.OPT_INDENT_2),
         nested,
+        success(body={"a": {"x": 1, "vectors": None}}).json_bytes(),
     ]
     for raw in others:
         # the short way declines it, and the line is still the model's.
