@@ -11,6 +11,7 @@ from __future__ import annotations
 import gc
 import sys
 
+from producers import early_redis
 from workers import warm
 from workers.lifetime import exit_now, imports_done
 
@@ -20,6 +21,7 @@ def main() -> None:
     running = sys.argv[1:2] == ["run"]
     gc.disable()  # the command's imports: see `imports_done`, called once they are done
     if running:
+        early_redis.start(sys.argv[2:])
         warm.prestart(fork=True)
     code: int = 0
     try:
@@ -43,4 +45,5 @@ def main() -> None:
             code = exc.code or 0
     finally:
         warm.discard_all()
+        early_redis.discard()
     exit_now(code)

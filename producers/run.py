@@ -24,6 +24,7 @@ import redis
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
+from producers import early_redis
 from producers.client import Client
 from producers.collect import CollectReport, Export, errors_path, output_errors
 from producers.progress import Pace, pace
@@ -49,7 +50,7 @@ END_STEP_S = 0.005
 SAVE_S = 1.0
 
 #: `<output><STATE_SUFFIX>/` holds a run's Redis data and `run.json` until the batch completes.
-STATE_SUFFIX = ".batchyard"
+STATE_SUFFIX = early_redis.STATE_SUFFIX
 
 
 class RunFailed(RuntimeError):
@@ -107,23 +108,27 @@ def local_workers(
     grace_s: float = 30.0,
     state_dir: Path | None = None,
     before_workers: Callable[[str], None] | None = None,
+    started: RedisServer | None = None,
 ) -> Iterator[LocalWorkers]:
     """REDIS_URL's Redis (else an embedded one) and N supervised workers, all stopped on exit.
 
     With `state_dir`, the embedded Redis keeps its data there (AOF on) for a later resume.
-    `before_workers(url)` runs once Redis answers and before any worker starts.
+    `started` is that embedded Redis started already (`producers.early_redis`), waited for
+    here. `before_workers(url)` runs once Redis answers and before any worker starts.
     """
     with ExitStack() as stack:
         url = settings.redis_url
         server = None
         if not url:
-            redis_dir = None
-            if state_dir is not None:
-                redis_dir = state_dir / "redis"
-                redis_dir.mkdir(parents=True, exist_ok=True)
-            server = RedisServer(
-                dir=redis_dir, appendonly=redis_dir is not None, die_with_parent=True
-            )
+            server = started
+            if server is None:
+                redis_dir = None
+                if state_dir is not None:
+                    redis_dir = state_dir / "redis"
+                    redis_dir.mkdir(parents=True, exist_ok=True)
+                server = RedisServer(
+                    dir=redis_dir, appendonly=redis_dir is not None, die_with_parent=True
+                )
             stack.enter_context(server)
             url = server.url
         # A config error is one line now, not N crashing children later. The prestarted
@@ -244,6 +249,11 @@ def run_batch(
     cursor_file = output.with_name(output.name + ".cursor")
     print_fp = fingerprint(file, config)
     saved = state.load()
+    # The Redis `batchyard.launch` started for a new batch here, before its imports: taken if
+    # this is one, on an embedded Redis (else stopped now, with the directory made for it).
+    spare = early_redis.claim(
+        state.dir, wanted=not fresh and saved is None and not settings.redis_url
+    )
     if fresh:
         state.remove()
         cursor_file.unlink(missing_ok=True)
@@ -257,7 +267,7 @@ def run_batch(
         console.print("[yellow]the last run stopped while submitting; starting over[/yellow]")
         state.remove()
         saved = None
-    elif saved is None and state.dir.exists():
+    elif saved is None and state.dir.exists() and spare is None:
         state.remove()  # a state directory without its record holds nothing we can resume
     embedded = not settings.redis_url
     state.dir.mkdir(parents=True, exist_ok=True)
@@ -278,6 +288,7 @@ def run_batch(
                     if saved is not None and embedded
                     else None
                 ),
+                started=spare,
             ) as local,
             Client(local.url, settings=settings, config=config) as client,
         ):

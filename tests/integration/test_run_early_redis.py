@@ -1,0 +1,184 @@
+"""`batchyard run` starts its embedded Redis before its imports (`producers.early_redis`, #22):
+only for a new batch, taken by the run that wants it, and gone with its directory otherwise."""
+
+from __future__ import annotations
+
+import io
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import psutil
+import pytest
+from rich.console import Console
+
+from producers import early_redis, run
+from tests.conftest import ROOT, cli_env, openai_line, read_jsonl, wait_until, write_jsonl
+from workers.redis_server import RedisServer
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(autouse=True)
+def no_spare_left(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Embedded Redis (no REDIS_URL); nothing `start` made outlives a test."""
+    monkeypatch.delenv("REDIS_URL", raising=False)
+    yield
+    early_redis.discard()
+
+
+@pytest.mark.parametrize(
+    ("args", "output"),
+    [
+        (["in.jsonl"], "results.jsonl"),
+        (["in.jsonl", "-o", "a.jsonl"], "a.jsonl"),
+        (["-oa.jsonl", "in.jsonl"], "a.jsonl"),
+        (["in.jsonl", "--output", "d/a.jsonl", "--keep-state"], "d/a.jsonl"),
+        (["in.jsonl", "--output=a.jsonl", "-p", "2", "--concurrency=8", "-c", "-o"], "a.jsonl"),
+        (
+            ["--config", "c.yaml", "in.jsonl", "-e", "e.jsonl", "--grace", "3", "-p2"],
+            "results.jsonl",
+        ),
+        (["in.jsonl", "--fresh", "-o", "a.jsonl"], None),
+        (["in.jsonl", "--help"], None),
+        (["in.jsonl", "-o"], None),
+        (["in.jsonl", "--", "-o", "a.jsonl"], None),
+        (["in.jsonl", "--keep-state=yes"], None),
+    ],
+)
+def test_the_output_is_read_from_the_command_line_or_not_at_all(
+    args: list[str], output: str | None
+) -> None:
+    # Every option's value is skipped, -o/--output's in each form read; a --fresh run (its
+    # state goes), --help, or anything not surely understood gives no output to start for.
+    found = early_redis.output_of(args)
+    assert found == (None if output is None else Path(output))
+
+
+def _spawns(monkeypatch: pytest.MonkeyPatch) -> list[Path]:
+    """The directories of every redis-server started from now on."""
+    spawned: list[Path] = []
+    spawn = RedisServer.spawn
+
+    def counted(self: RedisServer) -> None:
+        spawned.append(self.dir)
+        spawn(self)
+
+    monkeypatch.setattr(RedisServer, "spawn", counted)
+    return spawned
+
+
+def test_a_new_batch_runs_on_the_redis_started_for_it(
+    tmp_path: Path,
+    write_config: Callable[[dict[str, object]], Path],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Given a Redis started early for a run's output,
+    monkeypatch.chdir(tmp_path)
+    spawned = _spawns(monkeypatch)
+    config = write_config({"endpoints": {"mock": {"provider": "mock"}}})
+    write_jsonl(tmp_path / "in.jsonl", [openai_line(f"r-{i}", "hi") for i in range(5)])
+    early_redis.start(["in.jsonl", "-o", "out.jsonl"])
+    state = Path("out.jsonl" + run.STATE_SUFFIX)
+    assert spawned == [state / "redis"]
+    # when that run starts a new batch, it runs on that Redis and starts none of its own,
+    report = run.run_batch(
+        Path("in.jsonl"),
+        Path("out.jsonl"),
+        None,
+        config_path=config,
+        console=Console(file=io.StringIO()),
+    )
+    assert report.collected.succeeded == 5
+    assert len(read_jsonl(tmp_path / "out.jsonl")) == 5
+    assert spawned == [state / "redis"]
+    # and leaves no state, as any finished run.
+    assert not state.exists()
+    assert early_redis._spare is None
+
+
+def test_a_redis_started_for_another_output_or_a_resume_is_not_taken(
+    tmp_path: Path,
+    write_config: Callable[[dict[str, object]], Path],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    spawned = _spawns(monkeypatch)
+    config = write_config({"endpoints": {"mock": {"provider": "mock"}}})
+    write_jsonl(tmp_path / "in.jsonl", [openai_line("r", "hi")])
+    # A state directory there already (a resume, or one to start over): nothing is started.
+    (tmp_path / ("kept.jsonl" + run.STATE_SUFFIX)).mkdir()
+    early_redis.start(["in.jsonl", "-o", "kept.jsonl"])
+    assert spawned == []
+    # REDIS_URL set: nothing is started.
+    monkeypatch.setenv("REDIS_URL", "redis://127.0.0.1:9/0")
+    early_redis.start(["in.jsonl", "-o", "out.jsonl"])
+    assert spawned == []
+    monkeypatch.delenv("REDIS_URL")
+    # Given a Redis started for one output, a run writing another starts its own,
+    early_redis.start(["in.jsonl", "-o", "out.jsonl"])
+    other = run.run_batch(
+        Path("in.jsonl"),
+        Path("other.jsonl"),
+        None,
+        config_path=config,
+        console=Console(file=io.StringIO()),
+    )
+    assert other.collected.succeeded == 1
+    assert len(spawned) == 2
+    # and the one nobody took is stopped, with the directory made for it.
+    server = early_redis._spare[0] if early_redis._spare else None
+    assert server is not None and server.proc is not None
+    early_redis.discard()
+    assert server.proc.poll() is not None
+    assert not (tmp_path / ("out.jsonl" + run.STATE_SUFFIX)).exists()
+    assert (tmp_path / ("kept.jsonl" + run.STATE_SUFFIX)).exists()
+
+
+def _redis_servers_in(directory: Path) -> list[psutil.Process]:
+    found = []
+    for proc in psutil.process_iter(["name", "cmdline"]):
+        cmdline = proc.info["cmdline"] or []
+        if "redis-server" in (proc.info["name"] or "") and any(
+            str(directory) in arg for arg in cmdline
+        ):
+            found.append(proc)
+    return found
+
+
+def test_a_run_that_fails_before_it_starts_leaves_no_redis_and_no_state(tmp_path: Path) -> None:
+    # Given an input file that does not exist, `batchyard run` (which starts its Redis first)
+    proc = subprocess.run(
+        [sys.executable, "-m", "batchyard", "run", "missing.jsonl", "-o", "out.jsonl"],
+        env=cli_env(),
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    # reports it in one line, as before,
+    assert proc.returncode != 0
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and "missing.jsonl" in lines[0], proc.stderr
+    # and leaves neither a state directory nor a Redis running in one.
+    assert list(tmp_path.iterdir()) == []
+    wait_until(lambda: not _redis_servers_in(tmp_path), 10, "its Redis to end")
+
+
+def test_the_readme_run_still_leaves_only_its_files(tmp_path: Path) -> None:
+    # The same run on its early Redis: output and errors, nothing else.
+    proc = subprocess.run(
+        [sys.executable, "-m", "batchyard", "run", str(ROOT / "examples" / "hello.jsonl")],
+        env=cli_env(),
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    names = sorted(p.name for p in tmp_path.iterdir())
+    assert names == ["results.errors.jsonl", "results.jsonl"]
+    wait_until(lambda: not _redis_servers_in(tmp_path), 10, "its Redis to end")
