@@ -126,3 +126,52 @@ def test_calls_that_differ_where_a_group_needs_them_equal_leave_what_one_by_one_
     assert state(r, grouped)[1:] == state(r, single)[1:]
     for keys in (grouped, single):  # the last admission's ttl, doubled
         assert 125_000 < r.pttl(keys[5]) <= 130_000
+
+
+def calls_of(r: redis.Redis, command: str) -> int:
+    return int(r.info("commandstats").get(f"cmdstat_{command}", {}).get("calls", 0))
+
+
+def test_runs_against_learned_buckets_leave_what_the_calls_one_by_one_leave(
+    r: redis.Redis,
+) -> None:
+    # Given a model scope whose buckets an answer described (20 requests, 1,000 tokens;
+    # OpenAI's headers), the endpoint's scope limited by nothing,
+    grouped, single = scopes("lg"), scopes("ls")
+    limits = "0 0 0 0 0 0 "
+    for keys in (grouped, single):
+        first = f"1000 x 0 0 0 1 0 0 20 20 3000 1000 1000 3000 1000 {limits}"
+        assert run(r, Lua.LIMIT_RELEASE, keys, [first]) == [1]
+    # when 30 admissions come in one run, a few per ms, until the requests run out,
+    admits = [f"{2000 + i // 4} l{i} 60000 {20 + i} 1 {limits}" for i in range(30)]
+    hsets = calls_of(r, "hset")
+    together = run(r, Lua.LIMIT_ADMIT, grouped, admits)
+    assert calls_of(r, "hset") - hsets == 1  # the buckets written once for the run
+    assert together == [run(r, Lua.LIMIT_ADMIT, single, [words])[0] for words in admits]
+    oks = [int(ok) for ok, _, _ in together]  # type: ignore[misc]
+    assert 0 < sum(oks) < 30  # the tokens ran out first, then the calls wait
+    assert state(r, grouped) == state(r, single)
+
+    # and their answers come back: headers saying what is left (answers overtaking each
+    # other), usage above and below the estimates, a refusal the provider did not count
+    # (refunded), a release without a lease, and limits the provider announced,
+    def release(now: int, lease: str, delta: int, refunded: int, left: tuple[int, int]) -> str:
+        heard = f"20 {left[0]} 2500 1000 {left[1]} 2400 "
+        return f"{now} {lease} {delta} 20 1000 1 {refunded} 25 {heard}{now - 5} {limits}"
+
+    releases = [
+        release(2010, "l0", 4, 0, (17, 900)),
+        release(2011, "l1", -3, 0, (19, 950)),
+        release(2011, "l2", 0, 1, (18, 800)),
+        release(2012, "", 0, 0, (16, 700)),
+        release(2013, "l3", 10, 0, (15, 600)),
+    ]
+    hsets = calls_of(r, "hset")
+    assert run(r, Lua.LIMIT_RELEASE, grouped, releases) == [1] * 5
+    assert calls_of(r, "hset") - hsets == 3  # the buckets once, the announced limits per scope
+    for words in releases:
+        assert run(r, Lua.LIMIT_RELEASE, single, [words]) == [1]
+    # then both leave the same buckets, announced limits, leases and TTLs.
+    assert state(r, grouped) == state(r, single)
+    for g, s in zip(grouped, single, strict=True):
+        assert abs(r.pttl(g) - r.pttl(s)) < 1000

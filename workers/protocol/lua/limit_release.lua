@@ -15,6 +15,7 @@
 -- include: learned
 -- include: aimd
 -- include: window
+-- include: release_learned
 -- include: release_group
 local now, lease, delta = tonumber(ARGV[1]), ARGV[2], tonumber(ARGV[3])
 local learned_rpm, learned_tpm = tonumber(ARGV[4]), tonumber(ARGV[5])

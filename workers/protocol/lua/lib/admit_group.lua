@@ -3,13 +3,63 @@
 -- configured rpm/tpm, no pause, no learned bucket, no first-answer gate. Each scope's state is
 -- then read once for the run, not once per request, and each scope's new leases are added
 -- with one ZADD (#22). The replies and what is written are those of the calls one by one,
--- except that expired leases are dropped once, as of the run's first call.
+-- except that expired leases are dropped once, as of the run's first call. Where the
+-- provider's buckets were learned instead: `learned_admits`.
 -- Anything else: nil, before anything is written (the calls then run one by one).
 
 -- A call's words: now, lease id, ttl, then the tokens (not needed: no tpm) and the gate and
 -- limits, which must be the run's first call's. One match per call, not a table of words.
 local ADMIT_WORDS = '^(%S+) (%S*) (%S+) %S* (.*)$'
 local ADMITTED = {1, '0', 0}
+
+-- A run of admissions (lib/admit_group) to a scope whose provider buckets were learned
+-- (lib/learned) and nothing else limits: no configured rpm/tpm or max concurrency, no pause.
+-- Each call takes a request and its tokens from the buckets, as it would alone: the levels
+-- refill to its own now, and a call that does not fit is refused for the wait it would get.
+-- The buckets are read once for the run and written once after it (the last admitted
+-- call's levels), not read and written per call: an OpenAI or Anthropic endpoint sends its
+-- limits with every answer, and its admissions ran one by one (#22). The replies and what is
+-- written are those of the calls one by one. Anything else: nil, before anything is written.
+
+-- A call's words: now, (lease id: no lease is taken), (ttl), tokens, then the gate and
+-- limits, which must be the run's first call's.
+local LEARNED_WORDS = '^(%S+) %S* %S+ (%S+) (.*)$'
+
+local function learned_admits(all, f, calls, m, same)
+  for _, s in ipairs(all) do
+    if s.conc ~= 0 then return nil end
+  end
+  if not (f[1] and f[5]) then return nil end
+  local nows, needs = {}, {}
+  for j = 1, m do
+    local now_s, tokens_s, rest = string.match(calls[j], LEARNED_WORDS)
+    if rest ~= same then return nil end
+    nows[j], needs[j] = tonumber(now_s), tonumber(tokens_s)
+    if not (nows[j] and needs[j]) then return nil end
+  end
+  -- the buckets as the hash holds them, with the levels each admitted call leaves
+  local b = {f[1], f[2], f[3], f[4], f[5], f[6], f[7], f[8]}
+  local out, admitted = {}, false
+  for j = 1, m do
+    local now, wait = nows[j], 0
+    local level_r, _, rate_r = learned_level(b, now, 0)
+    if level_r < 1 then wait = math.max(wait, (1 - level_r) / rate_r) end
+    local level_t, lim_t, rate_t = learned_level(b, now, 4)
+    local need = math.min(needs[j], lim_t)
+    if level_t < need then wait = math.max(wait, (need - level_t) / rate_t) end
+    if wait > 0 then
+      out[j] = {0, tostring(math.ceil(wait)), 0}
+    else
+      b[3], b[4], b[7], b[8] = level_r - 1, now, level_t - need, now
+      out[j], admitted = ADMITTED, true
+    end
+  end
+  if not admitted then return out end
+  local last = all[#all]
+  redis.call('hset', last.p, 'lr_lvl', b[3], 'lr_at', b[4], 'lt_lvl', b[7], 'lt_at', b[8])
+  for _, s in ipairs(all) do expire_later(s.p, s == last and 3600000 or 120000) end
+  return out
+end
 
 local function group_calls(keys, calls, m)
   local now_s, lease, ttl_s, same = string.match(calls[1], ADMIT_WORDS)
@@ -23,7 +73,8 @@ local function group_calls(keys, calls, m)
   if read_pause(all[1].pause) ~= nil then return nil end
   local gated = gate == '1'
   local f = read_state(all[#all].p, false, gated, true)
-  if f[1] or f[5] or (gated and not f.nohdr) then return nil end
+  if f[1] or f[5] then return learned_admits(all, f, calls, m, same) end
+  if gated and not f.nohdr then return nil end
   -- the calls' (now, lease, expiry), checked before anything is written
   local nows, ids, ends, ttls = {}, {}, {}, {}
   local last_now_s, last_ttl_s, now, ttl, e = nil, nil, nil, nil, nil

@@ -3,8 +3,9 @@
 -- limit headers or announced limits in the answers, no configured tpm, no pause, no learned
 -- bucket, and the first answer had no limit headers. The model scope's state is then read
 -- and written once for the run, and each scope's leases go with one ZREM (#22); what is
--- written is what the calls one by one write. Anything else: nil, before anything is
--- written (the calls then run one by one).
+-- written is what the calls one by one write. Answers with limit headers: `learned_releases`
+-- (lib/release_learned). Anything else: nil, before anything is written (the calls then run
+-- one by one).
 
 -- A call's words: now, lease id, (token delta), the announced limits, answered, (refunded,
 -- estimate: no bucket or window to correct here), the six header words, admitted_ms, then
@@ -23,6 +24,10 @@ local function group_calls(keys, calls, m)
   local _, _, news, _, heard, _, same = string.match(calls[1], RELEASE_WORDS)
   if not same then return nil end
   KEYS, ARGV = keys, split(calls[1])
+  local r_lim, t_lim = tonumber(ARGV[9]), tonumber(ARGV[12])
+  if r_lim and t_lim and (r_lim > 0 or t_lim > 0) then
+    return learned_releases(scopes(16), calls, m, news, same)
+  end
   for _, j in ipairs({4, 5, 9, 12}) do
     local v = tonumber(ARGV[j])
     if v == nil or v > 0 then return nil end
