@@ -220,8 +220,9 @@ class OpenAIProvider(HTTPProvider):
 
     def answer(self, request: LLMRequest, resp: HTTPResponse, model: str) -> ProviderResponse:
         """The answer in a successful response (a live call's, or a vendor batch line's)."""
+        # Each reader sets the answer's `rate_limits` as it builds it: assigning the field
+        # after was pydantic's `__setattr__` on every call (#22).
         answer = _READERS[request.kind](self, resp, model)
-        answer.rate_limits = self.announced(resp)
         if request.kind == "messages" and answer.body is not None:
             answer.body = claude.to_message_answer(answer.body)
         return answer
@@ -243,6 +244,7 @@ class OpenAIProvider(HTTPProvider):
             model=completion.get("model") or model,
             request_id=request_id,
             body=data,
+            rate_limits=self.announced(resp),
         )
 
     def _completions(self, resp: HTTPResponse, model: str) -> ProviderResponse:
@@ -255,6 +257,7 @@ class OpenAIProvider(HTTPProvider):
             model=completion.model or model,
             request_id=resp.headers.get("x-request-id") or completion.id,
             body=data,
+            rate_limits=self.announced(resp),
         )
 
     def _embeddings(self, resp: HTTPResponse, model: str) -> ProviderResponse:
@@ -266,6 +269,7 @@ class OpenAIProvider(HTTPProvider):
             model=answer.model or model,
             request_id=resp.headers.get("x-request-id"),
             body=data,
+            rate_limits=self.announced(resp),
         )
 
     def _moderations(self, resp: HTTPResponse, model: str) -> ProviderResponse:
@@ -275,6 +279,7 @@ class OpenAIProvider(HTTPProvider):
             model=answer.model or model,
             request_id=resp.headers.get("x-request-id") or answer.id,
             body=data,
+            rate_limits=self.announced(resp),
         )
 
     def _responses(self, resp: HTTPResponse, model: str) -> ProviderResponse:
@@ -318,6 +323,7 @@ class OpenAIProvider(HTTPProvider):
             model=answer.model or model,
             request_id=request_id,
             body=data,
+            rate_limits=self.announced(resp),
         )
 
     def classify(

@@ -33,7 +33,7 @@ from workers import metrics
 from workers.batch_watch import BatchWatch
 from workers.calls import call_endpoint
 from workers.health import EndpointHealth
-from workers.outcomes import BatchCancelled, CircuitOpen, Move, cost_of, succeeded
+from workers.outcomes import BatchCancelled, CircuitOpen, Move, cost_of, stamp, succeeded
 from workers.plugins import CallContext, Plugin, load_plugins
 from workers.policy import BACKPRESSURE, backpressure_s, charged, compact, final_error
 from workers.protocol.batch_record import BatchState
@@ -242,10 +242,9 @@ class Executor:
                 )
                 return
             result = review.result or result
-        result.trace_id = trace_id
         # Three floats of ours: not validated (1 µs per request, #22).
         times = {"enqueued_at": job.enqueued_at, "started_at": started, "finished_at": time.time()}
-        result.timings = trusted(Timings, times, set(times))
+        stamp(result, trace_id, trusted(Timings, times, set(times)))
         dead = b""
         if result.status in ("errored", "expired") and result.error is not None:
             dead = DeadLetter.of(job, result.status, result.error.code)

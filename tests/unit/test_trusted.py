@@ -13,7 +13,7 @@ from schemas.job import Job
 from schemas.request import LLMRequest, RouteHop
 from schemas.result import Attempt, LLMResult, Timings, Usage
 from schemas.trusted import fits, trusted
-from workers.outcomes import succeeded
+from workers.outcomes import stamp, succeeded
 
 
 def test_an_instance_holds_what_pydantic_gives_it() -> None:
@@ -129,3 +129,25 @@ def test_counted_usage_is_the_validated_usage(counts: tuple[int | None, ...]) ->
     assert counted.model_fields_set == set(names)
     assert counted.model_dump_json() == before.model_dump_json()
     assert all(type(v) is int for v in counted.__dict__.values())
+
+
+@pytest.mark.parametrize("status", ["succeeded", "errored"])
+def test_a_stamped_result_is_the_assigned_one(status: str) -> None:
+    # Given two equal results, one built from an answer (`succeeded`) or one by validation
+    j = job()
+    if status == "succeeded":
+        resp = ProviderResponse(model="gpt-test", text="hi", body={"id": "x"})
+        stamped, assigned = (succeeded(j, j.request, resp, None) for _ in range(2))
+    else:
+        stamped, assigned = (
+            LLMResult(custom_id="r-1", batch_id="b", status="errored") for _ in range(2)
+        )
+    times = Timings(enqueued_at=1.5, started_at=2.0, finished_at=2.5)
+    # When one is stamped and the other has both fields assigned
+    stamp(stamped, "ab" * 16, times)
+    assigned.trace_id, assigned.timings = "ab" * 16, times
+    # Then they are the same result, with the same fields set, stored as the same bytes
+    assert stamped == assigned
+    assert stamped.model_fields_set == assigned.model_fields_set
+    assert list(stamped.__dict__) == list(assigned.__dict__)
+    assert stamped.json_bytes() == assigned.json_bytes()
