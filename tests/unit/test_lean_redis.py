@@ -40,6 +40,21 @@ def test_redis_imports_without_the_metrics_api_and_the_api_still_imports_after()
     assert _run(code).splitlines() == ["False False", "Meter"]
 
 
+def test_redis_reports_its_version_without_reading_package_metadata() -> None:
+    # redis-py sends its version to the server (CLIENT SETINFO): the one `__version__` gives
+    # is the one its package metadata records (this breaks loudly on an upgrade where they
+    # differ), and a connection made after `lean_redis` reads no metadata for it.
+    code = (
+        "import importlib.metadata as md, workers.lean_redis, redis.utils\n"
+        "from redis.driver_info import DriverInfo\n"
+        "recorded = md.version('redis')\n"
+        "def refuse(name): raise AssertionError(f'metadata read for {name}')\n"
+        "md.version = refuse\n"
+        "print(redis.utils.get_lib_version() == recorded, DriverInfo().lib_version == recorded)\n"
+    )
+    assert _run(code) == "True True"
+
+
 def test_the_worker_process_imports_it_first() -> None:
     code = (
         "import sys, workers.process\n"
