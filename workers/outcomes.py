@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 from providers.base import Provider, ProviderResponse
@@ -122,24 +123,31 @@ def learned_limits(resp: ProviderResponse) -> tuple[int, int]:
 
 
 #: (limit, remaining, reset ms) of the request bucket, then of the token bucket; -1 unknown.
-Observed = tuple[float, float, float, float, float, float]
+#: Whole numbers: the limiter writes them into every release's words, and a float's repr cost
+#: ~1 us a word more than an int's there (#22).
+Observed = tuple[int, int, int, int, int, int]
 NOTHING_OBSERVED: Observed = (-1, -1, -1, -1, -1, -1)
+
+
+def _count(x: int | None) -> int:
+    return -1 if x is None else x
+
+
+def _reset_ms(reset_s: float | None) -> int:
+    """A reset in whole ms, rounded up: one announced as due still counts as not yet."""
+    return -1 if reset_s is None else math.ceil(reset_s * 1000)
 
 
 def observed(limits: RateLimits | None) -> Observed:
     """What an answer's headers say of the provider's buckets, for the shared limiter."""
     if limits is None:
         return NOTHING_OBSERVED
-
-    def v(x: float | None, scale: float = 1.0) -> float:
-        return -1 if x is None else x * scale
-
     requests, tokens = limits.requests, limits.tokens
     return (
-        v(requests.limit),
-        v(requests.remaining),
-        v(requests.reset_s, 1000),
-        v(tokens.limit),
-        v(tokens.remaining),
-        v(tokens.reset_s, 1000),
+        _count(requests.limit),
+        _count(requests.remaining),
+        _reset_ms(requests.reset_s),
+        _count(tokens.limit),
+        _count(tokens.remaining),
+        _reset_ms(tokens.reset_s),
     )
