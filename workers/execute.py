@@ -250,7 +250,8 @@ class Executor:
             dead = DeadLetter.of(job, result.status, result.error.code)
         context["endpoint"] = result.endpoint
         if await writer.write(job.key, result, dead):
-            metrics.labeled(metrics.JOBS, result.endpoint or "", result.status).inc()
+            if metrics.RECORDING:
+                metrics.labeled(metrics.JOBS, result.endpoint or "", result.status).inc()
             log.debug("job %s", result.status, extra=context)
         else:
             log.info("duplicate delivery ignored: the result was already stored", extra=context)
@@ -357,7 +358,9 @@ class Executor:
         if cached is None:
             for plugin in reversed(self.plugins):
                 resp = await plugin.after_call(ctx, resp)
-        cost = 0.0 if cached else cost_of(cfg.price_for(resp.model) or cfg.price_for(model), resp)
+        # Most endpoints have no price table: then nothing is priced, and nothing looked up.
+        price = (cfg.price_for(resp.model) or cfg.price_for(model)) if cfg.prices else None
+        cost = 0.0 if cached else cost_of(price, resp)
         result = succeeded(job, req, resp, cost)
         if cached:
             result.extra = {"cache": "hit"}
