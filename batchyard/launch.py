@@ -20,11 +20,11 @@ def main() -> None:
     """Console-script entry point (also `python -m batchyard`)."""
     running = sys.argv[1:2] == ["run"]
     gc.disable()  # the command's imports: see `imports_done`, called once they are done
-    if running:
-        early_redis.start(sys.argv[2:])
-        warm.prestart(fork=True)
     code: int = 0
-    try:
+    try:  # a Ctrl-C from here on still ends the early Redis and worker (`finally`)
+        if running:
+            early_redis.start(sys.argv[2:])
+            warm.prestart(fork=True)
         import workers.lean_redis  # noqa: F401  (before anything imports redis-py)
 
         if running:  # the run's app: `run` without the other commands' imports

@@ -84,13 +84,12 @@ def start(args: list[str]) -> None:
     except OSError:  # there already (a resume, or --fresh's to remove): `run` decides
         return
     server = RedisServer(dir=state / "redis", appendonly=True, die_with_parent=True)
+    _spare = (server, state)  # from here on, `discard` removes what this made
     try:
         server.dir.mkdir()
         server.spawn()
     except Exception:  # `run` starts one itself, and reports what fails
-        shutil.rmtree(state, ignore_errors=True)
-        return
-    _spare = (server, state)
+        discard()
 
 
 def claim(state: Path, wanted: bool) -> RedisServer | None:

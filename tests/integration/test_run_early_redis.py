@@ -182,3 +182,32 @@ def test_the_readme_run_still_leaves_only_its_files(tmp_path: Path) -> None:
     names = sorted(p.name for p in tmp_path.iterdir())
     assert names == ["results.errors.jsonl", "results.jsonl"]
     wait_until(lambda: not _redis_servers_in(tmp_path), 10, "its Redis to end")
+
+
+def test_a_ctrl_c_during_the_start_leaves_no_redis_and_no_state(tmp_path: Path) -> None:
+    # Given a run whose start is interrupted (Ctrl-C) once its Redis is started, while the
+    # worker is being prestarted (the imports before the fork),
+    write_jsonl(tmp_path / "in.jsonl", [openai_line("r", "hi")])
+    code = (
+        "import sys\n"
+        "sys.argv = ['batchyard', 'run', 'in.jsonl', '-o', 'out.jsonl']\n"
+        "from workers import warm\n"
+        "def interrupted(**options): raise KeyboardInterrupt\n"
+        "warm.prestart = interrupted\n"
+        "from batchyard.launch import main\n"
+        "main()\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code],
+        env=cli_env(),
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    # the run ends on it, and leaves neither a state directory nor a Redis running in one.
+    assert proc.returncode != 0
+    assert "KeyboardInterrupt" in proc.stderr
+    assert [p.name for p in tmp_path.iterdir()] == ["in.jsonl"]
+    wait_until(lambda: not _redis_servers_in(tmp_path), 10, "its Redis to end")
