@@ -56,13 +56,7 @@ for i, s in ipairs(all) do
     if p ~= nil and (p.probing or p.until_ms <= now) then redis.call('del', s.pause) end
   end
   if s.tpm > 0 then window_correct(s.log, s.p, lease, ARGV[8], delta) end
-  if learned_rpm > 0 and learned_tpm > 0 then
-    redis.call('hset', s.p, 'learned_rpm', learned_rpm, 'learned_tpm', learned_tpm)
-  elseif learned_rpm > 0 then
-    redis.call('hset', s.p, 'learned_rpm', learned_rpm)
-  elseif learned_tpm > 0 then
-    redis.call('hset', s.p, 'learned_tpm', learned_tpm)
-  end
+  note_learned(s.p, learned_rpm, learned_tpm)
 end
 expire_noted()
 return 1

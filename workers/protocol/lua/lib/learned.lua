@@ -58,3 +58,15 @@ local function learned_add(p, prefix, amount, now)
   if cur == nil then return end
   redis.call('hset', p, prefix .. 'lvl', math.min(lim, cur + amount), prefix .. 'at', now)
 end
+
+-- Records the request and token limits an answer's headers announced (0: not announced) in a
+-- scope's state hash `p`, where the admits read them.
+local function note_learned(p, rpm, tpm)
+  if rpm > 0 and tpm > 0 then
+    redis.call('hset', p, 'learned_rpm', rpm, 'learned_tpm', tpm)
+  elseif rpm > 0 then
+    redis.call('hset', p, 'learned_rpm', rpm)
+  elseif tpm > 0 then
+    redis.call('hset', p, 'learned_tpm', tpm)
+  end
+end

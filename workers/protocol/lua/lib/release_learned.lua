@@ -78,15 +78,7 @@ local function learned_releases(all, calls, m, news, same)
   expire_later(last.p, 3600000)
   local learned_rpm, learned_tpm = string.match(news, '^(%S+) (%S+) $')
   learned_rpm, learned_tpm = tonumber(learned_rpm), tonumber(learned_tpm)
-  for _, s in ipairs(all) do
-    if learned_rpm > 0 and learned_tpm > 0 then
-      redis.call('hset', s.p, 'learned_rpm', learned_rpm, 'learned_tpm', learned_tpm)
-    elseif learned_rpm > 0 then
-      redis.call('hset', s.p, 'learned_rpm', learned_rpm)
-    elseif learned_tpm > 0 then
-      redis.call('hset', s.p, 'learned_tpm', learned_tpm)
-    end
-  end
+  for _, s in ipairs(all) do note_learned(s.p, learned_rpm, learned_tpm) end
   local out = {}
   for j = 1, m do out[j] = 1 end
   return out
