@@ -147,17 +147,22 @@ def _redis_servers_in(directory: Path) -> list[psutil.Process]:
     return found
 
 
-def test_a_run_that_fails_before_it_starts_leaves_no_redis_and_no_state(tmp_path: Path) -> None:
-    # Given an input file that does not exist, `batchyard run` (which starts its Redis first)
-    proc = subprocess.run(
-        [sys.executable, "-m", "batchyard", "run", "missing.jsonl", "-o", "out.jsonl"],
+def _python(args: list[str], cwd: Path, timeout_s: float = 60) -> subprocess.CompletedProcess[str]:
+    """`python ARGS` in `cwd` with the CLI tests' environment, its output captured."""
+    return subprocess.run(
+        [sys.executable, *args],
         env=cli_env(),
-        cwd=tmp_path,
+        cwd=cwd,
         capture_output=True,
         text=True,
-        timeout=60,
+        timeout=timeout_s,
         check=False,
     )
+
+
+def test_a_run_that_fails_before_it_starts_leaves_no_redis_and_no_state(tmp_path: Path) -> None:
+    # Given an input file that does not exist, `batchyard run` (which starts its Redis first)
+    proc = _python(["-m", "batchyard", "run", "missing.jsonl", "-o", "out.jsonl"], tmp_path)
     # reports it in one line, as before,
     assert proc.returncode != 0
     lines = [line for line in proc.stderr.splitlines() if line.strip()]
@@ -169,15 +174,8 @@ def test_a_run_that_fails_before_it_starts_leaves_no_redis_and_no_state(tmp_path
 
 def test_the_readme_run_still_leaves_only_its_files(tmp_path: Path) -> None:
     # The same run on its early Redis: output and errors, nothing else.
-    proc = subprocess.run(
-        [sys.executable, "-m", "batchyard", "run", str(ROOT / "examples" / "hello.jsonl")],
-        env=cli_env(),
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    hello = str(ROOT / "examples" / "hello.jsonl")
+    proc = _python(["-m", "batchyard", "run", hello], tmp_path, timeout_s=120)
     assert proc.returncode == 0, proc.stderr
     names = sorted(p.name for p in tmp_path.iterdir())
     assert names == ["results.errors.jsonl", "results.jsonl"]
@@ -197,15 +195,7 @@ def test_a_ctrl_c_during_the_start_leaves_no_redis_and_no_state(tmp_path: Path) 
         "from batchyard.launch import main\n"
         "main()\n"
     )
-    proc = subprocess.run(
-        [sys.executable, "-c", code],
-        env=cli_env(),
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    proc = _python(["-c", code], tmp_path)
     # the run ends on it, and leaves neither a state directory nor a Redis running in one.
     assert proc.returncode != 0
     assert "KeyboardInterrupt" in proc.stderr

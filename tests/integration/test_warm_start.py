@@ -156,13 +156,20 @@ def _alive(pid: int) -> bool:
         return False
 
 
-def test_a_waiting_worker_checks_configs_and_can_still_be_claimed(
-    redis_url: str, write_config: Callable[[dict[str, object]], Path], tmp_path: Path
-) -> None:
-    # Given a prestarted worker,
+@pytest.fixture
+def configs(write_config: Callable[[dict[str, object]], Path], tmp_path: Path) -> tuple[Path, Path]:
+    """A config the supervisor's check passes, and one with a mistake it does not."""
     good = write_config({"endpoints": {"mock": {"provider": "mock"}}})
     bad = tmp_path / "bad.yaml"
     bad.write_text("endpoints:\n  ep:\n    provider: mock\n    latency: 5\n")
+    return good, bad
+
+
+def test_a_waiting_worker_checks_configs_and_can_still_be_claimed(
+    redis_url: str, configs: tuple[Path, Path], tmp_path: Path
+) -> None:
+    # Given a prestarted worker,
+    good, bad = configs
     warm.prestart()
     # a config the supervisor's check passes passes its check, one with a mistake does not
     # (the caller then checks it itself, to report the mistake),
@@ -174,12 +181,10 @@ def test_a_waiting_worker_checks_configs_and_can_still_be_claimed(
 
 
 def test_a_check_asked_ahead_is_answered_when_taken(
-    redis_url: str, write_config: Callable[[dict[str, object]], Path], tmp_path: Path
+    redis_url: str, configs: tuple[Path, Path], tmp_path: Path
 ) -> None:
     # Given a prestarted worker asked ahead about a good config and a bad one,
-    good = write_config({"endpoints": {"mock": {"provider": "mock"}}})
-    bad = tmp_path / "bad.yaml"
-    bad.write_text("endpoints:\n  ep:\n    provider: mock\n    latency: 5\n")
+    good, bad = configs
     warm.prestart()
     warm.ask(good)
     warm.ask(bad)
