@@ -28,12 +28,12 @@ from schemas.result import Attempt, ErrorInfo, LLMResult, ResultStatus, Timings
 from schemas.settings import Settings
 from schemas.structured import TASK_KIND as STRUCTURED
 from schemas.tokens import prompt_text, request_tokens
-from schemas.trusted import trusted
+from schemas.trusted import assign, trusted
 from workers import metrics
 from workers.batch_watch import BatchWatch
 from workers.calls import call_endpoint
 from workers.health import EndpointHealth
-from workers.outcomes import BatchCancelled, CircuitOpen, Move, cost_of, stamp, succeeded
+from workers.outcomes import BatchCancelled, CircuitOpen, Move, cost_of, succeeded
 from workers.plugins import CallContext, Plugin, load_plugins
 from workers.policy import BACKPRESSURE, backpressure_s, charged, compact, final_error
 from workers.protocol.batch_record import BatchState
@@ -244,7 +244,8 @@ class Executor:
             result = review.result or result
         # Three floats of ours: not validated (1 µs per request, #22).
         times = {"enqueued_at": job.enqueued_at, "started_at": started, "finished_at": time.time()}
-        stamp(result, trace_id, trusted(Timings, times, set(times)))
+        # Set as assigning them does, without pydantic's __setattr__ (#22).
+        assign(result, trace_id=trace_id, timings=trusted(Timings, times, set(times)))
         dead = b""
         if result.status in ("errored", "expired") and result.error is not None:
             dead = DeadLetter.of(job, result.status, result.error.code)

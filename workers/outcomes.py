@@ -101,19 +101,6 @@ def succeeded(job: Job, req: LLMRequest, resp: ProviderResponse, cost: float | N
 _NO_TIMES: dict[str, float | None] = dict.fromkeys(Timings.model_fields)
 
 
-def stamp(result: LLMResult, trace_id: str | None, timings: Timings) -> None:
-    """Give a result its trace id and timings as assigning them does (both join its fields
-    set, each keeps its place), without pydantic's `__setattr__`: two Python calls per field,
-    on every request (#22)."""
-    fields = result.__dict__
-    fields["trace_id"] = trace_id
-    fields["timings"] = timings
-    result.__pydantic_fields_set__.update(_STAMPED)
-
-
-_STAMPED = ("trace_id", "timings")
-
-
 def learned_limits(resp: ProviderResponse) -> tuple[int, int]:
     """(rpm, tpm) the provider announced in its headers, 0 where it said nothing."""
     limits = resp.rate_limits

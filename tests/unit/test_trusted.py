@@ -12,8 +12,8 @@ from providers.base import ProviderResponse
 from schemas.job import Job
 from schemas.request import LLMRequest, RouteHop
 from schemas.result import Attempt, LLMResult, Timings, Usage
-from schemas.trusted import fits, trusted
-from workers.outcomes import stamp, succeeded
+from schemas.trusted import assign, fits, trusted
+from workers.outcomes import succeeded
 
 
 def test_an_instance_holds_what_pydantic_gives_it() -> None:
@@ -144,7 +144,7 @@ def test_a_stamped_result_is_the_assigned_one(status: str) -> None:
         )
     times = Timings(enqueued_at=1.5, started_at=2.0, finished_at=2.5)
     # When one is stamped and the other has both fields assigned
-    stamp(stamped, "ab" * 16, times)
+    assign(stamped, trace_id="ab" * 16, timings=times)
     assigned.trace_id, assigned.timings = "ab" * 16, times
     # Then they are the same result, with the same fields set, stored as the same bytes
     assert stamped == assigned
