@@ -32,7 +32,7 @@ VALUED = frozenset(
 #: ... and its flags that leave the output's state as it is (--fresh removes it; --help runs
 #: nothing).
 FLAGS = frozenset({"--keep-state"})
-#: Where its output goes without -o.
+#: Where its output goes without -o (`producers.run_cli.run`'s default).
 DEFAULT_OUTPUT = "results.jsonl"
 
 #: The server `start` made and the state directory it made for it, until claimed.

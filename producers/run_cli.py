@@ -13,6 +13,7 @@ from typing import Annotated
 
 import typer
 
+from producers import early_redis
 from producers.console import err, out, user_errors
 from producers.run import RunInterrupted, run_batch
 from workers.tracing import setup_tracing, shutdown_tracing
@@ -48,7 +49,7 @@ ConfigOpt = Annotated[
 
 def run(
     file: Annotated[Path, typer.Argument(help="Input JSONL (OpenAI batch, Anthropic or native).")],
-    output: Annotated[Path, typer.Option("--output", "-o")] = Path("results.jsonl"),
+    output: Annotated[Path, typer.Option("--output", "-o")] = Path(early_redis.DEFAULT_OUTPUT),
     errors: Annotated[Path | None, typer.Option("--errors", "-e")] = None,
     processes: Annotated[int, typer.Option("--processes", "-p", min=1)] = 1,
     concurrency: Annotated[int, typer.Option("--concurrency", min=1, max=5000)] = 64,
