@@ -57,7 +57,7 @@ _NOTHING_SEEN = "-1 " * len(NOTHING_OBSERVED)
 #: A refusal at most this long (s) is a full concurrency slot or the first-answer gate (the
 #: scripts' 50 ms poll): a release in this process may free it sooner, so it wakes the waiter.
 WAKE_S = 0.05
-#: Waiters one release wakes: its slot and the half slot adaptive concurrency's slow start adds.
+#: Waiters one release wakes: its slot and the slot adaptive concurrency's slow start adds.
 WAKES_PER_RELEASE = 2
 
 
@@ -156,8 +156,8 @@ class Limiter:
     async def _slot(self, wait_s: float) -> None:
         """Wait `wait_s`, or less when a release in this process frees a slot first.
 
-        The scripts answer a full slot with a 50 ms poll: as adaptive concurrency grew from 4
-        at a batch's start, each step of its slow start waited one whole poll (~0.15 s of a
+        The scripts answer a full slot with a 50 ms poll: as adaptive concurrency grew at a
+        batch's start, each step of its slow start waited one whole poll (~0.15 s of a
         12-line batch, ~0.5 s before 256 were in flight). A release is sent before any
         admission asked after it (`ScriptPipe.post`), so the woken request sees its slot."""
         loop = asyncio.get_running_loop()

@@ -264,21 +264,24 @@ def test_without_limit_headers_concurrency_grows_until_refused_then_backs_off(
 
     assert take(0, "first")
     give(1, "first", True, 0)  # an answer without limit headers: adaptive from here
-    inflight = [f"a{i}" for i in range(10) if take(2, f"a{i}")]
-    assert len(inflight) == 4  # it starts at 4 in flight
+    inflight = [f"a{i}" for i in range(30) if take(2, f"a{i}")]
+    assert len(inflight) == 10  # it starts at 10 in flight (TCP's initial window)
     for lease in inflight:
         give(3, lease, True, 2)
-    assert sum(take(4, f"b{i}") for i in range(20)) == 6  # x1.5 per round trip
-    give(5, "b0", False, 4)  # refused: halved, 6 -> 3; a second refusal of that round is not
-    give(5, "b1", False, 4)  # news
-    assert float(r.hget(SCOPE.state, "aimd") or 0) == 3.0
+    assert sum(take(4, f"b{i}") for i in range(40)) == 20  # x2 per round trip (slow start)
+    give(5, "b0", False, 4)  # refused: halved, 20 -> 10; a second refusal of that round is
+    give(5, "b1", False, 4)  # not news
+    assert float(r.hget(SCOPE.state, "aimd") or 0) == 10.0
+    for i in range(2, 12):  # after the cut: +1 per round trip (1/limit per clean answer)
+        give(6, f"b{i}", True, 4)
+    assert float(r.hget(SCOPE.state, "aimd") or 0) == pytest.approx(11.0, abs=0.1)
 
 
 def test_an_endpoint_cap_and_the_models_adaptive_concurrency_hold_leases_in_their_scopes(
     r: redis.Redis,
 ) -> None:
     # Two scopes as a worker sends them: the endpoint (max_concurrency 2), then its model,
-    # whose first answer had no limit headers (adaptive concurrency, starting at 4).
+    # whose first answer had no limit headers (adaptive concurrency, starting at 10).
     endpoint, model = LimitKeys.of("t:rl:two"), LimitKeys.of("t:rl:two:model:m")
     keys = (*endpoint, *model)
 
