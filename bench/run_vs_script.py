@@ -1,10 +1,12 @@
 """`batchyard run` vs a one-process asyncio script on the fake server (issue #22).
 
     flock /work/locks/cpu python bench/run_vs_script.py [--requests 10000] [--in-flight 256]
+    python bench/run_vs_script.py --latency-ms 500 --only big   # the issue's second case
 
-Both sides call the same fake OpenAI server (a separate process, 0 ms latency) with the same
-input, `--in-flight` requests at a time. The script is in the style of the OpenAI cookbook's
-parallel processor: read the JSONL, one aiohttp session, a semaphore, write each result line.
+Both sides call the same fake OpenAI server (a separate process, 0 ms latency unless
+`--latency-ms`) with the same input, `--in-flight` requests at a time. The script is in the
+style of the OpenAI cookbook's parallel processor: read the JSONL, one aiohttp session, a
+semaphore, write each result line.
 
 Wall: spawn to exit of the top process. CPU: user+sys of the top process and every descendant
 it reaped (`os.wait4`'s rusage counts reaped children; `batchyard run` reaps its embedded
@@ -12,7 +14,9 @@ redis-server and its workers), so Redis and the workers are included. The fake s
 CPU is shown apart and counted on neither side. batchyard's modules are byte-compiled first,
 as an installed copy's are (`compile_tree`).
 
-Targets (issue #22): wall ratio <= 1.25, CPU ratio <= 2.0, a 12-line batch done <= 1 s.
+Targets (issue #22, at 0 ms): wall ratio <= 1.25, CPU ratio <= 2.0, a 12-line batch done
+<= 1 s. With a latency the wall ratio is shown as well: the issue's 500 ms case (10,000
+requests, 256 in flight) took one worker process 26.1 s against the script's 22.8 s.
 """
 
 from __future__ import annotations
@@ -107,9 +111,17 @@ def count_lines(path: Path) -> int:
 class FakeServer:
     """`python -m providers.fake_server --port 0` as its own process."""
 
-    def __init__(self) -> None:
+    def __init__(self, latency_ms: int = 0) -> None:
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "providers.fake_server", "--port", "0", "--latency-ms", "0"],
+            [
+                sys.executable,
+                "-m",
+                "providers.fake_server",
+                "--port",
+                "0",
+                "--latency-ms",
+                str(latency_ms),
+            ],
             env=child_env(),
             stdout=subprocess.PIPE,
             text=True,
@@ -160,6 +172,7 @@ def main() -> None:
     p.add_argument("--requests", type=int, default=10_000)
     p.add_argument("--in-flight", type=int, default=256)
     p.add_argument("--processes", type=int, default=1, help="batchyard worker processes")
+    p.add_argument("--latency-ms", type=int, default=0, help="the fake server's latency")
     p.add_argument("--small", type=int, default=12, help="lines of the small batch")
     p.add_argument("--only", choices=["big", "small"], help="run one part")
     args = p.parse_args()
@@ -167,7 +180,7 @@ def main() -> None:
 
     la = os.getloadavg()
     print(f"load average before: {la[0]:.2f} {la[1]:.2f} {la[2]:.2f} on {os.cpu_count()} CPUs")
-    server = FakeServer()
+    server = FakeServer(args.latency_ms)
     try:
         with tempfile.TemporaryDirectory(prefix="bench-run-") as tmp:
             d = Path(tmp)
@@ -215,7 +228,7 @@ def big(d: Path, cfg: Path, server: FakeServer, args: argparse.Namespace) -> Non
     b_srv = server.cpu() - b0
     assert count_lines(out_b) == n, f"batchyard run wrote {count_lines(out_b)} of {n} lines"
 
-    print(f"{n} requests, {args.in_flight} in flight, fake server 0 ms")
+    print(f"{n} requests, {args.in_flight} in flight, fake server {args.latency_ms} ms")
     print(
         f"  script          wall {s_wall:6.2f} s  cpu {s_cpu:6.2f} s  "
         f"({n / s_wall:,.0f} req/s; server cpu {s_srv:.2f} s)"
@@ -225,6 +238,9 @@ def big(d: Path, cfg: Path, server: FakeServer, args: argparse.Namespace) -> Non
         f"({n / b_wall:,.0f} req/s; server cpu {b_srv:.2f} s; {args.processes} worker proc)"
     )
     rw, rc = b_wall / s_wall, b_cpu / s_cpu
+    if args.latency_ms:  # the targets are the 0 ms case's
+        print(f"  wall ratio {rw:.2f}, cpu ratio {rc:.2f}")
+        return
     print(
         f"  wall ratio {rw:.2f} (target <= {TARGET_WALL}) {'OK' if rw <= TARGET_WALL else 'MISS'}"
     )
