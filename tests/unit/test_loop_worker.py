@@ -7,6 +7,7 @@ import asyncio
 import threading
 import time
 from collections.abc import Callable, Iterator
+from queue import PriorityQueue
 from typing import Any
 
 import dramatiq
@@ -329,4 +330,117 @@ def test_stop_ends_an_idle_consumers_longest_wait(redis_server: RedisServer) -> 
     finally:
         if stopper.ident is None:
             worker.stop(timeout=10_000)
+        broker.close()
+
+
+def idle_wait(broker: LaneBroker, queue: str) -> tuple[threading.Thread, list[object]]:
+    """A consumer of `queue` backed off to its longest wait (30 to 60 s), waiting in a thread."""
+    consumer = broker.consume(queue)
+    consumer.misses = 40
+    fetched: list[object] = []
+    waiting = threading.Thread(target=lambda: fetched.append(next(consumer)), daemon=True)
+    waiting.start()
+    return waiting, fetched
+
+
+def test_an_enqueue_wakes_the_idle_consumers_of_its_queue_here_and_in_other_workers(
+    redis_server: RedisServer,
+) -> None:
+    broker = build_broker(Settings(redis_url=redis_server.url, idle_poll_ms=60_000))
+    assert isinstance(broker, LaneBroker)
+    listener = broker.client.pubsub(ignore_subscribe_messages=True)
+    listener.subscribe(broker.wake_channel)
+    # Given an idle consumer of "q" at its longest wait, and another worker listening,
+    waiting, fetched = idle_wait(broker, "q")
+    try:
+        # when dramatiq enqueues on "q" (a delayed message falling due, a Retries re-run),
+        broker.enqueue(Message("q", "t", ({"i": 0},), {}, {}))
+        # then the consumer stops waiting at once, ready to fetch it,
+        waiting.join(timeout=10)
+        assert not waiting.is_alive(), "the consumer slept through the enqueue"
+        assert fetched == [None]
+        # and the other workers hear of it.
+        notice = None
+        deadline = time.monotonic() + 10
+        while notice is None and time.monotonic() < deadline:
+            notice = listener.get_message(timeout=0.5)
+        assert notice is not None and notice["data"] == b"q"
+    finally:
+        listener.close()
+        broker.close()
+
+
+def test_an_idle_consumer_holding_a_delayed_message_wakes_when_it_falls_due(
+    redis_server: RedisServer,
+) -> None:
+    from dramatiq.worker import _WorkQueueItem
+
+    broker = build_broker(Settings(redis_url=redis_server.url, idle_poll_ms=60_000))
+    assert isinstance(broker, LaneBroker)
+    # Given a delay queue's consumer at its longest wait whose thread holds a message due
+    # in 0.3 s (dramatiq moves it to its queue when the consumer's wait ends),
+    held: PriorityQueue[Any] = PriorityQueue()
+    due = int(time.time() * 1000) + 300
+    held.put(_WorkQueueItem(due, Message("q.DQ", "t", (), {}, {"eta": due})))
+    broker.held_delayed["q.DQ"] = held
+    waiting, fetched = idle_wait(broker, "q.DQ")
+    try:
+        # then its wait ends when the message is due, not 30-60 s later.
+        waiting.join(timeout=10)
+        assert not waiting.is_alive(), "the consumer slept past a due delayed message"
+        assert fetched == [None]
+        assert time.time() * 1000 >= due - 5  # and not (much) before
+    finally:
+        broker.close()
+
+
+@pytest.mark.parametrize("delay_ms", [0, 500])
+def test_a_requeued_job_wakes_the_idle_consumers_of_its_queue(
+    redis_server: RedisServer, delay_ms: int
+) -> None:
+    import redis.asyncio as aioredis
+
+    from schemas.job import Job
+    from workers.requeue import Requeuer
+
+    broker = build_broker(Settings(redis_url=redis_server.url, idle_poll_ms=60_000))
+    assert isinstance(broker, LaneBroker)
+    listener = broker.client.pubsub(ignore_subscribe_messages=True)
+    listener.subscribe(broker.wake_channel)
+    job = Job.model_validate(
+        {
+            "batch_id": "b",
+            "key": "k",
+            "request": {"custom_id": "k", "messages": [{"role": "user", "content": "hi"}]},
+            "route": [{"endpoint": "a"}, {"endpoint": "next"}],
+            "hop": 1,
+            "enqueued_at": 1.0,
+        }
+    )
+    queue = "llm.next" + (".DQ" if delay_ms else "")
+    # Given an idle consumer at its longest wait on the queue a failover hop or a delayed
+    # retry of this job goes to, and another worker listening,
+    waiting, fetched = idle_wait(broker, queue)
+
+    async def requeue() -> None:
+        client = aioredis.Redis.from_url(redis_server.url)
+        try:
+            await Requeuer(client, broker).enqueue(job, delay_ms=delay_ms)
+        finally:
+            await client.aclose()
+
+    try:
+        # when the job is queued again,
+        asyncio.run(requeue())
+        # then the consumer stops waiting at once, and the other workers hear of it.
+        waiting.join(timeout=10)
+        assert not waiting.is_alive(), "the consumer slept through the requeue"
+        assert fetched == [None]
+        notice = None
+        deadline = time.monotonic() + 10
+        while notice is None and time.monotonic() < deadline:
+            notice = listener.get_message(timeout=0.5)
+        assert notice is not None and notice["data"] == queue.encode()
+    finally:
+        listener.close()
         broker.close()

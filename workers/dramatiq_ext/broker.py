@@ -6,10 +6,12 @@ import contextlib
 import logging
 import threading
 from collections.abc import Callable
+from queue import PriorityQueue
 from typing import Any
 
 import redis
 from dramatiq.brokers.redis import RedisBroker
+from dramatiq.message import Message
 from dramatiq.middleware import Middleware, MiddlewareError
 
 from workers.dramatiq_ext.acks import AckBatcher
@@ -53,9 +55,7 @@ class Waker(threading.Thread):
 
     def wake(self, queue: bytes | str) -> None:
         """Set the wake event of every consumer of `queue`."""
-        name = queue.decode() if isinstance(queue, bytes) else queue
-        for event in self.broker.wake_events.get(name, ()):
-            event.set()
+        self.broker.wake_local(queue.decode() if isinstance(queue, bytes) else queue)
 
     def stop(self) -> None:
         """Stop within `POLL_S` (a worker's exit waits for it)."""
@@ -84,6 +84,9 @@ class LaneBroker(RedisBroker):
         #: consumer a queue ever has (see `BatchAckConsumer`).
         self.ack_owners: dict[str, dict[str, str]] = {}
         self.wake_events: dict[str, list[threading.Event]] = {}
+        #: queue -> its consumer thread's delayed messages (dramatiq's heap, by eta): an idle
+        #: consumer wakes when the next falls due (`BatchAckConsumer._until_due`).
+        self.held_delayed: dict[str, PriorityQueue[Any]] = {}
         self.waker: Waker | None = None
         #: Called in the consumer thread with the first arguments (jobs) of each non-empty
         #: fetch's messages, before any of them is handed out: `workers.results.FetchCheck`
@@ -142,6 +145,28 @@ class LaneBroker(RedisBroker):
                 found = found[::-1]
             self._implementing[hook] = found
         return found
+
+    def enqueue(self, message: Message[Any], *, delay: int | None = None) -> Message[Any]:
+        """dramatiq's `enqueue`, then the idle consumers of the queue it went to are woken
+        (`announce`): the delayed messages dramatiq moves as they fall due and its `Retries`
+        enqueue through here, unannounced until now; producers' scripts announce their own."""
+        sent: Message[Any] = super().enqueue(message, delay=delay)
+        self.announce(sent.queue_name)
+        return sent
+
+    def announce(self, queue: str) -> None:
+        """Wake the idle consumers of `queue`: this process's at once, the others' over
+        `wake_channel`. A hint: a lost one costs a wait of at most `idle_poll_ms`."""
+        self.wake_local(queue)
+        try:
+            self.client.publish(self.wake_channel, queue)
+        except redis.RedisError as exc:
+            log.debug("wake-up of %s not published (%s)", queue, exc)
+
+    def wake_local(self, queue: str) -> None:
+        """Set the wake event of this process's consumers of `queue`."""
+        for event in self.wake_events.get(queue, ()):
+            event.set()
 
     def consume(self, queue_name: str, prefetch: int = 1, timeout: int = 5000) -> Any:
         """A consumer of `queue_name` that backs off no longer than `idle_poll_ms` (in place

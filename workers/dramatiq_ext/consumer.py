@@ -11,7 +11,7 @@ import orjson
 import redis
 from dramatiq.broker import MessageProxy
 from dramatiq.brokers.redis import RedisBroker, _RedisConsumer
-from dramatiq.common import compute_backoff
+from dramatiq.common import compute_backoff, current_millis
 from dramatiq.errors import ConnectionClosed, DecodeError
 from dramatiq.message import Message
 
@@ -74,6 +74,7 @@ class BatchAckConsumer(_RedisConsumer):
         owners: dict[str, dict[str, str]] = getattr(broker, "ack_owners", {})
         self._owner = owners.setdefault(queue_name, {})
         self._fetch = Fetch(broker, queue_name)
+        self._delays = isinstance(getattr(broker, "held_delayed", None), dict)
 
     def __next__(self) -> MessageProxy | None:
         """dramatiq's `_RedisConsumer.__next__`, except that messages are fetched and decoded
@@ -98,12 +99,22 @@ class BatchAckConsumer(_RedisConsumer):
                     )
                 if not messages:
                     self.misses, backoff_ms = compute_backoff(self.misses, max_backoff=self.timeout)
-                    if self.wake.wait(backoff_ms / 1000):
+                    if self.wake.wait(self._until_due(backoff_ms) / 1000):
                         self.wake.clear()
                         self.misses = 0
                     return None
         except redis.ConnectionError as e:
             raise ConnectionClosed(e) from None  # type: ignore[no-untyped-call]
+
+    def _until_due(self, wait_ms: int) -> float:
+        """`wait_ms`, or less: until the next delayed message this consumer's thread holds is
+        due (dramatiq moves it to its queue after this wait), so an idle poll as long as
+        `idle_poll_ms` never makes a retry late. Read in that thread, the heap's owner."""
+        held = self.broker.held_delayed.get(self.queue_name) if self._delays else None
+        if held is None or not held.queue:
+            return wait_ms
+        due: float = held.queue[0].priority
+        return max(0.0, min(wait_ms, due - current_millis()))
 
     def fetch(self, n: int) -> list[Message[Any] | bytes | None]:
         """Up to `n` messages, each decoded once (one that does not decode stays bytes, and

@@ -73,12 +73,16 @@ class LoopWorker(dramatiq.Worker):
 
     def _add_consumer(self, queue_name: str, *, delay: bool = False) -> None:
         """dramatiq's, then the new consumer thread skips its delay queue's scan while that
-        queue is empty (every message of a lane queue, which never holds a delayed one)."""
+        queue is empty (every message of a lane queue, which never holds a delayed one), and
+        its consumer, idle, waits no longer than that queue's next message is due."""
         super()._add_consumer(queue_name, delay=delay)
         thread = self.consumers.get(queue_name)
         if thread is not None:
             scan = thread.handle_delayed_messages
             thread.handle_delayed_messages = functools.partial(_delayed_if_any, thread, scan)  # type: ignore[method-assign]
+            queues = getattr(self.broker, "held_delayed", None)
+            if isinstance(queues, dict):
+                queues[queue_name] = thread.delay_queue
 
     def stop(self, timeout: int = 600000) -> None:
         """dramatiq's stop, with each idle consumer woken once it is told to stop.
