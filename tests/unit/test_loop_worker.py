@@ -340,7 +340,18 @@ def idle_wait(broker: LaneBroker, queue: str) -> tuple[threading.Thread, list[ob
     fetched: list[object] = []
     waiting = threading.Thread(target=lambda: fetched.append(next(consumer)), daemon=True)
     waiting.start()
+    wait_for(lambda: consumer.misses > 40)  # its fetch found nothing: it waits (or is set)
     return waiting, fetched
+
+
+def next_notice(listener: redis.client.PubSub, timeout_s: float = 10) -> object:
+    """The data of the next message on `listener`'s channel (None: none within timeout_s)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        notice = listener.get_message(timeout=0.5)
+        if notice is not None:
+            return notice["data"]
+    return None
 
 
 def test_an_enqueue_wakes_the_idle_consumers_of_its_queue_here_and_in_other_workers(
@@ -360,11 +371,7 @@ def test_an_enqueue_wakes_the_idle_consumers_of_its_queue_here_and_in_other_work
         assert not waiting.is_alive(), "the consumer slept through the enqueue"
         assert fetched == [None]
         # and the other workers hear of it.
-        notice = None
-        deadline = time.monotonic() + 10
-        while notice is None and time.monotonic() < deadline:
-            notice = listener.get_message(timeout=0.5)
-        assert notice is not None and notice["data"] == b"q"
+        assert next_notice(listener) == b"q"
     finally:
         listener.close()
         broker.close()
@@ -436,11 +443,7 @@ def test_a_requeued_job_wakes_the_idle_consumers_of_its_queue(
         waiting.join(timeout=10)
         assert not waiting.is_alive(), "the consumer slept through the requeue"
         assert fetched == [None]
-        notice = None
-        deadline = time.monotonic() + 10
-        while notice is None and time.monotonic() < deadline:
-            notice = listener.get_message(timeout=0.5)
-        assert notice is not None and notice["data"] == queue.encode()
+        assert next_notice(listener) == queue.encode()
     finally:
         listener.close()
         broker.close()
