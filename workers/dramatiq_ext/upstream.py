@@ -102,10 +102,12 @@ HOOKS: tuple[Hook, ...] = (
     ),
     Hook(
         "dramatiq.brokers.redis:RedisBroker.enqueue",
-        "workers.protocol.envelope:encode, workers.requeue:Requeuer.enqueue",
+        "workers.protocol.envelope:encode, workers.requeue:Requeuer.enqueue, "
+        "workers.dramatiq_ext.broker:LaneBroker.enqueue",
         "copy",
         "48de91b5ef2e15a8",
-        "a fresh redis_message_id per enqueue; a delay goes to the .DQ queue with an eta",
+        "a fresh redis_message_id per enqueue; a delay goes to the .DQ queue with an eta; it "
+        "returns the message it stored, whose queue_name (the .DQ one when delayed) is announced",
     ),
     Hook(
         "dramatiq.worker:WorkerThread.process_message",
@@ -186,7 +188,8 @@ HOOKS: tuple[Hook, ...] = (
         "relies",
         "9b27ee97868e2f0f",
         "it only moves items of self.delay_queue whose eta passed, so an empty delay queue "
-        "means nothing to do; only the consumer thread itself puts into that queue",
+        "means nothing to do; only the consumer thread itself puts into that queue; it runs "
+        "after each of the consumer's __next__, idle or not (BatchAckConsumer._until_due)",
     ),
     Hook(
         "dramatiq.message:Message.decode",
@@ -243,10 +246,12 @@ HOOKS: tuple[Hook, ...] = (
     ),
     Hook(
         "dramatiq.worker:_WorkQueueItem",
-        "workers.dramatiq_ext.loop_worker:LoopFeeder._take",
+        "workers.dramatiq_ext.loop_worker:LoopFeeder._take, "
+        "workers.dramatiq_ext.consumer:BatchAckConsumer._until_due",
         "relies",
         "42aadef56603649d",
-        "work queue items carry the MessageProxy as `.message`",
+        "work queue items carry the MessageProxy as `.message`; a delay queue's item has its "
+        "eta (ms) as `.priority`, so the heap's first is the next due",
     ),
     Hook(
         "dramatiq.worker:ConsumerThread.handle_message",
