@@ -522,15 +522,24 @@ def test_worker_start_adds_its_threads_through_add_worker() -> None:
     )
 
 
-def test_work_queue_items_carry_the_message_proxy() -> None:
+def consumer_thread(
+    queue_name: str, priority: int
+) -> tuple[dramatiq.ConsumerThread, PriorityQueue[Any]]:
+    """dramatiq's consumer thread of `queue_name` (not started) on a stub broker whose actor
+    "a" serves queue "q" at `priority`, and the work queue it puts into."""
     broker = StubBroker(middleware=[])
     dramatiq.Actor(
-        lambda: None, broker=broker, actor_name="a", queue_name="q", priority=5, options={}
+        lambda: None, broker=broker, actor_name="a", queue_name="q", priority=priority, options={}
     )
     work: PriorityQueue[Any] = PriorityQueue()
-    consumer = dramatiq.ConsumerThread(
-        broker=broker, queue_name="q", prefetch=1, work_queue=work, worker_timeout=100
+    thread = dramatiq.ConsumerThread(
+        broker=broker, queue_name=queue_name, prefetch=1, work_queue=work, worker_timeout=100
     )
+    return thread, work
+
+
+def test_work_queue_items_carry_the_message_proxy() -> None:
+    consumer, work = consumer_thread("q", priority=5)
     proxy = MessageProxy(Message("q", "a", (), {}, {}))
     consumer.handle_message(proxy)
     item = work.get_nowait()
@@ -644,14 +653,7 @@ def test_a_message_without_ack_hooks_is_acked_by_the_consumer_alone() -> None:
 def test_the_delay_scan_moves_only_items_due_and_is_skipped_when_empty() -> None:
     from workers.dramatiq_ext.loop_worker import _delayed_if_any
 
-    broker = StubBroker(middleware=[])
-    dramatiq.Actor(
-        lambda: None, broker=broker, actor_name="a", queue_name="q", priority=0, options={}
-    )
-    work: PriorityQueue[Any] = PriorityQueue()
-    thread = dramatiq.ConsumerThread(
-        broker=broker, queue_name="q.DQ", prefetch=1, work_queue=work, worker_timeout=100
-    )
+    thread, _ = consumer_thread("q.DQ", priority=0)
     scans: list[int] = []
 
     def scan() -> None:
