@@ -74,7 +74,6 @@ class BatchAckConsumer(_RedisConsumer):
         owners: dict[str, dict[str, str]] = getattr(broker, "ack_owners", {})
         self._owner = owners.setdefault(queue_name, {})
         self._fetch = Fetch(broker, queue_name)
-        self._delays = isinstance(getattr(broker, "held_delayed", None), dict)
 
     def __next__(self) -> MessageProxy | None:
         """dramatiq's `_RedisConsumer.__next__`, except that messages are fetched and decoded
@@ -110,7 +109,7 @@ class BatchAckConsumer(_RedisConsumer):
         """`wait_ms`, or less: until the next delayed message this consumer's thread holds is
         due (dramatiq moves it to its queue after this wait), so an idle poll as long as
         `idle_poll_ms` never makes a retry late. Read in that thread, the heap's owner."""
-        held = self.broker.held_delayed.get(self.queue_name) if self._delays else None
+        held = getattr(self.broker, "held_delayed", {}).get(self.queue_name)
         if held is None or not held.queue:
             return wait_ms
         due: float = held.queue[0].priority
