@@ -23,6 +23,7 @@ from workers.outcomes import NOTHING_OBSERVED, Observed
 from workers.protocol.keys import Keys
 from workers.protocol.scripts import Lua, register
 from workers.results import ScriptPipe
+from workers.share import Share
 
 
 class MustWait(Exception):
@@ -44,6 +45,8 @@ class Lease:
     probe: bool = False
     #: Epoch ms the lease was granted (adaptive concurrency cuts once per congestion event).
     admitted_ms: float = 0.0
+    #: The process's share of adaptive concurrency it was admitted in (no lease of its own).
+    share: Share | None = None
 
 
 #: The limiter scripts' view of a request's scopes: (state, leases, pause, window) keys per
@@ -87,8 +90,9 @@ class Limiter:
         self.pause_key = self.keys.limit(endpoint).pause
         self._pause = register(client, Lua.LIMIT_PAUSE)
         self._client = client
-        #: Admits and releases of concurrent requests share one round trip per loop turn.
-        self._pipe = ScriptPipe(client, (Lua.LIMIT_RELEASE, Lua.LIMIT_ADMIT))
+        #: Admits and releases of concurrent requests share one round trip per loop turn
+        #: (releases first, then shares, then admits: each sees what the earlier gave back).
+        self._pipe = ScriptPipe(client, (Lua.LIMIT_RELEASE, Lua.LIMIT_RESERVE, Lua.LIMIT_ADMIT))
         #: Lease ids: unique per process by a random prefix, then a counter (a uuid4 per
         #: request cost an os.urandom call each).
         self._lease_prefix = uuid.uuid4().hex[:16]
@@ -106,6 +110,11 @@ class Limiter:
         self._scope_cache: dict[str, Scopes] = {}
         #: Requests refused for a slot (`WAKE_S`), oldest first: a release wakes the next.
         self._waiting: deque[asyncio.Future[None]] = deque()
+        #: This process's shares of adaptive concurrency, by scope keys (`workers.share`).
+        self._shares: dict[tuple[str, ...], Share] = {}
+        self._ttl_ms = 0
+        #: Calls in `acquire` that found no slot of a share at once: what a share asks for.
+        self._asking = 0
 
     def _scopes(self, model: str) -> Scopes:
         """The endpoint's scope, then the model's: configured model limits, and the limits
@@ -132,10 +141,33 @@ class Limiter:
         scopes = self._scopes(model)
         if not (self.limited or self.learning) and not await self._pause_set():
             return Lease("", tokens, scopes)
-        lease = Lease(f"{self._lease_prefix}{next(self._lease_ids)}", tokens, scopes)
+        share = self._shares.get(scopes[0]) if self._shares else None
+        if share is not None and self._pause_value is None and share.take():
+            # the process's share of adaptive concurrency had a slot: no round trip at all
+            return Lease("", tokens, scopes, admitted_ms=time.time() * 1000, share=share)
+        self._asking += 1
+        try:
+            return await self._admit(scopes, tokens, lease_ttl_s)
+        finally:
+            self._asking -= 1
+
+    async def _admit(self, scopes: Scopes, tokens: int, lease_ttl_s: float) -> Lease:
+        """`acquire` where the process's share had no slot: wait for one of it, or (no share
+        granted) admit through `limit_admit.lua`."""
         deadline = time.monotonic() + self.cfg.max_inline_wait_s
+        lease = Lease(f"{self._lease_prefix}{next(self._lease_ids)}", tokens, scopes)
         ttl_ms, gate = int(lease_ttl_s * 1000), int(self.announces)
+        self._ttl_ms = ttl_ms
         while True:
+            share = self._shares.get(scopes[0]) if self._shares else None
+            if share is not None and share.granted and self._pause_value is None:
+                if share.take():
+                    return Lease("", tokens, scopes, admitted_ms=time.time() * 1000, share=share)
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise MustWait(WAKE_S)
+                await share.wait(left)
+                continue
             # Whole ms: formatting a float's repr here cost ~1 us a word (three per request),
             # and the scripts read digits and write the lease's expiry back for less (#22).
             now_ms = int(time.time() * 1000)
@@ -190,6 +222,8 @@ class Limiter:
         admission asked after it, and its reply is not read (a failure is logged; the lease
         then expires with its TTL). `aclose` waits for the releases still on their way."""
         learns = seen[0] > 0 or seen[3] > 0
+        if lease.share is not None:  # a refund was never sent: it says nothing of congestion
+            lease.share.done(None if refunded else answered, lease.admitted_ms)
         if not lease.id and not learns:
             return
         self.learning = self.learning or learns
@@ -207,12 +241,31 @@ class Limiter:
         self._pipe.post(Lua.LIMIT_RELEASE, keys, words)
         if answered:
             self._pause_value = None
+            if lease.id and not (learns or refunded or self.limited):
+                self._hold(lease.scopes)
         woken, waiting = 0, self._waiting
         while waiting and woken < WAKES_PER_RELEASE:
             woken += _wake(waiting.popleft())
 
+    def _hold(self, scopes: Scopes) -> None:
+        """An answer without limit headers came back: hold a share of the scope's adaptive
+        concurrency (`workers.share`), which its call finds granted only where the scope is
+        plain adaptive concurrency."""
+        share = self._shares.get(scopes[0])
+        if share is None:
+            if len(self._shares) >= 64:  # bounded whatever models requests name
+                return
+            holder = f"{self._lease_prefix}s{len(self._shares)}"
+            share = self._shares[scopes[0]] = Share(
+                self._pipe, scopes[0], scopes[1], holder, self._ttl_ms, lambda: self._asking
+            )
+        share.start()
+
     async def aclose(self) -> None:
-        """Wait for the releases still on their way to Redis (before its client closes)."""
+        """Give the shares back, then wait for the releases still on their way to Redis
+        (before its client closes)."""
+        for share in self._shares.values():
+            await share.aclose()
         await self._pipe.drain()
 
     async def pause(self, retry_after_s: float) -> None:

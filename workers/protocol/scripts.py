@@ -34,6 +34,7 @@ class Lua(StrEnum):
     HEALTH_ADMIT = "health_admit"
     LIMIT_ADMIT = "limit_admit"
     LIMIT_RELEASE = "limit_release"
+    LIMIT_RESERVE = "limit_reserve"
     LIMIT_PAUSE = "limit_pause"
     RATE_ADMIT = "rate_admit"
     MOVE_PHASE = "move_phase"
