@@ -3,8 +3,10 @@
 One Lua call admits a request (configured RPM/TPM as exact 60 s sliding windows, the provider's
 buckets as its headers describe them, a concurrency lease that expires if its worker dies, and
 the endpoint's 429 pause); one Lua call releases the lease and corrects the token counts with
-the real usage. Waiting is `asyncio.sleep`, never a blocked
-loop; a wait longer than `max_inline_wait_s` is handed back to the caller to requeue.
+the real usage. Where adaptive concurrency alone limits a scope and has room, the process
+admits in its share of it instead, with no call per request (`workers.share`). Waiting is
+`asyncio.sleep`, never a blocked loop; a wait longer than `max_inline_wait_s` is handed back
+to the caller to requeue.
 """
 
 from __future__ import annotations
