@@ -9,10 +9,12 @@ process now holds a share of the limit (`limit_reserve.lua`) and admits within i
 round trip. The share is leases in the same sorted set an admission counts, so every other
 process and every admission still counts them; one call every `SYNC_S` renews them, reports
 the answers (adaptive concurrency moves as it did, one answer at a time), and sizes the
-share to what the process wants (its calls in flight and those waiting), within its fair
-part of the limit. A refusal is reported at once, and a call waiting for a slot asks for
-more at the next loop turn in which answers came back (slow start still grows per round
-trip). A share unused for `IDLE_S` is given back.
+share to what the process wants (the most calls it had in flight and waiting at once within
+`IDLE_S`). A share is granted only while the limit has room for what every process holding
+one wants: where they want more, requests are admitted one by one as before, which keeps
+every slot of a saturated server in use and sees each cut at once. A refusal is reported at
+once, and a call waiting for a slot asks again at the next loop turn in which answers came
+back. A share unused for `IDLE_S` is given back.
 """
 
 from __future__ import annotations
