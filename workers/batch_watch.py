@@ -87,6 +87,13 @@ class BatchWatch:
             return cached[1]
         return None
 
+    def remember(self, batch_id: str, state: BatchState) -> None:
+        """A state read elsewhere (`FetchCheck`, in a consumer thread, with its fetch's result
+        check): kept as `state` keeps what it reads."""
+        if len(self._states) > _MAX_KEPT:
+            self._states.clear()
+        self._states[batch_id] = (time.monotonic(), state)
+
     async def state(self, batch_id: str) -> BatchState:
         """Status, cost and budget of a batch; one Redis read per poll interval per process,
         however many of its requests are in flight."""
@@ -103,7 +110,5 @@ class BatchWatch:
     async def _read(self, batch_id: str) -> BatchState:
         raw = await self._redis.hmget(self.keys.batch(batch_id), list(WORKER_FIELDS))
         state = BatchState.parse(raw)
-        if len(self._states) > _MAX_KEPT:
-            self._states.clear()
-        self._states[batch_id] = (time.monotonic(), state)
+        self.remember(batch_id, state)
         return state

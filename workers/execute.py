@@ -118,6 +118,8 @@ class Executor:
         )
         self._redis = aioredis.Redis(connection_pool=pool)
         self._watch = BatchWatch(self._redis, self.keys, self.settings.cancel_poll_s)
+        if self.fetch_check is not None:  # fetches read batch states with their checks
+            self.fetch_check.watch = self._watch
         for name, cfg in self.config.endpoints.items():
             cls = provider_class(cfg.provider)
             provider = cls(name, cfg, endpoint_options(name, cfg))

@@ -18,7 +18,7 @@ import asyncio
 import logging
 from collections.abc import Callable, Sequence
 from importlib import import_module
-from typing import Any, Generic, TypeVar, cast
+from typing import TYPE_CHECKING, Any, Generic, TypeVar, cast
 
 import redis
 import redis.asyncio as aioredis
@@ -29,9 +29,13 @@ from redis.exceptions import NoScriptError, ResponseError
 from redis.typing import EncodableT
 
 from schemas.result import LLMResult
+from workers.protocol.batch_record import WORKER_FIELDS, BatchState
 from workers.protocol.keys import Keys
 from workers.protocol.results import ResultItem, write_call
 from workers.protocol.scripts import Lua, ScriptCall, batch_args, batched, register
+
+if TYPE_CHECKING:
+    from workers.batch_watch import BatchWatch
 
 T = TypeVar("T")
 log = logging.getLogger("batchyard.worker")
@@ -321,6 +325,11 @@ class FetchCheck:
     remembered (the check failed, the message came some other way) is checked by
     `ResultCheck` as before; a result stored between fetch and call is still caught by the
     write, which stores only one result per key.
+
+    The same round trip reads the record of each batch whose state the executor's `watch`
+    does not hold fresh: the first request of a batch (and the first after each poll
+    interval) awaited that read before its call, one round trip more at the start of every
+    batch (#22).
     """
 
     #: More remembered keys than this (messages fetched and never run) are forgotten.
@@ -330,6 +339,8 @@ class FetchCheck:
         self.client = client
         self.keys = keys
         self._absent: set[tuple[str, str]] = set()
+        #: The executor's batch states (set once it has started), filled here too.
+        self.watch: BatchWatch | None = None
 
     def fetched(self, jobs: Sequence[Any]) -> None:
         """Check the results of `jobs` (the first arguments of fetched messages, decoded)."""
@@ -344,13 +355,20 @@ class FetchCheck:
         commands: list[Command] = [
             ("HMGET", self.keys.done(batch_id), *keys) for batch_id, keys in groups.items()
         ]
+        watch = self.watch
+        stale = [b for b in groups if watch.fresh(b) is None] if watch is not None else []
+        commands += [("HMGET", self.keys.batch(b), *WORKER_FIELDS) for b in stale]
         try:
             replies = exchange_sync(self.client, commands)
         except redis.RedisError:
             return  # the executor checks each of them itself
+        if watch is not None:
+            for batch_id, raw in zip(stale, replies[len(groups) :], strict=True):
+                if isinstance(raw, list):
+                    watch.remember(batch_id, BatchState.parse(raw))
         if len(self._absent) > self.LIMIT:
             self._absent.clear()
-        for (batch_id, keys), reply in zip(groups.items(), replies, strict=True):
+        for (batch_id, keys), reply in zip(groups.items(), replies[: len(groups)], strict=True):
             if isinstance(reply, list):
                 self._absent.update(
                     (batch_id, k) for k, v in zip(keys, reply, strict=True) if v is None

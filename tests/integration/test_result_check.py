@@ -9,6 +9,8 @@ import pytest
 import redis
 import redis.asyncio as aioredis
 
+from workers.batch_watch import BatchWatch
+from workers.protocol.batch_record import BatchState
 from workers.protocol.keys import Keys
 from workers.results import FetchCheck, ResultCheck
 
@@ -57,3 +59,24 @@ def test_a_fetch_check_remembers_each_key_without_a_result_once(redis_url: str) 
     down = FetchCheck(redis.Redis(port=1, socket_connect_timeout=0.2), KEYS)
     down.fetched([job("b1", "c")])
     assert not down.absent("b1", "c")
+
+
+def test_a_fetch_reads_the_state_of_each_batch_its_watch_holds_no_fresh_state_of(
+    redis_url: str,
+) -> None:
+    sync = redis.Redis.from_url(redis_url)
+    sync.hset(KEYS.batch("b1"), mapping={"status": "in_progress", "budget_usd": "2.5"})
+    sync.hset(KEYS.batch("b2"), mapping={"status": "cancelling"})
+    checks = FetchCheck(sync, KEYS)
+    watch = BatchWatch(aioredis.Redis.from_url(redis_url), KEYS, poll_s=60.0)
+    checks.watch = watch
+    # Given a fetch of two batches' jobs, the watch holds both states after it: their first
+    # calls read nothing before they are sent (or stopped, for the cancelled one),
+    checks.fetched([job("b1", "a"), job("b2", "a"), job("b1", "b")])
+    assert watch.fresh("b1") == BatchState("in_progress", 0.0, 2.5)
+    assert watch.cancelled("b2")
+    # and a state held fresh is not read again with the next fetch.
+    sync.hset(KEYS.batch("b1"), "status", "cancelling")
+    checks.fetched([job("b1", "c")])
+    assert watch.fresh("b1") == BatchState("in_progress", 0.0, 2.5)
+    sync.close()
