@@ -152,9 +152,15 @@ class Executor:
             )
 
     async def start(self) -> None:
-        """At boot: connect, listen for cancels, and poll this process's share of open vendor
-        batches (they outlive workers)."""
+        """At boot: connect, listen for cancels, read the breakers' states (`warm`), and poll
+        this process's share of open vendor batches (they outlive workers)."""
         await self._start()
+        warmed = await asyncio.gather(
+            *(h.warm() for h in self.health.values()), return_exceptions=True
+        )
+        for health, failed in zip(self.health.values(), warmed, strict=True):
+            if isinstance(failed, Exception):  # its first request reads it, as before
+                log.debug("breaker state of %s not read at start: %s", health.endpoint, failed)
         if self.offload is not None:
             self.offload.start()
 

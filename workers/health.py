@@ -65,6 +65,7 @@ class EndpointHealth:
         self.state_ttl_s = state_ttl_s
         keys = Keys(namespace)
         self._keys = [keys.health(endpoint), keys.latency(endpoint), keys.probe(endpoint)]
+        self._client = client
         self._record = register(client, Lua.HEALTH_RECORD)
         self._admit = register(client, Lua.HEALTH_ADMIT)
         self._worker_id = uuid.uuid4().hex
@@ -82,6 +83,19 @@ class EndpointHealth:
         """Whether `admit` would allow at once, without a Redis read: the closed state, read
         within `state_ttl_s`. Most calls are told here, without a coroutine (#22)."""
         return self._state == "closed" and time.monotonic() - self._checked_at < self.state_ttl_s
+
+    async def warm(self) -> None:
+        """Read the breaker's state (no probe is taken), as `admit` would: done at a worker's
+        start, it spares the first request a round trip before its call (#22). A request
+        that asks meanwhile waits for this read, as for any read in flight."""
+        if self._reading is None or self._reading.done():
+            self._reading = asyncio.ensure_future(self._read())
+        await asyncio.shield(self._reading)
+
+    async def _read(self) -> Admission:
+        state, open_until = await self._client.hmget(self._keys[0], ["state", "open_until"])
+        self._remember(state or "closed", open_until or "0")
+        return _ALLOWED  # not read: its waiters decide again on the state it remembered
 
     async def admit(self) -> Admission:
         """May a request be sent now? Reads Redis at most once per `state_ttl_s` when closed."""
