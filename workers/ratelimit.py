@@ -25,7 +25,7 @@ from workers.outcomes import NOTHING_OBSERVED, Observed
 from workers.protocol.keys import Keys
 from workers.protocol.scripts import Lua, register
 from workers.results import ScriptPipe
-from workers.share import Share
+from workers.share import Share, wait_turn, wake
 
 
 class MustWait(Exception):
@@ -64,14 +64,6 @@ _NOTHING_SEEN = "-1 " * len(NOTHING_OBSERVED)
 WAKE_S = 0.05
 #: Waiters one release wakes: its slot and the slot adaptive concurrency's slow start adds.
 WAKES_PER_RELEASE = 2
-
-
-def _wake(waiter: asyncio.Future[None]) -> bool:
-    """Wake `waiter`; False when it was done already (timed out or cancelled)."""
-    if waiter.done():
-        return False
-    waiter.set_result(None)
-    return True
 
 
 class Limiter:
@@ -194,17 +186,9 @@ class Limiter:
         batch's start, each step of its slow start waited one whole poll (~0.15 s of a
         12-line batch, ~0.5 s before 256 were in flight). A release is sent before any
         admission asked after it (`ScriptPipe.post`), so the woken request sees its slot."""
-        loop = asyncio.get_running_loop()
-        waiter: asyncio.Future[None] = loop.create_future()
-        waiting = self._waiting
-        if len(waiting) >= 4096:  # timed-out waiters are only dropped as releases pass them
-            self._waiting = waiting = deque(w for w in waiting if not w.done())
-        waiting.append(waiter)
-        timer = loop.call_later(wait_s, _wake, waiter)
-        try:
-            await waiter
-        finally:
-            timer.cancel()
+        if len(self._waiting) >= 4096:  # timed-out waiters go only as releases pass them
+            self._waiting = deque(w for w in self._waiting if not w.done())
+        await wait_turn(self._waiting, wait_s)
 
     async def release(
         self,
@@ -247,7 +231,7 @@ class Limiter:
                 self._hold(lease.scopes)
         woken, waiting = 0, self._waiting
         while waiting and woken < WAKES_PER_RELEASE:
-            woken += _wake(waiting.popleft())
+            woken += wake(waiting.popleft())
 
     def _hold(self, scopes: Scopes) -> None:
         """An answer without limit headers came back: hold a share of the scope's adaptive

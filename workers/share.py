@@ -96,14 +96,7 @@ class Share:
     async def wait(self, timeout_s: float) -> None:
         """Until a slot may be free (a call ended or more were granted), at most `timeout_s`;
         the share is asked to grow at the next turn in which answers came back."""
-        loop = asyncio.get_running_loop()
-        waiter: asyncio.Future[None] = loop.create_future()
-        self._waiting.append(waiter)
-        timer = loop.call_later(timeout_s, _wake, waiter)
-        try:
-            await waiter
-        finally:
-            timer.cancel()
+        await wait_turn(self._waiting, timeout_s)
 
     def done(self, ok: bool | None, admitted_ms: float) -> None:
         """A call under the share ended: `ok` True when answered, False when refused (a 429,
@@ -118,7 +111,7 @@ class Share:
         waiting = self._waiting
         while waiting:
             if self.in_flight < self.granted:
-                if _wake(waiting.popleft()):
+                if wake(waiting.popleft()):
                     return
             else:  # full: more may be granted now that an answer came back
                 self._nudge()
@@ -181,7 +174,7 @@ class Share:
         then go through the scripts)."""
         room = self.granted - self.in_flight if self.granted else len(self._waiting)
         while self._waiting and room > 0:
-            room -= _wake(self._waiting.popleft())
+            room -= wake(self._waiting.popleft())
 
     async def aclose(self) -> None:
         """Give the share back (the calls still in flight keep their leases until their ttl)."""
@@ -199,7 +192,20 @@ class Share:
                 log.debug("share not given back (%s)", exc)
 
 
-def _wake(waiter: asyncio.Future[None]) -> bool:
+async def wait_turn(waiting: deque[asyncio.Future[None]], timeout_s: float) -> None:
+    """Wait in the line `waiting` until `wake`d, at most `timeout_s` (the limiter's waiters
+    for a slot, and a share's)."""
+    loop = asyncio.get_running_loop()
+    waiter: asyncio.Future[None] = loop.create_future()
+    waiting.append(waiter)
+    timer = loop.call_later(timeout_s, wake, waiter)
+    try:
+        await waiter
+    finally:
+        timer.cancel()
+
+
+def wake(waiter: asyncio.Future[None]) -> bool:
     """Wake `waiter`; False when it was done already (timed out or cancelled)."""
     if waiter.done():
         return False
