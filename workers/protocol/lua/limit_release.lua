@@ -41,9 +41,7 @@ for i, s in ipairs(all) do
     else
       local g = redis.call('hmget', s.p, 'nohdr', 'aimd', 'aimd_cut_at')
       if g[1] then
-        local cap = all[1].conc > 0 and all[1].conc or 1024
-        if s.conc > 0 then cap = math.min(cap, s.conc) end
-        aimd_update(s.p, answered, cap, now, tonumber(ARGV[15]), g[2], g[3])
+        aimd_update(s.p, answered, aimd_cap(all), now, tonumber(ARGV[15]), g[2], g[3])
       elseif redis.call('hdel', s.p, 'first_until') == 1 and answered then
         -- the first answer had no limit headers (vLLM, llama.cpp): nothing to wait for; a
         -- refusal without them lets the next request try (after the pause it set)

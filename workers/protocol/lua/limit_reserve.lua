@@ -36,8 +36,7 @@ end
 local g = redis.call('hmget', last.p, 'nohdr', 'aimd', 'aimd_cut_at', 'lr_lim', 'lt_lim')
 local limit = tonumber(g[2] or AIMD_START)
 if g[1] and (oks > 0 or refused ~= '-') then
-  local cap = all[1].conc > 0 and all[1].conc or 1024
-  if last.conc > 0 then cap = math.min(cap, last.conc) end
+  local cap = aimd_cap(all)
   local cut_at, set, cut = g[3], false, false
   if not cut_at then  -- slow start: +1 per answer (aimd_next), in one step
     limit, set = math.min(cap, limit + oks), oks > 0

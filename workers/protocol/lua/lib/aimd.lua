@@ -28,3 +28,11 @@ local function aimd_update(p, ok, cap, now, admitted, limit, cut_at)
   if cut ~= nil then redis.call('hset', p, 'aimd_cut_at', cut) end
   redis.call('hset', p, 'aimd', lim)
 end
+
+-- The most adaptive concurrency may reach in a call's scopes (`all`, lib/scopes): the
+-- endpoint's and the model's max_concurrency where configured, else 1024.
+local function aimd_cap(all)
+  local cap = all[1].conc > 0 and all[1].conc or 1024
+  if all[#all].conc > 0 then cap = math.min(cap, all[#all].conc) end
+  return cap
+end

@@ -61,8 +61,7 @@ local function group_calls(keys, calls, m)
       end
     end
   end
-  local cap = all[1].conc > 0 and all[1].conc or 1024
-  if last.conc > 0 then cap = math.min(cap, last.conc) end
+  local cap = aimd_cap(all)
   local lim, cut_at, set, cut = tonumber(g[2] or AIMD_START), g[3], false, false
   local out = {}
   for j = 1, m do
