@@ -25,6 +25,7 @@ def main() -> None:
         if running:
             early_redis.start(sys.argv[2:])
             warm.prestart(fork=True)
+            early_redis.hand_worker_early(sys.argv[2:])
         import workers.lean_redis  # noqa: F401  (before anything imports redis-py)
 
         if running:  # the run's app: `run` without the other commands' imports

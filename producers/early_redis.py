@@ -32,17 +32,23 @@ VALUED = frozenset(
 #: ... and its flags that leave the output's state as it is (--fresh removes it; --help runs
 #: nothing).
 FLAGS = frozenset({"--keep-state"})
-#: Where its output goes without -o (`producers.run_cli.run`'s default).
+#: The long names of its short options.
+LONG = {"-o": "--output", "-e": "--errors", "-p": "--processes", "-c": "--config"}
+#: Where its output goes without -o, and its other defaults (`producers.run_cli.run`'s).
 DEFAULT_OUTPUT = "results.jsonl"
+DEFAULT_CONCURRENCY = 64
+MAX_CONCURRENCY = 5000
+DEFAULT_GRACE_S = 10.0
 
 #: The server `start` made and the state directory it made for it, until claimed.
 _spare: tuple[RedisServer, Path] | None = None
 
 
-def output_of(args: list[str]) -> Path | None:
-    """The output file of `batchyard run ARGS`, read as its command line reads it; None if
-    an argument is one this reading is not sure of, or one that makes a new batch unlikely."""
-    output = DEFAULT_OUTPUT
+def options_of(args: list[str]) -> dict[str, str] | None:
+    """The valued options of `batchyard run ARGS` by their long names (the last one given
+    wins, as on its command line); None if an argument is one this reading is not sure of,
+    or one that makes a new batch unlikely."""
+    options: dict[str, str] = {}
     rest = iter(args)
     for arg in rest:
         if not arg.startswith("-") or arg == "-":
@@ -60,9 +66,51 @@ def output_of(args: list[str]) -> Path | None:
             value = next(rest, "")
         if not value:
             return None
-        if name in ("-o", "--output"):
-            output = value
-    return Path(output)
+        options[LONG.get(name, name)] = value
+    return options
+
+
+def output_of(args: list[str]) -> Path | None:
+    """The output file of `batchyard run ARGS` (`options_of`; None where that is)."""
+    options = options_of(args)
+    return None if options is None else Path(options.get("--output", DEFAULT_OUTPUT))
+
+
+def worker_env(url: str) -> dict[str, str]:
+    """What `batchyard run` sets in its workers' environment, beside its own."""
+    return {
+        "REDIS_URL": url,
+        "BATCHYARD_LOG_LEVEL": os.environ.get("BATCHYARD_LOG_LEVEL", "WARNING"),
+    }
+
+
+def hand_worker_early(args: list[str]) -> None:
+    """Hand the prestarted worker (`workers.warm`) the arguments and environment `run`'s
+    supervisor will give its first worker, now, when they are sure: a Redis was started here
+    for a new batch, and the command line's values read as `run` reads them. The worker then
+    starts during this process's own imports, not after them (#22); `run` still checks the
+    config and takes the worker only if it asks for the same (`warm.claim`)."""
+    options = options_of(args)
+    if _spare is None or options is None:
+        return
+    try:
+        concurrency = int(options.get("--concurrency", DEFAULT_CONCURRENCY))
+        grace_s = float(options.get("--grace", DEFAULT_GRACE_S))
+        int(options.get("--processes", 1))
+    except ValueError:
+        return  # `run` reports it
+    if not 1 <= concurrency <= MAX_CONCURRENCY or not grace_s >= 0:
+        return
+    # Imported by the prestart already (`warm.SHARED`), not by this module's importers.
+    from schemas.settings import Settings
+    from workers import warm
+    from workers.lifetime import PARENT_PID_ENV
+    from workers.supervisor import worker_args
+
+    given = options.get("--config")
+    config = Path(given) if given is not None else Settings().config
+    env = {**os.environ, **worker_env(_spare[0].url), PARENT_PID_ENV: str(os.getpid())}
+    warm.hand_early(worker_args(concurrency, grace_s, config), env, config)
 
 
 def _redis_url_set(environ: Mapping[str, str]) -> bool:

@@ -142,10 +142,7 @@ def local_workers(
             console.print(f"[dim]embedded redis on {url}[/dim]")
         if before_workers is not None:
             before_workers(url)
-        env = {
-            "REDIS_URL": url,
-            "BATCHYARD_LOG_LEVEL": os.environ.get("BATCHYARD_LOG_LEVEL", "WARNING"),
-        }
+        env = early_redis.worker_env(url)
         supervisor = Supervisor(
             processes, concurrency, config=settings.config, env=env, grace_s=grace_s
         )

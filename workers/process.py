@@ -186,8 +186,11 @@ def main(argv: list[str] | None = None) -> int:
 def await_handoff(replies: int, requests: BinaryIO | None = None) -> int:
     """A prestarted worker (`workers.warm`): imports are done; check configs on request
     (answered on the pipe `replies`) until the arguments and environment of a cold start
-    arrive on `requests` (stdin by default), then run as one. EOF: nobody needs us, exit."""
+    arrive on `requests` (stdin by default), then run as one. EOF: nobody needs us, exit.
+    A handoff sent with `if_passed` (`warm.hand_early`) is taken only if the last check
+    passed: else the asker reports the config's error itself, and this process just exits."""
     source = sys.stdin.buffer if requests is None else requests
+    passed = False
     while True:
         line = source.readline()
         if not line.strip():
@@ -195,10 +198,13 @@ def await_handoff(replies: int, requests: BinaryIO | None = None) -> int:
         spec = orjson.loads(line)
         if "check" not in spec:
             break
-        answer = (PASSED if passes(spec["check"]) else FAILED) + b"\n"
+        passed = passes(spec["check"])
+        answer = (PASSED if passed else FAILED) + b"\n"
         with contextlib.suppress(BrokenPipeError):  # the asker gave up waiting
             os.write(replies, answer)
     os.close(replies)
+    if spec.get("if_passed") and not passed:
+        return 0
     os.environ.clear()
     os.environ.update(spec["env"])
     return main(list(spec["argv"]))

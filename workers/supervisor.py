@@ -31,6 +31,12 @@ def preflight(config: Path | None) -> None:
     check_plugins(app_config.plugins)
 
 
+def worker_args(concurrency: int, grace_s: float, config: Path | None) -> list[str]:
+    """The command line of a worker process (`python -m workers.process ...`)."""
+    args = ["--concurrency", str(concurrency), "--grace", str(grace_s)]
+    return args if config is None else [*args, "--config", str(config)]
+
+
 class Supervisor:
     """Starts worker processes, restarts any that exit, stops them all on request."""
 
@@ -77,21 +83,12 @@ class Supervisor:
         preflight(path)
 
     def _spawn(self, slot: int) -> None:
-        cmd = [
-            sys.executable,
-            "-m",
-            "workers.process",
-            "--concurrency",
-            str(self.concurrency),
-            "--grace",
-            str(self.grace_s),
-        ]
-        if self.config is not None:
-            cmd += ["--config", str(self.config)]
+        argv = worker_args(self.concurrency, self.grace_s, self.config)
+        cmd = [sys.executable, "-m", "workers.process", *argv]
         # The child arms its parent-death signal and watches this pid (workers.lifetime).
         env = {**self.env, PARENT_PID_ENV: str(os.getpid())}
         # A worker prestarted by `batchyard run` has done its imports already.
-        self.children[slot] = warm.claim(cmd[3:], env) or subprocess.Popen(cmd, env=env)
+        self.children[slot] = warm.claim(argv, env) or subprocess.Popen(cmd, env=env)
         self._started_at[slot] = time.monotonic()
 
     def start(self) -> None:

@@ -101,6 +101,8 @@ class WarmWorker:
         self.replies = replies
         #: The configs asked about (`ask`) whose answers are not read yet, in order.
         self.asked: list[Path | None] = []
+        #: The arguments and environment of a handoff sent before any `claim` (`hand_early`).
+        self.handed: tuple[list[str], dict[str, str]] | None = None
         self._unread = b""
 
     def ask(self, config: Path | None) -> bool:
@@ -144,15 +146,20 @@ class WarmWorker:
         answer, _, self._unread = self._unread.partition(b"\n")
         return answer
 
-    def handoff(self, argv: list[str], env: dict[str, str]) -> bool:
-        """Send the worker its arguments and environment; False if it cannot take them."""
+    def handoff(self, argv: list[str], env: dict[str, str], *, if_passed: bool = False) -> bool:
+        """Send the worker its arguments and environment; False if it cannot take them. A
+        worker handed over early (`hand_early`) takes only the same ones: it runs with them.
+        `if_passed`: the worker runs only if the config it checked last passed."""
+        if self.handed is not None:
+            return self.handed == (argv, env) and self.proc.poll() is None
         changed = {k for k in env.keys() | self.env.keys() if env.get(k) != self.env.get(k)}
         if not changed <= RUNTIME_ENV or self.proc.poll() is not None or self.proc.stdin is None:
             return False
         import orjson
 
+        spec = {"argv": argv, "env": env, **({"if_passed": True} if if_passed else {})}
         try:
-            self.proc.stdin.write(orjson.dumps({"argv": argv, "env": env}) + b"\n")
+            self.proc.stdin.write(orjson.dumps(spec) + b"\n")
             self.proc.stdin.close()
         except (BrokenPipeError, ValueError):
             return False
@@ -163,12 +170,25 @@ class WarmWorker:
         with contextlib.suppress(OSError):
             os.close(self.replies)
 
+    def hand_early(self, argv: list[str], env: dict[str, str], config: Path | None) -> None:
+        """Ask the worker to check `config`, then hand it `argv` and `env` now, before anyone
+        claims it: it starts (connects, starts its threads, waits for messages) while this
+        process still imports and reads its input, and `claim` takes it only if it asks for
+        these same arguments and environment (else the worker is ended and one starts cold).
+        A worker whose check of `config` fails does not start: it exits."""
+        if self.ask(config) and self.handoff(argv, env, if_passed=True):
+            self.handed = (argv, env)
+
     def discard(self) -> None:
-        """End the worker unused: EOF on its stdin makes it exit at once."""
+        """End the worker unused: EOF on its stdin makes a waiting one exit at once; one
+        handed over early (`hand_early`) is running, and stops on SIGTERM, as any worker."""
         self.close()
         if self.proc.stdin is not None and not self.proc.stdin.closed:
             with contextlib.suppress(BrokenPipeError):
                 self.proc.stdin.close()
+        if self.handed is not None and self.proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                self.proc.terminate()
         if not wait_exit(self.proc, 10):
             self.proc.kill()
             self.proc.wait()
@@ -233,6 +253,12 @@ def check(config: Path | None) -> bool:
     """True if a prestarted worker checked `config` and found it fine; False if it did not
     (no worker waiting, it failed, or it could not answer): then check it here."""
     return bool(_waiting) and _waiting[-1].check(config)
+
+
+def hand_early(argv: list[str], env: dict[str, str], config: Path | None) -> None:
+    """Hand the prestarted worker its arguments now (`WarmWorker.hand_early`)."""
+    if _waiting:
+        _waiting[-1].hand_early(argv, env, config)
 
 
 def claim(argv: list[str], env: dict[str, str]) -> subprocess.Popen[bytes] | None:

@@ -3,6 +3,7 @@ only for a new batch, taken by the run that wants it, and gone with its director
 
 from __future__ import annotations
 
+import contextlib
 import io
 import subprocess
 import sys
@@ -15,6 +16,7 @@ from rich.console import Console
 
 from producers import early_redis, run
 from tests.conftest import ROOT, cli_env, openai_line, read_jsonl, wait_until, write_jsonl
+from workers import warm
 from workers.redis_server import RedisServer
 
 pytestmark = pytest.mark.integration
@@ -201,3 +203,75 @@ def test_a_ctrl_c_during_the_start_leaves_no_redis_and_no_state(tmp_path: Path) 
     assert "KeyboardInterrupt" in proc.stderr
     assert [p.name for p in tmp_path.iterdir()] == ["in.jsonl"]
     wait_until(lambda: not _redis_servers_in(tmp_path), 10, "its Redis to end")
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        ["-o", "out.jsonl", "--config", "c.yaml"],
+        ["--output=out.jsonl", "-cc.yaml", "--concurrency=8", "--grace", "2.5", "-p", "1"],
+    ],
+)
+def test_a_run_takes_the_worker_it_handed_over_early_and_starts_no_other(
+    tmp_path: Path, options: list[str]
+) -> None:
+    # Given a new batch on the run's own Redis (its worker is forked and handed its
+    # arguments before the run's imports, `early_redis.hand_worker_early`),
+    (tmp_path / "c.yaml").write_text("endpoints:\n  mock:\n    provider: mock\n")
+    write_jsonl(tmp_path / "in.jsonl", [openai_line(f"r-{i}", "hi") for i in range(20)])
+    cmd = [sys.executable, "-m", "batchyard", "run", "in.jsonl", *options]
+    run_proc = psutil.Popen(cmd, env=cli_env(), cwd=tmp_path, stdout=subprocess.DEVNULL)
+    children: dict[int, list[str]] = {}
+    while run_proc.poll() is None:
+        with contextlib.suppress(psutil.Error):
+            for child in run_proc.children(recursive=True):
+                if "python" in child.name():
+                    children.setdefault(child.pid, child.cmdline())
+    # the run completes on that worker: the supervisor's claim asked for the arguments and
+    # environment it was handed (a mismatch would have ended it and spawned
+    # `python -m workers.process`).
+    assert run_proc.returncode == 0
+    assert len(read_jsonl(tmp_path / "out.jsonl")) == 20
+    assert list(children.values()) == [cmd]
+
+
+def test_run_options_are_read_by_their_long_names_the_last_one_winning() -> None:
+    args = ["in.jsonl", "-c", "a.yaml", "--concurrency=8", "--config", "b.yaml", "-p2", "-oo"]
+    assert early_redis.options_of(args) == {
+        "--config": "b.yaml",
+        "--concurrency": "8",
+        "--processes": "2",
+        "--output": "o",
+    }
+    assert early_redis.options_of(["in.jsonl", "--fresh"]) is None
+
+
+def test_a_worker_is_handed_over_early_only_for_a_new_batch_and_values_run_accepts(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    handed: list[tuple[list[str], str, Path | None]] = []
+
+    def hand_early(argv: list[str], env: dict[str, str], config: Path | None) -> None:
+        handed.append((argv, env["REDIS_URL"], config))
+
+    monkeypatch.setattr(warm, "hand_early", hand_early)
+    # No Redis started here (a resume: its state is there already): nothing is handed over.
+    (tmp_path / ("kept.jsonl" + run.STATE_SUFFIX)).mkdir()
+    early_redis.start(["in.jsonl", "-o", "kept.jsonl"])
+    early_redis.hand_worker_early(["in.jsonl", "-o", "kept.jsonl"])
+    # Values `run` refuses: nothing either (the worker waits, and `run` reports them).
+    for bad in (["--concurrency", "0"], ["--concurrency", "x"], ["--grace", "-1"]):
+        early_redis.start(["in.jsonl", *bad])
+        early_redis.hand_worker_early(["in.jsonl", *bad])
+        early_redis.discard()
+    assert handed == []
+    # A new batch with values read for sure: the supervisor's arguments and the new Redis.
+    args = ["in.jsonl", "-c", "c.yaml", "--concurrency=8"]
+    early_redis.start(args)
+    assert early_redis._spare is not None
+    url = early_redis._spare[0].url
+    early_redis.hand_worker_early(args)
+    assert handed == [
+        (["--concurrency", "8", "--grace", "10.0", "--config", "c.yaml"], url, Path("c.yaml"))
+    ]

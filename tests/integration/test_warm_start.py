@@ -208,3 +208,70 @@ def test_no_worker_waiting_or_one_that_died_leaves_the_check_to_the_caller(
     waiting.proc.kill()
     waiting.proc.wait()
     assert not warm.check(good)
+
+
+def test_a_worker_handed_over_early_runs_before_its_claim_and_is_claimed_as_it_runs(
+    redis_url: str, configs: tuple[Path, Path]
+) -> None:
+    # Given a prestarted worker handed its arguments early (as `batchyard run` does for a new
+    # batch on the Redis it started, before its own imports),
+    good, _ = configs
+    warm.prestart()
+    proc = warm._waiting[0].proc
+    argv = ["--concurrency", "4", "--config", str(good)]
+    env = cold_env(REDIS_URL=redis_url)
+    warm.hand_early(argv, env, good)
+    # its check of that config is answered,
+    assert warm.check(good)
+    # it runs jobs before anyone claims it,
+    with Client(redis_url) as client:
+        batch_id = client.submit_many([openai_line(f"e-{i}", "x") for i in range(3)]).batch_id
+        wait_until(lambda: client.batch(batch_id).finished, 60, "the batch to finish")
+        assert client.batch(batch_id).counts.completed == 3
+    # and a claim with the same arguments and environment takes it, running.
+    assert warm.claim(argv, env) is proc
+    assert proc.poll() is None
+    proc.send_signal(signal.SIGTERM)
+    proc.wait(timeout=30)
+    assert proc.returncode == 0
+
+
+@pytest.mark.parametrize("differs", ["argv", "env"])
+def test_a_claim_for_other_arguments_ends_a_worker_handed_over_early(
+    redis_url: str, configs: tuple[Path, Path], differs: str
+) -> None:
+    # Given a worker handed its arguments early and started,
+    good, _ = configs
+    warm.prestart()
+    proc = warm._waiting[0].proc
+    argv = ["--concurrency", "4", "--config", str(good)]
+    env = cold_env(REDIS_URL=redis_url)
+    warm.hand_early(argv, env, good)
+    assert warm.check(good)
+    # a claim that asks for other arguments, or another environment, does not take it
+    # (the caller starts a worker cold): it is stopped and waited for (SIGTERM: it drains
+    # and exits 0, or, still starting, has no handler for it yet and ends on it).
+    if differs == "argv":
+        assert warm.claim(["--concurrency", "5", "--config", str(good)], env) is None
+    else:
+        assert warm.claim(argv, cold_env(REDIS_URL=redis_url, BATCHYARD_LOG_LEVEL="DEBUG")) is None
+    assert proc.returncode in (0, -signal.SIGTERM)
+    assert not warm._waiting
+
+
+def test_a_worker_handed_over_early_whose_check_fails_does_not_start(
+    redis_url: str, configs: tuple[Path, Path], capfd: pytest.CaptureFixture[str]
+) -> None:
+    # Given a worker handed its arguments early with a config that has a mistake,
+    _, bad = configs
+    warm.prestart()
+    proc = warm._waiting[0].proc
+    warm.hand_early(
+        ["--concurrency", "4", "--config", str(bad)], cold_env(REDIS_URL=redis_url), bad
+    )
+    # its check fails (the caller reports the mistake itself),
+    assert not warm.check(bad)
+    # and it exits without starting, and without a word of its own about it.
+    wait_until(lambda: proc.poll() is not None, 30, "the worker to exit")
+    assert proc.returncode == 0
+    assert "batchyard worker" not in capfd.readouterr().err
