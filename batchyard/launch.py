@@ -1,9 +1,10 @@
 """The `batchyard` command's entry point: light on purpose.
 
 `batchyard run` starts its first worker process here, before the CLI's own imports, so the two
-start-ups overlap (`workers.warm`, #22). The process ends through `exit_now`, which skips the
-interpreter's teardown once output is flushed. `run` imports its own command only
-(`producers.run_cli`), not the whole command line.
+start-ups overlap (`workers.warm`, #22); for a new batch on the Redis started here it hands that
+worker its arguments here too (`early_redis.hand_worker_early`). The process ends through
+`exit_now`, which skips the interpreter's teardown once output is flushed. `run` imports its
+own command only (`producers.run_cli`), not the whole command line.
 """
 
 from __future__ import annotations

@@ -6,7 +6,8 @@ its imports were done and it had read its config and state: on the critical path
 `<output>.batchyard/redis` with its AOF on, but only for a new batch: no REDIS_URL set, no state
 directory there yet, no --fresh, and a command line it reads for sure. `run_batch` takes it with
 `claim` once its own reading of the same arguments and state agrees; `discard()` (at the
-process's end) stops one nobody took and removes the directory it made.
+process's end) stops one nobody took and removes the directory it made. With that Redis
+started, `hand_worker_early(args)` hands the prestarted worker its arguments at once.
 
 Light to import: it runs before the fork of the prestarted worker (`workers.warm`).
 """

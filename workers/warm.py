@@ -6,7 +6,9 @@ and the embedded Redis: two start-ups in a row (#22). `prestart()` starts one at
 settings; it imports everything, then waits on its stdin for the command line and environment a
 cold start would have had. `claim()` hands those over (the supervisor calls it instead of
 spawning); `discard_all()` closes the stdin of any left unclaimed, and they exit. A parent that
-dies closes the pipe too, so a waiting worker never outlives it.
+dies closes the pipe too, so a waiting worker never outlives it. `hand_early()` hands them
+over before any claim, where the caller knows them already (a new batch of `batchyard run`);
+`claim()` then takes that worker only if it asks for the same.
 
 `check(config)` asks a waiting worker to check a config as `workers.supervisor.preflight` does:
 it has imported the adapters (and aiohttp) already, which that check cost `batchyard run`'s own
