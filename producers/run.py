@@ -325,6 +325,12 @@ def run_batch(
             # The cursor resumes the output files of this batch only: with its state gone,
             # the same command starts a new batch and rewrites them from the start.
             cursor_file.unlink(missing_ok=True)
+    except BaseException:
+        # Stopped before its batch was recorded (a config error, Redis failing to start, a
+        # Ctrl-C in the start): nothing to resume, so no state directory is left behind.
+        if saved is None and state.load() is None:
+            state.remove()
+        raise
     finally:
         latch.restore()
     return RunReport(batch, writer.report, time.monotonic() - started)

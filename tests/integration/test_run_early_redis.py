@@ -174,6 +174,22 @@ def test_a_run_that_fails_before_it_starts_leaves_no_redis_and_no_state(tmp_path
     wait_until(lambda: not _redis_servers_in(tmp_path), 10, "its Redis to end")
 
 
+def test_a_run_whose_config_has_a_mistake_leaves_no_redis_and_no_state(tmp_path: Path) -> None:
+    # Given a config with an unknown provider, `batchyard run` (its Redis and worker started
+    # before the config is read)
+    (tmp_path / "bad.yaml").write_text("endpoints:\n  ep:\n    provider: nosuch\n")
+    write_jsonl(tmp_path / "in.jsonl", [openai_line("r", "hi")])
+    args = ["-m", "batchyard", "run", "in.jsonl", "-o", "out.jsonl", "-c", "bad.yaml"]
+    proc = _python(args, tmp_path)
+    # reports it in one line (the worker, which checked it too, says nothing),
+    assert proc.returncode != 0
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and "nosuch" in lines[0], proc.stderr
+    # and leaves neither a state directory nor a Redis running in one.
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.yaml", "in.jsonl"]
+    wait_until(lambda: not _redis_servers_in(tmp_path), 10, "its Redis to end")
+
+
 def test_the_readme_run_still_leaves_only_its_files(tmp_path: Path) -> None:
     # The same run on its early Redis: output and errors, nothing else.
     hello = str(ROOT / "examples" / "hello.jsonl")
