@@ -210,17 +210,25 @@ def test_no_worker_waiting_or_one_that_died_leaves_the_check_to_the_caller(
     assert not warm.check(good)
 
 
+def hand_early(
+    redis_url: str, config: Path
+) -> tuple[subprocess.Popen[bytes], list[str], dict[str, str]]:
+    """A prestarted worker handed its arguments early (as `batchyard run` does for a new
+    batch on the Redis it started, before its own imports): it, its argv and its env."""
+    warm.prestart()
+    proc = warm._waiting[0].proc
+    argv = ["--concurrency", "4", "--config", str(config)]
+    env = cold_env(REDIS_URL=redis_url)
+    warm.hand_early(argv, env, config)
+    return proc, argv, env
+
+
 def test_a_worker_handed_over_early_runs_before_its_claim_and_is_claimed_as_it_runs(
     redis_url: str, configs: tuple[Path, Path]
 ) -> None:
-    # Given a prestarted worker handed its arguments early (as `batchyard run` does for a new
-    # batch on the Redis it started, before its own imports),
+    # Given a prestarted worker handed its arguments early,
     good, _ = configs
-    warm.prestart()
-    proc = warm._waiting[0].proc
-    argv = ["--concurrency", "4", "--config", str(good)]
-    env = cold_env(REDIS_URL=redis_url)
-    warm.hand_early(argv, env, good)
+    proc, argv, env = hand_early(redis_url, good)
     # its check of that config is answered,
     assert warm.check(good)
     # it runs jobs before anyone claims it,
@@ -242,11 +250,7 @@ def test_a_claim_for_other_arguments_ends_a_worker_handed_over_early(
 ) -> None:
     # Given a worker handed its arguments early and started,
     good, _ = configs
-    warm.prestart()
-    proc = warm._waiting[0].proc
-    argv = ["--concurrency", "4", "--config", str(good)]
-    env = cold_env(REDIS_URL=redis_url)
-    warm.hand_early(argv, env, good)
+    proc, argv, env = hand_early(redis_url, good)
     assert warm.check(good)
     # a claim that asks for other arguments, or another environment, does not take it
     # (the caller starts a worker cold): it is stopped and waited for (SIGTERM: it drains
@@ -264,11 +268,7 @@ def test_a_worker_handed_over_early_whose_check_fails_does_not_start(
 ) -> None:
     # Given a worker handed its arguments early with a config that has a mistake,
     _, bad = configs
-    warm.prestart()
-    proc = warm._waiting[0].proc
-    warm.hand_early(
-        ["--concurrency", "4", "--config", str(bad)], cold_env(REDIS_URL=redis_url), bad
-    )
+    proc, _, _ = hand_early(redis_url, bad)
     # its check fails (the caller reports the mistake itself),
     assert not warm.check(bad)
     # and it exits without starting, and without a word of its own about it.
