@@ -35,7 +35,8 @@ VALUED = frozenset(
 FLAGS = frozenset({"--keep-state"})
 #: The long names of its short options.
 LONG = {"-o": "--output", "-e": "--errors", "-p": "--processes", "-c": "--config"}
-#: Where its output goes without -o, and its other defaults (`producers.run_cli.run`'s).
+#: Where its output goes without -o, and its other defaults and bounds (`producers.run_cli.run`
+#: takes them from here: the early handoff must read the command line as it does).
 DEFAULT_OUTPUT = "results.jsonl"
 DEFAULT_CONCURRENCY = 64
 MAX_CONCURRENCY = 5000

@@ -52,13 +52,15 @@ def run(
     output: Annotated[Path, typer.Option("--output", "-o")] = Path(early_redis.DEFAULT_OUTPUT),
     errors: Annotated[Path | None, typer.Option("--errors", "-e")] = None,
     processes: Annotated[int, typer.Option("--processes", "-p", min=1)] = 1,
-    concurrency: Annotated[int, typer.Option("--concurrency", min=1, max=5000)] = 64,
+    concurrency: Annotated[
+        int, typer.Option("--concurrency", min=1, max=early_redis.MAX_CONCURRENCY)
+    ] = early_redis.DEFAULT_CONCURRENCY,
     config: ConfigOpt = None,
     timeout: Annotated[float | None, typer.Option(help="Give up after this many seconds.")] = None,
     grace: Annotated[
         float,
         typer.Option(min=0, help="On Ctrl-C/SIGTERM: seconds calls in flight get to finish."),
-    ] = 10.0,
+    ] = early_redis.DEFAULT_GRACE_S,
     fresh: Annotated[
         bool, typer.Option("--fresh", help="Discard an interrupted run's state; start over.")
     ] = False,
