@@ -36,7 +36,6 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import orjson
@@ -235,11 +234,14 @@ def big(d: Path, cfg: Path, server: FakeServer, args: argparse.Namespace) -> Non
     walls: list[float] = []
     cpus: list[float] = []
     for r in range(args.rounds):
-        script = _script_side(d, inp, server, args)
-        run = _run_side(d, inp, cfg, server, args)
         # The script first in even rounds, batchyard first in odd ones: a VM speeding up or
         # slowing down during the rounds favours neither side.
-        s, b = (script(), run()) if r % 2 == 0 else (run(), script())[::-1]
+        if r % 2 == 0:
+            s = _time_script(d, inp, server, args)
+            b = _time_run(d, inp, cfg, server, args)
+        else:
+            b = _time_run(d, inp, cfg, server, args)
+            s = _time_script(d, inp, server, args)
         walls.append(b[0] / s[0])
         cpus.append(b[1] / s[1])
         print(f"  round {r + 1} of {args.rounds}")
@@ -267,40 +269,30 @@ def big(d: Path, cfg: Path, server: FakeServer, args: argparse.Namespace) -> Non
 Side = tuple[float, float, float]  # wall s, cpu s, the fake server's cpu s meanwhile
 
 
-def _script_side(
-    d: Path, inp: Path, server: FakeServer, args: argparse.Namespace
-) -> Callable[[], Side]:
-    def side() -> Side:
-        out = d / "script.jsonl"
-        cmd = [sys.executable, __file__, "--child-script", str(inp), str(out)]
-        cmd += [server.openai_url, str(args.in_flight)]
-        s0 = server.cpu()
-        wall, cpu = timed(cmd, d)
-        n = count_lines(out)
-        assert n == args.requests, f"script wrote {n} of {args.requests} lines"
-        return wall, cpu, server.cpu() - s0
-
-    return side
+def _time_script(d: Path, inp: Path, server: FakeServer, args: argparse.Namespace) -> Side:
+    out = d / "script.jsonl"
+    cmd = [sys.executable, __file__, "--child-script", str(inp), str(out)]
+    cmd += [server.openai_url, str(args.in_flight)]
+    s0 = server.cpu()
+    wall, cpu = timed(cmd, d)
+    n = count_lines(out)
+    assert n == args.requests, f"script wrote {n} of {args.requests} lines"
+    return wall, cpu, server.cpu() - s0
 
 
-def _run_side(
-    d: Path, inp: Path, cfg: Path, server: FakeServer, args: argparse.Namespace
-) -> Callable[[], Side]:
-    def side() -> Side:
-        out = d / "run.jsonl"
-        s0 = server.cpu()
-        wall, cpu = timed(run_cmd(inp, out, cfg, args.in_flight, args.processes), d)
-        n = count_lines(out)
-        assert n == args.requests, f"batchyard run wrote {n} of {args.requests} lines"
-        # The next round starts a new batch: output, errors and cursor from scratch.
-        for f in d.glob("run*"):
-            if f.is_dir():
-                shutil.rmtree(f)
-            else:
-                f.unlink()
-        return wall, cpu, server.cpu() - s0
-
-    return side
+def _time_run(d: Path, inp: Path, cfg: Path, server: FakeServer, args: argparse.Namespace) -> Side:
+    out = d / "run.jsonl"
+    s0 = server.cpu()
+    wall, cpu = timed(run_cmd(inp, out, cfg, args.in_flight, args.processes), d)
+    n = count_lines(out)
+    assert n == args.requests, f"batchyard run wrote {n} of {args.requests} lines"
+    # The next round starts a new batch: output, errors and cursor from scratch.
+    for f in d.glob("run*"):
+        if f.is_dir():
+            shutil.rmtree(f)
+        else:
+            f.unlink()
+    return wall, cpu, server.cpu() - s0
 
 
 def small(d: Path, cfg: Path, args: argparse.Namespace) -> None:
