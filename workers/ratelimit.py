@@ -66,6 +66,11 @@ WAKE_S = 0.05
 WAKES_PER_RELEASE = 2
 
 
+def _in_share(share: Share, tokens: int, scopes: Scopes) -> Lease:
+    """The lease of a call admitted in the process's share: no lease of its own in Redis."""
+    return Lease("", tokens, scopes, admitted_ms=time.time() * 1000, share=share)
+
+
 class Limiter:
     """The limits of one endpoint, as seen by one worker process."""
 
@@ -138,7 +143,7 @@ class Limiter:
         share = self._shares.get(scopes[0]) if self._shares else None
         if share is not None and self._pause_value is None and share.take():
             # the process's share of adaptive concurrency had a slot: no round trip at all
-            return Lease("", tokens, scopes, admitted_ms=time.time() * 1000, share=share)
+            return _in_share(share, tokens, scopes)
         self._asking += 1
         try:
             return await self._admit(scopes, tokens, lease_ttl_s)
@@ -156,7 +161,7 @@ class Limiter:
             share = self._shares.get(scopes[0]) if self._shares else None
             if share is not None and share.granted and self._pause_value is None:
                 if share.take():
-                    return Lease("", tokens, scopes, admitted_ms=time.time() * 1000, share=share)
+                    return _in_share(share, tokens, scopes)
                 left = deadline - time.monotonic()
                 if left <= 0:
                     raise MustWait(WAKE_S)
