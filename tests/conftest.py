@@ -250,3 +250,10 @@ def gmn_outcomes(client: Client, rows: list[dict[str, Any]], **opts: Any) -> dic
         assert time.monotonic() < deadline, f"batch {batch_id} not finished in 60s"
     assert len(found) == len(rows)
     return found
+
+
+def wakeups(thread: threading.Thread) -> int:
+    """How many times `thread` has gone to sleep and woken so far (Linux's count of its
+    voluntary context switches): a thread that polls adds one per poll."""
+    status = Path(f"/proc/self/task/{thread.native_id}/status").read_text()
+    return int(status.split("voluntary_ctxt_switches:")[1].split()[0])

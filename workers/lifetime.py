@@ -103,19 +103,26 @@ class SignalLatch:
     #: A SIGINT this long after the first signal is a second Ctrl-C, not part of one burst.
     REPEAT_S = 0.5
 
-    def __init__(self, poll_s: float = 0.02) -> None:
+    def __init__(self) -> None:
         self.signum: int | None = None
         self.count = 0
         self.event = threading.Event()
         self.urgent = threading.Event()
         self._first_at = 0.0
         self._again = False
-        self._poll_s = poll_s
         self._previous: dict[int, object] = {}
         self._watcher: threading.Thread | None = None
+        #: The handler wakes the watcher through this pipe (made by `install`): the watcher
+        #: polled the attributes every 20 ms before, and each of those wake-ups took the GIL
+        #: from a busy worker's event loop (#22). Its write end stays open for good: a
+        #: handler or `trigger` may write at any time, and a closed descriptor's number may
+        #: by then be another file's.
+        self._wake_w = -1
+        self._restored = False
 
     def _handle(self, signum: int, _frame: FrameType | None) -> None:
-        # Plain attribute stores only: no lock, no I/O, safe however signals nest.
+        # Attribute stores and one write to a non-blocking pipe: no lock, safe however
+        # signals nest (a full pipe already holds a wake-up).
         now = time.monotonic()
         if self.signum is None:
             self.signum = signum
@@ -123,32 +130,48 @@ class SignalLatch:
         elif signum == signal.SIGINT and now - self._first_at >= self.REPEAT_S:
             self._again = True
         self.count += 1
+        self._wake()
+
+    def _wake(self) -> None:
+        with contextlib.suppress(OSError):  # a full pipe holds a wake-up already
+            os.write(self._wake_w, b"\0")
 
     def install(self) -> SignalLatch:
         """Install the handlers (main thread only) and start the watcher thread."""
+        wake_r, self._wake_w = os.pipe()
+        os.set_blocking(self._wake_w, False)
         for sig in self.SIGNALS:
             self._previous[sig] = signal.signal(sig, self._handle)
-        self._watcher = threading.Thread(target=self._watch, name="batchyard-signals", daemon=True)
+        self._watcher = threading.Thread(
+            target=self._watch, args=(wake_r,), name="batchyard-signals", daemon=True
+        )
         self._watcher.start()
         return self
 
     def restore(self) -> None:
-        """Put back the handlers that were there before `install`."""
+        """Put back the handlers that were there before `install`, and end the watcher."""
         for sig, handler in self._previous.items():
             signal.signal(sig, handler)  # type: ignore[arg-type]
         self._previous.clear()
+        self._restored = True
+        self._wake()
 
     def trigger(self, signum: int = signal.SIGTERM) -> None:
         """Act as if `signum` had arrived (from a thread: watchdogs, tests)."""
         self._handle(signum, None)
 
-    def _watch(self) -> None:
-        while self.signum is None:
-            time.sleep(self._poll_s)
-        self.event.set()
-        while not self._again:
-            time.sleep(self._poll_s)
-        self.urgent.set()
+    def _watch(self, wake_r: int) -> None:
+        try:
+            while self.signum is None and not self._restored:
+                os.read(wake_r, 64)
+            if self.signum is not None:
+                self.event.set()
+            while not self._again and not self._restored:
+                os.read(wake_r, 64)
+            if self._again:
+                self.urgent.set()
+        finally:
+            os.close(wake_r)  # later writes fail (EPIPE), and are ignored
 
     @property
     def installed(self) -> bool:
