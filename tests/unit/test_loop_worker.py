@@ -17,9 +17,9 @@ from dramatiq.asyncio import get_event_loop_thread
 from dramatiq.message import Message
 
 from schemas.settings import Settings
-from tests.conftest import wait_for_aof
+from tests.conftest import wait_for_aof, wakeups
 from workers.broker import build_broker
-from workers.dramatiq_ext import BatchAckConsumer, LaneBroker, LoopWorker
+from workers.dramatiq_ext import BatchAckConsumer, LaneBroker, LoopWorker, Waker
 from workers.redis_server import RedisServer
 
 
@@ -257,6 +257,63 @@ def test_stop_lets_running_jobs_finish_and_puts_the_rest_back(broker: LaneBroker
     queued, bodies, unacked = leftovers(broker)
     # The prefetched but unstarted messages are back on the queue; nothing is left unacked.
     assert (queued, bodies, unacked) == (20 - len(finished), 20 - len(finished), 0)
+
+
+def test_a_feeder_with_every_slot_taken_sleeps_until_stopped(broker: LaneBroker) -> None:
+    release = threading.Event()
+    started: list[int] = []
+
+    async def fn(payload: dict[str, Any]) -> None:
+        started.append(payload["i"])
+        await asyncio.to_thread(release.wait, 30)
+
+    worker = run_jobs(broker, fn, jobs=3, concurrency=1)
+    worker.worker_timeout = 60_000
+    feeder = worker.workers[0]
+    feeder.timeout = 60.0  # its longest wait for a slot
+    stopper = threading.Thread(target=lambda: worker.stop(timeout=30_000), daemon=True)
+    try:
+        # Given a feeder whose only slot is taken by a running job, with messages waiting,
+        wait_for(lambda: started == [0])
+        # it sleeps: no wake-ups while the slot is taken (it woke every 20 ms, each time
+        # taking the GIL from the event loop),
+        time.sleep(0.1)  # past the wait it may have been in
+        before = wakeups(feeder)
+        time.sleep(0.5)
+        assert wakeups(feeder) - before <= 2
+        # and when the worker stops, the feeder ends its wait at once, lets the running job
+        # finish and starts no other.
+        stopper.start()
+        wait_for(lambda: not feeder.running)
+        release.set()
+        stopper.join(timeout=10)
+        assert not stopper.is_alive(), "stop waited out the feeder's wait for a slot"
+        assert started == [0]
+    finally:
+        release.set()
+        if stopper.ident is None:
+            worker.stop(timeout=10_000)
+        broker.close()
+
+
+def test_stop_ends_the_wakers_wait_for_a_notice_at_once(
+    redis_server: RedisServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(Waker, "POLL_S", 60.0)
+    broker = build_broker(Settings(redis_url=redis_server.url))
+    assert isinstance(broker, LaneBroker)
+    try:
+        # Given a waker subscribed and waiting for a notice (up to a minute),
+        broker.consume("q")
+        waker = broker.waker
+        assert waker is not None
+        wait_for(lambda: broker.client.pubsub_numsub(waker.channel)[0][1] >= 1)
+        # when it is stopped, it ends at once, and quietly.
+        waker.stop()
+        waker.join(timeout=10)
+        assert not waker.is_alive(), "the waker slept out its wait"
+    finally:
+        broker.close()
 
 
 def test_acks_queued_while_redis_is_down_land_when_it_is_back() -> None:

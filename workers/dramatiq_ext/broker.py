@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import socket
 import threading
 from collections.abc import Callable
 from queue import PriorityQueue
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import redis
 from dramatiq.brokers.redis import RedisBroker
@@ -16,6 +17,9 @@ from dramatiq.middleware import Middleware, MiddlewareError
 
 from workers.dramatiq_ext.acks import AckBatcher
 from workers.dramatiq_ext.consumer import BatchAckConsumer
+
+if TYPE_CHECKING:
+    from redis.client import PubSub
 
 log = logging.getLogger("batchyard.broker")
 
@@ -27,30 +31,34 @@ class Waker(threading.Thread):
     reconnecting costs at most one idle poll, never a message.
     """
 
-    #: Longest wait for a notice: how late the thread sees a stop, which a worker's exit
-    #: (the end of every `batchyard run`) waits for; 0.1 s was half of an idle worker's stop.
-    POLL_S = 0.02
+    #: Longest wait for a notice. `stop` ends the wait at once (it shuts the connection's
+    #: socket down); this bounds it only where it cannot. A wait of 20 ms, which a worker's
+    #: exit waited out, woke this thread 50 times a second, each time taking the GIL from a
+    #: busy worker's event loop (#22).
+    POLL_S = 1.0
 
     def __init__(self, broker: LaneBroker) -> None:
         super().__init__(name="batchyard-waker", daemon=True)
         self.broker = broker
         self.channel = broker.wake_channel
         self.stopped = threading.Event()
+        self._pubsub: PubSub | None = None
 
     def run(self) -> None:
         while not self.stopped.is_set():
-            pubsub = self.broker.client.pubsub(ignore_subscribe_messages=True)
+            pubsub = self._pubsub = self.broker.client.pubsub(ignore_subscribe_messages=True)
             try:
                 pubsub.subscribe(self.channel)
                 while not self.stopped.is_set():
                     notice = pubsub.get_message(timeout=self.POLL_S)
                     if notice is not None:
                         self.wake(notice["data"])
-            except redis.RedisError as exc:
-                log.debug("wake-up channel lost (%s); resubscribing", exc)
+            except (redis.RedisError, OSError) as exc:
+                if not self.stopped.is_set():
+                    log.debug("wake-up channel lost (%s); resubscribing", exc)
                 self.stopped.wait(1.0)
             finally:
-                with contextlib.suppress(redis.RedisError):
+                with contextlib.suppress(redis.RedisError, OSError):
                     pubsub.close()
 
     def wake(self, queue: bytes | str) -> None:
@@ -58,8 +66,14 @@ class Waker(threading.Thread):
         self.broker.wake_local(queue.decode() if isinstance(queue, bytes) else queue)
 
     def stop(self) -> None:
-        """Stop within `POLL_S` (a worker's exit waits for it)."""
+        """Stop now: the thread's wait for a notice ends as its socket is shut down (a
+        worker's exit waits for this thread)."""
         self.stopped.set()
+        pubsub = self._pubsub
+        sock = getattr(getattr(pubsub, "connection", None), "_sock", None)
+        if isinstance(sock, socket.socket):
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)  # not close: the thread still owns it
 
 
 class LaneBroker(RedisBroker):

@@ -162,13 +162,22 @@ class LoopFeeder(WorkerThread):
         self._hooks.shutdown(wait=True)
         self.broker.emit_before("worker_thread_shutdown", self)
 
+    def stop(self) -> None:
+        """dramatiq's stop, then the feeder is woken if it waits for a free slot."""
+        super().stop()
+        self.slots.release()  # never given back: the feeder takes no more messages
+
     def _take(self) -> list[MessageProxy]:
-        """Up to `BURST` messages, one free slot each; waits at most `IDLE_WAIT_S`."""
-        wait = min(self.timeout, IDLE_WAIT_S)
-        if not self.slots.acquire(timeout=wait):
+        """Up to `BURST` messages, one free slot each. Waits up to the worker timeout for a
+        slot (`stop` frees one at once) and at most `IDLE_WAIT_S` for a first message."""
+        # All slots are taken through a busy worker's whole run: a wait of IDLE_WAIT_S woke
+        # this thread 50 times a second, and each time it took the GIL from the loop (#22).
+        if not self.slots.acquire(timeout=self.timeout):
+            return []
+        if not self.running:
             return []
         try:
-            burst = [self.work_queue.get(timeout=wait).message]
+            burst = [self.work_queue.get(timeout=min(self.timeout, IDLE_WAIT_S)).message]
         except Empty:
             self.slots.release()
             return []
