@@ -111,7 +111,7 @@ def hand_worker_early(args: list[str]) -> None:
 
     given = options.get("--config")
     config = Path(given) if given is not None else Settings().config
-    env = {**os.environ, **worker_env(_spare[0].url), PARENT_PID_ENV: str(os.getpid())}
+    env = {**os.environ, **worker_env(_spare[0].local_url), PARENT_PID_ENV: str(os.getpid())}
     warm.hand_early(worker_args(concurrency, grace_s, config), env, config)
 
 
@@ -133,7 +133,9 @@ def start(args: list[str]) -> None:
         state.mkdir()
     except OSError:  # there already (a resume, or --fresh's to remove): `run` decides
         return
-    server = RedisServer(dir=state / "redis", appendonly=True, die_with_parent=True)
+    server = RedisServer(
+        dir=state / "redis", appendonly=True, die_with_parent=True, unix_socket=True
+    )
     _spare = (server, state)  # from here on, `discard` removes what this made
     try:
         server.dir.mkdir()

@@ -127,10 +127,13 @@ def local_workers(
                     redis_dir = state_dir / "redis"
                     redis_dir.mkdir(parents=True, exist_ok=True)
                 server = RedisServer(
-                    dir=redis_dir, appendonly=redis_dir is not None, die_with_parent=True
+                    dir=redis_dir,
+                    appendonly=redis_dir is not None,
+                    die_with_parent=True,
+                    unix_socket=True,
                 )
             stack.enter_context(server)
-            url = server.url
+            url = server.local_url
         # A config error is one line now, not N crashing children later. The prestarted
         # worker has the adapters imported: its pass spares this process their imports
         # (#22). Its answer is read once the embedded Redis is up, which starts while the
@@ -139,7 +142,7 @@ def local_workers(
         if not warm.check(settings.config):
             preflight(settings.config)
         if server is not None:
-            console.print(f"[dim]embedded redis on {url}[/dim]")
+            console.print(f"[dim]embedded redis on {server.url}[/dim]")
         if before_workers is not None:
             before_workers(url)
         env = early_redis.worker_env(url)

@@ -6,6 +6,7 @@ embedded Redis before it imports the rest (#22).
 
 from __future__ import annotations
 
+import os
 import shutil
 import socket
 import subprocess
@@ -13,6 +14,7 @@ import tempfile
 import time
 from pathlib import Path
 from types import TracebackType
+from urllib.parse import quote
 
 from workers.lifetime import die_with_parent_preexec, wait_exit
 
@@ -38,6 +40,12 @@ def free_port() -> int:
         return port
 
 
+#: The Unix socket's file in the server's `dir`.
+SOCKET_NAME = "redis.sock"
+#: Longest socket path used, in bytes: Linux's limit is 107 (macOS's 103), with some margin.
+MAX_SOCKET_PATH = 100
+
+
 class RedisServer:
     """A throw-away Redis for `batchyard run`, tests and benchmarks; killed on exit."""
 
@@ -48,6 +56,7 @@ class RedisServer:
         appendonly: bool = False,
         dir: Path | None = None,
         die_with_parent: bool = False,
+        unix_socket: bool = False,
     ) -> None:
         self.port = port or free_port()
         self.appendonly = appendonly
@@ -60,12 +69,27 @@ class RedisServer:
             self._tmp = tempfile.TemporaryDirectory(prefix="batchyard-redis-")
             dir = Path(self._tmp.name)
         self.dir = dir
+        #: With `unix_socket`, the server listens on `dir/redis.sock` too (unless that path is
+        #: too long for a socket's address), and `local_url` names it.
+        self.socket: Path | None = None
+        path = (dir / SOCKET_NAME).absolute()  # `dir` may be relative: a URL's path is not
+        if unix_socket and len(os.fsencode(path)) <= MAX_SOCKET_PATH:
+            self.socket = path
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property
     def url(self) -> str:
-        """redis:// URL of this server."""
+        """redis:// URL of this server (TCP on 127.0.0.1)."""
         return f"redis://127.0.0.1:{self.port}/0"
+
+    @property
+    def local_url(self) -> str:
+        """The URL for processes on this machine: its Unix socket's where it has one, else
+        `url`. Through the socket Redis and its clients skip the TCP stack: ~4 % less wall
+        and CPU for a `batchyard run` of 10,000 requests to a 0 ms server (#22)."""
+        if self.socket is None:
+            return self.url
+        return f"unix://{quote(str(self.socket))}?db=0"
 
     def start(self, timeout_s: float = 10.0) -> RedisServer:
         """Start (unless `spawn` did) and wait until it answers PING."""
@@ -92,6 +116,8 @@ class RedisServer:
             "--loglevel",
             "warning",
         ]
+        if self.socket is not None:  # a stale file there (a killed server's) is replaced
+            args += ["--unixsocket", str(self.socket), "--unixsocketperm", "700"]
         if self.appendonly:
             args += ["--appendonly", "yes", "--appendfsync", "everysec"]
         else:

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import psutil
 import pytest
+import redis
 from rich.console import Console
 
 from producers import early_redis, run
@@ -291,3 +292,70 @@ def test_a_worker_is_handed_over_early_only_for_a_new_batch_and_values_run_accep
     assert handed == [
         (["--concurrency", "8", "--grace", "10.0", "--config", "c.yaml"], url, Path("c.yaml"))
     ]
+
+
+def _client_flags(client: redis.Redis) -> list[str]:
+    """The flags of every connection but this one (`U`: through the Unix socket)."""
+    me = client.client_id()
+    return [str(c["flags"]) for c in client.client_list() if int(c["id"]) != me]
+
+
+@pytest.mark.parametrize("resumed", [False, True])
+def test_a_run_and_its_workers_reach_its_redis_through_its_unix_socket(
+    tmp_path: Path, resumed: bool
+) -> None:
+    # Given a run of calls slow enough to look at (a new batch starts its Redis early; a
+    # resumed one, whose state is there already, starts it in `run`),
+    config = "endpoints:\n  mock:\n    provider: mock\n    latency_ms: 300\n"
+    (tmp_path / "c.yaml").write_text(config)
+    write_jsonl(tmp_path / "in.jsonl", [openai_line(f"r-{i}", "hi") for i in range(40)])
+    state = tmp_path / "out.jsonl.batchyard"
+    if resumed:
+        state.mkdir()
+    cmd = [sys.executable, "-m", "batchyard", "run", "in.jsonl", "-o", "out.jsonl", "-c", "c.yaml"]
+    run_proc = subprocess.Popen(
+        [*cmd, "--concurrency", "4"], env=cli_env(), cwd=tmp_path, stdout=subprocess.DEVNULL
+    )
+    try:
+        sock = state / "redis" / "redis.sock"
+        wait_until(sock.exists, 60, "the Redis socket")
+        client = redis.Redis(unix_socket_path=str(sock))
+        try:
+            # while it runs, the run's client and its worker's connections (fetch, acks,
+            # results) all come through the socket, none through TCP,
+            wait_until(lambda: len(_client_flags(client)) >= 3, 60, "the worker's connections")
+            flags = _client_flags(client)
+            assert all("U" in f for f in flags), flags
+        finally:
+            client.close()
+        # and the run completes as ever, the socket gone with its state.
+        assert run_proc.wait(timeout=120) == 0
+    finally:
+        if run_proc.poll() is None:
+            run_proc.kill()
+            run_proc.wait()
+    assert len(read_jsonl(tmp_path / "out.jsonl")) == 40
+    assert not state.exists()
+
+
+def test_a_redis_server_listens_on_a_unix_socket_only_where_its_path_fits(
+    tmp_path: Path,
+) -> None:
+    # A server asked for a socket listens on it too, and `local_url` names it (a path
+    # with a space, a percent sign and a question mark written as a URL's path must be),
+    odd = tmp_path / "r 100%?"
+    odd.mkdir()
+    with RedisServer(dir=odd, unix_socket=True) as server:
+        assert server.socket == odd / "redis.sock"
+        client = redis.Redis.from_url(server.local_url)
+        try:
+            assert client.ping() and "U" in str(client.client_info()["flags"])
+        finally:
+            client.close()
+    # where the path is longer than a socket's address takes, it is TCP only, as ever.
+    deep = tmp_path / ("d" * 100)
+    deep.mkdir()
+    with RedisServer(dir=deep, unix_socket=True) as server:
+        assert server.socket is None and server.local_url == server.url
+        assert redis.Redis.from_url(server.local_url).ping()
+    assert RedisServer(unix_socket=False).local_url.startswith("redis://127.0.0.1:")
