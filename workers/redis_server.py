@@ -70,7 +70,8 @@ class RedisServer:
             dir = Path(self._tmp.name)
         self.dir = dir
         #: With `unix_socket`, the server listens on `dir/redis.sock` too (unless that path is
-        #: too long for a socket's address), and `local_url` names it.
+        #: too long for a socket's address, or the server cannot make it there: it is then
+        #: started again without), and `local_url` names it.
         self.socket: Path | None = None
         path = (dir / SOCKET_NAME).absolute()  # `dir` may be relative: a URL's path is not
         if unix_socket and len(os.fsencode(path)) <= MAX_SOCKET_PATH:
@@ -141,6 +142,12 @@ class RedisServer:
             while True:
                 if self.proc.poll() is not None:
                     err = self.proc.stderr.read().decode() if self.proc.stderr else ""
+                    if self.socket is not None:  # a file system without sockets: TCP only
+                        self.socket = None
+                        if self.proc.stderr is not None:
+                            self.proc.stderr.close()
+                        self.spawn()
+                        continue
                     raise RuntimeError(f"redis-server exited at start: {err.strip()}")
                 try:
                     if client.ping():

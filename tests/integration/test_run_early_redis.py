@@ -359,3 +359,10 @@ def test_a_redis_server_listens_on_a_unix_socket_only_where_its_path_fits(
         assert server.socket is None and server.local_url == server.url
         assert redis.Redis.from_url(server.local_url).ping()
     assert RedisServer(unix_socket=False).local_url.startswith("redis://127.0.0.1:")
+    # Where the server cannot make its socket (a file system without them; here the path is
+    # taken by a directory), it starts again on TCP alone.
+    taken = tmp_path / "taken"
+    (taken / "redis.sock").mkdir(parents=True)
+    with RedisServer(dir=taken, unix_socket=True) as server:
+        assert server.socket is None and server.local_url == server.url
+        assert redis.Redis.from_url(server.local_url).ping()
