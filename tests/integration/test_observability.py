@@ -190,8 +190,11 @@ def test_a_spent_budget_stops_new_calls_with_budget_exceeded(
         results = [r for _, _, r in client.iter_results(batch_id)]
     spent = [r for r in results if r.status == "succeeded"]
     stopped = [r for r in results if r.error is not None and r.error.code == "budget_exceeded"]
-    # Calls already in flight when the budget ran out may finish: at most 2 workers x 2 polls.
-    assert 10 <= len(spent) <= 10 + 4
+    # Calls already in flight when the budget ran out may finish (2 slots), and until the
+    # worker reads the batch's cost again (a state up to a poll interval old, 50 ms) each
+    # slot may start ceil(50 / 20) = 3 more: at most 2 x (1 + 3) over. ("2 x 2 polls", the
+    # bound before, failed ~1 run in 8 under load: the overshoot comes 2 at a time, 16 seen.)
+    assert 10 <= len(spent) <= 10 + 2 * (1 + 3)
     assert len(spent) + len(stopped) == 100
     assert all(r.attempts == [] for r in stopped)
     assert batch.cost_usd == pytest.approx(0.01 * len(spent))
