@@ -504,3 +504,25 @@ def test_a_requeued_job_wakes_the_idle_consumers_of_its_queue(
     finally:
         listener.close()
         broker.close()
+
+
+def test_a_worker_whose_event_loop_did_not_start_fetches_nothing(
+    broker: LaneBroker, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given a loop that cannot start (dramatiq only logs its middleware's failure)
+    monkeypatch.setenv("BATCHYARD_EVENT_LOOP", "no-such-loop")
+
+    async def fn(payload: dict[str, Any]) -> None:
+        raise AssertionError("no message may run")
+
+    dramatiq.Actor(fn, broker=broker, actor_name="t", queue_name="q", priority=0, options={})
+    enqueue(broker, 5)
+    worker = LoopWorker(broker, fn, concurrency=2, worker_timeout=100)
+    # the worker refuses to start, before any consumer took a message it could never run:
+    # they stay queued for a worker that can (it used to hold them, unacked, until killed).
+    with pytest.raises(RuntimeError, match="event loop did not start"):
+        worker.start()
+    assert get_event_loop_thread() is None
+    assert not worker.consumers
+    assert leftovers(broker) == (5, 5, 0)
+    broker.close()

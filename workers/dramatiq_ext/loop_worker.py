@@ -74,7 +74,13 @@ class LoopWorker(dramatiq.Worker):
     def _add_consumer(self, queue_name: str, *, delay: bool = False) -> None:
         """dramatiq's, then the new consumer thread skips its delay queue's scan while that
         queue is empty (every message of a lane queue, which never holds a delayed one), and
-        its consumer, idle, waits no longer than that queue's next message is due."""
+        its consumer, idle, waits no longer than that queue's next message is due.
+
+        Raises before any consumer starts when the event loop did not (its middleware's
+        `before_worker_boot` failed, which dramatiq only logs): a worker without its loop
+        fetched messages it could never run and held them, unacked, until it was killed."""
+        if get_event_loop_thread() is None:
+            raise RuntimeError("the event loop did not start (see the error above)")
         super()._add_consumer(queue_name, delay=delay)
         thread = self.consumers.get(queue_name)
         if thread is not None:
