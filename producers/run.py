@@ -49,6 +49,9 @@ END_STEP_S = 0.005
 #: Shortest time between two saves of the output files' cursor (`_Writer`).
 SAVE_S = 1.0
 
+#: A run stops (state kept) once every worker failed this often in a row at start-up.
+START_FAILURES = 3
+
 #: `<output><STATE_SUFFIX>/` holds a run's Redis data and `run.json` until the batch completes.
 STATE_SUFFIX = early_redis.STATE_SUFFIX
 
@@ -147,7 +150,12 @@ def local_workers(
             before_workers(url)
         env = early_redis.worker_env(url)
         supervisor = Supervisor(
-            processes, concurrency, config=settings.config, env=env, grace_s=grace_s
+            processes,
+            concurrency,
+            config=settings.config,
+            env=env,
+            grace_s=grace_s,
+            give_up_after=START_FAILURES,
         )
         runner = threading.Thread(target=supervisor.run, name="supervisor", daemon=True)
         runner.start()

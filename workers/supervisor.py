@@ -37,6 +37,10 @@ def worker_args(concurrency: int, grace_s: float, config: Path | None) -> list[s
     return args if config is None else [*args, "--config", str(config)]
 
 
+#: A child that exits sooner failed at start-up; one that lived this long had started.
+STARTED_S = 5.0
+
+
 class Supervisor:
     """Starts worker processes, restarts any that exit, stops them all on request."""
 
@@ -49,7 +53,10 @@ class Supervisor:
         env: dict[str, str] | None = None,
         grace_s: float = 30.0,
         metrics_port: int | None = None,
+        give_up_after: int | None = None,
     ) -> None:
+        """`give_up_after`: stop (setting `failed`) once every child has failed at start-up
+        that many times in a row; None restarts them for good, as a service should."""
         if processes < 1 or concurrency < 1:
             raise ValueError("processes and concurrency must be >= 1")
         self.processes = processes
@@ -63,6 +70,7 @@ class Supervisor:
         self.children: list[subprocess.Popen[bytes] | None] = [None] * processes
         self._started_at = [0.0] * processes
         self._failures = [0] * processes
+        self.give_up_after = give_up_after
         # A plain flag, not an Event: `stop()` is called from signal handlers, which must not
         # take locks (a second signal inside `Event.set` would deadlock on its condition).
         self._stopping = False
@@ -124,16 +132,27 @@ class Supervisor:
         for slot, child in enumerate(self.children):
             if self._stopping:  # a child that exited on a group-wide signal is not restarted
                 return
-            if child is None or child.poll() is None:
+            if child is None:
                 continue
             lived = time.monotonic() - self._started_at[slot]
+            if child.poll() is None:
+                if lived >= STARTED_S:  # it started: its slot's run of failures is over
+                    self._failures[slot] = 0
+                continue
             if self._metrics_dir is not None:
                 from prometheus_client import multiprocess
 
                 multiprocess.mark_process_dead(child.pid)  # type: ignore[no-untyped-call]
-            self._failures[slot] = self._failures[slot] + 1 if lived < 5 else 0
-            if child.returncode == 2 and lived < 5:
+            self._failures[slot] = self._failures[slot] + 1 if lived < STARTED_S else 0
+            if child.returncode == 2 and lived < STARTED_S:
                 self.failed = "a worker process rejected the configuration (see its error above)"
+                self._stopping = True
+                return
+            if self.give_up_after is not None and min(self._failures) >= self.give_up_after:
+                self.failed = (
+                    f"worker processes keep failing at start-up (exit {child.returncode}, "
+                    f"{self._failures[slot]} times in a row; see their errors above)"
+                )
                 self._stopping = True
                 return
             delay = min(30.0, 0.5 * 2 ** max(0, self._failures[slot] - 1))

@@ -191,6 +191,38 @@ def test_a_run_whose_config_has_a_mistake_leaves_no_redis_and_no_state(tmp_path:
     wait_until(lambda: not _redis_servers_in(tmp_path), 10, "its Redis to end")
 
 
+def test_a_run_whose_workers_cannot_start_stops_with_their_error_and_resumes(
+    tmp_path: Path,
+) -> None:
+    # Given workers that fail at every start (an event loop that does not exist; the run
+    # itself never reads that setting),
+    write_jsonl(tmp_path / "in.jsonl", [openai_line(f"r{i}", "hi") for i in range(3)])
+    args = ["-m", "batchyard", "run", "in.jsonl", "-o", "out.jsonl"]
+    broken = cli_env(BATCHYARD_EVENT_LOOP="no-such-loop")
+    proc = subprocess.run(
+        [sys.executable, *args],
+        env=broken,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    # `batchyard run` gives up after a few starts instead of waiting for them for good,
+    assert proc.returncode == 2, proc.stderr
+    assert "worker processes keep failing at start-up (exit 1, 3 times in a row" in proc.stderr
+    assert "no-such-loop" in proc.stderr  # with their own errors shown,
+    # keeps its state and stops its Redis,
+    assert (tmp_path / "out.jsonl.batchyard" / "run.json").exists()
+    wait_until(lambda: not _redis_servers_in(tmp_path), 10, "its Redis to end")
+    # and the same command, with workers that can start, resumes and completes the batch.
+    proc = _python(args, tmp_path, timeout_s=120)
+    assert proc.returncode == 0, proc.stderr
+    ids = sorted(str(row["custom_id"]) for row in read_jsonl(tmp_path / "out.jsonl"))
+    assert ids == ["r0", "r1", "r2"]
+    assert "resuming batch_" in proc.stderr and "0 of 3 requests already have" in proc.stderr
+
+
 def test_the_readme_run_still_leaves_only_its_files(tmp_path: Path) -> None:
     # The same run on its early Redis: output and errors, nothing else.
     hello = str(ROOT / "examples" / "hello.jsonl")
