@@ -474,6 +474,15 @@ class ExecutorLifecycle(Middleware):
     def __init__(self, executor: Executor) -> None:
         self.executor = executor
 
+    def before_worker_boot(self, broker: Any, worker: Any) -> None:
+        """Start the executor on the loop (started by `AsyncIOLoop`'s hook, which runs first)
+        before any consumer fetches: connect and listen for cancels (a cancel then stops
+        calls at once), build adapters and plugins, poll offloaded batches. If it fails, the
+        worker starts no consumer (`LoopWorker._add_consumer`): its jobs could not run."""
+        thread = get_event_loop_thread()
+        if thread is not None:
+            thread.run_coroutine(self.executor.start())
+
     def after_worker_shutdown(self, broker: Any, worker: Any) -> None:
         thread = get_event_loop_thread()
         if thread is not None and thread.loop.is_running():

@@ -28,7 +28,6 @@ from typing import BinaryIO, NoReturn
 
 import dramatiq
 import orjson
-from dramatiq.asyncio import get_event_loop_thread
 from dramatiq.brokers.redis import RedisBroker
 
 from providers.registry import check_config
@@ -59,6 +58,9 @@ log = logging.getLogger("batchyard.worker")
 
 #: Drain time of a worker whose supervisor died (it must be gone within 10 s of that).
 ORPHAN_GRACE_S = 5.0
+
+#: Longest wait for a worker that did not boot to close what it had opened.
+START_FAILED_GRACE_S = 2.0
 
 #: Net container allocations between young-generation collections (CPython's default: 700).
 #: With hundreds of jobs in flight, each holding a few hundred live objects, a collection
@@ -112,13 +114,15 @@ def start(settings: Settings, config: AppConfig, concurrency: int) -> RunningWor
     logging.getLogger("dramatiq.worker.ConsumerThread").addFilter(QuietConsumerErrors())
     worker = LoopWorker(broker, execute, concurrency=concurrency, worker_timeout=1000)
     heartbeat = Heartbeat(broker, settings.maintenance_interval_s)
-    worker.start()
+    # The executor starts at the worker's boot, before any consumer (`ExecutorLifecycle`).
+    try:
+        worker.start()
+    except BaseException:
+        # It did not boot (`LoopWorker._add_consumer`): end the loop and close what the
+        # executor opened, or their threads keep this process from exiting with the error.
+        worker.stop(timeout=int(START_FAILED_GRACE_S * 1000))
+        raise
     heartbeat.start()
-    # Connect and subscribe to cancels before the first message (a cancel then stops calls
-    # at once), and start vendor-batch polling where an endpoint offloads.
-    thread = get_event_loop_thread()
-    if thread is not None:
-        thread.run_coroutine(executor.start())
     return RunningWorker(worker, broker, heartbeat)
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import os
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
@@ -221,6 +222,50 @@ def test_a_run_whose_workers_cannot_start_stops_with_their_error_and_resumes(
     ids = sorted(str(row["custom_id"]) for row in read_jsonl(tmp_path / "out.jsonl"))
     assert ids == ["r0", "r1", "r2"]
     assert "resuming batch_" in proc.stderr and "0 of 3 requests already have" in proc.stderr
+
+
+def test_a_run_whose_plugin_cannot_start_runs_no_job_and_stops_with_its_error(
+    tmp_path: Path,
+) -> None:
+    # Given a third-party plugin (registered by its entry point) that fails when built,
+    site = tmp_path / "site"
+    meta = site / "boom_plugin-0.1.dist-info"
+    meta.mkdir(parents=True)
+    (meta / "METADATA").write_text("Metadata-Version: 2.1\nName: boom-plugin\nVersion: 0.1\n")
+    (meta / "entry_points.txt").write_text("[batchyard.plugins]\nboom = boom_plugin:Boom\n")
+    (site / "boom_plugin.py").write_text(
+        "from workers.plugins import Plugin\n\n\n"
+        "class Boom(Plugin):\n"
+        "    name = 'boom'\n\n"
+        "    def __init__(self, config, redis, namespace):\n"
+        "        raise RuntimeError('boom cannot start: no licence server')\n"
+    )
+    (tmp_path / "c.yaml").write_text(
+        "endpoints:\n  m:\n    provider: mock\n    model: m\nplugins:\n  boom: {}\n"
+    )
+    write_jsonl(tmp_path / "in.jsonl", [openai_line(f"r{i}", "hi") for i in range(3)])
+    env = cli_env()
+    env["PYTHONPATH"] += os.pathsep + str(site)
+    args = ["-m", "batchyard", "run", "in.jsonl", "-o", "out.jsonl", "-c", "c.yaml"]
+    proc = subprocess.run(
+        [sys.executable, *args],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    # the run stops with the plugin's error (it waited for ever on workers that ran no job),
+    assert proc.returncode == 2, proc.stderr
+    assert "worker processes keep failing at start-up" in proc.stderr
+    assert "RuntimeError: boom cannot start: no licence server" in proc.stderr
+    # no worker took a request to fail it or hold it (each used to fail every one it got),
+    assert "failed to process message" not in proc.stderr
+    assert read_jsonl(tmp_path / "out.errors.jsonl") == []
+    # and its state is kept for a resume.
+    assert (tmp_path / "out.jsonl.batchyard" / "run.json").exists()
+    wait_until(lambda: not _redis_servers_in(tmp_path), 10, "its Redis to end")
 
 
 def test_the_readme_run_still_leaves_only_its_files(tmp_path: Path) -> None:

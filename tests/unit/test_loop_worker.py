@@ -526,3 +526,33 @@ def test_a_worker_whose_event_loop_did_not_start_fetches_nothing(
     assert not worker.consumers
     assert leftovers(broker) == (5, 5, 0)
     broker.close()
+
+
+class FailsAtBoot(dramatiq.Middleware):
+    """A middleware whose boot fails, as `ExecutorLifecycle`'s does when a plugin cannot be
+    built (dramatiq only logs such a failure)."""
+
+    def before_worker_boot(self, broker: dramatiq.Broker, worker: dramatiq.Worker) -> None:
+        raise RuntimeError("no licence server")
+
+
+def test_a_worker_whose_boot_failed_fetches_nothing(broker: LaneBroker) -> None:
+    ran: list[object] = []
+
+    async def fn(payload: dict[str, Any]) -> None:
+        ran.append(payload)
+
+    broker.add_middleware(FailsAtBoot())
+    dramatiq.Actor(fn, broker=broker, actor_name="t", queue_name="q", priority=0, options={})
+    enqueue(broker, 5)
+    worker = LoopWorker(broker, fn, concurrency=2, worker_timeout=100)
+    # The worker refuses to start, naming the cause, before any consumer took a message
+    # (it used to run them all, each failing, or hold them),
+    with pytest.raises(RuntimeError, match=r"^no licence server$"):
+        worker.start()
+    assert not worker.consumers and not ran
+    assert leftovers(broker) == (5, 5, 0)
+    # and stopping it ends the loop its boot had started.
+    worker.stop(timeout=2000)
+    assert get_event_loop_thread() is None
+    broker.close()

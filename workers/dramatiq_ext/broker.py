@@ -107,6 +107,9 @@ class LaneBroker(RedisBroker):
         #: asks Redis there whether their results are stored, so the executor need not await
         #: that per message.
         self.on_fetch: Callable[[list[Any]], None] | None = None
+        #: The first failure of a `before_worker_boot` hook (dramatiq only logs them): a
+        #: worker that did not boot starts no consumer (`LoopWorker._add_consumer`).
+        self.boot_error: Exception | None = None
 
     def add_middleware(
         self,
@@ -133,10 +136,12 @@ class LaneBroker(RedisBroker):
                 getattr(middleware, hook)(self, *args, **kwargs)
             except MiddlewareError:
                 raise
-            except Exception:
+            except Exception as exc:
                 self.logger.critical(
                     "Unexpected failure in %s of %r.", hook, middleware, exc_info=True
                 )
+                if hook == "before_worker_boot" and self.boot_error is None:
+                    self.boot_error = exc
 
     def emit_after(self, signal: str, *args: Any, **kwargs: Any) -> None:
         """dramatiq's `emit_after` (hooks in reverse order, errors logged), calling only the

@@ -76,11 +76,15 @@ class LoopWorker(dramatiq.Worker):
         queue is empty (every message of a lane queue, which never holds a delayed one), and
         its consumer, idle, waits no longer than that queue's next message is due.
 
-        Raises before any consumer starts when the event loop did not (its middleware's
-        `before_worker_boot` failed, which dramatiq only logs): a worker without its loop
-        fetched messages it could never run and held them, unacked, until it was killed."""
+        Raises before any consumer starts when the worker did not boot (a middleware's
+        `before_worker_boot` failed, which dramatiq only logs: no event loop, an executor that
+        could not start): such a worker fetched messages it could never run and held them,
+        unacked, or failed them one by one, until it was killed."""
         if get_event_loop_thread() is None:
             raise RuntimeError("the event loop did not start (see the error above)")
+        failed = getattr(self.broker, "boot_error", None)
+        if failed is not None:
+            raise failed  # as the executor raised it: a ConfigError still exits 2
         super()._add_consumer(queue_name, delay=delay)
         thread = self.consumers.get(queue_name)
         if thread is not None:
