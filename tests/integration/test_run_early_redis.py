@@ -151,11 +151,13 @@ def _redis_servers_in(directory: Path) -> list[psutil.Process]:
     return found
 
 
-def _python(args: list[str], cwd: Path, timeout_s: float = 60) -> subprocess.CompletedProcess[str]:
-    """`python ARGS` in `cwd` with the CLI tests' environment, its output captured."""
+def _python(
+    args: list[str], cwd: Path, timeout_s: float = 60, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """`python ARGS` in `cwd` with `env` (the CLI tests' by default), its output captured."""
     return subprocess.run(
         [sys.executable, *args],
-        env=cli_env(),
+        env=cli_env() if env is None else env,
         cwd=cwd,
         capture_output=True,
         text=True,
@@ -200,15 +202,7 @@ def test_a_run_whose_workers_cannot_start_stops_with_their_error_and_resumes(
     write_jsonl(tmp_path / "in.jsonl", [openai_line(f"r{i}", "hi") for i in range(3)])
     args = ["-m", "batchyard", "run", "in.jsonl", "-o", "out.jsonl"]
     broken = cli_env(BATCHYARD_EVENT_LOOP="no-such-loop")
-    proc = subprocess.run(
-        [sys.executable, *args],
-        env=broken,
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    proc = _python(args, tmp_path, timeout_s=120, env=broken)
     # `batchyard run` gives up after a few starts instead of waiting for them for good,
     assert proc.returncode == 2, proc.stderr
     assert "worker processes keep failing at start-up (exit 1, 3 times in a row" in proc.stderr
@@ -247,15 +241,7 @@ def test_a_run_whose_plugin_cannot_start_runs_no_job_and_stops_with_its_error(
     env = cli_env()
     env["PYTHONPATH"] += os.pathsep + str(site)
     args = ["-m", "batchyard", "run", "in.jsonl", "-o", "out.jsonl", "-c", "c.yaml"]
-    proc = subprocess.run(
-        [sys.executable, *args],
-        env=env,
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    proc = _python(args, tmp_path, timeout_s=120, env=env)
     # the run stops with the plugin's error (it waited for ever on workers that ran no job),
     assert proc.returncode == 2, proc.stderr
     assert "worker processes keep failing at start-up" in proc.stderr
