@@ -520,7 +520,9 @@ def test_a_worker_whose_event_loop_did_not_start_fetches_nothing(
     worker = LoopWorker(broker, fn, concurrency=2, worker_timeout=100)
     # the worker refuses to start, before any consumer took a message it could never run:
     # they stay queued for a worker that can (it used to hold them, unacked, until killed).
-    with pytest.raises(RuntimeError, match="event loop did not start"):
+    with pytest.raises(
+        ValueError, match="BATCHYARD_EVENT_LOOP must be 'uvloop' or 'asyncio', not 'no-such-loop'"
+    ):
         worker.start()
     assert get_event_loop_thread() is None
     assert not worker.consumers

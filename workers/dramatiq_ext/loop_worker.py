@@ -80,11 +80,11 @@ class LoopWorker(dramatiq.Worker):
         `before_worker_boot` failed, which dramatiq only logs: no event loop, an executor that
         could not start): such a worker fetched messages it could never run and held them,
         unacked, or failed them one by one, until it was killed."""
-        if get_event_loop_thread() is None:
-            raise RuntimeError("the event loop did not start (see the error above)")
         failed = getattr(self.broker, "boot_error", None)
         if failed is not None:
-            raise failed  # as the executor raised it: a ConfigError still exits 2
+            raise failed  # as its hook raised it: a ConfigError still exits 2
+        if get_event_loop_thread() is None:  # a broker that records no boot error
+            raise RuntimeError("the event loop did not start (see the error above)")
         super()._add_consumer(queue_name, delay=delay)
         thread = self.consumers.get(queue_name)
         if thread is not None:
