@@ -49,6 +49,9 @@ class Job(Work):
     #: Which of the endpoint's queues ("lanes") the batch uses: "" or "@1".."@3" for normal
     #: batches, "@high" / "@low" by priority. Kept across failover hops and retries.
     lane: str = Field(default="", pattern=r"^(@[0-9a-z]{1,8})?$")
+    #: How many times a worker process died while running this job, as its supervisor
+    #: counted (`workers.crashes`): from 2 it runs alone, at 3 it fails uncalled.
+    deaths: int = Field(default=0, ge=0)
 
     @property
     def current(self) -> RouteHop:

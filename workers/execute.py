@@ -32,6 +32,7 @@ from schemas.trusted import assign, trusted
 from workers import metrics
 from workers.batch_watch import BatchWatch
 from workers.calls import call_endpoint
+from workers.crashes import FAIL_AT, crashed
 from workers.health import EndpointHealth
 from workers.outcomes import BatchCancelled, CircuitOpen, Move, cost_of, succeeded
 from workers.plugins import CallContext, Plugin, load_plugins
@@ -224,7 +225,11 @@ class Executor:
                 "batchyard.hop": job.hop,
             },
         ):
-            result = await self._execute(job, started)
+            result: LLMResult | Move
+            if job.deaths >= FAIL_AT:  # its worker died each time it ran (`workers.crashes`)
+                result = self._final(job, "errored", crashed(job.deaths))
+            else:
+                result = await self._execute(job, started)
         trace_id = trace_id_of(job.trace)
         context = {"batch_id": job.batch_id, "custom_id": job.key, "trace_id": trace_id}
         if isinstance(result, Move):

@@ -34,6 +34,7 @@ from providers.registry import check_config
 from schemas.config import AppConfig, ConfigError, load_config
 from schemas.settings import Settings
 from workers.broker import build_broker, declare
+from workers.crashes import RunningMarks
 from workers.dramatiq_ext import Heartbeat, LoopWorker
 from workers.dramatiq_ext.outage import QuietConsumerErrors
 from workers.execute import Executor, ExecutorLifecycle
@@ -91,6 +92,9 @@ class RunningWorker:
         self.heartbeat.stop()
         self.worker.stop(timeout=int(grace_s * 1000))
         self.broker.close()
+        marks = getattr(self.worker, "marks", None)
+        if marks is not None:
+            marks.close()
 
 
 def start(settings: Settings, config: AppConfig, concurrency: int) -> RunningWorker:
@@ -113,6 +117,8 @@ def start(settings: Settings, config: AppConfig, concurrency: int) -> RunningWor
     # dramatiq logs each consumer's connection error every second of an outage: once is enough.
     logging.getLogger("dramatiq.worker.ConsumerThread").addFilter(QuietConsumerErrors())
     worker = LoopWorker(broker, execute, concurrency=concurrency, worker_timeout=1000)
+    # What it runs, for its supervisor to count if this process dies (`workers.crashes`).
+    worker.marks = RunningMarks.for_supervised(concurrency)
     heartbeat = Heartbeat(broker, settings.maintenance_interval_s)
     # The executor starts at the worker's boot, before any consumer (`ExecutorLifecycle`).
     try:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -14,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from workers import warm
+from workers.crashes import FAIL_AT, SOLO_AT
 from workers.lifetime import PARENT_PID_ENV, SignalLatch, wait_exit
 
 log = logging.getLogger("batchyard.supervisor")
@@ -143,7 +145,9 @@ class Supervisor:
                 from prometheus_client import multiprocess
 
                 multiprocess.mark_process_dead(child.pid)  # type: ignore[no-untyped-call]
-            self._failures[slot] = self._failures[slot] + 1 if lived < STARTED_S else 0
+            # One that died running requests had started, however soon it died.
+            started = self._count_deaths(child.pid) or lived >= STARTED_S
+            self._failures[slot] = 0 if started else self._failures[slot] + 1
             if child.returncode == 2 and lived < STARTED_S:
                 self.failed = "a worker process rejected the configuration (see its error above)"
                 self._stopping = True
@@ -165,6 +169,46 @@ class Supervisor:
             if self._failures[slot] and self._sleep(delay):
                 return
             self._spawn(slot)
+
+    def _count_deaths(self, pid: int) -> bool:
+        """A child died unasked: add one to the deaths of each job it was running (see
+        `workers.crashes`), before maintenance redelivers them. Whether it was running any."""
+        from workers.crashes import marks_path, read_marks
+
+        path = marks_path(os.getpid(), pid)
+        try:
+            marks = read_marks(path)
+            path.unlink()
+        except OSError:  # it marked nothing (it had not started, or was not a LoopWorker)
+            return False
+        if not marks:
+            return False
+        try:
+            counted = self._deaths(marks)
+        except Exception as exc:  # Redis away: they are redelivered uncounted
+            log.warning("could not count the requests worker process %d was running: %s", pid, exc)
+            return True
+        log.warning(
+            "worker process %d died with %d request(s) running; a request whose worker "
+            "dies %d times runs alone, and fails after %d",
+            pid,
+            counted,
+            SOLO_AT,
+            FAIL_AT,
+        )
+        return True
+
+    def _deaths(self, marks: list[tuple[str, str]]) -> int:
+        import redis
+
+        from schemas.settings import Settings
+        from workers.crashes import count_deaths
+
+        url = self.env.get("REDIS_URL") or Settings().redis_url
+        if not url:
+            return 0
+        with redis.Redis.from_url(url, socket_timeout=5) as client:
+            return count_deaths(client, marks)
 
     def run(self, poll_s: float = 0.2) -> None:
         """Supervise until `stop()` is called or SIGTERM/SIGINT arrives."""
@@ -242,6 +286,9 @@ class Supervisor:
             child.kill()
         for child in pending:
             child.wait()
+        from workers.crashes import marks_path
+
+        shutil.rmtree(marks_path(os.getpid(), 0).parent, ignore_errors=True)
         if self._metrics_server is not None:
             self._metrics_server.shutdown()
         if self._metrics_dir is not None:

@@ -31,7 +31,9 @@ from dramatiq.broker import Broker, MessageProxy
 from dramatiq.middleware import SkipMessage
 from dramatiq.worker import ConsumerThread, WorkerThread
 
+from workers.crashes import FAIL_AT, SOLO_AT, RunningMarks, Solo
 from workers.dramatiq_ext.acks import AckBatcher
+from workers.dramatiq_ext.dispatch import msgs_key
 from workers.dramatiq_ext.outage import OUTAGE, is_outage
 from workers.dramatiq_ext.work_queue import LaneQueue
 
@@ -65,6 +67,8 @@ class LoopWorker(dramatiq.Worker):
         self.delay_prefetch = min(concurrency * 1000, 65535)
         # Lanes of equal priority take turns, not first-fetched-first-served.
         self.work_queue = LaneQueue()
+        #: Where the messages running are marked for the supervisor (`workers.crashes`).
+        self.marks: RunningMarks | None = None
 
     def _add_worker(self) -> None:
         feeder = LoopFeeder(self)
@@ -144,6 +148,9 @@ class LoopFeeder(WorkerThread):
         #: whose slots are not yet free: both wait for `_end_group`.
         self._to_ack: list[MessageProxy] = []
         self._ended = 0
+        self.marks = worker.marks
+        self._mark_prefix: dict[str, bytes] = {}
+        self.solo = Solo()
         acks = getattr(self.broker, "acks", None)
         self._ack_group = acks.group if isinstance(acks, AckBatcher) else contextlib.nullcontext
         # Failure hooks may block (Retries re-enqueues, WaitForRedis waits for Redis).
@@ -214,7 +221,22 @@ class LoopFeeder(WorkerThread):
             result = None
             if not message.failed:
                 self.broker.get_actor(message.actor_name)  # ActorNotFound for a stranger
-                result = await self.fn(*message.args, **message.kwargs)
+                marks = self.marks
+                if marks is None:
+                    result = await self.fn(*message.args, **message.kwargs)
+                else:  # inline: a wrapper coroutine is a frame every resumption passes (#22)
+                    alone = self._alone(message)
+                    solo = self.solo
+                    if alone or solo.blocked:
+                        await solo.enter(alone)
+                    else:
+                        solo.running += 1
+                    slot = marks.mark(self._mark_entry(message))
+                    try:
+                        result = await self.fn(*message.args, **message.kwargs)
+                    finally:
+                        marks.clear(slot)
+                        solo.leave(alone)
             self.broker.emit_after("process_message", message, result=result)
             OUTAGE.up()
         except SkipMessage as exc:
@@ -241,6 +263,26 @@ class LoopFeeder(WorkerThread):
             self._ended += 1
             if self._ended == 1:  # the first of a group: end it once this loop pass is done
                 loop.call_soon(self._end_group)
+
+    @staticmethod
+    def _alone(message: MessageProxy) -> bool:
+        """Whether the job runs alone on this loop: its worker died running it before, and
+        more than once (`workers.crashes`), so that a next death is its own. A job that waits
+        its turn is not marked running."""
+        job = message.args[0] if message.args else None
+        deaths = job.get("deaths", 0) if type(job) is dict else 0
+        return type(deaths) is int and SOLO_AT <= deaths < FAIL_AT
+
+    def _mark_entry(self, message: MessageProxy) -> bytes:
+        """How a running message is marked for the supervisor: its queue's .msgs key and its
+        id, where its data is."""
+        queue = message.queue_name
+        prefix = self._mark_prefix.get(queue)
+        if prefix is None:
+            key = msgs_key(self.broker.namespace, queue)  # type: ignore[attr-defined]
+            prefix = self._mark_prefix[queue] = f"{key}\t".encode()
+        rid: str = message.options["redis_message_id"]
+        return prefix + rid.encode()
 
     def _end_group(self) -> None:
         """Ack the messages that succeeded since the last call, then give the slots of all
