@@ -22,6 +22,7 @@ import asyncio
 import logging
 import mmap
 import os
+import stat
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -70,7 +71,11 @@ class RunningMarks:
 
     def __init__(self, path: Path, slots: int) -> None:
         path.parent.mkdir(mode=0o700, exist_ok=True)
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o600)
+        # A shared temporary directory: one someone else made (or a link) is not used.
+        found = os.lstat(path.parent)
+        if not stat.S_ISDIR(found.st_mode) or found.st_uid != os.getuid():
+            raise PermissionError(f"{path.parent} is not a directory of this user")
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
         try:
             os.ftruncate(fd, slots * SLOT)
             self._map = mmap.mmap(fd, slots * SLOT)

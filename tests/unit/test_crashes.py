@@ -35,6 +35,14 @@ def test_marks_hold_what_runs_and_nothing_once_cleared(tmp_path: Path) -> None:
     assert not marks.path.exists()
 
 
+def test_marks_are_not_made_through_a_link(tmp_path: Path) -> None:
+    (tmp_path / "elsewhere").mkdir()
+    (tmp_path / "run").symlink_to(tmp_path / "elsewhere")  # made by someone else, say
+    with pytest.raises(PermissionError, match="not a directory of this user"):
+        RunningMarks(tmp_path / "run" / "123", slots=3)
+    assert list((tmp_path / "elsewhere").iterdir()) == []
+
+
 def test_only_a_supervised_process_marks(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("BATCHYARD_PARENT_PID", raising=False)
     assert RunningMarks.for_supervised(4) is None
