@@ -25,7 +25,7 @@ import os
 import stat
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 
@@ -76,13 +76,13 @@ class RunningMarks:
         if not stat.S_ISDIR(found.st_mode) or found.st_uid != os.getuid():
             raise PermissionError(f"{path.parent} is not a directory of this user")
         fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
-        try:
-            os.ftruncate(fd, slots * SLOT)
-            self._map = mmap.mmap(fd, slots * SLOT)
+        try:  # slot 0: the worker ids its messages are held under (`owners`)
+            os.ftruncate(fd, (slots + 1) * SLOT)
+            self._map = mmap.mmap(fd, (slots + 1) * SLOT)
         finally:
             os.close(fd)
         self.path = path
-        self._free = list(range(slots - 1, -1, -1))
+        self._free = list(range(slots, 0, -1))
 
     def __repr__(self) -> str:
         return f"<RunningMarks {self.path} free={len(self._free)}>"
@@ -98,6 +98,15 @@ class RunningMarks:
         except OSError as exc:
             log.warning("cannot mark running requests (%s): not counted if this worker dies", exc)
             return None
+
+    def owners(self, heartbeats: str, ids: list[str]) -> None:
+        """Note the dramatiq heartbeats key and the worker ids this process holds messages
+        under: once it is dead, its supervisor expires them, and the next maintenance puts
+        their messages back at once, not a heartbeat timeout later."""
+        if self._map.closed:  # a last heartbeat as the process stops
+            return
+        line = f"{heartbeats}\t{' '.join(ids)}".encode()[: SLOT - 1] + b"\n"
+        self._map[: len(line)] = line
 
     def mark(self, entry: bytes) -> int:
         """Note one running message (`entry`: its .msgs key, a tab, its id); its slot, or -1
@@ -122,18 +131,46 @@ class RunningMarks:
         self.path.unlink(missing_ok=True)
 
 
-def read_marks(path: Path) -> list[tuple[str, str]]:
-    """The (.msgs key, message id) of every message marked running in `path`."""
+class Marks(NamedTuple):
+    """What a dead worker process had marked."""
+
+    #: (.msgs key, message id) of every message it was running
+    running: list[tuple[str, str]]
+    #: dramatiq's heartbeats key ("" if not noted) and the worker ids it held messages under
+    heartbeats: str
+    ids: list[str]
+
+
+def read_marks(path: Path) -> Marks:
+    """The marks a worker process left in `path`."""
     data = path.read_bytes()
-    out = []
-    for start in range(0, len(data), SLOT):
-        if data[start] == 0:
-            continue
-        line = data[start : start + SLOT].split(b"\n", 1)[0].decode(errors="replace")
-        key, _, rid = line.partition("\t")
-        if key and rid:
-            out.append((key, rid))
-    return out
+    lines = [
+        data[start : start + SLOT].split(b"\n", 1)[0].decode(errors="replace").partition("\t")
+        for start in range(0, len(data), SLOT)
+    ]
+    heartbeats, _, ids = lines[0] if data[:1] not in (b"", b"\0") else ("", "", "")
+    running = [(key, rid) for key, _, rid in lines[1:] if key and rid and key[0] != "\0"]
+    return Marks(running, heartbeats, ids.split())
+
+
+def expire_owners(client: Any, marks: Marks) -> int:
+    """Make the dead process's worker ids look dead to dramatiq's maintenance (heartbeat 0),
+    those still beating only (XX): its unacked messages go back to their queues at the next
+    maintenance, instead of a heartbeat timeout later. How many were expired."""
+    if not marks.heartbeats or not marks.ids:
+        return 0
+    return int(client.zadd(marks.heartbeats, dict.fromkeys(marks.ids, 0), xx=True, ch=True))
+
+
+def after_death(redis_url: str, marks: Marks) -> int:
+    """What a supervisor does when a worker process died unasked: `count_deaths`, then
+    `expire_owners`. How many deaths were counted."""
+    import redis
+
+    with redis.Redis.from_url(redis_url, socket_timeout=5) as client:
+        counted = count_deaths(client, marks.running)
+        expire_owners(client, marks)
+    return counted
 
 
 def count_deaths(client: Any, marks: list[tuple[str, str]]) -> int:

@@ -120,6 +120,8 @@ def start(settings: Settings, config: AppConfig, concurrency: int) -> RunningWor
     # What it runs, for its supervisor to count if this process dies (`workers.crashes`).
     worker.marks = RunningMarks.for_supervised(concurrency)
     heartbeat = Heartbeat(broker, settings.maintenance_interval_s)
+    heartbeat.marks = worker.marks
+    heartbeat.note_owners(set())  # before the first fetch: a job may end this process at once
     # The executor starts at the worker's boot, before any consumer (`ExecutorLifecycle`).
     try:
         worker.start()

@@ -171,9 +171,11 @@ class Supervisor:
             self._spawn(slot)
 
     def _count_deaths(self, pid: int) -> bool:
-        """A child died unasked: add one to the deaths of each job it was running (see
-        `workers.crashes`), before maintenance redelivers them. Whether it was running any."""
-        from workers.crashes import marks_path, read_marks
+        """A child died unasked: add one to the deaths of each job it was running and put
+        what it held back on the queues at the next maintenance (`workers.crashes`). Whether
+        it was running any job."""
+        from schemas.settings import Settings
+        from workers.crashes import after_death, marks_path, read_marks
 
         path = marks_path(os.getpid(), pid)
         try:
@@ -181,34 +183,24 @@ class Supervisor:
             path.unlink()
         except OSError:  # it marked nothing (it had not started, or was not a LoopWorker)
             return False
-        if not marks:
-            return False
-        try:
-            counted = self._deaths(marks)
-        except Exception as exc:  # Redis away: they are redelivered uncounted
-            log.warning("could not count the requests worker process %d was running: %s", pid, exc)
-            return True
-        log.warning(
-            "worker process %d died with %d request(s) running; a request whose worker "
-            "dies %d times runs alone, and fails after %d",
-            pid,
-            counted,
-            SOLO_AT,
-            FAIL_AT,
-        )
-        return True
-
-    def _deaths(self, marks: list[tuple[str, str]]) -> int:
-        import redis
-
-        from schemas.settings import Settings
-        from workers.crashes import count_deaths
-
         url = self.env.get("REDIS_URL") or Settings().redis_url
-        if not url:
-            return 0
-        with redis.Redis.from_url(url, socket_timeout=5) as client:
-            return count_deaths(client, marks)
+        if not url or not (marks.running or marks.ids):
+            return bool(marks.running)
+        try:
+            counted = after_death(url, marks)
+        except Exception as exc:  # Redis away: redelivered uncounted, after the timeout
+            log.warning("could not count the requests worker process %d was running: %s", pid, exc)
+            return bool(marks.running)
+        if marks.running:
+            log.warning(
+                "worker process %d died with %d request(s) running; a request whose worker "
+                "dies %d times runs alone, and fails after %d",
+                pid,
+                counted,
+                SOLO_AT,
+                FAIL_AT,
+            )
+        return bool(marks.running)
 
     def run(self, poll_s: float = 0.2) -> None:
         """Supervise until `stop()` is called or SIGTERM/SIGINT arrives."""

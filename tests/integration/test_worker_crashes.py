@@ -46,13 +46,16 @@ def _plugin_site(root: Path) -> Path:
 
 def test_a_request_that_kills_its_worker_fails_alone_and_the_batch_ends(tmp_path: Path) -> None:
     # Given ten requests, one of which kills the worker process that runs it,
-    env = cli_env()  # heartbeat 3 s: a dead worker's messages come back in ~3.5 s
+    # (a heartbeat timeout of 5 minutes: a dead worker's messages must come back before it,
+    # at the next maintenance, as its supervisor expires its heartbeat)
+    env = cli_env(BATCHYARD_HEARTBEAT_TIMEOUT_MS="300000")
     env["PYTHONPATH"] += os.pathsep + str(_plugin_site(tmp_path))
     (tmp_path / "c.yaml").write_text(
         "endpoints:\n  m:\n    provider: mock\n    model: m\nplugins:\n  poison: {}\n"
     )
     write_jsonl(tmp_path / "in.jsonl", [openai_line(f"r{i}", "hi") for i in range(10)])
     args = ["-m", "batchyard", "run", "in.jsonl", "-o", "out.jsonl", "-c", "c.yaml"]
+    args += ["--timeout", "90"]
     with subprocess.Popen(
         [sys.executable, *args],
         env=env,
@@ -61,7 +64,7 @@ def test_a_request_that_kills_its_worker_fails_alone_and_the_batch_ends(tmp_path
         stderr=subprocess.PIPE,
         text=True,
     ) as proc:
-        _, stderr = proc.communicate(timeout=120)
+        _, stderr = proc.communicate(timeout=150)
     # the run ends (it restarted workers for ever, and no request ever got a result),
     assert proc.returncode == 0, stderr
     assert "died with" in stderr and "request(s) running" in stderr

@@ -9,7 +9,15 @@ import orjson
 import pytest
 import redis
 
-from workers.crashes import SLOT, RunningMarks, Solo, count_deaths, read_marks
+from workers.crashes import (
+    SLOT,
+    Marks,
+    RunningMarks,
+    Solo,
+    count_deaths,
+    expire_owners,
+    read_marks,
+)
 
 
 def test_marks_hold_what_runs_and_nothing_once_cleared(tmp_path: Path) -> None:
@@ -19,7 +27,7 @@ def test_marks_hold_what_runs_and_nothing_once_cleared(tmp_path: Path) -> None:
     c = marks.mark(b"ns:other.msgs\t" + b"x" * 400)  # cut to its slot, never into the next
     # every slot taken: the next message is not marked (and nothing else is overwritten)
     assert marks.mark(b"ns:q.msgs\tid-d") == -1
-    assert read_marks(marks.path) == [
+    assert read_marks(marks.path).running == [
         ("ns:q.msgs", "id-a"),
         ("ns:q.msgs", "id-b"),
         ("ns:other.msgs", "x" * (SLOT - 1 - len("ns:other.msgs\t"))),
@@ -28,10 +36,17 @@ def test_marks_hold_what_runs_and_nothing_once_cleared(tmp_path: Path) -> None:
     marks.clear(c)
     # a freed slot is reused, its old text gone
     assert marks.mark(b"ns:q.msgs\te") in (b, c)
-    assert sorted(read_marks(marks.path)) == [("ns:q.msgs", "e"), ("ns:q.msgs", "id-a")]
+    assert sorted(read_marks(marks.path).running) == [("ns:q.msgs", "e"), ("ns:q.msgs", "id-a")]
     marks.clear(a)
-    assert len(read_marks(marks.path)) == 1
+    assert len(read_marks(marks.path).running) == 1
+    # the worker ids it holds messages under are kept apart, the latest noted only
+    assert read_marks(marks.path)[1:] == ("", [])
+    marks.owners("ns:__heartbeats__", ["w-old", "w-1"])
+    marks.owners("ns:__heartbeats__", ["w-1"])
+    assert read_marks(marks.path)[1:] == ("ns:__heartbeats__", ["w-1"])
+    assert len(read_marks(marks.path).running) == 1
     marks.close()
+    marks.owners("ns:__heartbeats__", ["w-2"])  # a last heartbeat after the close: nothing
     assert not marks.path.exists()
 
 
@@ -70,6 +85,20 @@ def test_deaths_are_counted_in_the_stored_messages(redis_url: str) -> None:
     assert orjson.loads(r.hget("ns:q.msgs", "m2") or b"")["args"][0]["deaths"] == 2
     # and a deleted one is not written back.
     assert not r.hexists("ns:q.msgs", "acked-meanwhile")
+    r.close()
+
+
+def test_a_dead_process_s_worker_ids_are_expired_if_still_beating(redis_url: str) -> None:
+    r = redis.Redis.from_url(redis_url)
+    r.zadd("ns:__heartbeats__", {"w-dead": 1_000_000, "w-alive": 2_000_000})
+    dead = Marks([], "ns:__heartbeats__", ["w-dead", "w-gone"])
+    assert expire_owners(r, dead) == 1
+    # its own id now looks dead to maintenance; an id already dropped is not added back
+    assert r.zrange("ns:__heartbeats__", 0, -1, withscores=True) == [
+        (b"w-dead", 0.0),
+        (b"w-alive", 2_000_000.0),
+    ]
+    assert expire_owners(r, Marks([], "", ["w-alive"])) == 0  # no key noted: nothing
     r.close()
 
 

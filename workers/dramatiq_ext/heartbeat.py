@@ -12,6 +12,7 @@ import redis
 from dramatiq.brokers.redis import RedisBroker
 from dramatiq.common import current_millis, dq_name
 
+from workers.crashes import RunningMarks
 from workers.dramatiq_ext.dispatch import Dispatch, heartbeats_key
 from workers.dramatiq_ext.outage import OUTAGE, is_outage
 
@@ -36,6 +37,9 @@ class Heartbeat(threading.Thread):
         #: After a Redis restart, no maintenance before this (monotonic s): every live
         #: worker must first renew the old ids it still holds messages under.
         self.hold_until = 0.0
+        #: Where this process notes the worker ids it holds messages under, for its
+        #: supervisor to expire if it dies (`workers.crashes`).
+        self.marks: RunningMarks | None = None
         # Read before the consumers' first fetch, so a restart after it is noticed.
         with contextlib.suppress(redis.RedisError):
             self.redis_run_id = self._run_id()
@@ -99,6 +103,7 @@ class Heartbeat(threading.Thread):
         (an ack the crash lost) returns to its queue once that id stops beating."""
         self.check_restart()
         held = self.held_ids()
+        self.note_owners(held)
         if held:
             now = current_millis()
             beats = heartbeats_key(self.broker.namespace)
@@ -107,6 +112,13 @@ class Heartbeat(threading.Thread):
         for queue in sorted(self.broker.get_declared_queues()):
             for name in (queue, dq_name(queue)):
                 self.dispatch.qsize(name, maintain=maintain)
+
+    def note_owners(self, held: set[str]) -> None:
+        """Note this worker's ids (its own, and `held`: earlier ones it holds messages
+        under) where its supervisor reads them if it dies."""
+        if self.marks is not None:
+            beats = heartbeats_key(self.broker.namespace)
+            self.marks.owners(beats, [self.broker.broker_id, *sorted(held)])
 
     def stop(self) -> None:
         """Stop after the current round."""
