@@ -121,7 +121,7 @@ class RunningMarks:
 
     def clear(self, slot: int) -> None:
         """The message of `slot` is no longer running."""
-        if slot >= 0:
+        if slot >= 0 and not self._map.closed:  # closed: a job outlived the drain
             self._map[slot * SLOT] = 0
             self._free.append(slot)
 
