@@ -19,9 +19,11 @@ another process ends every request in flight.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import mmap
 import os
+import shutil
 import stat
 import tempfile
 from pathlib import Path
@@ -126,9 +128,35 @@ class RunningMarks:
             self._free.append(slot)
 
     def close(self) -> None:
-        """Remove the file: this process ends with nothing running."""
+        """Remove the file (and the directory, if it was the last): this process ends with
+        nothing running."""
         self._map.close()
         self.path.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):  # not empty: another worker's marks are in it
+            self.path.parent.rmdir()
+
+
+def sweep_marks() -> int:
+    """Remove the marks directories of this user's supervisors that are gone (killed: no
+    one cleaned up after them); how many."""
+    removed = 0
+    prefix = f"batchyard-running-{os.getuid()}-"
+    for path in Path(tempfile.gettempdir()).glob(prefix + "*"):
+        pid = path.name[len(prefix) :]
+        if pid.isdigit() and not _alive(int(pid)):
+            shutil.rmtree(path, ignore_errors=True)
+            removed += 1
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's
+        return True
+    return True
 
 
 class Marks(NamedTuple):

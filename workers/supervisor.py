@@ -103,6 +103,9 @@ class Supervisor:
 
     def start(self) -> None:
         """Start every child (and the /metrics server when a port is set)."""
+        from workers.crashes import sweep_marks
+
+        sweep_marks()  # what killed supervisors left
         if self.metrics_port is not None:
             self._start_metrics()
         for slot in range(self.processes):

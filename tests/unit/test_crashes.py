@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import subprocess
+import tempfile
 from pathlib import Path
 
 import orjson
@@ -16,7 +19,9 @@ from workers.crashes import (
     Solo,
     count_deaths,
     expire_owners,
+    marks_path,
     read_marks,
+    sweep_marks,
 )
 
 
@@ -50,6 +55,28 @@ def test_marks_hold_what_runs_and_nothing_once_cleared(tmp_path: Path) -> None:
     marks.owners("ns:__heartbeats__", ["w-2"])
     marks.clear(a)
     assert not marks.path.exists()
+
+
+def test_the_last_worker_to_close_removes_the_directory(tmp_path: Path) -> None:
+    one = RunningMarks(tmp_path / "run" / "1", slots=2)
+    two = RunningMarks(tmp_path / "run" / "2", slots=2)
+    one.close()
+    assert (tmp_path / "run").is_dir()  # the other's marks are still in it
+    two.close()
+    assert not (tmp_path / "run").exists()
+
+
+def test_marks_of_supervisors_that_are_gone_are_swept(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    gone = RunningMarks(marks_path(dead.pid, 11), slots=2)  # left by a killed supervisor
+    here = RunningMarks(marks_path(os.getpid(), 12), slots=2)
+    assert sweep_marks() == 1
+    assert not gone.path.parent.exists() and here.path.exists()
+    here.close()
 
 
 def test_marks_are_not_made_through_a_link(tmp_path: Path) -> None:
