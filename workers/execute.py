@@ -255,9 +255,8 @@ class Executor:
                 )
                 return
             result = review.result or result
-        # Three floats of ours: not validated (1 µs per request, #22).
+        # Three floats of ours: not validated, nor set by pydantic's __setattr__ (1 us, #22).
         times = {"enqueued_at": job.enqueued_at, "started_at": started, "finished_at": time.time()}
-        # Set as assigning them does, without pydantic's __setattr__ (#22).
         assign(result, trace_id=trace_id, timings=trusted(Timings, times, set(times)))
         dead = b""
         if result.status in ("errored", "expired") and result.error is not None:
@@ -487,6 +486,13 @@ class ExecutorLifecycle(Middleware):
         thread = get_event_loop_thread()
         if thread is not None:
             thread.run_coroutine(self.executor.start())
+
+    def before_worker_shutdown(self, broker: Any, worker: Any) -> None:
+        """Stopping: requests waiting for admission go back unsent (`Limiter.drain`)."""
+        thread = get_event_loop_thread()
+        if thread is not None and thread.loop.is_running():
+            for limiter in self.executor.limiters.values():
+                thread.loop.call_soon_threadsafe(limiter.drain)
 
     def after_worker_shutdown(self, broker: Any, worker: Any) -> None:
         thread = get_event_loop_thread()

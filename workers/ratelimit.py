@@ -112,6 +112,10 @@ class Limiter:
         #: This process's shares of adaptive concurrency, by scope keys (`workers.share`).
         self._shares: dict[tuple[str, ...], Share] = {}
         self._ttl_ms = 0
+        #: Requests sleeping until a pause (or a far slot) ends, and whether the worker is
+        #: stopping: then no request waits here (`drain`).
+        self._napping: deque[asyncio.Future[None]] = deque()
+        self.draining = False
         #: Calls in `acquire` that found no slot of a share at once: what a share asks for.
         self._asking = 0
 
@@ -163,7 +167,7 @@ class Limiter:
                 if share.take():
                     return _in_share(share, tokens, scopes)
                 left = deadline - time.monotonic()
-                if left <= 0:
+                if left <= 0 or self.draining:
                     raise MustWait(WAKE_S)
                 await share.wait(left)
                 continue
@@ -177,12 +181,24 @@ class Limiter:
                 lease.admitted_ms = now_ms
                 return lease
             wait_s = float(wait_ms) / 1000
-            if time.monotonic() + wait_s > deadline:
+            if time.monotonic() + wait_s > deadline or self.draining:
                 raise MustWait(wait_s)
             if wait_s <= WAKE_S:
                 await self._slot(wait_s)
             else:
-                await asyncio.sleep(wait_s)
+                await wait_turn(self._napping, wait_s)
+
+    def drain(self) -> None:
+        """The worker is stopping: requests waiting here for a slot or a pause to end wake
+        now and go back to their queue unsent (`MustWait`), as a wait past
+        `max_inline_wait_s` does, instead of holding the drain (and a Ctrl-C) until then.
+        Calls already admitted go on."""
+        self.draining = True
+        for line in (self._waiting, self._napping):
+            while line:
+                wake(line.popleft())
+        for share in self._shares.values():
+            share.wake_all()
 
     async def _slot(self, wait_s: float) -> None:
         """Wait `wait_s`, or less when a release in this process frees a slot first.

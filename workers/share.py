@@ -98,6 +98,11 @@ class Share:
         the share is asked to grow at the next turn in which answers came back."""
         await wait_turn(self._waiting, timeout_s)
 
+    def wake_all(self) -> None:
+        """Wake every call waiting for a slot (the worker is stopping)."""
+        while self._waiting:
+            wake(self._waiting.popleft())
+
     def done(self, ok: bool | None, admitted_ms: float) -> None:
         """A call under the share ended: `ok` True when answered, False when refused (a 429,
         503 or timeout: adaptive concurrency cuts, and hears of it now), None when it was

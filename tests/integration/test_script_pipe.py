@@ -15,7 +15,7 @@ from redis.exceptions import ResponseError
 from schemas.config import EndpointConfig
 from workers.protocol.keys import Keys
 from workers.protocol.scripts import Lua, register
-from workers.ratelimit import Limiter
+from workers.ratelimit import Limiter, MustWait
 from workers.results import ScriptPipe
 
 pytestmark = pytest.mark.integration
@@ -203,5 +203,55 @@ async def test_a_release_wakes_a_request_waiting_for_its_slot(
     lease = await asyncio.wait_for(second, 10)
     assert lease.id and lease.id != first.id
     await limiter.release(lease, 12, (0, 0))
+    await limiter.aclose()
+    assert await client.zcard(SCOPE.leases) == 0
+
+
+async def _waiting_in(line: Any, what: str) -> None:
+    for _ in range(500):  # until the request is parked in `line`, at most ~5 s
+        if line:
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError(f"no request waited {what}")
+
+
+async def test_a_request_waiting_out_a_pause_goes_back_unsent_when_the_worker_stops(
+    client: aioredis.Redis,
+) -> None:
+    # Given an endpoint paused for 30 s by a 429, and a request allowed to wait that out,
+    cfg = EndpointConfig(provider="openai", base_url="http://127.0.0.1:9/v1", max_inline_wait_s=60)
+    limiter = Limiter(client, "t", "ep", cfg)
+    await limiter.pause(30.0)
+    waiting = asyncio.ensure_future(limiter.acquire("m", 10, 60))
+    await _waiting_in(limiter._napping, "for the pause")
+    # when the worker stops, it goes back to its queue now (it held the drain, and a
+    # Ctrl-C, until the pause ended or the grace ran out),
+    limiter.drain()
+    with pytest.raises(MustWait):
+        await asyncio.wait_for(waiting, 5)
+    # and a request that reaches the limiter while it stops does not wait either.
+    with pytest.raises(MustWait):
+        await asyncio.wait_for(limiter.acquire("m", 10, 60), 5)
+    await limiter.aclose()
+
+
+async def test_a_request_waiting_for_a_slot_goes_back_unsent_when_the_worker_stops(
+    client: aioredis.Redis,
+) -> None:
+    cfg = EndpointConfig(
+        provider="openai",
+        base_url="http://127.0.0.1:9/v1",
+        max_concurrency=1,
+        max_inline_wait_s=60,
+    )
+    limiter = Limiter(client, "t", "ep", cfg)
+    first = await limiter.acquire("m", 10, 60)
+    waiting = asyncio.ensure_future(limiter.acquire("m", 10, 60))
+    await _waiting_in(limiter._waiting, "for a slot")
+    limiter.drain()
+    with pytest.raises(MustWait):
+        await asyncio.wait_for(waiting, 5)
+    # the call admitted before goes on, and gives its slot back as usual
+    await limiter.release(first, 12, (0, 0))
     await limiter.aclose()
     assert await client.zcard(SCOPE.leases) == 0
