@@ -186,7 +186,7 @@ class Limiter:
             if wait_s <= WAKE_S:
                 await self._slot(wait_s)
             else:
-                await wait_turn(self._napping, wait_s)
+                await self._nap(wait_s)
 
     def drain(self) -> None:
         """The worker is stopping: requests waiting here for a slot or a pause to end wake
@@ -199,6 +199,12 @@ class Limiter:
                 wake(line.popleft())
         for share in self._shares.values():
             share.wake_all()
+
+    async def _nap(self, wait_s: float) -> None:
+        """Sleep `wait_s` (a pause, a far slot), or less if the worker starts stopping."""
+        if len(self._napping) >= 4096:  # naps that timed out stay in the line: drop them
+            self._napping = deque(w for w in self._napping if not w.done())
+        await wait_turn(self._napping, wait_s)
 
     async def _slot(self, wait_s: float) -> None:
         """Wait `wait_s`, or less when a release in this process frees a slot first.
