@@ -63,9 +63,14 @@ def crashed(deaths: int) -> ErrorInfo:
     return ErrorInfo(code="worker_crashed", message=why)
 
 
+def marks_dir(parent_pid: int) -> Path:
+    """Where the worker processes supervised by `parent_pid` mark what they run."""
+    return Path(tempfile.gettempdir()) / f"batchyard-running-{os.getuid()}-{parent_pid}"
+
+
 def marks_path(parent_pid: int, pid: int) -> Path:
     """Where the worker process `pid` supervised by `parent_pid` marks what it runs."""
-    return Path(tempfile.gettempdir()) / f"batchyard-running-{os.getuid()}-{parent_pid}" / str(pid)
+    return marks_dir(parent_pid) / str(pid)
 
 
 class RunningMarks:

@@ -15,7 +15,15 @@ from pathlib import Path
 from typing import Any
 
 from workers import warm
-from workers.crashes import FAIL_AT, SOLO_AT
+from workers.crashes import (
+    FAIL_AT,
+    SOLO_AT,
+    after_death,
+    marks_dir,
+    marks_path,
+    read_marks,
+    sweep_marks,
+)
 from workers.lifetime import PARENT_PID_ENV, SignalLatch, wait_exit
 
 log = logging.getLogger("batchyard.supervisor")
@@ -103,8 +111,6 @@ class Supervisor:
 
     def start(self) -> None:
         """Start every child (and the /metrics server when a port is set)."""
-        from workers.crashes import sweep_marks
-
         sweep_marks()  # what killed supervisors left
         if self.metrics_port is not None:
             self._start_metrics()
@@ -178,7 +184,6 @@ class Supervisor:
         what it held back on the queues at the next maintenance (`workers.crashes`). Whether
         it was running any job."""
         from schemas.settings import Settings
-        from workers.crashes import after_death, marks_path, read_marks
 
         path = marks_path(os.getpid(), pid)
         try:
@@ -281,9 +286,7 @@ class Supervisor:
             child.kill()
         for child in pending:
             child.wait()
-        from workers.crashes import marks_path
-
-        shutil.rmtree(marks_path(os.getpid(), 0).parent, ignore_errors=True)
+        shutil.rmtree(marks_dir(os.getpid()), ignore_errors=True)
         if self._metrics_server is not None:
             self._metrics_server.shutdown()
         if self._metrics_dir is not None:
