@@ -297,8 +297,8 @@ class Executor:
         task = job.task.model_copy(update={"round": job.task.round + (0 if same else 1)})
         shift = rotate % len(job.route)
         route = job.route[shift:] + job.route[:shift]
-        update = {"request": request, "route": route, "hop": 0, "attempts": [], "task": task}
-        return job.model_copy(update=update)
+        fresh = {"hop": 0, "attempts": [], "deaths": 0}  # deaths: `workers.crashes`
+        return job.model_copy(update={"request": request, "route": route, "task": task, **fresh})
 
     async def _execute(self, job: Job, started: float) -> LLMResult | Move:
         """The result, or a `Move` (job.hop and job.attempts are updated in place)."""

@@ -366,3 +366,17 @@ def test_a_lean_copy_of_the_example_is_answered_by_rounds_without_the_example() 
     assert third.task.data["history"][1]["codes"] == ["GMN091"]
     assert third.task.data["strategy"] == "fresh"  # the same code again
     assert "Example (" not in again.next_request.messages[0].text
+
+
+def test_a_next_round_does_not_inherit_the_worker_deaths_of_the_last() -> None:
+    from workers import structured
+    from workers.execute import Executor
+
+    # A round whose worker died twice running it (then run alone, and answered),
+    first = auto_job().model_copy(update={"deaths": 2})
+    cut = '{"name": "t", "nodes": [{"id": "holding", "type": "state", "properties": {"num'
+    review = structured.review(first, reply(cut, "length"))
+    assert review.next_request is not None
+    # is followed by a new request: it runs with the others, and its own deaths count afresh.
+    second = Executor._next_round(first, review.next_request)
+    assert (second.deaths, second.hop, second.attempts) == (0, 0, [])
