@@ -228,7 +228,7 @@ def count_deaths(client: Any, marks: list[tuple[str, str]]) -> int:
 class Solo:
     """Runs some jobs alone on a worker's event loop: `enter(alone=True)` waits until no job
     runs and keeps others from starting until `leave(alone=True)`. Jobs run normally touch
-    two counters (no await unless a job waits to run alone)."""
+    two counters (`try_enter`: no await unless a job waits to run alone)."""
 
     def __init__(self) -> None:
         self.running = 0
@@ -241,6 +241,14 @@ class Solo:
     def blocked(self) -> bool:
         """Whether a job now has to wait (one runs alone, or waits to)."""
         return self.alone or self.pending > 0
+
+    def try_enter(self, alone: bool) -> bool:
+        """Take this job's turn now if it needs no wait (a normal job, none alone); False:
+        `enter` waits for it."""
+        if alone or self.blocked:
+            return False
+        self.running += 1
+        return True
 
     async def enter(self, alone: bool) -> None:
         """Wait for this job's turn."""

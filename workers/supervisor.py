@@ -12,7 +12,7 @@ import tempfile
 import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from workers import warm
 from workers.crashes import (
@@ -25,6 +25,9 @@ from workers.crashes import (
     sweep_marks,
 )
 from workers.lifetime import PARENT_PID_ENV, SignalLatch, wait_exit
+
+if TYPE_CHECKING:
+    from schemas.settings import Settings
 
 log = logging.getLogger("batchyard.supervisor")
 
@@ -128,7 +131,7 @@ class Supervisor:
         from workers.metrics import serve_metrics
 
         settings = Settings()
-        redis_url = self.env.get("REDIS_URL") or settings.redis_url
+        redis_url = self._redis_url(settings)
         if not redis_url:
             raise ValueError("REDIS_URL is not set")
         path = self.config or (Path(p) if (p := self.env.get("BATCHYARD_CONFIG")) else None)
@@ -191,15 +194,15 @@ class Supervisor:
             path.unlink()
         except OSError:  # it marked nothing (it had not started, or was not a LoopWorker)
             return False
-        url = self.env.get("REDIS_URL") or Settings().redis_url
-        if not url or not (marks.running or marks.ids):
-            return bool(marks.running)
+        url, ran = self._redis_url(Settings()), bool(marks.running)
+        if not url or not (ran or marks.ids):
+            return ran
         try:
             counted = after_death(url, marks)
         except Exception as exc:  # Redis away: redelivered uncounted, after the timeout
             log.warning("could not count the requests worker process %d was running: %s", pid, exc)
-            return bool(marks.running)
-        if marks.running:
+            return ran
+        if ran:
             log.warning(
                 "worker process %d died with %d request(s) running; a request whose worker "
                 "dies %d times runs alone, and fails after %d",
@@ -208,7 +211,11 @@ class Supervisor:
                 SOLO_AT,
                 FAIL_AT,
             )
-        return bool(marks.running)
+        return ran
+
+    def _redis_url(self, settings: Settings) -> str | None:
+        """The Redis the children use: this supervisor's REDIS_URL for them, else its own."""
+        return self.env.get("REDIS_URL") or settings.redis_url
 
     def run(self, poll_s: float = 0.2) -> None:
         """Supervise until `stop()` is called or SIGTERM/SIGINT arrives."""

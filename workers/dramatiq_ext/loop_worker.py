@@ -227,10 +227,8 @@ class LoopFeeder(WorkerThread):
                 else:  # inline: a wrapper coroutine is a frame every resumption passes (#22)
                     alone = self._alone(message)
                     solo = self.solo
-                    if alone or solo.blocked:
+                    if not solo.try_enter(alone):
                         await solo.enter(alone)
-                    else:
-                        solo.running += 1
                     slot = marks.mark(self._mark_entry(message))
                     try:
                         result = await self.fn(*message.args, **message.kwargs)
