@@ -189,6 +189,62 @@ def test_acks_added_in_a_group_reach_redis_together_after_it(broker: LaneBroker)
     broker.close()
 
 
+def test_a_full_consumer_fetches_again_once_a_quarter_of_its_prefetch_is_acked(
+    broker: LaneBroker, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from workers.dramatiq_ext import consumer as consumer_module
+
+    monkeypatch.setattr(consumer_module, "FULL_WAIT_MS", 60_000)
+    # Given 20 queued messages and a consumer holding its whole prefetch of 8,
+    enqueue(broker, 20)
+    consumer = broker.consume("q", prefetch=8, timeout=100)
+    held = [next(consumer) for _ in range(8)]
+    assert all(m is not None for m in held)
+    assert leftovers(broker)[0] == 12
+    assert consumer.refill_at == 6
+    # when one is acked, it does not fetch for that one free place (a fetch per ack was
+    # dramatiq's way) ...
+    consumer.ack(held[0])
+    assert not consumer.wake.is_set()
+    # ... and when a second is, the quarter is free: the ack wakes a waiting consumer at
+    # once (its full wait here is a minute), which fetches 2 messages in one call.
+    fetched: list[object] = []
+    waiting = threading.Thread(target=lambda: fetched.append(next(consumer)), daemon=True)
+    waiting.start()
+    consumer.ack(held[1])
+    waiting.join(timeout=10)
+    assert not waiting.is_alive(), "the ack did not wake the full consumer"
+    assert fetched == [None]
+    assert next(consumer) is not None
+    assert leftovers(broker)[0] == 10
+    broker.close()
+
+
+def test_acks_wait_briefly_for_more_unless_enough_are_queued_or_a_flush_asks(
+    broker: LaneBroker, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from workers.dramatiq_ext import acks as acks_module
+
+    monkeypatch.setattr(acks_module, "LINGER_S", 60.0)
+    monkeypatch.setattr(acks_module, "LINGER_UNTIL", 10)
+    enqueue(broker, 15)
+    consumer = broker.consume("q", prefetch=15, timeout=100)
+    messages = [next(consumer) for _ in range(15)]
+    assert all(m is not None for m in messages)
+    # Given acks that wait up to a minute for 10 to go together: 10 go at once,
+    for m in messages[:10]:
+        consumer.ack(m)
+    wait_for(lambda: broker.acks.sent == 10)
+    assert broker.acks.calls == 1
+    # and 5 more, which would wait for 5 others, are sent when a flush asks.
+    for m in messages[10:]:
+        consumer.ack(m)
+    assert broker.acks.flush(10), "the flush waited out the linger"
+    assert (broker.acks.sent, broker.acks.calls) == (15, 2)
+    assert leftovers(broker) == (0, 0, 0)
+    broker.close()
+
+
 def test_an_ack_that_fails_neither_blocks_its_slot_nor_the_others_acks(
     broker: LaneBroker, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -35,6 +35,13 @@ ACK_MANY = Path(__file__).with_name("ack_many.lua").read_bytes()
 
 #: Acks per script call; bounds how long Redis runs one script.
 MAX_PER_CALL = 1000
+#: The sending thread, woken by a first ack, waits up to `LINGER_S` for `LINGER_UNTIL` acks
+#: before it sends: it sent whatever had piled up during its last call, 195 calls per 10,000
+#: requests at 0 ms, each waking it to take the GIL from the event loop; lingering, 107
+#: (#22). An ack sent later only leaves its message in the ack set longer (its result is
+#: stored already; a worker that dies meanwhile has it redelivered and skipped, as before).
+LINGER_S = 0.01
+LINGER_UNTIL = 128
 
 
 class AckBatcher:
@@ -48,6 +55,8 @@ class AckBatcher:
         self._sending = 0
         self._cond = threading.Condition()
         self._closed = False
+        #: `flush` calls waiting: the thread then sends at once.
+        self._flushes = 0
         self._thread: threading.Thread | None = None
         self.sent = 0
         self.calls = 0
@@ -62,7 +71,7 @@ class AckBatcher:
                 )
                 self._thread.start()
             self._pending.append((worker_id, queue_name, message_id))
-            if len(self._pending) == 1:
+            if len(self._pending) in (1, LINGER_UNTIL):
                 self._cond.notify_all()
 
     @contextlib.contextmanager
@@ -76,12 +85,16 @@ class AckBatcher:
         """Wait until every queued ack is in Redis; False when that took longer than timeout_s."""
         deadline = time.monotonic() + timeout_s
         with self._cond:
-            self._cond.notify_all()
-            while self._pending or self._sending:
-                left = deadline - time.monotonic()
-                if left <= 0 or self._thread is None or not self._thread.is_alive():
-                    return False
-                self._cond.wait(min(left, 0.1))
+            self._flushes += 1
+            try:
+                self._cond.notify_all()
+                while self._pending or self._sending:
+                    left = deadline - time.monotonic()
+                    if left <= 0 or self._thread is None or not self._thread.is_alive():
+                        return False
+                    self._cond.wait(min(left, 0.1))
+            finally:
+                self._flushes -= 1
         return True
 
     def close(self, timeout_s: float = 30.0) -> None:
@@ -104,6 +117,7 @@ class AckBatcher:
                     self._cond.wait()
                 if self._closed and not self._pending:
                     return
+                self._linger()
                 batch = self._pending[:MAX_PER_CALL]
                 del self._pending[:MAX_PER_CALL]
                 self._sending = len(batch)
@@ -127,6 +141,16 @@ class AckBatcher:
                 self.sent += len(batch)
                 self.calls += 1
                 self._cond.notify_all()
+
+    def _linger(self) -> None:
+        """Wait (holding the condition) until `LINGER_UNTIL` acks are queued, `LINGER_S`
+        has passed, or a flush or close asks for them."""
+        deadline = time.monotonic() + LINGER_S
+        while len(self._pending) < LINGER_UNTIL and not self._closed and not self._flushes:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return
+            self._cond.wait(left)
 
     def _send(self, batch: list[tuple[str, str, str]]) -> None:
         """One `ack_many.lua` call, the acks grouped by ack set (most batches are one group:

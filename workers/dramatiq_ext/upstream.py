@@ -37,15 +37,17 @@ HOOKS: tuple[Hook, ...] = (
         "workers.dramatiq_ext.consumer:BatchAckConsumer.__next__",
         "copy",
         "bc405a9576218e8f",
-        "fetches through dispatch.Fetch and decodes each message once (jobs to on_fetch); "
-        "idle consumers sleep on a wake event; each message remembers its fetch-time worker id",
+        "fetches through dispatch.Fetch and decodes each message once (jobs to on_fetch), "
+        "once a quarter of the prefetch is free; idle and full consumers sleep on a wake "
+        "event; each message remembers its fetch-time worker id",
     ),
     Hook(
         "dramatiq.brokers.redis:_RedisConsumer.ack",
         "workers.dramatiq_ext.consumer:BatchAckConsumer.ack",
         "copy",
         "a4d9d90a0e16a60f",
-        "acks go to the AckBatcher, on the consumer's queue as upstream does",
+        "acks go to the AckBatcher, on the consumer's queue as upstream does; the ack that "
+        "frees a quarter of the prefetch wakes the full consumer",
     ),
     Hook(
         "dramatiq.brokers.redis:_RedisConsumer.__init__",
