@@ -25,14 +25,8 @@ from providers.errors import (
     ServerError,
     Unsupported,
 )
-from providers.http import (
-    BaseURL,
-    HTTPConfig,
-    HTTPProvider,
-    HTTPResponse,
-    VendorError,
-    rate_limited,
-)
+from providers.http import BaseURL, HTTPConfig, HTTPProvider
+from providers.http_response import HTTPResponse, VendorError, rate_limited
 from providers.translate import anthropic as claude
 from providers.translate.anthropic import FINISH_REASONS
 from providers.translate.common import arguments_string

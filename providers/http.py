@@ -1,38 +1,37 @@
-"""HTTP plumbing the vendor adapters share: transport errors and rate-limit headers, read once."""
+"""HTTP plumbing the vendor adapters share: the base adapter and its config, its calls over the
+lean client (`providers.wire`) or aiohttp, each answer read whole up to `max_response_mb`.
+What an answer or a transport failure means is `providers.http_response`."""
 
 from __future__ import annotations
 
 import asyncio
-import re
-import sys
 import time
 from collections.abc import Awaitable, Mapping
-from dataclasses import dataclass
 from functools import cached_property
 from typing import TYPE_CHECKING, Annotated, Any, NamedTuple, TypeVar, overload
 from urllib.parse import quote
 
 import orjson
-from multidict import CIMultiDict, CIMultiDictProxy
-from pydantic import AfterValidator, BaseModel, Field, SecretStr, TypeAdapter, ValidationError
+from pydantic import AfterValidator, BaseModel, Field, SecretStr, TypeAdapter
 from yarl import URL
 
 from providers.base import CALLER_BOUNDS_TIME, HealthStatus, Provider, ProviderConfig
 from providers.errors import (
-    AuthError,
-    ContextTooLong,
     InvalidRequest,
-    Overloaded,
     ProtocolError,
     ProviderError,
-    QuotaExceeded,
-    RateLimited,
-    ServerError,
-    Timeout,
 )
-from providers.headers import RateLimits, rate_limits, retry_after_s
+from providers.headers import RateLimits, rate_limits
+from providers.http_response import (
+    MIB,
+    HTTPResponse,
+    VendorError,
+    error_for_status,
+    translate_errors,
+    vendor_error,
+)
 from providers.wire import Origin, WirePool, request_head
-from providers.wire_parse import BodyCutShort
+from providers.wire_parse import BodyTooLarge
 
 if TYPE_CHECKING:  # imported where a session is made (`Provider.sessions`)
     import aiohttp
@@ -40,151 +39,13 @@ if TYPE_CHECKING:  # imported where a session is made (`Provider.sessions`)
 #: Sent with every call so fake servers, gateways and logs can tie a call to its request.
 CUSTOM_ID_HEADER = "x-batchyard-custom-id"
 
-_DETAIL_CHARS = 300
-_HTML_TITLE = re.compile(r"<title>(.*?)</title>", re.IGNORECASE | re.DOTALL)
 
 M = TypeVar("M", bound=BaseModel)
 T = TypeVar("T")
 
 
-def rate_limited(message: str, headers: Mapping[str, str], status: int = 429) -> RateLimited:
-    """The RateLimited error for a response, with its Retry-After and advertised limits."""
-    return RateLimited(
-        message, retry_after_s=retry_after_s(headers), limits=rate_limits(headers), status=status
-    )
-
-
-@dataclass(frozen=True, slots=True)
-class HTTPResponse:
-    """A fully read response: the adapters never hold an aiohttp object past `send`."""
-
-    status: int
-    #: aiohttp's proxy, or the lean client's own, fresh per response (no proxy per call, #22).
-    headers: CIMultiDict[str] | CIMultiDictProxy[str]
-    body: bytes
-
-    @property
-    def ok(self) -> bool:
-        """2xx."""
-        return 200 <= self.status < 300
-
-
-@dataclass(frozen=True, slots=True)
-class VendorError:
-    """The error fields every vendor body has some spelling of."""
-
-    type: str | None
-    code: str | None
-    message: str
-
-
-def vendor_error(body: bytes) -> VendorError:
-    """Read an error body in any of the vendor shapes (OpenAI, Anthropic, Ollama, vLLM, HTML)."""
-    try:
-        data = orjson.loads(body)
-    except orjson.JSONDecodeError:
-        text = body.decode("utf-8", "replace")
-        title = _HTML_TITLE.search(text)
-        return VendorError(None, None, _snippet(title.group(1) if title else text))
-    err = data.get("error", data) if isinstance(data, dict) else data
-    if isinstance(err, str):
-        return VendorError(None, None, _snippet(err))
-    if not isinstance(err, dict):
-        return VendorError(None, None, _snippet(str(data)))
-    details = err.get("details")
-    code = err.get("code")
-    if code is None and isinstance(details, dict):
-        code = details.get("error_code")
-    kind = err.get("type")
-    return VendorError(
-        type=str(kind) if kind is not None else None,
-        code=str(code) if code is not None else None,
-        message=_snippet(str(err.get("message") or err.get("detail") or "")),
-    )
-
-
-def _snippet(text: str) -> str:
-    text = " ".join(text.split())
-    return text if len(text) <= _DETAIL_CHARS else text[: _DETAIL_CHARS - 1] + "…"
-
-
-def error_for_status(message: str, resp: HTTPResponse) -> ProviderError:
-    """The error a status means when the vendor's body says nothing more specific."""
-    status = resp.status
-    if status == 429:
-        return rate_limited(message, resp.headers)
-    if status in (401, 403, 407):
-        return AuthError(message, status=status)
-    if status == 402:
-        return QuotaExceeded(message, status=status)
-    if status == 408:
-        return Timeout(message, status=status)
-    if status == 413:
-        return ContextTooLong(message, status=status)
-    if status in (503, 529):
-        return Overloaded(message, status=status)
-    if status >= 500 or status == 409:
-        return ServerError(message, status=status)
-    if status >= 400:
-        return InvalidRequest(message, status=status)
-    return ProtocolError(f"{message} (unexpected status; check base_url)", status=status)
-
-
 #: Larger error bodies are not kept in results (the message still says what went wrong).
 _BODY_KEPT = 8192
-
-
-class _Translated:
-    """`translate_errors`' context manager: a class, not a generator, since it wraps every call
-    (a generator-based one cost a generator and its helper per use, twice per request)."""
-
-    __slots__ = ("endpoint", "timeout_s")
-
-    def __init__(self, endpoint: str, timeout_s: float | None) -> None:
-        self.endpoint = endpoint
-        self.timeout_s = timeout_s
-
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, _: Any) -> None:
-        if exc is None or isinstance(exc, ProviderError):
-            return
-        translated = _translated(exc, f"endpoint {self.endpoint!r}", self.timeout_s)
-        if translated is not None:
-            raise translated from None
-
-
-def _translated(exc: BaseException, where: str, timeout_s: float | None) -> ProviderError | None:
-    """The project's error for an aiohttp, socket or decoding failure; None for any other."""
-    if isinstance(exc, TimeoutError):  # aiohttp.ServerTimeoutError included; must precede OSError
-        limit = f" within {timeout_s:g}s" if timeout_s is not None else ""
-        return Timeout(f"{where}: no complete answer{limit}")
-    # aiohttp's errors only where it is imported: a worker whose calls all go over `wire`
-    # never imports it, so none of its errors can be raised there
-    client = sys.modules.get("aiohttp")
-    cut = (client.ClientPayloadError, BodyCutShort) if client is not None else BodyCutShort
-    if isinstance(exc, cut):
-        return ServerError(f"{where}: response body cut short ({_snippet(str(exc))})")
-    failed = (client.ClientError, OSError) if client is not None else OSError
-    if isinstance(exc, failed):
-        detail = f"{type(exc).__name__}: {_snippet(str(exc))}"
-        return ServerError(f"{where}: connection failed ({detail})")
-    if isinstance(exc, orjson.JSONDecodeError):
-        return ProtocolError(f"{where}: response is not valid JSON ({exc})")
-    if isinstance(exc, ValidationError):
-        first = exc.errors()[0]
-        loc = ".".join(str(p) for p in first["loc"]) or "body"
-        return ProtocolError(f"{where}: unexpected response shape at {loc}: {first['msg']}")
-    return None
-
-
-def translate_errors(endpoint: str, timeout_s: float | None = None) -> _Translated:
-    """Turn aiohttp, socket and decoding failures into the project's error tree, in one place.
-
-    Raised `from None`: aiohttp exceptions can hold request headers, so none travels upward.
-    """
-    return _Translated(endpoint, timeout_s)
 
 
 def _check_base_url(value: str) -> str:
@@ -384,7 +245,7 @@ class HTTPProvider(Provider):
                 timeout=self._connect_timeout if CALLER_BOUNDS_TIME.get() else self._timeout,
                 allow_redirects=False,
             ) as raw:
-                resp = HTTPResponse(raw.status, raw.headers, await raw.read())
+                resp = HTTPResponse(raw.status, raw.headers, await _read(raw, self._max_body))
         return resp
 
     def post(self, path: str, custom_id: str | None, payload: Any) -> Awaitable[HTTPResponse]:
@@ -454,16 +315,24 @@ class HTTPProvider(Provider):
         data = b"".join((head.prefix, length, head.custom_id, b"\r\n", body))
         connect_s = self._connect_s
         with translate_errors(self.endpoint, self.settings.timeout_s):
+            request = self.wire.request(
+                head.origin, data, method == "HEAD", connect_s, self._max_body
+            )
             if CALLER_BOUNDS_TIME.get():
-                reply = await self.wire.request(head.origin, data, method == "HEAD", connect_s)
+                reply = await request
             else:
                 async with asyncio.timeout(self.settings.timeout_s):
-                    reply = await self.wire.request(head.origin, data, method == "HEAD", connect_s)
+                    reply = await request
         return HTTPResponse(reply.status, reply.headers, reply.body)
 
     @cached_property
     def _connect_s(self) -> float:
         return min(self.options.connect_timeout_s, self.settings.timeout_s)
+
+    @cached_property
+    def _max_body(self) -> int:
+        """The endpoint's `max_response_mb` in bytes: the longest body read, decoded."""
+        return int(self.settings.max_response_mb * MIB)
 
     @cached_property
     def _wire_heads(self) -> dict[tuple[str, str], _Head]:
@@ -488,6 +357,19 @@ class HTTPProvider(Provider):
             ok, detail = resp.ok, "" if resp.ok else self.describe(resp, vendor_error(resp.body))
         latency_ms = (time.perf_counter() - started) * 1000
         return HealthStatus(ok=ok, latency_ms=latency_ms, detail=self.redact(detail))
+
+
+async def _read(raw: aiohttp.ClientResponse, limit: int) -> bytes:
+    """An aiohttp response's body as it arrives (decoded, as aiohttp decodes it), `limit`
+    bytes at most: `BodyTooLarge` past them, the rest unread (the connection is closed)."""
+    parts: list[bytes] = []
+    size = 0
+    async for part in raw.content.iter_any():
+        size += len(part)
+        if size > limit:
+            raise BodyTooLarge(limit)
+        parts.append(part)
+    return b"".join(parts)
 
 
 def reserved_params(params: Mapping[str, Any], reserved: frozenset[str], endpoint: str) -> None:

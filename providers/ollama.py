@@ -11,13 +11,8 @@ from pydantic import BaseModel, Field, field_validator
 from providers.base import Capabilities, HealthStatus, ProviderResponse
 from providers.errors import ContextTooLong, InvalidRequest, ProviderError, Unsupported
 from providers.headers import parse_duration_s
-from providers.http import (
-    BaseURL,
-    HTTPConfig,
-    HTTPProvider,
-    HTTPResponse,
-    VendorError,
-)
+from providers.http import BaseURL, HTTPConfig, HTTPProvider
+from providers.http_response import HTTPResponse, VendorError
 from providers.translate import ollama
 from schemas.request import LLMRequest
 from schemas.result import Usage

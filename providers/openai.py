@@ -25,13 +25,8 @@ from providers.errors import (
     QuotaExceeded,
     ServerError,
 )
-from providers.http import (
-    BaseURL,
-    HTTPConfig,
-    HTTPProvider,
-    HTTPResponse,
-    VendorError,
-)
+from providers.http import BaseURL, HTTPConfig, HTTPProvider
+from providers.http_response import HTTPResponse, VendorError
 from providers.translate import anthropic as claude
 from schemas.request import EndpointKind, LLMRequest
 from schemas.result import Usage

@@ -150,14 +150,16 @@ class _Connection(asyncio.Protocol):
             except Exception as err:
                 waiter.set_exception(err)
 
-    def exchange(self, data: bytes, head_only: bool) -> asyncio.Future[Reply]:
-        """Send one request; the future of its response."""
+    def exchange(
+        self, data: bytes, head_only: bool, max_body: int | None = None
+    ) -> asyncio.Future[Reply]:
+        """Send one request; the future of its response (`BodyTooLarge` past `max_body`)."""
         transport = self.transport
         if self.closed or transport is None or transport.is_closing():
             raise ConnectionClosed("connection closed while idle")
         waiter: asyncio.Future[Reply] = asyncio.get_running_loop().create_future()
         self.waiter = waiter
-        self.parser.expect(head_only)
+        self.parser.expect(head_only, max_body)
         transport.write(data)
         return waiter
 
@@ -185,9 +187,16 @@ class WirePool:
         return f"<WirePool limit={self.limit} in_use={self._active}>"
 
     async def request(
-        self, origin: Origin, data: bytes, head_only: bool, connect_timeout_s: float
+        self,
+        origin: Origin,
+        data: bytes,
+        head_only: bool,
+        connect_timeout_s: float,
+        max_body: int | None = None,
     ) -> Reply:
-        """Send `data` (a whole request) to `origin` and read its whole response."""
+        """Send `data` (a whole request) to `origin` and read its whole response, whose body
+        may be `max_body` bytes at most, as sent and decoded (`BodyTooLarge` past them: the
+        connection is closed, the rest never read)."""
         if self._closed:
             raise RuntimeError("the HTTP connection pool is closed")
         if self._active < self.limit and not self._waiters:
@@ -200,12 +209,12 @@ class WirePool:
             conn = self._idle_connection(origin)
             if conn is not None:
                 try:
-                    reply = await conn.exchange(data, head_only)
+                    reply = await conn.exchange(data, head_only, max_body)
                 except ConnectionClosed:  # closed before any byte: not read, send it once more
                     conn = None
             if conn is None:
                 conn = await self._connect(origin, connect_timeout_s)
-                reply = await conn.exchange(data, head_only)
+                reply = await conn.exchange(data, head_only, max_body)
         except BaseException:
             if conn is not None:
                 conn.abort()

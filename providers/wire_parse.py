@@ -8,6 +8,10 @@ connection's close. `Content-Encoding` gzip and deflate are decoded once the bod
 as aiohttp's client does; other codings are left as sent. Bytes past a response stay buffered
 for the next one, so responses that arrive together are read one by one.
 
+A body longer than the request's `max_body` (as sent, and once decoded) raises `BodyTooLarge`
+as soon as that is known: at the head when its Content-Length says so, else as the bytes or
+the decoded output pass it. The caller closes the connection: the rest is never read.
+
 Error messages never quote the server's bytes: a server may echo a request's headers (keys).
 """
 
@@ -35,6 +39,14 @@ class ConnectionClosed(ConnectionError):
 
 class BodyCutShort(Exception):
     """The head arrived but the body ended early or does not decode."""
+
+
+class BodyTooLarge(Exception):
+    """The body (as sent, or decoded) is longer than the caller allows (`max_body`)."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(f"response body longer than {limit} bytes")
+        self.limit = limit
 
 
 class Reply(NamedTuple):
@@ -66,7 +78,9 @@ class ResponseParser:
         "_headers",
         "_keep_alive",
         "_left",
+        "_max",
         "_parts",
+        "_read",
         "_received",
         "_state",
         "_status",
@@ -83,6 +97,10 @@ class ResponseParser:
         self._parts: list[bytes] = []
         #: Whether any byte of the current response has arrived.
         self._received = False
+        #: The current body's limit in bytes (None: none), and its bytes read so far past
+        #: the part whose length was checked at once (a chunk's or Content-Length's).
+        self._max: int | None = None
+        self._read = 0
 
     @property
     def received(self) -> bool:
@@ -94,12 +112,15 @@ class ResponseParser:
         """Whether bytes beyond the last whole response are buffered."""
         return bool(self._buf)
 
-    def expect(self, head_only: bool) -> None:
-        """Start reading the response to the next request (`head_only`: it was a HEAD)."""
+    def expect(self, head_only: bool, max_body: int | None = None) -> None:
+        """Start reading the response to the next request (`head_only`: it was a HEAD),
+        whose body may be `max_body` bytes at most, as sent and decoded (None: any length)."""
         self._head_only = head_only
         self._state = _HEAD
         self._parts = []
         self._received = bool(self._buf)
+        self._max = max_body
+        self._read = 0
 
     def feed(self, data: bytes) -> Reply | None:
         """Take bytes; the response once it is whole (later bytes stay for the next)."""
@@ -137,6 +158,7 @@ class ResponseParser:
                     raise BodyCutShort("bad chunk size") from None
                 self._buf = buf[end + 2 :]
                 self._left = left
+                self._grow(left)
                 self._state = _CHUNK_DATA if left else _TRAILERS
             elif state == _CHUNK_DATA:
                 rest = self._take(buf)
@@ -160,9 +182,16 @@ class ResponseParser:
                 return self._done()
             else:  # _TO_CLOSE
                 if buf:
+                    self._grow(len(buf))
                     self._parts.append(buf)
                     self._buf = b""
                 return None
+
+    def _grow(self, n: int) -> None:
+        """Count `n` more bytes of the body against its limit."""
+        self._read += n
+        if self._max is not None and self._read > self._max:
+            raise BodyTooLarge(self._max)
 
     def _take(self, buf: bytes) -> bytes | None:
         """Move the body's next `_left` bytes from `buf` to its parts: the bytes after them
@@ -240,6 +269,7 @@ class ResponseParser:
             if len(values) != 1 or not next(iter(values)).isdigit():
                 raise BadResponse("bad Content-Length")
             self._left = int(values.pop())
+        self._grow(self._left)
         self._state = _LENGTH
 
     def _to_close(self) -> None:
@@ -255,7 +285,7 @@ class ResponseParser:
         headers = self._headers
         coding = headers.get("content-encoding")
         if coding is not None and body:
-            body = _decoded(body, coding.strip().lower())
+            body = _decoded(body, coding.strip().lower(), self._max)
         return Reply(self._status, headers, body, self._keep_alive)
 
 
@@ -267,23 +297,31 @@ def _find(buf: bytes, sep: bytes, limit: int, error: type[Exception], what: str)
     return end
 
 
-def _decoded(body: bytes, coding: str) -> bytes:
-    """`body` decoded per its Content-Encoding; codings other than gzip/deflate pass through."""
+def _decoded(body: bytes, coding: str, limit: int | None = None) -> bytes:
+    """`body` decoded per its Content-Encoding, `limit` bytes at most (`BodyTooLarge` past
+    them: a few kilobytes of gzip can hold gigabytes); other codings pass through."""
     try:
         if coding in ("gzip", "x-gzip"):
-            return _whole(zlib.decompressobj(16 + zlib.MAX_WBITS), body)
+            return _whole(zlib.decompressobj(16 + zlib.MAX_WBITS), body, limit)
         if coding == "deflate":  # zlib-wrapped as the RFC says, or raw as some servers send
             try:
-                return _whole(zlib.decompressobj(zlib.MAX_WBITS), body)
+                return _whole(zlib.decompressobj(zlib.MAX_WBITS), body, limit)
             except zlib.error:
-                return _whole(zlib.decompressobj(-zlib.MAX_WBITS), body)
+                return _whole(zlib.decompressobj(-zlib.MAX_WBITS), body, limit)
     except zlib.error as exc:
         raise BodyCutShort(f"cannot decode {coding} body: {exc}") from None
     return body
 
 
-def _whole(decoder: zlib._Decompress, body: bytes) -> bytes:
-    out = decoder.decompress(body) + decoder.flush()
+def _whole(decoder: zlib._Decompress, body: bytes, limit: int | None) -> bytes:
+    if limit is None:
+        out = decoder.decompress(body) + decoder.flush()
+    else:  # one byte past the limit tells a body that is too long from one that fits
+        out = decoder.decompress(body, limit + 1)
+        if len(out) <= limit:
+            out += decoder.flush()
+        if len(out) > limit:
+            raise BodyTooLarge(limit)
     if not decoder.eof:
         raise zlib.error("compressed body ends early")
     return out

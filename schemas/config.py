@@ -157,6 +157,12 @@ class EndpointConfig(BaseModel):
     tpm: int | None = Field(default=None, gt=0, le=_ABSURD)
     max_concurrency: int | None = Field(default=None, gt=0, le=100_000)
     timeout_s: float = Field(default=120.0, gt=0, le=3600)
+    #: Longest answer body read, in MiB, as sent and once gzip/deflate is decoded: a longer one
+    #: fails its call (`protocol_error`) as soon as that is known, unread. A server that
+    #: sends gigabytes, or a few kilobytes of gzip that decode to them, would otherwise be
+    #: held whole in a worker's memory. The default leaves room for the largest embeddings
+    #: answers (2,048 inputs of 3,072 floats are ~70 MB of JSON).
+    max_response_mb: float = Field(default=256.0, gt=0, le=16_384)
     breaker: BreakerConfig = Field(default_factory=BreakerConfig)
     max_context_tokens: int | None = Field(default=None, gt=0, le=100_000_000)
     model_limits: dict[str, ModelLimits] = Field(default_factory=dict)

@@ -34,7 +34,7 @@ from multidict import CIMultiDict, CIMultiDictProxy
 from providers.anthropic import AnthropicProvider
 from providers.base import ProviderResponse
 from providers.errors import ProviderError
-from providers.http import HTTPResponse
+from providers.http_response import HTTPResponse
 from providers.openai import OpenAIProvider
 from schemas.config import BatchConfig, EndpointConfig
 from schemas.job import Job

@@ -18,7 +18,7 @@ import orjson
 
 from providers.anthropic import AnthropicProvider
 from providers.errors import ProviderError
-from providers.http import HTTPResponse
+from providers.http_response import HTTPResponse
 from providers.openai import PATHS, OpenAIProvider
 
 #: The adapters whose vendors have a batch API.

@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from providers.base import CALLER_BOUNDS_TIME
-from providers.errors import ProviderError, RateLimited, ServerError, Timeout
+from providers.errors import ProtocolError, ProviderError, RateLimited, ServerError, Timeout
 from providers.fake_server import FakeServer
 from providers.http import HTTPProvider
 from providers.registry import endpoint_options, provider_class
@@ -506,3 +506,48 @@ async def test_a_posted_call_sends_the_bytes_send_does_with_its_head_built_once(
     assert [request for _, request in seen][2] == seen[3][1]
     assert b"x-batchyard-custom-id: id%200/%C3%BC\r\n" in seen[0][1]
     assert posted == 1
+
+
+def two_mib_answers() -> list[bytes]:
+    """A 2 MiB answer sent as is, and ~2 KB of gzip that decode to 2 MiB."""
+    body = b'{"id": "x", "pad": "' + b"a" * (2 << 20) + b'"}'
+    packed = gzip.compress(body)
+    plain = b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body)
+    bomb = b"HTTP/1.1 200 OK\r\nContent-Encoding: gzip\r\nContent-Length: %d\r\n\r\n%s" % (
+        len(packed),
+        packed,
+    )
+    return [plain, bomb]
+
+
+@pytest.mark.parametrize("client", ["wire", "aiohttp"])
+@pytest.mark.parametrize("answer", [0, 1], ids=["plain", "gzip"])
+async def test_an_answer_longer_than_max_response_mb_fails_the_call_unread(
+    client: str, answer: int
+) -> None:
+    import aiohttp
+
+    pool = WirePool(10)
+    big, ok = answering(two_mib_answers()[answer]), answering(OK)
+
+    async def first_big(
+        r: asyncio.StreamReader, w: asyncio.StreamWriter, conn: int, seen: Seen
+    ) -> None:
+        await (big if conn == 1 else ok)(r, w, conn, seen)
+
+    async with serving(first_big) as (origin, seen), aiohttp.ClientSession() as s:
+        provider = openai_adapter(f"http://127.0.0.1:{origin.port}", pool, max_response_mb=1)
+        if client == "aiohttp":
+            provider.wire = None
+            provider.session = s
+        # Given an endpoint whose answers may be 1 MiB and a server answering 2 MiB (as
+        # sent, or once its gzip is decoded), the call fails naming the setting,
+        with pytest.raises(ProviderError) as caught:
+            await provider.send("POST", "/chat/completions", provider.headers(), {})
+        # and the connection it came on is not used again: the next call opens another.
+        again = await provider.send("POST", "/chat/completions", provider.headers(), {})
+    pool.close()
+    assert type(caught.value) is ProtocolError and caught.value.code == "protocol_error"
+    assert "longer than max_response_mb (1 MiB)" in str(caught.value)
+    assert caught.value.__cause__ is None
+    assert again.body == b"ok" and [conn for conn, _ in seen] == [1, 2]

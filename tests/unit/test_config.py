@@ -56,6 +56,16 @@ def test_absurd_limits_are_config_errors(value: object) -> None:
         parse_config({"endpoints": {"m": {"provider": "mock", "rpm": value}}})
 
 
+@pytest.mark.parametrize("value", [0, -1, 10**9, "big"])
+def test_a_response_size_cap_out_of_range_is_a_config_error(value: object) -> None:
+    with pytest.raises(ConfigError, match=r"endpoint 'm', field 'max_response_mb'"):
+        parse_config({"endpoints": {"m": {"provider": "mock", "max_response_mb": value}}})
+    assert (
+        parse_config({"endpoints": {"m": {"provider": "mock"}}}).endpoints["m"].max_response_mb
+        == 256
+    )
+
+
 def test_route_to_unknown_endpoint_is_an_error() -> None:
     with pytest.raises(ConfigError, match=r"unknown endpoint 'ghost' \(known: m\)"):
         parse_config(

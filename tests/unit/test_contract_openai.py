@@ -26,7 +26,7 @@ from providers.errors import (
     Timeout,
 )
 from providers.fake_server import FakeServer, Fault
-from providers.http import HTTPResponse
+from providers.http_response import HTTPResponse
 from providers.openai import OpenAIProvider, _usage
 from schemas.config import EndpointConfig
 from schemas.request import LLMRequest

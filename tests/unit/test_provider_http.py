@@ -27,13 +27,8 @@ from providers.errors import (
 from providers.fake_server import FakeServer, Fault
 from providers.fake_server.faults import go_duration
 from providers.headers import parse_duration_s, rate_limits, retry_after_s
-from providers.http import (
-    HTTPProvider,
-    HTTPResponse,
-    error_for_status,
-    translate_errors,
-    vendor_error,
-)
+from providers.http import HTTPProvider
+from providers.http_response import HTTPResponse, error_for_status, translate_errors, vendor_error
 from providers.ollama import OllamaProvider
 from providers.openai import OpenAIProvider
 from providers.registry import endpoint_options

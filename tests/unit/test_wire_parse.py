@@ -12,6 +12,7 @@ from providers.wire_parse import (
     MAX_HEAD,
     BadResponse,
     BodyCutShort,
+    BodyTooLarge,
     ConnectionClosed,
     Reply,
     ResponseParser,
@@ -222,3 +223,62 @@ def test_errors_never_quote_the_servers_bytes() -> None:
     with pytest.raises(BadResponse) as caught:
         parser.feed(b"HTTP/1.1 200 OK\r\nAuthorization Bearer sk-secret-key\r\n\r\n")
     assert "sk-secret" not in str(caught.value)
+
+
+def limited(limit: int) -> ResponseParser:
+    parser = ResponseParser()
+    parser.expect(False, max_body=limit)
+    return parser
+
+
+def test_a_body_that_fits_its_limit_exactly_is_read() -> None:
+    for data in (PLAIN, CHUNKED):
+        reply = limited(len(JSON)).feed(data)
+        assert reply is not None and reply.body == JSON
+
+
+def test_a_content_length_past_the_limit_fails_at_the_head_before_any_body_byte() -> None:
+    head = b"HTTP/1.1 200 OK\r\nContent-Length: 5000000000\r\n\r\n"
+    with pytest.raises(BodyTooLarge, match="longer than 1048576 bytes"):
+        limited(1 << 20).feed(head)
+
+
+def test_chunks_fail_once_their_sizes_pass_the_limit() -> None:
+    parser = limited(10)
+    head = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+    assert parser.feed(head + b"6\r\nabcdef\r\n") is None  # 6 of 10
+    with pytest.raises(BodyTooLarge):
+        parser.feed(b"5\r\n")  # 11: known from the size line, before its data
+
+
+def test_a_body_read_to_the_close_fails_as_it_passes_the_limit() -> None:
+    parser = limited(10)
+    assert parser.feed(b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n" + b"x" * 10) is None
+    with pytest.raises(BodyTooLarge):
+        parser.feed(b"y")
+
+
+@pytest.mark.parametrize("coding", ["gzip", "deflate"])
+def test_a_compressed_body_that_decodes_past_the_limit_fails(coding: str) -> None:
+    # ~10 KB of compressed zeros decode to 10 MiB: the limit applies to what is decoded.
+    big = b"\0" * (10 << 20)
+    packed = gzip.compress(big) if coding == "gzip" else zlib.compress(big)
+    assert len(packed) < 20_000
+    head = b"HTTP/1.1 200 OK\r\nContent-Encoding: %s\r\nContent-Length: %d\r\n\r\n" % (
+        coding.encode(),
+        len(packed),
+    )
+    with pytest.raises(BodyTooLarge):
+        limited(1 << 20).feed(head + packed)
+    fits = limited(10 << 20).feed(head + packed)
+    assert fits is not None and fits.body == big
+
+
+def test_each_response_has_its_own_limit() -> None:
+    parser = limited(5)
+    with pytest.raises(BodyTooLarge):
+        parser.feed(PLAIN)
+    parser = ResponseParser()  # a connection whose answer was too long is closed, not reused
+    parser.expect(False, max_body=None)
+    reply = parser.feed(PLAIN)
+    assert reply is not None and reply.body == JSON
