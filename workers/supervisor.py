@@ -18,6 +18,7 @@ from workers import warm
 from workers.crashes import (
     FAIL_AT,
     SOLO_AT,
+    Marks,
     after_death,
     marks_dir,
     marks_path,
@@ -42,6 +43,24 @@ def preflight(config: Path | None) -> None:
     app_config = load_config(config)
     check_config(app_config)
     check_plugins(app_config.plugins)
+
+
+def _after_death(url: str, marks: Marks, pid: int) -> None:
+    """`after_death` for the child `pid`, its outcome logged."""
+    try:
+        counted = after_death(url, marks)
+    except Exception as exc:  # Redis away: redelivered uncounted, after the timeout
+        log.warning("could not count the requests worker process %d was running: %s", pid, exc)
+        return
+    if marks.running:
+        log.warning(
+            "worker process %d died with %d request(s) running; a request whose worker "
+            "dies %d times runs alone, and fails after %d",
+            pid,
+            counted,
+            SOLO_AT,
+            FAIL_AT,
+        )
 
 
 def worker_args(concurrency: int, grace_s: float, config: Path | None) -> list[str]:
@@ -195,22 +214,17 @@ class Supervisor:
         except OSError:  # it marked nothing (it had not started, or was not a LoopWorker)
             return False
         url, ran = self._redis_url(Settings()), bool(marks.running)
-        if not url or not (ran or marks.ids):
-            return ran
-        try:
-            counted = after_death(url, marks)
-        except Exception as exc:  # Redis away: redelivered uncounted, after the timeout
-            log.warning("could not count the requests worker process %d was running: %s", pid, exc)
-            return ran
-        if ran:
-            log.warning(
-                "worker process %d died with %d request(s) running; a request whose worker "
-                "dies %d times runs alone, and fails after %d",
-                pid,
-                counted,
-                SOLO_AT,
-                FAIL_AT,
-            )
+        if url and (ran or marks.ids):
+            # In a thread of its own: a Redis that hangs (one that is down fails at once) held
+            # this loop for the client's socket timeout, 5.1 s per death measured, and with it
+            # the other children's restarts and the stop a Ctrl-C asks for. The messages come
+            # back only after the count (`expire_owners` follows it), or the heartbeat timeout.
+            threading.Thread(
+                target=_after_death,
+                args=(url, marks, pid),
+                name="batchyard-death-count",
+                daemon=True,
+            ).start()
         return ran
 
     def _redis_url(self, settings: Settings) -> str | None:

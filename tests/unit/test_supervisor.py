@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import os
+import shutil
+import socket
+import threading
 import time
 
 import pytest
 
+from workers.crashes import RunningMarks, marks_dir, marks_path
 from workers.supervisor import STARTED_S, Supervisor
 
 
@@ -78,3 +83,32 @@ def test_a_service_restarts_failing_children_for_good(monkeypatch: pytest.Monkey
         sup.check()
     assert sup.failed is None and not sup.stopping
     assert started == [0] * 21
+
+
+def test_a_death_count_on_a_redis_that_hangs_does_not_hold_the_supervisor(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Given a "Redis" that takes connections and never answers (a listening socket),
+    hung = socket.socket()
+    hung.bind(("127.0.0.1", 0))
+    hung.listen(16)
+    url = f"redis://127.0.0.1:{hung.getsockname()[1]}/0"
+    sup, started = supervisor(monkeypatch, 1, give_up_after=None)
+    sup.env["REDIS_URL"] = url
+    sup.start()
+    # and a child that died unasked while running a request (its marks say so),
+    marks = RunningMarks(marks_path(os.getpid(), Child(1).pid), slots=4)
+    marks.mark(b"ns:q.msgs\tid-a")
+    try:
+        # when the supervisor checks its children,
+        checking = threading.Thread(target=sup.check, daemon=True)
+        checking.start()
+        # it restarts the child while the count of its death waits on Redis (a socket
+        # timeout of 5 s, and redis-py's retries), not after it.
+        checking.join(timeout=4)
+        assert not checking.is_alive(), "the supervisor waited on the hung Redis"
+        assert started == [0, 0]
+    finally:
+        hung.close()
+        marks.close()
+        shutil.rmtree(marks_dir(os.getpid()), ignore_errors=True)
