@@ -62,8 +62,8 @@ class AckBatcher:
         self.calls = 0
 
     def add(self, worker_id: str, queue_name: str, message_id: str) -> None:
-        """Queue one ack of a message `worker_id` fetched; it reaches Redis within one round
-        trip of the thread's current call."""
+        """Queue one ack of a message `worker_id` fetched; it reaches Redis with the thread's
+        next call: after its current one, `LINGER_S` at most later (a flush: at once)."""
         with self._cond:
             if self._thread is None:
                 self._thread = threading.Thread(
