@@ -305,7 +305,8 @@ def worker(
     config: ConfigOpt = None,
 ) -> None:
     """Start N supervised worker processes; restart any that dies; drain on SIGTERM."""
-    settings = Settings()
+    with user_errors():  # a wrong BATCHYARD_* value is one line, as in the other commands
+        settings = Settings()
     setup_logging(settings)
     if not settings.redis_url:
         err.print("[red]error:[/red] REDIS_URL is not set")

@@ -110,7 +110,10 @@ def hand_worker_early(args: list[str]) -> None:
     from workers.supervisor import worker_args
 
     given = options.get("--config")
-    config = Path(given) if given is not None else Settings().config
+    try:
+        config = Path(given) if given is not None else Settings().config
+    except ValueError:  # a wrong BATCHYARD_* value: `run` reports it
+        return
     env = {**os.environ, **worker_env(_spare[0].local_url), PARENT_PID_ENV: str(os.getpid())}
     warm.hand_early(worker_args(concurrency, grace_s, config), env, config)
 

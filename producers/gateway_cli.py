@@ -41,7 +41,10 @@ def gateway(
 
     from producers.gateway import create_app, load_gateway_config
 
-    settings = Settings()
+    try:
+        settings = Settings()
+    except ValueError as exc:  # a wrong BATCHYARD_* value
+        raise _fail(str(exc)) from None
     setup_logging(settings)
     if not settings.redis_url:
         raise _fail("REDIS_URL is not set: the gateway needs the Redis its workers use")

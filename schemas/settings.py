@@ -6,13 +6,21 @@ import os
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 #: Prefix of every setting's environment variable (`BATCHYARD_NAMESPACE`, ...).
 ENV_PREFIX = "BATCHYARD_"
 
 #: Variables read after a field's own `BATCHYARD_<FIELD>`, in order.
 ENV_FALLBACKS = {"redis_url": ("REDIS_URL",)}
+
+
+#: The event loops a worker can run its jobs on (`BATCHYARD_EVENT_LOOP`).
+EVENT_LOOPS = ("uvloop", "asyncio")
+
+
+class SettingsError(ValueError):
+    """A setting's value is wrong: one line naming its environment variable and the value."""
 
 
 def environment(fields: list[str], environ: dict[str, str] | None = None) -> dict[str, str]:
@@ -59,6 +67,34 @@ class Settings(BaseModel):
     enqueue_chunk: int = Field(default=1000, ge=1, le=100_000)
     log_level: str = "INFO"
     log_json: bool = False
+    #: The loop a worker runs its jobs on: `uvloop` (used where it is installed) or `asyncio`.
+    event_loop: str = "uvloop"
 
     def __init__(self, **values: Any) -> None:
-        super().__init__(**{**environment(list(type(self).model_fields)), **values})
+        found = environment(list(type(self).model_fields))
+        try:
+            super().__init__(**{**found, **values})
+        except ValidationError as exc:
+            raise SettingsError(_described(exc, set(found) - set(values))) from None
+
+    @field_validator("event_loop")
+    @classmethod
+    def _known_loop(cls, value: str) -> str:
+        choice = value.strip().lower()
+        if choice not in EVENT_LOOPS:
+            raise ValueError(f"must be {' or '.join(map(repr, EVENT_LOOPS))}")
+        return choice
+
+
+def _described(exc: ValidationError, from_env: set[str]) -> str:
+    """`exc` in one line: each wrong setting by the variable it was read from (else its
+    name), its value, and what is wrong with it. pydantic's own text takes three lines per
+    error and names the field, which nobody sets by that name (a bad `BATCHYARD_*` value was
+    a traceback from `batchyard run`, and three lines from the other commands)."""
+    parts = []
+    for error in exc.errors():
+        field = str(error["loc"][0]) if error["loc"] else "settings"
+        name = ENV_PREFIX + field.upper() if field in from_env else field
+        message = str(error["msg"]).removeprefix("Value error, ")
+        parts.append(f"{name}={error['input']!r}: {message}")
+    return "; ".join(parts)

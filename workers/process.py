@@ -180,7 +180,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--grace", type=float, default=30.0)
     parser.add_argument("--config", type=Path, default=None)
     args = parser.parse_args(argv)
-    settings = Settings()
+    try:
+        settings = Settings()
+    except ValueError as exc:  # a wrong BATCHYARD_* value (its supervisor checked it too)
+        print(f"batchyard worker: {exc}", file=sys.stderr)
+        return 2
     if args.config is not None:
         settings = settings.model_copy(update={"config": args.config})
     setup_logging(settings)

@@ -194,51 +194,87 @@ def test_a_run_whose_config_has_a_mistake_leaves_no_redis_and_no_state(tmp_path:
     wait_until(lambda: not _redis_servers_in(tmp_path), 10, "its Redis to end")
 
 
-def test_a_run_whose_workers_cannot_start_stops_with_their_error_and_resumes(
-    tmp_path: Path,
-) -> None:
-    # Given workers that fail at every start (an event loop that does not exist; the run
-    # itself never reads that setting),
-    write_jsonl(tmp_path / "in.jsonl", [openai_line(f"r{i}", "hi") for i in range(3)])
-    args = ["-m", "batchyard", "run", "in.jsonl", "-o", "out.jsonl"]
-    broken = cli_env(BATCHYARD_EVENT_LOOP="no-such-loop")
-    proc = _python(args, tmp_path, timeout_s=120, env=broken)
-    # `batchyard run` gives up after a few starts instead of waiting for them for good,
-    assert proc.returncode == 2, proc.stderr
-    assert "worker processes keep failing at start-up (exit 1, 3 times in a row" in proc.stderr
-    assert "no-such-loop" in proc.stderr  # with their own errors shown,
-    # keeps its state and stops its Redis,
-    assert (tmp_path / "out.jsonl.batchyard" / "run.json").exists()
-    wait_until(lambda: not _redis_servers_in(tmp_path), 10, "its Redis to end")
-    # and the same command, with workers that can start, resumes and completes the batch.
-    proc = _python(args, tmp_path, timeout_s=120)
-    assert proc.returncode == 0, proc.stderr
-    ids = sorted(str(row["custom_id"]) for row in read_jsonl(tmp_path / "out.jsonl"))
-    assert ids == ["r0", "r1", "r2"]
-    assert "resuming batch_" in proc.stderr and "0 of 3 requests already have" in proc.stderr
-
-
-def test_a_run_whose_plugin_cannot_start_runs_no_job_and_stops_with_its_error(
-    tmp_path: Path,
-) -> None:
-    # Given a third-party plugin (registered by its entry point) that fails when built,
+def boom_plugin(tmp_path: Path) -> Path:
+    """A third-party plugin (registered by its entry point) that fails when built while
+    `BOOM` is set; its site directory (for PYTHONPATH)."""
     site = tmp_path / "site"
     meta = site / "boom_plugin-0.1.dist-info"
     meta.mkdir(parents=True)
     (meta / "METADATA").write_text("Metadata-Version: 2.1\nName: boom-plugin\nVersion: 0.1\n")
     (meta / "entry_points.txt").write_text("[batchyard.plugins]\nboom = boom_plugin:Boom\n")
     (site / "boom_plugin.py").write_text(
+        "import os\n"
         "from workers.plugins import Plugin\n\n\n"
         "class Boom(Plugin):\n"
         "    name = 'boom'\n\n"
         "    def __init__(self, config, redis, namespace):\n"
-        "        raise RuntimeError('boom cannot start: no licence server')\n"
+        "        if os.environ.get('BOOM'):\n"
+        "            raise RuntimeError('boom cannot start: no licence server')\n"
     )
     (tmp_path / "c.yaml").write_text(
         "endpoints:\n  m:\n    provider: mock\n    model: m\nplugins:\n  boom: {}\n"
     )
+    return site
+
+
+def test_a_run_whose_workers_cannot_start_stops_with_their_error_and_resumes(
+    tmp_path: Path,
+) -> None:
+    # Given workers that fail at every start (a plugin that cannot be built; the run itself
+    # never builds plugins),
+    site = boom_plugin(tmp_path)
     write_jsonl(tmp_path / "in.jsonl", [openai_line(f"r{i}", "hi") for i in range(3)])
+    args = ["-m", "batchyard", "run", "in.jsonl", "-o", "out.jsonl", "-c", "c.yaml"]
     env = cli_env()
+    env["PYTHONPATH"] += os.pathsep + str(site)
+    proc = _python(args, tmp_path, timeout_s=120, env={**env, "BOOM": "1"})
+    # `batchyard run` gives up after a few starts instead of waiting for them for good,
+    assert proc.returncode == 2, proc.stderr
+    assert "worker processes keep failing at start-up (exit 1, 3 times in a row" in proc.stderr
+    assert "boom cannot start" in proc.stderr  # with their own errors shown,
+    # keeps its state and stops its Redis,
+    assert (tmp_path / "out.jsonl.batchyard" / "run.json").exists()
+    wait_until(lambda: not _redis_servers_in(tmp_path), 10, "its Redis to end")
+    # and the same command, with workers that can start, resumes and completes the batch.
+    proc = _python(args, tmp_path, timeout_s=120, env=env)
+    assert proc.returncode == 0, proc.stderr
+    ids = sorted(str(row["custom_id"]) for row in read_jsonl(tmp_path / "out.jsonl"))
+    assert ids == ["r0", "r1", "r2"]
+    assert "resuming batch_" in proc.stderr and "0 of 3 requests already have" in proc.stderr
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "says"),
+    [
+        ("BATCHYARD_EVENT_LOOP", "no-such-loop", "must be 'uvloop' or 'asyncio'"),
+        ("BATCHYARD_IDLE_POLL_MS", "abc", "valid integer"),
+    ],
+)
+def test_a_wrong_setting_is_one_line_at_once_and_leaves_nothing(
+    tmp_path: Path, name: str, value: str, says: str
+) -> None:
+    # Given a wrong BATCHYARD_* value (the event loop was found by the workers only, after
+    # three failed starts; any other was a traceback from the run's first lines),
+    write_jsonl(tmp_path / "in.jsonl", [openai_line("r", "hi")])
+    args = ["-m", "batchyard", "run", "in.jsonl", "-o", "out.jsonl"]
+    proc = _python(args, tmp_path, env=cli_env(**{name: value}))
+    # the run says so in one line naming the variable and its value,
+    assert proc.returncode == 2, proc.stderr
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith(f"error: {name}={value!r}: "), proc.stderr
+    assert says in lines[0]
+    # and leaves neither a state directory nor a Redis running in one.
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.jsonl"]
+    wait_until(lambda: not _redis_servers_in(tmp_path), 10, "its Redis to end")
+
+
+def test_a_run_whose_plugin_cannot_start_runs_no_job_and_stops_with_its_error(
+    tmp_path: Path,
+) -> None:
+    # Given a third-party plugin (registered by its entry point) that fails when built,
+    site = boom_plugin(tmp_path)
+    write_jsonl(tmp_path / "in.jsonl", [openai_line(f"r{i}", "hi") for i in range(3)])
+    env = cli_env(BOOM="1")
     env["PYTHONPATH"] += os.pathsep + str(site)
     args = ["-m", "batchyard", "run", "in.jsonl", "-o", "out.jsonl", "-c", "c.yaml"]
     proc = _python(args, tmp_path, timeout_s=120, env=env)

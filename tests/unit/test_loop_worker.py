@@ -577,7 +577,7 @@ def test_a_worker_whose_event_loop_did_not_start_fetches_nothing(
     # the worker refuses to start, before any consumer took a message it could never run:
     # they stay queued for a worker that can (it used to hold them, unacked, until killed).
     with pytest.raises(
-        ValueError, match="BATCHYARD_EVENT_LOOP must be 'uvloop' or 'asyncio', not 'no-such-loop'"
+        ValueError, match="BATCHYARD_EVENT_LOOP='no-such-loop': must be 'uvloop' or 'asyncio'"
     ):
         worker.start()
     assert get_event_loop_thread() is None

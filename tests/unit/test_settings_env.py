@@ -9,9 +9,8 @@ import sys
 from pathlib import Path
 
 import pytest
-from pydantic import ValidationError
 
-from schemas.settings import Settings
+from schemas.settings import Settings, SettingsError
 from tests.conftest import ROOT
 
 
@@ -67,20 +66,44 @@ def test_constructor_values_win_and_unknown_ones_are_ignored(
 
 
 @pytest.mark.parametrize(
-    ("name", "value", "field"),
+    ("name", "value", "says"),
     [
-        ("BATCHYARD_NAMESPACE", "bad space", "namespace"),
-        ("BATCHYARD_RESULT_TTL_S", "5", "result_ttl_s"),
-        ("BATCHYARD_LOG_JSON", "maybe", "log_json"),
+        ("BATCHYARD_NAMESPACE", "bad space", "should match pattern"),
+        ("BATCHYARD_RESULT_TTL_S", "5", "greater than or equal to 60"),
+        ("BATCHYARD_LOG_JSON", "maybe", "valid boolean"),
+        ("BATCHYARD_EVENT_LOOP", "tokio", "must be 'uvloop' or 'asyncio'"),
     ],
 )
-def test_a_bad_variable_is_a_validation_error_naming_its_field(
-    monkeypatch: pytest.MonkeyPatch, name: str, value: str, field: str
+def test_a_bad_variable_is_one_line_naming_the_variable_and_its_value(
+    monkeypatch: pytest.MonkeyPatch, name: str, value: str, says: str
 ) -> None:
     monkeypatch.setenv(name, value)
-    with pytest.raises(ValidationError) as err:
+    with pytest.raises(SettingsError) as err:
         Settings()
-    assert [e["loc"] for e in err.value.errors()] == [(field,)]
+    text = str(err.value)
+    assert text.startswith(f"{name}={value!r}: ") and says in text and "\n" not in text
+    assert isinstance(err.value, ValueError) and err.value.__cause__ is None
+
+
+def test_every_bad_value_is_named_and_a_given_one_by_its_field(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("BATCHYARD_IDLE_POLL_MS", "abc")
+    monkeypatch.setenv("BATCHYARD_ENQUEUE_CHUNK", "0")
+    with pytest.raises(SettingsError) as err:
+        Settings(cancel_poll_s=0)
+    parts = str(err.value).split("; ")
+    assert [p.split(":")[0] for p in parts] == [
+        "cancel_poll_s=0",
+        "BATCHYARD_IDLE_POLL_MS='abc'",
+        "BATCHYARD_ENQUEUE_CHUNK='0'",
+    ]
+
+
+def test_the_event_loop_is_read_in_any_case(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert Settings().event_loop == "uvloop"
+    monkeypatch.setenv("BATCHYARD_EVENT_LOOP", " AsyncIO ")
+    assert Settings().event_loop == "asyncio"
 
 
 def test_the_run_and_worker_processes_do_not_import_pydantic_settings() -> None:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 from collections.abc import Callable
 from typing import Any
 
@@ -14,20 +13,18 @@ from dramatiq.asyncio import EventLoopThread, get_event_loop_thread, set_event_l
 from dramatiq.broker import Broker, MessageProxy
 from dramatiq.middleware import Middleware
 
+from schemas.settings import Settings
+
 log = logging.getLogger("batchyard.broker")
-
-
-#: `BATCHYARD_EVENT_LOOP`: `uvloop` (the default, when it is installed) or `asyncio`.
-EVENT_LOOP_ENV = "BATCHYARD_EVENT_LOOP"
 
 
 def new_event_loop() -> asyncio.AbstractEventLoop:
     """The loop jobs run on: uvloop's unless `BATCHYARD_EVENT_LOOP=asyncio` or it is not
     installed. Every job's sockets, timers and task switches go through the loop, and
-    uvloop's run them in C: ~5 % less worker CPU per request on the 0 ms fake server (#22)."""
-    choice = os.environ.get(EVENT_LOOP_ENV, "uvloop").strip().lower()
-    if choice not in ("uvloop", "asyncio"):
-        raise ValueError(f"{EVENT_LOOP_ENV} must be 'uvloop' or 'asyncio', not {choice!r}")
+    uvloop's run them in C: ~5 % less worker CPU per request on the 0 ms fake server (#22).
+    A value that is neither raises `SettingsError` (the commands check it at their start:
+    it is `Settings.event_loop`)."""
+    choice = Settings().event_loop
     if choice == "uvloop":
         try:
             import uvloop
